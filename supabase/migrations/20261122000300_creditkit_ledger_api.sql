@@ -1,0 +1,723 @@
+-- creditkit ledger API: grant, consume (blocking and raising), adjust, balance, history, the
+-- expiry sweep, and the caller-bound reads for signed-in users.
+--
+-- Shape of every mutation: validate -> lock the account row -> book credit that expired by p_now
+-- -> replay if the idempotency key was seen -> act -> append one ledger row. One row lock, held
+-- for the length of one short transaction; concurrent duplicates serialise on that lock and the
+-- second one finds the first one's ledger row.
+--
+-- Security: mutations are security definer because no client role (service_role included) has
+-- write privileges on the kit's tables; EXECUTE is granted to service_role only, and each one
+-- also refuses anon/authenticated callers (creditkit.assert_server_caller). Reads are security
+-- invoker, so RLS and table privileges apply to them.
+
+-- ---------------------------------------------------------------------------------------------
+-- Internal helpers (schema creditkit; not callable by clients unless granted below)
+-- ---------------------------------------------------------------------------------------------
+
+create or replace function creditkit.check_amount(p_amount bigint)
+returns void
+language plpgsql
+immutable
+set search_path = ''
+as $$
+begin
+  if p_amount is null or p_amount < 1 or p_amount > 9007199254740991 then
+    raise exception using
+      errcode = 'CK001',
+      message = format('invalid amount: %s (must be an integer from 1 to 9007199254740991)', coalesce(p_amount::text, 'NULL'));
+  end if;
+end;
+$$;
+comment on function creditkit.check_amount(bigint) is 'Raises CK001 unless 1 <= amount <= 2^53-1.';
+revoke all on function creditkit.check_amount(bigint) from public, anon, authenticated, service_role;
+
+-- Validates the arguments every mutation shares; returns the metadata to store ('{}' for NULL).
+create or replace function creditkit.check_request(p_idempotency_key text, p_event text, p_metadata jsonb, p_now timestamptz)
+returns jsonb
+language plpgsql
+immutable
+set search_path = ''
+as $$
+begin
+  if p_now is null then
+    raise exception using errcode = 'CK006', message = 'invalid argument: p_now must not be NULL';
+  end if;
+  if p_idempotency_key is not null and (length(p_idempotency_key) > 255 or btrim(p_idempotency_key) = '') then
+    raise exception using errcode = 'CK006', message = 'invalid argument: idempotency key must be 1 to 255 characters, not blank';
+  end if;
+  if p_event is not null and (length(p_event) > 200 or btrim(p_event) = '') then
+    raise exception using errcode = 'CK006', message = 'invalid argument: event name must be 1 to 200 characters, not blank';
+  end if;
+  if p_metadata is null then
+    return '{}'::jsonb;
+  end if;
+  if jsonb_typeof(p_metadata) <> 'object' then
+    raise exception using errcode = 'CK006', message = 'invalid argument: metadata must be a JSON object';
+  end if;
+  if octet_length(p_metadata::text) > 8192 then
+    raise exception using errcode = 'CK006', message = 'invalid argument: metadata is larger than 8192 bytes';
+  end if;
+  return p_metadata;
+end;
+$$;
+comment on function creditkit.check_request(text, text, jsonb, timestamptz) is
+  'Validates idempotency key, event name, metadata and time; returns the metadata to store.';
+revoke all on function creditkit.check_request(text, text, jsonb, timestamptz) from public, anon, authenticated, service_role;
+
+-- Books every bucket of the account that expired by p_now: its remainder leaves the balance as one
+-- 'expire' ledger row per bucket. The caller holds the account row lock. Returns the new balance.
+create or replace function creditkit.book_expired(p_account_id uuid, p_now timestamptz)
+returns bigint
+language plpgsql
+volatile
+set search_path = ''
+as $$
+declare
+  v_balance bigint;
+  v_total bigint;
+  v_rows integer;
+begin
+  select a.balance into v_balance from creditkit.accounts a where a.id = p_account_id;
+
+  with due as (
+    select g.id, g.remaining, g.expires_at,
+           sum(g.remaining) over (order by g.expires_at, g.id) as running
+      from creditkit.grants g
+     where g.account_id = p_account_id and g.remaining > 0 and g.expires_at <= p_now
+  ), emptied as (
+    update creditkit.grants g set remaining = 0 from due where g.id = due.id
+  ), booked as (
+    insert into creditkit.ledger (account_id, kind, amount, balance_after, grant_id, metadata, created_at)
+    select p_account_id, 'expire', -due.remaining, v_balance - due.running, due.id,
+           jsonb_build_object('expires_at', due.expires_at), p_now
+      from due
+     order by due.expires_at, due.id
+    returning amount
+  )
+  select coalesce(-sum(booked.amount), 0), count(*) into v_total, v_rows from booked;
+
+  update creditkit.accounts a
+     set balance = a.balance - v_total,
+         version = a.version + v_rows,
+         next_expiry = (select min(g.expires_at) from creditkit.grants g
+                         where g.account_id = p_account_id and g.remaining > 0 and g.expires_at > p_now)
+   where a.id = p_account_id
+  returning a.balance into v_balance;
+  return v_balance;
+end;
+$$;
+comment on function creditkit.book_expired(uuid, timestamptz) is
+  'Books expired buckets of a locked account as expire ledger rows; returns the new balance.';
+revoke all on function creditkit.book_expired(uuid, timestamptz) from public, anon, authenticated, service_role;
+
+-- Locks the account row (the one lock point of every mutation), books expired credit, returns the
+-- spendable balance.
+create or replace function creditkit.lock_account(p_account_id uuid, p_now timestamptz)
+returns bigint
+language plpgsql
+volatile
+set search_path = ''
+as $$
+declare
+  v_balance bigint;
+  v_next_expiry timestamptz;
+begin
+  if p_account_id is null then
+    raise exception using errcode = 'CK006', message = 'invalid argument: account id must not be NULL';
+  end if;
+  select a.balance, a.next_expiry into v_balance, v_next_expiry
+    from creditkit.accounts a
+   where a.id = p_account_id
+     for update;
+  if not found then
+    raise exception using
+      errcode = 'CK003',
+      message = format('unknown account: %s', p_account_id),
+      detail = jsonb_build_object('account_id', p_account_id)::text;
+  end if;
+  if v_next_expiry <= p_now then
+    v_balance := creditkit.book_expired(p_account_id, p_now);
+  end if;
+  return v_balance;
+end;
+$$;
+comment on function creditkit.lock_account(uuid, timestamptz) is
+  'Locks an account row, books credit expired by p_now, returns the balance. CK003 if unknown.';
+revoke all on function creditkit.lock_account(uuid, timestamptz) from public, anon, authenticated, service_role;
+
+-- The earlier ledger row made with this key, or NULL. Raises CK004 when the key was used for
+-- something else. Called after the account lock, so a concurrent first call has committed.
+create or replace function creditkit.find_replay(
+  p_account_id uuid, p_idempotency_key text, p_kind text, p_amount bigint, p_event text, p_metadata jsonb)
+returns creditkit.ledger
+language plpgsql
+volatile
+set search_path = ''
+as $$
+declare
+  v_prior creditkit.ledger;
+begin
+  if p_idempotency_key is null then
+    return null;
+  end if;
+  select l.* into v_prior
+    from creditkit.ledger l
+   where l.account_id = p_account_id and l.idempotency_key = p_idempotency_key;
+  if found and (v_prior.kind <> p_kind or v_prior.amount <> p_amount
+                or v_prior.event is distinct from p_event or v_prior.metadata <> p_metadata) then
+    raise exception using
+      errcode = 'CK004',
+      message = format('idempotency conflict: key %L was already used for a different %s request', p_idempotency_key, v_prior.kind),
+      detail = jsonb_build_object('transaction_id', v_prior.id)::text;
+  end if;
+  return v_prior;
+end;
+$$;
+comment on function creditkit.find_replay(uuid, text, text, bigint, text, jsonb) is
+  'Idempotency: the ledger row an earlier call with this key wrote, NULL if none; CK004 if parameters differ.';
+revoke all on function creditkit.find_replay(uuid, text, text, bigint, text, jsonb) from public, anon, authenticated, service_role;
+
+-- Takes p_amount out of the account's live buckets in spend order. The caller holds the lock and
+-- has checked the balance, which equals the live buckets' sum once expired credit is booked.
+create or replace function creditkit.draw_down(p_account_id uuid, p_amount bigint, p_now timestamptz)
+returns void
+language plpgsql
+volatile
+set search_path = ''
+as $$
+declare
+  v_left bigint := p_amount;
+  v_take bigint;
+  v_bucket record;
+begin
+  for v_bucket in
+    select g.id, g.remaining
+      from creditkit.grants g
+     where g.account_id = p_account_id and g.remaining > 0 and (g.expires_at is null or g.expires_at > p_now)
+     order by g.expires_at, g.priority desc, g.created_at, g.id
+  loop
+    v_take := least(v_bucket.remaining, v_left);
+    update creditkit.grants g set remaining = g.remaining - v_take where g.id = v_bucket.id;
+    v_left := v_left - v_take;
+    exit when v_left = 0;
+  end loop;
+  if v_left <> 0 then
+    raise exception 'creditkit invariant broken: buckets of account % do not cover its balance', p_account_id;
+  end if;
+end;
+$$;
+comment on function creditkit.draw_down(uuid, bigint, timestamptz) is
+  'Spends from live buckets: soonest expiry, then higher priority, then oldest.';
+revoke all on function creditkit.draw_down(uuid, bigint, timestamptz) from public, anon, authenticated, service_role;
+
+create or replace function creditkit.add_grant(
+  p_account_id uuid, p_category text, p_amount bigint, p_priority integer,
+  p_expires_at timestamptz, p_metadata jsonb, p_now timestamptz)
+returns bigint
+language sql
+volatile
+set search_path = ''
+as $$
+  insert into creditkit.grants (account_id, category, amount, remaining, priority, expires_at, metadata, created_at)
+  values (p_account_id, p_category, p_amount, p_amount,
+          coalesce(p_priority, case p_category when 'promotional' then 30 when 'plan' then 20
+                                               when 'adjustment' then 10 else 0 end),
+          p_expires_at, p_metadata, p_now)
+  returning id;
+$$;
+comment on function creditkit.add_grant(uuid, text, bigint, integer, timestamptz, jsonb, timestamptz) is
+  'Creates a bucket; default priority by category (promotional 30, plan 20, adjustment 10, purchase 0).';
+revoke all on function creditkit.add_grant(uuid, text, bigint, integer, timestamptz, jsonb, timestamptz) from public, anon, authenticated, service_role;
+
+-- Applies a signed change to the locked account and appends its ledger row.
+create or replace function creditkit.append_entry(
+  p_account_id uuid, p_kind text, p_amount bigint, p_grant_id bigint, p_event text,
+  p_idempotency_key text, p_metadata jsonb, p_now timestamptz, p_expires_at timestamptz)
+returns creditkit.ledger
+language plpgsql
+volatile
+set search_path = ''
+as $$
+declare
+  v_balance bigint;
+  v_entry creditkit.ledger;
+begin
+  update creditkit.accounts a
+     set balance = a.balance + p_amount,
+         version = a.version + 1,
+         next_expiry = least(a.next_expiry, p_expires_at)
+   where a.id = p_account_id
+  returning a.balance into v_balance;
+
+  insert into creditkit.ledger (account_id, kind, amount, balance_after, grant_id, event, idempotency_key, metadata, created_at)
+  values (p_account_id, p_kind, p_amount, v_balance, p_grant_id, p_event, p_idempotency_key, p_metadata, p_now)
+  returning * into v_entry;
+  return v_entry;
+end;
+$$;
+comment on function creditkit.append_entry(uuid, text, bigint, bigint, text, text, jsonb, timestamptz, timestamptz) is
+  'Moves the balance of a locked account by a signed amount and appends the ledger row.';
+revoke all on function creditkit.append_entry(uuid, text, bigint, bigint, text, text, jsonb, timestamptz, timestamptz) from public, anon, authenticated, service_role;
+
+-- Live buckets (not expired at p_now, credit left) in spend order, with their sum and next expiry.
+-- Security invoker: for a signed-in caller RLS limits it to accounts they may read.
+create or replace function creditkit.live_buckets(
+  p_account_id uuid, p_now timestamptz,
+  out balance bigint, out next_expiry timestamptz, out buckets jsonb)
+returns record
+language sql
+stable
+security invoker
+set search_path = ''
+as $$
+  select coalesce(sum(g.remaining), 0)::bigint,
+         min(g.expires_at),
+         coalesce(jsonb_agg(jsonb_build_object(
+                    'grant_id', g.id, 'category', g.category, 'remaining', g.remaining, 'amount', g.amount,
+                    'priority', g.priority, 'expires_at', g.expires_at, 'created_at', g.created_at)
+                  order by g.expires_at, g.priority desc, g.created_at, g.id), '[]'::jsonb)
+    from creditkit.grants g
+   where g.account_id = p_account_id and g.remaining > 0 and (g.expires_at is null or g.expires_at > p_now);
+$$;
+comment on function creditkit.live_buckets(uuid, timestamptz) is
+  'Spendable buckets of an account at p_now in spend order, their total and the soonest expiry.';
+revoke all on function creditkit.live_buckets(uuid, timestamptz) from public, anon, authenticated, service_role;
+grant execute on function creditkit.live_buckets(uuid, timestamptz) to authenticated, service_role;
+
+-- One page of an account's ledger, newest first; keyset pagination on the ledger id.
+create or replace function creditkit.history_page(p_account_id uuid, p_limit integer, p_before_id bigint)
+returns table (id bigint, kind text, amount bigint, balance_after bigint, grant_id bigint, event text,
+               idempotency_key text, metadata jsonb, created_at timestamptz)
+language plpgsql
+stable
+security invoker
+set search_path = ''
+as $$
+begin
+  if p_limit is null or p_limit < 1 or p_limit > 1000 then
+    raise exception using errcode = 'CK006', message = 'invalid argument: limit must be from 1 to 1000';
+  end if;
+  return query
+    select l.id, l.kind, l.amount, l.balance_after, l.grant_id, l.event, l.idempotency_key, l.metadata, l.created_at
+      from creditkit.ledger l
+     where l.account_id = p_account_id and (p_before_id is null or l.id < p_before_id)
+     order by l.id desc
+     limit p_limit;
+end;
+$$;
+comment on function creditkit.history_page(uuid, integer, bigint) is
+  'Ledger rows of an account, newest first, with id < p_before_id when given.';
+revoke all on function creditkit.history_page(uuid, integer, bigint) from public, anon, authenticated, service_role;
+grant execute on function creditkit.history_page(uuid, integer, bigint) to authenticated, service_role;
+
+-- The account a signed-in caller means: the given one if they may access it, else their own.
+create or replace function creditkit.caller_account(p_account_id uuid)
+returns uuid
+language plpgsql
+stable
+security invoker
+set search_path = ''
+as $$
+declare
+  v_uid uuid := (select auth.uid());
+begin
+  if v_uid is null then
+    raise exception using errcode = 'CK005', message = 'not allowed: sign in first';
+  end if;
+  if not creditkit.can_access_account(coalesce(p_account_id, v_uid)) then
+    raise exception using errcode = 'CK005', message = 'not allowed: you may not access that account';
+  end if;
+  return coalesce(p_account_id, v_uid);
+end;
+$$;
+comment on function creditkit.caller_account(uuid) is
+  'The account a signed-in caller asked for (default: their own); CK005 if anonymous or not allowed.';
+revoke all on function creditkit.caller_account(uuid) from public, anon, authenticated, service_role;
+grant execute on function creditkit.caller_account(uuid) to authenticated;
+
+-- ---------------------------------------------------------------------------------------------
+-- Server API (service_role only)
+-- ---------------------------------------------------------------------------------------------
+
+-- Security definer: the only write path to the kit's tables; EXECUTE is service_role's alone.
+create or replace function public.creditkit_grant(
+  p_account_id uuid,
+  p_amount bigint,
+  p_category text default 'purchase',
+  p_expires_at timestamptz default null,
+  p_priority integer default null,
+  p_idempotency_key text default null,
+  p_metadata jsonb default null,
+  p_now timestamptz default now(),
+  out transaction_id bigint,
+  out grant_id bigint,
+  out balance bigint)
+returns record
+language plpgsql
+volatile
+security definer
+set search_path = ''
+as $$
+declare
+  v_metadata jsonb;
+  v_balance bigint;
+  v_prior creditkit.ledger;
+  v_entry creditkit.ledger;
+  v_bucket creditkit.grants;
+begin
+  perform creditkit.assert_server_caller();
+  perform creditkit.check_amount(p_amount);
+  v_metadata := creditkit.check_request(p_idempotency_key, null, p_metadata, p_now);
+  if p_category is null or p_category not in ('plan', 'purchase', 'promotional', 'adjustment') then
+    raise exception using errcode = 'CK006',
+      message = 'invalid argument: category must be plan, purchase, promotional or adjustment';
+  end if;
+  if p_expires_at <= p_now then
+    raise exception using errcode = 'CK006', message = 'invalid argument: expires_at must be later than p_now';
+  end if;
+  if p_account_id is null then
+    raise exception using errcode = 'CK006', message = 'invalid argument: account id must not be NULL';
+  end if;
+
+  -- A grant opens the account on first use.
+  insert into creditkit.accounts (id, created_at) values (p_account_id, p_now) on conflict (id) do nothing;
+  v_balance := creditkit.lock_account(p_account_id, p_now);
+
+  v_prior := creditkit.find_replay(p_account_id, p_idempotency_key, 'grant', p_amount, null, v_metadata);
+  if v_prior.id is not null then
+    select g.* into v_bucket from creditkit.grants g where g.id = v_prior.grant_id;
+    if v_bucket.category <> p_category or v_bucket.expires_at is distinct from p_expires_at
+       or v_bucket.priority <> coalesce(p_priority, v_bucket.priority) then
+      raise exception using errcode = 'CK004',
+        message = format('idempotency conflict: key %L was already used for a different grant', p_idempotency_key),
+        detail = jsonb_build_object('transaction_id', v_prior.id)::text;
+    end if;
+    transaction_id := v_prior.id;
+    grant_id := v_prior.grant_id;
+    balance := v_prior.balance_after;
+    return;
+  end if;
+
+  if v_balance > 9007199254740991 - p_amount then
+    raise exception using errcode = 'CK007',
+      message = 'balance limit: the grant would take the balance above 9007199254740991';
+  end if;
+  grant_id := creditkit.add_grant(p_account_id, p_category, p_amount, p_priority, p_expires_at, v_metadata, p_now);
+  v_entry := creditkit.append_entry(p_account_id, 'grant', p_amount, grant_id, null, p_idempotency_key,
+                                    v_metadata, p_now, p_expires_at);
+  transaction_id := v_entry.id;
+  balance := v_entry.balance_after;
+end;
+$$;
+comment on function public.creditkit_grant(uuid, bigint, text, timestamptz, integer, text, jsonb, timestamptz) is
+  'Server only. Adds a bucket of credit (category plan|purchase|promotional|adjustment, optional expiry and priority) and opens the account on first use. Idempotent by key.';
+revoke all on function public.creditkit_grant(uuid, bigint, text, timestamptz, integer, text, jsonb, timestamptz) from public, anon, authenticated;
+grant execute on function public.creditkit_grant(uuid, bigint, text, timestamptz, integer, text, jsonb, timestamptz) to service_role;
+
+-- Security definer: writes the kit's tables, which no client role may write; service_role only.
+create or replace function public.creditkit_consume(
+  p_account_id uuid,
+  p_amount bigint,
+  p_event text default null,
+  p_idempotency_key text default null,
+  p_metadata jsonb default null,
+  p_now timestamptz default now(),
+  out allowed boolean,
+  out balance bigint,
+  out transaction_id bigint)
+returns record
+language plpgsql
+volatile
+security definer
+set search_path = ''
+as $$
+declare
+  v_metadata jsonb;
+  v_balance bigint;
+  v_prior creditkit.ledger;
+  v_entry creditkit.ledger;
+begin
+  perform creditkit.assert_server_caller();
+  perform creditkit.check_amount(p_amount);
+  v_metadata := creditkit.check_request(p_idempotency_key, p_event, p_metadata, p_now);
+  v_balance := creditkit.lock_account(p_account_id, p_now);
+
+  v_prior := creditkit.find_replay(p_account_id, p_idempotency_key, 'consume', -p_amount, p_event, v_metadata);
+  if v_prior.id is not null then
+    allowed := true;
+    balance := v_prior.balance_after;
+    transaction_id := v_prior.id;
+    return;
+  end if;
+
+  if v_balance < p_amount then
+    -- Blocked: a result, not an error, and no ledger row.
+    allowed := false;
+    balance := v_balance;
+    return;
+  end if;
+
+  perform creditkit.draw_down(p_account_id, p_amount, p_now);
+  v_entry := creditkit.append_entry(p_account_id, 'consume', -p_amount, null, p_event, p_idempotency_key,
+                                    v_metadata, p_now, null);
+  allowed := true;
+  balance := v_entry.balance_after;
+  transaction_id := v_entry.id;
+end;
+$$;
+comment on function public.creditkit_consume(uuid, bigint, text, text, jsonb, timestamptz) is
+  'Server only. Spends credit if the account can cover it: allowed=true with the new balance and ledger id, or allowed=false (blocked, nothing spent). Never below zero. Idempotent by key.';
+revoke all on function public.creditkit_consume(uuid, bigint, text, text, jsonb, timestamptz) from public, anon, authenticated;
+grant execute on function public.creditkit_consume(uuid, bigint, text, text, jsonb, timestamptz) to service_role;
+
+-- Security definer for the same reason as creditkit_consume, which it calls.
+create or replace function public.creditkit_consume_or_raise(
+  p_account_id uuid,
+  p_amount bigint,
+  p_event text default null,
+  p_idempotency_key text default null,
+  p_metadata jsonb default null,
+  p_now timestamptz default now(),
+  out balance bigint,
+  out transaction_id bigint)
+returns record
+language plpgsql
+volatile
+security definer
+set search_path = ''
+as $$
+declare
+  v_allowed boolean;
+begin
+  select c.allowed, c.balance, c.transaction_id into v_allowed, balance, transaction_id
+    from public.creditkit_consume(p_account_id, p_amount, p_event, p_idempotency_key, p_metadata, p_now) c;
+  if not v_allowed then
+    raise exception using
+      errcode = 'CK002',
+      message = format('insufficient credits: balance %s, required %s', balance, p_amount),
+      detail = jsonb_build_object('balance', balance, 'required', p_amount)::text;
+  end if;
+end;
+$$;
+comment on function public.creditkit_consume_or_raise(uuid, bigint, text, text, jsonb, timestamptz) is
+  'Server only. Like creditkit_consume, but raises CK002 insufficient_credits instead of returning a blocked result, so it aborts the surrounding transaction.';
+revoke all on function public.creditkit_consume_or_raise(uuid, bigint, text, text, jsonb, timestamptz) from public, anon, authenticated;
+grant execute on function public.creditkit_consume_or_raise(uuid, bigint, text, text, jsonb, timestamptz) to service_role;
+
+-- Security definer: writes the kit's tables; service_role only.
+create or replace function public.creditkit_adjust(
+  p_account_id uuid,
+  p_amount bigint,
+  p_reason text,
+  p_idempotency_key text default null,
+  p_metadata jsonb default null,
+  p_now timestamptz default now(),
+  out transaction_id bigint,
+  out balance bigint)
+returns record
+language plpgsql
+volatile
+security definer
+set search_path = ''
+as $$
+declare
+  v_metadata jsonb;
+  v_balance bigint;
+  v_prior creditkit.ledger;
+  v_entry creditkit.ledger;
+  v_grant_id bigint;
+begin
+  perform creditkit.assert_server_caller();
+  if p_amount is null or p_amount = 0 or p_amount not between -9007199254740991 and 9007199254740991 then
+    raise exception using errcode = 'CK001',
+      message = format('invalid amount: %s (an adjustment is a non-zero integer within +/-9007199254740991)', coalesce(p_amount::text, 'NULL'));
+  end if;
+  if p_reason is null or btrim(p_reason) = '' or length(p_reason) > 500 then
+    raise exception using errcode = 'CK006', message = 'invalid argument: reason must be 1 to 500 characters, not blank';
+  end if;
+  v_metadata := creditkit.check_request(p_idempotency_key, null, p_metadata, p_now)
+                || jsonb_build_object('reason', p_reason);
+  v_balance := creditkit.lock_account(p_account_id, p_now);
+
+  v_prior := creditkit.find_replay(p_account_id, p_idempotency_key, 'adjust', p_amount, null, v_metadata);
+  if v_prior.id is not null then
+    transaction_id := v_prior.id;
+    balance := v_prior.balance_after;
+    return;
+  end if;
+
+  if p_amount > 0 then
+    if v_balance > 9007199254740991 - p_amount then
+      raise exception using errcode = 'CK007',
+        message = 'balance limit: the adjustment would take the balance above 9007199254740991';
+    end if;
+    v_grant_id := creditkit.add_grant(p_account_id, 'adjustment', p_amount, null, null, v_metadata, p_now);
+  else
+    if v_balance < -p_amount then
+      raise exception using
+        errcode = 'CK002',
+        message = format('insufficient credits: balance %s, adjustment %s', v_balance, p_amount),
+        detail = jsonb_build_object('balance', v_balance, 'required', -p_amount)::text;
+    end if;
+    perform creditkit.draw_down(p_account_id, -p_amount, p_now);
+  end if;
+  v_entry := creditkit.append_entry(p_account_id, 'adjust', p_amount, v_grant_id, null, p_idempotency_key,
+                                    v_metadata, p_now, null);
+  transaction_id := v_entry.id;
+  balance := v_entry.balance_after;
+end;
+$$;
+comment on function public.creditkit_adjust(uuid, bigint, text, text, jsonb, timestamptz) is
+  'Server only. A signed correction with a reason: positive adds an adjustment bucket, negative spends in the usual order and may not take the balance below zero (CK002). Idempotent by key.';
+revoke all on function public.creditkit_adjust(uuid, bigint, text, text, jsonb, timestamptz) from public, anon, authenticated;
+grant execute on function public.creditkit_adjust(uuid, bigint, text, text, jsonb, timestamptz) to service_role;
+
+-- Security definer: a read that books credit expired by p_now (a write), as every first touch
+-- after an expiry does; service_role only.
+create or replace function public.creditkit_balance(
+  p_account_id uuid,
+  p_now timestamptz default now(),
+  out balance bigint,
+  out next_expiry timestamptz,
+  out buckets jsonb)
+returns record
+language plpgsql
+volatile
+security definer
+set search_path = ''
+as $$
+declare
+  v_next_expiry timestamptz;
+begin
+  perform creditkit.assert_server_caller();
+  perform creditkit.check_request(null, null, null, p_now);
+  if p_account_id is null then
+    raise exception using errcode = 'CK006', message = 'invalid argument: account id must not be NULL';
+  end if;
+  select a.next_expiry into v_next_expiry from creditkit.accounts a where a.id = p_account_id;
+  if not found then
+    raise exception using errcode = 'CK003', message = format('unknown account: %s', p_account_id),
+      detail = jsonb_build_object('account_id', p_account_id)::text;
+  end if;
+  if v_next_expiry <= p_now then
+    perform creditkit.lock_account(p_account_id, p_now);  -- lock only when something is due
+  end if;
+  select b.balance, b.next_expiry, b.buckets into balance, next_expiry, buckets
+    from creditkit.live_buckets(p_account_id, p_now) b;
+end;
+$$;
+comment on function public.creditkit_balance(uuid, timestamptz) is
+  'Server only. The spendable balance, the soonest expiry and the live buckets in spend order; books credit that expired by p_now.';
+revoke all on function public.creditkit_balance(uuid, timestamptz) from public, anon, authenticated;
+grant execute on function public.creditkit_balance(uuid, timestamptz) to service_role;
+
+-- Security invoker: a pure read; service_role has SELECT on the ledger.
+create or replace function public.creditkit_history(
+  p_account_id uuid,
+  p_limit integer default 50,
+  p_before_id bigint default null)
+returns table (id bigint, kind text, amount bigint, balance_after bigint, grant_id bigint, event text,
+               idempotency_key text, metadata jsonb, created_at timestamptz)
+language plpgsql
+stable
+security invoker
+set search_path = ''
+as $$
+begin
+  if p_account_id is null then
+    raise exception using errcode = 'CK006', message = 'invalid argument: account id must not be NULL';
+  end if;
+  if not exists (select 1 from creditkit.accounts a where a.id = p_account_id) then
+    raise exception using errcode = 'CK003', message = format('unknown account: %s', p_account_id),
+      detail = jsonb_build_object('account_id', p_account_id)::text;
+  end if;
+  return query select * from creditkit.history_page(p_account_id, p_limit, p_before_id);
+end;
+$$;
+comment on function public.creditkit_history(uuid, integer, bigint) is
+  'Server only. An account''s ledger, newest first, p_limit rows (1..1000) with id < p_before_id: pass the last id of a page to get the next.';
+revoke all on function public.creditkit_history(uuid, integer, bigint) from public, anon, authenticated;
+grant execute on function public.creditkit_history(uuid, integer, bigint) to service_role;
+
+-- Security definer: books expired credit (writes); service_role only.
+create or replace function public.creditkit_book_expired(
+  p_now timestamptz default now(),
+  p_limit integer default 1000)
+returns integer
+language plpgsql
+volatile
+security definer
+set search_path = ''
+as $$
+declare
+  v_account_id uuid;
+  v_count integer := 0;
+begin
+  perform creditkit.assert_server_caller();
+  perform creditkit.check_request(null, null, null, p_now);
+  if p_limit is null or p_limit < 1 or p_limit > 100000 then
+    raise exception using errcode = 'CK006', message = 'invalid argument: limit must be from 1 to 100000';
+  end if;
+  for v_account_id in
+    select a.id from creditkit.accounts a
+     where a.next_expiry <= p_now
+     order by a.next_expiry
+     limit p_limit
+       for update skip locked
+  loop
+    perform creditkit.book_expired(v_account_id, p_now);
+    v_count := v_count + 1;
+  end loop;
+  return v_count;
+end;
+$$;
+comment on function public.creditkit_book_expired(timestamptz, integer) is
+  'Server only, optional. Books expired credit for up to p_limit accounts and returns how many it visited. Nothing depends on it: expiry is enforced at every touch.';
+revoke all on function public.creditkit_book_expired(timestamptz, integer) from public, anon, authenticated;
+grant execute on function public.creditkit_book_expired(timestamptz, integer) to service_role;
+
+-- ---------------------------------------------------------------------------------------------
+-- Caller-bound API (signed-in users). Security invoker: they read through RLS and never write.
+-- ---------------------------------------------------------------------------------------------
+
+create or replace function public.creditkit_my_balance(
+  p_account_id uuid default null,
+  out account_id uuid,
+  out balance bigint,
+  out next_expiry timestamptz,
+  out buckets jsonb)
+returns record
+language plpgsql
+stable
+security invoker
+set search_path = ''
+as $$
+begin
+  account_id := creditkit.caller_account(p_account_id);
+  select b.balance, b.next_expiry, b.buckets into balance, next_expiry, buckets
+    from creditkit.live_buckets(account_id, now()) b;
+end;
+$$;
+comment on function public.creditkit_my_balance(uuid) is
+  'Signed-in users. Your spendable balance (default: your own account, or one the access function lets you read), the soonest expiry and the live buckets. An account with no credit yet reads as 0.';
+revoke all on function public.creditkit_my_balance(uuid) from public, anon, authenticated, service_role;
+grant execute on function public.creditkit_my_balance(uuid) to authenticated;
+
+create or replace function public.creditkit_my_history(
+  p_account_id uuid default null,
+  p_limit integer default 50,
+  p_before_id bigint default null)
+returns table (id bigint, kind text, amount bigint, balance_after bigint, grant_id bigint, event text,
+               idempotency_key text, metadata jsonb, created_at timestamptz)
+language sql
+stable
+security invoker
+set search_path = ''
+as $$
+  select * from creditkit.history_page(creditkit.caller_account(p_account_id), p_limit, p_before_id);
+$$;
+comment on function public.creditkit_my_history(uuid, integer, bigint) is
+  'Signed-in users. Your ledger, newest first (default: your own account); keyset-paginated like creditkit_history.';
+revoke all on function public.creditkit_my_history(uuid, integer, bigint) from public, anon, authenticated, service_role;
+grant execute on function public.creditkit_my_history(uuid, integer, bigint) to authenticated;
