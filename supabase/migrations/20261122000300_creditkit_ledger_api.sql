@@ -43,10 +43,10 @@ begin
   if p_now is null then
     raise exception using errcode = 'CK006', message = 'invalid argument: p_now must not be NULL';
   end if;
-  if p_idempotency_key is not null and (length(p_idempotency_key) > 255 or btrim(p_idempotency_key) = '') then
+  if p_idempotency_key is not null and (length(p_idempotency_key) > 255 or p_idempotency_key !~ '[^[:space:]]') then
     raise exception using errcode = 'CK006', message = 'invalid argument: idempotency key must be 1 to 255 characters, not blank';
   end if;
-  if p_event is not null and (length(p_event) > 200 or btrim(p_event) = '') then
+  if p_event is not null and (length(p_event) > 200 or p_event !~ '[^[:space:]]') then
     raise exception using errcode = 'CK006', message = 'invalid argument: event name must be 1 to 200 characters, not blank';
   end if;
   if p_metadata is null then
@@ -373,9 +373,6 @@ begin
     raise exception using errcode = 'CK006',
       message = 'invalid argument: category must be plan, purchase, promotional or adjustment';
   end if;
-  if p_expires_at <= p_now then
-    raise exception using errcode = 'CK006', message = 'invalid argument: expires_at must be later than p_now';
-  end if;
   if p_account_id is null then
     raise exception using errcode = 'CK006', message = 'invalid argument: account id must not be NULL';
   end if;
@@ -399,6 +396,10 @@ begin
     return;
   end if;
 
+  -- Checked after the replay: a webhook retried after the bucket's expiry must get its first result.
+  if p_expires_at <= p_now then
+    raise exception using errcode = 'CK006', message = 'invalid argument: expires_at must be later than p_now';
+  end if;
   if v_balance > 9007199254740991 - p_amount then
     raise exception using errcode = 'CK007',
       message = 'balance limit: the grant would take the balance above 9007199254740991';
@@ -533,7 +534,7 @@ begin
     raise exception using errcode = 'CK001',
       message = format('invalid amount: %s (an adjustment is a non-zero integer within +/-9007199254740991)', coalesce(p_amount::text, 'NULL'));
   end if;
-  if p_reason is null or btrim(p_reason) = '' or length(p_reason) > 500 then
+  if p_reason is null or p_reason !~ '[^[:space:]]' or length(p_reason) > 500 then
     raise exception using errcode = 'CK006', message = 'invalid argument: reason must be 1 to 500 characters, not blank';
   end if;
   v_metadata := creditkit.check_request(p_idempotency_key, null, p_metadata, p_now)

@@ -1,0 +1,251 @@
+// Throwaway creditkit databases for tests, on PGlite (fast, in-process) or on a real Postgres
+// server (DATABASE_URL: real connections, real concurrency). Both backends answer the same API
+// and call statements the way PostgREST does — one transaction per call, with the role and the
+// JWT claims set locally — so a test exercises exactly what the Data API would run.
+import { randomBytes } from 'node:crypto';
+import type { PGlite } from '@electric-sql/pglite';
+import pg from 'pg';
+import { createEmbeddedDatabase, parseInt8 } from './embedded.ts';
+import { setupDatabase, type PrivilegeMode, type SetupConnection } from './setup.ts';
+
+export type Backend = 'pglite' | 'postgres';
+/** The roles PostgREST switches to. */
+export type ApiRole = 'anon' | 'authenticated' | 'service_role';
+export type Row = Record<string, unknown>;
+
+export interface TestDatabaseOptions {
+  /** Default: 'postgres' when DATABASE_URL is set, else 'pglite'. */
+  backend?: Backend;
+  /** Default privileges installed before the migrations (default 'supabase'). */
+  defaultPrivileges?: PrivilegeMode;
+  /** Apply supabase/migrations (default true). */
+  migrate?: boolean;
+}
+
+export interface TestDatabase {
+  readonly backend: Backend;
+  readonly defaultPrivileges: PrivilegeMode;
+  /** URL of the throwaway database (postgres backend only). */
+  readonly url: string | undefined;
+  /** One statement as the superuser (postgres). Errors carry their SQLSTATE in `code`. */
+  query<T = Row>(sql: string, params?: unknown[]): Promise<T[]>;
+  /** Several statements at once as the superuser, e.g. fixtures; no parameters. */
+  exec(sql: string): Promise<void>;
+  /**
+   * One statement as PostgREST runs it: `begin; select set_config('role', role, true),
+   * set_config('request.jwt.claims', claims, true); <sql>; commit`. `claims: null` sends none.
+   */
+  asRole<T = Row>(role: ApiRole, claims: object | null, sql: string, params?: unknown[]): Promise<T[]>;
+  /** As the service_role key would (claims {role: 'service_role'}). */
+  asService<T = Row>(sql: string, params?: unknown[]): Promise<T[]>;
+  /** As a signed-in user (claims {sub: userId, role: 'authenticated'}). */
+  asUser<T = Row>(userId: string, sql: string, params?: unknown[]): Promise<T[]>;
+  /** As the anon key would (claims {role: 'anon'}, so auth.uid() is NULL). */
+  asAnon<T = Row>(sql: string, params?: unknown[]): Promise<T[]>;
+  /** Inserts a row into auth.users and returns its id. */
+  createUser(email?: string): Promise<string>;
+  /** A new pool of superuser connections to this database, closed by drop() (postgres only). */
+  pool(config?: Omit<pg.PoolConfig, 'connectionString'>): pg.Pool;
+  /** Closes every connection and deletes the database. */
+  drop(): Promise<void>;
+}
+
+/** True when DATABASE_URL points at a Postgres server the real-Postgres suites can use. */
+export function postgresAvailable(): boolean {
+  return Boolean(process.env.DATABASE_URL);
+}
+
+/** True when CI demands the real-Postgres suites (CREDITKIT_REQUIRE_PG=1): skipping is an error. */
+export function postgresRequired(): boolean {
+  return process.env.CREDITKIT_REQUIRE_PG === '1';
+}
+
+/** Throws when the real-Postgres suites must run but cannot; returns whether they can. */
+export function checkPostgres(): boolean {
+  if (postgresAvailable()) return true;
+  if (postgresRequired()) {
+    throw new Error(
+      'CREDITKIT_REQUIRE_PG=1 but DATABASE_URL is not set: the real-Postgres suites cannot run. ' +
+        'Set DATABASE_URL=postgresql://postgres@127.0.0.1:5432/postgres (a superuser URL).',
+    );
+  }
+  return false;
+}
+
+export async function createTestDatabase(opts: TestDatabaseOptions = {}): Promise<TestDatabase> {
+  const backend = opts.backend ?? (postgresAvailable() ? 'postgres' : 'pglite');
+  const mode = opts.defaultPrivileges ?? 'supabase';
+  return backend === 'pglite'
+    ? pgliteTestDatabase(await createEmbeddedDatabase({ defaultPrivileges: mode, migrate: opts.migrate }), mode)
+    : postgresTestDatabase(mode, opts.migrate ?? true);
+}
+
+const claimsFor = {
+  service: { role: 'service_role' },
+  anon: { role: 'anon' },
+  user: (sub: string) => ({ sub, role: 'authenticated' }),
+};
+
+const SET_REQUEST = `select set_config('role', $1, true), set_config('request.jwt.claims', $2, true)`;
+
+/** The role-specific conveniences, built on asRole and query alike for both backends. */
+function withConveniences(
+  base: Pick<TestDatabase, 'backend' | 'defaultPrivileges' | 'url' | 'query' | 'exec' | 'asRole' | 'pool' | 'drop'>,
+): TestDatabase {
+  return {
+    ...base,
+    asService: (sql, params) => base.asRole('service_role', claimsFor.service, sql, params),
+    asUser: (userId, sql, params) => base.asRole('authenticated', claimsFor.user(userId), sql, params),
+    asAnon: (sql, params) => base.asRole('anon', claimsFor.anon, sql, params),
+    async createUser(email) {
+      const [row] = await base.query<{ id: string }>('insert into auth.users (email) values ($1) returning id', [
+        email ?? `user-${randomBytes(6).toString('hex')}@example.test`,
+      ]);
+      if (!row) throw new Error('insert into auth.users returned no row');
+      return row.id;
+    },
+  };
+}
+
+function pgliteTestDatabase(db: PGlite, mode: PrivilegeMode): TestDatabase {
+  return withConveniences({
+    backend: 'pglite',
+    defaultPrivileges: mode,
+    url: undefined,
+    query: async <T>(sql: string, params?: unknown[]) => (await db.query<T>(sql, params)).rows,
+    exec: async (sql) => {
+      await db.exec(sql);
+    },
+    asRole: <T>(role: ApiRole, claims: object | null, sql: string, params?: unknown[]) =>
+      db.transaction(async (tx) => {
+        await tx.query(SET_REQUEST, [role, claims === null ? '' : JSON.stringify(claims)]);
+        return (await tx.query<T>(sql, params)).rows;
+      }),
+    pool: () => {
+      throw new Error('pool() needs the postgres backend (set DATABASE_URL)');
+    },
+    drop: async () => {
+      if (!db.closed) await db.close();
+    },
+  });
+}
+
+// node-postgres returns int8 as a string; PGlite as a number while exact. Same rule on both.
+const types: pg.CustomTypesConfig = {
+  getTypeParser: ((oid: number, format?: 'text' | 'binary') =>
+    oid === pg.types.builtins.INT8 && format !== 'binary'
+      ? parseInt8
+      : pg.types.getTypeParser(oid, format ?? 'text')) as pg.CustomTypesConfig['getTypeParser'],
+};
+
+// Always the extended protocol, as PGlite's query() uses: one statement per call on both
+// backends (node-postgres would otherwise accept several when there are no parameters).
+function statement(sql: string, params?: unknown[]): pg.QueryConfig {
+  return { text: sql, values: params ?? [], queryMode: 'extended' } as pg.QueryConfig;
+}
+
+function databaseUrl(serverUrl: string, database: string): string {
+  const url = new URL(serverUrl);
+  url.pathname = `/${database}`;
+  return url.toString();
+}
+
+async function withClient<T>(url: string, fn: (client: pg.Client) => Promise<T>): Promise<T> {
+  const client = new pg.Client({ connectionString: url, types });
+  await client.connect();
+  try {
+    return await fn(client);
+  } finally {
+    await client.end();
+  }
+}
+
+/** node-postgres as a SetupConnection, for setupDatabase. */
+export function pgConnection(client: pg.ClientBase): SetupConnection {
+  const exec = async (sql: string) => {
+    await client.query(sql);
+  };
+  const query = async <T>(sql: string, params?: unknown[]) =>
+    (await client.query(statement(sql, params))).rows as T[];
+  return {
+    exec,
+    query,
+    async transaction(fn) {
+      await client.query('begin');
+      try {
+        await fn({ exec, query });
+        await client.query('commit');
+      } catch (err) {
+        await client.query('rollback');
+        throw err;
+      }
+    },
+  };
+}
+
+async function postgresTestDatabase(mode: PrivilegeMode, migrate: boolean): Promise<TestDatabase> {
+  checkPostgres();
+  const serverUrl = process.env.DATABASE_URL;
+  if (!serverUrl) throw new Error('the postgres backend needs DATABASE_URL (a superuser URL)');
+  const name = `creditkit_test_${randomBytes(6).toString('hex')}`;
+  const url = databaseUrl(serverUrl, name);
+  // template0: never has connections (template1 may), so concurrent creates cannot collide
+  await withClient(serverUrl, (c) => c.query(`create database ${name} template template0`));
+
+  const pools: pg.Pool[] = [];
+  const newPool = (config: Omit<pg.PoolConfig, 'connectionString'> = {}): pg.Pool => {
+    const pool = new pg.Pool({ types, ...config, connectionString: url });
+    // an idle connection that dies (e.g. while drop() terminates it) must not crash the test run
+    pool.on('error', () => {});
+    pools.push(pool);
+    return pool;
+  };
+  let dropped = false;
+  const drop = async () => {
+    if (dropped) return;
+    dropped = true;
+    await Promise.allSettled(pools.map((p) => p.end()));
+    await withClient(serverUrl, async (c) => {
+      await c.query('select pg_terminate_backend(pid) from pg_stat_activity where datname = $1 and pid <> pg_backend_pid()', [name]);
+      await c.query(`drop database if exists ${name} with (force)`);
+    });
+  };
+
+  try {
+    await withClient(url, (c) => setupDatabase(pgConnection(c), { defaultPrivileges: mode, migrate }));
+  } catch (err) {
+    await drop();
+    throw err;
+  }
+
+  const main = newPool({ max: 4 });
+  return withConveniences({
+    backend: 'postgres',
+    defaultPrivileges: mode,
+    url,
+    query: async <T>(sql: string, params?: unknown[]) => (await main.query(statement(sql, params))).rows as T[],
+    exec: async (sql) => {
+      await main.query(sql);
+    },
+    async asRole<T>(role: ApiRole, claims: object | null, sql: string, params?: unknown[]) {
+      const client = await main.connect();
+      let broken = false;
+      try {
+        await client.query('begin');
+        await client.query(statement(SET_REQUEST, [role, claims === null ? '' : JSON.stringify(claims)]));
+        const result = await client.query(statement(sql, params));
+        await client.query('commit');
+        return result.rows as T[];
+      } catch (err) {
+        await client.query('rollback').catch(() => {
+          broken = true;
+        });
+        throw err;
+      } finally {
+        client.release(broken);
+      }
+    },
+    pool: newPool,
+    drop,
+  });
+}

@@ -1,0 +1,280 @@
+// Generates docs/sql-api.md from the database itself: signatures, comments and grants come from the
+// catalog of a fresh embedded database, the errors each function can raise are found by reading
+// its body (and the bodies of the creditkit functions it calls), and every example is executed
+// with its output captured. `--check` fails when the committed file is stale; a test runs it.
+//
+//   pnpm docs:sql          # rewrite docs/sql-api.md
+//   pnpm docs:sql --check  # exit 1 if it would change
+import { readFile, writeFile } from 'node:fs/promises';
+import { fileURLToPath } from 'node:url';
+import { createEmbeddedDatabase } from '@creditkit/db';
+import type { PGlite, Transaction } from '@electric-sql/pglite';
+import { formatTable } from '../lib/table.ts';
+
+const DOC_PATH = fileURLToPath(new URL('../../docs/sql-api.md', import.meta.url));
+const ROLES = ['anon', 'authenticated', 'service_role'] as const;
+
+// Parameter names mean the same thing in every function.
+const PARAM_DOCS: Record<string, string> = {
+  p_account_id: 'The credit account (a uuid; by default a user id from `auth.users`).',
+  p_amount: 'Credits, an integer from 1 to 9007199254740991 (2^53−1). Signed for `creditkit_adjust`.',
+  p_category: '`plan`, `purchase`, `promotional` or `adjustment`.',
+  p_expires_at: 'When the bucket stops being spendable (exclusive); NULL never expires. Must be later than `p_now`.',
+  p_priority: 'Spend order among buckets with the same expiry, higher first. Default by category: promotional 30, plan 20, adjustment 10, purchase 0.',
+  p_event: 'What the credit was spent on, e.g. `image_gen` (1–200 characters).',
+  p_reason: 'Why the correction was made (1–500 characters); stored in the metadata as `reason`.',
+  p_idempotency_key: 'Optional, 1–255 characters, unique per account. A retry with the same key returns the first result; different parameters raise CK004.',
+  p_metadata: 'Optional JSON object (≤ 8192 bytes) stored on the ledger row.',
+  p_now: 'The time the call acts at; defaults to `now()`. A parameter so tests need no clock tricks.',
+  p_limit: 'Page size.',
+  p_before_id: 'Keyset cursor: return rows with a smaller ledger id (pass the last id of the previous page).',
+};
+
+const ALICE = '00000000-0000-4000-8000-00000000a11c';
+const BOB = '00000000-0000-4000-8000-000000000b0b';
+const T0 = '2026-01-01T00:00:00Z';
+
+interface Example {
+  fn: string;
+  as: 'service_role' | 'alice';
+  sql: string;
+  note?: string;
+}
+
+// Run in order on one fresh database, so ids and balances are the same every time.
+const EXAMPLES: Example[] = [
+  { fn: 'creditkit_grant', as: 'service_role', sql: `select * from creditkit_grant('${ALICE}', 100, 'purchase', p_idempotency_key => 'cs_test_1', p_now => '${T0}');` },
+  { fn: 'creditkit_grant', as: 'service_role', note: 'The same key again (a webhook retry): the first result, nothing added.', sql: `select * from creditkit_grant('${ALICE}', 100, 'purchase', p_idempotency_key => 'cs_test_1', p_now => '${T0}');` },
+  { fn: 'creditkit_grant', as: 'service_role', note: 'Promotional credit that expires after a week; it is spent before the purchase.', sql: `select * from creditkit_grant('${ALICE}', 20, 'promotional', p_expires_at => '2026-01-08T00:00:00Z', p_now => '${T0}');` },
+  { fn: 'creditkit_consume', as: 'service_role', sql: `select * from creditkit_consume('${ALICE}', 30, 'image_gen', 'req_1', '{"model": "xl"}', p_now => '2026-01-02T00:00:00Z');` },
+  { fn: 'creditkit_consume', as: 'service_role', note: 'More than the balance: blocked, nothing written.', sql: `select * from creditkit_consume('${ALICE}', 500, 'video_gen', p_now => '2026-01-02T00:00:00Z');` },
+  { fn: 'creditkit_consume_or_raise', as: 'service_role', sql: `select * from creditkit_consume_or_raise('${ALICE}', 10, 'image_gen', p_now => '2026-01-03T00:00:00Z');` },
+  { fn: 'creditkit_consume_or_raise', as: 'service_role', sql: `select * from creditkit_consume_or_raise('${ALICE}', 500, 'video_gen', p_now => '2026-01-03T00:00:00Z');` },
+  { fn: 'creditkit_adjust', as: 'service_role', sql: `select * from creditkit_adjust('${ALICE}', -5, 'duplicate charge on ticket #42', p_now => '2026-01-04T00:00:00Z');` },
+  { fn: 'creditkit_adjust', as: 'service_role', sql: `select * from creditkit_adjust('${ALICE}', 15, 'goodwill after outage', p_now => '2026-01-04T00:00:00Z');` },
+  { fn: 'creditkit_balance', as: 'service_role', sql: `select * from creditkit_balance('${ALICE}', p_now => '2026-01-05T00:00:00Z');` },
+  { fn: 'creditkit_balance', as: 'service_role', note: 'After the promotional bucket expired: its remainder is booked as an expire row on this first touch.', sql: `select balance, next_expiry from creditkit_balance('${ALICE}', p_now => '2026-01-09T00:00:00Z');` },
+  { fn: 'creditkit_history', as: 'service_role', sql: `select id, kind, amount, balance_after, grant_id, event, idempotency_key, metadata, created_at from creditkit_history('${ALICE}', p_limit => 4);` },
+  { fn: 'creditkit_history', as: 'service_role', note: 'The next page: pass the last id you saw.', sql: `select id, kind, amount, balance_after from creditkit_history('${ALICE}', p_limit => 4, p_before_id => 5);` },
+  { fn: 'creditkit_book_expired', as: 'service_role', sql: `select creditkit_book_expired(p_now => '2026-02-01T00:00:00Z');` },
+  { fn: 'creditkit_my_balance', as: 'alice', sql: `select account_id, balance, next_expiry from creditkit_my_balance();` },
+  { fn: 'creditkit_my_balance', as: 'alice', note: 'Someone else\'s account:', sql: `select * from creditkit_my_balance('${BOB}');` },
+  { fn: 'creditkit_my_history', as: 'alice', sql: `select id, kind, amount, balance_after, event from creditkit_my_history(p_limit => 3);` },
+];
+
+interface FnInfo {
+  name: string;
+  signature: string;
+  args: { name: string; type: string; default: string | null }[];
+  result: string;
+  comment: string;
+  definer: boolean;
+  volatility: string;
+  roles: Record<(typeof ROLES)[number], boolean>;
+  body: string;
+}
+
+async function catalog(db: PGlite): Promise<FnInfo[]> {
+  const rows = (
+    await db.query<{
+      name: string; signature: string; args: string; result: string; comment: string | null;
+      definer: boolean; volatility: string; body: string; anon: boolean; authenticated: boolean; service_role: boolean;
+    }>(`
+      select p.proname as name, p.oid::regprocedure::text as signature,
+             pg_get_function_arguments(p.oid) as args, pg_get_function_result(p.oid) as result,
+             obj_description(p.oid, 'pg_proc') as comment, p.prosecdef as definer,
+             case p.provolatile when 'i' then 'immutable' when 's' then 'stable' else 'volatile' end as volatility,
+             p.prosrc as body,
+             has_function_privilege('anon', p.oid, 'execute') as anon,
+             has_function_privilege('authenticated', p.oid, 'execute') as authenticated,
+             has_function_privilege('service_role', p.oid, 'execute') as service_role
+        from pg_proc p join pg_namespace n on n.oid = p.pronamespace
+       where (n.nspname = 'public' and p.proname like 'creditkit\\_%') or n.nspname = 'creditkit'
+       order by n.nspname = 'creditkit', p.proname`)
+  ).rows;
+  return rows.map((r) => ({
+    name: r.name,
+    signature: r.signature,
+    args: r.args
+      .split(/,\s*(?![^(]*\))/)
+      .filter((a) => a && !a.startsWith('OUT '))
+      .map((a) => {
+        const m = /^(\w+) (.+?)(?: DEFAULT (.+))?$/.exec(a.trim())!;
+        return { name: m[1]!, type: m[2]!, default: m[3] ?? null };
+      }),
+    result: r.result,
+    comment: r.comment ?? '',
+    definer: r.definer,
+    volatility: r.volatility,
+    roles: { anon: r.anon, authenticated: r.authenticated, service_role: r.service_role },
+    body: r.body,
+  }));
+}
+
+// The CK codes a function can raise: its own `errcode = 'CK…'` plus those of the kit functions it calls.
+function errorsOf(fns: FnInfo[]): Map<string, string[]> {
+  const byName = new Map(fns.map((f) => [f.name, f]));
+  const memo = new Map<string, Set<string>>();
+  const visit = (name: string, seen: Set<string>): Set<string> => {
+    if (memo.has(name)) return memo.get(name)!;
+    const f = byName.get(name);
+    const codes = new Set<string>();
+    if (!f || seen.has(name)) return codes;
+    seen.add(name);
+    for (const m of f.body.matchAll(/errcode = '(CK\d{3})'/g)) codes.add(m[1]!);
+    for (const m of f.body.matchAll(/(?:creditkit\.|public\.)(\w+)\(/g)) if (m[1] !== name) for (const c of visit(m[1]!, seen)) codes.add(c);
+    memo.set(name, codes);
+    return codes;
+  };
+  return new Map(fns.map((f) => [f.name, [...visit(f.name, new Set())].sort()]));
+}
+
+async function runExample(db: PGlite, ex: Example): Promise<string> {
+  const claims = ex.as === 'alice' ? { sub: ALICE, role: 'authenticated' } : { role: 'service_role' };
+  const role = ex.as === 'alice' ? 'authenticated' : 'service_role';
+  try {
+    const rows = await db.transaction(async (tx: Transaction) => {
+      await tx.query(`select set_config('role', $1, true), set_config('request.jwt.claims', $2, true)`, [role, JSON.stringify(claims)]);
+      return (await tx.query<Record<string, unknown>>(ex.sql)).rows;
+    });
+    return formatTable(rows);
+  } catch (e) {
+    const err = e as { code?: string; message: string; detail?: string };
+    return `ERROR:  ${err.code}: ${err.message}${err.detail ? `\nDETAIL:  ${err.detail}` : ''}`;
+  }
+}
+
+export async function renderSqlApiDocs(): Promise<string> {
+  const db = await createEmbeddedDatabase({ defaultPrivileges: 'supabase' });
+  try {
+    await db.query(`insert into auth.users (id, email) values ($1, 'alice@example.com'), ($2, 'bob@example.com')`, [ALICE, BOB]);
+    const fns = await catalog(db);
+    const errors = errorsOf(fns);
+    const codes = (await db.query<{ code: string; name: string; description: string }>(`select * from creditkit.error_codes order by code`)).rows;
+    const outputs = new Map<Example, string>();
+    for (const ex of EXAMPLES) outputs.set(ex, await runExample(db, ex));
+
+    const api = fns.filter((f) => f.name.startsWith('creditkit_'));
+    const who = (f: FnInfo) => ROLES.filter((r) => f.roles[r]).join(', ') || 'nobody (internal)';
+    const out: string[] = [];
+    out.push(`# creditkit SQL API
+
+<!-- Generated by scripts/docs/sql-api.ts from the migrations; do not edit. Run \`pnpm docs:sql\`. -->
+
+The callable API is the \`public.creditkit_*\` functions below; everything else lives in the private
+schema \`creditkit\`, which the Data API does not expose. From supabase-js call them with
+\`supabase.rpc('creditkit_consume', { p_account_id, p_amount, ... })\`; from SQL, by name.
+
+Conventions:
+- **Amounts** are integer credits (\`bigint\`), at most 9007199254740991 (2^53−1) so they are exact in JavaScript.
+- **Server-only** functions are executable by \`service_role\` alone. **Caller-bound** functions
+  (\`creditkit_my_*\`) are for signed-in users and only ever show accounts the caller may read.
+- **Idempotency**: every mutation takes \`p_idempotency_key\`. A retry with the same key returns the
+  first result without a second effect, also when the duplicates race; the same key with different
+  parameters raises \`CK004\`. A blocked consume writes nothing, so retrying it is evaluated afresh.
+- **Time** is a parameter, \`p_now timestamptz default now()\`, wherever expiry matters.
+- **Expiry**: a bucket with \`expires_at = T\` is spendable strictly before \`T\`. Its remainder is
+  booked as an \`expire\` ledger row the first time the account is touched at or after \`T\`
+  (no cron; \`creditkit_book_expired\` is an optional sweep for reports).
+- **Spend order**: soonest expiry first (never-expiring last), then higher priority (promotional
+  before plan before adjustment before purchase by default), then oldest.
+- Errors are raised with a stable SQLSTATE from the [catalogue](#error-codes); \`DETAIL\` carries
+  JSON where noted. Examples below ran against a fresh database; their output is pasted verbatim.
+
+## Contents
+${api.map((f) => `- [\`${f.name}\`](#${f.name}) — ${f.comment.split('. ')[0]!.replace(/\.$/, '')}`).join('\n')}
+- [Security: who may call what](#security-who-may-call-what)
+- [Error codes](#error-codes)
+- [Account access (team accounts)](#account-access-team-accounts)
+`);
+
+    for (const f of api) {
+      out.push(`## ${f.name}\n`);
+      out.push(`\`\`\`sql\n${f.signature.replace(/^public\./, 'public.')}\n  returns ${f.result}\n\`\`\`\n`);
+      out.push(`${f.comment}\n`);
+      if (f.args.length) {
+        out.push('| parameter | type | default | meaning |\n|---|---|---|---|');
+        for (const a of f.args) out.push(`| \`${a.name}\` | ${a.type} | ${a.default ? `\`${a.default}\`` : 'required'} | ${PARAM_DOCS[a.name] ?? ''} |`);
+        out.push('');
+      }
+      out.push(`- **Returns**: \`${f.result}\``);
+      out.push(`- **Who may call**: ${who(f)} (${f.definer ? 'security definer' : 'security invoker'}, ${f.volatility})`);
+      const errs = errors.get(f.name)!;
+      out.push(`- **Errors**: ${errs.length ? errs.map((c) => `\`${c}\` ${codes.find((k) => k.code === c)?.name}`).join(', ') : 'none of its own'}${f.roles.anon ? '' : '; `42501` permission denied for roles without EXECUTE'}\n`);
+      for (const ex of EXAMPLES.filter((e) => e.fn === f.name)) {
+        if (ex.note) out.push(ex.note + '\n');
+        out.push(`\`\`\`sql\n-- as ${ex.as === 'alice' ? 'alice (authenticated)' : 'the service role'}\n${ex.sql}\n\`\`\`\n\`\`\`text\n${outputs.get(ex)}\n\`\`\`\n`);
+      }
+    }
+
+    out.push(`## Security: who may call what
+
+Generated from \`has_function_privilege\` on a database with Supabase's default privileges in force
+(the same holds with them revoked; both are tested). ✅ = EXECUTE.
+
+| function | anon | authenticated | service_role | kind |
+|---|---|---|---|---|
+${fns.map((f) => `| \`${f.signature.replace(/\(.*/, '')}\` | ${ROLES.map((r) => (f.roles[r] ? '✅' : '—')).join(' | ')} | ${f.definer ? 'definer' : 'invoker'} |`).join('\n')}
+
+Tables: \`creditkit.accounts\`, \`creditkit.grants\`, \`creditkit.ledger\` and \`creditkit.error_codes\`
+grant SELECT to \`authenticated\` (filtered by RLS through \`creditkit.can_access_account\`) and to
+\`service_role\`; nothing else to anyone, so no client role can INSERT, UPDATE, DELETE, TRUNCATE or
+REFERENCE them. \`anon\` has no USAGE on schema \`creditkit\`. The ledger also refuses UPDATE, DELETE
+and TRUNCATE from its owner (\`CK008\`, by trigger).
+
+Security definer functions exist only where a write is needed (no client role can write the
+tables); each is granted to \`service_role\` only and also refuses \`anon\`/\`authenticated\` callers
+itself (\`CK005\`), so a careless \`grant execute … to authenticated\` does not open it.
+
+## Error codes
+
+| SQLSTATE | name | meaning |
+|---|---|---|
+${codes.map((c) => `| \`${c.code}\` | \`${c.name}\` | ${c.description} |`).join('\n')}
+
+Besides these: \`42501\` (permission denied) when a role lacks EXECUTE or table privileges.
+
+## Account access (team accounts)
+
+\`creditkit.can_access_account(p_account_id uuid) returns boolean\` decides what a signed-in caller
+may read: the RLS policies on every kit table and the \`creditkit_my_*\` functions call it. The default
+is a personal account: the account id is the caller's \`auth.uid()\`. For team accounts, replace it in
+one of your own migrations (creditkit creates it once and never replaces it):
+
+\`\`\`sql
+create or replace function creditkit.can_access_account(p_account_id uuid)
+returns boolean
+language sql
+stable
+security definer -- reads your membership table, which the caller may not be able to read
+set search_path = ''
+as $$
+  select p_account_id = (select auth.uid())
+      or exists (select 1 from public.team_members m
+                  where m.team_id = p_account_id and m.user_id = (select auth.uid()));
+$$;
+\`\`\`
+
+Keep its signature, keep it \`stable\` and \`search_path = ''\`, and never return true for a NULL
+\`auth.uid()\`.
+`);
+    return out.join('\n');
+  } finally {
+    await db.close();
+  }
+}
+
+if (process.argv[1] && fileURLToPath(import.meta.url) === process.argv[1]) {
+  const doc = await renderSqlApiDocs();
+  if (process.argv.includes('--check')) {
+    const current = await readFile(DOC_PATH, 'utf8').catch(() => '');
+    if (current !== doc) {
+      console.error('docs/sql-api.md is stale: run `pnpm docs:sql`');
+      process.exit(1);
+    }
+    console.log('docs/sql-api.md is up to date');
+  } else {
+    await writeFile(DOC_PATH, doc);
+    console.log(`wrote ${DOC_PATH}`);
+  }
+}

@@ -1,0 +1,113 @@
+// The project's one test command (`corepack pnpm test`, run by CI): every vitest project, then
+// the pgTAP suites when a Postgres server is configured. It adds up the results into one
+// closing line, and with CREDITKIT_REQUIRE_PG=1 (CI) refuses to pass unless the real-Postgres
+// suites actually ran and passed something: a skipped suite must never look like a green one.
+//
+//   node scripts/test.mjs [vitest filters...]
+//   env: DATABASE_URL (superuser URL; enables the real-Postgres suites), CREDITKIT_REQUIRE_PG=1
+import { spawnSync } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { delimiter, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const root = fileURLToPath(new URL('..', import.meta.url));
+const env = { ...process.env, PATH: `${join(root, 'node_modules/.bin')}${delimiter}${process.env.PATH ?? ''}` };
+const requirePg = process.env.CREDITKIT_REQUIRE_PG === '1';
+const hasPg = Boolean(process.env.DATABASE_URL);
+const POSTGRES_TAG = '[postgres]';
+
+const totals = { passed: 0, failed: 0, skipped: 0 };
+const problems = [];
+
+function finish() {
+  for (const p of problems) console.error(`\nERROR: ${p}`);
+  const skipped = totals.skipped ? `, ${totals.skipped} skipped` : '';
+  console.log(`\ncreditkit: ${totals.passed} passed, ${totals.failed} failed${skipped}`);
+  process.exit(totals.failed > 0 || problems.length > 0 ? 1 : 0);
+}
+
+/** A requirement that was not met counts as a failed test, so the closing line says so. */
+function problem(message) {
+  problems.push(message);
+  totals.failed++;
+}
+
+if (requirePg && !hasPg) {
+  problem(
+    'CREDITKIT_REQUIRE_PG=1 but DATABASE_URL is not set, so the real-Postgres suites cannot run.\n' +
+      '       Set DATABASE_URL=postgresql://postgres@127.0.0.1:5432/postgres (a superuser URL).',
+  );
+  finish();
+}
+
+const work = mkdtempSync(join(tmpdir(), 'creditkit-test-'));
+try {
+  // ── vitest: all packages, PGlite always, real Postgres when DATABASE_URL is set ──
+  const vitestJson = join(work, 'vitest.json');
+  const vitest = spawnSync(
+    'vitest',
+    ['run', '--reporter=default', '--reporter=json', `--outputFile.json=${vitestJson}`, ...process.argv.slice(2)],
+    { cwd: root, env, stdio: ['ignore', 'inherit', 'inherit'] },
+  );
+  if (vitest.error) problem(`could not start vitest: ${vitest.error.message}`);
+  let postgresPassed = 0;
+  if (existsSync(vitestJson)) {
+    const report = JSON.parse(readFileSync(vitestJson, 'utf8'));
+    totals.passed += report.numPassedTests;
+    totals.skipped += report.numPendingTests + report.numTodoTests;
+    let failed = report.numFailedTests;
+    for (const file of report.testResults) {
+      // a file that fails to load, or a failing hook, fails without failing a test: count it once
+      if (file.status === 'failed' && !file.assertionResults.some((t) => t.status === 'failed')) failed++;
+      for (const t of file.assertionResults) {
+        if (t.status === 'passed' && t.fullName.includes(POSTGRES_TAG)) postgresPassed++;
+      }
+    }
+    if (vitest.status !== 0 && failed === 0) failed = 1;
+    totals.failed += failed;
+  } else if (!vitest.error) {
+    problem(`vitest exited with ${vitest.status ?? vitest.signal} and wrote no report`);
+  }
+
+  // ── pgTAP on real Postgres ──
+  let pgtapPassed = 0;
+  let pgtapFiles = 0;
+  if (hasPg) {
+    const pgtapJson = join(work, 'pgtap.json');
+    const pgtap = spawnSync('tsx', ['scripts/pgtap.ts', '--json', pgtapJson], {
+      cwd: root,
+      env,
+      stdio: ['ignore', 'inherit', 'inherit'],
+    });
+    if (existsSync(pgtapJson)) {
+      const summary = JSON.parse(readFileSync(pgtapJson, 'utf8'));
+      pgtapFiles = summary.testFiles;
+      for (const r of summary.modes) {
+        totals.passed += r.passed;
+        totals.failed += r.failed;
+        totals.skipped += r.skipped;
+        pgtapPassed += r.passed;
+      }
+      if (pgtap.status !== 0 && summary.modes.every((r) => r.failed === 0)) problem('the pgTAP runner failed');
+    } else {
+      problem(`the pgTAP runner exited with ${pgtap.status ?? pgtap.signal} and wrote no summary`);
+    }
+  } else {
+    console.log(
+      '\nNOTE: real-Postgres suites SKIPPED (DATABASE_URL is not set): the vitest suites titled "[postgres]" and\n' +
+        'the pgTAP suites in supabase/tests did not run; only PGlite was tested. To run everything:\n' +
+        '  apt-get install postgresql-15-pgtap libtap-parser-sourcehandler-pgtap-perl   # pgTAP + pg_prove\n' +
+        '  DATABASE_URL=postgresql://postgres@127.0.0.1:5432/postgres corepack pnpm test  # a superuser URL',
+    );
+  }
+
+  if (requirePg) {
+    if (postgresPassed === 0) problem(`CREDITKIT_REQUIRE_PG=1 but no vitest test titled "${POSTGRES_TAG}" passed`);
+    if (pgtapFiles === 0) problem('CREDITKIT_REQUIRE_PG=1 but there are no supabase/tests/*.test.sql files');
+    else if (pgtapPassed === 0) problem('CREDITKIT_REQUIRE_PG=1 but no pgTAP test passed');
+  }
+} finally {
+  rmSync(work, { recursive: true, force: true });
+}
+finish();

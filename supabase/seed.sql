@@ -1,0 +1,3 @@
+-- Seed data for `supabase start` / `supabase db reset` on a local Supabase stack.
+-- Intentionally empty: creditkit ships no demo data in the database; tests build their own
+-- fixtures inside each test file.

@@ -1,0 +1,266 @@
+-- 003_privileges: who may execute, read and write what, read from the catalog and compared with
+-- an expectation checked in here. The expectation is the security table of the README: server
+-- functions are service_role's alone, the my_* reads are for signed-in users, the kit's tables
+-- are read-only for authenticated (through RLS) and service_role, and anon gets nothing.
+--
+-- The matrices are built from the catalog, not from a list of names, so a function or table
+-- added later without its revoke/grant fails here until the expectation is updated on purpose.
+-- The file must pass under Supabase's grant-everything defaults and under revoked defaults
+-- (CREDITKIT_PRIVILEGE_MODE), so it asserts the result, never which default produced it.
+begin;
+select plan(35);
+
+select tests.create_supabase_user('alice');
+
+-- Every function of ours: everything in schema creditkit and the public.creditkit_* API.
+-- The signature is spelled with its schema whatever the search_path is.
+create temporary view ck_functions as
+  select p.oid,
+         format('%s.%s(%s)', n.nspname, p.proname, replace(pg_catalog.oidvectortypes(p.proargtypes), ', ', ','))
+           collate "default" as signature,  -- name columns carry collation "C"; compare as text
+         p.prosecdef,
+         p.proconfig
+    from pg_catalog.pg_proc p
+    join pg_catalog.pg_namespace n on n.oid = p.pronamespace
+   where n.nspname = 'creditkit'
+      or (n.nspname = 'public' and p.proname like 'creditkit%');
+
+-- =============================================================================================
+-- Catalog checks (as postgres, the migration owner).
+-- =============================================================================================
+
+-- ---------------------------------------------------------------------------------------------
+-- EXECUTE: function x role. PUBLIC's grants count (has_function_privilege includes them), so
+-- a forgotten `revoke ... from public` shows up as true for all three roles.
+-- ---------------------------------------------------------------------------------------------
+select results_eq(
+  $$ select signature,
+            has_function_privilege('anon', oid, 'execute'),
+            has_function_privilege('authenticated', oid, 'execute'),
+            has_function_privilege('service_role', oid, 'execute')
+       from ck_functions order by 1 $$,
+  $$ select * from (values
+       -- internals: nobody but the owner
+       ('creditkit.add_grant(uuid,text,bigint,integer,timestamp with time zone,jsonb,timestamp with time zone)', false, false, false),
+       ('creditkit.append_entry(uuid,text,bigint,bigint,text,text,jsonb,timestamp with time zone,timestamp with time zone)', false, false, false),
+       ('creditkit.assert_server_caller()', false, false, false),
+       ('creditkit.book_expired(uuid,timestamp with time zone)', false, false, false),
+       ('creditkit.check_amount(bigint)', false, false, false),
+       ('creditkit.check_request(text,text,jsonb,timestamp with time zone)', false, false, false),
+       ('creditkit.draw_down(uuid,bigint,timestamp with time zone)', false, false, false),
+       ('creditkit.find_replay(uuid,text,text,bigint,text,jsonb)', false, false, false),
+       ('creditkit.ledger_is_append_only()', false, false, false),
+       ('creditkit.lock_account(uuid,timestamp with time zone)', false, false, false),
+       -- helpers of the security-invoker reads (and of the RLS policies)
+       ('creditkit.caller_account(uuid)', false, true, false),
+       ('creditkit.can_access_account(uuid)', false, true, true),
+       ('creditkit.history_page(uuid,integer,bigint)', false, true, true),
+       ('creditkit.live_buckets(uuid,timestamp with time zone)', false, true, true),
+       -- server API: service_role only
+       ('public.creditkit_adjust(uuid,bigint,text,text,jsonb,timestamp with time zone)', false, false, true),
+       ('public.creditkit_balance(uuid,timestamp with time zone)', false, false, true),
+       ('public.creditkit_book_expired(timestamp with time zone,integer)', false, false, true),
+       ('public.creditkit_consume(uuid,bigint,text,text,jsonb,timestamp with time zone)', false, false, true),
+       ('public.creditkit_consume_or_raise(uuid,bigint,text,text,jsonb,timestamp with time zone)', false, false, true),
+       ('public.creditkit_grant(uuid,bigint,text,timestamp with time zone,integer,text,jsonb,timestamp with time zone)', false, false, true),
+       ('public.creditkit_history(uuid,integer,bigint)', false, false, true),
+       -- caller-bound API: signed-in users only
+       ('public.creditkit_my_balance(uuid)', false, true, false),
+       ('public.creditkit_my_history(uuid,integer,bigint)', false, true, false)
+     ) as expected(signature, anon, authenticated, service_role) order by 1 $$,
+  'EXECUTE matrix: every creditkit function x anon/authenticated/service_role');
+
+-- ---------------------------------------------------------------------------------------------
+-- Tables: table x role x privilege. TRUNCATE and REFERENCES bypass RLS, so only privileges
+-- stop them; writes go through the functions, so no role holds any write privilege.
+-- ---------------------------------------------------------------------------------------------
+select results_eq(
+  $$ select c.relname::text collate "default", r.rolname::text,
+            has_table_privilege(r.rolname, c.oid, 'select'),
+            has_table_privilege(r.rolname, c.oid, 'insert'),
+            has_table_privilege(r.rolname, c.oid, 'update'),
+            has_table_privilege(r.rolname, c.oid, 'delete'),
+            has_table_privilege(r.rolname, c.oid, 'truncate'),
+            has_table_privilege(r.rolname, c.oid, 'references'),
+            has_table_privilege(r.rolname, c.oid, 'trigger')
+       from pg_catalog.pg_class c
+       cross join (values ('anon'), ('authenticated'), ('service_role')) as r(rolname)
+      where c.relnamespace = 'creditkit'::regnamespace and c.relkind in ('r', 'p', 'v', 'm', 'f')
+      order by 1, 2 $$,
+  $$ select * from (values
+       --                          select insert update delete truncate references trigger
+       ('accounts'::text, 'anon'::text, false, false, false, false, false, false, false),
+       ('accounts', 'authenticated',     true,  false, false, false, false, false, false),
+       ('accounts', 'service_role',      true,  false, false, false, false, false, false),
+       ('error_codes', 'anon',           false, false, false, false, false, false, false),
+       ('error_codes', 'authenticated',  true,  false, false, false, false, false, false),
+       ('error_codes', 'service_role',   true,  false, false, false, false, false, false),
+       ('grants', 'anon',                false, false, false, false, false, false, false),
+       ('grants', 'authenticated',       true,  false, false, false, false, false, false),
+       ('grants', 'service_role',        true,  false, false, false, false, false, false),
+       ('ledger', 'anon',                false, false, false, false, false, false, false),
+       ('ledger', 'authenticated',       true,  false, false, false, false, false, false),
+       ('ledger', 'service_role',        true,  false, false, false, false, false, false)
+     ) as expected order by 1, 2 $$,
+  'table privilege matrix: every creditkit table x role x privilege');
+select is_empty(
+  $$ select a.attrelid::regclass, a.attname from pg_catalog.pg_attribute a
+       join pg_catalog.pg_class c on c.oid = a.attrelid
+      where c.relnamespace = 'creditkit'::regnamespace and a.attacl is not null $$,
+  'no column-level grants sneak around the table matrix');
+select is_empty(
+  $$ select c.relname, r.rolname from pg_catalog.pg_class c
+       cross join (values ('anon'), ('authenticated'), ('service_role')) as r(rolname)
+      where c.relnamespace = 'creditkit'::regnamespace and c.relkind = 'S'
+        and has_sequence_privilege(r.rolname, c.oid, 'usage, select, update') $$,
+  'no API role may use the ledger''s or grants'' id sequences');
+
+-- ---------------------------------------------------------------------------------------------
+-- Row-level security, search_path, security definer.
+-- ---------------------------------------------------------------------------------------------
+select is_empty(
+  $$ select c.relname from pg_catalog.pg_class c
+      where c.relnamespace = 'creditkit'::regnamespace and c.relkind in ('r', 'p') and not c.relrowsecurity $$,
+  'RLS is enabled on every creditkit table');
+select ok(
+  (select count(*) = 4 from pg_catalog.pg_class c
+    where c.relnamespace = 'creditkit'::regnamespace and c.relkind in ('r', 'p') and c.relrowsecurity),
+  'the four creditkit tables were found (the RLS check is not vacuous)');
+select is_empty(
+  $$ select signature from ck_functions
+      where not coalesce('search_path=""' = any(proconfig), false) $$,
+  'every creditkit function pins search_path to '''' (splinter 0011)');
+select results_eq(
+  $$ select signature from ck_functions where prosecdef order by 1 $$,
+  $$ values ('public.creditkit_adjust(uuid,bigint,text,text,jsonb,timestamp with time zone)'),
+            ('public.creditkit_balance(uuid,timestamp with time zone)'),
+            ('public.creditkit_book_expired(timestamp with time zone,integer)'),
+            ('public.creditkit_consume(uuid,bigint,text,text,jsonb,timestamp with time zone)'),
+            ('public.creditkit_consume_or_raise(uuid,bigint,text,text,jsonb,timestamp with time zone)'),
+            ('public.creditkit_grant(uuid,bigint,text,timestamp with time zone,integer,text,jsonb,timestamp with time zone)') $$,
+  'security definer is used exactly by the six server mutations');
+select is_empty(
+  $$ select signature from ck_functions
+      where prosecdef
+        and (has_function_privilege('anon', oid, 'execute') or has_function_privilege('authenticated', oid, 'execute')) $$,
+  'no security definer function is executable by anon or authenticated (splinter 0028/0029)');
+select is_empty(
+  $$ select signature from ck_functions where obj_description(oid, 'pg_proc') is null $$,
+  'every creditkit function has a comment (the SQL API docs are generated from them)');
+
+-- ---------------------------------------------------------------------------------------------
+-- Schema creditkit: usable by the roles that read through it, not by anon; nobody creates in it.
+-- ---------------------------------------------------------------------------------------------
+select results_eq(
+  $$ select r.rolname::text, has_schema_privilege(r.rolname, 'creditkit', 'usage'),
+            has_schema_privilege(r.rolname, 'creditkit', 'create')
+       from (values ('anon'), ('authenticated'), ('service_role')) as r(rolname) order by 1 $$,
+  $$ values ('anon'::text, false, false), ('authenticated', true, false), ('service_role', true, false) $$,
+  'schema creditkit: USAGE for authenticated and service_role only, CREATE for nobody');
+
+-- ---------------------------------------------------------------------------------------------
+-- Nothing else of ours in public: only the creditkit_* API functions, no tables, views, types.
+-- ---------------------------------------------------------------------------------------------
+select results_eq(
+  $$ select p.proname::text collate "default" from pg_catalog.pg_proc p
+      where p.proname like 'creditkit%' and p.pronamespace <> 'creditkit'::regnamespace order by 1 $$,
+  $$ values ('creditkit_adjust'), ('creditkit_balance'), ('creditkit_book_expired'), ('creditkit_consume'),
+            ('creditkit_consume_or_raise'), ('creditkit_grant'), ('creditkit_history'),
+            ('creditkit_my_balance'), ('creditkit_my_history') $$,
+  'the creditkit functions outside schema creditkit are exactly the public API');
+select is_empty(
+  $$ select c.relname from pg_catalog.pg_class c
+      where c.relnamespace = 'public'::regnamespace and c.relname like 'creditkit%'
+     union all
+     select t.typname from pg_catalog.pg_type t
+      where t.typnamespace = 'public'::regnamespace and t.typname like '%creditkit%' $$,
+  'no creditkit table, view, sequence or type in public');
+select is_empty(
+  $$ select p.oid::regprocedure from pg_catalog.pg_proc p
+      where p.pronamespace = 'public'::regnamespace and p.proname not like 'creditkit\_%'
+        and not exists (select 1 from pg_catalog.pg_depend d
+                         where d.classid = 'pg_catalog.pg_proc'::regclass and d.objid = p.oid and d.deptype = 'e') $$,
+  'every function in public that belongs to no extension is a creditkit_ function');
+
+-- =============================================================================================
+-- Append-only ledger: no role can UPDATE, DELETE or TRUNCATE it (invariant 3), and no role can
+-- write the kit's tables directly (that would mint credit around the functions).
+-- =============================================================================================
+select creditkit_grant(tests.get_supabase_uid('alice'), 100, p_now => '2030-01-01 00:00:00+00');
+
+-- Service role: no write privileges at all.
+select tests.authenticate_as_service_role();
+select throws_ok($$ update creditkit.ledger set amount = 1000 $$, '42501', null,
+  'service_role cannot UPDATE the ledger');
+select throws_ok($$ delete from creditkit.ledger $$, '42501', null, 'service_role cannot DELETE from the ledger');
+select throws_ok($$ truncate creditkit.ledger $$, '42501', null, 'service_role cannot TRUNCATE the ledger');
+select throws_ok($$ update creditkit.accounts set balance = balance + 1000 $$, '42501', null,
+  'service_role cannot raise a balance by hand');
+select throws_ok(
+  $$ insert into creditkit.grants (account_id, category, amount, remaining, priority)
+     values (tests.get_supabase_uid('alice'), 'purchase', 1000, 1000, 0) $$,
+  '42501', null, 'service_role cannot insert a bucket by hand');
+
+-- Member: the same, and RLS would not help here (it does not cover TRUNCATE), privileges do.
+select tests.authenticate_as('alice');
+select throws_ok($$ update creditkit.ledger set amount = 1000 $$, '42501', null,
+  'authenticated cannot UPDATE the ledger, not even its own rows');
+select throws_ok($$ delete from creditkit.ledger $$, '42501', null, 'authenticated cannot DELETE from the ledger');
+select throws_ok($$ truncate creditkit.ledger $$, '42501', null, 'authenticated cannot TRUNCATE the ledger');
+
+-- Owner/superuser (postgres): has every privilege, so the triggers are what refuse.
+select tests.clear_authentication();
+select throws_ok($$ update creditkit.ledger set amount = 1000 $$, 'CK008', null,
+  'even postgres cannot UPDATE the ledger (trigger)');
+select throws_ok($$ delete from creditkit.ledger $$, 'CK008', null, 'even postgres cannot DELETE from the ledger (trigger)');
+select throws_ok($$ truncate creditkit.ledger $$, 'CK008', null, 'even postgres cannot TRUNCATE the ledger (trigger)');
+select is((select count(*) from creditkit.ledger where account_id = tests.get_supabase_uid('alice')), 1::bigint,
+  'alice''s ledger row is still there');
+
+-- =============================================================================================
+-- Defence in depth: a blanket `grant execute on all functions in schema public` (a classic
+-- mistake, and what Supabase's old defaults amount to for new functions) must not let clients
+-- mint or spend. The security definer functions check the caller themselves (CK005); the
+-- grant is rolled back with this file's transaction.
+-- =============================================================================================
+grant execute on all functions in schema public to anon, authenticated;
+
+-- Member
+select tests.authenticate_as('alice');
+select throws_ok(
+  $$ select creditkit_grant(tests.get_supabase_uid('alice'), 1000, p_now => '2030-01-02 00:00:00+00') $$,
+  'CK005', null, 'with EXECUTE granted, authenticated still cannot grant (mint)');
+select throws_ok(
+  $$ select creditkit_consume(tests.get_supabase_uid('alice'), 1, p_now => '2030-01-02 00:00:00+00') $$,
+  'CK005', null, 'with EXECUTE granted, authenticated still cannot consume');
+select throws_ok(
+  $$ select creditkit_consume_or_raise(tests.get_supabase_uid('alice'), 1, p_now => '2030-01-02 00:00:00+00') $$,
+  'CK005', null, 'with EXECUTE granted, authenticated still cannot consume_or_raise');
+select throws_ok(
+  $$ select creditkit_adjust(tests.get_supabase_uid('alice'), 1000, 'self-service', p_now => '2030-01-02 00:00:00+00') $$,
+  'CK005', null, 'with EXECUTE granted, authenticated still cannot adjust');
+select throws_ok(
+  $$ select creditkit_balance(tests.get_supabase_uid('alice'), p_now => '2030-01-02 00:00:00+00') $$,
+  'CK005', null, 'with EXECUTE granted, authenticated still cannot call the server balance (it writes)');
+select throws_ok(
+  $$ select creditkit_book_expired('2030-01-02 00:00:00+00') $$,
+  'CK005', null, 'with EXECUTE granted, authenticated still cannot run the sweep');
+-- A forged role claim does not help: the database role is checked as well as the JWT.
+select set_config('request.jwt.claims',
+  json_build_object('sub', tests.get_supabase_uid('alice'), 'role', 'service_role')::text, true);
+select throws_ok(
+  $$ select creditkit_grant(tests.get_supabase_uid('alice'), 1000, p_now => '2030-01-02 00:00:00+00') $$,
+  'CK005', null, 'a JWT claiming service_role on an authenticated connection cannot grant');
+
+-- Anon
+select tests.authenticate_as_anon();
+select throws_ok(
+  $$ select creditkit_grant('00000000-0000-4000-8000-00000000beef', 1000, p_now => '2030-01-02 00:00:00+00') $$,
+  'CK005', null, 'with EXECUTE granted, anon still cannot grant (mint)');
+
+select tests.clear_authentication();
+select is((select balance from creditkit.accounts where id = tests.get_supabase_uid('alice')), 100::bigint,
+  'alice''s balance is untouched');
+
+select * from finish();
+rollback;
