@@ -41,6 +41,12 @@ if (requirePg && !hasPg) {
   finish();
 }
 
+// ── types first: a type error anywhere (packages via turbo, scripts via the root tsconfig) fails the run ──
+for (const [cmd, args] of [['turbo', ['run', 'typecheck', '--output-logs=errors-only']], ['tsc', ['-p', 'tsconfig.json', '--noEmit']]]) {
+  const r = spawnSync(cmd, args, { cwd: root, env, stdio: ['ignore', 'inherit', 'inherit'] });
+  if (r.status !== 0) problem(`typecheck failed: ${cmd} ${args.join(' ')}`);
+}
+
 const work = mkdtempSync(join(tmpdir(), 'creditkit-test-'));
 try {
   // ── vitest: all packages, PGlite always, real Postgres when DATABASE_URL is set ──

@@ -66,6 +66,7 @@ interface FnInfo {
   name: string;
   signature: string;
   args: { name: string; type: string; default: string | null }[];
+  argList: string;
   result: string;
   comment: string;
   definer: boolean;
@@ -92,23 +93,27 @@ async function catalog(db: PGlite): Promise<FnInfo[]> {
        where (n.nspname = 'public' and p.proname like 'creditkit\\_%') or n.nspname = 'creditkit'
        order by n.nspname = 'creditkit', p.proname`)
   ).rows;
-  return rows.map((r) => ({
+  return rows.map((r) => {
+    const all = r.args.split(/,\s*(?![^(]*\))/).filter(Boolean);
+    const outs = all.filter((a) => a.startsWith('OUT ')).map((a) => a.slice(4));
+    const ins = all.filter((a) => !a.startsWith('OUT '));
+    return {
     name: r.name,
     signature: r.signature,
-    args: r.args
-      .split(/,\s*(?![^(]*\))/)
-      .filter((a) => a && !a.startsWith('OUT '))
-      .map((a) => {
-        const m = /^(\w+) (.+?)(?: DEFAULT (.+))?$/.exec(a.trim())!;
-        return { name: m[1]!, type: m[2]!, default: m[3] ?? null };
-      }),
-    result: r.result,
+    args: ins.map((a) => {
+      const m = /^(\w+) (.+?)(?: DEFAULT (.+))?$/.exec(a.trim())!;
+      return { name: m[1]!, type: m[2]!, default: m[3] ?? null };
+    }),
+    argList: ins.join(',\n  '),
+    // OUT parameters make the result a single row; name its columns rather than say "record".
+    result: r.result === 'record' && outs.length ? `one row (${outs.join(', ')})` : r.result,
     comment: r.comment ?? '',
     definer: r.definer,
     volatility: r.volatility,
     roles: { anon: r.anon, authenticated: r.authenticated, service_role: r.service_role },
     body: r.body,
-  }));
+    };
+  });
 }
 
 // The CK codes a function can raise: its own `errcode = 'CK…'` plus those of the kit functions it calls.
@@ -190,7 +195,7 @@ ${api.map((f) => `- [\`${f.name}\`](#${f.name}) — ${f.comment.split('. ')[0]!.
 
     for (const f of api) {
       out.push(`## ${f.name}\n`);
-      out.push(`\`\`\`sql\n${f.signature.replace(/^public\./, 'public.')}\n  returns ${f.result}\n\`\`\`\n`);
+      out.push(`\`\`\`sql\npublic.${f.name}(\n  ${f.argList}\n) returns ${f.result}\n\`\`\`\n`);
       out.push(`${f.comment}\n`);
       if (f.args.length) {
         out.push('| parameter | type | default | meaning |\n|---|---|---|---|');
