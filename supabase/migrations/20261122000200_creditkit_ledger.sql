@@ -10,16 +10,17 @@
 create table creditkit.accounts (
   id uuid primary key,
   balance bigint not null default 0,
-  -- Earliest expiry among grants that still hold credit, or NULL. Never later than the truth (it may
-  -- be earlier after a bucket is used up), so `next_expiry > now` proves nothing is due to expire.
-  next_expiry timestamptz,
+  -- The earliest time anything is due on this account (for now: a bucket with credit left expires),
+  -- or NULL. Never later than the truth (it may be earlier after a bucket is used up), so
+  -- `due_at > now` proves the hot path has nothing to book; only then is the slow path skipped.
+  due_at timestamptz,
   -- Number of ledger rows; cheap change detection for caches.
   version bigint not null default 0,
   created_at timestamptz not null default now(),
   constraint accounts_balance_range check (balance between 0 and 9007199254740991)
 );
 comment on table creditkit.accounts is 'One row per credit account: the balance (O(1)) and the row every mutation locks.';
-create index accounts_next_expiry on creditkit.accounts (next_expiry) where next_expiry is not null;
+create index accounts_due_at on creditkit.accounts (due_at) where due_at is not null;
 
 create table creditkit.grants (
   id bigint generated always as identity primary key,

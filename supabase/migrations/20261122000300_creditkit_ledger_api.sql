@@ -100,7 +100,7 @@ begin
   update creditkit.accounts a
      set balance = a.balance - v_total,
          version = a.version + v_rows,
-         next_expiry = (select min(g.expires_at) from creditkit.grants g
+         due_at = (select min(g.expires_at) from creditkit.grants g
                          where g.account_id = p_account_id and g.remaining > 0 and g.expires_at > p_now)
    where a.id = p_account_id
   returning a.balance into v_balance;
@@ -121,12 +121,12 @@ set search_path = ''
 as $$
 declare
   v_balance bigint;
-  v_next_expiry timestamptz;
+  v_due_at timestamptz;
 begin
   if p_account_id is null then
     raise exception using errcode = 'CK006', message = 'invalid argument: account id must not be NULL';
   end if;
-  select a.balance, a.next_expiry into v_balance, v_next_expiry
+  select a.balance, a.due_at into v_balance, v_due_at
     from creditkit.accounts a
    where a.id = p_account_id
      for update;
@@ -136,7 +136,7 @@ begin
       message = format('unknown account: %s', p_account_id),
       detail = jsonb_build_object('account_id', p_account_id)::text;
   end if;
-  if v_next_expiry <= p_now then
+  if v_due_at <= p_now then
     v_balance := creditkit.book_expired(p_account_id, p_now);
   end if;
   return v_balance;
@@ -246,7 +246,7 @@ begin
   update creditkit.accounts a
      set balance = a.balance + p_amount,
          version = a.version + 1,
-         next_expiry = least(a.next_expiry, p_expires_at)
+         due_at = least(a.due_at, p_expires_at)
    where a.id = p_account_id
   returning a.balance into v_balance;
 
@@ -589,19 +589,19 @@ security definer
 set search_path = ''
 as $$
 declare
-  v_next_expiry timestamptz;
+  v_due_at timestamptz;
 begin
   perform creditkit.assert_server_caller();
   perform creditkit.check_request(null, null, null, p_now);
   if p_account_id is null then
     raise exception using errcode = 'CK006', message = 'invalid argument: account id must not be NULL';
   end if;
-  select a.next_expiry into v_next_expiry from creditkit.accounts a where a.id = p_account_id;
+  select a.due_at into v_due_at from creditkit.accounts a where a.id = p_account_id;
   if not found then
     raise exception using errcode = 'CK003', message = format('unknown account: %s', p_account_id),
       detail = jsonb_build_object('account_id', p_account_id)::text;
   end if;
-  if v_next_expiry <= p_now then
+  if v_due_at <= p_now then
     perform creditkit.lock_account(p_account_id, p_now);  -- lock only when something is due
   end if;
   select b.balance, b.next_expiry, b.buckets into balance, next_expiry, buckets
@@ -662,8 +662,8 @@ begin
   end if;
   for v_account_id in
     select a.id from creditkit.accounts a
-     where a.next_expiry <= p_now
-     order by a.next_expiry
+     where a.due_at <= p_now
+     order by a.due_at
      limit p_limit
        for update skip locked
   loop

@@ -206,7 +206,7 @@ select results_eq(
             ('consume', -10, 40, null, '2030-02-01 00:00:01+00') $$,
   'the first touch at the expiry booked the remainder as one expire row (even though that consume was blocked)');
 select results_eq(
-  $$ select a.balance, a.next_expiry, g.remaining
+  $$ select a.balance, a.due_at, g.remaining
        from creditkit.accounts a join creditkit.grants g on g.account_id = a.id and g.metadata ->> 'tag' = 'promo'
       where a.id = tests.get_supabase_uid('dave') $$,
   $$ values (40::bigint, null::timestamptz, 0::bigint) $$,
@@ -272,7 +272,7 @@ select results_eq(
             ('ivan', 'grant', 20, 20) $$,
   'the sweep booked one expire row per expired bucket and left credit that is not yet due');
 select results_eq(
-  $$ select u.who, a.balance, a.next_expiry
+  $$ select u.who, a.balance, a.due_at
        from (values ('gina', 1), ('hank', 2), ('ivan', 3)) as u(who, n)
        join creditkit.accounts a on a.id = tests.get_supabase_uid(u.who)
       order by u.n $$,
