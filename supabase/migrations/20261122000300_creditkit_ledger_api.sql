@@ -65,6 +65,23 @@ comment on function creditkit.check_request(text, text, jsonb, timestamptz) is
   'Validates idempotency key, event name, metadata and time; returns the metadata to store.';
 revoke all on function creditkit.check_request(text, text, jsonb, timestamptz) from public, anon, authenticated, service_role;
 
+-- accounts.due_at is computed here and nowhere else, so no path can forget a kind of due work.
+-- For now that is bucket expiry; later migrations replace this function to add more.
+create or replace function creditkit.refresh_due_at(p_account_id uuid)
+returns void
+language sql
+volatile
+set search_path = ''
+as $$
+  update creditkit.accounts a
+     set due_at = (select min(g.expires_at) from creditkit.grants g
+                    where g.account_id = p_account_id and g.remaining > 0)
+   where a.id = p_account_id;
+$$;
+comment on function creditkit.refresh_due_at(uuid) is
+  'Sets accounts.due_at to the earliest time anything is due on the account (a bucket with credit left expiring).';
+revoke all on function creditkit.refresh_due_at(uuid) from public, anon, authenticated, service_role;
+
 -- Books every bucket of the account that expired by p_now: its remainder leaves the balance as one
 -- 'expire' ledger row per bucket. The caller holds the account row lock. Returns the new balance.
 create or replace function creditkit.book_expired(p_account_id uuid, p_now timestamptz)
@@ -99,11 +116,10 @@ begin
 
   update creditkit.accounts a
      set balance = a.balance - v_total,
-         version = a.version + v_rows,
-         due_at = (select min(g.expires_at) from creditkit.grants g
-                         where g.account_id = p_account_id and g.remaining > 0 and g.expires_at > p_now)
+         version = a.version + v_rows
    where a.id = p_account_id
   returning a.balance into v_balance;
+  perform creditkit.refresh_due_at(p_account_id);
   return v_balance;
 end;
 $$;

@@ -51,6 +51,7 @@ select results_eq(
        ('creditkit.find_replay(uuid,text,text,bigint,text,jsonb)', false, false, false),
        ('creditkit.ledger_is_append_only()', false, false, false),
        ('creditkit.lock_account(uuid,timestamp with time zone)', false, false, false),
+       ('creditkit.refresh_due_at(uuid)', false, false, false),
        -- helpers of the security-invoker reads (and of the RLS policies)
        ('creditkit.caller_account(uuid)', false, true, false),
        ('creditkit.can_access_account(uuid)', false, true, true),
