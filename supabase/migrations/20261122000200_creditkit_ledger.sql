@@ -57,6 +57,12 @@ create table creditkit.ledger (
   grant_id bigint references creditkit.grants (id),
   event text,
   idempotency_key text,
+  -- Money beside credits, in micros of your reporting currency (1 USD = 1000000), NULL when not
+  -- recorded: what a usage cost you (vendor cost) and what a grant earned (what was paid for it).
+  cost_micros bigint
+    constraint ledger_cost_range check (cost_micros between 0 and 9007199254740991),
+  revenue_micros bigint
+    constraint ledger_revenue_range check (revenue_micros between 0 and 9007199254740991),
   metadata jsonb not null default '{}'::jsonb,
   created_at timestamptz not null default now()
 );
@@ -97,7 +103,11 @@ alter table creditkit.grants enable row level security;
 alter table creditkit.ledger enable row level security;
 
 revoke all on table creditkit.accounts, creditkit.grants, creditkit.ledger from public, anon, authenticated, service_role;
-grant select on table creditkit.accounts, creditkit.grants, creditkit.ledger to authenticated, service_role;
+grant select on table creditkit.accounts, creditkit.grants, creditkit.ledger to service_role;
+grant select on table creditkit.accounts, creditkit.grants to authenticated;
+-- Not the money columns: what a request cost you is your business, not your customer's.
+grant select (id, account_id, kind, amount, balance_after, grant_id, event, idempotency_key, metadata, created_at)
+  on table creditkit.ledger to authenticated;
 
 create policy "members can read their accounts"
   on creditkit.accounts for select to authenticated

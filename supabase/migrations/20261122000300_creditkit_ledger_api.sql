@@ -31,6 +31,27 @@ end;
 $$;
 comment on function creditkit.check_amount(bigint) is 'Raises CK001 unless 1 <= amount <= 2^53-1.';
 revoke all on function creditkit.check_amount(bigint) from public, anon, authenticated, service_role;
+-- A pure validator (reads nothing), callable from the security-invoker reads.
+grant execute on function creditkit.check_amount(bigint) to authenticated, service_role;
+
+create or replace function creditkit.check_money(p_micros bigint)
+returns void
+language plpgsql
+immutable
+set search_path = ''
+as $$
+begin
+  if p_micros < 0 or p_micros > 9007199254740991 then
+    raise exception using
+      errcode = 'CK001',
+      message = format('invalid amount: %s micros (money is NULL or an integer from 0 to 9007199254740991)', p_micros);
+  end if;
+end;
+$$;
+comment on function creditkit.check_money(bigint) is 'Raises CK001 unless a money amount (micros) is NULL or within 0..2^53-1.';
+revoke all on function creditkit.check_money(bigint) from public, anon, authenticated, service_role;
+-- A pure validator (reads nothing), callable from the security-invoker reads.
+grant execute on function creditkit.check_money(bigint) to authenticated, service_role;
 
 -- Validates the arguments every mutation shares; returns the metadata to store ('{}' for NULL).
 create or replace function creditkit.check_request(p_idempotency_key text, p_event text, p_metadata jsonb, p_now timestamptz)
@@ -64,6 +85,8 @@ $$;
 comment on function creditkit.check_request(text, text, jsonb, timestamptz) is
   'Validates idempotency key, event name, metadata and time; returns the metadata to store.';
 revoke all on function creditkit.check_request(text, text, jsonb, timestamptz) from public, anon, authenticated, service_role;
+-- A pure validator (reads nothing), callable from the security-invoker reads.
+grant execute on function creditkit.check_request(text, text, jsonb, timestamptz) to authenticated, service_role;
 
 -- accounts.due_at is computed here and nowhere else, so no path can forget a kind of due work.
 -- For now that is bucket expiry; later migrations replace this function to add more.
@@ -165,7 +188,8 @@ revoke all on function creditkit.lock_account(uuid, timestamptz) from public, an
 -- The earlier ledger row made with this key, or NULL. Raises CK004 when the key was used for
 -- something else. Called after the account lock, so a concurrent first call has committed.
 create or replace function creditkit.find_replay(
-  p_account_id uuid, p_idempotency_key text, p_kind text, p_amount bigint, p_event text, p_metadata jsonb)
+  p_account_id uuid, p_idempotency_key text, p_kind text, p_amount bigint, p_event text, p_metadata jsonb,
+  p_cost_micros bigint default null, p_revenue_micros bigint default null)
 returns creditkit.ledger
 language plpgsql
 volatile
@@ -181,7 +205,9 @@ begin
     from creditkit.ledger l
    where l.account_id = p_account_id and l.idempotency_key = p_idempotency_key;
   if found and (v_prior.kind <> p_kind or v_prior.amount <> p_amount
-                or v_prior.event is distinct from p_event or v_prior.metadata <> p_metadata) then
+                or v_prior.event is distinct from p_event or v_prior.metadata <> p_metadata
+                or v_prior.cost_micros is distinct from p_cost_micros
+                or v_prior.revenue_micros is distinct from p_revenue_micros) then
     raise exception using
       errcode = 'CK004',
       message = format('idempotency conflict: key %L was already used for a different %s request', p_idempotency_key, v_prior.kind),
@@ -190,9 +216,9 @@ begin
   return v_prior;
 end;
 $$;
-comment on function creditkit.find_replay(uuid, text, text, bigint, text, jsonb) is
+comment on function creditkit.find_replay(uuid, text, text, bigint, text, jsonb, bigint, bigint) is
   'Idempotency: the ledger row an earlier call with this key wrote, NULL if none; CK004 if parameters differ.';
-revoke all on function creditkit.find_replay(uuid, text, text, bigint, text, jsonb) from public, anon, authenticated, service_role;
+revoke all on function creditkit.find_replay(uuid, text, text, bigint, text, jsonb, bigint, bigint) from public, anon, authenticated, service_role;
 
 -- Takes p_amount out of the account's live buckets in spend order. The caller holds the lock and
 -- has checked the balance, which equals the live buckets' sum once expired credit is booked.
@@ -249,7 +275,8 @@ revoke all on function creditkit.add_grant(uuid, text, bigint, integer, timestam
 -- Applies a signed change to the locked account and appends its ledger row.
 create or replace function creditkit.append_entry(
   p_account_id uuid, p_kind text, p_amount bigint, p_grant_id bigint, p_event text,
-  p_idempotency_key text, p_metadata jsonb, p_now timestamptz, p_expires_at timestamptz)
+  p_idempotency_key text, p_metadata jsonb, p_now timestamptz, p_expires_at timestamptz,
+  p_cost_micros bigint default null, p_revenue_micros bigint default null)
 returns creditkit.ledger
 language plpgsql
 volatile
@@ -266,15 +293,17 @@ begin
    where a.id = p_account_id
   returning a.balance into v_balance;
 
-  insert into creditkit.ledger (account_id, kind, amount, balance_after, grant_id, event, idempotency_key, metadata, created_at)
-  values (p_account_id, p_kind, p_amount, v_balance, p_grant_id, p_event, p_idempotency_key, p_metadata, p_now)
+  insert into creditkit.ledger (account_id, kind, amount, balance_after, grant_id, event, idempotency_key,
+                                cost_micros, revenue_micros, metadata, created_at)
+  values (p_account_id, p_kind, p_amount, v_balance, p_grant_id, p_event, p_idempotency_key,
+          p_cost_micros, p_revenue_micros, p_metadata, p_now)
   returning * into v_entry;
   return v_entry;
 end;
 $$;
-comment on function creditkit.append_entry(uuid, text, bigint, bigint, text, text, jsonb, timestamptz, timestamptz) is
+comment on function creditkit.append_entry(uuid, text, bigint, bigint, text, text, jsonb, timestamptz, timestamptz, bigint, bigint) is
   'Moves the balance of a locked account by a signed amount and appends the ledger row.';
-revoke all on function creditkit.append_entry(uuid, text, bigint, bigint, text, text, jsonb, timestamptz, timestamptz) from public, anon, authenticated, service_role;
+revoke all on function creditkit.append_entry(uuid, text, bigint, bigint, text, text, jsonb, timestamptz, timestamptz, bigint, bigint) from public, anon, authenticated, service_role;
 
 -- Live buckets (not expired at p_now, credit left) in spend order, with their sum and next expiry.
 -- Security invoker: for a signed-in caller RLS limits it to accounts they may read.
@@ -365,6 +394,7 @@ create or replace function public.creditkit_grant(
   p_priority integer default null,
   p_idempotency_key text default null,
   p_metadata jsonb default null,
+  p_revenue_micros bigint default null,
   p_now timestamptz default now(),
   out transaction_id bigint,
   out grant_id bigint,
@@ -384,6 +414,7 @@ declare
 begin
   perform creditkit.assert_server_caller();
   perform creditkit.check_amount(p_amount);
+  perform creditkit.check_money(p_revenue_micros);
   v_metadata := creditkit.check_request(p_idempotency_key, null, p_metadata, p_now);
   if p_category is null or p_category not in ('plan', 'purchase', 'promotional', 'adjustment') then
     raise exception using errcode = 'CK006',
@@ -397,7 +428,8 @@ begin
   insert into creditkit.accounts (id, created_at) values (p_account_id, p_now) on conflict (id) do nothing;
   v_balance := creditkit.lock_account(p_account_id, p_now);
 
-  v_prior := creditkit.find_replay(p_account_id, p_idempotency_key, 'grant', p_amount, null, v_metadata);
+  v_prior := creditkit.find_replay(p_account_id, p_idempotency_key, 'grant', p_amount, null, v_metadata,
+                                   null, p_revenue_micros);
   if v_prior.id is not null then
     select g.* into v_bucket from creditkit.grants g where g.id = v_prior.grant_id;
     if v_bucket.category <> p_category or v_bucket.expires_at is distinct from p_expires_at
@@ -422,15 +454,15 @@ begin
   end if;
   grant_id := creditkit.add_grant(p_account_id, p_category, p_amount, p_priority, p_expires_at, v_metadata, p_now);
   v_entry := creditkit.append_entry(p_account_id, 'grant', p_amount, grant_id, null, p_idempotency_key,
-                                    v_metadata, p_now, p_expires_at);
+                                    v_metadata, p_now, p_expires_at, null, p_revenue_micros);
   transaction_id := v_entry.id;
   balance := v_entry.balance_after;
 end;
 $$;
-comment on function public.creditkit_grant(uuid, bigint, text, timestamptz, integer, text, jsonb, timestamptz) is
+comment on function public.creditkit_grant(uuid, bigint, text, timestamptz, integer, text, jsonb, bigint, timestamptz) is
   'Server only. Adds a bucket of credit (category plan|purchase|promotional|adjustment, optional expiry and priority) and opens the account on first use. Idempotent by key.';
-revoke all on function public.creditkit_grant(uuid, bigint, text, timestamptz, integer, text, jsonb, timestamptz) from public, anon, authenticated;
-grant execute on function public.creditkit_grant(uuid, bigint, text, timestamptz, integer, text, jsonb, timestamptz) to service_role;
+revoke all on function public.creditkit_grant(uuid, bigint, text, timestamptz, integer, text, jsonb, bigint, timestamptz) from public, anon, authenticated;
+grant execute on function public.creditkit_grant(uuid, bigint, text, timestamptz, integer, text, jsonb, bigint, timestamptz) to service_role;
 
 -- Security definer: writes the kit's tables, which no client role may write; service_role only.
 create or replace function public.creditkit_consume(
@@ -439,6 +471,7 @@ create or replace function public.creditkit_consume(
   p_event text default null,
   p_idempotency_key text default null,
   p_metadata jsonb default null,
+  p_cost_micros bigint default null,
   p_now timestamptz default now(),
   out allowed boolean,
   out balance bigint,
@@ -457,10 +490,12 @@ declare
 begin
   perform creditkit.assert_server_caller();
   perform creditkit.check_amount(p_amount);
+  perform creditkit.check_money(p_cost_micros);
   v_metadata := creditkit.check_request(p_idempotency_key, p_event, p_metadata, p_now);
   v_balance := creditkit.lock_account(p_account_id, p_now);
 
-  v_prior := creditkit.find_replay(p_account_id, p_idempotency_key, 'consume', -p_amount, p_event, v_metadata);
+  v_prior := creditkit.find_replay(p_account_id, p_idempotency_key, 'consume', -p_amount, p_event, v_metadata,
+                                   p_cost_micros, null);
   if v_prior.id is not null then
     allowed := true;
     balance := v_prior.balance_after;
@@ -477,16 +512,16 @@ begin
 
   perform creditkit.draw_down(p_account_id, p_amount, p_now);
   v_entry := creditkit.append_entry(p_account_id, 'consume', -p_amount, null, p_event, p_idempotency_key,
-                                    v_metadata, p_now, null);
+                                    v_metadata, p_now, null, p_cost_micros, null);
   allowed := true;
   balance := v_entry.balance_after;
   transaction_id := v_entry.id;
 end;
 $$;
-comment on function public.creditkit_consume(uuid, bigint, text, text, jsonb, timestamptz) is
+comment on function public.creditkit_consume(uuid, bigint, text, text, jsonb, bigint, timestamptz) is
   'Server only. Spends credit if the account can cover it: allowed=true with the new balance and ledger id, or allowed=false (blocked, nothing spent). Never below zero. Idempotent by key.';
-revoke all on function public.creditkit_consume(uuid, bigint, text, text, jsonb, timestamptz) from public, anon, authenticated;
-grant execute on function public.creditkit_consume(uuid, bigint, text, text, jsonb, timestamptz) to service_role;
+revoke all on function public.creditkit_consume(uuid, bigint, text, text, jsonb, bigint, timestamptz) from public, anon, authenticated;
+grant execute on function public.creditkit_consume(uuid, bigint, text, text, jsonb, bigint, timestamptz) to service_role;
 
 -- Security definer for the same reason as creditkit_consume, which it calls.
 create or replace function public.creditkit_consume_or_raise(
@@ -495,6 +530,7 @@ create or replace function public.creditkit_consume_or_raise(
   p_event text default null,
   p_idempotency_key text default null,
   p_metadata jsonb default null,
+  p_cost_micros bigint default null,
   p_now timestamptz default now(),
   out balance bigint,
   out transaction_id bigint)
@@ -508,7 +544,7 @@ declare
   v_allowed boolean;
 begin
   select c.allowed, c.balance, c.transaction_id into v_allowed, balance, transaction_id
-    from public.creditkit_consume(p_account_id, p_amount, p_event, p_idempotency_key, p_metadata, p_now) c;
+    from public.creditkit_consume(p_account_id, p_amount, p_event, p_idempotency_key, p_metadata, p_cost_micros, p_now) c;
   if not v_allowed then
     raise exception using
       errcode = 'CK002',
@@ -517,10 +553,10 @@ begin
   end if;
 end;
 $$;
-comment on function public.creditkit_consume_or_raise(uuid, bigint, text, text, jsonb, timestamptz) is
+comment on function public.creditkit_consume_or_raise(uuid, bigint, text, text, jsonb, bigint, timestamptz) is
   'Server only. Like creditkit_consume, but raises CK002 insufficient_credits instead of returning a blocked result, so it aborts the surrounding transaction.';
-revoke all on function public.creditkit_consume_or_raise(uuid, bigint, text, text, jsonb, timestamptz) from public, anon, authenticated;
-grant execute on function public.creditkit_consume_or_raise(uuid, bigint, text, text, jsonb, timestamptz) to service_role;
+revoke all on function public.creditkit_consume_or_raise(uuid, bigint, text, text, jsonb, bigint, timestamptz) from public, anon, authenticated;
+grant execute on function public.creditkit_consume_or_raise(uuid, bigint, text, text, jsonb, bigint, timestamptz) to service_role;
 
 -- Security definer: writes the kit's tables; service_role only.
 create or replace function public.creditkit_adjust(

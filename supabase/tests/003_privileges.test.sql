@@ -8,7 +8,7 @@
 -- The file must pass under Supabase's grant-everything defaults and under revoked defaults
 -- (CREDITKIT_PRIVILEGE_MODE), so it asserts the result, never which default produced it.
 begin;
-select plan(35);
+select plan(36);
 
 select tests.create_supabase_user('alice');
 
@@ -42,13 +42,14 @@ select results_eq(
   $$ select * from (values
        -- internals: nobody but the owner
        ('creditkit.add_grant(uuid,text,bigint,integer,timestamp with time zone,jsonb,timestamp with time zone)', false, false, false),
-       ('creditkit.append_entry(uuid,text,bigint,bigint,text,text,jsonb,timestamp with time zone,timestamp with time zone)', false, false, false),
+       ('creditkit.append_entry(uuid,text,bigint,bigint,text,text,jsonb,timestamp with time zone,timestamp with time zone,bigint,bigint)', false, false, false),
        ('creditkit.assert_server_caller()', false, false, false),
        ('creditkit.book_expired(uuid,timestamp with time zone)', false, false, false),
-       ('creditkit.check_amount(bigint)', false, false, false),
-       ('creditkit.check_request(text,text,jsonb,timestamp with time zone)', false, false, false),
+       ('creditkit.check_amount(bigint)', false, true, true),
+       ('creditkit.check_money(bigint)', false, true, true),
+       ('creditkit.check_request(text,text,jsonb,timestamp with time zone)', false, true, true),
        ('creditkit.draw_down(uuid,bigint,timestamp with time zone)', false, false, false),
-       ('creditkit.find_replay(uuid,text,text,bigint,text,jsonb)', false, false, false),
+       ('creditkit.find_replay(uuid,text,text,bigint,text,jsonb,bigint,bigint)', false, false, false),
        ('creditkit.ledger_is_append_only()', false, false, false),
        ('creditkit.lock_account(uuid,timestamp with time zone)', false, false, false),
        ('creditkit.refresh_due_at(uuid)', false, false, false),
@@ -61,9 +62,9 @@ select results_eq(
        ('public.creditkit_adjust(uuid,bigint,text,text,jsonb,timestamp with time zone)', false, false, true),
        ('public.creditkit_balance(uuid,timestamp with time zone)', false, false, true),
        ('public.creditkit_book_expired(timestamp with time zone,integer)', false, false, true),
-       ('public.creditkit_consume(uuid,bigint,text,text,jsonb,timestamp with time zone)', false, false, true),
-       ('public.creditkit_consume_or_raise(uuid,bigint,text,text,jsonb,timestamp with time zone)', false, false, true),
-       ('public.creditkit_grant(uuid,bigint,text,timestamp with time zone,integer,text,jsonb,timestamp with time zone)', false, false, true),
+       ('public.creditkit_consume(uuid,bigint,text,text,jsonb,bigint,timestamp with time zone)', false, false, true),
+       ('public.creditkit_consume_or_raise(uuid,bigint,text,text,jsonb,bigint,timestamp with time zone)', false, false, true),
+       ('public.creditkit_grant(uuid,bigint,text,timestamp with time zone,integer,text,jsonb,bigint,timestamp with time zone)', false, false, true),
        ('public.creditkit_history(uuid,integer,bigint)', false, false, true),
        -- caller-bound API: signed-in users only
        ('public.creditkit_my_balance(uuid)', false, true, false),
@@ -100,15 +101,32 @@ select results_eq(
        ('grants', 'authenticated',       true,  false, false, false, false, false, false),
        ('grants', 'service_role',        true,  false, false, false, false, false, false),
        ('ledger', 'anon',                false, false, false, false, false, false, false),
-       ('ledger', 'authenticated',       true,  false, false, false, false, false, false),
+       ('ledger', 'authenticated',       false, false, false, false, false, false, false),  -- columns only, below
        ('ledger', 'service_role',        true,  false, false, false, false, false, false)
      ) as expected order by 1, 2 $$,
   'table privilege matrix: every creditkit table x role x privilege');
-select is_empty(
-  $$ select a.attrelid::regclass, a.attname from pg_catalog.pg_attribute a
+-- The one column-level grant: signed-in users read the ledger without its money columns
+-- (what a request cost the operator is not the customer's business).
+select results_eq(
+  $$ select a.attrelid::regclass::text, a.attname::text collate "default",
+            has_column_privilege('anon', a.attrelid, a.attnum, 'select'),
+            has_column_privilege('authenticated', a.attrelid, a.attnum, 'select')
+       from pg_catalog.pg_attribute a
        join pg_catalog.pg_class c on c.oid = a.attrelid
-      where c.relnamespace = 'creditkit'::regnamespace and a.attacl is not null $$,
-  'no column-level grants sneak around the table matrix');
+      where c.relnamespace = 'creditkit'::regnamespace and a.attacl is not null
+      order by 1, a.attnum $$,
+  $$ values ('creditkit.ledger', 'id', false, true), ('creditkit.ledger', 'account_id', false, true),
+            ('creditkit.ledger', 'kind', false, true), ('creditkit.ledger', 'amount', false, true),
+            ('creditkit.ledger', 'balance_after', false, true), ('creditkit.ledger', 'grant_id', false, true),
+            ('creditkit.ledger', 'event', false, true), ('creditkit.ledger', 'idempotency_key', false, true),
+            ('creditkit.ledger', 'metadata', false, true), ('creditkit.ledger', 'created_at', false, true) $$,
+  'column grants: only the ledger''s non-money columns, only to authenticated');
+select results_eq(
+  $$ select has_column_privilege('authenticated', 'creditkit.ledger', 'cost_micros', 'select'),
+            has_column_privilege('authenticated', 'creditkit.ledger', 'revenue_micros', 'select'),
+            has_column_privilege('service_role', 'creditkit.ledger', 'cost_micros', 'select') $$,
+  $$ values (false, false, true) $$,
+  'a browser cannot read cost or revenue; the server can');
 select is_empty(
   $$ select c.relname, r.rolname from pg_catalog.pg_class c
        cross join (values ('anon'), ('authenticated'), ('service_role')) as r(rolname)
@@ -136,9 +154,9 @@ select results_eq(
   $$ values ('public.creditkit_adjust(uuid,bigint,text,text,jsonb,timestamp with time zone)'),
             ('public.creditkit_balance(uuid,timestamp with time zone)'),
             ('public.creditkit_book_expired(timestamp with time zone,integer)'),
-            ('public.creditkit_consume(uuid,bigint,text,text,jsonb,timestamp with time zone)'),
-            ('public.creditkit_consume_or_raise(uuid,bigint,text,text,jsonb,timestamp with time zone)'),
-            ('public.creditkit_grant(uuid,bigint,text,timestamp with time zone,integer,text,jsonb,timestamp with time zone)') $$,
+            ('public.creditkit_consume(uuid,bigint,text,text,jsonb,bigint,timestamp with time zone)'),
+            ('public.creditkit_consume_or_raise(uuid,bigint,text,text,jsonb,bigint,timestamp with time zone)'),
+            ('public.creditkit_grant(uuid,bigint,text,timestamp with time zone,integer,text,jsonb,bigint,timestamp with time zone)') $$,
   'security definer is used exactly by the six server mutations');
 select is_empty(
   $$ select signature from ck_functions
