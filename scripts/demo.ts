@@ -68,4 +68,24 @@ const browser = await db.transaction(async (tx) => {
 console.log(`   select creditkit_my_balance()          -> balance ${browser.balance}`);
 console.log(`   select creditkit_grant(ada, 1000000)   -> ${browser.minted}`);
 
+console.log(`\n${bold('5. plans, prices and holds')}`);
+await asServer(`select creditkit_upsert_plan('pro', 'Pro', p_allowance => 100, p_features => '{"hd_upscale": true}', p_price_amount => 1900)`);
+const [plan] = await asServer<{ balance: number; period_end: Date }>(`select balance, period_end from creditkit_set_plan($1, 'pro')`, [user]);
+console.log(`   ada subscribes to pro: balance ${plan!.balance}, this allowance expires ${plan!.period_end.toISOString().slice(0, 10)} when the next one starts (no cron)`);
+await asServer(`select creditkit_set_price('image_gen', 2), creditkit_set_price('image_gen', 5, '{"quality": "hd"}')`);
+const [hd] = await asServer<{ amount: number; balance: number }>(
+  `select amount, balance from creditkit_meter($1, 'image_gen', 3, '{"quality": "hd"}', p_cost_micros => 120000)`,
+  [user],
+);
+console.log(`   meter 3 hd images: charged ${hd!.amount} credits (5 each, the hd price), vendor cost $0.12 recorded beside it; balance ${hd!.balance}`);
+const [hold] = await asServer<{ hold_id: number; balance: number }>(`select hold_id, balance from creditkit_reserve($1, 40, p_event => 'video_gen')`, [user]);
+console.log(`   reserve 40 before a long video job: hold ${hold!.hold_id}, spendable now ${hold!.balance}`);
+const [settled] = await asServer<{ charged: number; balance: number }>(`select charged, balance from creditkit_settle($1, 26)`, [hold!.hold_id]);
+console.log(`   settle at the actual 26: charged ${settled!.charged}, the other 14 freed; balance ${settled!.balance}`);
+const [margin] = await asServer<{ revenue_micros: number; cost_micros: number }>(
+  `select revenue_micros, cost_micros from creditkit_account_margin(now() - interval '1 day', now() + interval '1 day', $1)`,
+  [user],
+);
+console.log(`   operator view: cost so far ${margin!.cost_micros / 1e6} USD for ada`);
+
 await db.close();

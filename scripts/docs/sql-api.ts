@@ -28,6 +28,33 @@ const PARAM_DOCS: Record<string, string> = {
   p_now: 'The time the call acts at; defaults to `now()`. A parameter so tests need no clock tricks.',
   p_limit: 'Page size.',
   p_before_id: 'Keyset cursor: return rows with a smaller ledger id (pass the last id of the previous page).',
+  p_cost_micros: 'Optional: what this usage cost you (vendor cost), in micros of your reporting currency (1 USD = 1000000). Never shown to browsers.',
+  p_revenue_micros: 'Optional: what was paid for this credit, in micros of your reporting currency. Feeds the margin report.',
+  p_id: 'Plan id: lowercase letters, digits, `_`, `.` or `-`.',
+  p_name: 'Display name.',
+  p_allowance: 'Credits granted at the start of every period (0 for a features-only plan).',
+  p_period: '`day`, `week`, `month` or `year`. Boundaries are the anchor plus whole periods, in UTC (Jan 31 → Feb 28/29 → Mar 31).',
+  p_renewal: '`reset`: leftover allowance expires at the boundary. `rollover`: up to `p_rollover_cap` of it is carried into the next period.',
+  p_rollover_cap: 'With `rollover`: the most credit carried into a period (NULL: no cap).',
+  p_features: 'Boolean feature flags, e.g. `{"hd_upscale": true}`.',
+  p_price_amount: 'Price per period in the currency\'s minor unit (cents), for MRR.',
+  p_currency: 'Lowercase ISO currency code.',
+  p_stripe_price_id: 'The Stripe price that sells this plan (used by the Stripe integration).',
+  p_is_default: 'Make this the default plan (accounts without a live subscription are on it).',
+  p_active: 'Inactive plans cannot be newly chosen.',
+  p_plan_id: 'A plan id from the catalogue.',
+  p_status: '`active`, `trialing`, `past_due` or `canceled`. Only active and trialing subscriptions renew lazily.',
+  p_anchor: 'When the subscription\'s first period started (default: `p_now`). Not in the future.',
+  p_feature: 'A feature flag name.',
+  p_credits_per_unit: 'Credits one unit of the event costs.',
+  p_dimensions: 'Dimensions of the event, e.g. `{"quality": "hd"}`; the most specific matching price wins, `{}` is the default.',
+  p_effective_from: 'When this price version starts to apply. Past usage keeps the price it paid.',
+  p_quantity: 'Units of the event (1 to 2^53−1).',
+  p_ttl: 'How long the hold lives before it expires by itself (default 15 minutes, at most 7 days).',
+  p_hold_id: 'A hold id from `creditkit_reserve`.',
+  p_actual: 'The amount actually used (0 to 2^53−1).',
+  p_from: 'Start of the period (inclusive).',
+  p_to: 'End of the period (exclusive).',
 };
 
 const ALICE = '00000000-0000-4000-8000-00000000a11c';
@@ -43,8 +70,8 @@ interface Example {
 
 // Run in order on one fresh database, so ids and balances are the same every time.
 const EXAMPLES: Example[] = [
-  { fn: 'creditkit_grant', as: 'service_role', sql: `select * from creditkit_grant('${ALICE}', 100, 'purchase', p_idempotency_key => 'cs_test_1', p_now => '${T0}');` },
-  { fn: 'creditkit_grant', as: 'service_role', note: 'The same key again (a webhook retry): the first result, nothing added.', sql: `select * from creditkit_grant('${ALICE}', 100, 'purchase', p_idempotency_key => 'cs_test_1', p_now => '${T0}');` },
+  { fn: 'creditkit_grant', as: 'service_role', sql: `select * from creditkit_grant('${ALICE}', 100, 'purchase', p_idempotency_key => 'cs_test_1', p_revenue_micros => 9000000, p_now => '${T0}');` },
+  { fn: 'creditkit_grant', as: 'service_role', note: 'The same key again (a webhook retry): the first result, nothing added.', sql: `select * from creditkit_grant('${ALICE}', 100, 'purchase', p_idempotency_key => 'cs_test_1', p_revenue_micros => 9000000, p_now => '${T0}');` },
   { fn: 'creditkit_grant', as: 'service_role', note: 'Promotional credit that expires after a week; it is spent before the purchase.', sql: `select * from creditkit_grant('${ALICE}', 20, 'promotional', p_expires_at => '2026-01-08T00:00:00Z', p_now => '${T0}');` },
   { fn: 'creditkit_consume', as: 'service_role', sql: `select * from creditkit_consume('${ALICE}', 30, 'image_gen', 'req_1', '{"model": "xl"}', p_now => '2026-01-02T00:00:00Z');` },
   { fn: 'creditkit_consume', as: 'service_role', note: 'More than the balance: blocked, nothing written.', sql: `select * from creditkit_consume('${ALICE}', 500, 'video_gen', p_now => '2026-01-02T00:00:00Z');` },
@@ -60,6 +87,32 @@ const EXAMPLES: Example[] = [
   { fn: 'creditkit_my_balance', as: 'alice', sql: `select account_id, balance, next_expiry from creditkit_my_balance();` },
   { fn: 'creditkit_my_balance', as: 'alice', note: 'Someone else\'s account:', sql: `select * from creditkit_my_balance('${BOB}');` },
   { fn: 'creditkit_my_history', as: 'alice', sql: `select id, kind, amount, balance_after, event from creditkit_my_history(p_limit => 3);` },
+  // plans
+  { fn: 'creditkit_upsert_plan', as: 'service_role', sql: `select creditkit_upsert_plan('pro', 'Pro', p_allowance => 1000, p_renewal => 'rollover', p_rollover_cap => 500, p_features => '{"hd_upscale": true}', p_price_amount => 1900) ->> 'id' as plan;` },
+  { fn: 'creditkit_set_plan', as: 'service_role', note: 'Bob subscribes on Jan 31: his periods end on Feb 29 (2028 is a leap year), Mar 31, Apr 30, ...', sql: `select * from creditkit_set_plan('${BOB}', 'pro', p_now => '2028-01-31T12:00:00Z');` },
+  { fn: 'creditkit_set_plan', as: 'service_role', note: 'No cron: the first touch after the boundary books the renewal. 300 spent, 700 left, 500 of it rolls over (the cap):', sql: `select * from creditkit_consume('${BOB}', 300, 'chat', p_now => '2028-02-10T00:00:00Z');` },
+  { fn: 'creditkit_set_plan', as: 'service_role', sql: `select balance, next_expiry from creditkit_balance('${BOB}', p_now => '2028-02-29T12:00:00Z');` },
+  { fn: 'creditkit_has_feature', as: 'service_role', sql: `select creditkit_has_feature('${BOB}', 'hd_upscale') as bob, creditkit_has_feature('${ALICE}', 'hd_upscale') as alice;` },
+  { fn: 'creditkit_my_plan', as: 'alice', sql: `select plan_id, status, allowance, features from creditkit_my_plan();` },
+  { fn: 'creditkit_my_feature', as: 'alice', sql: `select creditkit_my_feature('hd_upscale');` },
+  // pricing
+  { fn: 'creditkit_set_price', as: 'service_role', sql: `select creditkit_set_price('image_gen', 4, p_effective_from => '2026-01-01T00:00:00Z') as default_price, creditkit_set_price('image_gen', 10, '{"quality": "hd"}', '2026-01-01T00:00:00Z') as hd_price;` },
+  { fn: 'creditkit_quote', as: 'alice', sql: `select * from creditkit_quote('image_gen', 3, '{"quality": "hd", "size": "1024"}', p_now => '2026-01-10T00:00:00Z');` },
+  { fn: 'creditkit_meter', as: 'service_role', sql: `select * from creditkit_meter('${ALICE}', 'image_gen', 2, '{"quality": "hd"}', 'req_9', p_cost_micros => 80000, p_now => '2026-01-10T00:00:00Z');` },
+  { fn: 'creditkit_meter', as: 'service_role', note: 'An event with no price:', sql: `select * from creditkit_meter('${ALICE}', 'video_gen', p_now => '2026-01-10T00:00:00Z');` },
+  // holds
+  { fn: 'creditkit_reserve', as: 'service_role', sql: `select * from creditkit_reserve('${ALICE}', 30, interval '10 minutes', 'video_gen', 'job_7', p_now => '2026-01-10T00:00:00Z');` },
+  { fn: 'creditkit_settle', as: 'service_role', sql: `select * from creditkit_settle(1, 18, p_cost_micros => 250000, p_now => '2026-01-10T00:05:00Z');` },
+  { fn: 'creditkit_release', as: 'service_role', sql: `select * from creditkit_release((select hold_id from creditkit_reserve('${ALICE}', 5, p_now => '2026-01-10T00:06:00Z')), p_now => '2026-01-10T00:06:30Z');` },
+  // gating
+  { fn: 'creditkit_has_credits', as: 'alice', sql: `select creditkit_has_credits(10) as ten, creditkit_has_credits(1000000) as a_million, creditkit_has_credits(1, '${BOB}') as bobs;` },
+  // analytics
+  { fn: 'creditkit_account_margin', as: 'service_role', sql: `select * from creditkit_account_margin('2026-01-01T00:00:00Z', '2026-02-01T00:00:00Z');` },
+  { fn: 'creditkit_usage_series', as: 'service_role', sql: `select * from creditkit_usage_series('2026-01-01T00:00:00Z', '2026-02-01T00:00:00Z', '${ALICE}');` },
+  { fn: 'creditkit_top_events', as: 'service_role', sql: `select * from creditkit_top_events('2026-01-01T00:00:00Z', '2026-02-01T00:00:00Z', 5);` },
+  { fn: 'creditkit_credits_outstanding', as: 'service_role', sql: `select * from creditkit_credits_outstanding(p_now => '2028-03-01T00:00:00Z');` },
+  { fn: 'creditkit_accounts_per_plan', as: 'service_role', sql: `select * from creditkit_accounts_per_plan();` },
+  { fn: 'creditkit_mrr', as: 'service_role', sql: `select * from creditkit_mrr();` },
 ];
 
 interface FnInfo {
@@ -190,6 +243,7 @@ Conventions:
 ${api.map((f) => `- [\`${f.name}\`](#${f.name}) — ${f.comment.split('. ')[0]!.replace(/\.$/, '')}`).join('\n')}
 - [Security: who may call what](#security-who-may-call-what)
 - [Error codes](#error-codes)
+- [Insert trigger: charge in your own transaction](#insert-trigger-charge-in-your-own-transaction)
 - [Account access (team accounts)](#account-access-team-accounts)
 `);
 
@@ -238,6 +292,26 @@ itself (\`CK005\`), so a careless \`grant execute … to authenticated\` does no
 ${codes.map((c) => `| \`${c.code}\` | \`${c.name}\` | ${c.description} |`).join('\n')}
 
 Besides these: \`42501\` (permission denied) when a role lacks EXECUTE or table privileges.
+
+## Insert trigger: charge in your own transaction
+
+\`creditkit.charge_on_insert(event [, quantity [, account_column]])\` is a trigger function for your
+own tables. It meters the inserting user's account with \`creditkit_meter\` (so the event needs a
+price) inside the INSERT's transaction: when the account cannot pay, the insert fails with
+\`CK002\`; when the transaction rolls back, so does the charge. With a third argument it charges the
+account id found in that column of the new row instead (team accounts; the caller must be allowed
+to read that account, and a server insert without a signed-in user must name it).
+
+\`\`\`sql
+create trigger charge_image_gen
+  before insert on public.tasks
+  for each row execute function creditkit.charge_on_insert('image_gen', '4');
+\`\`\`
+
+\`creditkit_has_credits(n)\` is the read-only counterpart for RLS policies
+(\`with check (creditkit_has_credits(4))\`). Like any STABLE function in a policy, it sees the balance
+as of the start of the statement, so beside the trigger above it checks what the account had
+before this insert charged it.
 
 ## Account access (team accounts)
 

@@ -14,10 +14,13 @@ create table creditkit.accounts (
   -- or NULL. Never later than the truth (it may be earlier after a bucket is used up), so
   -- `due_at > now` proves the hot path has nothing to book; only then is the slow path skipped.
   due_at timestamptz,
+  -- Credits reserved by open holds (see the holds migration); spendable = balance - held.
+  held bigint not null default 0,
   -- Number of ledger rows; cheap change detection for caches.
   version bigint not null default 0,
   created_at timestamptz not null default now(),
-  constraint accounts_balance_range check (balance between 0 and 9007199254740991)
+  constraint accounts_balance_range check (balance between 0 and 9007199254740991),
+  constraint accounts_held_range check (held between 0 and 9007199254740991)
 );
 comment on table creditkit.accounts is 'One row per credit account: the balance (O(1)) and the row every mutation locks.';
 create index accounts_due_at on creditkit.accounts (due_at) where due_at is not null;

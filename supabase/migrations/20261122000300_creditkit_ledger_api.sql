@@ -150,8 +150,25 @@ comment on function creditkit.book_expired(uuid, timestamptz) is
   'Books expired buckets of a locked account as expire ledger rows; returns the new balance.';
 revoke all on function creditkit.book_expired(uuid, timestamptz) from public, anon, authenticated, service_role;
 
--- Locks the account row (the one lock point of every mutation), books expired credit, returns the
--- spendable balance.
+-- The slow path of a touch: everything due on a locked account by p_now. Returns the balance.
+-- For now that is expired credit; later migrations replace it to add renewals and hold expiry.
+create or replace function creditkit.book_due(p_account_id uuid, p_now timestamptz)
+returns bigint
+language plpgsql
+volatile
+set search_path = ''
+as $$
+begin
+  return creditkit.book_expired(p_account_id, p_now);
+end;
+$$;
+comment on function creditkit.book_due(uuid, timestamptz) is
+  'The slow path of a touch: books what is due by p_now on a locked account; returns the balance.';
+revoke all on function creditkit.book_due(uuid, timestamptz) from public, anon, authenticated, service_role;
+
+-- Locks the account row (the one lock point of every mutation), books what is due when due_at
+-- says anything is, and returns the spendable balance: what open holds reserve cannot be spent
+-- (and bucket expiry can leave less than is held: never below zero).
 create or replace function creditkit.lock_account(p_account_id uuid, p_now timestamptz)
 returns bigint
 language plpgsql
@@ -160,12 +177,13 @@ set search_path = ''
 as $$
 declare
   v_balance bigint;
+  v_held bigint;
   v_due_at timestamptz;
 begin
   if p_account_id is null then
     raise exception using errcode = 'CK006', message = 'invalid argument: account id must not be NULL';
   end if;
-  select a.balance, a.due_at into v_balance, v_due_at
+  select a.balance, a.held, a.due_at into v_balance, v_held, v_due_at
     from creditkit.accounts a
    where a.id = p_account_id
      for update;
@@ -176,13 +194,14 @@ begin
       detail = jsonb_build_object('account_id', p_account_id)::text;
   end if;
   if v_due_at <= p_now then
-    v_balance := creditkit.book_expired(p_account_id, p_now);
+    v_balance := creditkit.book_due(p_account_id, p_now);
+    select a.held into v_held from creditkit.accounts a where a.id = p_account_id;
   end if;
-  return v_balance;
+  return greatest(v_balance - v_held, 0);
 end;
 $$;
 comment on function creditkit.lock_account(uuid, timestamptz) is
-  'Locks an account row, books credit expired by p_now, returns the balance. CK003 if unknown.';
+  'Locks an account row, books what is due by p_now, returns the spendable balance (balance - held). CK003 if unknown.';
 revoke all on function creditkit.lock_account(uuid, timestamptz) from public, anon, authenticated, service_role;
 
 -- The earlier ledger row made with this key, or NULL. Raises CK004 when the key was used for
@@ -448,7 +467,8 @@ begin
   if p_expires_at <= p_now then
     raise exception using errcode = 'CK006', message = 'invalid argument: expires_at must be later than p_now';
   end if;
-  if v_balance > 9007199254740991 - p_amount then
+  -- The ceiling is on the stored balance, not the spendable one (open holds count too).
+  if (select a.balance from creditkit.accounts a where a.id = p_account_id) > 9007199254740991 - p_amount then
     raise exception using errcode = 'CK007',
       message = 'balance limit: the grant would take the balance above 9007199254740991';
   end if;
@@ -456,7 +476,8 @@ begin
   v_entry := creditkit.append_entry(p_account_id, 'grant', p_amount, grant_id, null, p_idempotency_key,
                                     v_metadata, p_now, p_expires_at, null, p_revenue_micros);
   transaction_id := v_entry.id;
-  balance := v_entry.balance_after;
+  -- spendable, like every result (equals balance_after when no hold is open)
+  balance := greatest(v_entry.balance_after - (select a.held from creditkit.accounts a where a.id = p_account_id), 0);
 end;
 $$;
 comment on function public.creditkit_grant(uuid, bigint, text, timestamptz, integer, text, jsonb, bigint, timestamptz) is
@@ -514,7 +535,7 @@ begin
   v_entry := creditkit.append_entry(p_account_id, 'consume', -p_amount, null, p_event, p_idempotency_key,
                                     v_metadata, p_now, null, p_cost_micros, null);
   allowed := true;
-  balance := v_entry.balance_after;
+  balance := v_balance - p_amount;  -- spendable, like the blocked answer (balance_after without holds)
   transaction_id := v_entry.id;
 end;
 $$;
@@ -601,7 +622,7 @@ begin
   end if;
 
   if p_amount > 0 then
-    if v_balance > 9007199254740991 - p_amount then
+    if (select a.balance from creditkit.accounts a where a.id = p_account_id) > 9007199254740991 - p_amount then
       raise exception using errcode = 'CK007',
         message = 'balance limit: the adjustment would take the balance above 9007199254740991';
     end if;
@@ -618,7 +639,8 @@ begin
   v_entry := creditkit.append_entry(p_account_id, 'adjust', p_amount, v_grant_id, null, p_idempotency_key,
                                     v_metadata, p_now, null);
   transaction_id := v_entry.id;
-  balance := v_entry.balance_after;
+  -- spendable, like every result (equals balance_after when no hold is open)
+  balance := greatest(v_entry.balance_after - (select a.held from creditkit.accounts a where a.id = p_account_id), 0);
 end;
 $$;
 comment on function public.creditkit_adjust(uuid, bigint, text, text, jsonb, timestamptz) is
@@ -719,14 +741,14 @@ begin
      limit p_limit
        for update skip locked
   loop
-    perform creditkit.book_expired(v_account_id, p_now);
+    perform creditkit.book_due(v_account_id, p_now);
     v_count := v_count + 1;
   end loop;
   return v_count;
 end;
 $$;
 comment on function public.creditkit_book_expired(timestamptz, integer) is
-  'Server only, optional. Books expired credit for up to p_limit accounts and returns how many it visited. Nothing depends on it: expiry is enforced at every touch.';
+  'Server only, optional. Books what is due (expired credit; later also renewals and expired holds) for up to p_limit accounts and returns how many it visited. Nothing depends on it: every touch books what is due.';
 revoke all on function public.creditkit_book_expired(timestamptz, integer) from public, anon, authenticated;
 grant execute on function public.creditkit_book_expired(timestamptz, integer) to service_role;
 

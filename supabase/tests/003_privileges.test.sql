@@ -1,14 +1,15 @@
 -- 003_privileges: who may execute, read and write what, read from the catalog and compared with
 -- an expectation checked in here. The expectation is the security table of the README: server
--- functions are service_role's alone, the my_* reads are for signed-in users, the kit's tables
--- are read-only for authenticated (through RLS) and service_role, and anon gets nothing.
+-- functions are service_role's alone, the caller-bound reads (my_*, has_credits) are for
+-- signed-in users, quote is for both, the kit's tables are read-only for authenticated (through
+-- RLS) and service_role, and anon gets nothing.
 --
 -- The matrices are built from the catalog, not from a list of names, so a function or table
 -- added later without its revoke/grant fails here until the expectation is updated on purpose.
 -- The file must pass under Supabase's grant-everything defaults and under revoked defaults
 -- (CREDITKIT_PRIVILEGE_MODE), so it asserts the result, never which default produced it.
 begin;
-select plan(36);
+select plan(47);
 
 select tests.create_supabase_user('alice');
 
@@ -40,35 +41,77 @@ select results_eq(
             has_function_privilege('service_role', oid, 'execute')
        from ck_functions order by 1 $$,
   $$ select * from (values
-       -- internals: nobody but the owner
+       -- internals: nobody but the owner. Writers and lock takers run inside the security definer
+       -- server functions (as the owner), so no API role needs them; a client that could call
+       -- lock_account, book_due or grant_period directly would write around every check.
        ('creditkit.add_grant(uuid,text,bigint,integer,timestamp with time zone,jsonb,timestamp with time zone)', false, false, false),
        ('creditkit.append_entry(uuid,text,bigint,bigint,text,text,jsonb,timestamp with time zone,timestamp with time zone,bigint,bigint)', false, false, false),
        ('creditkit.assert_server_caller()', false, false, false),
+       ('creditkit.book_due(uuid,timestamp with time zone)', false, false, false),
        ('creditkit.book_expired(uuid,timestamp with time zone)', false, false, false),
-       ('creditkit.check_amount(bigint)', false, true, true),
-       ('creditkit.check_money(bigint)', false, true, true),
-       ('creditkit.check_request(text,text,jsonb,timestamp with time zone)', false, true, true),
        ('creditkit.draw_down(uuid,bigint,timestamp with time zone)', false, false, false),
+       ('creditkit.expire_holds(uuid,timestamp with time zone)', false, false, false),
        ('creditkit.find_replay(uuid,text,text,bigint,text,jsonb,bigint,bigint)', false, false, false),
+       ('creditkit.grant_period(uuid,creditkit.plans,timestamp with time zone,integer,bigint,text,timestamp with time zone)', false, false, false),
        ('creditkit.ledger_is_append_only()', false, false, false),
        ('creditkit.lock_account(uuid,timestamp with time zone)', false, false, false),
+       ('creditkit.lock_hold(bigint,timestamp with time zone)', false, false, false),
+       ('creditkit.meter(uuid,text,bigint,jsonb,text,bigint,jsonb,timestamp with time zone)', false, false, false),
        ('creditkit.refresh_due_at(uuid)', false, false, false),
-       -- helpers of the security-invoker reads (and of the RLS policies)
+       ('creditkit.renew_period(uuid,timestamp with time zone)', false, false, false),
+       -- Trigger function: security definer, but nobody holds EXECUTE. Postgres checks EXECUTE
+       -- when the trigger is created (by the table owner), not when it fires, and a trigger
+       -- function cannot be called through the API at all.
+       ('creditkit.charge_on_insert()', false, false, false),
+       -- pure validators (read nothing), called by the security-invoker reads
+       ('creditkit.check_amount(bigint)', false, true, true),
+       ('creditkit.check_event(text,jsonb,timestamp with time zone)', false, true, true),
+       ('creditkit.check_money(bigint)', false, true, true),
+       ('creditkit.check_request(text,text,jsonb,timestamp with time zone)', false, true, true),
+       -- the analytics' period validator: the analytics are service_role's alone, so is it
+       ('creditkit.check_period(timestamp with time zone,timestamp with time zone)', false, false, true),
+       -- helpers of the security-invoker reads (and of the RLS policies); they read through RLS,
+       -- so a signed-in caller learns nothing about accounts it may not read
        ('creditkit.caller_account(uuid)', false, true, false),
        ('creditkit.can_access_account(uuid)', false, true, true),
+       ('creditkit.effective_plan(uuid)', false, true, true),
+       ('creditkit.held_at(uuid,timestamp with time zone)', false, true, true),
        ('creditkit.history_page(uuid,integer,bigint)', false, true, true),
        ('creditkit.live_buckets(uuid,timestamp with time zone)', false, true, true),
-       -- server API: service_role only
+       ('creditkit.period_index(timestamp with time zone,text,timestamp with time zone)', false, true, true),
+       ('creditkit.period_start(timestamp with time zone,text,integer)', false, true, true),
+       ('creditkit.price_for(text,jsonb,timestamp with time zone)', false, true, true),
+       ('creditkit.price_or_raise(text,jsonb,bigint,timestamp with time zone)', false, true, true),
+       -- server API: service_role only (mutations, server reads, analytics)
+       ('public.creditkit_account_margin(timestamp with time zone,timestamp with time zone,uuid)', false, false, true),
+       ('public.creditkit_accounts_per_plan()', false, false, true),
        ('public.creditkit_adjust(uuid,bigint,text,text,jsonb,timestamp with time zone)', false, false, true),
        ('public.creditkit_balance(uuid,timestamp with time zone)', false, false, true),
        ('public.creditkit_book_expired(timestamp with time zone,integer)', false, false, true),
        ('public.creditkit_consume(uuid,bigint,text,text,jsonb,bigint,timestamp with time zone)', false, false, true),
        ('public.creditkit_consume_or_raise(uuid,bigint,text,text,jsonb,bigint,timestamp with time zone)', false, false, true),
+       ('public.creditkit_credits_outstanding(timestamp with time zone)', false, false, true),
        ('public.creditkit_grant(uuid,bigint,text,timestamp with time zone,integer,text,jsonb,bigint,timestamp with time zone)', false, false, true),
+       ('public.creditkit_has_feature(uuid,text)', false, false, true),
        ('public.creditkit_history(uuid,integer,bigint)', false, false, true),
-       -- caller-bound API: signed-in users only
+       ('public.creditkit_meter(uuid,text,bigint,jsonb,text,bigint,jsonb,timestamp with time zone)', false, false, true),
+       ('public.creditkit_mrr()', false, false, true),
+       ('public.creditkit_release(bigint,timestamp with time zone)', false, false, true),
+       ('public.creditkit_reserve(uuid,bigint,interval,text,text,jsonb,timestamp with time zone)', false, false, true),
+       ('public.creditkit_set_plan(uuid,text,text,timestamp with time zone,timestamp with time zone)', false, false, true),
+       ('public.creditkit_set_price(text,bigint,jsonb,timestamp with time zone)', false, false, true),
+       ('public.creditkit_settle(bigint,bigint,bigint,jsonb,timestamp with time zone)', false, false, true),
+       ('public.creditkit_top_events(timestamp with time zone,timestamp with time zone,integer)', false, false, true),
+       ('public.creditkit_upsert_plan(text,text,bigint,text,text,bigint,jsonb,bigint,text,text,boolean,boolean)', false, false, true),
+       ('public.creditkit_usage_series(timestamp with time zone,timestamp with time zone,uuid,text)', false, false, true),
+       -- caller-bound API: signed-in users only (bound to auth.uid() and the access function)
+       ('public.creditkit_has_credits(bigint,uuid)', false, true, false),
        ('public.creditkit_my_balance(uuid)', false, true, false),
-       ('public.creditkit_my_history(uuid,integer,bigint)', false, true, false)
+       ('public.creditkit_my_feature(text,uuid)', false, true, false),
+       ('public.creditkit_my_history(uuid,integer,bigint)', false, true, false),
+       ('public.creditkit_my_plan(uuid)', false, true, false),
+       -- a read of the public price list: the server and signed-in users
+       ('public.creditkit_quote(text,bigint,jsonb,timestamp with time zone)', false, true, true)
      ) as expected(signature, anon, authenticated, service_role) order by 1 $$,
   'EXECUTE matrix: every creditkit function x anon/authenticated/service_role');
 
@@ -100,9 +143,24 @@ select results_eq(
        ('grants', 'anon',                false, false, false, false, false, false, false),
        ('grants', 'authenticated',       true,  false, false, false, false, false, false),
        ('grants', 'service_role',        true,  false, false, false, false, false, false),
+       -- holds: members read their accounts' holds through RLS; reserve/settle/release write them
+       ('holds', 'anon',                 false, false, false, false, false, false, false),
+       ('holds', 'authenticated',        true,  false, false, false, false, false, false),
+       ('holds', 'service_role',         true,  false, false, false, false, false, false),
        ('ledger', 'anon',                false, false, false, false, false, false, false),
        ('ledger', 'authenticated',       false, false, false, false, false, false, false),  -- columns only, below
-       ('ledger', 'service_role',        true,  false, false, false, false, false, false)
+       ('ledger', 'service_role',        true,  false, false, false, false, false, false),
+       -- the plan catalogue and the price list are readable by any signed-in user (upsert_plan
+       -- and set_price write them); subscriptions by the account's members (set_plan writes them)
+       ('plans', 'anon',                 false, false, false, false, false, false, false),
+       ('plans', 'authenticated',        true,  false, false, false, false, false, false),
+       ('plans', 'service_role',         true,  false, false, false, false, false, false),
+       ('prices', 'anon',                false, false, false, false, false, false, false),
+       ('prices', 'authenticated',       true,  false, false, false, false, false, false),
+       ('prices', 'service_role',        true,  false, false, false, false, false, false),
+       ('subscriptions', 'anon',         false, false, false, false, false, false, false),
+       ('subscriptions', 'authenticated', true, false, false, false, false, false, false),
+       ('subscriptions', 'service_role', true,  false, false, false, false, false, false)
      ) as expected order by 1, 2 $$,
   'table privilege matrix: every creditkit table x role x privilege');
 -- The one column-level grant: signed-in users read the ledger without its money columns
@@ -132,7 +190,7 @@ select is_empty(
        cross join (values ('anon'), ('authenticated'), ('service_role')) as r(rolname)
       where c.relnamespace = 'creditkit'::regnamespace and c.relkind = 'S'
         and has_sequence_privilege(r.rolname, c.oid, 'usage, select, update') $$,
-  'no API role may use the ledger''s or grants'' id sequences');
+  'no API role may use any creditkit id sequence (ledger, grants, holds, prices)');
 
 -- ---------------------------------------------------------------------------------------------
 -- Row-level security, search_path, security definer.
@@ -142,22 +200,34 @@ select is_empty(
       where c.relnamespace = 'creditkit'::regnamespace and c.relkind in ('r', 'p') and not c.relrowsecurity $$,
   'RLS is enabled on every creditkit table');
 select ok(
-  (select count(*) = 4 from pg_catalog.pg_class c
+  (select count(*) = 8 from pg_catalog.pg_class c
     where c.relnamespace = 'creditkit'::regnamespace and c.relkind in ('r', 'p') and c.relrowsecurity),
-  'the four creditkit tables were found (the RLS check is not vacuous)');
+  'the eight creditkit tables were found (the RLS check is not vacuous)');
 select is_empty(
   $$ select signature from ck_functions
       where not coalesce('search_path=""' = any(proconfig), false) $$,
   'every creditkit function pins search_path to '''' (splinter 0011)');
+-- Definer rights are needed exactly where something writes the kit's tables, which no API role
+-- may write: the server mutations (service_role only, and each also calls assert_server_caller)
+-- and the insert trigger, which spends for the signed-in user inside their own transaction.
+-- Every read, caller-bound or server-side, is security invoker.
 select results_eq(
   $$ select signature from ck_functions where prosecdef order by 1 $$,
-  $$ values ('public.creditkit_adjust(uuid,bigint,text,text,jsonb,timestamp with time zone)'),
+  $$ values ('creditkit.charge_on_insert()'),
+            ('public.creditkit_adjust(uuid,bigint,text,text,jsonb,timestamp with time zone)'),
             ('public.creditkit_balance(uuid,timestamp with time zone)'),
             ('public.creditkit_book_expired(timestamp with time zone,integer)'),
             ('public.creditkit_consume(uuid,bigint,text,text,jsonb,bigint,timestamp with time zone)'),
             ('public.creditkit_consume_or_raise(uuid,bigint,text,text,jsonb,bigint,timestamp with time zone)'),
-            ('public.creditkit_grant(uuid,bigint,text,timestamp with time zone,integer,text,jsonb,bigint,timestamp with time zone)') $$,
-  'security definer is used exactly by the six server mutations');
+            ('public.creditkit_grant(uuid,bigint,text,timestamp with time zone,integer,text,jsonb,bigint,timestamp with time zone)'),
+            ('public.creditkit_meter(uuid,text,bigint,jsonb,text,bigint,jsonb,timestamp with time zone)'),
+            ('public.creditkit_release(bigint,timestamp with time zone)'),
+            ('public.creditkit_reserve(uuid,bigint,interval,text,text,jsonb,timestamp with time zone)'),
+            ('public.creditkit_set_plan(uuid,text,text,timestamp with time zone,timestamp with time zone)'),
+            ('public.creditkit_set_price(text,bigint,jsonb,timestamp with time zone)'),
+            ('public.creditkit_settle(bigint,bigint,bigint,jsonb,timestamp with time zone)'),
+            ('public.creditkit_upsert_plan(text,text,bigint,text,text,bigint,jsonb,bigint,text,text,boolean,boolean)') $$,
+  'security definer is used exactly by the thirteen server mutations and the insert trigger');
 select is_empty(
   $$ select signature from ck_functions
       where prosecdef
@@ -183,9 +253,14 @@ select results_eq(
 select results_eq(
   $$ select p.proname::text collate "default" from pg_catalog.pg_proc p
       where p.proname like 'creditkit%' and p.pronamespace <> 'creditkit'::regnamespace order by 1 $$,
-  $$ values ('creditkit_adjust'), ('creditkit_balance'), ('creditkit_book_expired'), ('creditkit_consume'),
-            ('creditkit_consume_or_raise'), ('creditkit_grant'), ('creditkit_history'),
-            ('creditkit_my_balance'), ('creditkit_my_history') $$,
+  $$ values ('creditkit_account_margin'), ('creditkit_accounts_per_plan'), ('creditkit_adjust'),
+            ('creditkit_balance'), ('creditkit_book_expired'), ('creditkit_consume'),
+            ('creditkit_consume_or_raise'), ('creditkit_credits_outstanding'), ('creditkit_grant'),
+            ('creditkit_has_credits'), ('creditkit_has_feature'), ('creditkit_history'), ('creditkit_meter'),
+            ('creditkit_mrr'), ('creditkit_my_balance'), ('creditkit_my_feature'), ('creditkit_my_history'),
+            ('creditkit_my_plan'), ('creditkit_quote'), ('creditkit_release'), ('creditkit_reserve'),
+            ('creditkit_set_plan'), ('creditkit_set_price'), ('creditkit_settle'), ('creditkit_top_events'),
+            ('creditkit_upsert_plan'), ('creditkit_usage_series') $$,
   'the creditkit functions outside schema creditkit are exactly the public API');
 select is_empty(
   $$ select c.relname from pg_catalog.pg_class c
@@ -219,6 +294,21 @@ select throws_ok(
   $$ insert into creditkit.grants (account_id, category, amount, remaining, priority)
      values (tests.get_supabase_uid('alice'), 'purchase', 1000, 1000, 0) $$,
   '42501', null, 'service_role cannot insert a bucket by hand');
+-- Nor the catalogue, the price list, subscriptions or holds: a plan, price or hold written by
+-- hand would skip validation, and a hand-made subscription would renew into free credit.
+select throws_ok(
+  $$ insert into creditkit.plans (id, name, allowance) values ('byhand', 'By hand', 1000000) $$,
+  '42501', null, 'service_role cannot insert a plan by hand');
+select throws_ok(
+  $$ insert into creditkit.prices (event, credits_per_unit, effective_from) values ('byhand', 1, '2030-01-01') $$,
+  '42501', null, 'service_role cannot insert a price by hand');
+select throws_ok(
+  $$ insert into creditkit.subscriptions (account_id, plan_id, anchor)
+     values (tests.get_supabase_uid('alice'), 'free', '2030-01-01') $$,
+  '42501', null, 'service_role cannot insert a subscription by hand');
+select throws_ok(
+  $$ update creditkit.accounts set held = 0 $$,
+  '42501', null, 'service_role cannot free held credit by hand');
 
 -- Member: the same, and RLS would not help here (it does not cover TRUNCATE), privileges do.
 select tests.authenticate_as('alice');
@@ -232,7 +322,10 @@ select tests.clear_authentication();
 select throws_ok($$ update creditkit.ledger set amount = 1000 $$, 'CK008', null,
   'even postgres cannot UPDATE the ledger (trigger)');
 select throws_ok($$ delete from creditkit.ledger $$, 'CK008', null, 'even postgres cannot DELETE from the ledger (trigger)');
-select throws_ok($$ truncate creditkit.ledger $$, 'CK008', null, 'even postgres cannot TRUNCATE the ledger (trigger)');
+-- holds.transaction_id references the ledger, so a plain TRUNCATE already stops at that foreign
+-- key (0A000); CASCADE gets past it, and then the trigger is what refuses.
+select throws_ok($$ truncate creditkit.ledger cascade $$, 'CK008', null,
+  'even postgres cannot TRUNCATE the ledger, not even with CASCADE (trigger)');
 select is((select count(*) from creditkit.ledger where account_id = tests.get_supabase_uid('alice')), 1::bigint,
   'alice''s ledger row is still there');
 
@@ -264,6 +357,29 @@ select throws_ok(
 select throws_ok(
   $$ select creditkit_book_expired('2030-01-02 00:00:00+00') $$,
   'CK005', null, 'with EXECUTE granted, authenticated still cannot run the sweep');
+select throws_ok(
+  $$ select creditkit_upsert_plan('free', 'Free', 1000000, p_is_default => true) $$,
+  'CK005', null, 'with EXECUTE granted, authenticated still cannot rewrite the plan catalogue');
+select throws_ok(
+  $$ select creditkit_set_plan(tests.get_supabase_uid('alice'), 'free', p_now => '2030-01-02 00:00:00+00') $$,
+  'CK005', null, 'with EXECUTE granted, authenticated still cannot put itself on a plan');
+select throws_ok(
+  $$ select creditkit_set_price('image_gen', 1, p_effective_from => '2030-01-02 00:00:00+00') $$,
+  'CK005', null, 'with EXECUTE granted, authenticated still cannot set a price');
+select throws_ok(
+  $$ select creditkit_meter(tests.get_supabase_uid('alice'), 'image_gen', p_now => '2030-01-02 00:00:00+00') $$,
+  'CK005', null, 'with EXECUTE granted, authenticated still cannot meter');
+select throws_ok(
+  $$ select creditkit_reserve(tests.get_supabase_uid('alice'), 1, p_now => '2030-01-02 00:00:00+00') $$,
+  'CK005', null, 'with EXECUTE granted, authenticated still cannot reserve');
+-- The guard runs before the hold is looked up, so an unknown hold id gives CK005 too, not CK011:
+-- nothing about holds leaks to a client.
+select throws_ok(
+  $$ select creditkit_settle(1, 1, p_now => '2030-01-02 00:00:00+00') $$,
+  'CK005', null, 'with EXECUTE granted, authenticated still cannot settle a hold');
+select throws_ok(
+  $$ select creditkit_release(1, p_now => '2030-01-02 00:00:00+00') $$,
+  'CK005', null, 'with EXECUTE granted, authenticated still cannot release a hold');
 -- A forged role claim does not help: the database role is checked as well as the JWT.
 select set_config('request.jwt.claims',
   json_build_object('sub', tests.get_supabase_uid('alice'), 'role', 'service_role')::text, true);

@@ -21,8 +21,31 @@ const SERVER_CALLS: Record<string, (account: string) => Args> = {
   creditkit_balance: (a) => ({ p_account_id: a }),
   creditkit_history: (a) => ({ p_account_id: a }),
   creditkit_book_expired: () => ({}),
+  creditkit_upsert_plan: () => ({ p_id: 'x', p_name: 'X' }),
+  creditkit_set_plan: (a) => ({ p_account_id: a, p_plan_id: 'free' }),
+  creditkit_has_feature: (a) => ({ p_account_id: a, p_feature: 'x' }),
+  creditkit_set_price: () => ({ p_event: 'e', p_credits_per_unit: 1 }),
+  creditkit_meter: (a) => ({ p_account_id: a, p_event: 'e' }),
+  creditkit_reserve: (a) => ({ p_account_id: a, p_amount: 1 }),
+  creditkit_settle: () => ({ p_hold_id: 1, p_actual: 1 }),
+  creditkit_release: () => ({ p_hold_id: 1 }),
+  creditkit_account_margin: () => ({ p_from: '2020-01-01T00:00:00Z', p_to: '2030-01-01T00:00:00Z' }),
+  creditkit_usage_series: () => ({ p_from: '2020-01-01T00:00:00Z', p_to: '2030-01-01T00:00:00Z' }),
+  creditkit_top_events: () => ({ p_from: '2020-01-01T00:00:00Z', p_to: '2030-01-01T00:00:00Z' }),
+  creditkit_credits_outstanding: () => ({}),
+  creditkit_accounts_per_plan: () => ({}),
+  creditkit_mrr: () => ({}),
 };
-const CALLER_BOUND = ['creditkit_my_balance', 'creditkit_my_history'];
+// Signed-in users only (the service role has no user to be).
+const CALLER_BOUND: Record<string, (account: string) => Args> = {
+  creditkit_my_balance: (a) => ({ p_account_id: a }),
+  creditkit_my_history: (a) => ({ p_account_id: a }),
+  creditkit_my_plan: (a) => ({ p_account_id: a }),
+  creditkit_my_feature: (a) => ({ p_feature: 'x', p_account_id: a }),
+  creditkit_has_credits: (a) => ({ p_amount: 1, p_account_id: a }),
+};
+// Both: a read of the price list.
+const SHARED = ['creditkit_quote'];
 
 describeEachBackend('core ledger', (backend) => {
   for (const mode of MODES) {
@@ -350,7 +373,7 @@ describeEachBackend('core ledger', (backend) => {
         const names = (await db.query<{ name: string }>(
           `select p.proname as name from pg_proc p where p.pronamespace = 'public'::regnamespace and p.proname like 'creditkit\\_%' order by 1`,
         )).map((r) => r.name);
-        expect(names).toEqual([...Object.keys(SERVER_CALLS), ...CALLER_BOUND].sort());
+        expect(names).toEqual([...Object.keys(SERVER_CALLS), ...Object.keys(CALLER_BOUND), ...SHARED].sort());
 
         const callers = { anon: runAs.anon(db), authenticated: runAs.user(db, user) };
         const before = await snapshotBooks(db);
@@ -364,8 +387,8 @@ describeEachBackend('core ledger', (backend) => {
         expect(codes).toEqual(Object.fromEntries(Object.keys(codes).map((k) => [k, '42501'])));
         expect(await snapshotBooks(db)).toEqual(before);
         // and the server key cannot use the caller-bound functions (they need a signed-in user)
-        for (const fn of CALLER_BOUND) {
-          const { sql, params } = rpc(fn, { p_account_id: user });
+        for (const [fn, args] of Object.entries(CALLER_BOUND)) {
+          const { sql, params } = rpc(fn, args(user));
           expect(await outcome(db.asService(sql, params))).toBe('42501');
         }
       });

@@ -3,7 +3,7 @@
 // catalogue tables as the superuser. Nothing here asserts by itself except the expect* helpers.
 import { randomUUID } from 'node:crypto';
 import type pg from 'pg';
-import { expect } from 'vitest';
+import { expect, it } from 'vitest';
 import type { ApiRole, Row, TestDatabase } from '@creditkit/db';
 
 /** 2^53-1: the largest amount and balance the kit accepts (exact in JavaScript). */
@@ -29,6 +29,13 @@ export function at(us: number): string {
   const seconds = Math.floor(us / SECOND);
   const micros = us - seconds * SECOND;
   return `${new Date(EPOCH_MS + seconds * 1000).toISOString().slice(0, 19)}.${String(micros).padStart(6, '0')}Z`;
+}
+
+/** An ISO instant with at most millisecond precision (e.g. '2027-01-31T09:30:00Z') as microseconds after EPOCH. */
+export function usOf(iso: string): number {
+  const ms = Date.parse(iso);
+  if (Number.isNaN(ms)) throw new Error(`usOf: not an ISO instant: ${iso}`);
+  return (ms - EPOCH_MS) * 1000;
 }
 
 /** SQL for a timestamptz column as microseconds after EPOCH, exact (extract() is numeric). */
@@ -111,6 +118,35 @@ const PARAM_TYPES = {
   p_reason: 'text',
   p_limit: 'integer',
   p_before_id: 'bigint',
+  // plans
+  p_id: 'text',
+  p_name: 'text',
+  p_allowance: 'bigint',
+  p_period: 'text',
+  p_renewal: 'text',
+  p_rollover_cap: 'bigint',
+  p_features: 'jsonb',
+  p_price_amount: 'bigint',
+  p_currency: 'text',
+  p_stripe_price_id: 'text',
+  p_is_default: 'boolean',
+  p_active: 'boolean',
+  p_plan_id: 'text',
+  p_status: 'text',
+  p_anchor: 'timestamptz',
+  p_feature: 'text',
+  // pricing
+  p_credits_per_unit: 'bigint',
+  p_dimensions: 'jsonb',
+  p_effective_from: 'timestamptz',
+  p_quantity: 'bigint',
+  // holds
+  p_ttl: 'interval',
+  p_hold_id: 'bigint',
+  p_actual: 'bigint',
+  // analytics
+  p_from: 'timestamptz',
+  p_to: 'timestamptz',
 } as const;
 
 export type ParamName = keyof typeof PARAM_TYPES;
@@ -118,7 +154,7 @@ export type ParamName = keyof typeof PARAM_TYPES;
 export type Args = Partial<Record<ParamName, unknown>>;
 
 // Numbers and bigints go as text so that 2^53 and beyond reach SQL exactly; objects are JSON;
-// a string for p_metadata is sent as JSON text verbatim (so '[]' or '"x"' can be sent).
+// a string for a jsonb parameter is sent as JSON text verbatim (so '[]' or '"x"' can be sent).
 function toParam(value: unknown): unknown {
   if (value === null) return null;
   if (typeof value === 'number' || typeof value === 'bigint') return value.toString();
@@ -150,6 +186,21 @@ export interface Bucket {
 }
 export interface BalanceResult { balance: number; next_expiry: Date | null; buckets: Bucket[] }
 export interface MyBalanceResult extends BalanceResult { account_id: string }
+export interface Plan {
+  id: string; name: string; allowance: number; period: string; renewal: string; rollover_cap: number | null;
+  features: Record<string, boolean>; price_amount: number; currency: string; stripe_price_id: string | null;
+  is_default: boolean; active: boolean;
+}
+export interface SetPlanResult { plan_id: string; status: string; period_start: Date; period_end: Date; balance: number }
+export interface MyPlanResult {
+  account_id: string; plan_id: string; plan_name: string; status: string; period_start: Date | null;
+  period_end: Date | null; allowance: number; features: Record<string, boolean>;
+}
+export interface MeterResult { allowed: boolean; balance: number; transaction_id: number | null; amount: number }
+export interface QuoteResult { price_id: number; unit_credits: number; amount: number }
+export interface ReserveResult { allowed: boolean; hold_id: number | null; balance: number; expires_at: Date | null }
+export interface SettleResult { charged: number; shortfall: number; balance: number; transaction_id: number | null }
+export interface ReleaseResult { status: string; balance: number }
 export interface LedgerRow {
   id: number; kind: string; amount: number; balance_after: number; grant_id: number | null;
   event: string | null; idempotency_key: string | null; metadata: Record<string, unknown>; created_at: Date;
@@ -159,6 +210,11 @@ async function single<T>(rows: Promise<T[]>): Promise<T> {
   const [row, ...rest] = await rows;
   if (!row || rest.length > 0) throw new Error(`expected exactly one row, got ${rest.length + (row ? 1 : 0)}`);
   return row;
+}
+
+/** The one value of a function that returns a scalar, selected `as value`. */
+async function scalar<T>(rows: Promise<Row[]>): Promise<T> {
+  return (await single(rows)).value as T;
 }
 
 /** The kit's API for one caller. Argument names are the SQL ones. */
@@ -178,11 +234,94 @@ export function creditkit(run: Runner) {
       (await single(call<{ visited: number }>('creditkit_book_expired', args, 'creditkit_book_expired as visited'))).visited,
     myBalance: (args: Args = {}) => single(call<MyBalanceResult>('creditkit_my_balance', args)),
     myHistory: (args: Args = {}) => call<LedgerRow>('creditkit_my_history', args),
+    // plans
+    upsertPlan: async (args: Args) => (await single(call<{ plan: Plan }>('creditkit_upsert_plan', args, 'creditkit_upsert_plan as plan'))).plan,
+    setPlan: (args: Args) => single(call<SetPlanResult>('creditkit_set_plan', args)),
+    hasFeature: (args: Args) => scalar<boolean>(call<Row>('creditkit_has_feature', args, 'creditkit_has_feature as value')),
+    myPlan: (args: Args = {}) => single(call<MyPlanResult>('creditkit_my_plan', args)),
+    myFeature: (args: Args) => scalar<boolean>(call<Row>('creditkit_my_feature', args, 'creditkit_my_feature as value')),
+    // pricing
+    setPrice: (args: Args) => scalar<number>(call<Row>('creditkit_set_price', args, 'creditkit_set_price as value')),
+    meter: (args: Args) => single(call<MeterResult>('creditkit_meter', args)),
+    quote: (args: Args) => single(call<QuoteResult>('creditkit_quote', args)),
+    // holds
+    reserve: (args: Args) => single(call<ReserveResult>('creditkit_reserve', args)),
+    settleHold: (args: Args) => single(call<SettleResult>('creditkit_settle', args)),
+    release: (args: Args) => single(call<ReleaseResult>('creditkit_release', args)),
+    // gating
+    hasCredits: (args: Args = {}) => scalar<boolean>(call<Row>('creditkit_has_credits', args, 'creditkit_has_credits as value')),
     /** Any function by name, for tables of cases. */
     call: (fn: string, args: Args) => call<Row>(fn, args),
   };
 }
 export type Creditkit = ReturnType<typeof creditkit>;
+
+// ── Transactions of several statements ────────────────────────────────────────────────────
+
+/** An open transaction as some caller: statements run in it until commit() or rollback() (the first one counts). */
+export interface Session {
+  run: Runner;
+  commit(): Promise<void>;
+  rollback(): Promise<void>;
+}
+
+const sessionPools = new WeakMap<TestDatabase, pg.Pool>();
+
+/**
+ * Begins a transaction as `role` with these JWT claims, the way PostgREST sets them (locally), so
+ * that a test can run several statements and then commit or roll back the whole of it. On PGlite
+ * it is the database's one connection: run nothing else on `db` until the session ends.
+ */
+export async function beginAs(db: TestDatabase, role: ApiRole, claims: object | null): Promise<Session> {
+  const settings = [role, claims === null ? '' : JSON.stringify(claims)];
+  const SET = `select set_config('role', $1, true), set_config('request.jwt.claims', $2, true)`;
+  if (db.backend === 'pglite') {
+    await db.query('begin');
+    await db.query(SET, settings);
+    let open = true;
+    const end = (how: string) => async () => {
+      if (!open) return;
+      open = false;
+      await db.query(how);
+    };
+    return { run: (sql, params) => db.query(sql, params), commit: end('commit'), rollback: end('rollback') };
+  }
+  let pool = sessionPools.get(db);
+  if (!pool) {
+    pool = db.pool({ max: 4 });
+    sessionPools.set(db, pool);
+  }
+  const client = await pool.connect();
+  await client.query('begin');
+  await client.query(SET, settings);
+  let open = true;
+  const end = (how: string) => async () => {
+    if (!open) return;
+    open = false;
+    try {
+      await client.query(how);
+      client.release();
+    } catch (err) {
+      client.release(true);
+      throw err;
+    }
+  };
+  return {
+    run: async <T>(sql: string, params?: unknown[]) => (await client.query(sql, params)).rows as T[],
+    commit: end('commit'),
+    rollback: end('rollback'),
+  };
+}
+
+/**
+ * A test for a bug found and reported but not fixed yet: it states the correct behaviour and is
+ * expected to fail. When the fix lands it starts to pass, vitest reports that as a failure, and
+ * the marker must come off. CREDITKIT_KNOWN_BUGS=show runs them as plain tests, to see how they fail.
+ */
+export function knownBug(title: string, fn: () => Promise<void>, timeout?: number): void {
+  if (process.env.CREDITKIT_KNOWN_BUGS === 'show') it(`KNOWN BUG (reported): ${title}`, fn, timeout);
+  else it.fails(`KNOWN BUG (reported): ${title}`, fn, timeout);
+}
 
 // ── Outcomes ──────────────────────────────────────────────────────────────────────────────
 
@@ -211,28 +350,29 @@ type Query = Pick<TestDatabase, 'query'>;
 
 /**
  * Every way the books can disagree, one line per problem; none means consistent. Per account:
- * balance = sum(ledger.amount) = sum(grants.remaining) >= 0, version = number of ledger rows, and
- * each row's balance_after is the running sum. Overall: total balance = total ledger. $1 limits
- * it to some accounts (NULL: all).
+ * balance = sum(ledger.amount) = sum(grants.remaining) >= 0, version = number of ledger rows,
+ * held = the sum of its open holds, and each row's balance_after is the running sum. Overall:
+ * total balance = total ledger. $1 limits it to some accounts (NULL: all).
  */
 export const LEDGER_PROBLEMS_SQL = `
   with acct as (
     select a.* from creditkit.accounts a where $1::uuid[] is null or a.id = any ($1::uuid[])
   ), sums as (
-    select a.id, a.balance, a.version,
+    select a.id, a.balance, a.version, a.held,
            (select coalesce(sum(l.amount), 0) from creditkit.ledger l where l.account_id = a.id) as ledger_sum,
            (select count(*) from creditkit.ledger l where l.account_id = a.id) as ledger_rows,
-           (select coalesce(sum(g.remaining), 0) from creditkit.grants g where g.account_id = a.id) as remaining_sum
+           (select coalesce(sum(g.remaining), 0) from creditkit.grants g where g.account_id = a.id) as remaining_sum,
+           (select coalesce(sum(h.amount), 0) from creditkit.holds h where h.account_id = a.id and h.status = 'open') as open_held
       from acct a
   ), running as (
     select l.account_id, l.id, l.balance_after,
            sum(l.amount) over (partition by l.account_id order by l.id) as running
       from creditkit.ledger l join acct a on a.id = l.account_id
   )
-  select format('account %s: balance %s, ledger sum %s, remaining sum %s, version %s, ledger rows %s',
-                id, balance, ledger_sum, remaining_sum, version, ledger_rows) as problem
+  select format('account %s: balance %s, ledger sum %s, remaining sum %s, version %s, ledger rows %s, held %s, open holds %s',
+                id, balance, ledger_sum, remaining_sum, version, ledger_rows, held, open_held) as problem
     from sums
-   where balance <> ledger_sum or balance <> remaining_sum or version <> ledger_rows or balance < 0
+   where balance <> ledger_sum or balance <> remaining_sum or version <> ledger_rows or balance < 0 or held <> open_held
   union all
   select format('ledger row %s of account %s: balance_after %s, running sum %s', id, account_id, balance_after, running)
     from running where running <> balance_after
@@ -254,21 +394,85 @@ export async function expectConsistent(db: Query, accountIds?: string[]): Promis
 
 /**
  * Everything a failed call must leave untouched: the ledger's size (it is append-only) and every
- * account and bucket as whole rows, so a column added or renamed later is covered too.
+ * account, bucket, hold, subscription, plan and price as whole rows, so a column added or renamed
+ * later is covered too.
  */
 export async function snapshotBooks(db: Query): Promise<Row> {
   const [row] = await db.query(`
     select (select count(*) from creditkit.ledger) as ledger_rows,
            (select coalesce(max(id), 0) from creditkit.ledger) as last_ledger_id,
            (select coalesce(json_agg(to_jsonb(a) order by a.id), '[]') from creditkit.accounts a) as accounts,
-           (select coalesce(json_agg(to_jsonb(g) order by g.id), '[]') from creditkit.grants g) as grants`);
+           (select coalesce(json_agg(to_jsonb(g) order by g.id), '[]') from creditkit.grants g) as grants,
+           (select coalesce(json_agg(to_jsonb(h) order by h.id), '[]') from creditkit.holds h) as holds,
+           (select coalesce(json_agg(to_jsonb(s) order by s.account_id), '[]') from creditkit.subscriptions s) as subscriptions,
+           (select coalesce(json_agg(to_jsonb(p) order by p.id), '[]') from creditkit.plans p) as plans,
+           (select coalesce(json_agg(to_jsonb(p) order by p.id), '[]') from creditkit.prices p) as prices`);
   if (!row) throw new Error('snapshot query returned no row');
+  return row;
+}
+
+/**
+ * The same coverage as snapshotBooks (whole rows of every table, the ledger's size) as one md5 per
+ * table: about three times cheaper on a database that has seen hundreds of cases, and a mismatch
+ * still says which tables changed.
+ */
+export async function booksDigest(db: Query): Promise<Row> {
+  const digest = (table: string, order: string) =>
+    `(select md5(coalesce(string_agg(t::text, e'\\n' order by ${order}), '')) from ${table} t) as ${table.replace('creditkit.', '')}`;
+  const [row] = await db.query(`
+    select (select count(*) from creditkit.ledger) as ledger_rows,
+           (select coalesce(max(id), 0) from creditkit.ledger) as last_ledger_id,
+           ${digest('creditkit.accounts', 't.id')},
+           ${digest('creditkit.grants', 't.id')},
+           ${digest('creditkit.holds', 't.id')},
+           ${digest('creditkit.subscriptions', 't.account_id')},
+           ${digest('creditkit.plans', 't.id')},
+           ${digest('creditkit.prices', 't.id')}`);
+  if (!row) throw new Error('digest query returned no row');
   return row;
 }
 
 /** The account's ledger rows, oldest first, as the superuser. */
 export function ledgerOf(db: Query, accountId: string): Promise<LedgerRow[]> {
   return db.query<LedgerRow>('select * from creditkit.ledger where account_id = $1 order by id', [accountId]);
+}
+
+export interface PlanGrant {
+  grant_id: number; amount: number; remaining: number; plan_id: string; reason: string; period_index: number;
+  allowance: number; rollover: number; period_start: string; period_end: string; expires_at: string; created_at: string;
+}
+
+/**
+ * The account's plan-allowance buckets (category 'plan', written by a subscription), oldest first,
+ * with their metadata; every time as an `at()` string, to the microsecond and in UTC.
+ */
+export async function planGrantsOf(db: Query, accountId: string): Promise<PlanGrant[]> {
+  const rows = await db.query<Record<string, number | string>>(
+    `select id as grant_id, amount, remaining, metadata->>'plan_id' as plan_id, metadata->>'reason' as reason,
+            (metadata->>'period_index')::int as period_index, (metadata->>'allowance')::bigint as allowance,
+            (metadata->>'rollover')::bigint as rollover,
+            ${microsSql("(metadata->>'period_start')::timestamptz")} as start_us,
+            ${microsSql("(metadata->>'period_end')::timestamptz")} as end_us,
+            ${microsSql('expires_at')} as expires_us, ${microsSql('created_at')} as created_us
+       from creditkit.grants where account_id = $1 and category = 'plan' and metadata ? 'period_index' order by id`,
+    [accountId],
+  );
+  return rows.map(({ start_us, end_us, expires_us, created_us, ...r }) => ({
+    ...r,
+    period_start: at(Number(start_us)),
+    period_end: at(Number(end_us)),
+    expires_at: at(Number(expires_us)),
+    created_at: at(Number(created_us)),
+  }) as PlanGrant);
+}
+
+/** The account's ledger as [kind, amount, balance_after, at()] rows, oldest first. */
+export async function ledgerLines(db: Query, accountId: string): Promise<Array<[string, number, number, string]>> {
+  const rows = await db.query<{ kind: string; amount: number; balance_after: number; at_us: number }>(
+    `select kind, amount, balance_after, ${microsSql('created_at')} as at_us from creditkit.ledger where account_id = $1 order by id`,
+    [accountId],
+  );
+  return rows.map((r) => [r.kind, r.amount, r.balance_after, at(Number(r.at_us))]);
 }
 
 /** The account's buckets, oldest first, as the superuser. */

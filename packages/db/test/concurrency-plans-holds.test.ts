@@ -1,0 +1,236 @@
+// Renewals, holds and metering under real concurrency on real Postgres: each call in its own
+// transaction on its own pooled connection, exactly as PostgREST runs an RPC, with the overlap
+// measured (a gauge of transactions open at once) so a race that did not happen cannot pass.
+// Evidence is taken from the ledger and the holds table, not only from the answers.
+import type pg from 'pg';
+import { afterAll, beforeAll, expect, it } from 'vitest';
+import { createTestDatabase, type TestDatabase } from '@creditkit/db';
+import { describeIfPostgres } from '@creditkit/db/vitest';
+import {
+  DAY, HOUR, at, creditkit, expectConsistent, ledgerOf, microsSql, newAccountId, newGauge, openAccount, planGrantsOf,
+  pooledRunner, prng, settle, usOf, warmPool, type Creditkit, type Gauge, type Settled,
+} from './support.ts';
+
+// Fewer than concurrency.test.ts's 60, so that both files together stay under Postgres's default
+// max_connections (100) should vitest run them side by side.
+const CONNECTIONS = 36;
+const range = (n: number) => Array.from({ length: n }, (_, i) => i);
+const FEB_1 = usOf('2030-02-01T00:00:00Z'); // the first renewal of a monthly plan anchored at EPOCH
+
+describeIfPostgres('concurrency: renewals, holds, metering', () => {
+  let db: TestDatabase;
+  let pool: pg.Pool;
+  let gauge: Gauge;
+  beforeAll(async () => {
+    db = await createTestDatabase({ backend: 'postgres' });
+    pool = db.pool({ max: CONNECTIONS });
+    await warmPool(pool, CONNECTIONS);
+  });
+  afterAll(() => db?.drop());
+
+  // The service key on the pool; each test measures its own overlap.
+  const race = (): Creditkit => {
+    gauge = newGauge();
+    return creditkit(pooledRunner(pool, 'service_role', { role: 'service_role' }, gauge));
+  };
+
+  it('50 consumes racing at and just after a renewal boundary (with reads and sweeps): exactly one renewal, exact balances', async () => {
+    const ck = race();
+    const rnd = prng(20300201);
+    await ck.upsertPlan({ p_id: 'race-monthly', p_name: 'Race', p_allowance: 1000 });
+    const account = newAccountId();
+    await ck.setPlan({ p_account_id: account, p_plan_id: 'race-monthly', p_now: at(0) });
+    await ck.consume({ p_account_id: account, p_amount: 100, p_now: at(DAY) }); // 900 of period 0 left
+
+    const calls: Array<Promise<unknown>> = [];
+    const consumes = range(50).map(() => ck.consume({ p_account_id: account, p_amount: 1, p_now: at(FEB_1 + rnd.int(0, 999)) }));
+    calls.push(...consumes);
+    const reads = range(8).map((i) => ck.balance({ p_account_id: account, p_now: at(FEB_1 + i) }));
+    calls.push(...reads, ck.bookExpired({ p_now: at(FEB_1) }), ck.bookExpired({ p_now: at(FEB_1 + 1) }));
+    await Promise.all(calls);
+    expect(gauge.max).toBeGreaterThan(10);
+
+    // one expire row for period 0's bucket, one plan bucket for period 1, fifty consumes
+    const grants = await planGrantsOf(db, account);
+    expect(grants.map((g) => [g.period_index, g.period_start, g.period_end, g.amount, g.remaining])).toEqual([
+      [0, at(0), at(FEB_1), 1000, 0],
+      [1, at(FEB_1), at(usOf('2030-03-01T00:00:00Z')), 1000, 950],
+    ]);
+    const rows = await ledgerOf(db, account);
+    expect(rows.filter((r) => r.kind === 'expire').map((r) => [r.amount, r.grant_id])).toEqual([[-900, grants[0]?.grant_id]]);
+    expect(rows.filter((r) => r.kind === 'grant').length).toBe(2);
+    expect(rows.filter((r) => r.kind === 'consume').length).toBe(51);
+    const answers = await Promise.all(consumes);
+    expect(answers.every((a) => a.allowed)).toBe(true);
+    expect(answers.map((a) => a.balance).sort((a, b) => a - b)).toEqual(range(50).map((i) => 950 + i));
+    for (const r of await Promise.all(reads)) expect(r.balance).toBeGreaterThanOrEqual(950);
+    expect((await ck.balance({ p_account_id: account, p_now: at(FEB_1 + DAY) })).balance).toBe(950);
+    await expectConsistent(db, [account]);
+  });
+
+  it('settle, settle again, release and expiry racing on 40 holds (p_now on both sides of expires_at): each resolves exactly once', async () => {
+    const ck = race();
+    const rnd = prng(424242);
+    const E = HOUR; // every hold expires here
+    // Two holds per account: a call at E on either hold of an account expires both, so with many
+    // holds on one account nearly all would expire; two keeps every outcome common.
+    const accounts = await Promise.all(range(20).map(() => openAccount(ck, 1000)));
+    const holds: Array<{ id: number; account: string }> = [];
+    for (const account of accounts) {
+      for (let i = 0; i < 2; i++) {
+        const r = await ck.reserve({ p_account_id: account, p_amount: 10, p_ttl: '1 hour', p_now: at(0) });
+        if (r.hold_id === null) throw new Error('not reserved');
+        holds.push({ id: r.hold_id, account });
+      }
+    }
+
+    type Answer = { charged?: number; transaction_id?: number | null; status?: string };
+    type Call = { hold: number; op: 'settle' | 'release'; actual?: number; now: number; result: Settled<Answer> };
+    const side = () => (rnd.next() < 0.5 ? E - 1 : E);
+    const plan = holds.flatMap(({ id }) => {
+      const actual = rnd.int(0, 20);
+      return [
+        { hold: id, op: 'settle' as const, actual, now: side() },
+        { hold: id, op: 'settle' as const, actual, now: side() }, // the same settle again (a retry)
+        { hold: id, op: 'release' as const, now: side() },
+      ];
+    }).sort(() => rnd.next() - 0.5);
+    const calls: Call[] = [];
+    await Promise.all([
+      ...plan.map(async (c) => {
+        const result = await settle<Answer>(c.op === 'settle'
+          ? ck.settleHold({ p_hold_id: c.hold, p_actual: c.actual, p_now: at(c.now) })
+          : ck.release({ p_hold_id: c.hold, p_now: at(c.now) }));
+        calls.push({ ...c, result });
+      }),
+      // touches that expire holds, and the sweep, racing them
+      ...accounts.map((account) => ck.balance({ p_account_id: account, p_now: at(E) })),
+      ck.bookExpired({ p_now: at(E) }),
+    ]);
+    expect(gauge.max).toBeGreaterThan(10);
+    for (const account of accounts) await ck.balance({ p_account_id: account, p_now: at(E + 1) }); // expire what is left
+
+    const unexpected = calls.filter((c) => !c.result.ok && c.result.code !== 'CK012');
+    expect(unexpected.map((c) => `${c.op} ${c.hold}: ${(c.result as { code: string }).code}`)).toEqual([]);
+    const state = await db.query<{ id: number; status: string; settled_amount: number | null; charged: number | null; transaction_id: number | null; resolved_us: number }>(
+      `select id, status, settled_amount, charged, transaction_id, ${microsSql('resolved_at')} as resolved_us
+         from creditkit.holds where id = any ($1) order by id`, [holds.map((h) => h.id)]);
+    const charges = await db.query<{ id: number; amount: number; hold: number }>(
+      `select id, amount, (metadata->>'hold_id')::bigint as hold from creditkit.ledger
+        where account_id = any ($1) and kind = 'consume'`, [accounts]);
+    const problems: string[] = [];
+    for (const h of state) {
+      const mine = calls.filter((c) => c.hold === h.id);
+      const won = mine.filter((c) => c.result.ok);
+      const rows = charges.filter((r) => r.hold === h.id);
+      const say = (what: string) => problems.push(`hold ${h.id} (${h.status}): ${what}`);
+      if (h.status === 'settled') {
+        if (h.resolved_us !== E - 1) say(`resolved at ${h.resolved_us}, not before its expiry`);
+        for (const c of mine.filter((x) => x.op === 'release')) if (c.result.ok) say('a release succeeded after it was settled');
+        for (const c of won) {
+          const v = (c.result as { value: { charged?: number; transaction_id?: number | null } }).value;
+          if (c.actual !== h.settled_amount || v.charged !== h.charged || v.transaction_id !== h.transaction_id) say(`answer ${JSON.stringify(v)} is not the settlement`);
+        }
+        const expected = h.charged ? [[h.transaction_id, -h.charged]] : [];
+        if (JSON.stringify(rows.map((r) => [r.id, r.amount])) !== JSON.stringify(expected)) say(`charge rows ${JSON.stringify(rows)}`);
+      } else if (h.status === 'released' || h.status === 'expired') {
+        if (h.status === 'released' && h.resolved_us !== E - 1) say(`released at ${h.resolved_us}, not before its expiry`);
+        if (h.status === 'expired' && h.resolved_us < E) say(`expired at ${h.resolved_us}, before its expiry`);
+        for (const c of won) {
+          if (c.op === 'settle') say('a settle succeeded');
+          else if ((c.result as { value: { status?: string } }).value.status !== h.status) say(`a release answered ${JSON.stringify(c.result)}`);
+        }
+        if (rows.length) say('it was charged');
+      } else {
+        say('still open');
+      }
+    }
+    expect(problems).toEqual([]);
+    // every kind of resolution happened, so the race decided something
+    expect(new Set(state.map((h) => h.status))).toEqual(new Set(['settled', 'released', 'expired']));
+    // held back to 0 and balances exact: 1000 minus what was charged
+    const accountsNow = await db.query<{ id: string; balance: number; held: number }>(
+      'select id, balance, held from creditkit.accounts where id = any ($1)', [accounts]);
+    for (const a of accountsNow) {
+      const charged = state.filter((h) => holds.find((x) => x.id === h.id)?.account === a.id).reduce((s, h) => s + (h.charged ?? 0), 0);
+      expect({ balance: a.balance, held: a.held }).toEqual({ balance: 1000 - charged, held: 0 });
+    }
+    await expectConsistent(db, accounts);
+  });
+
+  it('100 concurrent reserve(1) on a balance of 50: exactly 50 holds open, spendable 0, the ledger untouched', async () => {
+    const ck = race();
+    const account = await openAccount(ck, 50);
+    const answers = await Promise.all(range(100).map(() => ck.reserve({ p_account_id: account, p_amount: 1, p_ttl: '1 hour', p_now: at(1) })));
+    expect(gauge.max).toBeGreaterThan(10);
+    const allowed = answers.filter((a) => a.allowed);
+    expect(allowed).toHaveLength(50);
+    expect(new Set(allowed.map((a) => a.hold_id)).size).toBe(50);
+    expect(allowed.map((a) => a.balance).sort((a, b) => a - b)).toEqual(range(50));
+    expect(answers.filter((a) => !a.allowed).every((a) => a.balance === 0 && a.hold_id === null)).toBe(true);
+    expect(await db.query(`select count(*) filter (where status = 'open') as open, count(*) as total from creditkit.holds where account_id = $1`, [account])).toEqual([{ open: 50, total: 50 }]);
+    expect(await db.query('select balance, held from creditkit.accounts where id = $1', [account])).toEqual([{ balance: 50, held: 50 }]);
+    expect((await ck.balance({ p_account_id: account, p_now: at(2) })).balance).toBe(0);
+    expect(await ck.consume({ p_account_id: account, p_amount: 1, p_now: at(2) })).toEqual({ allowed: false, balance: 0, transaction_id: null });
+    expect((await ledgerOf(db, account)).map((r) => r.kind)).toEqual(['grant']);
+    await expectConsistent(db, [account]);
+  });
+
+  it('concurrent meter calls with one key while another transaction changes the price: one effect, identical answers', async () => {
+    const ck = race();
+    const [SAME_KEY, OTHER_KEYS] = [28, 4];
+    await ck.setPrice({ p_event: 'race-gen', p_credits_per_unit: 5, p_effective_from: at(0) });
+    const account = await openAccount(ck, 1000);
+
+    // Hold the account's lock so that every meter call is inside its transaction, waiting, while
+    // the price changes underneath them; then let them go.
+    const blocker = await pool.connect();
+    let meters: Array<Promise<unknown>> = [];
+    try {
+      await blocker.query('begin');
+      await blocker.query('select 1 from creditkit.accounts where id = $1 for update', [account]);
+      const call = (key: string) => ck.meter({ p_account_id: account, p_event: 'race-gen', p_quantity: 2, p_idempotency_key: key, p_now: at(HOUR) });
+      // (leaving connections free for the price change)
+      meters = [...range(SAME_KEY).map(() => call('job-1')), ...range(OTHER_KEYS).map((i) => call(`other-${i}`))];
+      await waitFor(async () => (await waitingOnLocks(db)) >= 20);
+      // the price changes (committed) while they wait
+      await ck.setPrice({ p_event: 'race-gen', p_credits_per_unit: 7, p_effective_from: at(1) });
+    } finally {
+      await blocker.query('rollback');
+      blocker.release();
+    }
+    const answers = (await Promise.all(meters)) as Array<{ allowed: boolean; balance: number; transaction_id: number; amount: number }>;
+    expect(gauge.max).toBeGreaterThan(20);
+
+    const same = answers.slice(0, SAME_KEY);
+    expect(same.filter((a) => JSON.stringify(a) !== JSON.stringify(same[0]))).toEqual([]);
+    // whoever won ran after the change: price 7, 2 units
+    expect(same[0]).toMatchObject({ allowed: true, amount: 14 });
+    const rows = await db.query<{ id: number; amount: number; key: string; unit: number }>(
+      `select id, amount, idempotency_key as key, (metadata->>'unit_credits')::bigint as unit from creditkit.ledger
+        where account_id = $1 and kind = 'consume' order by id`, [account]);
+    expect(rows.filter((r) => r.key === 'job-1')).toEqual([{ id: same[0]?.transaction_id, amount: -14, key: 'job-1', unit: 7 }]);
+    expect(rows.length).toBe(1 + OTHER_KEYS); // one per key
+    expect(answers.slice(SAME_KEY).every((a) => a.allowed && a.amount === 14)).toBe(true);
+    // a retry after yet another price change still answers the first result
+    await ck.setPrice({ p_event: 'race-gen', p_credits_per_unit: 9, p_effective_from: at(2) });
+    expect(await ck.meter({ p_account_id: account, p_event: 'race-gen', p_quantity: 2, p_idempotency_key: 'job-1', p_now: at(2 * HOUR) })).toEqual(same[0]);
+    expect((await ck.balance({ p_account_id: account, p_now: at(2 * HOUR) })).balance).toBe(1000 - (1 + OTHER_KEYS) * 14);
+    await expectConsistent(db, [account]);
+  });
+});
+
+/** Backends of this database waiting on a lock right now. */
+async function waitingOnLocks(db: TestDatabase): Promise<number> {
+  const [row] = await db.query<{ n: number }>(
+    `select count(*)::int as n from pg_stat_activity where datname = current_database() and wait_event_type = 'Lock'`);
+  return row?.n ?? 0;
+}
+
+async function waitFor(condition: () => Promise<boolean>, timeoutMs = 10_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await condition())) {
+    if (Date.now() > deadline) throw new Error('timed out waiting for the calls to block');
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
