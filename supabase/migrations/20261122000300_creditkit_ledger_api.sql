@@ -166,6 +166,19 @@ comment on function creditkit.book_due(uuid, timestamptz) is
   'The slow path of a touch: books what is due by p_now on a locked account; returns the balance.';
 revoke all on function creditkit.book_due(uuid, timestamptz) from public, anon, authenticated, service_role;
 
+-- What an account can spend now: its balance less what open holds reserve, never below zero
+-- (bucket expiry can leave less than is held). The answer every mutation reports.
+create or replace function creditkit.spendable(p_account_id uuid)
+returns bigint
+language sql
+stable
+set search_path = ''
+as $$
+  select greatest(a.balance - a.held, 0) from creditkit.accounts a where a.id = p_account_id;
+$$;
+comment on function creditkit.spendable(uuid) is 'An account''s spendable balance: balance - held, at least 0.';
+revoke all on function creditkit.spendable(uuid) from public, anon, authenticated, service_role;
+
 -- Locks the account row (the one lock point of every mutation), books what is due when due_at
 -- says anything is, and returns the spendable balance: what open holds reserve cannot be spent
 -- (and bucket expiry can leave less than is held: never below zero).
@@ -476,8 +489,7 @@ begin
   v_entry := creditkit.append_entry(p_account_id, 'grant', p_amount, grant_id, null, p_idempotency_key,
                                     v_metadata, p_now, p_expires_at, null, p_revenue_micros);
   transaction_id := v_entry.id;
-  -- spendable, like every result (equals balance_after when no hold is open)
-  balance := greatest(v_entry.balance_after - (select a.held from creditkit.accounts a where a.id = p_account_id), 0);
+  balance := creditkit.spendable(p_account_id);  -- like every result (balance_after when no hold is open)
 end;
 $$;
 comment on function public.creditkit_grant(uuid, bigint, text, timestamptz, integer, text, jsonb, bigint, timestamptz) is
@@ -639,8 +651,7 @@ begin
   v_entry := creditkit.append_entry(p_account_id, 'adjust', p_amount, v_grant_id, null, p_idempotency_key,
                                     v_metadata, p_now, null);
   transaction_id := v_entry.id;
-  -- spendable, like every result (equals balance_after when no hold is open)
-  balance := greatest(v_entry.balance_after - (select a.held from creditkit.accounts a where a.id = p_account_id), 0);
+  balance := creditkit.spendable(p_account_id);  -- like every result (balance_after when no hold is open)
 end;
 $$;
 comment on function public.creditkit_adjust(uuid, bigint, text, text, jsonb, timestamptz) is

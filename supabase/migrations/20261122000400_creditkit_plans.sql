@@ -463,7 +463,7 @@ begin
   v_index := creditkit.period_index(v_anchor, v_plan.period, p_now);
   period_start := creditkit.period_start(v_anchor, v_plan.period, v_index);
   period_end := creditkit.period_start(v_anchor, v_plan.period, v_index + 1);
-  select greatest(a.balance - a.held, 0) into balance from creditkit.accounts a where a.id = p_account_id;
+  balance := creditkit.spendable(p_account_id);
 end;
 $$;
 comment on function public.creditkit_set_plan(uuid, text, text, timestamptz, timestamptz) is

@@ -240,8 +240,7 @@ begin
     charged := v_hold.charged;
     shortfall := p_actual - v_hold.charged;
     transaction_id := v_hold.transaction_id;
-    select a.balance - a.held into balance from creditkit.accounts a where a.id = v_hold.account_id;
-    balance := greatest(balance, 0);
+    balance := creditkit.spendable(v_hold.account_id);
     return;
   elsif v_hold.status <> 'open' then
     raise exception using errcode = 'CK012', message = format('hold %s is already %s', v_hold.id, v_hold.status),
@@ -272,7 +271,7 @@ begin
      set status = 'settled', resolved_at = p_now, settled_amount = p_actual, charged = creditkit_settle.charged,
          transaction_id = v_entry.id
    where h.id = v_hold.id;
-  select greatest(a.balance - a.held, 0) into balance from creditkit.accounts a where a.id = v_hold.account_id;
+  balance := creditkit.spendable(v_hold.account_id);
 end;
 $$;
 comment on function public.creditkit_settle(bigint, bigint, bigint, jsonb, timestamptz) is
@@ -307,7 +306,7 @@ begin
     raise exception using errcode = 'CK012', message = format('hold %s is already %s', v_hold.id, v_hold.status),
       detail = jsonb_build_object('hold_id', v_hold.id, 'status', v_hold.status)::text;
   end if;
-  select greatest(a.balance - a.held, 0) into balance from creditkit.accounts a where a.id = v_hold.account_id;
+  balance := creditkit.spendable(v_hold.account_id);
 end;
 $$;
 comment on function public.creditkit_release(bigint, timestamptz) is

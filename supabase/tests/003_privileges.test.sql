@@ -58,6 +58,7 @@ select results_eq(
        ('creditkit.lock_hold(bigint,timestamp with time zone)', false, false, false),
        ('creditkit.meter(uuid,text,bigint,jsonb,text,bigint,jsonb,timestamp with time zone)', false, false, false),
        ('creditkit.refresh_due_at(uuid)', false, false, false),
+       ('creditkit.spendable(uuid)', false, false, false),
        ('creditkit.renew_period(uuid,timestamp with time zone)', false, false, false),
        -- Trigger function: security definer, but nobody holds EXECUTE. Postgres checks EXECUTE
        -- when the trigger is created (by the table owner), not when it fires, and a trigger
