@@ -93,6 +93,7 @@ const EXAMPLES: Example[] = [
   { fn: 'creditkit_set_plan', as: 'service_role', note: 'No cron: the first touch after the boundary books the renewal. 300 spent, 700 left, 500 of it rolls over (the cap):', sql: `select * from creditkit_consume('${BOB}', 300, 'chat', p_now => '2028-02-10T00:00:00Z');` },
   { fn: 'creditkit_set_plan', as: 'service_role', sql: `select balance, next_expiry from creditkit_balance('${BOB}', p_now => '2028-02-29T12:00:00Z');` },
   { fn: 'creditkit_has_feature', as: 'service_role', sql: `select creditkit_has_feature('${BOB}', 'hd_upscale') as bob, creditkit_has_feature('${ALICE}', 'hd_upscale') as alice;` },
+  { fn: 'creditkit_plans', as: 'alice', sql: `select id, name, allowance, period, renewal, features, price_amount, currency from creditkit_plans();` },
   { fn: 'creditkit_my_plan', as: 'alice', sql: `select plan_id, status, allowance, features from creditkit_my_plan();` },
   { fn: 'creditkit_my_feature', as: 'alice', sql: `select creditkit_my_feature('hd_upscale');` },
   // pricing

@@ -111,7 +111,8 @@ select results_eq(
        ('public.creditkit_my_feature(text,uuid)', false, true, false),
        ('public.creditkit_my_history(uuid,integer,bigint)', false, true, false),
        ('public.creditkit_my_plan(uuid)', false, true, false),
-       -- a read of the public price list: the server and signed-in users
+       -- reads of the public price list and plan catalogue: the server and signed-in users
+       ('public.creditkit_plans()', false, true, true),
        ('public.creditkit_quote(text,bigint,jsonb,timestamp with time zone)', false, true, true)
      ) as expected(signature, anon, authenticated, service_role) order by 1 $$,
   'EXECUTE matrix: every creditkit function x anon/authenticated/service_role');
@@ -259,7 +260,7 @@ select results_eq(
             ('creditkit_consume_or_raise'), ('creditkit_credits_outstanding'), ('creditkit_grant'),
             ('creditkit_has_credits'), ('creditkit_has_feature'), ('creditkit_history'), ('creditkit_meter'),
             ('creditkit_mrr'), ('creditkit_my_balance'), ('creditkit_my_feature'), ('creditkit_my_history'),
-            ('creditkit_my_plan'), ('creditkit_quote'), ('creditkit_release'), ('creditkit_reserve'),
+            ('creditkit_my_plan'), ('creditkit_plans'), ('creditkit_quote'), ('creditkit_release'), ('creditkit_reserve'),
             ('creditkit_set_plan'), ('creditkit_set_price'), ('creditkit_settle'), ('creditkit_top_events'),
             ('creditkit_upsert_plan'), ('creditkit_usage_series') $$,
   'the creditkit functions outside schema creditkit are exactly the public API');

@@ -10,7 +10,7 @@
 -- The caller-bound reads (my_plan, my_feature) use now(), so their subscription is anchored in
 -- 2021 and the assertions only rely on now() being after that.
 begin;
-select plan(141);
+select plan(143);
 
 -- Fixtures: one user per scenario; a personal account's id is its user's id.
 select tests.create_supabase_user('alice');   -- set_plan lifecycle: start, status, change, cancel, restart
@@ -596,6 +596,12 @@ select results_eq(
   $$ values (tests.get_supabase_uid('gina'), 'pro'::text) $$,
   'RLS: she sees exactly her own subscription');
 select ok((select count(*) > 5 from creditkit.plans), 'signed-in users can read the plan catalogue');
+select results_eq(
+  $$ select id, price_amount from creditkit_plans() $$,
+  $$ select id, price_amount from creditkit.plans where active order by price_amount, id $$,
+  'creditkit_plans: exactly the active plans, cheapest first');
+select ok(not exists (select 1 from creditkit_plans() where id = 'retired'),
+  'creditkit_plans: an inactive plan is not on offer');
 
 select throws_ok($$ select creditkit_has_feature(tests.get_supabase_uid('gina'), 'hd_upscale') $$,
   '42501', null, 'a member cannot call the server has_feature');

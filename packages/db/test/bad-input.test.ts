@@ -171,6 +171,7 @@ const SPECS: Record<string, FunctionSpec> = {
   },
   creditkit_accounts_per_plan: { params: [], caller: 'service', valid: () => ({}) },
   creditkit_mrr: { params: [], caller: 'service', valid: () => ({}) },
+  creditkit_plans: { params: [], caller: 'service', valid: () => ({}) },
 };
 
 interface Case {

@@ -45,7 +45,7 @@ const CALLER_BOUND: Record<string, (account: string) => Args> = {
   creditkit_has_credits: (a) => ({ p_amount: 1, p_account_id: a }),
 };
 // Both: a read of the price list.
-const SHARED = ['creditkit_quote'];
+const SHARED = ['creditkit_plans', 'creditkit_quote'];
 
 describeEachBackend('core ledger', (backend) => {
   for (const mode of MODES) {

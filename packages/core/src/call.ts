@@ -1,0 +1,149 @@
+// The layer between the typed methods and a transport: parameter names and values in (camelCase
+// to `p_snake_case`, exact integers only), typed errors and retries out, rows to camelCase.
+import type { Database } from './database.types.ts';
+import {
+  CreditkitError,
+  InvalidAmountError,
+  InvalidArgumentError,
+  isRetryable,
+  toCreditkitError,
+} from './errors.ts';
+import { TransportError, type SqlArgs, type Transport } from './transport.ts';
+
+type Functions = Database['public']['Functions'];
+/** Every public.creditkit_* function, as `supabase gen types` saw the migrations. */
+export type FunctionName = keyof Functions;
+
+type CamelCase<S extends string> = S extends `${infer Head}_${infer Tail}` ? `${Head}${Capitalize<CamelCase<Tail>>}` : S;
+/** Parameters that take an instant: an ISO 8601 string (microseconds kept) or a Date. */
+type TimeParam = 'now' | 'expiresAt' | 'from' | 'to' | 'anchor' | 'effectiveFrom';
+
+/**
+ * The SQL function's parameters, named as in SQL without the `p_` prefix, in camelCase:
+ * `creditkit_consume(p_account_id, p_amount, p_idempotency_key …)` takes
+ * `{ accountId, amount, idempotencyKey … }`. Optional exactly where SQL has a default.
+ */
+export type Params<F extends FunctionName> = {
+  [K in keyof Functions[F]['Args'] as K extends `p_${infer Rest}` ? CamelCase<Rest> : never]: K extends `p_${infer Rest}`
+    ? CamelCase<Rest> extends TimeParam
+      ? string | Date
+      : Functions[F]['Args'][K]
+    : never;
+};
+
+/** Integer parameters holding credits; the rest are ids, limits, priorities or micros. */
+const CREDIT_PARAMS = new Set(['amount', 'quantity', 'actual', 'creditsPerUnit', 'allowance', 'rolloverCap']);
+const INTEGER_PARAMS = new Set([
+  ...CREDIT_PARAMS,
+  'costMicros',
+  'revenueMicros',
+  'priceAmount',
+  'priority',
+  'limit',
+  'beforeId',
+  'holdId',
+]);
+
+const snake = (name: string) => name.replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`);
+const camel = (name: string) => name.replace(/_([a-z0-9])/g, (_, c: string) => c.toUpperCase());
+
+/**
+ * An integer parameter as a JavaScript number, refused unless it is an exact integer within
+ * ±(2^53−1): no float rounding can happen on the way to SQL or back.
+ */
+function exactInteger(name: string, value: unknown): number {
+  let n: number | undefined;
+  if (typeof value === 'number' && Number.isSafeInteger(value)) n = value;
+  else if (typeof value === 'bigint' && value <= BigInt(Number.MAX_SAFE_INTEGER) && value >= -BigInt(Number.MAX_SAFE_INTEGER)) {
+    n = Number(value);
+  }
+  if (n !== undefined) return n;
+  const shown = typeof value === 'bigint' ? `${value}n` : typeof value === 'string' ? JSON.stringify(value) : String(value);
+  const message = `${name} must be a whole number between -(2^53-1) and 2^53-1, got ${shown}`;
+  const details = { parameter: name, value: typeof value === 'bigint' ? value.toString() : value };
+  throw CREDIT_PARAMS.has(name) ? new InvalidAmountError(message, { details }) : new InvalidArgumentError(message, { details });
+}
+
+/** `{ accountId, amount }` → `{ p_account_id, p_amount }`, validated. Undefined values are left out. */
+export function toSqlArgs(params: object): SqlArgs {
+  const args: SqlArgs = {};
+  for (const [name, value] of Object.entries(params)) {
+    if (value === undefined) continue;
+    let sqlValue: unknown = value;
+    if (value instanceof Date) {
+      if (Number.isNaN(value.getTime())) throw new InvalidArgumentError(`${name} is an invalid Date`, { details: { parameter: name } });
+      sqlValue = value.toISOString();
+    } else if (INTEGER_PARAMS.has(name) && value !== null) {
+      sqlValue = exactInteger(name, value);
+    }
+    args[`p_${snake(name)}`] = sqlValue;
+  }
+  return args;
+}
+
+/** Top-level keys to camelCase (values untouched: metadata and features are the app's own). */
+export function camelKeys<T>(row: unknown): T {
+  if (row === null || typeof row !== 'object' || Array.isArray(row)) return row as T;
+  return Object.fromEntries(Object.entries(row).map(([k, v]) => [camel(k), v])) as T;
+}
+
+export interface CallOptions {
+  /** Retries after a serialization failure or deadlock (default 4). Business errors never retry. */
+  retries?: number;
+  /** First backoff in ms (default 10), doubled each retry with full jitter, capped at 500 ms. */
+  retryDelayMs?: number;
+}
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+/** Calls functions through a transport with typed errors and retries. */
+export class Caller {
+  readonly transport: Transport;
+  readonly #retries: number;
+  readonly #delay: number;
+
+  constructor(transport: Transport, options: CallOptions = {}) {
+    this.transport = transport;
+    this.#retries = options.retries ?? 4;
+    this.#delay = options.retryDelayMs ?? 10;
+  }
+
+  /** The function's result as a list (rows, or one scalar), with typed errors. */
+  async call<F extends FunctionName>(fn: F, params: Params<F> | Record<string, never>): Promise<unknown[]> {
+    const args = toSqlArgs(params);
+    for (let attempt = 0; ; attempt++) {
+      try {
+        return await this.transport.rpc(fn, args);
+      } catch (error) {
+        if (error instanceof CreditkitError) throw error;
+        if (!(error instanceof TransportError)) {
+          throw new CreditkitError('internal', `creditkit: ${fn} failed: ${String(error)}`, { cause: error });
+        }
+        if (isRetryable(error.raw.code) && attempt < this.#retries) {
+          const cap = Math.min(500, this.#delay * 2 ** attempt);
+          await sleep(Math.random() * cap);
+          continue;
+        }
+        throw toCreditkitError(error.raw, error);
+      }
+    }
+  }
+
+  /** The one row of an OUT-parameter function, camelCased. */
+  async row<T, F extends FunctionName>(fn: F, params: Params<F> | Record<string, never>): Promise<T> {
+    const [row] = await this.call(fn, params);
+    if (row === undefined) throw new CreditkitError('internal', `creditkit: ${fn} returned no row`);
+    return camelKeys<T>(row);
+  }
+
+  /** The rows of a set-returning function, camelCased. */
+  async rows<T, F extends FunctionName>(fn: F, params: Params<F> | Record<string, never>): Promise<T[]> {
+    return (await this.call(fn, params)).map((row) => camelKeys<T>(row));
+  }
+
+  /** The value of a scalar function. */
+  async scalar<T, F extends FunctionName>(fn: F, params: Params<F> | Record<string, never>): Promise<T> {
+    const [value] = await this.call(fn, params);
+    return value as T;
+  }
+}

@@ -1,0 +1,71 @@
+// The browser-safe client: the caller-bound functions a signed-in user may call with their own
+// session (creditkit_my_*, has_credits, quote, plans). Row-level security decides what they see;
+// nothing here can grant, spend or read another user's money.
+import { Caller, camelKeys, type CallOptions, type Params } from './call.ts';
+import type { AccountBalance, AccountPlan, Balance, Bucket, HistoryEntry, HistoryPage, Plan, Quote } from './results.ts';
+import type { Transport } from './transport.ts';
+
+/** The SQL default page size of creditkit_history / creditkit_my_history. */
+export const DEFAULT_HISTORY_LIMIT = 50;
+
+/** Buckets arrive as jsonb with snake_case keys; give them the SDK's casing. */
+export function withBuckets<T extends Balance>(row: T): T {
+  const buckets = Array.isArray(row.buckets) ? row.buckets.map((b) => camelKeys<Bucket>(b)) : [];
+  return { ...row, buckets };
+}
+
+/** A page of history; a full page means there may be more before its last entry. */
+export function historyPage(entries: HistoryEntry[], limit: number | null | undefined): HistoryPage {
+  const last = entries[entries.length - 1];
+  const full = entries.length > 0 && entries.length >= (limit ?? DEFAULT_HISTORY_LIMIT);
+  return { entries, nextBeforeId: full && last ? last.id : null };
+}
+
+export class CreditkitClient {
+  protected readonly caller: Caller;
+
+  constructor(transport: Transport, options?: CallOptions) {
+    this.caller = new Caller(transport, options);
+  }
+
+  /** The transport this client calls through. */
+  get transport(): Transport {
+    return this.caller.transport;
+  }
+
+  /** The caller's balance (or an account they may access), with buckets and the next expiry. */
+  async balance(params: Params<'creditkit_my_balance'> = {}): Promise<AccountBalance> {
+    return withBuckets(await this.caller.row<AccountBalance, 'creditkit_my_balance'>('creditkit_my_balance', params));
+  }
+
+  /** The caller's ledger, newest first, one page at a time. */
+  async history(params: Params<'creditkit_my_history'> = {}): Promise<HistoryPage> {
+    const entries = await this.caller.rows<HistoryEntry, 'creditkit_my_history'>('creditkit_my_history', params);
+    return historyPage(entries, params.limit);
+  }
+
+  /** The caller's plan and period; every field null when they have none. */
+  async plan(params: Params<'creditkit_my_plan'> = {}): Promise<AccountPlan> {
+    return this.caller.row('creditkit_my_plan', params);
+  }
+
+  /** Whether the caller's plan includes a feature. */
+  async hasFeature(params: Params<'creditkit_my_feature'>): Promise<boolean> {
+    return this.caller.scalar('creditkit_my_feature', params);
+  }
+
+  /** Whether the caller can spend `amount` (default 1) now. */
+  async hasCredits(params: Params<'creditkit_has_credits'> = {}): Promise<boolean> {
+    return this.caller.scalar('creditkit_has_credits', params);
+  }
+
+  /** What an event would cost now, without spending. */
+  async quote(params: Params<'creditkit_quote'>): Promise<Quote> {
+    return this.caller.row('creditkit_quote', params);
+  }
+
+  /** The active plans, cheapest first. */
+  async plans(): Promise<Plan[]> {
+    return this.caller.rows('creditkit_plans', {});
+  }
+}

@@ -1,0 +1,218 @@
+// @creditkit/core/http: helpers for Web-standard route handlers — `(Request) => Response` as in
+// Next.js route handlers, Hono, Deno.serve, Bun and Cloudflare Workers.
+//
+//   const usage = await meter(creditkit, { accountId: user.id, event: 'image.generate' });
+//   if (usage.blocked) return usage.response;            // 402 with a JSON body
+//
+//   export const POST = withCredits(creditkit, { account: userIdOf, reserve: 50 }, async (req, credits) => {
+//     const { text, tokens } = await callModel(await req.json());
+//     credits.charge(tokens);                             // settle the actual amount
+//     return Response.json({ text });
+//   });
+import { CreditkitError, InsufficientCreditsError, UnknownAccountError } from './errors.ts';
+import type { Params } from './call.ts';
+import type { MeterResult, ReserveResult } from './results.ts';
+import type { CreditkitServer } from './server.ts';
+
+/** The JSON body of a 402 answer. */
+export interface PaymentRequiredBody {
+  error: 'insufficient_credits';
+  message: string;
+  /** What the account can spend now. */
+  balance: number;
+  /** What the request needed. */
+  required: number;
+}
+
+/** HTTP 402 Payment Required with a JSON body saying what was needed and what is left. */
+export function paymentRequired(balance: number, required: number, init: ResponseInit = {}): Response {
+  const body: PaymentRequiredBody = {
+    error: 'insufficient_credits',
+    message: `This needs ${required} credits; the account has ${balance}.`,
+    balance,
+    required,
+  };
+  return jsonResponse(body, { ...init, status: 402 });
+}
+
+/** A CreditkitError as JSON with the status a client should see (the stable code in `error`). */
+export function errorResponse(error: CreditkitError): Response {
+  if (error instanceof InsufficientCreditsError) return paymentRequired(error.balance, error.required);
+  const status: Record<string, number> = {
+    not_allowed: 403,
+    unknown_account: 404,
+    unknown_plan: 404,
+    unknown_event: 404,
+    unknown_hold: 404,
+    idempotency_conflict: 409,
+    hold_closed: 409,
+    concurrency_conflict: 503,
+    unavailable: 503,
+    internal: 500,
+    not_installed: 500,
+  };
+  return jsonResponse({ error: error.code, message: error.message }, { status: status[error.code] ?? 400 });
+}
+
+function jsonResponse(body: unknown, init: ResponseInit): Response {
+  const headers = new Headers(init.headers);
+  headers.set('content-type', 'application/json; charset=utf-8');
+  return new Response(JSON.stringify(body), { ...init, headers });
+}
+
+export type MeterOutcome = MeterResult &
+  ({ blocked: false; response: null } | { blocked: true; /** A 402 to return as is. */ response: Response });
+
+/**
+ * Charges an event for an account. `blocked` says whether the caller is out of credits; when
+ * it is, `response` is the 402 to send back. An account that does not exist yet has no credits:
+ * it is blocked with balance 0 rather than an error.
+ */
+export async function meter(creditkit: CreditkitServer, params: Params<'creditkit_meter'>): Promise<MeterOutcome> {
+  let result: MeterResult;
+  try {
+    result = await creditkit.meter(params);
+  } catch (error) {
+    if (!(error instanceof UnknownAccountError)) throw error;
+    const { amount } = await creditkit.quote({ event: params.event, quantity: params.quantity, dimensions: params.dimensions });
+    result = { allowed: false, balance: 0, transactionId: null, amount };
+  }
+  if (result.allowed) return { ...result, blocked: false, response: null };
+  return { ...result, blocked: true, response: paymentRequired(result.balance, result.amount) };
+}
+
+/** What the wrapped handler gets besides the request. */
+export interface CreditsContext {
+  accountId: string;
+  /** The charge made before the handler ran (metering mode), else null. */
+  metered: MeterResult | null;
+  /** The hold taken before the handler ran (reserve mode), else null. */
+  hold: ReserveResult | null;
+  /**
+   * Reserve mode: the amount to settle when the handler returns (default: the whole hold).
+   * Call it once the real cost is known; `costMicros` records what the work cost you.
+   */
+  charge(actual: number, costMicros?: number): void;
+}
+
+type Resolvable<T> = T | ((request: Request) => T | Promise<T>);
+
+export interface WithCreditsOptions {
+  /** The account to charge, usually the signed-in user's id; null or undefined answers 401. */
+  account: (request: Request) => string | null | undefined | Promise<string | null | undefined>;
+  /** Metering mode: charge this event before the handler (priced by the price list). */
+  event?: string;
+  /** Units of `event` (default 1). */
+  quantity?: Resolvable<number>;
+  /** Dimensions for the price lookup, e.g. { model: 'large' }. */
+  dimensions?: Resolvable<Record<string, string | number | boolean>>;
+  /** Reserve mode: hold this many credits before the handler, settle after it. */
+  reserve?: Resolvable<number>;
+  /** How long the hold lasts if the process dies mid-request (Postgres interval, default '15 minutes'). */
+  ttl?: string;
+  /** An idempotency key for the charge or hold, e.g. from a request header. */
+  idempotencyKey?: (request: Request) => string | null | undefined | Promise<string | null | undefined>;
+  /** Called when settling or releasing after the handler fails (default: console.error). */
+  onSettleError?: (error: unknown, holdId: number) => void;
+}
+
+const defaultSettleError = (error: unknown, holdId: number) =>
+  console.error(`creditkit: could not settle hold ${holdId} after the handler answered`, error);
+
+async function resolve<T>(value: Resolvable<T> | undefined, request: Request): Promise<T | undefined> {
+  return typeof value === 'function' ? (value as (r: Request) => T | Promise<T>)(request) : value;
+}
+
+/**
+ * Wraps a route handler so it only runs for an account that can pay:
+ * - metering mode (`event`): charges before the handler; 402 if the account is short.
+ * - reserve mode (`reserve`): holds credits before the handler; 402 if short. When the handler
+ *   returns a response below 400 the hold is settled for `charge(actual)` (default: all of it);
+ *   when it throws, or answers 400 or above without calling charge(), the hold is released.
+ * Errors from creditkit become JSON answers with a stable `error` code; the handler's own
+ * errors are rethrown after the release.
+ */
+export function withCredits<Rest extends unknown[]>(
+  creditkit: CreditkitServer,
+  options: WithCreditsOptions,
+  handler: (request: Request, credits: CreditsContext, ...rest: Rest) => Response | Promise<Response>,
+): (request: Request, ...rest: Rest) => Promise<Response> {
+  if ((options.event === undefined) === (options.reserve === undefined)) {
+    throw new TypeError('withCredits: give exactly one of `event` (metering) or `reserve` (hold then settle)');
+  }
+  return async (request, ...rest) => {
+    const accountId = await options.account(request);
+    if (!accountId) {
+      return jsonResponse({ error: 'unauthenticated', message: 'Sign in to use this.' }, { status: 401 });
+    }
+    const idempotencyKey = (await options.idempotencyKey?.(request)) ?? undefined;
+    let actual: { amount: number; costMicros: number | undefined } | null = null;
+    const context: CreditsContext = {
+      accountId,
+      metered: null,
+      hold: null,
+      charge(amount, costMicros) {
+        actual = { amount, costMicros };
+      },
+    };
+
+    let reserved = 0;
+    try {
+      if (options.event !== undefined) {
+        const outcome = await meter(creditkit, {
+          accountId,
+          event: options.event,
+          quantity: await resolve(options.quantity, request),
+          dimensions: await resolve(options.dimensions, request),
+          idempotencyKey,
+        });
+        if (outcome.blocked) return outcome.response;
+        const { blocked: _blocked, response: _response, ...metered } = outcome;
+        context.metered = metered;
+      } else {
+        reserved = (await resolve(options.reserve, request)) ?? 0;
+        const hold = await reserveOrBlock(creditkit, { accountId, amount: reserved, ttl: options.ttl, idempotencyKey });
+        if (hold instanceof Response) return hold;
+        context.hold = hold;
+      }
+    } catch (error) {
+      if (error instanceof CreditkitError) return errorResponse(error);
+      throw error;
+    }
+
+    const holdId = context.hold?.holdId;
+    if (holdId === undefined || holdId === null) return handler(request, context, ...rest);
+
+    let response: Response;
+    try {
+      response = await handler(request, context, ...rest);
+    } catch (error) {
+      await creditkit.release({ holdId }).catch(() => undefined); // the hold's TTL is the backstop
+      throw error;
+    }
+    const charged = actual as { amount: number; costMicros: number | undefined } | null;
+    try {
+      if (charged === null && response.status >= 400) await creditkit.release({ holdId });
+      else await creditkit.settle({ holdId, actual: charged?.amount ?? reserved, costMicros: charged?.costMicros });
+    } catch (error) {
+      // The work is done and its response stands; a settle that failed (the hold expired, the
+      // database went away) is reported, not turned into an error for the end user.
+      (options.onSettleError ?? defaultSettleError)(error, holdId);
+    }
+    return response;
+  };
+}
+
+/** Reserve, or the 402 to answer when the account cannot cover it (a new account has nothing). */
+async function reserveOrBlock(
+  creditkit: CreditkitServer,
+  params: Params<'creditkit_reserve'>,
+): Promise<ReserveResult | Response> {
+  try {
+    const hold = await creditkit.reserve(params);
+    return hold.allowed ? hold : paymentRequired(hold.balance, params.amount);
+  } catch (error) {
+    if (error instanceof UnknownAccountError) return paymentRequired(0, params.amount);
+    throw error;
+  }
+}

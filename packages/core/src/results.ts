@@ -1,0 +1,194 @@
+// What the functions answer, in camelCase. Credits are integers (exact: the kit caps every
+// balance at 2^53-1); instants are ISO 8601 strings as Postgres writes them, microseconds kept;
+// ids of ledger rows, grants, holds and prices are integers. A test checks these field lists
+// against the OUT parameters in the catalogue.
+import type { Json } from './database.types.ts';
+
+export type { Json };
+/** An instant as Postgres renders it, e.g. "2026-11-22T04:16:06.516515+00:00". */
+export type Timestamp = string;
+
+/** consume: spent (allowed) or not (balance unchanged). `transactionId` is null when refused. */
+export interface ConsumeResult {
+  allowed: boolean;
+  /** Spendable balance after the call (balance minus open holds). */
+  balance: number;
+  transactionId: number | null;
+}
+
+/** consumeOrRaise: only ever a success; a shortfall throws InsufficientCreditsError. */
+export interface ChargeResult {
+  balance: number;
+  transactionId: number;
+}
+
+/** meter: like consume, with the price applied: `amount` is what the event cost in credits. */
+export interface MeterResult extends ConsumeResult {
+  amount: number;
+}
+
+export interface GrantResult {
+  transactionId: number;
+  grantId: number;
+  balance: number;
+}
+
+export interface AdjustResult {
+  transactionId: number;
+  balance: number;
+}
+
+/** One grant with credits left, in the order they will be spent. */
+export interface Bucket {
+  grantId: number;
+  category: string;
+  amount: number;
+  remaining: number;
+  priority: number;
+  createdAt: Timestamp;
+  expiresAt: Timestamp | null;
+}
+
+export interface Balance {
+  balance: number;
+  /** When the next credits expire, or null if none do. */
+  nextExpiry: Timestamp | null;
+  buckets: Bucket[];
+}
+
+export interface AccountBalance extends Balance {
+  accountId: string;
+}
+
+export interface HistoryEntry {
+  id: number;
+  /** 'grant' | 'consume' | 'adjust' | 'expire' | 'settle' | … (the ledger's kinds). */
+  kind: string;
+  /** Signed: credits in are positive, credits out negative. */
+  amount: number;
+  balanceAfter: number;
+  grantId: number | null;
+  event: string | null;
+  idempotencyKey: string | null;
+  metadata: Json | null;
+  createdAt: Timestamp;
+}
+
+/** A page of history, newest first. Pass `nextBeforeId` as `beforeId` for the next page. */
+export interface HistoryPage {
+  entries: HistoryEntry[];
+  /** null when this page is the last. */
+  nextBeforeId: number | null;
+}
+
+export interface Quote {
+  priceId: number;
+  unitCredits: number;
+  amount: number;
+}
+
+export interface ReserveResult {
+  allowed: boolean;
+  /** null when refused. */
+  holdId: number | null;
+  balance: number;
+  expiresAt: Timestamp | null;
+}
+
+export interface SettleResult {
+  charged: number;
+  /** What the account could not cover when `actual` exceeded the hold and the balance. */
+  shortfall: number;
+  balance: number;
+  transactionId: number | null;
+}
+
+export interface ReleaseResult {
+  status: string;
+  balance: number;
+}
+
+export interface Plan {
+  id: string;
+  name: string;
+  allowance: number;
+  period: 'day' | 'week' | 'month' | 'year';
+  renewal: 'reset' | 'rollover';
+  rolloverCap: number | null;
+  features: Record<string, Json>;
+  /** In the smallest currency unit (cents). */
+  priceAmount: number;
+  currency: string;
+  isDefault: boolean;
+}
+
+/** The plan row as stored, returned by upsertPlan. */
+export interface PlanRecord extends Plan {
+  active: boolean;
+  stripePriceId: string | null;
+  createdAt: Timestamp;
+}
+
+export interface PlanChange {
+  planId: string;
+  status: string;
+  periodStart: Timestamp;
+  periodEnd: Timestamp | null;
+  balance: number;
+}
+
+export interface AccountPlan {
+  accountId: string;
+  planId: string | null;
+  planName: string | null;
+  status: string | null;
+  periodStart: Timestamp | null;
+  periodEnd: Timestamp | null;
+  allowance: number | null;
+  features: Record<string, Json> | null;
+}
+
+export interface AccountMargin {
+  accountId: string;
+  creditsGranted: number;
+  creditsSpent: number;
+  revenueMicros: number;
+  costMicros: number;
+  marginMicros: number;
+}
+
+export interface UsagePoint {
+  /** 'YYYY-MM-DD' (UTC day). */
+  day: string;
+  event: string | null;
+  calls: number;
+  credits: number;
+  costMicros: number;
+}
+
+export interface TopEvent {
+  event: string | null;
+  calls: number;
+  credits: number;
+  costMicros: number;
+  accounts: number;
+}
+
+export interface CreditsOutstanding {
+  category: string;
+  credits: number;
+  accounts: number;
+}
+
+export interface PlanCount {
+  planId: string;
+  planName: string;
+  accounts: number;
+}
+
+export interface Mrr {
+  currency: string;
+  /** Monthly recurring revenue in the smallest currency unit. */
+  mrr: number;
+  subscriptions: number;
+}

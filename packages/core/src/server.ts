@@ -1,0 +1,228 @@
+// @creditkit/core/server: the whole SQL API for trusted code — spending, grants, holds, plans,
+// prices and analytics — over supabase-js (service-role key), a node-postgres Pool or PGlite.
+// Every method is one call to one public.creditkit_* function; the parameter names are the SQL
+// ones in camelCase, and the docs of the SQL function (docs/sql-api.md) apply as written.
+import { Caller, camelKeys, type CallOptions, type Params } from './call.ts';
+import { CreditkitClient, historyPage, withBuckets } from './client.ts';
+import type {
+  AccountMargin,
+  AdjustResult,
+  Balance,
+  ChargeResult,
+  ConsumeResult,
+  CreditsOutstanding,
+  GrantResult,
+  HistoryEntry,
+  HistoryPage,
+  MeterResult,
+  Mrr,
+  Plan,
+  PlanChange,
+  PlanCount,
+  PlanRecord,
+  Quote,
+  ReleaseResult,
+  ReserveResult,
+  SettleResult,
+  TopEvent,
+  UsagePoint,
+} from './results.ts';
+import {
+  pgliteTransport,
+  pgTransport,
+  SERVICE_IDENTITY,
+  userIdentity,
+  type Identity,
+  type PgliteLike,
+  type PgQueryable,
+} from './sql-transport.ts';
+import { supabaseTransport, type SupabaseLike, type Transport } from './transport.ts';
+
+export * from './index.ts';
+export { pgTransport, pgliteTransport, callSql, userIdentity, SERVICE_IDENTITY } from './sql-transport.ts';
+export type { Identity, PgQueryable, PgliteLike } from './sql-transport.ts';
+
+/** How to reach the database: exactly one transport, plus retry settings. */
+export type CreditkitConfig = CallOptions &
+  (
+    | { /** A node-postgres Pool with a direct connection (acts as service_role). */ pg: PgQueryable }
+    | { /** An embedded PGlite (acts as service_role). */ pglite: PgliteLike }
+    | { /** A supabase-js client made with the service-role key. */ supabase: SupabaseLike }
+    | { transport: Transport }
+  );
+
+export class CreditkitServer {
+  protected readonly caller: Caller;
+  readonly #forIdentity: ((identity: Identity) => Transport) | undefined;
+  readonly #options: CallOptions;
+
+  constructor(transport: Transport, options: CallOptions = {}, forIdentity?: (identity: Identity) => Transport) {
+    this.caller = new Caller(transport, options);
+    this.#forIdentity = forIdentity;
+    this.#options = options;
+  }
+
+  /** The transport this client calls through. */
+  get transport(): Transport {
+    return this.caller.transport;
+  }
+
+  /**
+   * A browser-style client acting as a signed-in user, the way PostgREST would run their
+   * requests (role authenticated, claims { sub: userId }). Direct transports (pg, PGlite) only:
+   * with supabase-js, make a client with the user's session and use createCreditkitClient.
+   */
+  asUser(userId: string, extraClaims?: Record<string, unknown>): CreditkitClient {
+    if (!this.#forIdentity) {
+      throw new TypeError('asUser needs a direct transport (pg or pglite); with supabase-js use the user session');
+    }
+    return new CreditkitClient(this.#forIdentity(userIdentity(userId, extraClaims)), this.#options);
+  }
+
+  // ── Spending ────────────────────────────────────────────────────────────────────────────
+
+  /** Spend `amount` credits if the account can cover it; otherwise `allowed: false`, nothing spent. */
+  consume(params: Params<'creditkit_consume'>): Promise<ConsumeResult> {
+    return this.caller.row('creditkit_consume', params);
+  }
+
+  /** Like consume, but a shortfall throws InsufficientCreditsError (balance, required). */
+  consumeOrRaise(params: Params<'creditkit_consume_or_raise'>): Promise<ChargeResult> {
+    return this.caller.row('creditkit_consume_or_raise', params);
+  }
+
+  /** Spend by event: the price list turns `quantity` units of `event` into credits. */
+  meter(params: Params<'creditkit_meter'>): Promise<MeterResult> {
+    return this.caller.row('creditkit_meter', params);
+  }
+
+  /** What an event would cost now, without spending. */
+  quote(params: Params<'creditkit_quote'>): Promise<Quote> {
+    return this.caller.row('creditkit_quote', params);
+  }
+
+  // ── Holds ───────────────────────────────────────────────────────────────────────────────
+
+  /** Set `amount` aside for up to `ttl` (default 15 minutes) before work whose cost is unknown. */
+  reserve(params: Params<'creditkit_reserve'>): Promise<ReserveResult> {
+    return this.caller.row('creditkit_reserve', params);
+  }
+
+  /** Charge the actual amount against a hold and return the rest. */
+  settle(params: Params<'creditkit_settle'>): Promise<SettleResult> {
+    return this.caller.row('creditkit_settle', params);
+  }
+
+  /** Give a hold back unspent. */
+  release(params: Params<'creditkit_release'>): Promise<ReleaseResult> {
+    return this.caller.row('creditkit_release', params);
+  }
+
+  // ── Credits in ──────────────────────────────────────────────────────────────────────────
+
+  /** Add credits (a purchase, a promotion, …), optionally expiring; creates the account. */
+  grant(params: Params<'creditkit_grant'>): Promise<GrantResult> {
+    return this.caller.row('creditkit_grant', params);
+  }
+
+  /** A signed correction with a reason (operator use). */
+  adjust(params: Params<'creditkit_adjust'>): Promise<AdjustResult> {
+    return this.caller.row('creditkit_adjust', params);
+  }
+
+  /** Books expired credits for up to `limit` accounts (a cron job); returns how many. */
+  bookExpired(params: Params<'creditkit_book_expired'> = {}): Promise<number> {
+    return this.caller.scalar('creditkit_book_expired', params);
+  }
+
+  // ── Reading an account ──────────────────────────────────────────────────────────────────
+
+  /** Spendable balance, next expiry and the buckets it is made of. */
+  async balance(params: Params<'creditkit_balance'>): Promise<Balance> {
+    return withBuckets(await this.caller.row<Balance, 'creditkit_balance'>('creditkit_balance', params));
+  }
+
+  /** The ledger, newest first, one page at a time (`beforeId: page.nextBeforeId`). */
+  async history(params: Params<'creditkit_history'>): Promise<HistoryPage> {
+    return historyPage(await this.caller.rows<HistoryEntry, 'creditkit_history'>('creditkit_history', params), params.limit);
+  }
+
+  // ── Plans, features and prices ──────────────────────────────────────────────────────────
+
+  /** Creates or updates a plan; returns the stored row. */
+  async upsertPlan(params: Params<'creditkit_upsert_plan'>): Promise<PlanRecord> {
+    return camelKeys(await this.caller.scalar('creditkit_upsert_plan', params));
+  }
+
+  /** The active plans, cheapest first. */
+  plans(): Promise<Plan[]> {
+    return this.caller.rows('creditkit_plans', {});
+  }
+
+  /** Puts an account on a plan (its allowance starts now) or changes its status. */
+  setPlan(params: Params<'creditkit_set_plan'>): Promise<PlanChange> {
+    return this.caller.row('creditkit_set_plan', params);
+  }
+
+  /** Whether an account's plan includes a feature. */
+  hasFeature(params: Params<'creditkit_has_feature'>): Promise<boolean> {
+    return this.caller.scalar('creditkit_has_feature', params);
+  }
+
+  /** Prices an event (optionally only for some dimensions) from `effectiveFrom`; returns the price id. */
+  setPrice(params: Params<'creditkit_set_price'>): Promise<number> {
+    return this.caller.scalar('creditkit_set_price', params);
+  }
+
+  // ── Analytics ───────────────────────────────────────────────────────────────────────────
+
+  /** Credits granted and spent, revenue, cost and margin per account over [from, to). */
+  accountMargin(params: Params<'creditkit_account_margin'>): Promise<AccountMargin[]> {
+    return this.caller.rows('creditkit_account_margin', params);
+  }
+
+  /** Calls, credits and cost per UTC day and event over [from, to). */
+  usageSeries(params: Params<'creditkit_usage_series'>): Promise<UsagePoint[]> {
+    return this.caller.rows('creditkit_usage_series', params);
+  }
+
+  /** The events that spent the most credits over [from, to). */
+  topEvents(params: Params<'creditkit_top_events'>): Promise<TopEvent[]> {
+    return this.caller.rows('creditkit_top_events', params);
+  }
+
+  /** Unspent, unexpired credits by category: the liability on the books. */
+  creditsOutstanding(params: Params<'creditkit_credits_outstanding'> = {}): Promise<CreditsOutstanding[]> {
+    return this.caller.rows('creditkit_credits_outstanding', params);
+  }
+
+  /** How many accounts are on each plan. */
+  accountsPerPlan(): Promise<PlanCount[]> {
+    return this.caller.rows('creditkit_accounts_per_plan', {});
+  }
+
+  /** Monthly recurring revenue per currency. */
+  mrr(): Promise<Mrr[]> {
+    return this.caller.rows('creditkit_mrr', {});
+  }
+}
+
+/**
+ * The server client. Pick the transport at construction:
+ *
+ *   createCreditkit({ pg: pool })                  // node-postgres, direct connection
+ *   createCreditkit({ pglite: db })                // embedded
+ *   createCreditkit({ supabase: adminClient })     // supabase-js with the service-role key
+ */
+export function createCreditkit(config: CreditkitConfig): CreditkitServer {
+  if ('pg' in config) {
+    const pool = config.pg;
+    return new CreditkitServer(pgTransport(pool, SERVICE_IDENTITY), config, (id) => pgTransport(pool, id));
+  }
+  if ('pglite' in config) {
+    const db = config.pglite;
+    return new CreditkitServer(pgliteTransport(db, SERVICE_IDENTITY), config, (id) => pgliteTransport(db, id));
+  }
+  if ('supabase' in config) return new CreditkitServer(supabaseTransport(config.supabase), config);
+  return new CreditkitServer(config.transport, config);
+}
