@@ -7,7 +7,7 @@
 --
 -- Every call passes p_now. Each scenario has its own account.
 begin;
-select plan(90);
+select plan(92);
 
 select tests.create_supabase_user('alice');   -- reserve, settle below, retries
 select tests.create_supabase_user('amy');     -- settle at and above the reserve, settle 0
@@ -268,6 +268,14 @@ select is(
   (select allowed from creditkit_reserve(tests.get_supabase_uid('erin'), 500, p_idempotency_key => 'r-big',
      p_now => '2030-01-01 00:08:00+00')),
   true, '... does not use up its key: once credit arrives the retry reserves');
+select creditkit_release((select hold_id from creditkit_reserve(tests.get_supabase_uid('erin'), 500,
+  p_idempotency_key => 'r-big', p_now => '2030-01-01 00:08:30+00')), p_now => '2030-01-01 00:09:00+00');
+select throws_ok(
+  $$ select creditkit_reserve(tests.get_supabase_uid('erin'), 500, p_idempotency_key => 'r-big', p_now => '2030-01-01 00:09:30+00') $$,
+  'CK012', null, 'a retry after the hold was released is refused (CK012), not answered "reserved" again');
+select is((select held from creditkit.accounts where id = tests.get_supabase_uid('erin')),
+  (select coalesce(sum(amount), 0) from creditkit.holds where account_id = tests.get_supabase_uid('erin') and status = 'open')::bigint,
+  '... and holds nothing new');
 
 -- ---------------------------------------------------------------------------------------------
 -- A bucket expires while a hold is open: the spendable balance stops at 0 (never negative) and

@@ -25,11 +25,11 @@ type TimeParam = 'now' | 'expiresAt' | 'from' | 'to' | 'anchor' | 'effectiveFrom
  */
 export type Params<F extends FunctionName> = {
   [K in keyof Functions[F]['Args'] as K extends `p_${infer Rest}` ? CamelCase<Rest> : never]: K extends `p_${infer Rest}`
-    ? CamelCase<Rest> extends TimeParam
-      ? string | Date
-      : Functions[F]['Args'][K]
+    ? (CamelCase<Rest> extends TimeParam ? string | Date : Functions[F]['Args'][K]) | OptionalNull<Functions[F]['Args'], K>
     : never;
 };
+/** An optional parameter may also be passed as null (SQL NULL), e.g. `beforeId: page.nextBeforeId`. */
+type OptionalNull<A, K extends keyof A> = {} extends Pick<A, K> ? null : never;
 
 /** Integer parameters holding credits; the rest are ids, limits, priorities or micros. */
 const CREDIT_PARAMS = new Set(['amount', 'quantity', 'actual', 'creditsPerUnit', 'allowance', 'rolloverCap']);

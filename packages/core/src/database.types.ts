@@ -156,6 +156,7 @@ export type Database = {
           price_amount: number;
           renewal: string;
           rollover_cap: number;
+          stripe_price_id: string;
         }[];
       };
       creditkit_quote: {

@@ -9,7 +9,7 @@
 //     credits.charge(tokens);                             // settle the actual amount
 //     return Response.json({ text });
 //   });
-import { CreditkitError, InsufficientCreditsError, UnknownAccountError } from './errors.ts';
+import { CreditkitError, InsufficientCreditsError, InvalidAmountError, UnknownAccountError } from './errors.ts';
 import type { Params } from './call.ts';
 import type { MeterResult, ReserveResult } from './results.ts';
 import type { CreditkitServer } from './server.ts';
@@ -90,7 +90,8 @@ export interface CreditsContext {
   hold: ReserveResult | null;
   /**
    * Reserve mode: the amount to settle when the handler returns (default: the whole hold).
-   * Call it once the real cost is known; `costMicros` records what the work cost you.
+   * Call it once the real cost is known; `costMicros` records what the work cost you. Throws
+   * InvalidAmountError for anything but a whole number from 0 to 2^53-1. Metering mode ignores it.
    */
   charge(actual: number, costMicros?: number): void;
 }
@@ -152,6 +153,10 @@ export function withCredits<Rest extends unknown[]>(
       metered: null,
       hold: null,
       charge(amount, costMicros) {
+        // Checked here, in the handler, rather than at settle time when the answer has gone out.
+        if (!Number.isSafeInteger(amount) || amount < 0) {
+          throw new InvalidAmountError(`charge() takes a whole number of credits from 0 to 2^53-1, got ${amount}`);
+        }
         actual = { amount, costMicros };
       },
     };
@@ -187,7 +192,8 @@ export function withCredits<Rest extends unknown[]>(
     try {
       response = await handler(request, context, ...rest);
     } catch (error) {
-      await creditkit.release({ holdId }).catch(() => undefined); // the hold's TTL is the backstop
+      // Reported like a failed settle; the hold's TTL is the backstop, and the handler's error wins.
+      await creditkit.release({ holdId }).catch((e: unknown) => (options.onSettleError ?? defaultSettleError)(e, holdId));
       throw error;
     }
     const charged = actual as { amount: number; costMicros: number | undefined } | null;

@@ -119,13 +119,14 @@ export interface Plan {
   /** In the smallest currency unit (cents). */
   priceAmount: number;
   currency: string;
+  /** The Stripe price a subscription to this plan is sold at (null: not sold through Stripe). */
+  stripePriceId: string | null;
   isDefault: boolean;
 }
 
 /** The plan row as stored, returned by upsertPlan. */
 export interface PlanRecord extends Plan {
   active: boolean;
-  stripePriceId: string | null;
   createdAt: Timestamp;
 }
 

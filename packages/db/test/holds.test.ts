@@ -116,7 +116,9 @@ class HoldsModel {
     const prior = p.key === null ? undefined : m.holds.find((h) => h.key === p.key);
     if (prior) {
       if (prior.amount !== p.amount || prior.event !== p.event) return { ok: false, code: 'CK004' };
-      // a retry returns the same hold (whatever became of it) and the balance spendable now
+      // a retry of a hold that is no longer open is refused: it must not look like a new reservation
+      if (prior.status !== 'open') return { ok: false, code: 'CK012' };
+      // a retry of an open hold returns it, with the balance spendable now
       return { ok: true, next: m, answer: { allowed: true, hold_id: prior.id, balance: big(m.spendable), expires_us: prior.expiresAt } };
     }
     if (m.spendable < p.amount) {
