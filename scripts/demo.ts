@@ -1,91 +1,129 @@
 // `pnpm demo`: a short terminal walkthrough of creditkit on the embedded default (PGlite, in
-// memory). It installs the migrations, grants credit, consumes until the account is blocked and
-// prints the ledger — every number below comes from the database, nothing is simulated.
-import { createEmbeddedDatabase, loadMigrations } from '@creditkit/db';
+// memory), driven through the TypeScript SDK the way a server would drive it. It installs the
+// migrations, grants credit, consumes until the account is blocked, prints the ledger, shows what
+// a signed-in user can and cannot do, then plans, prices, a hold and a route handler. Every number
+// it prints comes from the database; nothing is simulated. Read this file beside the output.
+import { CreditkitError, InsufficientCreditsError } from '@creditkit/core';
+import { createEmbeddedCreditkit } from '@creditkit/core/embedded';
+import { withCredits } from '@creditkit/core/http';
+import { createCreditkit } from '@creditkit/core/server';
+import { loadMigrations } from '@creditkit/db';
 import { formatTable } from './lib/table.ts';
 
 const bold = (s: string) => (process.stdout.isTTY ? `\x1b[1m${s}\x1b[0m` : s);
 const dim = (s: string) => (process.stdout.isTTY ? `\x1b[2m${s}\x1b[0m` : s);
 
 const started = performance.now();
-const db = await createEmbeddedDatabase();
+const { db, creditkit, close } = await createEmbeddedCreditkit();
 const migrations = loadMigrations();
 console.log(bold('creditkit demo') + dim(' — embedded Postgres (PGlite), nothing to install'));
 console.log(`installed ${migrations.length} migrations in ${Math.round(performance.now() - started)} ms:`);
 for (const m of migrations) console.log(dim(`  ${m.name}`));
+console.log(dim('every step below is a call through @creditkit/core, acting as your server (service_role)'));
 
-// The demo talks SQL as your server would (the service role); a browser gets only creditkit_my_*.
-async function asServer<T>(sql: string, params: unknown[] = []): Promise<T[]> {
-  return db.transaction(async (tx) => {
-    await tx.query(`select set_config('role', 'service_role', true), set_config('request.jwt.claims', '{"role":"service_role"}', true)`);
-    return (await tx.query<T>(sql, params)).rows;
-  });
-}
-
-const [{ id: user }] = (await db.query<{ id: string }>(`insert into auth.users (email) values ('ada@example.com') returning id`)).rows as [{ id: string }];
+// Two signed-up users. An account id is the user's id, and the first grant opens the account.
+const signUp = async (email: string) =>
+  (await db.query<{ id: string }>(`insert into auth.users (email) values ($1) returning id`, [email])).rows[0]!.id;
+const ada = await signUp('ada@example.com');
+const grace = await signUp('grace@example.com');
 const inOneHour = new Date(Date.now() + 3600_000);
 
-console.log(`\n${bold('1. grant')} 5 purchased credits, and 3 promotional credits that expire in an hour, to ada (${user})`);
-await asServer(`select * from creditkit_grant($1, 5, 'purchase', p_idempotency_key => 'stripe:cs_demo_1')`, [user]);
+console.log(`\n${bold('1. grant')} 5 purchased credits, and 3 promotional credits that expire in an hour, to ada (${ada})`);
+await creditkit.grant({ accountId: ada, amount: 5, idempotencyKey: 'stripe:cs_demo_1' });
 // A webhook retry with the same key is a no-op that returns the first result.
-await asServer(`select * from creditkit_grant($1, 5, 'purchase', p_idempotency_key => 'stripe:cs_demo_1')`, [user]);
-await asServer(`select * from creditkit_grant($1, 3, 'promotional', $2)`, [user, inOneHour]);
-const [bal] = await asServer<{ balance: number }>(`select balance from creditkit_balance($1)`, [user]);
-console.log(`   balance ${bal!.balance} (the retried grant did not count twice); promotional credit is spent first`);
+await creditkit.grant({ accountId: ada, amount: 5, idempotencyKey: 'stripe:cs_demo_1' });
+await creditkit.grant({ accountId: ada, amount: 3, category: 'promotional', expiresAt: inOneHour });
+const { balance } = await creditkit.balance({ accountId: ada });
+console.log(`   balance ${balance} (the retried grant did not count twice); promotional credit is spent first`);
 
 console.log(`\n${bold('2. consume')} 2 credits per image until blocked`);
 for (let i = 1; ; i++) {
-  const [r] = await asServer<{ allowed: boolean; balance: number }>(
-    `select * from creditkit_consume($1, 2, 'image_gen', $2, '{"model":"demo-xl"}')`,
-    [user, `req_${i}`],
-  );
-  console.log(`   request ${i}: ${r!.allowed ? `allowed, balance ${r!.balance}` : `BLOCKED at balance ${r!.balance} -> your route answers HTTP 402`}`);
-  if (!r!.allowed) break;
+  const r = await creditkit.consume({
+    accountId: ada,
+    amount: 2,
+    event: 'image_gen',
+    idempotencyKey: `req_${i}`,
+    metadata: { model: 'demo-xl' },
+  });
+  console.log(`   request ${i}: ${r.allowed ? `allowed, balance ${r.balance}` : `BLOCKED at balance ${r.balance} -> your route answers HTTP 402`}`);
+  if (!r.allowed) break;
+}
+try {
+  await creditkit.consumeOrRaise({ accountId: ada, amount: 2, event: 'image_gen' });
+} catch (error) {
+  if (!(error instanceof InsufficientCreditsError)) throw error;
+  console.log(`   consumeOrRaise() throws instead: ${error.name} (${error.sqlstate}), balance ${error.balance}, required ${error.required}`);
 }
 
-console.log(`\n${bold('3. the ledger')} (append-only; balance_after is the running balance)`);
-const ledger = await asServer<Record<string, unknown>>(
-  `select id, kind, amount, balance_after, grant_id, event, idempotency_key as key, metadata
-     from creditkit_history($1, 20) order by id`,
-  [user],
+console.log(`\n${bold('3. the ledger')} (append-only; balanceAfter is the running balance)`);
+const { entries } = await creditkit.history({ accountId: ada, limit: 20 });
+console.log(
+  formatTable(
+    entries.reverse().map((e) => ({
+      id: e.id,
+      kind: e.kind,
+      amount: e.amount,
+      balanceAfter: e.balanceAfter,
+      grantId: e.grantId,
+      event: e.event,
+      key: e.idempotencyKey,
+      metadata: e.metadata,
+    })),
+  ),
 );
-console.log(formatTable(ledger));
 
-console.log(`\n${bold('4. as ada in the browser')} (role authenticated, claims from her JWT)`);
-const browser = await db.transaction(async (tx) => {
-  await tx.query(`select set_config('role', 'authenticated', true), set_config('request.jwt.claims', $1, true)`, [
-    JSON.stringify({ sub: user, role: 'authenticated' }),
-  ]);
-  const [b] = (await tx.query<{ balance: number }>(`select balance from creditkit_my_balance()`)).rows;
-  await tx.query(`savepoint before_mint`);
-  const minted = await tx.query(`select creditkit_grant($1, 1000000)`, [user]).then(
+console.log(`\n${bold('4. as ada in the browser')} (role authenticated, claims from her JWT): creditkit.asUser(ada)`);
+const asAda = creditkit.asUser(ada);
+const outcome = (call: Promise<unknown>) =>
+  call.then(
     () => 'ALLOWED (this would be a bug)',
-    (e: { code?: string; message: string }) => `refused, ${e.code}: ${e.message}`,
+    (error: unknown) => {
+      if (!(error instanceof CreditkitError)) throw error;
+      return `refused: ${error.name} (${error.sqlstate}: ${error.message})`;
+    },
   );
-  await tx.query(`rollback to savepoint before_mint`);
-  return { balance: b!.balance, minted };
-});
-console.log(`   select creditkit_my_balance()          -> balance ${browser.balance}`);
-console.log(`   select creditkit_grant(ada, 1000000)   -> ${browser.minted}`);
+// The browser client has no grant(). Send the call anyway with her credentials, as a script
+// holding her JWT could (POST /rest/v1/rpc/creditkit_grant): the database is what refuses it.
+const withHerJwt = createCreditkit({ transport: asAda.transport });
+const rows: Array<[string, string]> = [
+  ['balance()', `balance ${(await asAda.balance()).balance}`],
+  ['balance({ accountId: grace })', await outcome(asAda.balance({ accountId: grace }))],
+  ['grant({ accountId: ada, amount: 1000000 })', await outcome(withHerJwt.grant({ accountId: ada, amount: 1_000_000 }))],
+];
+const width = Math.max(...rows.map(([call]) => call.length));
+for (const [call, result] of rows) console.log(`   ${call.padEnd(width)} -> ${result}`);
+console.log(dim('   (the browser client has no grant(); the last call was sent anyway, with her JWT)'));
 
 console.log(`\n${bold('5. plans, prices and holds')}`);
-await asServer(`select creditkit_upsert_plan('pro', 'Pro', p_allowance => 100, p_features => '{"hd_upscale": true}', p_price_amount => 1900)`);
-const [plan] = await asServer<{ balance: number; period_end: Date }>(`select balance, period_end from creditkit_set_plan($1, 'pro')`, [user]);
-console.log(`   ada subscribes to pro: balance ${plan!.balance}, this allowance expires ${plan!.period_end.toISOString().slice(0, 10)} when the next one starts (no cron)`);
-await asServer(`select creditkit_set_price('image_gen', 2), creditkit_set_price('image_gen', 5, '{"quality": "hd"}')`);
-const [hd] = await asServer<{ amount: number; balance: number }>(
-  `select amount, balance from creditkit_meter($1, 'image_gen', 3, '{"quality": "hd"}', p_cost_micros => 120000)`,
-  [user],
+await creditkit.upsertPlan({ id: 'pro', name: 'Pro', allowance: 100, features: { hd_upscale: true }, priceAmount: 1900 });
+const plan = await creditkit.setPlan({ accountId: ada, planId: 'pro' });
+const hdUpscale = await asAda.hasFeature({ feature: 'hd_upscale' });
+console.log(
+  `   ada subscribes to pro: balance ${plan.balance}, hd_upscale ${hdUpscale ? 'on' : 'off'}; ` +
+    `this allowance expires ${plan.periodEnd?.slice(0, 10)} when the next one starts (no cron)`,
 );
-console.log(`   meter 3 hd images: charged ${hd!.amount} credits (5 each, the hd price), vendor cost $0.12 recorded beside it; balance ${hd!.balance}`);
-const [hold] = await asServer<{ hold_id: number; balance: number }>(`select hold_id, balance from creditkit_reserve($1, 40, p_event => 'video_gen')`, [user]);
-console.log(`   reserve 40 before a long video job: hold ${hold!.hold_id}, spendable now ${hold!.balance}`);
-const [settled] = await asServer<{ charged: number; balance: number }>(`select charged, balance from creditkit_settle($1, 26)`, [hold!.hold_id]);
-console.log(`   settle at the actual 26: charged ${settled!.charged}, the other 14 freed; balance ${settled!.balance}`);
-const [margin] = await asServer<{ revenue_micros: number; cost_micros: number }>(
-  `select revenue_micros, cost_micros from creditkit_account_margin(now() - interval '1 day', now() + interval '1 day', $1)`,
-  [user],
-);
-console.log(`   operator view: cost so far ${margin!.cost_micros / 1e6} USD for ada`);
+await creditkit.setPrice({ event: 'image_gen', creditsPerUnit: 2 });
+await creditkit.setPrice({ event: 'image_gen', creditsPerUnit: 5, dimensions: { quality: 'hd' } });
+const hd = await creditkit.meter({ accountId: ada, event: 'image_gen', quantity: 3, dimensions: { quality: 'hd' }, costMicros: 120_000 });
+console.log(`   meter 3 hd images: charged ${hd.amount} credits (5 each, the hd price), vendor cost $0.12 recorded beside it; balance ${hd.balance}`);
+const hold = await creditkit.reserve({ accountId: ada, amount: 40, event: 'video_gen' });
+console.log(`   reserve 40 before a long video job: hold ${hold.holdId}, spendable now ${hold.balance}`);
+const settled = await creditkit.settle({ holdId: hold.holdId!, actual: 26 });
+console.log(`   settle at the actual 26: charged ${settled.charged}, the other 14 freed; balance ${settled.balance}`);
+const day = 86_400_000;
+const [margin] = await creditkit.accountMargin({ from: new Date(Date.now() - day), to: new Date(Date.now() + day), accountId: ada });
+console.log(`   operator view: cost so far ${margin!.costMicros / 1e6} USD for ada`);
 
-await db.close();
+console.log(`\n${bold('6. a route handler')} (@creditkit/core/http): withCredits charges 2 images before the handler runs`);
+const images = withCredits(
+  creditkit,
+  { account: (request) => request.headers.get('x-user-id'), event: 'image_gen', quantity: 2 }, // the header stands in for your auth
+  (_request, credits) => Response.json({ images: 2, balance: credits.metered!.balance }),
+);
+for (const [name, id] of [['ada', ada], ['grace', grace]] as const) {
+  const response = await images(new Request('http://localhost/api/images', { method: 'POST', headers: { 'x-user-id': id } }));
+  console.log(`   POST /api/images as ${name.padEnd(5)} -> ${response.status} ${await response.text()}`);
+}
+
+console.log(dim('\nnext: README.md (install into your Supabase project), docs/sdk.md (this SDK), docs/sql-api.md (every function)'));
+await close();

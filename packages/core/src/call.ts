@@ -28,8 +28,30 @@ export type Params<F extends FunctionName> = {
     ? (CamelCase<Rest> extends TimeParam ? string | Date : Functions[F]['Args'][K]) | OptionalNull<Functions[F]['Args'], K>
     : never;
 };
-/** An optional parameter may also be passed as null (SQL NULL), e.g. `beforeId: page.nextBeforeId`. */
-type OptionalNull<A, K extends keyof A> = {} extends Pick<A, K> ? null : never;
+/**
+ * Optional parameters whose SQL default is NULL also take null (the same as leaving them out),
+ * e.g. `beforeId: page.nextBeforeId`. The others (limit, now, ttl, ...) have a real default, and
+ * SQL NULL would be refused, so their types do not admit null.
+ */
+type OptionalNull<A, K extends keyof A> = {} extends Pick<A, K>
+  ? K extends `p_${NullDefault}`
+    ? null
+    : never
+  : never;
+type NullDefault =
+  | 'account_id'
+  | 'before_id'
+  | 'expires_at'
+  | 'priority'
+  | 'idempotency_key'
+  | 'metadata'
+  | 'cost_micros'
+  | 'revenue_micros'
+  | 'event'
+  | 'anchor'
+  | 'rollover_cap'
+  | 'stripe_price_id'
+  | 'expires_after';
 
 /** Integer parameters holding credits; the rest are ids, limits, priorities or micros. */
 const CREDIT_PARAMS = new Set(['amount', 'quantity', 'actual', 'creditsPerUnit', 'allowance', 'rolloverCap']);

@@ -101,7 +101,10 @@ type Resolvable<T> = T | ((request: Request) => T | Promise<T>);
 export interface WithCreditsOptions {
   /** The account to charge, usually the signed-in user's id; null or undefined answers 401. */
   account: (request: Request) => string | null | undefined | Promise<string | null | undefined>;
-  /** Metering mode: charge this event before the handler (priced by the price list). */
+  /**
+   * Metering mode: charge this event before the handler (priced by the price list). With
+   * `reserve`, it only names the hold, so the settled charge shows up under this event.
+   */
   event?: string;
   /** Units of `event` (default 1). */
   quantity?: Resolvable<number>;
@@ -127,9 +130,10 @@ async function resolve<T>(value: Resolvable<T> | undefined, request: Request): P
 /**
  * Wraps a route handler so it only runs for an account that can pay:
  * - metering mode (`event`): charges before the handler; 402 if the account is short.
- * - reserve mode (`reserve`): holds credits before the handler; 402 if short. When the handler
- *   returns a response below 400 the hold is settled for `charge(actual)` (default: all of it);
- *   when it throws, or answers 400 or above without calling charge(), the hold is released.
+ * - reserve mode (`reserve`, optionally labelled with `event`): holds credits before the
+ *   handler; 402 if short. When the handler returns a response below 400 the hold is settled
+ *   for `charge(actual)` (default: all of it); when it throws, or answers 400 or above without
+ *   calling charge(), the hold is released.
  * Errors from creditkit become JSON answers with a stable `error` code; the handler's own
  * errors are rethrown after the release.
  */
@@ -138,8 +142,8 @@ export function withCredits<Rest extends unknown[]>(
   options: WithCreditsOptions,
   handler: (request: Request, credits: CreditsContext, ...rest: Rest) => Response | Promise<Response>,
 ): (request: Request, ...rest: Rest) => Promise<Response> {
-  if ((options.event === undefined) === (options.reserve === undefined)) {
-    throw new TypeError('withCredits: give exactly one of `event` (metering) or `reserve` (hold then settle)');
+  if (options.event === undefined && options.reserve === undefined) {
+    throw new TypeError('withCredits: give `event` (metering), or `reserve` (hold then settle; `event` then labels it)');
   }
   return async (request, ...rest) => {
     const accountId = await options.account(request);
@@ -163,7 +167,7 @@ export function withCredits<Rest extends unknown[]>(
 
     let reserved = 0;
     try {
-      if (options.event !== undefined) {
+      if (options.reserve === undefined && options.event !== undefined) {
         const outcome = await meter(creditkit, {
           accountId,
           event: options.event,
@@ -176,7 +180,13 @@ export function withCredits<Rest extends unknown[]>(
         context.metered = metered;
       } else {
         reserved = (await resolve(options.reserve, request)) ?? 0;
-        const hold = await reserveOrBlock(creditkit, { accountId, amount: reserved, ttl: options.ttl, idempotencyKey });
+        const hold = await reserveOrBlock(creditkit, {
+          accountId,
+          amount: reserved,
+          ttl: options.ttl,
+          event: options.event,
+          idempotencyKey,
+        });
         if (hold instanceof Response) return hold;
         context.hold = hold;
       }

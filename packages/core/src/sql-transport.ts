@@ -2,7 +2,7 @@
 // connection) and PGlite (embedded). Each call is one round trip of the simple query protocol,
 // run by Postgres as one implicit transaction, doing what PostgREST does for an RPC:
 //
-//   set local role service_role;
+//   set local role service_role; set local timezone = 'UTC';
 //   select set_config('request.jwt.claims', '{"role":"service_role"}', true);
 //   select coalesce(json_agg(r), '[]') from public.creditkit_consume(p_account_id => '…', …) r;
 //
@@ -57,7 +57,8 @@ export function callSql(fn: string, args: SqlArgs, identity: Identity): string {
       return `${name} => ${literal(value)}`;
     });
   return (
-    `set local role ${identity.role};\n` +
+    // UTC, so instants read the same on every server (PostgREST on Supabase runs in UTC too).
+    `set local role ${identity.role}; set local timezone = 'UTC';\n` +
     `select set_config('request.jwt.claims', ${literal(identity.claims)}, true);\n` +
     `select coalesce(json_agg(r), '[]') as result from public.${fn}(${named.join(', ')}) r`
   );

@@ -592,13 +592,27 @@ describe('withCredits, reserve mode', () => {
 });
 
 describe('withCredits options', () => {
-  it('throws TypeError at construction unless exactly one of event and reserve is given', () => {
+  it('throws TypeError at construction when neither event nor reserve is given', () => {
     const handler = vi.fn(ok);
-    expect(() => withCredits(creditkit, { account: userOf, event: PING, reserve: 5 }, handler)).toThrow(TypeError);
     expect(() => withCredits(creditkit, { account: userOf }, handler)).toThrow(TypeError);
     expect(() => withCredits(creditkit, { account: userOf, event: PING }, handler)).not.toThrow();
     expect(() => withCredits(creditkit, { account: userOf, reserve: 5 }, handler)).not.toThrow();
+    expect(() => withCredits(creditkit, { account: userOf, event: PING, reserve: 5 }, handler)).not.toThrow();
     expect(handler).not.toHaveBeenCalled();
+  });
+
+  it('with both reserve and event, holds (no metering) and books the settled charge under the event', async () => {
+    const id = await account(100);
+    const route = withCredits(creditkit, { account: userOf, event: 'video.render', reserve: 40 }, (_req, credits) => {
+      expect(credits.metered).toBeNull();
+      expect(credits.hold).not.toBeNull();
+      credits.charge(25);
+      return ok();
+    });
+    expect((await route(request(id))).status).toBe(200);
+    expect(await spendable(id)).toBe(75);
+    const { entries } = await creditkit.history({ accountId: id, limit: 1 });
+    expect(entries[0]).toMatchObject({ kind: 'consume', amount: -25, event: 'video.render' });
   });
 });
 
