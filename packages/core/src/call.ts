@@ -116,6 +116,27 @@ export interface CallOptions {
   retryDelayMs?: number;
 }
 
+/**
+ * Refuses a result with an integer JSON could not carry exactly (beyond 2^53-1): balances and
+ * amounts are capped below it, but analytics sums over many accounts are not. Only the row's own
+ * columns are checked; metadata is the app's JSON and passes through as parsed.
+ */
+function exactResult(fn: string, rows: unknown[]): unknown[] {
+  for (const row of rows) {
+    const values = row !== null && typeof row === 'object' && !Array.isArray(row) ? Object.entries(row) : [['result', row]];
+    for (const [column, value] of values) {
+      if (typeof value === 'number' && Number.isInteger(value) && !Number.isSafeInteger(value)) {
+        throw new CreditkitError(
+          'out_of_range',
+          `creditkit: ${fn} returned ${column} beyond 2^53-1, which cannot be represented exactly in JavaScript`,
+          { details: { function: fn, column } },
+        );
+      }
+    }
+  }
+  return rows;
+}
+
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 /** Calls functions through a transport with typed errors and retries. */
@@ -135,7 +156,7 @@ export class Caller {
     const args = toSqlArgs(params);
     for (let attempt = 0; ; attempt++) {
       try {
-        return await this.transport.rpc(fn, args);
+        return exactResult(fn, await this.transport.rpc(fn, args));
       } catch (error) {
         if (error instanceof CreditkitError) throw error;
         if (!(error instanceof TransportError)) {

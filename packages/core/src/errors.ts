@@ -19,6 +19,7 @@ export type ErrorCode =
   | 'concurrency_conflict' // 40001 / 40P01 still failing after every retry
   | 'unavailable' // the database or the Data API could not be reached
   | 'not_installed' // the function does not exist: creditkit's migrations are missing or older
+  | 'out_of_range' // a result (an analytics sum) beyond 2^53-1, which JavaScript cannot hold exactly
   | 'internal'; // anything else, with the SQLSTATE kept in `sqlstate`
 
 /** SQLSTATE of each catalogued creditkit error. */

@@ -58,8 +58,10 @@ export function supabaseTransport(client: SupabaseLike): Transport {
       }
       const { data, error } = response;
       if (error) {
-        // supabase-js reports fetch failures as an error object without a code and status 0.
-        const network = !error.code && (response.status === 0 || response.status === undefined);
+        // supabase-js reports fetch failures as an error without a code and status 0; a gateway
+        // with no Data API behind it answers 502/503/504 without a PostgREST code.
+        const status = response.status;
+        const network = !error.code && (status === 0 || status === undefined || status === 502 || status === 503 || status === 504);
         throw new TransportError(
           { code: error.code, message: error.message, details: error.details, hint: error.hint, network },
           error,

@@ -1,0 +1,791 @@
+// The SDK's contract, one suite body run against every transport it ships: PGlite (always),
+// node-postgres and supabase-js over the PostgREST test server (both on real Postgres). Each
+// test drives the typed methods and checks the answers against what the scenario implies, and
+// where it matters against the tables themselves (superuser SQL): a failed call must leave the
+// books untouched, an exact integer must arrive exact.
+//
+// Every call the suite makes through the SDK is recorded. That record serves three checks:
+//  - the fields of every answer are the OUT/TABLE columns the catalogue declares, camelCased;
+//  - every public.creditkit_* function in the catalogue was reached through some SDK method;
+//  - the last block (real Postgres) compares the three transports' records call by call, after
+//    replacing ids, uuids and instants: the same scenario must give the same answers everywhere.
+import { randomUUID } from 'node:crypto';
+import { PostgrestError } from '@supabase/supabase-js';
+import pg from 'pg';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describeIfPostgres } from '@creditkit/db/vitest';
+import {
+  BalanceLimitError,
+  CreditkitError,
+  HoldClosedError,
+  IdempotencyConflictError,
+  InsufficientCreditsError,
+  InvalidAmountError,
+  InvalidArgumentError,
+  NotAllowedError,
+  TransportError,
+  UnknownAccountError,
+  UnknownEventError,
+  UnknownHoldError,
+  UnknownPlanError,
+  type CreditkitClient,
+  type CreditkitServer,
+  type ErrorCode,
+} from '../src/server.ts';
+import {
+  CLIENT_METHODS,
+  SERVER_METHODS,
+  TRANSPORTS,
+  counting,
+  type CountingTransport,
+  type Harness,
+  type TransportFactory,
+  type TransportName,
+} from './support/transports.ts';
+
+const MAX = Number.MAX_SAFE_INTEGER; // 2^53-1, the kit's largest amount and balance
+
+// ── Time: server calls name their instant (p_now), so answers are the same on every run; only
+// the signed-in user's reads, which take no p_now, run at the clock's time ──────────────────
+
+const T0 = Date.parse('2030-01-01T00:00:00Z');
+const MINUTE = 60_000;
+const HOUR = 60 * MINUTE;
+const DAY = 24 * HOUR;
+/** The instant `ms` after T0, as an ISO string to send. */
+const at = (ms: number): string => new Date(T0 + ms).toISOString();
+/** The same instant as Postgres writes a timestamptz in JSON (UTC session). */
+const pgTime = (iso: string): string => new Date(iso).toISOString().replace(/\.000Z$/, 'Z').replace(/Z$/, '+00:00');
+
+/** The SDK passes bigint through at runtime; the generated parameter types only say number. */
+const big = (n: bigint): number => n as unknown as number;
+
+// ── The record of every SDK call ─────────────────────────────────────────────────────────
+
+type Side = 'server' | 'client';
+interface Entry {
+  side: Side;
+  method: string;
+  ok: boolean;
+  value?: unknown;
+  error?: unknown;
+}
+const records = new Map<TransportName, Entry[]>();
+
+/** The client, with every mapped method's outcome appended to `log` (the call itself unchanged). */
+function recorded<T extends CreditkitServer | CreditkitClient>(target: T, side: Side, log: Entry[]): T {
+  const methods: Record<string, string> = side === 'server' ? SERVER_METHODS : CLIENT_METHODS;
+  return new Proxy(target, {
+    get(obj, prop) {
+      const value: unknown = Reflect.get(obj, prop, obj);
+      if (typeof prop !== 'string' || !(prop in methods) || typeof value !== 'function') return value;
+      return async (...args: unknown[]) => {
+        try {
+          const result: unknown = await value.apply(obj, args);
+          log.push({ side, method: prop, ok: true, value: result });
+          return result;
+        } catch (error) {
+          log.push({ side, method: prop, ok: false, error });
+          throw error;
+        }
+      };
+    },
+  });
+}
+
+const functionOf = (entry: Entry): string =>
+  (entry.side === 'server' ? SERVER_METHODS : CLIENT_METHODS)[entry.method as never] as string;
+
+// ── Errors ───────────────────────────────────────────────────────────────────────────────
+
+async function rejectionOf(promise: Promise<unknown>): Promise<unknown> {
+  try {
+    await promise;
+  } catch (error) {
+    return error;
+  }
+  throw new Error('expected the call to fail, but it succeeded');
+}
+
+/** The driver's or PostgREST's own error must never reach the caller; it is kept as `cause`. */
+function expectNotRaw(error: unknown, fromDatabase: boolean): void {
+  expect(error).not.toBeInstanceOf(pg.DatabaseError);
+  expect(error).not.toBeInstanceOf(PostgrestError);
+  expect(error).not.toBeInstanceOf(TransportError);
+  for (const key of ['severity', 'routine', 'file', 'position', 'where', 'status', 'statusText', 'raw']) {
+    expect(error).not.toHaveProperty(key);
+  }
+  if (fromDatabase) expect((error as Error).cause).toBeInstanceOf(TransportError);
+  else expect((error as Error).cause).toBeUndefined();
+}
+
+type ErrorClass<E extends CreditkitError> = abstract new (...args: never[]) => E;
+
+/** The call fails with exactly this class, code and SQLSTATE (undefined: refused by the SDK). */
+async function expectFailure<E extends CreditkitError>(
+  promise: Promise<unknown>,
+  Class: ErrorClass<E>,
+  code: ErrorCode,
+  sqlstate: string | undefined,
+): Promise<E> {
+  const error = await rejectionOf(promise);
+  expect(error).toBeInstanceOf(CreditkitError);
+  expect((error as object).constructor).toBe(Class);
+  expect((error as CreditkitError).code).toBe(code);
+  expect((error as CreditkitError).sqlstate).toBe(sqlstate);
+  expectNotRaw(error, sqlstate !== undefined);
+  return error as E;
+}
+
+// ── Evidence from the tables ─────────────────────────────────────────────────────────────
+
+const BOOK_TABLES: Record<string, string> = {
+  accounts: 'id', grants: 'id', holds: 'id', ledger: 'id', subscriptions: 'account_id', plans: 'id', prices: 'id',
+};
+/** One md5 per kit table over its whole rows: equal digests mean nothing changed. */
+const BOOKS_SQL = `select ${Object.entries(BOOK_TABLES)
+  .map(([table, key]) =>
+    `(select md5(coalesce(string_agg(to_jsonb(t)::text, e'\\n' order by t.${key}), '')) from creditkit.${table} t) as ${table}`)
+  .join(', ')}`;
+
+const camel = (name: string): string => name.replace(/_([a-z0-9])/g, (_, c: string) => c.toUpperCase());
+const sortedKeys = (value: unknown): string[] => Object.keys(value as object).sort();
+
+/** The fields every bucket in a balance has (jsonb in SQL, so not in the catalogue). */
+const BUCKET_FIELDS = ['amount', 'category', 'createdAt', 'expiresAt', 'grantId', 'priority', 'remaining'];
+
+// ── The suite body ───────────────────────────────────────────────────────────────────────
+
+function contract(factory: TransportFactory): void {
+  let h: Harness;
+  let ck: CreditkitServer;
+  const log: Entry[] = [];
+  const user = (userId: string): CreditkitClient => recorded(h.asUser(userId), 'client', log);
+  const books = async () => (await h.query(BOOKS_SQL))[0];
+  const ledgerIds = async (accountId: string) =>
+    (await h.query<{ id: string }>('select id::text from creditkit.ledger where account_id = $1 order by id desc', [accountId]))
+      .map((r) => Number(r.id));
+
+  beforeAll(async () => {
+    h = await factory.create();
+    ck = recorded(h.creditkit, 'server', log);
+    records.set(factory.name, log);
+  });
+  afterAll(async () => {
+    await h?.close();
+  });
+
+  it('consume: allowed, blocked (writing nothing), and a replay with the same key returns the first answer', async () => {
+    const account = randomUUID();
+    await ck.grant({ accountId: account, amount: 100, now: at(0) });
+    const call = { accountId: account, amount: 30, event: 'chat', idempotencyKey: 'req-1', metadata: { model: 'xl' } };
+    const first = await ck.consume({ ...call, now: at(HOUR) });
+    expect(first).toEqual({ allowed: true, balance: 70, transactionId: expect.any(Number) });
+
+    const before = await books();
+    expect(await ck.consume({ accountId: account, amount: 71, now: at(HOUR) })).toEqual({
+      allowed: false, balance: 70, transactionId: null,
+    });
+    expect(await books()).toEqual(before);
+
+    await ck.grant({ accountId: account, amount: 5, now: at(2 * HOUR) });
+    // the retry answers what the first call answered (balance 70), and spends nothing more
+    expect(await ck.consume({ ...call, now: at(3 * HOUR) })).toEqual(first);
+    expect((await ck.balance({ accountId: account, now: at(3 * HOUR) })).balance).toBe(75);
+    const rows = await h.query<{ kind: string; amount: string }>(
+      `select kind, amount::text from creditkit.ledger where account_id = $1 and idempotency_key = 'req-1'`, [account]);
+    expect(rows).toEqual([{ kind: 'consume', amount: '-30' }]);
+  });
+
+  it('consumeOrRaise charges, or throws InsufficientCreditsError with balance and required, changing nothing', async () => {
+    const account = randomUUID();
+    await ck.grant({ accountId: account, amount: 50, now: at(0) });
+    expect(await ck.consumeOrRaise({ accountId: account, amount: 20, event: 'chat', now: at(HOUR) })).toEqual({
+      balance: 30, transactionId: expect.any(Number),
+    });
+    const before = await books();
+    const error = await expectFailure(
+      ck.consumeOrRaise({ accountId: account, amount: 31, event: 'chat', now: at(HOUR) }),
+      InsufficientCreditsError, 'insufficient_credits', 'CK002');
+    expect([error.balance, error.required]).toEqual([30, 31]);
+    expect(error.details).toEqual({ balance: 30, required: 31 });
+    expect(await books()).toEqual(before);
+  });
+
+  it('setPrice, quote and meter: the most specific price wins, and meter charges what quote said', async () => {
+    const event = 'img.contract';
+    const defaultPrice = await ck.setPrice({ event, creditsPerUnit: 4, effectiveFrom: new Date(T0) });
+    const hdPrice = await ck.setPrice({ event, creditsPerUnit: 10, dimensions: { quality: 'hd' }, effectiveFrom: at(0) });
+    expect(Number.isSafeInteger(defaultPrice) && Number.isSafeInteger(hdPrice)).toBe(true);
+    expect(hdPrice).not.toBe(defaultPrice);
+
+    expect(await ck.quote({ event, quantity: 3, dimensions: { quality: 'hd', size: '1024' }, now: at(HOUR) })).toEqual({
+      priceId: hdPrice, unitCredits: 10, amount: 30,
+    });
+    expect(await ck.quote({ event, quantity: 2, now: at(HOUR) })).toEqual({ priceId: defaultPrice, unitCredits: 4, amount: 8 });
+
+    const account = randomUUID();
+    await ck.grant({ accountId: account, amount: 100, now: at(0) });
+    const metered = await ck.meter({
+      accountId: account, event, quantity: 3, dimensions: { quality: 'hd' }, idempotencyKey: 'm-1', costMicros: 120_000, now: at(HOUR),
+    });
+    expect(metered).toEqual({ allowed: true, balance: 70, transactionId: expect.any(Number), amount: 30 });
+    // more than the balance covers: blocked, and the answer says what it would have cost
+    expect(await ck.meter({ accountId: account, event, quantity: 100, now: at(HOUR) })).toEqual({
+      allowed: false, balance: 70, transactionId: null, amount: 400,
+    });
+    const [row] = await h.query<{ amount: string; event: string; cost: string }>(
+      'select amount::text, event, cost_micros::text as cost from creditkit.ledger where id = $1', [metered.transactionId]);
+    expect(row).toEqual({ amount: '-30', event, cost: '120000' });
+  });
+
+  it('grant takes expiresAt as a Date or an ISO string; balance lists the buckets in spend order, camelCased', async () => {
+    const account = randomUUID();
+    const promo = await ck.grant({
+      accountId: account, amount: 10, category: 'promotional', expiresAt: new Date(T0 + 7 * DAY), now: at(0),
+    });
+    expect(promo).toEqual({ transactionId: expect.any(Number), grantId: expect.any(Number), balance: 10 });
+    // a string keeps microseconds, which a Date cannot hold
+    const purchase = await ck.grant({
+      accountId: account, amount: 20, category: 'purchase', expiresAt: '2030-01-31T00:00:00.123456Z', now: at(0),
+    });
+    const adjustment = await ck.grant({ accountId: account, amount: 5, category: 'adjustment', priority: 99, now: at(0) });
+    expect(adjustment.balance).toBe(35);
+
+    const balance = await ck.balance({ accountId: account, now: at(HOUR) });
+    const created = pgTime(at(0));
+    expect(balance).toEqual({
+      balance: 35,
+      nextExpiry: '2030-01-08T00:00:00+00:00',
+      buckets: [
+        { grantId: promo.grantId, category: 'promotional', amount: 10, remaining: 10, priority: 30, createdAt: created, expiresAt: '2030-01-08T00:00:00+00:00' },
+        { grantId: purchase.grantId, category: 'purchase', amount: 20, remaining: 20, priority: 0, createdAt: created, expiresAt: '2030-01-31T00:00:00.123456+00:00' },
+        { grantId: adjustment.grantId, category: 'adjustment', amount: 5, remaining: 5, priority: 99, createdAt: created, expiresAt: null },
+      ],
+    });
+    for (const bucket of balance.buckets) expect(sortedKeys(bucket)).toEqual(BUCKET_FIELDS);
+
+    // spending takes the soonest expiry first; once the promotion expired, it is gone from the balance
+    await ck.consume({ accountId: account, amount: 4, now: at(2 * HOUR) });
+    const later = await ck.balance({ accountId: account, now: at(8 * DAY) });
+    expect(later.balance).toBe(25);
+    expect(later.buckets.map((b) => [b.category, b.remaining])).toEqual([['purchase', 20], ['adjustment', 5]]);
+    const newest = (await ck.history({ accountId: account, limit: 1 })).entries[0];
+    expect(newest).toMatchObject({ kind: 'expire', amount: -6, balanceAfter: 25, grantId: promo.grantId });
+  });
+
+  it('adjust adds an adjustment bucket or spends, and never goes below zero', async () => {
+    const account = randomUUID();
+    await ck.grant({ accountId: account, amount: 20, now: at(0) });
+    expect(await ck.adjust({ accountId: account, amount: 15, reason: 'goodwill', now: at(HOUR) })).toEqual({
+      transactionId: expect.any(Number), balance: 35,
+    });
+    const down = await ck.adjust({ accountId: account, amount: -30, reason: 'chargeback', idempotencyKey: 'adj-1', now: at(HOUR) });
+    expect(down).toEqual({ transactionId: expect.any(Number), balance: 5 });
+    const before = await books();
+    const short = await expectFailure(ck.adjust({ accountId: account, amount: -6, reason: 'too much', now: at(HOUR) }),
+      InsufficientCreditsError, 'insufficient_credits', 'CK002');
+    expect([short.balance, short.required]).toEqual([5, 6]);
+    expect(await books()).toEqual(before);
+    expect((await ck.history({ accountId: account, limit: 1 })).entries[0]).toMatchObject({
+      id: down.transactionId, kind: 'adjust', amount: -30, balanceAfter: 5, idempotencyKey: 'adj-1', metadata: { reason: 'chargeback' },
+    });
+  });
+
+  it('reserve, settle, release: a hold lowers the spendable balance, settle charges and reports a shortfall, release frees', async () => {
+    const account = randomUUID();
+    await ck.grant({ accountId: account, amount: 100, now: at(0) });
+    const now = at(HOUR);
+    const hold = await ck.reserve({ accountId: account, amount: 40, ttl: '10 minutes', event: 'video', idempotencyKey: 'job-1', now });
+    expect(hold).toEqual({ allowed: true, holdId: expect.any(Number), balance: 60, expiresAt: pgTime(at(HOUR + 10 * MINUTE)) });
+    const settled = await ck.settle({ holdId: hold.holdId!, actual: 25, costMicros: 250_000, now });
+    expect(settled).toEqual({ charged: 25, shortfall: 0, balance: 75, transactionId: expect.any(Number) });
+    expect(await ck.settle({ holdId: hold.holdId!, actual: 25, costMicros: 250_000, now })).toEqual(settled); // replay
+    // the reservation's key now names a settled hold: a retry must not look like a fresh reservation
+    const retried = await expectFailure(ck.reserve({ accountId: account, amount: 40, ttl: '10 minutes', event: 'video', idempotencyKey: 'job-1', now }),
+      HoldClosedError, 'hold_closed', 'CK012');
+    expect(retried.details).toMatchObject({ status: 'settled', hold_id: hold.holdId });
+
+    // actual above reserve + unreserved balance: the reserve is charged, the rest is the shortfall
+    const large = await ck.reserve({ accountId: account, amount: 50, now });
+    expect(large).toMatchObject({ allowed: true, balance: 25, expiresAt: pgTime(at(HOUR + 15 * MINUTE)) }); // default ttl
+    expect(await ck.settle({ holdId: large.holdId!, actual: 90, now })).toEqual({
+      charged: 50, shortfall: 40, balance: 25, transactionId: expect.any(Number),
+    });
+
+    const small = await ck.reserve({ accountId: account, amount: 10, now });
+    expect(small.balance).toBe(15);
+    expect(await ck.release({ holdId: small.holdId!, now })).toEqual({ status: 'released', balance: 25 });
+    expect(await ck.release({ holdId: small.holdId!, now })).toEqual({ status: 'released', balance: 25 });
+    const before = await books();
+    const closed = await expectFailure(ck.settle({ holdId: small.holdId!, actual: 1, now }), HoldClosedError, 'hold_closed', 'CK012');
+    expect(closed.details).toMatchObject({ status: 'released' });
+    const settledClosed = await expectFailure(ck.release({ holdId: large.holdId!, now }), HoldClosedError, 'hold_closed', 'CK012');
+    expect(settledClosed.details).toMatchObject({ status: 'settled' });
+    expect(await ck.reserve({ accountId: account, amount: 1000, now })).toEqual({
+      allowed: false, holdId: null, balance: 25, expiresAt: null,
+    });
+    expect(await books()).toEqual(before);
+  });
+
+  it('history pages newest first; nextBeforeId walks every entry exactly once, then is null', async () => {
+    const account = randomUUID();
+    await ck.grant({ accountId: account, amount: 100, now: at(0) });
+    for (let i = 1; i <= 6; i++) {
+      await ck.consume({ accountId: account, amount: i, event: 'chat', idempotencyKey: `k${i}`, metadata: { n: i }, now: at(i * HOUR) });
+    }
+    const all = await ledgerIds(account);
+    expect(all).toHaveLength(7);
+
+    const walk = async (limit: number) => {
+      const pages: number[][] = [];
+      let beforeId: number | null | undefined;
+      do {
+        const page = await ck.history({ accountId: account, limit, ...(beforeId === undefined ? {} : { beforeId }) });
+        pages.push(page.entries.map((e) => e.id));
+        beforeId = page.nextBeforeId;
+        if (pages.length > 10) throw new Error('history paging does not end');
+      } while (beforeId !== null);
+      return pages;
+    };
+    expect(await walk(3)).toEqual([all.slice(0, 3), all.slice(3, 6), all.slice(6)]);
+    // a page that happens to end on the last entry: one more (empty) page, then null
+    expect(await walk(7)).toEqual([all, []]);
+
+    const { entries } = await ck.history({ accountId: account, limit: 2 });
+    expect(entries[0]).toEqual({
+      id: all[0], kind: 'consume', amount: -6, balanceAfter: 79, grantId: null, event: 'chat', idempotencyKey: 'k6',
+      metadata: { n: 6 }, createdAt: pgTime(at(6 * HOUR)),
+    });
+    expect((await ck.history({ accountId: account })).entries.map((e) => e.id)).toEqual(all); // default limit 50
+  });
+
+  it('bookExpired books expired credit for the accounts it visits and returns how many', async () => {
+    const sweep = at(400 * DAY);
+    await ck.bookExpired({ now: sweep }); // whatever earlier tests left due by then
+    const account = randomUUID();
+    await ck.grant({ accountId: account, amount: 10, expiresAt: at(400 * DAY - HOUR), now: at(399 * DAY) });
+    await ck.grant({ accountId: account, amount: 5, now: at(399 * DAY) });
+    expect(await ck.bookExpired({ now: sweep, limit: 10 })).toBe(1);
+    expect(await ck.bookExpired({ now: sweep })).toBe(0);
+    const [entry] = (await ck.history({ accountId: account, limit: 1 })).entries;
+    expect(entry).toMatchObject({ kind: 'expire', amount: -10, balanceAfter: 5, createdAt: pgTime(sweep) });
+  });
+
+  it('plans: upsertPlan returns the stored row, plans lists active plans cheapest first, setPlan and hasFeature', async () => {
+    const record = await ck.upsertPlan({
+      id: 'contract_pro', name: 'Contract Pro', allowance: 500, period: 'month', renewal: 'rollover', rolloverCap: 100,
+      features: { hd: true }, priceAmount: 2900, currency: 'usd',
+    });
+    const plan = {
+      id: 'contract_pro', name: 'Contract Pro', allowance: 500, period: 'month', renewal: 'rollover', rolloverCap: 100,
+      features: { hd: true }, priceAmount: 2900, currency: 'usd', stripePriceId: null, isDefault: false,
+    };
+    expect(record).toEqual({ ...plan, active: true, createdAt: expect.any(String) });
+    const columns = await h.query<{ column_name: string }>(
+      `select column_name from information_schema.columns where table_schema = 'creditkit' and table_name = 'plans'`);
+    expect(sortedKeys(record)).toEqual(columns.map((c) => camel(c.column_name)).sort());
+
+    const plans = await ck.plans();
+    expect(plans.find((p) => p.id === 'contract_pro')).toEqual(plan);
+    expect(plans.find((p) => p.id === 'free')).toMatchObject({ isDefault: true, priceAmount: 0 });
+    const prices = plans.map((p) => p.priceAmount);
+    expect(prices).toEqual([...prices].sort((a, b) => a - b));
+
+    const account = randomUUID();
+    expect(await ck.setPlan({ accountId: account, planId: 'contract_pro', now: at(0) })).toEqual({
+      planId: 'contract_pro', status: 'active', periodStart: pgTime(at(0)), periodEnd: '2030-02-01T00:00:00+00:00', balance: 500,
+    });
+    expect(await ck.hasFeature({ accountId: account, feature: 'hd' })).toBe(true);
+    expect(await ck.hasFeature({ accountId: account, feature: 'sso' })).toBe(false);
+    // back to the free plan: the allowance is booked as expired, the feature is gone
+    expect(await ck.setPlan({ accountId: account, planId: 'free', now: at(HOUR) })).toMatchObject({ planId: 'free', balance: 0 });
+    expect(await ck.hasFeature({ accountId: account, feature: 'hd' })).toBe(false);
+    // an inactive plan is no longer offered
+    await ck.upsertPlan({ id: 'contract_old', name: 'Old', active: false });
+    expect((await ck.plans()).map((p) => p.id)).not.toContain('contract_old');
+  });
+
+  it("a signed-in user reads their own balance, history, plan, features and quotes with their session", async () => {
+    const me = await h.createUser();
+    const other = await h.createUser();
+    await ck.upsertPlan({ id: 'contract_team', name: 'Team', features: { sso: true, hd_upscale: false }, priceAmount: 9900 });
+    await ck.setPlan({ accountId: me, planId: 'contract_team' });
+    await ck.grant({ accountId: me, amount: 40, expiresAt: '2099-01-01T00:00:00Z', idempotencyKey: 'u-1', metadata: { order_id: 7 } });
+    await ck.consume({ accountId: me, amount: 15, event: 'chat' });
+    await ck.grant({ accountId: other, amount: 1000 });
+    const price = await ck.setPrice({ event: 'contract.user', creditsPerUnit: 7, effectiveFrom: '2020-01-01T00:00:00Z' });
+
+    const client = user(me);
+    const balance = await client.balance();
+    expect(balance).toMatchObject({ accountId: me, balance: 25, nextExpiry: '2099-01-01T00:00:00+00:00' });
+    expect(balance.buckets).toEqual([expect.objectContaining({ category: 'purchase', amount: 40, remaining: 25 })]);
+    const { accountId, ...rest } = balance;
+    expect(rest).toEqual(await ck.balance({ accountId: me })); // what the server sees, minus the account id
+    expect(accountId).toBe(me);
+
+    const history = await client.history();
+    expect(history).toEqual(await ck.history({ accountId: me }));
+    expect(history.entries.map((e) => [e.kind, e.amount, e.balanceAfter])).toEqual([['consume', -15, 25], ['grant', 40, 40]]);
+    expect(history.entries[1]!.metadata).toEqual({ order_id: 7 }); // the app's own keys are not camelCased
+    expect(await client.history({ limit: 1 })).toMatchObject({ entries: [{ kind: 'consume' }], nextBeforeId: history.entries[0]!.id });
+
+    expect(await client.plan()).toEqual({
+      accountId: me, planId: 'contract_team', planName: 'Team', status: 'active',
+      periodStart: expect.any(String), periodEnd: expect.any(String), allowance: 0, features: { sso: true, hd_upscale: false },
+    });
+    expect(await client.hasFeature({ feature: 'sso' })).toBe(true);
+    expect(await client.hasFeature({ feature: 'hd_upscale' })).toBe(false);
+    expect(await client.hasFeature({ feature: 'absent' })).toBe(false);
+    expect(await client.hasCredits()).toBe(true);
+    expect(await client.hasCredits({ amount: 25 })).toBe(true);
+    expect(await client.hasCredits({ amount: 26 })).toBe(false);
+    expect(await client.hasCredits({ amount: 1, accountId: other })).toBe(false); // not theirs to read
+    expect(await client.quote({ event: 'contract.user', quantity: 3 })).toEqual({ priceId: price, unitCredits: 7, amount: 21 });
+    expect(await client.plans()).toEqual(await ck.plans());
+
+    const before = await books();
+    await expectFailure(client.balance({ accountId: other }), NotAllowedError, 'not_allowed', 'CK005');
+    await expectFailure(client.history({ accountId: other }), NotAllowedError, 'not_allowed', 'CK005');
+    expect(await books()).toEqual(before);
+  });
+
+  it('a signed-in user cannot call the server functions: NotAllowedError (42501) and nothing changes', async () => {
+    const me = await h.createUser();
+    await ck.grant({ accountId: me, amount: 10 });
+    const asMe = recorded(h.serverWithUserCredentials(me), 'server', log);
+    const window = { from: at(0), to: at(DAY) };
+    // every server-only method, with arguments that would succeed for the service role
+    const calls: Record<Exclude<keyof typeof SERVER_METHODS, 'plans' | 'quote'>, () => Promise<unknown>> = {
+      consume: () => asMe.consume({ accountId: me, amount: 1 }),
+      consumeOrRaise: () => asMe.consumeOrRaise({ accountId: me, amount: 1 }),
+      meter: () => asMe.meter({ accountId: me, event: 'contract.user' }),
+      reserve: () => asMe.reserve({ accountId: me, amount: 1 }),
+      settle: () => asMe.settle({ holdId: 1, actual: 1 }),
+      release: () => asMe.release({ holdId: 1 }),
+      grant: () => asMe.grant({ accountId: me, amount: 1_000_000 }),
+      adjust: () => asMe.adjust({ accountId: me, amount: 1_000_000, reason: 'free money' }),
+      bookExpired: () => asMe.bookExpired(),
+      balance: () => asMe.balance({ accountId: me }),
+      history: () => asMe.history({ accountId: me }),
+      upsertPlan: () => asMe.upsertPlan({ id: 'free', name: 'Mine', allowance: 1_000_000 }),
+      setPlan: () => asMe.setPlan({ accountId: me, planId: 'contract_pro' }),
+      hasFeature: () => asMe.hasFeature({ accountId: me, feature: 'hd' }),
+      setPrice: () => asMe.setPrice({ event: 'contract.user', creditsPerUnit: 1 }),
+      accountMargin: () => asMe.accountMargin(window),
+      usageSeries: () => asMe.usageSeries(window),
+      topEvents: () => asMe.topEvents(window),
+      creditsOutstanding: () => asMe.creditsOutstanding(),
+      accountsPerPlan: () => asMe.accountsPerPlan(),
+      mrr: () => asMe.mrr(),
+    };
+    const before = await books();
+    for (const [method, call] of Object.entries(calls)) {
+      const error = await expectFailure(call(), NotAllowedError, 'not_allowed', '42501').catch((e: Error) => {
+        throw new Error(`${method} as a signed-in user: ${e.message}`);
+      });
+      expect(error.message).toContain('permission denied');
+    }
+    expect(await books()).toEqual(before);
+  });
+
+  it('analytics follow from what the test did', async () => {
+    const W = Date.parse('2032-01-01T00:00:00Z') - T0; // a window no other test writes in
+    const window = { from: at(W), to: at(W + 31 * DAY) };
+    const outstandingAt = at(W + 10 * DAY);
+    const outstanding = async () =>
+      Object.fromEntries((await ck.creditsOutstanding({ now: outstandingAt })).map((r) => [r.category, r]));
+    const perPlan = async () => Object.fromEntries((await ck.accountsPerPlan()).map((r) => [r.planId, r.accounts]));
+    const outstandingBefore = await outstanding();
+    const perPlanBefore = await perPlan();
+    const mrrBefore = await ck.mrr();
+
+    const [a, b] = [randomUUID(), randomUUID()];
+    await ck.grant({ accountId: a, amount: 100, revenueMicros: 5_000_000, now: at(W) });
+    await ck.grant({ accountId: b, amount: 50, category: 'promotional', revenueMicros: 1_000_000, now: at(W) });
+    await ck.consume({ accountId: a, amount: 30, event: 'contract.a', costMicros: 100_000, now: at(W + DAY) });
+    await ck.consume({ accountId: a, amount: 10, event: 'contract.a', costMicros: 50_000, now: at(W + 2 * DAY) });
+    await ck.consume({ accountId: b, amount: 5, event: 'contract.b', costMicros: 1_000, now: at(W + 2 * DAY) });
+    await ck.upsertPlan({ id: 'contract_annual', name: 'Annual', period: 'year', priceAmount: 12_000, currency: 'chf' });
+    await ck.setPlan({ accountId: a, planId: 'contract_annual', now: at(W + 3 * DAY) });
+
+    const marginA = { accountId: a, creditsGranted: 100, creditsSpent: 40, revenueMicros: 5_000_000, costMicros: 150_000, marginMicros: 4_850_000 };
+    const marginB = { accountId: b, creditsGranted: 50, creditsSpent: 5, revenueMicros: 1_000_000, costMicros: 1_000, marginMicros: 999_000 };
+    expect(await ck.accountMargin({ ...window, accountId: a })).toEqual([marginA]);
+    expect(await ck.accountMargin(window)).toEqual([marginA, marginB]); // highest margin first
+
+    expect(await ck.usageSeries(window)).toEqual([
+      { day: '2032-01-02', event: 'contract.a', calls: 1, credits: 30, costMicros: 100_000 },
+      { day: '2032-01-03', event: 'contract.a', calls: 1, credits: 10, costMicros: 50_000 },
+      { day: '2032-01-03', event: 'contract.b', calls: 1, credits: 5, costMicros: 1_000 },
+    ]);
+    expect(await ck.usageSeries({ ...window, accountId: b })).toEqual([
+      { day: '2032-01-03', event: 'contract.b', calls: 1, credits: 5, costMicros: 1_000 },
+    ]);
+    expect(await ck.usageSeries({ ...window, event: 'contract.a', from: at(W + 2 * DAY) })).toEqual([
+      { day: '2032-01-03', event: 'contract.a', calls: 1, credits: 10, costMicros: 50_000 },
+    ]);
+
+    const topA = { event: 'contract.a', calls: 2, credits: 40, costMicros: 150_000, accounts: 1 };
+    const topB = { event: 'contract.b', calls: 1, credits: 5, costMicros: 1_000, accounts: 1 };
+    expect(await ck.topEvents(window)).toEqual([topA, topB]);
+    expect(await ck.topEvents({ ...window, limit: 1 })).toEqual([topA]);
+
+    // the liability grew by what a and b still hold, by category
+    const after = await outstanding();
+    const delta = (category: string, field: 'credits' | 'accounts') =>
+      (after[category]?.[field] ?? 0) - (outstandingBefore[category]?.[field] ?? 0);
+    expect([delta('purchase', 'credits'), delta('purchase', 'accounts')]).toEqual([60, 1]);
+    expect([delta('promotional', 'credits'), delta('promotional', 'accounts')]).toEqual([45, 1]);
+
+    // a is on the annual plan now, b on the default; MRR counts the annual price as 1/12 a month
+    const plansAfter = await perPlan();
+    expect(plansAfter.contract_annual).toBe(1);
+    expect((plansAfter.free ?? 0) - (perPlanBefore.free ?? 0)).toBe(1);
+    expect(mrrBefore.find((r) => r.currency === 'chf')).toBeUndefined();
+    expect((await ck.mrr()).find((r) => r.currency === 'chf')).toEqual({ currency: 'chf', mrr: 1_000, subscriptions: 1 });
+  });
+
+  it('typed errors: each catalogued code the SDK can trigger arrives as its own class, never a raw driver error', async () => {
+    const account = randomUUID();
+    await ck.grant({ accountId: account, amount: 10, now: at(0) });
+    await ck.consume({ accountId: account, amount: 1, idempotencyKey: 'dup', now: at(HOUR) });
+    const hold = await ck.reserve({ accountId: account, amount: 2, now: at(HOUR) });
+    await ck.release({ holdId: hold.holdId!, now: at(HOUR) });
+    const before = await books();
+    const stranger = randomUUID();
+
+    await expectFailure(ck.consume({ accountId: account, amount: 0, now: at(HOUR) }), InvalidAmountError, 'invalid_amount', 'CK001');
+    await expectFailure(ck.consume({ accountId: account, amount: -5, now: at(HOUR) }), InvalidAmountError, 'invalid_amount', 'CK001');
+    await expectFailure(ck.grant({ accountId: account, amount: 0, now: at(HOUR) }), InvalidAmountError, 'invalid_amount', 'CK001');
+    const unknown = await expectFailure(ck.consume({ accountId: stranger, amount: 1 }), UnknownAccountError, 'unknown_account', 'CK003');
+    expect(unknown.details).toEqual({ account_id: stranger });
+    await expectFailure(ck.balance({ accountId: stranger }), UnknownAccountError, 'unknown_account', 'CK003');
+    await expectFailure(ck.consume({ accountId: account, amount: 2, idempotencyKey: 'dup', now: at(HOUR) }),
+      IdempotencyConflictError, 'idempotency_conflict', 'CK004');
+    await expectFailure(ck.setPlan({ accountId: account, planId: 'no_such_plan', now: at(HOUR) }), UnknownPlanError, 'unknown_plan', 'CK009');
+    await expectFailure(ck.quote({ event: 'no.such.event' }), UnknownEventError, 'unknown_event', 'CK010');
+    await expectFailure(ck.meter({ accountId: account, event: 'no.such.event', now: at(HOUR) }), UnknownEventError, 'unknown_event', 'CK010');
+    await expectFailure(ck.release({ holdId: 2 ** 40, now: at(HOUR) }), UnknownHoldError, 'unknown_hold', 'CK011');
+    await expectFailure(ck.settle({ holdId: hold.holdId!, actual: 1, now: at(HOUR) }), HoldClosedError, 'hold_closed', 'CK012');
+    await expectFailure(ck.consume({ accountId: 'not-a-uuid', amount: 1 }), InvalidArgumentError, 'invalid_argument', '22P02');
+    await expectFailure(ck.grant({ accountId: account, amount: 1, category: 'bogus', now: at(HOUR) }), InvalidArgumentError, 'invalid_argument', 'CK006');
+    await expectFailure(ck.history({ accountId: account, limit: 0 }), InvalidArgumentError, 'invalid_argument', 'CK006');
+    expect(await books()).toEqual(before);
+  });
+
+  it('exact integers only: unsafe, fractional, NaN, infinite, string and oversized bigint values are refused before sending', async () => {
+    const account = randomUUID();
+    await ck.grant({ accountId: account, amount: 10, now: at(0) });
+    let sent: CountingTransport | undefined;
+    const guarded = h.withTransport((t) => (sent = counting(t)));
+    const before = await books();
+    const requestsBefore = h.httpRequests?.();
+
+    const BAD: unknown[] = [2 ** 53, 2 ** 53 + 2, -(2 ** 53), 1.5, 0.1, NaN, Infinity, -Infinity, 1e300,
+      '9007199254740992', '10', 2n ** 53n, -(2n ** 53n)];
+    const bad = (v: unknown) => v as never;
+    const credit: Array<[string, (v: unknown) => Promise<unknown>]> = [
+      ['grant.amount', (v) => guarded.grant({ accountId: account, amount: bad(v) })],
+      ['consume.amount', (v) => guarded.consume({ accountId: account, amount: bad(v) })],
+      ['adjust.amount', (v) => guarded.adjust({ accountId: account, amount: bad(v), reason: 'x' })],
+      ['meter.quantity', (v) => guarded.meter({ accountId: account, event: 'e', quantity: bad(v) })],
+      ['settle.actual', (v) => guarded.settle({ holdId: 1, actual: bad(v) })],
+      ['setPrice.creditsPerUnit', (v) => guarded.setPrice({ event: 'e', creditsPerUnit: bad(v) })],
+      ['upsertPlan.allowance', (v) => guarded.upsertPlan({ id: 'x', name: 'X', allowance: bad(v) })],
+      ['upsertPlan.rolloverCap', (v) => guarded.upsertPlan({ id: 'x', name: 'X', rolloverCap: bad(v) })],
+      ['quote.quantity', (v) => guarded.quote({ event: 'e', quantity: bad(v) })],
+    ];
+    const other: Array<[string, (v: unknown) => Promise<unknown>]> = [
+      ['history.limit', (v) => guarded.history({ accountId: account, limit: bad(v) })],
+      ['history.beforeId', (v) => guarded.history({ accountId: account, beforeId: bad(v) })],
+      ['settle.holdId', (v) => guarded.settle({ holdId: bad(v), actual: 1 })],
+      ['release.holdId', (v) => guarded.release({ holdId: bad(v) })],
+      ['consume.costMicros', (v) => guarded.consume({ accountId: account, amount: 1, costMicros: bad(v) })],
+      ['grant.revenueMicros', (v) => guarded.grant({ accountId: account, amount: 1, revenueMicros: bad(v) })],
+      ['grant.priority', (v) => guarded.grant({ accountId: account, amount: 1, priority: bad(v) })],
+      ['upsertPlan.priceAmount', (v) => guarded.upsertPlan({ id: 'x', name: 'X', priceAmount: bad(v) })],
+      ['bookExpired.limit', (v) => guarded.bookExpired({ limit: bad(v) })],
+      ['topEvents.limit', (v) => guarded.topEvents({ from: at(0), to: at(DAY), limit: bad(v) })],
+    ];
+    for (const value of BAD) {
+      for (const [name, call] of credit) {
+        const error = await expectFailure(call(value), InvalidAmountError, 'invalid_amount', undefined)
+          .catch((e: Error) => { throw new Error(`${name} = ${String(value)}: ${e.message}`); });
+        expect(error.details).toMatchObject({ parameter: name.split('.')[1] });
+      }
+      for (const [name, call] of other) {
+        await expectFailure(call(value), InvalidArgumentError, 'invalid_argument', undefined)
+          .catch((e: Error) => { throw new Error(`${name} = ${String(value)}: ${e.message}`); });
+      }
+    }
+    expect(sent?.calls).toEqual([]);
+    expect(h.httpRequests?.()).toBe(requestsBefore);
+    expect(await books()).toEqual(before);
+  });
+
+  it('2^53-1 arrives and returns exactly on this transport, and bigint arguments within range work', async () => {
+    const account = randomUUID();
+    const granted = await ck.grant({ accountId: account, amount: MAX, now: at(0) });
+    expect(granted.balance).toBe(9007199254740991);
+    const [stored] = await h.query<{ balance: string }>('select balance::text from creditkit.accounts where id = $1', [account]);
+    expect(stored?.balance).toBe('9007199254740991');
+    const balance = await ck.balance({ accountId: account, now: at(HOUR) });
+    expect(balance.balance).toBe(9007199254740991);
+    expect(balance.buckets[0]).toMatchObject({ amount: 9007199254740991, remaining: 9007199254740991 });
+    expect((await ck.history({ accountId: account })).entries[0]).toMatchObject({ amount: MAX, balanceAfter: MAX });
+
+    const before = await books();
+    await expectFailure(ck.grant({ accountId: account, amount: 1, now: at(HOUR) }), BalanceLimitError, 'balance_limit', 'CK007');
+    expect(await books()).toEqual(before);
+
+    // the same exact value as a bigint spends it all
+    expect(await ck.consume({ accountId: account, amount: big(9007199254740991n), now: at(2 * HOUR) })).toMatchObject({
+      allowed: true, balance: 0,
+    });
+    const other = randomUUID();
+    expect((await ck.grant({ accountId: other, amount: big(250n), revenueMicros: big(1_000n), now: at(0) })).balance).toBe(250);
+    expect(await ck.consume({ accountId: other, amount: big(50n), costMicros: big(10n), now: at(HOUR) })).toMatchObject({ balance: 200 });
+    const page = await ck.history({ accountId: other, limit: big(1n) });
+    expect(page.entries.map((e) => e.amount)).toEqual([-50]);
+    expect(page.nextBeforeId).toBe(page.entries[0]!.id);
+    expect((await ck.history({ accountId: other, beforeId: big(BigInt(page.nextBeforeId!)) })).entries.map((e) => e.amount)).toEqual([250]);
+  });
+
+  it('text arrives verbatim: quotes, backslashes, newlines, unicode, and JSON metadata of any shape', async () => {
+    const account = randomUUID();
+    await ck.grant({ accountId: account, amount: 10, now: at(0) });
+    const tricky = `it's a "quote" \\ back\\slash \\' \n new line \t tab ünïcødé 😀 $$ $1 -- ;`;
+    const metadata = { [tricky]: tricky, nested: { list: [tricky, 1.5, null, true], big: 2 ** 60 }, snake_key: 'kept' };
+    const call = { accountId: account, amount: 1, event: tricky, idempotencyKey: tricky, metadata };
+    const spent = await ck.consume({ ...call, now: at(HOUR) });
+    expect(spent).toMatchObject({ allowed: true, balance: 9 });
+    expect(await ck.consume({ ...call, now: at(2 * HOUR) })).toEqual(spent); // the same key finds it again
+    const [entry] = (await ck.history({ accountId: account, limit: 1 })).entries;
+    expect(entry).toMatchObject({ id: spent.transactionId, event: tricky, idempotencyKey: tricky, metadata });
+    const [row] = await h.query('select event, idempotency_key, metadata from creditkit.ledger where id = $1', [spent.transactionId]);
+    expect(row).toEqual({ event: tricky, idempotency_key: tricky, metadata });
+    expect((await ck.adjust({ accountId: account, amount: 1, reason: tricky, now: at(3 * HOUR) })).balance).toBe(10);
+    expect((await ck.history({ accountId: account, limit: 1 })).entries[0]!.metadata).toEqual({ reason: tricky });
+  });
+
+  it('sums above 2^53-1 come back exactly, or fail; never silently rounded', async () => {
+    // One account is granted 2^53-1, spends it, and is granted 2: 2^53+1 credits granted in the window.
+    const W = Date.parse('2033-01-01T00:00:00Z') - T0;
+    const account = randomUUID();
+    await ck.grant({ accountId: account, amount: MAX, now: at(W) });
+    await ck.consume({ accountId: account, amount: MAX, now: at(W + HOUR) });
+    await ck.grant({ accountId: account, amount: 2, now: at(W + 2 * HOUR) });
+    const [exact] = await h.query<{ granted: string }>(
+      'select credits_granted::text as granted from public.creditkit_account_margin($1, $2, $3)', [at(W), at(W + DAY), account]);
+    expect(exact?.granted).toBe('9007199254740993');
+    const outcome = await ck.accountMargin({ from: at(W), to: at(W + DAY), accountId: account }).then(
+      (rows) => rows[0]?.creditsGranted, (error: unknown) => error);
+    // Refusing to answer is acceptable (the SDK does, with out_of_range); a wrong number is not.
+    expect(outcome).toBeInstanceOf(CreditkitError);
+    expect((outcome as CreditkitError).code).toBe('out_of_range');
+  });
+
+  // ── From the record of this run ──
+
+  it('every answer has exactly the OUT/TABLE columns of its function, camelCased', async () => {
+    const catalogue = await h.query<{ name: string; names: string[] | null; modes: string[] | null }>(
+      `select p.proname as name, p.proargnames as names, p.proargmodes::text[] as modes
+         from pg_catalog.pg_proc p
+        where p.pronamespace = 'public'::regnamespace and p.proname like 'creditkit\\_%'`);
+    const columns = new Map<string, string[]>();
+    for (const { name, names, modes } of catalogue) {
+      const out = (names ?? []).filter((_, i) => ['o', 't', 'b'].includes(modes?.[i] ?? 'i'));
+      if (out.length > 0) columns.set(name, out.map(camel).sort());
+    }
+    expect(columns.size).toBeGreaterThan(15); // the query found the catalogue
+
+    const checked = new Set<string>();
+    for (const entry of log.filter((e) => e.ok)) {
+      const fn = functionOf(entry);
+      const expected = columns.get(fn);
+      if (!expected) continue;
+      const value = entry.value as { entries?: unknown[] } | unknown[];
+      const rows = Array.isArray(value) ? value : 'entries' in value && Array.isArray(value.entries) ? value.entries : [value];
+      for (const row of rows) {
+        expect(sortedKeys(row), `${entry.side}.${entry.method} (${fn})`).toEqual(expected);
+        checked.add(fn);
+      }
+    }
+    // every function with OUT columns returned at least one row somewhere in this run
+    expect([...checked].sort()).toEqual([...columns.keys()].sort());
+  });
+
+  it('every public creditkit function in the catalogue was reached through an SDK method', async () => {
+    const catalogue = (await h.query<{ name: string }>(
+      `select distinct p.proname as name from pg_catalog.pg_proc p
+        where p.pronamespace = 'public'::regnamespace and p.proname like 'creditkit\\_%'`)).map((r) => r.name).sort();
+    const mapped = [...new Set([...Object.values(SERVER_METHODS), ...Object.values(CLIENT_METHODS)])].sort();
+    expect(mapped).toEqual(catalogue);
+    const reached = [...new Set(log.filter((e) => e.ok).map(functionOf))].sort();
+    expect(reached).toEqual(catalogue);
+  });
+
+  // Last: it drops a function from this transport's database.
+  it('a function missing from the database (migrations not applied) is not_installed', async () => {
+    await h.query('drop function public.creditkit_mrr()');
+    const error = await rejectionOf(ck.mrr());
+    expect(error).toBeInstanceOf(CreditkitError);
+    expect((error as CreditkitError).code).toBe('not_installed');
+    expect(['42883', 'PGRST202']).toContain((error as CreditkitError).sqlstate);
+    expect((error as Error).message).toContain('migrations');
+    expectNotRaw(error, true);
+  });
+}
+
+for (const factory of TRANSPORTS) {
+  (factory.postgres ? describeIfPostgres : describe)(`SDK contract over ${factory.name}`, () => contract(factory));
+}
+
+// ── The same answers everywhere ──────────────────────────────────────────────────────────
+
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
+const INSTANT = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?([+-]\d{2}:\d{2}|Z)$/;
+const ID_KEYS = new Set(['id', 'transactionId', 'grantId', 'holdId', 'priceId', 'nextBeforeId', 'transaction_id', 'hold_id', 'grant_id']);
+
+/** Ids, uuids and instants replaced by placeholders; everything else kept. */
+function normalize(value: unknown, key?: string): unknown {
+  if (Array.isArray(value)) return value.map((v) => normalize(v));
+  if (value !== null && typeof value === 'object') {
+    return Object.fromEntries(Object.entries(value).map(([k, v]) => [k, normalize(v, k)]));
+  }
+  if (key !== undefined && ID_KEYS.has(key) && typeof value === 'number') return '<id>';
+  if (typeof value === 'string' && UUID.test(value)) return '<uuid>';
+  if (typeof value === 'string' && INSTANT.test(value)) return '<instant>';
+  return value;
+}
+
+function transcript(log: Entry[]): unknown[] {
+  return log.map((e) => {
+    const call = `${e.side}.${e.method}`;
+    if (!e.ok) {
+      const error = e.error as CreditkitError;
+      // a missing function is 42883 from Postgres, PGRST202 from PostgREST's schema cache
+      const sqlstate = error.code === 'not_installed' ? '<missing function>' : error.sqlstate;
+      return { call, error: error.name, code: error.code, sqlstate, details: normalize(error.details) };
+    }
+    // setPrice answers a bare price id
+    return { call, value: e.method === 'setPrice' ? '<id>' : normalize(e.value) };
+  });
+}
+
+describeIfPostgres('SDK contract: every transport gave the same answers', () => {
+  it('the three records match call by call (ids, uuids and instants aside)', () => {
+    const names = TRANSPORTS.map((t) => t.name);
+    for (const name of names) {
+      expect(records.get(name)?.length ?? 0, `no record from ${name}: run the whole file`).toBeGreaterThan(50);
+    }
+    const [first, ...rest] = names.map((name) => transcript(records.get(name)!));
+    for (const [n, other] of rest.entries()) {
+      // call by call, so a difference names the first call where the transports part ways
+      for (let i = 0; i < Math.max(first!.length, other.length); i++) {
+        expect(other[i], `call #${i} on ${names[n + 1]} vs ${names[0]}`).toEqual(first![i]);
+      }
+    }
+  });
+});
