@@ -2,7 +2,7 @@
 // session (creditkit_my_*, has_credits, quote, plans). Row-level security decides what they see;
 // nothing here can grant, spend or read another user's money.
 import { Caller, camelKeys, type CallOptions, type Params } from './call.ts';
-import type { AccountBalance, AccountPlan, Balance, Bucket, HistoryEntry, HistoryPage, Plan, Quote } from './results.ts';
+import type { AccountBalance, AccountPlan, Balance, Bucket, HistoryEntry, HistoryPage, Pack, Plan, Quote } from './results.ts';
 import type { Transport } from './transport.ts';
 
 /** The SQL default page size of creditkit_history / creditkit_my_history. */
@@ -67,5 +67,10 @@ export class CreditkitClient {
   /** The active plans, cheapest first. */
   async plans(): Promise<Plan[]> {
     return this.caller.rows('creditkit_plans', {});
+  }
+
+  /** The active credit packs, cheapest first. */
+  async packs(): Promise<Pack[]> {
+    return this.caller.rows('creditkit_packs', {});
   }
 }

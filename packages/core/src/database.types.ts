@@ -143,6 +143,18 @@ export type Database = {
         }[];
       };
       creditkit_my_plan: { Args: { p_account_id?: string }; Returns: Record<string, unknown> };
+      creditkit_packs: {
+        Args: Record<PropertyKey, never>;
+        Returns: {
+          credits: number;
+          currency: string;
+          expires_after: string;
+          id: string;
+          name: string;
+          price_amount: number;
+          stripe_price_id: string;
+        }[];
+      };
       creditkit_plans: {
         Args: Record<PropertyKey, never>;
         Returns: {
@@ -200,6 +212,31 @@ export type Database = {
         };
         Returns: Record<string, unknown>;
       };
+      creditkit_stripe_apply: { Args: { p_event: Json; p_now?: string }; Returns: Record<string, unknown> };
+      creditkit_stripe_customer: { Args: { p_account_id: string }; Returns: string };
+      creditkit_stripe_events: {
+        Args: { p_limit?: number; p_status?: string };
+        Returns: {
+          account_id: string;
+          created: string;
+          deliveries: number;
+          effect: string;
+          error_code: string;
+          error_message: string;
+          id: string;
+          received_at: string;
+          status: string;
+          type: string;
+        }[];
+      };
+      creditkit_stripe_link_customer: {
+        Args: { p_account_id: string; p_customer_id: string };
+        Returns: string;
+      };
+      creditkit_stripe_replay: {
+        Args: { p_event_id: string; p_now?: string };
+        Returns: Record<string, unknown>;
+      };
       creditkit_top_events: {
         Args: { p_from: string; p_limit?: number; p_to: string };
         Returns: {
@@ -209,6 +246,19 @@ export type Database = {
           credits: number;
           event: string;
         }[];
+      };
+      creditkit_upsert_pack: {
+        Args: {
+          p_active?: boolean;
+          p_credits: number;
+          p_currency?: string;
+          p_expires_after?: string;
+          p_id: string;
+          p_name: string;
+          p_price_amount?: number;
+          p_stripe_price_id?: string;
+        };
+        Returns: Json;
       };
       creditkit_upsert_plan: {
         Args: {

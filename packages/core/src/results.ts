@@ -193,3 +193,54 @@ export interface Mrr {
   mrr: number;
   subscriptions: number;
 }
+
+/** A credit pack sold through Stripe Checkout. */
+export interface Pack {
+  id: string;
+  name: string;
+  credits: number;
+  /** In the smallest currency unit (cents). */
+  priceAmount: number;
+  currency: string;
+  stripePriceId: string | null;
+  /** How long the credits last after purchase, as Postgres prints an interval ("30 days"), or null. */
+  expiresAfter: string | null;
+}
+
+/** The pack row as stored, returned by upsertPack. */
+export interface PackRecord extends Pack {
+  active: boolean;
+  createdAt: Timestamp;
+}
+
+/** What applying a Stripe event did. */
+export interface StripeApplyResult {
+  eventId: string;
+  /** applied; ignored (a type creditkit does not act on); dead (kept for the operator to replay). */
+  status: 'applied' | 'ignored' | 'dead';
+  effect: string | null;
+  accountId: string | null;
+  /** Seen before: nothing changed this time. */
+  duplicate: boolean;
+}
+
+export interface StripeReplayResult {
+  eventId: string;
+  status: 'applied' | 'ignored' | 'dead';
+  effect: string | null;
+  accountId: string | null;
+}
+
+/** One row of the Stripe inbox. */
+export interface StripeEvent {
+  id: string;
+  type: string;
+  created: Timestamp;
+  status: 'applied' | 'ignored' | 'dead';
+  effect: string | null;
+  accountId: string | null;
+  errorCode: string | null;
+  errorMessage: string | null;
+  deliveries: number;
+  receivedAt: Timestamp;
+}

@@ -16,6 +16,8 @@ import type {
   HistoryPage,
   MeterResult,
   Mrr,
+  Pack,
+  PackRecord,
   Plan,
   PlanChange,
   PlanCount,
@@ -24,6 +26,9 @@ import type {
   ReleaseResult,
   ReserveResult,
   SettleResult,
+  StripeApplyResult,
+  StripeEvent,
+  StripeReplayResult,
   TopEvent,
   UsagePoint,
 } from './results.ts';
@@ -172,6 +177,43 @@ export class CreditkitServer {
   /** Prices an event (optionally only for some dimensions) from `effectiveFrom`; returns the price id. */
   setPrice(params: Params<'creditkit_set_price'>): Promise<number> {
     return this.caller.scalar('creditkit_set_price', params);
+  }
+
+  // ── Packs and Stripe ────────────────────────────────────────────────────────────────────
+
+  /** Creates or updates a credit pack; returns the stored row. */
+  async upsertPack(params: Params<'creditkit_upsert_pack'>): Promise<PackRecord> {
+    return camelKeys(await this.caller.scalar('creditkit_upsert_pack', params));
+  }
+
+  /** The active credit packs, cheapest first. */
+  packs(): Promise<Pack[]> {
+    return this.caller.rows('creditkit_packs', {});
+  }
+
+  /** Applies one verified Stripe event exactly once (what the webhook calls). */
+  stripeApply(params: Params<'creditkit_stripe_apply'>): Promise<StripeApplyResult> {
+    return this.caller.row('creditkit_stripe_apply', params);
+  }
+
+  /** Applies a dead event again from its stored payload (after fixing the catalogue). */
+  stripeReplay(params: Params<'creditkit_stripe_replay'>): Promise<StripeReplayResult> {
+    return this.caller.row('creditkit_stripe_replay', params);
+  }
+
+  /** The Stripe inbox, newest first; `status: 'dead'` lists what waits for the operator. */
+  stripeEvents(params: Params<'creditkit_stripe_events'> = {}): Promise<StripeEvent[]> {
+    return this.caller.rows('creditkit_stripe_events', params);
+  }
+
+  /** The Stripe customer stored for an account, or null. */
+  stripeCustomer(params: Params<'creditkit_stripe_customer'>): Promise<string | null> {
+    return this.caller.scalar('creditkit_stripe_customer', params);
+  }
+
+  /** Stores an account's Stripe customer unless it has one; returns the stored id (first wins). */
+  stripeLinkCustomer(params: Params<'creditkit_stripe_link_customer'>): Promise<string> {
+    return this.caller.scalar('creditkit_stripe_link_customer', params);
   }
 
   // ── Analytics ───────────────────────────────────────────────────────────────────────────

@@ -1,0 +1,1014 @@
+-- creditkit 0010: Stripe. Credit packs and plans carry their Stripe price ids; one Stripe customer
+-- per account; an inbox keyed by Stripe event id; and one function that applies a verified event
+-- atomically — the inbox row and its effects commit together or not at all.
+--
+-- Stripe delivers at least once, in no guaranteed order, for up to three days. Every effect here
+-- is therefore a function of state, not of arrival order:
+--   * a pack is granted once per payment (keyed by payment intent), whichever of
+--     checkout.session.completed / async_payment_succeeded arrives first, or twice;
+--   * an allowance is granted once per invoice, and an older period's invoice arriving after a
+--     newer one is recorded as superseded;
+--   * subscription plan and status follow the newest event by `created`;
+--   * refunds and disputes set a target (credits to take back) on the payment, and the ledger is
+--     moved by the difference between the target and what was already taken back.
+
+-- ---------------------------------------------------------------------------------------------
+-- Catalogue: credit packs
+-- ---------------------------------------------------------------------------------------------
+create table creditkit.packs (
+  id text primary key
+    constraint packs_id_format check (id ~ '^[a-z0-9][a-z0-9_.-]{0,62}$'),
+  name text not null
+    constraint packs_name_length check (length(name) between 1 and 200),
+  credits bigint not null
+    constraint packs_credits_range check (credits between 1 and 9007199254740991),
+  -- What the pack sells for, in the smallest currency unit (cents).
+  price_amount bigint not null default 0
+    constraint packs_price_amount_range check (price_amount between 0 and 9007199254740991),
+  currency text not null default 'usd'
+    constraint packs_currency_format check (currency ~ '^[a-z]{3}$'),
+  stripe_price_id text unique,
+  -- Credits from this pack expire this long after the purchase; NULL: never.
+  expires_after interval
+    constraint packs_expires_after_positive check (expires_after > interval '0'),
+  active boolean not null default true,
+  created_at timestamptz not null default now()
+);
+comment on table creditkit.packs is 'One-off credit packs sold through Stripe Checkout (mode payment).';
+
+-- ---------------------------------------------------------------------------------------------
+-- Stripe state
+-- ---------------------------------------------------------------------------------------------
+create table creditkit.stripe_customers (
+  account_id uuid primary key,
+  customer_id text not null unique
+    constraint stripe_customers_id_format check (customer_id ~ '^cus_[A-Za-z0-9]+$'),
+  created_at timestamptz not null default now()
+);
+comment on table creditkit.stripe_customers is 'The one Stripe customer of each account.';
+
+-- The inbox: every verified event, once. `dead` events could not be applied (unknown account,
+-- price or pack, or a balance limit) and wait for the operator (creditkit_stripe_replay).
+create table creditkit.stripe_events (
+  id text primary key
+    constraint stripe_events_id_format check (id ~ '^evt_[A-Za-z0-9_]+$' and length(id) <= 255),
+  type text not null,
+  created timestamptz not null,
+  livemode boolean not null default false,
+  status text not null
+    constraint stripe_events_status check (status in ('applied', 'ignored', 'dead')),
+  -- What applying it did, in words (for the operator).
+  effect text,
+  account_id uuid,
+  error_code text,
+  error_message text,
+  payload jsonb not null,
+  -- How many times Stripe (or a replay) delivered it.
+  deliveries integer not null default 1,
+  received_at timestamptz not null default now(),
+  applied_at timestamptz
+);
+comment on table creditkit.stripe_events is 'Inbox of Stripe events by event id: applied, ignored (a type the kit does not act on) or dead (waiting for the operator).';
+create index stripe_events_dead on creditkit.stripe_events (received_at) where status = 'dead';
+
+-- What each payment bought, and how much of it refunds and disputes took back.
+create table creditkit.stripe_payments (
+  payment_intent text primary key,
+  account_id uuid,
+  checkout_session text unique,
+  pack_id text references creditkit.packs (id),
+  credits bigint
+    constraint stripe_payments_credits_range check (credits between 1 and 9007199254740991),
+  amount_paid bigint
+    constraint stripe_payments_amount_paid_range check (amount_paid >= 0),
+  currency text,
+  state text not null default 'pending'
+    constraint stripe_payments_state check (state in ('pending', 'paid', 'failed')),
+  grant_id bigint references creditkit.grants (id),
+  -- Cumulative, as Stripe reports it on the charge (the largest seen).
+  amount_refunded bigint not null default 0
+    constraint stripe_payments_amount_refunded_range check (amount_refunded >= 0),
+  disputed boolean not null default false,
+  -- `created` of the dispute event that set `disputed`: older ones change nothing.
+  dispute_at timestamptz,
+  -- Credits the refunds and disputes call for taking back (applied so far) ...
+  clawed_back bigint not null default 0
+    constraint stripe_payments_clawed_back_range check (clawed_back >= 0),
+  -- ... of which this many could not be taken: they had already been spent.
+  shortfall bigint not null default 0
+    constraint stripe_payments_shortfall_range check (shortfall between 0 and clawed_back),
+  updated_at timestamptz not null default now()
+);
+comment on table creditkit.stripe_payments is 'Pack payments by payment intent: credits bought, refunded and disputed amounts, credits taken back and the shortfall (credits already spent).';
+
+-- One allowance per paid subscription invoice.
+create table creditkit.stripe_invoices (
+  invoice_id text primary key,
+  account_id uuid not null,
+  subscription_id text not null,
+  plan_id text not null references creditkit.plans (id),
+  billing_reason text,
+  period_start timestamptz not null,
+  period_end timestamptz not null,
+  grant_id bigint references creditkit.grants (id),
+  outcome text not null
+    constraint stripe_invoices_outcome check (outcome in ('granted', 'superseded', 'no_allowance')),
+  applied_at timestamptz not null default now()
+);
+comment on table creditkit.stripe_invoices is 'Subscription invoices whose period was applied: the allowance granted for each, once.';
+create index stripe_invoices_account on creditkit.stripe_invoices (account_id, period_start desc);
+
+-- A subscription that Stripe manages renews through its invoices, never lazily.
+alter table creditkit.subscriptions add column stripe_event_at timestamptz;
+comment on column creditkit.subscriptions.stripe_event_at is
+  '`created` of the newest Stripe event applied to this subscription; older events change nothing.';
+
+create or replace function creditkit.stripe_managed_no_lazy_renewal()
+returns trigger
+language plpgsql
+set search_path = ''
+as $$
+begin
+  if new.stripe_subscription_id is not null then
+    new.renews_at := null;
+  end if;
+  return new;
+end;
+$$;
+revoke all on function creditkit.stripe_managed_no_lazy_renewal() from public, anon, authenticated, service_role;
+create trigger stripe_managed_no_lazy_renewal
+  before insert or update on creditkit.subscriptions
+  for each row execute function creditkit.stripe_managed_no_lazy_renewal();
+
+alter table creditkit.packs enable row level security;
+alter table creditkit.stripe_customers enable row level security;
+alter table creditkit.stripe_events enable row level security;
+alter table creditkit.stripe_payments enable row level security;
+alter table creditkit.stripe_invoices enable row level security;
+revoke all on table creditkit.packs, creditkit.stripe_customers, creditkit.stripe_events,
+                    creditkit.stripe_payments, creditkit.stripe_invoices
+  from public, anon, authenticated, service_role;
+grant select on table creditkit.packs to authenticated, service_role;
+grant select on table creditkit.stripe_customers, creditkit.stripe_events, creditkit.stripe_payments,
+                      creditkit.stripe_invoices to service_role;
+create policy "signed-in users can read the pack catalogue"
+  on creditkit.packs for select to authenticated using (true);
+
+insert into creditkit.error_codes (code, name, description) values
+  ('CK013', 'unknown_pack', 'No active credit pack with that id.'),
+  ('CK014', 'invalid_event', 'Not a Stripe event the kit can read (id, type, created and data.object are required).');
+
+-- How long a Stripe period's allowance outlives the period: a renewal invoice is paid about an
+-- hour after the period starts (longer while a card is retried), and the allowance should not
+-- lapse in between. The next period's invoice ends it at once.
+create or replace function creditkit.stripe_allowance_grace()
+returns interval
+language sql
+immutable
+set search_path = ''
+as $$ select interval '3 days' $$;
+revoke all on function creditkit.stripe_allowance_grace() from public, anon, authenticated, service_role;
+
+-- ---------------------------------------------------------------------------------------------
+-- Reading events
+-- ---------------------------------------------------------------------------------------------
+
+-- A uuid from a metadata value, or NULL when it is missing or not a uuid.
+create or replace function creditkit.stripe_uuid(p_value text)
+returns uuid
+language plpgsql
+immutable
+set search_path = ''
+as $$
+begin
+  if p_value ~* '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$' then
+    return p_value::uuid;
+  end if;
+  return null;
+end;
+$$;
+revoke all on function creditkit.stripe_uuid(text) from public, anon, authenticated, service_role;
+
+-- An id field that may be a string or an expanded object ({"id": ...}).
+create or replace function creditkit.stripe_id(p_value jsonb)
+returns text
+language sql
+immutable
+set search_path = ''
+as $$
+  select case jsonb_typeof(p_value) when 'string' then p_value #>> '{}' when 'object' then p_value ->> 'id' end;
+$$;
+revoke all on function creditkit.stripe_id(jsonb) from public, anon, authenticated, service_role;
+
+create or replace function creditkit.stripe_time(p_unix jsonb)
+returns timestamptz
+language sql
+immutable
+set search_path = ''
+as $$
+  select case when jsonb_typeof(p_unix) = 'number' then to_timestamp((p_unix #>> '{}')::numeric) end;
+$$;
+revoke all on function creditkit.stripe_time(jsonb) from public, anon, authenticated, service_role;
+
+-- Raised inside the appliers for an event that cannot be applied as it stands; the caller
+-- records the event as dead with this code.
+create or replace function creditkit.stripe_dead(p_code text, p_message text)
+returns void
+language plpgsql
+set search_path = ''
+as $$
+begin
+  raise exception using errcode = 'CKD01', message = p_message, detail = p_code;
+end;
+$$;
+revoke all on function creditkit.stripe_dead(text, text) from public, anon, authenticated, service_role;
+
+create or replace function creditkit.stripe_link_customer(p_account_id uuid, p_customer_id text, p_now timestamptz)
+returns text
+language plpgsql
+set search_path = ''
+as $$
+declare
+  v_customer text;
+begin
+  if p_account_id is null or p_customer_id is null then
+    return null;
+  end if;
+  insert into creditkit.stripe_customers (account_id, customer_id, created_at)
+  values (p_account_id, p_customer_id, p_now)
+  on conflict do nothing;
+  select c.customer_id into v_customer from creditkit.stripe_customers c where c.account_id = p_account_id;
+  return v_customer;
+end;
+$$;
+revoke all on function creditkit.stripe_link_customer(uuid, text, timestamptz) from public, anon, authenticated, service_role;
+
+-- ---------------------------------------------------------------------------------------------
+-- Packs: grant once per payment; refunds and disputes move the ledger towards a target
+-- ---------------------------------------------------------------------------------------------
+
+-- Grants a paid payment's credits (once) and applies any refund or dispute already known.
+create or replace function creditkit.stripe_settle_payment(p_payment_intent text, p_now timestamptz)
+returns text
+language plpgsql
+set search_path = ''
+as $$
+declare
+  v_pay creditkit.stripe_payments;
+  v_pack creditkit.packs;
+  v_target bigint;
+  v_delta bigint;
+  v_take bigint;
+  v_back bigint;
+  v_forgiven bigint;
+  v_grant_id bigint;
+  v_expires timestamptz;
+  v_metadata jsonb;
+  v_effect text := '';
+begin
+  select p.* into v_pay from creditkit.stripe_payments p where p.payment_intent = p_payment_intent for update;
+  if v_pay.state <> 'paid' or v_pay.account_id is null or v_pay.credits is null then
+    return 'recorded; waiting for the paid checkout';
+  end if;
+  insert into creditkit.accounts (id, created_at) values (v_pay.account_id, p_now) on conflict (id) do nothing;
+  perform creditkit.lock_account(v_pay.account_id, p_now);
+  v_metadata := jsonb_build_object('source', 'stripe', 'payment_intent', v_pay.payment_intent,
+                                   'checkout_session', v_pay.checkout_session, 'pack_id', v_pay.pack_id);
+
+  if v_pay.grant_id is null then
+    if (select a.balance from creditkit.accounts a where a.id = v_pay.account_id) > 9007199254740991 - v_pay.credits then
+      perform creditkit.stripe_dead('balance_limit', 'the pack would take the balance above 9007199254740991');
+    end if;
+    select k.* into v_pack from creditkit.packs k where k.id = v_pay.pack_id;
+    v_expires := p_now + v_pack.expires_after;
+    v_grant_id := creditkit.add_grant(v_pay.account_id, 'purchase', v_pay.credits, null, v_expires, v_metadata, p_now);
+    perform creditkit.append_entry(v_pay.account_id, 'grant', v_pay.credits, v_grant_id, null,
+                                   'stripe:' || v_pay.payment_intent, v_metadata, p_now, v_expires, null,
+                                   -- revenue in micros, for two-decimal currencies (1 cent = 10000 micros)
+                                   least(v_pay.amount_paid * 10000, 9007199254740991));
+    update creditkit.stripe_payments p set grant_id = v_grant_id, updated_at = p_now
+     where p.payment_intent = p_payment_intent;
+    v_effect := format('granted %s credits', v_pay.credits);
+  end if;
+
+  -- What refunds and disputes call for: all of it while disputed, else the refunded share.
+  v_target := case
+    when v_pay.disputed then v_pay.credits
+    when coalesce(v_pay.amount_paid, 0) = 0 then 0
+    else floor(v_pay.credits::numeric * least(v_pay.amount_refunded, v_pay.amount_paid) / v_pay.amount_paid)::bigint
+  end;
+  v_delta := v_target - v_pay.clawed_back;
+  if v_delta > 0 then
+    -- Take back what is still there; credits already spent are recorded as the shortfall.
+    v_take := least(v_delta, creditkit.spendable(v_pay.account_id));
+    if v_take > 0 then
+      perform creditkit.draw_down(v_pay.account_id, v_take, p_now);
+      perform creditkit.append_entry(v_pay.account_id, 'adjust', -v_take, null, null, null,
+                                     v_metadata || jsonb_build_object('reason', case when v_pay.disputed then 'stripe_dispute' else 'stripe_refund' end),
+                                     p_now, null);
+    end if;
+    update creditkit.stripe_payments p
+       set clawed_back = v_target, shortfall = p.shortfall + (v_delta - v_take), updated_at = p_now
+     where p.payment_intent = p_payment_intent;
+    v_effect := ltrim(v_effect || format('; took back %s credits', v_take) ||
+                      case when v_delta > v_take then format(' (%s already spent)', v_delta - v_take) else '' end, '; ');
+  elsif v_delta < 0 then
+    -- A dispute reinstated: give back what was taken; the part that had been spent was never taken.
+    v_forgiven := least(v_pay.shortfall, -v_delta);
+    v_back := -v_delta - v_forgiven;
+    if v_back > 0 then
+      v_grant_id := creditkit.add_grant(v_pay.account_id, 'adjustment', v_back, null, null,
+                                        v_metadata || jsonb_build_object('reason', 'stripe_reinstated'), p_now);
+      perform creditkit.append_entry(v_pay.account_id, 'adjust', v_back, v_grant_id, null, null,
+                                     v_metadata || jsonb_build_object('reason', 'stripe_reinstated'), p_now, null);
+    end if;
+    update creditkit.stripe_payments p
+       set clawed_back = v_target, shortfall = p.shortfall - v_forgiven, updated_at = p_now
+     where p.payment_intent = p_payment_intent;
+    v_effect := ltrim(v_effect || format('; gave back %s credits', v_back), '; ');
+  end if;
+  return coalesce(nullif(v_effect, ''), 'nothing to change');
+end;
+$$;
+revoke all on function creditkit.stripe_settle_payment(text, timestamptz) from public, anon, authenticated, service_role;
+
+-- checkout.session.completed / async_payment_succeeded / async_payment_failed, mode payment.
+create or replace function creditkit.stripe_pack_checkout(p_event jsonb, p_object jsonb, p_now timestamptz, out account_id uuid, out effect text)
+returns record
+language plpgsql
+set search_path = ''
+as $$
+declare
+  v_pack creditkit.packs;
+  v_pi text := coalesce(creditkit.stripe_id(p_object -> 'payment_intent'), p_object ->> 'id');
+  v_paid boolean;
+  v_failed boolean := p_event ->> 'type' = 'checkout.session.async_payment_failed';
+begin
+  account_id := coalesce(creditkit.stripe_uuid(p_object -> 'metadata' ->> 'account_id'),
+                         creditkit.stripe_uuid(p_object ->> 'client_reference_id'));
+  if account_id is null then
+    perform creditkit.stripe_dead('unknown_account', 'checkout session without a creditkit account id in metadata.account_id');
+  end if;
+  select k.* into v_pack from creditkit.packs k
+   where k.id = p_object -> 'metadata' ->> 'pack_id'
+      or k.stripe_price_id = p_object -> 'metadata' ->> 'price_id'
+   order by k.id = p_object -> 'metadata' ->> 'pack_id' desc
+   limit 1;
+  if not found then
+    perform creditkit.stripe_dead('unknown_pack', format('no pack %s (price %s) in creditkit.packs',
+      coalesce(p_object -> 'metadata' ->> 'pack_id', 'NULL'), coalesce(p_object -> 'metadata' ->> 'price_id', 'NULL')));
+  end if;
+  perform creditkit.stripe_link_customer(account_id, creditkit.stripe_id(p_object -> 'customer'), p_now);
+
+  v_paid := p_event ->> 'type' = 'checkout.session.async_payment_succeeded'
+            or p_object ->> 'payment_status' in ('paid', 'no_payment_required');
+  insert into creditkit.stripe_payments as p (payment_intent, account_id, checkout_session, pack_id, credits,
+                                              amount_paid, currency, state, updated_at)
+  values (v_pi, account_id, p_object ->> 'id', v_pack.id, v_pack.credits,
+          coalesce((p_object ->> 'amount_total')::bigint, v_pack.price_amount), p_object ->> 'currency',
+          case when v_paid then 'paid' when v_failed then 'failed' else 'pending' end, p_now)
+  on conflict (payment_intent) do update
+     set account_id = excluded.account_id, checkout_session = excluded.checkout_session,
+         pack_id = excluded.pack_id, credits = coalesce(p.credits, excluded.credits),
+         amount_paid = excluded.amount_paid, currency = excluded.currency,
+         -- paid is final: a late "failed" or "unpaid" never undoes it
+         state = case when p.state = 'paid' or excluded.state = 'paid' then 'paid'
+                      when excluded.state = 'failed' then 'failed' else p.state end,
+         updated_at = p_now;
+  if v_failed and not v_paid then
+    effect := 'async payment failed; nothing granted';
+    if (select p.state from creditkit.stripe_payments p where p.payment_intent = v_pi) = 'paid' then
+      effect := 'async payment failed after it was recorded as paid; nothing changed';
+    end if;
+    return;
+  end if;
+  effect := creditkit.stripe_settle_payment(v_pi, p_now);
+  if effect like 'recorded;%' then
+    effect := 'awaiting the asynchronous payment; nothing granted yet';
+  end if;
+end;
+$$;
+revoke all on function creditkit.stripe_pack_checkout(jsonb, jsonb, timestamptz) from public, anon, authenticated, service_role;
+
+-- charge.refunded and charge.dispute.funds_withdrawn / funds_reinstated.
+create or replace function creditkit.stripe_reversal(p_event jsonb, p_object jsonb, p_now timestamptz, out account_id uuid, out effect text)
+returns record
+language plpgsql
+set search_path = ''
+as $$
+declare
+  v_type text := p_event ->> 'type';
+  v_pi text := creditkit.stripe_id(p_object -> 'payment_intent');
+  v_created timestamptz := creditkit.stripe_time(p_event -> 'created');
+begin
+  if v_pi is null then
+    perform creditkit.stripe_dead('unknown_payment', format('%s without a payment_intent', v_type));
+  end if;
+  insert into creditkit.stripe_payments (payment_intent, updated_at) values (v_pi, p_now) on conflict do nothing;
+  if v_type = 'charge.refunded' then
+    update creditkit.stripe_payments p
+       set amount_refunded = greatest(p.amount_refunded, coalesce((p_object ->> 'amount_refunded')::bigint, 0)),
+           updated_at = p_now
+     where p.payment_intent = v_pi;
+  else
+    update creditkit.stripe_payments p
+       set disputed = (v_type = 'charge.dispute.funds_withdrawn'), dispute_at = v_created, updated_at = p_now
+     where p.payment_intent = v_pi and (p.dispute_at is null or p.dispute_at <= v_created);
+  end if;
+  select p.account_id into account_id from creditkit.stripe_payments p where p.payment_intent = v_pi;
+  effect := creditkit.stripe_settle_payment(v_pi, p_now);
+  if effect like 'recorded;%' then
+    effect := 'recorded; the payment''s checkout has not been seen yet (applied when it arrives)';
+  end if;
+end;
+$$;
+revoke all on function creditkit.stripe_reversal(jsonb, jsonb, timestamptz) from public, anon, authenticated, service_role;
+
+-- ---------------------------------------------------------------------------------------------
+-- Subscriptions
+-- ---------------------------------------------------------------------------------------------
+
+create or replace function creditkit.stripe_plan_for_price(p_price_id text)
+returns creditkit.plans
+language plpgsql
+stable
+set search_path = ''
+as $$
+declare
+  v_plan creditkit.plans;
+begin
+  select p.* into v_plan from creditkit.plans p where p.stripe_price_id = p_price_id;
+  if not found then
+    perform creditkit.stripe_dead('unknown_price', format('no plan has Stripe price %s', coalesce(p_price_id, 'NULL')));
+  end if;
+  return v_plan;
+end;
+$$;
+revoke all on function creditkit.stripe_plan_for_price(text) from public, anon, authenticated, service_role;
+
+-- Records plan and status from an event, unless a newer event already did.
+create or replace function creditkit.stripe_upsert_subscription(
+  p_account_id uuid, p_subscription_id text, p_customer_id text, p_plan_id text, p_status text,
+  p_anchor timestamptz, p_created timestamptz, p_now timestamptz)
+returns boolean
+language plpgsql
+set search_path = ''
+as $$
+declare
+  v_sub creditkit.subscriptions;
+begin
+  insert into creditkit.accounts (id, created_at) values (p_account_id, p_now) on conflict (id) do nothing;
+  perform creditkit.lock_account(p_account_id, p_now);
+  perform creditkit.stripe_link_customer(p_account_id, p_customer_id, p_now);
+  select s.* into v_sub from creditkit.subscriptions s where s.account_id = p_account_id;
+  if found and v_sub.stripe_subscription_id = p_subscription_id
+     and v_sub.stripe_event_at is not null and v_sub.stripe_event_at > p_created then
+    return false;  -- a newer event already set plan and status
+  end if;
+  insert into creditkit.subscriptions as s (account_id, plan_id, status, anchor, period_index, renews_at,
+                                            stripe_customer_id, stripe_subscription_id, stripe_event_at, updated_at)
+  values (p_account_id, p_plan_id, p_status, coalesce(p_anchor, p_created), 0, null,
+          p_customer_id, p_subscription_id, p_created, p_now)
+  on conflict (account_id) do update
+     set plan_id = excluded.plan_id, status = excluded.status,
+         anchor = case when s.stripe_subscription_id is distinct from excluded.stripe_subscription_id
+                       then excluded.anchor else s.anchor end,
+         stripe_customer_id = coalesce(excluded.stripe_customer_id, s.stripe_customer_id),
+         stripe_subscription_id = excluded.stripe_subscription_id,
+         stripe_event_at = excluded.stripe_event_at, updated_at = excluded.updated_at;
+  perform creditkit.refresh_due_at(p_account_id);
+  return true;
+end;
+$$;
+revoke all on function creditkit.stripe_upsert_subscription(uuid, text, text, text, text, timestamptz, timestamptz, timestamptz) from public, anon, authenticated, service_role;
+
+-- Stripe's subscription statuses, as the kit's.
+create or replace function creditkit.stripe_status(p_status text)
+returns text
+language sql
+immutable
+set search_path = ''
+as $$
+  select case p_status
+    when 'active' then 'active'
+    when 'trialing' then 'trialing'
+    when 'past_due' then 'past_due'
+    when 'unpaid' then 'past_due'
+    when 'paused' then 'past_due'
+    when 'incomplete' then 'past_due'
+    else 'canceled'  -- canceled, incomplete_expired
+  end;
+$$;
+revoke all on function creditkit.stripe_status(text) from public, anon, authenticated, service_role;
+
+-- The account a subscription event is for: its metadata, else the subscription already recorded.
+create or replace function creditkit.stripe_subscription_account(p_metadata jsonb, p_subscription_id text)
+returns uuid
+language plpgsql
+stable
+set search_path = ''
+as $$
+declare
+  v_account uuid := creditkit.stripe_uuid(p_metadata ->> 'account_id');
+begin
+  if v_account is null then
+    select s.account_id into v_account from creditkit.subscriptions s where s.stripe_subscription_id = p_subscription_id;
+  end if;
+  if v_account is null then
+    perform creditkit.stripe_dead('unknown_account',
+      format('subscription %s has no metadata.account_id and is not recorded', coalesce(p_subscription_id, 'NULL')));
+  end if;
+  return v_account;
+end;
+$$;
+revoke all on function creditkit.stripe_subscription_account(jsonb, text) from public, anon, authenticated, service_role;
+
+-- checkout.session.completed in mode subscription: who subscribed. The allowance comes from the
+-- subscription's first invoice (invoice.paid), so it is never granted twice.
+create or replace function creditkit.stripe_subscription_checkout(p_event jsonb, p_object jsonb, p_now timestamptz, out account_id uuid, out effect text)
+returns record
+language plpgsql
+set search_path = ''
+as $$
+declare
+  v_sub_id text := creditkit.stripe_id(p_object -> 'subscription');
+  v_plan creditkit.plans;
+  v_created timestamptz := creditkit.stripe_time(p_event -> 'created');
+begin
+  account_id := coalesce(creditkit.stripe_uuid(p_object -> 'metadata' ->> 'account_id'),
+                         creditkit.stripe_uuid(p_object ->> 'client_reference_id'));
+  if account_id is null then
+    perform creditkit.stripe_dead('unknown_account', 'checkout session without a creditkit account id in metadata.account_id');
+  end if;
+  perform creditkit.stripe_link_customer(account_id, creditkit.stripe_id(p_object -> 'customer'), p_now);
+  if exists (select 1 from creditkit.subscriptions s where s.stripe_subscription_id = v_sub_id) then
+    effect := 'subscription already recorded';
+    return;
+  end if;
+  select p.* into v_plan from creditkit.plans p
+   where p.id = p_object -> 'metadata' ->> 'plan_id' or p.stripe_price_id = p_object -> 'metadata' ->> 'price_id'
+   order by p.id = p_object -> 'metadata' ->> 'plan_id' desc limit 1;
+  if not found then
+    perform creditkit.stripe_dead('unknown_plan', format('no plan %s in creditkit.plans', coalesce(p_object -> 'metadata' ->> 'plan_id', 'NULL')));
+  end if;
+  -- Older than anything the subscription's own events say: they win when they arrive.
+  perform creditkit.stripe_upsert_subscription(account_id, v_sub_id, creditkit.stripe_id(p_object -> 'customer'),
+                                               v_plan.id, 'active', v_created, v_created - interval '1 second', p_now);
+  effect := format('subscription %s to %s recorded; its allowance comes with the paid invoice', v_sub_id, v_plan.id);
+end;
+$$;
+revoke all on function creditkit.stripe_subscription_checkout(jsonb, jsonb, timestamptz) from public, anon, authenticated, service_role;
+
+-- customer.subscription.created / updated / deleted.
+create or replace function creditkit.stripe_subscription_event(p_event jsonb, p_object jsonb, p_now timestamptz, out account_id uuid, out effect text)
+returns record
+language plpgsql
+set search_path = ''
+as $$
+declare
+  v_sub_id text := p_object ->> 'id';
+  v_plan creditkit.plans;
+  v_status text := case when p_event ->> 'type' = 'customer.subscription.deleted' then 'canceled'
+                        else creditkit.stripe_status(p_object ->> 'status') end;
+  v_created timestamptz := creditkit.stripe_time(p_event -> 'created');
+begin
+  account_id := creditkit.stripe_subscription_account(p_object -> 'metadata', v_sub_id);
+  v_plan := creditkit.stripe_plan_for_price(creditkit.stripe_id(p_object #> '{items,data,0,price}'));
+  if not creditkit.stripe_upsert_subscription(account_id, v_sub_id, creditkit.stripe_id(p_object -> 'customer'),
+                                              v_plan.id, v_status, creditkit.stripe_time(p_object -> 'start_date'),
+                                              v_created, p_now) then
+    effect := 'older than the subscription state already applied; nothing changed';
+    return;
+  end if;
+  effect := case when v_status = 'canceled' then 'subscription ended; the account is back on the default plan'
+                 else format('subscription on %s, %s', v_plan.id, v_status) end;
+end;
+$$;
+revoke all on function creditkit.stripe_subscription_event(jsonb, jsonb, timestamptz) from public, anon, authenticated, service_role;
+
+-- invoice.paid: creation and each renewal start a period; its allowance is granted once.
+create or replace function creditkit.stripe_invoice_paid(p_event jsonb, p_object jsonb, p_now timestamptz, out account_id uuid, out effect text)
+returns record
+language plpgsql
+set search_path = ''
+as $$
+declare
+  v_reason text := p_object ->> 'billing_reason';
+  -- Both invoice shapes: `subscription` (API versions before 2025-03) and `parent.subscription_details`.
+  v_sub_id text := coalesce(creditkit.stripe_id(p_object #> '{parent,subscription_details,subscription}'),
+                            creditkit.stripe_id(p_object -> 'subscription'));
+  v_metadata jsonb := coalesce(p_object #> '{parent,subscription_details,metadata}',
+                               p_object #> '{subscription_details,metadata}', '{}');
+  v_line jsonb := p_object #> '{lines,data,0}';
+  v_price text := coalesce(creditkit.stripe_id(v_line #> '{pricing,price_details,price}'),
+                           creditkit.stripe_id(v_line -> 'price'));
+  v_start timestamptz := creditkit.stripe_time(v_line #> '{period,start}');
+  v_end timestamptz := creditkit.stripe_time(v_line #> '{period,end}');
+  v_plan creditkit.plans;
+  v_cap bigint;
+  v_carry bigint := 0;
+  v_amount bigint;
+  v_grant_id bigint;
+  v_expires timestamptz;
+  v_grant_metadata jsonb;
+begin
+  if v_sub_id is null then
+    effect := 'not a subscription invoice; nothing to do';
+    return;
+  end if;
+  if v_reason not in ('subscription_create', 'subscription_cycle') then
+    effect := format('billing_reason %s starts no period; nothing granted', coalesce(v_reason, 'NULL'));
+    return;
+  end if;
+  account_id := creditkit.stripe_subscription_account(v_metadata, v_sub_id);
+  v_plan := creditkit.stripe_plan_for_price(v_price);
+  if v_start is null or v_end is null or v_end <= v_start then
+    perform creditkit.stripe_dead('invalid_event', 'invoice line without a period');
+  end if;
+  if exists (select 1 from creditkit.stripe_invoices i where i.invoice_id = p_object ->> 'id') then
+    effect := 'invoice already applied';
+    return;
+  end if;
+
+  -- Plan and status as of this invoice, unless a newer subscription event already set them.
+  perform creditkit.stripe_upsert_subscription(account_id, v_sub_id, creditkit.stripe_id(p_object -> 'customer'),
+                                               v_plan.id, 'active', v_start,
+                                               creditkit.stripe_time(p_event -> 'created'), p_now);
+
+  if exists (select 1 from creditkit.stripe_invoices i
+              where i.account_id = stripe_invoice_paid.account_id and i.period_start > v_start) then
+    insert into creditkit.stripe_invoices (invoice_id, account_id, subscription_id, plan_id, billing_reason,
+                                           period_start, period_end, outcome, applied_at)
+    values (p_object ->> 'id', account_id, v_sub_id, v_plan.id, v_reason, v_start, v_end, 'superseded', p_now);
+    effect := 'a later period is already applied; this older invoice grants nothing';
+    return;
+  end if;
+
+  -- The periods before this one end now: their unspent allowance expires (reset) or carries
+  -- over up to the cap (rollover).
+  if v_plan.renewal = 'rollover' then
+    select coalesce(sum(g.remaining), 0) into v_carry
+      from creditkit.grants g
+     where g.account_id = stripe_invoice_paid.account_id and g.category = 'plan' and g.remaining > 0
+       and g.metadata ? 'stripe_invoice' and (g.expires_at is null or g.expires_at > p_now);
+    v_cap := coalesce(v_plan.rollover_cap, 9007199254740991);
+    v_carry := least(v_carry, v_cap);
+  end if;
+  update creditkit.grants g set expires_at = p_now
+   where g.account_id = stripe_invoice_paid.account_id and g.category = 'plan' and g.remaining > 0
+     and g.metadata ? 'stripe_invoice' and (g.expires_at is null or g.expires_at > p_now);
+  perform creditkit.book_expired(account_id, p_now);
+
+  v_amount := least(v_plan.allowance + v_carry,
+                    9007199254740991 - (select a.balance from creditkit.accounts a where a.id = stripe_invoice_paid.account_id));
+  v_expires := v_end + creditkit.stripe_allowance_grace();
+  if v_amount > 0 then
+    v_grant_metadata := jsonb_build_object('source', 'stripe', 'stripe_invoice', p_object ->> 'id',
+                                           'subscription', v_sub_id, 'plan_id', v_plan.id,
+                                           'period_start', v_start, 'period_end', v_end,
+                                           'allowance', v_plan.allowance, 'rollover', v_carry);
+    v_grant_id := creditkit.add_grant(account_id, 'plan', v_amount, null, v_expires, v_grant_metadata, p_now);
+    perform creditkit.append_entry(account_id, 'grant', v_amount, v_grant_id, null,
+                                   'stripe:' || (p_object ->> 'id'), v_grant_metadata, p_now, v_expires, null,
+                                   least(coalesce((p_object ->> 'amount_paid')::bigint, 0) * 10000, 9007199254740991));
+  end if;
+  insert into creditkit.stripe_invoices (invoice_id, account_id, subscription_id, plan_id, billing_reason,
+                                         period_start, period_end, grant_id, outcome, applied_at)
+  values (p_object ->> 'id', account_id, v_sub_id, v_plan.id, v_reason, v_start, v_end, v_grant_id,
+          case when v_amount > 0 then 'granted' else 'no_allowance' end, p_now);
+  effect := format('period %s to %s on %s: %s credits', v_start, v_end, v_plan.id, greatest(v_amount, 0));
+end;
+$$;
+revoke all on function creditkit.stripe_invoice_paid(jsonb, jsonb, timestamptz) from public, anon, authenticated, service_role;
+
+-- ---------------------------------------------------------------------------------------------
+-- The one entry point
+-- ---------------------------------------------------------------------------------------------
+
+-- Dispatches a stored event to its applier; returns (status, effect, account). Dead ends are
+-- caught here and recorded; any other error propagates, so the transaction rolls back and the
+-- webhook answers 5xx for Stripe to retry.
+create or replace function creditkit.stripe_dispatch(p_event jsonb, p_now timestamptz,
+  out status text, out effect text, out account_id uuid, out error_code text, out error_message text)
+returns record
+language plpgsql
+set search_path = ''
+as $$
+declare
+  v_type text := p_event ->> 'type';
+  v_object jsonb := p_event #> '{data,object}';
+  v_state text;
+  v_detail text;
+  r record;
+begin
+  status := 'applied';
+  begin
+    if v_type in ('checkout.session.completed', 'checkout.session.async_payment_succeeded',
+                  'checkout.session.async_payment_failed') then
+      if v_object ->> 'mode' = 'subscription' then
+        if v_type = 'checkout.session.completed' then
+          select * into r from creditkit.stripe_subscription_checkout(p_event, v_object, p_now);
+        else
+          status := 'ignored';
+          effect := 'subscription checkouts are applied from their invoices';
+          return;
+        end if;
+      elsif v_object ->> 'mode' = 'payment' then
+        select * into r from creditkit.stripe_pack_checkout(p_event, v_object, p_now);
+      else
+        status := 'ignored';
+        effect := format('checkout mode %s is not used by creditkit', coalesce(v_object ->> 'mode', 'NULL'));
+        return;
+      end if;
+    elsif v_type = 'invoice.paid' then
+      select * into r from creditkit.stripe_invoice_paid(p_event, v_object, p_now);
+    elsif v_type in ('customer.subscription.created', 'customer.subscription.updated', 'customer.subscription.deleted') then
+      select * into r from creditkit.stripe_subscription_event(p_event, v_object, p_now);
+    elsif v_type in ('charge.refunded', 'charge.dispute.funds_withdrawn', 'charge.dispute.funds_reinstated') then
+      select * into r from creditkit.stripe_reversal(p_event, v_object, p_now);
+    else
+      status := 'ignored';
+      effect := 'event type not used by creditkit';
+      return;
+    end if;
+    account_id := r.account_id;
+    effect := r.effect;
+  exception when others then
+    get stacked diagnostics v_state = returned_sqlstate, v_detail = pg_exception_detail;
+    if v_state = 'CKD01' then
+      status := 'dead';
+      error_code := v_detail;
+      get stacked diagnostics error_message = message_text;
+    elsif v_state like 'CK%' then
+      status := 'dead';
+      error_code := (select c.name from creditkit.error_codes c where c.code = v_state);
+      get stacked diagnostics error_message = message_text;
+    else
+      raise;
+    end if;
+  end;
+end;
+$$;
+revoke all on function creditkit.stripe_dispatch(jsonb, timestamptz) from public, anon, authenticated, service_role;
+
+create or replace function public.creditkit_stripe_apply(
+  p_event jsonb,
+  p_now timestamptz default now(),
+  out event_id text,
+  out status text,
+  out effect text,
+  out account_id uuid,
+  out duplicate boolean)
+returns record
+language plpgsql
+volatile
+security definer
+set search_path = ''
+as $$
+declare
+  v_created timestamptz;
+  v_row creditkit.stripe_events;
+  v_result record;
+begin
+  perform creditkit.assert_server_caller();
+  perform creditkit.check_request(null, null, null, p_now);
+  if p_event is null or jsonb_typeof(p_event) <> 'object'
+     or jsonb_typeof(p_event -> 'id') <> 'string' or (p_event ->> 'id') !~ '^evt_[A-Za-z0-9_]+$'
+     or length(p_event ->> 'id') > 255
+     or jsonb_typeof(p_event -> 'type') <> 'string'
+     or jsonb_typeof(p_event -> 'created') <> 'number'
+     or jsonb_typeof(p_event #> '{data,object}') <> 'object' then
+    raise exception using errcode = 'CK014',
+      message = 'invalid event: a Stripe event needs a string id (evt_...), a type, a numeric created and data.object';
+  end if;
+  v_created := creditkit.stripe_time(p_event -> 'created');
+  event_id := p_event ->> 'id';
+
+  -- The inbox row first: a concurrent delivery of the same event waits here for this
+  -- transaction, then finds the row and does nothing.
+  insert into creditkit.stripe_events (id, type, created, livemode, status, payload, received_at)
+  values (event_id, p_event ->> 'type', v_created, coalesce((p_event ->> 'livemode')::boolean, false),
+          'applied', p_event, p_now)
+  on conflict (id) do nothing;
+  if not found then
+    update creditkit.stripe_events e set deliveries = e.deliveries + 1 where e.id = event_id
+    returning * into v_row;
+    status := v_row.status;
+    effect := v_row.effect;
+    account_id := v_row.account_id;
+    duplicate := true;
+    return;
+  end if;
+
+  select * into v_result from creditkit.stripe_dispatch(p_event, p_now);
+  update creditkit.stripe_events e
+     set status = v_result.status, effect = v_result.effect, account_id = v_result.account_id,
+         error_code = v_result.error_code, error_message = v_result.error_message, applied_at = p_now
+   where e.id = event_id;
+  status := v_result.status;
+  effect := coalesce(v_result.effect, v_result.error_message);
+  account_id := v_result.account_id;
+  duplicate := false;
+end;
+$$;
+comment on function public.creditkit_stripe_apply(jsonb, timestamptz) is
+  'Server only (the webhook, after verifying the signature). Applies one Stripe event exactly once: the inbox row and its effects commit together. status: applied, ignored (a type creditkit does not act on) or dead (unknown account, pack, plan price, or a balance limit: kept for creditkit_stripe_replay). duplicate: the event was seen before and nothing changed. CK014 for something that is not a Stripe event.';
+revoke all on function public.creditkit_stripe_apply(jsonb, timestamptz) from public, anon, authenticated;
+grant execute on function public.creditkit_stripe_apply(jsonb, timestamptz) to service_role;
+
+create or replace function public.creditkit_stripe_replay(
+  p_event_id text,
+  p_now timestamptz default now(),
+  out event_id text,
+  out status text,
+  out effect text,
+  out account_id uuid)
+returns record
+language plpgsql
+volatile
+security definer
+set search_path = ''
+as $$
+declare
+  v_row creditkit.stripe_events;
+  v_result record;
+begin
+  perform creditkit.assert_server_caller();
+  perform creditkit.check_request(null, null, null, p_now);
+  select e.* into v_row from creditkit.stripe_events e where e.id = p_event_id for update;
+  if not found then
+    raise exception using errcode = 'CK006', message = format('invalid argument: no Stripe event %s in the inbox', coalesce(p_event_id, 'NULL'));
+  end if;
+  event_id := v_row.id;
+  if v_row.status <> 'dead' then
+    status := v_row.status;
+    effect := v_row.effect;
+    account_id := v_row.account_id;
+    return;
+  end if;
+  select * into v_result from creditkit.stripe_dispatch(v_row.payload, p_now);
+  update creditkit.stripe_events e
+     set status = v_result.status, effect = v_result.effect, account_id = v_result.account_id,
+         error_code = v_result.error_code, error_message = v_result.error_message, applied_at = p_now,
+         deliveries = e.deliveries + 1
+   where e.id = p_event_id;
+  status := v_result.status;
+  effect := coalesce(v_result.effect, v_result.error_message);
+  account_id := v_result.account_id;
+end;
+$$;
+comment on function public.creditkit_stripe_replay(text, timestamptz) is
+  'Server only (operator). Applies a dead event again from its stored payload, e.g. after adding the missing pack or plan price. Any other event is returned as it stands, unchanged.';
+revoke all on function public.creditkit_stripe_replay(text, timestamptz) from public, anon, authenticated;
+grant execute on function public.creditkit_stripe_replay(text, timestamptz) to service_role;
+
+create or replace function public.creditkit_stripe_events(p_status text default null, p_limit integer default 50)
+returns table (id text, type text, created timestamptz, status text, effect text, account_id uuid,
+               error_code text, error_message text, deliveries integer, received_at timestamptz)
+language plpgsql
+stable
+security invoker
+set search_path = ''
+as $$
+begin
+  if p_status is not null and p_status not in ('applied', 'ignored', 'dead') then
+    raise exception using errcode = 'CK006', message = 'invalid argument: status must be applied, ignored or dead';
+  end if;
+  if p_limit is null or p_limit not between 1 and 1000 then
+    raise exception using errcode = 'CK006', message = 'invalid argument: limit must be from 1 to 1000';
+  end if;
+  return query
+    select e.id, e.type, e.created, e.status, e.effect, e.account_id, e.error_code, e.error_message,
+           e.deliveries, e.received_at
+      from creditkit.stripe_events e
+     where p_status is null or e.status = p_status
+     order by e.received_at desc, e.id
+     limit p_limit;
+end;
+$$;
+comment on function public.creditkit_stripe_events(text, integer) is
+  'Server only (operator). The Stripe inbox, newest first; status dead lists the events waiting for the operator.';
+revoke all on function public.creditkit_stripe_events(text, integer) from public, anon, authenticated, service_role;
+grant execute on function public.creditkit_stripe_events(text, integer) to service_role;
+
+-- ---------------------------------------------------------------------------------------------
+-- Catalogue and customers for Checkout
+-- ---------------------------------------------------------------------------------------------
+
+create or replace function public.creditkit_upsert_pack(
+  p_id text,
+  p_name text,
+  p_credits bigint,
+  p_price_amount bigint default 0,
+  p_currency text default 'usd',
+  p_stripe_price_id text default null,
+  p_expires_after interval default null,
+  p_active boolean default true)
+returns jsonb
+language plpgsql
+volatile
+security definer
+set search_path = ''
+as $$
+declare
+  v_pack creditkit.packs;
+begin
+  perform creditkit.assert_server_caller();
+  if p_id is null or p_id !~ '^[a-z0-9][a-z0-9_.-]{0,62}$' then
+    raise exception using errcode = 'CK006', message = 'invalid argument: pack id must match ^[a-z0-9][a-z0-9_.-]{0,62}$';
+  end if;
+  if p_name is null or length(p_name) not between 1 and 200 then
+    raise exception using errcode = 'CK006', message = 'invalid argument: name must be 1 to 200 characters';
+  end if;
+  perform creditkit.check_amount(p_credits);
+  if p_price_amount is null or p_price_amount not between 0 and 9007199254740991 then
+    raise exception using errcode = 'CK006', message = 'invalid argument: price_amount must be from 0 to 9007199254740991';
+  end if;
+  if p_currency is null or p_currency !~ '^[a-z]{3}$' then
+    raise exception using errcode = 'CK006', message = 'invalid argument: currency must be three lowercase letters';
+  end if;
+  if p_expires_after is not null and p_expires_after <= interval '0' then
+    raise exception using errcode = 'CK006', message = 'invalid argument: expires_after must be positive';
+  end if;
+  if p_active is null then
+    raise exception using errcode = 'CK006', message = 'invalid argument: active must not be NULL';
+  end if;
+  insert into creditkit.packs as k (id, name, credits, price_amount, currency, stripe_price_id, expires_after, active)
+  values (p_id, p_name, p_credits, p_price_amount, p_currency, p_stripe_price_id, p_expires_after, p_active)
+  on conflict (id) do update
+     set name = excluded.name, credits = excluded.credits, price_amount = excluded.price_amount,
+         currency = excluded.currency, stripe_price_id = excluded.stripe_price_id,
+         expires_after = excluded.expires_after, active = excluded.active
+  returning * into v_pack;
+  return to_jsonb(v_pack);
+exception when unique_violation then
+  raise exception using errcode = 'CK006', message = format('invalid argument: Stripe price %s belongs to another pack', p_stripe_price_id);
+end;
+$$;
+comment on function public.creditkit_upsert_pack(text, text, bigint, bigint, text, text, interval, boolean) is
+  'Server only. Creates or updates a credit pack: credits, price, Stripe price id and optional expiry of the credits after purchase.';
+revoke all on function public.creditkit_upsert_pack(text, text, bigint, bigint, text, text, interval, boolean) from public, anon, authenticated;
+grant execute on function public.creditkit_upsert_pack(text, text, bigint, bigint, text, text, interval, boolean) to service_role;
+
+create function public.creditkit_packs()
+returns table (id text, name text, credits bigint, price_amount bigint, currency text,
+               stripe_price_id text, expires_after interval)
+language sql
+stable
+security invoker
+set search_path = ''
+as $$
+  select k.id, k.name, k.credits, k.price_amount, k.currency, k.stripe_price_id, k.expires_after
+    from creditkit.packs k
+   where k.active
+   order by k.price_amount, k.id;
+$$;
+comment on function public.creditkit_packs() is
+  'Server and signed-in users. The active credit packs, cheapest first.';
+revoke all on function public.creditkit_packs() from public, anon, authenticated, service_role;
+grant execute on function public.creditkit_packs() to authenticated, service_role;
+
+create or replace function public.creditkit_stripe_customer(p_account_id uuid)
+returns text
+language plpgsql
+stable
+security definer
+set search_path = ''
+as $$
+begin
+  perform creditkit.assert_server_caller();
+  if p_account_id is null then
+    raise exception using errcode = 'CK006', message = 'invalid argument: account id must not be NULL';
+  end if;
+  return (select c.customer_id from creditkit.stripe_customers c where c.account_id = p_account_id);
+end;
+$$;
+comment on function public.creditkit_stripe_customer(uuid) is
+  'Server only. The Stripe customer id stored for an account, or NULL.';
+revoke all on function public.creditkit_stripe_customer(uuid) from public, anon, authenticated;
+grant execute on function public.creditkit_stripe_customer(uuid) to service_role;
+
+create or replace function public.creditkit_stripe_link_customer(p_account_id uuid, p_customer_id text)
+returns text
+language plpgsql
+volatile
+security definer
+set search_path = ''
+as $$
+begin
+  perform creditkit.assert_server_caller();
+  if p_account_id is null then
+    raise exception using errcode = 'CK006', message = 'invalid argument: account id must not be NULL';
+  end if;
+  if p_customer_id is null or p_customer_id !~ '^cus_[A-Za-z0-9]+$' then
+    raise exception using errcode = 'CK006', message = 'invalid argument: customer id must look like cus_...';
+  end if;
+  return creditkit.stripe_link_customer(p_account_id, p_customer_id, now());
+exception when unique_violation then
+  raise exception using errcode = 'CK006', message = format('invalid argument: customer %s belongs to another account', p_customer_id);
+end;
+$$;
+comment on function public.creditkit_stripe_link_customer(uuid, text) is
+  'Server only. Stores the Stripe customer of an account unless it has one; returns the stored id (the first one wins).';
+revoke all on function public.creditkit_stripe_link_customer(uuid, text) from public, anon, authenticated;
+grant execute on function public.creditkit_stripe_link_customer(uuid, text) to service_role;
