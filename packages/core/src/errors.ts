@@ -2,7 +2,7 @@
 // `name` column of creditkit.error_codes for the CKnnn catalogue, or one of a few client-side
 // codes below. The raw driver or PostgREST error is kept as `cause`, never thrown itself.
 
-/** Stable error codes: the SQL catalogue (CK001-CK012) plus transport-level conditions. */
+/** Stable error codes: the SQL catalogue (CK001-CK014) plus client-side conditions. */
 export type ErrorCode =
   | 'invalid_amount' // CK001
   | 'insufficient_credits' // CK002
@@ -16,6 +16,10 @@ export type ErrorCode =
   | 'unknown_event' // CK010
   | 'unknown_hold' // CK011
   | 'hold_closed' // CK012
+  | 'unknown_pack' // CK013
+  | 'invalid_event' // CK014
+  | 'no_stripe_price' // @creditkit/stripe: the pack or plan has no Stripe price id, so it cannot be sold
+  | 'no_stripe_customer' // @creditkit/stripe: the account has no Stripe customer yet
   | 'concurrency_conflict' // 40001 / 40P01 still failing after every retry
   | 'unavailable' // the database or the Data API could not be reached
   | 'not_installed' // the function does not exist: creditkit's migrations are missing or older
@@ -36,6 +40,8 @@ export const SQLSTATE_CODES: Readonly<Record<string, ErrorCode>> = {
   CK010: 'unknown_event',
   CK011: 'unknown_hold',
   CK012: 'hold_closed',
+  CK013: 'unknown_pack',
+  CK014: 'invalid_event',
 };
 
 export interface ErrorInit {
@@ -155,6 +161,21 @@ export class HoldClosedError extends CreditkitError {
   }
 }
 
+export class UnknownPackError extends CreditkitError {
+  override name = 'UnknownPackError';
+  constructor(message: string, init?: ErrorInit) {
+    super('unknown_pack', message, init);
+  }
+}
+
+/** Not a Stripe event creditkit can read (creditkit_stripe_apply needs id, type, created, data.object). */
+export class InvalidEventError extends CreditkitError {
+  override name = 'InvalidEventError';
+  constructor(message: string, init?: ErrorInit) {
+    super('invalid_event', message, init);
+  }
+}
+
 /** Serialization failures or deadlocks that outlasted every retry. Safe to retry later. */
 export class ConcurrencyError extends CreditkitError {
   override name = 'ConcurrencyError';
@@ -203,6 +224,8 @@ const SIMPLE: Partial<Record<ErrorCode, new (message: string, init?: ErrorInit) 
   unknown_event: UnknownEventError,
   unknown_hold: UnknownHoldError,
   hold_closed: HoldClosedError,
+  unknown_pack: UnknownPackError,
+  invalid_event: InvalidEventError,
 };
 
 /** SQLSTATEs the SDK retries: the transaction was rolled back and can simply run again. */
