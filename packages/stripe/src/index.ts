@@ -10,3 +10,11 @@ export {
   type PortalParams,
 } from './checkout.ts';
 export { NoStripeCustomerError, NoStripePriceError } from './errors.ts';
+export {
+  createStripeWebhook,
+  createWebhookHandler,
+  type ApplyResult,
+  type StripeWebhookParams,
+  type StripeWebhooks,
+  type WebhookOptions,
+} from './webhook.ts';

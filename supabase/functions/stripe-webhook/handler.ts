@@ -4,7 +4,8 @@
 //
 //   1. read the raw body (the signature covers the exact bytes);
 //   2. verify `stripe-signature` with the Stripe SDK's async verifier (SubtleCrypto) — 400 and
-//      nothing written when it is missing, wrong or older than the tolerance;
+//      nothing written when it is missing, wrong or older than the tolerance, or when the signed
+//      body is not a JSON event;
 //   3. apply the event in one SQL transaction (public.creditkit_stripe_apply);
 //   4. 2xx only after that commit; 5xx when it could not be applied, so Stripe retries.
 
@@ -45,6 +46,14 @@ export interface WebhookOptions {
 const json = (status: number, body: unknown) =>
   new Response(JSON.stringify(body), { status, headers: { 'content-type': 'application/json; charset=utf-8' } });
 
+const isObject = (value: unknown): value is Record<string, unknown> =>
+  typeof value === 'object' && value !== null && !Array.isArray(value);
+
+/** The shape creditkit_stripe_apply needs: a string id and type, a numeric created, data.object. */
+const isEvent = (value: unknown): value is { id: string; type: string } =>
+  isObject(value) && typeof value.id === 'string' && typeof value.type === 'string' &&
+  typeof value.created === 'number' && isObject(value.data) && isObject(value.data.object);
+
 export function createWebhookHandler(options: WebhookOptions): (request: Request) => Promise<Response> {
   if (!options.secret) throw new Error('stripe-webhook: STRIPE_WEBHOOK_SECRET is not set');
   return async (request) => {
@@ -57,8 +66,19 @@ export function createWebhookHandler(options: WebhookOptions): (request: Request
     try {
       event = await options.webhooks.constructEventAsync(body, signature, options.secret, options.tolerance, options.cryptoProvider);
     } catch (error) {
-      // Wrong secret, altered body, stale timestamp: nothing is written.
-      return json(400, { error: 'invalid_signature', message: error instanceof Error ? error.message : String(error) });
+      // Wrong secret, altered body, stale timestamp: nothing is written. The verifier parses the
+      // body only after the signature matched, so a SyntaxError means a signed body that is not JSON.
+      const message = error instanceof Error ? error.message : String(error);
+      if (error instanceof SyntaxError) return json(400, { error: 'invalid_payload', message: `The body is not JSON: ${message}` });
+      return json(400, { error: 'invalid_signature', message });
+    }
+    // Signed, but not an event (only someone holding the secret can send this): retrying cannot
+    // help, and nothing is written.
+    if (!isEvent(event)) {
+      return json(400, {
+        error: 'invalid_payload',
+        message: 'The body is not a Stripe event (a string id and type, a numeric created and a data.object).',
+      });
     }
 
     let result: ApplyResult;
