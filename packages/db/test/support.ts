@@ -147,7 +147,17 @@ const PARAM_TYPES = {
   // analytics
   p_from: 'timestamptz',
   p_to: 'timestamptz',
+  // packs and Stripe
+  p_credits: 'bigint',
+  p_expires_after: 'interval',
+  p_event_id: 'text',
+  p_customer_id: 'text',
 } as const;
+
+/** Where a parameter name has another type in one function than everywhere else. */
+const PARAM_TYPE_OVERRIDES: Record<string, Partial<Record<ParamName, string>>> = {
+  creditkit_stripe_apply: { p_event: 'jsonb' }, // a whole Stripe event, not an event name
+};
 
 export type ParamName = keyof typeof PARAM_TYPES;
 /** Named arguments; `undefined` leaves the SQL default, `null` sends NULL. */
@@ -166,7 +176,7 @@ function toParam(value: unknown): unknown {
 export function rpc(fn: string, args: Args, columns = '*'): { sql: string; params: unknown[] } {
   const names = (Object.keys(args) as ParamName[]).filter((k) => args[k] !== undefined);
   const list = names.map((name, i) => {
-    const type = PARAM_TYPES[name];
+    const type = PARAM_TYPE_OVERRIDES[fn]?.[name] ?? PARAM_TYPES[name];
     if (!type) throw new Error(`rpc: unknown parameter ${name}`);
     return `${name} => $${i + 1}::${type}`;
   });
@@ -394,7 +404,8 @@ export async function expectConsistent(db: Query, accountIds?: string[]): Promis
 
 /**
  * Everything a failed call must leave untouched: the ledger's size (it is append-only) and every
- * account, bucket, hold, subscription, plan and price as whole rows, so a column added or renamed
+ * account, bucket, hold, subscription, plan, price, pack and Stripe row (customers, the event
+ * inbox, payments, invoices) as whole rows, so a column added or renamed
  * later is covered too.
  */
 export async function snapshotBooks(db: Query): Promise<Row> {
@@ -406,7 +417,12 @@ export async function snapshotBooks(db: Query): Promise<Row> {
            (select coalesce(json_agg(to_jsonb(h) order by h.id), '[]') from creditkit.holds h) as holds,
            (select coalesce(json_agg(to_jsonb(s) order by s.account_id), '[]') from creditkit.subscriptions s) as subscriptions,
            (select coalesce(json_agg(to_jsonb(p) order by p.id), '[]') from creditkit.plans p) as plans,
-           (select coalesce(json_agg(to_jsonb(p) order by p.id), '[]') from creditkit.prices p) as prices`);
+           (select coalesce(json_agg(to_jsonb(p) order by p.id), '[]') from creditkit.prices p) as prices,
+           (select coalesce(json_agg(to_jsonb(k) order by k.id), '[]') from creditkit.packs k) as packs,
+           (select coalesce(json_agg(to_jsonb(c) order by c.account_id), '[]') from creditkit.stripe_customers c) as stripe_customers,
+           (select coalesce(json_agg(to_jsonb(e) order by e.id), '[]') from creditkit.stripe_events e) as stripe_events,
+           (select coalesce(json_agg(to_jsonb(p) order by p.payment_intent), '[]') from creditkit.stripe_payments p) as stripe_payments,
+           (select coalesce(json_agg(to_jsonb(i) order by i.invoice_id), '[]') from creditkit.stripe_invoices i) as stripe_invoices`);
   if (!row) throw new Error('snapshot query returned no row');
   return row;
 }
@@ -427,7 +443,12 @@ export async function booksDigest(db: Query): Promise<Row> {
            ${digest('creditkit.holds', 't.id')},
            ${digest('creditkit.subscriptions', 't.account_id')},
            ${digest('creditkit.plans', 't.id')},
-           ${digest('creditkit.prices', 't.id')}`);
+           ${digest('creditkit.prices', 't.id')},
+           ${digest('creditkit.packs', 't.id')},
+           ${digest('creditkit.stripe_customers', 't.account_id')},
+           ${digest('creditkit.stripe_events', 't.id')},
+           ${digest('creditkit.stripe_payments', 't.payment_intent')},
+           ${digest('creditkit.stripe_invoices', 't.invoice_id')}`);
   if (!row) throw new Error('digest query returned no row');
   return row;
 }
