@@ -8,9 +8,16 @@
 --     checkout.session.completed / async_payment_succeeded arrives first, or twice;
 --   * an allowance is granted once per invoice, and an older period's invoice arriving after a
 --     newer one is recorded as superseded;
---   * subscription plan and status follow the newest event by `created`;
+--   * subscription plan and status follow the newest event by `created` (ties broken by event
+--     type, then event id, so equal timestamps resolve the same way in any order); an event of
+--     another subscription replaces the account's current one only when it is newer and live;
 --   * refunds and disputes set a target (credits to take back) on the payment, and the ledger is
---     moved by the difference between the target and what was already taken back.
+--     moved by the difference between the target and what was already taken back. Credit is taken
+--     from the pack's own bucket first and a reinstatement puts it back there, so a dispute
+--     withdrawn and reinstated leaves the buckets as they were, in either order.
+--
+-- Lock order, so that concurrent events never deadlock: the inbox row; for a payment, an advisory
+-- lock on its payment intent; the account row; the account's customer link.
 
 -- ---------------------------------------------------------------------------------------------
 -- Catalogue: credit packs
@@ -97,6 +104,10 @@ create table creditkit.stripe_payments (
   -- ... of which this many could not be taken: they had already been spent.
   shortfall bigint not null default 0
     constraint stripe_payments_shortfall_range check (shortfall between 0 and clawed_back),
+  -- Of the credits taken back, how many came out of the pack's own bucket (grant_id): a
+  -- reinstated dispute puts that many back into it.
+  taken_from_grant bigint not null default 0
+    constraint stripe_payments_taken_from_grant_range check (taken_from_grant between 0 and clawed_back),
   updated_at timestamptz not null default now()
 );
 comment on table creditkit.stripe_payments is 'Pack payments by payment intent: credits bought, refunded and disputed amounts, credits taken back and the shortfall (credits already spent).';
@@ -119,9 +130,16 @@ comment on table creditkit.stripe_invoices is 'Subscription invoices whose perio
 create index stripe_invoices_account on creditkit.stripe_invoices (account_id, period_start desc);
 
 -- A subscription that Stripe manages renews through its invoices, never lazily.
-alter table creditkit.subscriptions add column stripe_event_at timestamptz;
+alter table creditkit.subscriptions
+  add column stripe_event_at timestamptz,
+  add column stripe_event_rank smallint,
+  add column stripe_event_id text;
 comment on column creditkit.subscriptions.stripe_event_at is
   '`created` of the newest Stripe event applied to this subscription; older events change nothing.';
+comment on column creditkit.subscriptions.stripe_event_rank is
+  'Precedence of that event''s type among events of the same second (creditkit.stripe_event_rank); 0: only the checkout is known.';
+comment on column creditkit.subscriptions.stripe_event_id is
+  'The id of that event: the last tie-break, so that any delivery order ends in the same state.';
 
 create or replace function creditkit.stripe_managed_no_lazy_renewal()
 returns trigger
@@ -135,6 +153,8 @@ begin
   return new;
 end;
 $$;
+comment on function creditkit.stripe_managed_no_lazy_renewal() is
+  'Trigger: a subscription Stripe manages never renews lazily (renews_at stays NULL); its invoices start its periods.';
 revoke all on function creditkit.stripe_managed_no_lazy_renewal() from public, anon, authenticated, service_role;
 create trigger stripe_managed_no_lazy_renewal
   before insert or update on creditkit.subscriptions
@@ -167,6 +187,8 @@ language sql
 immutable
 set search_path = ''
 as $$ select interval '3 days' $$;
+comment on function creditkit.stripe_allowance_grace() is
+  'How long a Stripe period''s allowance outlives the period (until the next period''s invoice is paid).';
 revoke all on function creditkit.stripe_allowance_grace() from public, anon, authenticated, service_role;
 
 -- ---------------------------------------------------------------------------------------------
@@ -187,6 +209,7 @@ begin
   return null;
 end;
 $$;
+comment on function creditkit.stripe_uuid(text) is 'A uuid from a Stripe metadata value, or NULL when it is missing or not a uuid.';
 revoke all on function creditkit.stripe_uuid(text) from public, anon, authenticated, service_role;
 
 -- An id field that may be a string or an expanded object ({"id": ...}).
@@ -198,6 +221,7 @@ set search_path = ''
 as $$
   select case jsonb_typeof(p_value) when 'string' then p_value #>> '{}' when 'object' then p_value ->> 'id' end;
 $$;
+comment on function creditkit.stripe_id(jsonb) is 'The id of a Stripe field that is either an id string or an expanded object.';
 revoke all on function creditkit.stripe_id(jsonb) from public, anon, authenticated, service_role;
 
 create or replace function creditkit.stripe_time(p_unix jsonb)
@@ -208,7 +232,29 @@ set search_path = ''
 as $$
   select case when jsonb_typeof(p_unix) = 'number' then to_timestamp((p_unix #>> '{}')::numeric) end;
 $$;
+comment on function creditkit.stripe_time(jsonb) is 'A Stripe timestamp (unix seconds) as timestamptz; NULL unless a number.';
 revoke all on function creditkit.stripe_time(jsonb) from public, anon, authenticated, service_role;
+
+-- Precedence of the events that set a subscription's plan and status when two have the same
+-- `created` second: the subscription's own events over invoice.paid, and a later step of the
+-- lifecycle over an earlier one. 0 is the checkout, which any event of the subscription overrides.
+create or replace function creditkit.stripe_event_rank(p_type text)
+returns smallint
+language sql
+immutable
+set search_path = ''
+as $$
+  select (case p_type
+            when 'checkout.session.completed' then 0
+            when 'invoice.paid' then 1
+            when 'customer.subscription.created' then 2
+            when 'customer.subscription.updated' then 3
+            when 'customer.subscription.deleted' then 4
+          end)::smallint;
+$$;
+comment on function creditkit.stripe_event_rank(text) is
+  'Tie-break between subscription events of the same created second, by type.';
+revoke all on function creditkit.stripe_event_rank(text) from public, anon, authenticated, service_role;
 
 -- Raised inside the appliers for an event that cannot be applied as it stands; the caller
 -- records the event as dead with this code.
@@ -221,57 +267,100 @@ begin
   raise exception using errcode = 'CKD01', message = p_message, detail = p_code;
 end;
 $$;
+comment on function creditkit.stripe_dead(text, text) is
+  'Ends the application of a Stripe event that cannot apply as it stands; the event is kept as dead with this code.';
 revoke all on function creditkit.stripe_dead(text, text) from public, anon, authenticated, service_role;
 
+-- Serialises every event about one payment (checkout, refunds, disputes) until the transaction
+-- ends. Taken before the account lock; nothing takes it after one.
+create or replace function creditkit.stripe_lock_payment(p_payment_intent text)
+returns void
+language sql
+volatile
+set search_path = ''
+as $$
+  select pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtextextended('creditkit.stripe_payment:' || p_payment_intent, 0));
+$$;
+comment on function creditkit.stripe_lock_payment(text) is
+  'Transaction lock on one payment intent: events about the same payment apply one at a time.';
+revoke all on function creditkit.stripe_lock_payment(text) from public, anon, authenticated, service_role;
+
+-- Opens the account if needed and locks it (books what is due); returns the spendable balance.
+create or replace function creditkit.stripe_lock_account(p_account_id uuid, p_now timestamptz)
+returns bigint
+language plpgsql
+volatile
+set search_path = ''
+as $$
+begin
+  insert into creditkit.accounts (id, created_at) values (p_account_id, p_now) on conflict (id) do nothing;
+  return creditkit.lock_account(p_account_id, p_now);
+end;
+$$;
+comment on function creditkit.stripe_lock_account(uuid, timestamptz) is
+  'Opens an account on first use and locks it, for a Stripe effect.';
+revoke all on function creditkit.stripe_lock_account(uuid, timestamptz) from public, anon, authenticated, service_role;
+
+-- Links an account to its Stripe customer; the first link wins. For the webhook: a missing or
+-- malformed id, or a customer already linked to another account, is left alone (the event still
+-- applies). The caller holds the account lock. Returns the account's customer id, or NULL.
 create or replace function creditkit.stripe_link_customer(p_account_id uuid, p_customer_id text, p_now timestamptz)
 returns text
 language plpgsql
+volatile
 set search_path = ''
 as $$
 declare
   v_customer text;
 begin
-  if p_account_id is null or p_customer_id is null then
-    return null;
+  if p_account_id is not null and p_customer_id ~ '^cus_[A-Za-z0-9]+$' then
+    insert into creditkit.stripe_customers (account_id, customer_id, created_at)
+    values (p_account_id, p_customer_id, p_now)
+    on conflict do nothing;
   end if;
-  insert into creditkit.stripe_customers (account_id, customer_id, created_at)
-  values (p_account_id, p_customer_id, p_now)
-  on conflict do nothing;
   select c.customer_id into v_customer from creditkit.stripe_customers c where c.account_id = p_account_id;
   return v_customer;
 end;
 $$;
+comment on function creditkit.stripe_link_customer(uuid, text, timestamptz) is
+  'Stores an account''s Stripe customer unless either is linked already; returns the account''s customer id.';
 revoke all on function creditkit.stripe_link_customer(uuid, text, timestamptz) from public, anon, authenticated, service_role;
 
 -- ---------------------------------------------------------------------------------------------
 -- Packs: grant once per payment; refunds and disputes move the ledger towards a target
 -- ---------------------------------------------------------------------------------------------
 
--- Grants a paid payment's credits (once) and applies any refund or dispute already known.
+-- Grants a paid payment's credits (once) and applies any refund or dispute already known. The
+-- caller holds the payment's lock.
 create or replace function creditkit.stripe_settle_payment(p_payment_intent text, p_now timestamptz)
 returns text
 language plpgsql
+volatile
 set search_path = ''
 as $$
 declare
   v_pay creditkit.stripe_payments;
   v_pack creditkit.packs;
+  v_grant creditkit.grants;
+  v_live boolean;
   v_target bigint;
   v_delta bigint;
   v_take bigint;
+  v_from_grant bigint := 0;
   v_back bigint;
+  v_to_grant bigint := 0;
   v_forgiven bigint;
   v_grant_id bigint;
   v_expires timestamptz;
   v_metadata jsonb;
+  v_reason jsonb;
   v_effect text := '';
 begin
   select p.* into v_pay from creditkit.stripe_payments p where p.payment_intent = p_payment_intent for update;
-  if v_pay.state <> 'paid' or v_pay.account_id is null or v_pay.credits is null then
+  if not found or v_pay.state <> 'paid' or v_pay.account_id is null or v_pay.credits is null then
     return 'recorded; waiting for the paid checkout';
   end if;
-  insert into creditkit.accounts (id, created_at) values (v_pay.account_id, p_now) on conflict (id) do nothing;
-  perform creditkit.lock_account(v_pay.account_id, p_now);
+  perform creditkit.stripe_lock_account(v_pay.account_id, p_now);
   v_metadata := jsonb_build_object('source', 'stripe', 'payment_intent', v_pay.payment_intent,
                                    'checkout_session', v_pay.checkout_session, 'pack_id', v_pay.pack_id);
 
@@ -288,8 +377,13 @@ begin
                                    least(v_pay.amount_paid * 10000, 9007199254740991));
     update creditkit.stripe_payments p set grant_id = v_grant_id, updated_at = p_now
      where p.payment_intent = p_payment_intent;
+    v_pay.grant_id := v_grant_id;
     v_effect := format('granted %s credits', v_pay.credits);
   end if;
+
+  -- The pack's own bucket, and whether it can still be spent (taken from or put back into).
+  select g.* into v_grant from creditkit.grants g where g.id = v_pay.grant_id;
+  v_live := v_grant.expires_at is null or v_grant.expires_at > p_now;
 
   -- What refunds and disputes call for: all of it while disputed, else the refunded share.
   v_target := case
@@ -298,17 +392,25 @@ begin
     else floor(v_pay.credits::numeric * least(v_pay.amount_refunded, v_pay.amount_paid) / v_pay.amount_paid)::bigint
   end;
   v_delta := v_target - v_pay.clawed_back;
+  v_reason := jsonb_build_object('reason', case when v_pay.disputed then 'stripe_dispute' else 'stripe_refund' end);
   if v_delta > 0 then
-    -- Take back what is still there; credits already spent are recorded as the shortfall.
+    -- Take back what is still there, the pack's own credits first, then the rest of the balance
+    -- in spend order; credits already spent are recorded as the shortfall.
     v_take := least(v_delta, creditkit.spendable(v_pay.account_id));
     if v_take > 0 then
-      perform creditkit.draw_down(v_pay.account_id, v_take, p_now);
+      if v_live then
+        v_from_grant := least(v_take, v_grant.remaining);
+        update creditkit.grants g set remaining = g.remaining - v_from_grant where g.id = v_grant.id;
+      end if;
+      if v_take > v_from_grant then
+        perform creditkit.draw_down(v_pay.account_id, v_take - v_from_grant, p_now);
+      end if;
       perform creditkit.append_entry(v_pay.account_id, 'adjust', -v_take, null, null, null,
-                                     v_metadata || jsonb_build_object('reason', case when v_pay.disputed then 'stripe_dispute' else 'stripe_refund' end),
-                                     p_now, null);
+                                     v_metadata || v_reason, p_now, null);
     end if;
     update creditkit.stripe_payments p
-       set clawed_back = v_target, shortfall = p.shortfall + (v_delta - v_take), updated_at = p_now
+       set clawed_back = v_target, shortfall = p.shortfall + (v_delta - v_take),
+           taken_from_grant = p.taken_from_grant + v_from_grant, updated_at = p_now
      where p.payment_intent = p_payment_intent;
     v_effect := ltrim(v_effect || format('; took back %s credits', v_take) ||
                       case when v_delta > v_take then format(' (%s already spent)', v_delta - v_take) else '' end, '; ');
@@ -317,25 +419,45 @@ begin
     v_forgiven := least(v_pay.shortfall, -v_delta);
     v_back := -v_delta - v_forgiven;
     if v_back > 0 then
-      v_grant_id := creditkit.add_grant(v_pay.account_id, 'adjustment', v_back, null, null,
-                                        v_metadata || jsonb_build_object('reason', 'stripe_reinstated'), p_now);
-      perform creditkit.append_entry(v_pay.account_id, 'adjust', v_back, v_grant_id, null, null,
-                                     v_metadata || jsonb_build_object('reason', 'stripe_reinstated'), p_now, null);
+      if (select a.balance from creditkit.accounts a where a.id = v_pay.account_id) > 9007199254740991 - v_back then
+        perform creditkit.stripe_dead('balance_limit', 'giving the credits back would take the balance above 9007199254740991');
+      end if;
+      v_reason := jsonb_build_object('reason', 'stripe_reinstated');
+      -- Into the pack's bucket, as much as was taken from it (while it lasts) ...
+      if v_live then
+        v_to_grant := least(v_back, v_pay.taken_from_grant);
+      end if;
+      if v_to_grant > 0 then
+        update creditkit.grants g set remaining = g.remaining + v_to_grant where g.id = v_grant.id;
+        perform creditkit.append_entry(v_pay.account_id, 'adjust', v_to_grant, v_grant.id, null, null,
+                                       v_metadata || v_reason, p_now, v_grant.expires_at);
+      end if;
+      -- ... and the rest as a bucket of its own.
+      if v_back > v_to_grant then
+        v_grant_id := creditkit.add_grant(v_pay.account_id, 'adjustment', v_back - v_to_grant, null, null,
+                                          v_metadata || v_reason, p_now);
+        perform creditkit.append_entry(v_pay.account_id, 'adjust', v_back - v_to_grant, v_grant_id, null, null,
+                                       v_metadata || v_reason, p_now, null);
+      end if;
     end if;
     update creditkit.stripe_payments p
-       set clawed_back = v_target, shortfall = p.shortfall - v_forgiven, updated_at = p_now
+       set clawed_back = v_target, shortfall = p.shortfall - v_forgiven,
+           taken_from_grant = p.taken_from_grant - least(p.taken_from_grant, v_back), updated_at = p_now
      where p.payment_intent = p_payment_intent;
     v_effect := ltrim(v_effect || format('; gave back %s credits', v_back), '; ');
   end if;
   return coalesce(nullif(v_effect, ''), 'nothing to change');
 end;
 $$;
+comment on function creditkit.stripe_settle_payment(text, timestamptz) is
+  'Grants a paid pack payment once and moves the ledger to what its refunds and disputes call for.';
 revoke all on function creditkit.stripe_settle_payment(text, timestamptz) from public, anon, authenticated, service_role;
 
 -- checkout.session.completed / async_payment_succeeded / async_payment_failed, mode payment.
 create or replace function creditkit.stripe_pack_checkout(p_event jsonb, p_object jsonb, p_now timestamptz, out account_id uuid, out effect text)
 returns record
 language plpgsql
+volatile
 set search_path = ''
 as $$
 declare
@@ -358,6 +480,12 @@ begin
     perform creditkit.stripe_dead('unknown_pack', format('no pack %s (price %s) in creditkit.packs',
       coalesce(p_object -> 'metadata' ->> 'pack_id', 'NULL'), coalesce(p_object -> 'metadata' ->> 'price_id', 'NULL')));
   end if;
+  if v_pi is null then
+    perform creditkit.stripe_dead('invalid_event', 'checkout session without an id or payment intent');
+  end if;
+
+  perform creditkit.stripe_lock_payment(v_pi);
+  perform creditkit.stripe_lock_account(account_id, p_now);
   perform creditkit.stripe_link_customer(account_id, creditkit.stripe_id(p_object -> 'customer'), p_now);
 
   v_paid := p_event ->> 'type' = 'checkout.session.async_payment_succeeded'
@@ -368,14 +496,17 @@ begin
           coalesce((p_object ->> 'amount_total')::bigint, v_pack.price_amount), p_object ->> 'currency',
           case when v_paid then 'paid' when v_failed then 'failed' else 'pending' end, p_now)
   on conflict (payment_intent) do update
-     set account_id = excluded.account_id, checkout_session = excluded.checkout_session,
-         pack_id = excluded.pack_id, credits = coalesce(p.credits, excluded.credits),
-         amount_paid = excluded.amount_paid, currency = excluded.currency,
+     -- What the payment bought is fixed by the first checkout event seen; a refund or dispute
+     -- seen first only recorded the payment intent.
+     set account_id = coalesce(p.account_id, excluded.account_id),
+         checkout_session = coalesce(p.checkout_session, excluded.checkout_session),
+         pack_id = coalesce(p.pack_id, excluded.pack_id), credits = coalesce(p.credits, excluded.credits),
+         amount_paid = coalesce(p.amount_paid, excluded.amount_paid), currency = coalesce(p.currency, excluded.currency),
          -- paid is final: a late "failed" or "unpaid" never undoes it
          state = case when p.state = 'paid' or excluded.state = 'paid' then 'paid'
                       when excluded.state = 'failed' then 'failed' else p.state end,
          updated_at = p_now;
-  if v_failed and not v_paid then
+  if v_failed then
     effect := 'async payment failed; nothing granted';
     if (select p.state from creditkit.stripe_payments p where p.payment_intent = v_pi) = 'paid' then
       effect := 'async payment failed after it was recorded as paid; nothing changed';
@@ -388,12 +519,15 @@ begin
   end if;
 end;
 $$;
+comment on function creditkit.stripe_pack_checkout(jsonb, jsonb, timestamptz) is
+  'Applies a pack checkout event: records the payment, grants it once paid.';
 revoke all on function creditkit.stripe_pack_checkout(jsonb, jsonb, timestamptz) from public, anon, authenticated, service_role;
 
 -- charge.refunded and charge.dispute.funds_withdrawn / funds_reinstated.
 create or replace function creditkit.stripe_reversal(p_event jsonb, p_object jsonb, p_now timestamptz, out account_id uuid, out effect text)
 returns record
 language plpgsql
+volatile
 set search_path = ''
 as $$
 declare
@@ -404,16 +538,21 @@ begin
   if v_pi is null then
     perform creditkit.stripe_dead('unknown_payment', format('%s without a payment_intent', v_type));
   end if;
+  perform creditkit.stripe_lock_payment(v_pi);
   insert into creditkit.stripe_payments (payment_intent, updated_at) values (v_pi, p_now) on conflict do nothing;
   if v_type = 'charge.refunded' then
+    -- amount_refunded is cumulative: the largest seen is the truth, whatever the order.
     update creditkit.stripe_payments p
        set amount_refunded = greatest(p.amount_refunded, coalesce((p_object ->> 'amount_refunded')::bigint, 0)),
            updated_at = p_now
      where p.payment_intent = v_pi;
   else
+    -- The newest dispute event decides; of two in the same second, the reinstatement.
     update creditkit.stripe_payments p
        set disputed = (v_type = 'charge.dispute.funds_withdrawn'), dispute_at = v_created, updated_at = p_now
-     where p.payment_intent = v_pi and (p.dispute_at is null or p.dispute_at <= v_created);
+     where p.payment_intent = v_pi
+       and (p.dispute_at is null or p.dispute_at < v_created
+            or (p.dispute_at = v_created and v_type = 'charge.dispute.funds_reinstated'));
   end if;
   select p.account_id into account_id from creditkit.stripe_payments p where p.payment_intent = v_pi;
   effect := creditkit.stripe_settle_payment(v_pi, p_now);
@@ -422,11 +561,25 @@ begin
   end if;
 end;
 $$;
+comment on function creditkit.stripe_reversal(jsonb, jsonb, timestamptz) is
+  'Applies a refund or dispute event: records the cumulative refund or the dispute state, then settles the payment.';
 revoke all on function creditkit.stripe_reversal(jsonb, jsonb, timestamptz) from public, anon, authenticated, service_role;
 
 -- ---------------------------------------------------------------------------------------------
 -- Subscriptions
 -- ---------------------------------------------------------------------------------------------
+
+-- The plan a Stripe price sells, or NULL.
+create or replace function creditkit.stripe_plan_of_price(p_price_id text)
+returns creditkit.plans
+language sql
+stable
+set search_path = ''
+as $$
+  select p.* from creditkit.plans p where p.stripe_price_id = p_price_id;
+$$;
+comment on function creditkit.stripe_plan_of_price(text) is 'The plan whose stripe_price_id is this price, or NULL.';
+revoke all on function creditkit.stripe_plan_of_price(text) from public, anon, authenticated, service_role;
 
 create or replace function creditkit.stripe_plan_for_price(p_price_id text)
 returns creditkit.plans
@@ -435,54 +588,77 @@ stable
 set search_path = ''
 as $$
 declare
-  v_plan creditkit.plans;
+  v_plan creditkit.plans := creditkit.stripe_plan_of_price(p_price_id);
 begin
-  select p.* into v_plan from creditkit.plans p where p.stripe_price_id = p_price_id;
-  if not found then
+  if v_plan.id is null then
     perform creditkit.stripe_dead('unknown_price', format('no plan has Stripe price %s', coalesce(p_price_id, 'NULL')));
   end if;
   return v_plan;
 end;
 $$;
+comment on function creditkit.stripe_plan_for_price(text) is 'The plan a Stripe price sells; the event is dead (unknown_price) if none.';
 revoke all on function creditkit.stripe_plan_for_price(text) from public, anon, authenticated, service_role;
 
--- Records plan and status from an event, unless a newer event already did.
+-- Records plan and status from an event of subscription p_subscription_id, unless the state
+-- already applied is newer. Events are ordered by (created, rank, event id): `created` is whole
+-- seconds and several events of one subscription often share a second, so the type's rank and
+-- then the event id break ties the same way whatever the delivery order. The checkout (rank 0)
+-- is overridden by any event of its subscription. An event of another subscription than the
+-- account's current one replaces it only when it is newer and live: ending an old subscription
+-- never ends the current one. The caller holds the account lock. Returns whether it applied.
 create or replace function creditkit.stripe_upsert_subscription(
   p_account_id uuid, p_subscription_id text, p_customer_id text, p_plan_id text, p_status text,
-  p_anchor timestamptz, p_created timestamptz, p_now timestamptz)
+  p_anchor timestamptz, p_created timestamptz, p_rank smallint, p_event_id text, p_now timestamptz)
 returns boolean
 language plpgsql
+volatile
 set search_path = ''
 as $$
 declare
   v_sub creditkit.subscriptions;
+  v_newer boolean;
 begin
-  insert into creditkit.accounts (id, created_at) values (p_account_id, p_now) on conflict (id) do nothing;
-  perform creditkit.lock_account(p_account_id, p_now);
   perform creditkit.stripe_link_customer(p_account_id, p_customer_id, p_now);
   select s.* into v_sub from creditkit.subscriptions s where s.account_id = p_account_id;
-  if found and v_sub.stripe_subscription_id = p_subscription_id
-     and v_sub.stripe_event_at is not null and v_sub.stripe_event_at > p_created then
-    return false;  -- a newer event already set plan and status
+  v_newer := coalesce(not found or v_sub.stripe_event_at is null
+                      or (p_created, p_rank, p_event_id) > (v_sub.stripe_event_at, v_sub.stripe_event_rank, v_sub.stripe_event_id),
+                      false);
+  if found and v_sub.stripe_subscription_id = p_subscription_id then
+    if not v_newer and v_sub.stripe_event_rank > 0 then
+      return false;  -- a newer event already set plan and status
+    end if;
+    update creditkit.subscriptions s
+       set plan_id = p_plan_id, status = p_status, anchor = least(s.anchor, p_anchor),
+           stripe_customer_id = coalesce(p_customer_id, s.stripe_customer_id),
+           stripe_event_at = p_created, stripe_event_rank = p_rank, stripe_event_id = p_event_id, updated_at = p_now
+     where s.account_id = p_account_id;
+  else
+    if found and v_sub.stripe_subscription_id is not null
+       and (not v_newer or p_status not in ('active', 'trialing', 'past_due')) then
+      return false;  -- another subscription is the account's current one
+    end if;
+    insert into creditkit.subscriptions as s (account_id, plan_id, status, anchor, period_index, renews_at,
+                                              stripe_customer_id, stripe_subscription_id,
+                                              stripe_event_at, stripe_event_rank, stripe_event_id, updated_at)
+    values (p_account_id, p_plan_id, p_status, p_anchor, 0, null, p_customer_id, p_subscription_id,
+            p_created, p_rank, p_event_id, p_now)
+    on conflict (account_id) do update
+       set plan_id = excluded.plan_id, status = excluded.status, anchor = excluded.anchor, period_index = 0,
+           stripe_customer_id = excluded.stripe_customer_id, stripe_subscription_id = excluded.stripe_subscription_id,
+           stripe_event_at = excluded.stripe_event_at, stripe_event_rank = excluded.stripe_event_rank,
+           stripe_event_id = excluded.stripe_event_id, updated_at = excluded.updated_at;
   end if;
-  insert into creditkit.subscriptions as s (account_id, plan_id, status, anchor, period_index, renews_at,
-                                            stripe_customer_id, stripe_subscription_id, stripe_event_at, updated_at)
-  values (p_account_id, p_plan_id, p_status, coalesce(p_anchor, p_created), 0, null,
-          p_customer_id, p_subscription_id, p_created, p_now)
-  on conflict (account_id) do update
-     set plan_id = excluded.plan_id, status = excluded.status,
-         anchor = case when s.stripe_subscription_id is distinct from excluded.stripe_subscription_id
-                       then excluded.anchor else s.anchor end,
-         stripe_customer_id = coalesce(excluded.stripe_customer_id, s.stripe_customer_id),
-         stripe_subscription_id = excluded.stripe_subscription_id,
-         stripe_event_at = excluded.stripe_event_at, updated_at = excluded.updated_at;
   perform creditkit.refresh_due_at(p_account_id);
   return true;
 end;
 $$;
-revoke all on function creditkit.stripe_upsert_subscription(uuid, text, text, text, text, timestamptz, timestamptz, timestamptz) from public, anon, authenticated, service_role;
+comment on function creditkit.stripe_upsert_subscription(uuid, text, text, text, text, timestamptz, timestamptz, smallint, text, timestamptz) is
+  'Records a Stripe subscription''s plan and status unless a newer event already did; returns whether it applied.';
+revoke all on function creditkit.stripe_upsert_subscription(uuid, text, text, text, text, timestamptz, timestamptz, smallint, text, timestamptz) from public, anon, authenticated, service_role;
 
--- Stripe's subscription statuses, as the kit's.
+-- Stripe's subscription statuses, as the kit's. Only active, trialing and past_due (Stripe is
+-- still retrying the card) keep the plan: incomplete (never paid), incomplete_expired, unpaid
+-- (retries exhausted), paused (trial over without a payment method) and canceled do not.
 create or replace function creditkit.stripe_status(p_status text)
 returns text
 language sql
@@ -493,16 +669,15 @@ as $$
     when 'active' then 'active'
     when 'trialing' then 'trialing'
     when 'past_due' then 'past_due'
-    when 'unpaid' then 'past_due'
-    when 'paused' then 'past_due'
-    when 'incomplete' then 'past_due'
-    else 'canceled'  -- canceled, incomplete_expired
+    else 'canceled'
   end;
 $$;
+comment on function creditkit.stripe_status(text) is 'A Stripe subscription status as the kit''s: active, trialing, past_due, else canceled.';
 revoke all on function creditkit.stripe_status(text) from public, anon, authenticated, service_role;
 
--- The account a subscription event is for: its metadata, else the subscription already recorded.
-create or replace function creditkit.stripe_subscription_account(p_metadata jsonb, p_subscription_id text)
+-- The account a subscription event is for: its metadata, else the subscription already recorded,
+-- else the account the customer is linked to.
+create or replace function creditkit.stripe_subscription_account(p_metadata jsonb, p_subscription_id text, p_customer_id text)
 returns uuid
 language plpgsql
 stable
@@ -515,19 +690,25 @@ begin
     select s.account_id into v_account from creditkit.subscriptions s where s.stripe_subscription_id = p_subscription_id;
   end if;
   if v_account is null then
+    select c.account_id into v_account from creditkit.stripe_customers c where c.customer_id = p_customer_id;
+  end if;
+  if v_account is null then
     perform creditkit.stripe_dead('unknown_account',
-      format('subscription %s has no metadata.account_id and is not recorded', coalesce(p_subscription_id, 'NULL')));
+      format('subscription %s has no metadata.account_id, is not recorded and its customer is not linked', coalesce(p_subscription_id, 'NULL')));
   end if;
   return v_account;
 end;
 $$;
-revoke all on function creditkit.stripe_subscription_account(jsonb, text) from public, anon, authenticated, service_role;
+comment on function creditkit.stripe_subscription_account(jsonb, text, text) is
+  'The account of a subscription event: metadata.account_id, the recorded subscription, or the linked customer.';
+revoke all on function creditkit.stripe_subscription_account(jsonb, text, text) from public, anon, authenticated, service_role;
 
 -- checkout.session.completed in mode subscription: who subscribed. The allowance comes from the
 -- subscription's first invoice (invoice.paid), so it is never granted twice.
 create or replace function creditkit.stripe_subscription_checkout(p_event jsonb, p_object jsonb, p_now timestamptz, out account_id uuid, out effect text)
 returns record
 language plpgsql
+volatile
 set search_path = ''
 as $$
 declare
@@ -540,10 +721,8 @@ begin
   if account_id is null then
     perform creditkit.stripe_dead('unknown_account', 'checkout session without a creditkit account id in metadata.account_id');
   end if;
-  perform creditkit.stripe_link_customer(account_id, creditkit.stripe_id(p_object -> 'customer'), p_now);
-  if exists (select 1 from creditkit.subscriptions s where s.stripe_subscription_id = v_sub_id) then
-    effect := 'subscription already recorded';
-    return;
+  if v_sub_id is null then
+    perform creditkit.stripe_dead('invalid_event', 'subscription checkout session without a subscription');
   end if;
   select p.* into v_plan from creditkit.plans p
    where p.id = p_object -> 'metadata' ->> 'plan_id' or p.stripe_price_id = p_object -> 'metadata' ->> 'price_id'
@@ -551,57 +730,89 @@ begin
   if not found then
     perform creditkit.stripe_dead('unknown_plan', format('no plan %s in creditkit.plans', coalesce(p_object -> 'metadata' ->> 'plan_id', 'NULL')));
   end if;
-  -- Older than anything the subscription's own events say: they win when they arrive.
-  perform creditkit.stripe_upsert_subscription(account_id, v_sub_id, creditkit.stripe_id(p_object -> 'customer'),
-                                               v_plan.id, 'active', v_created, v_created - interval '1 second', p_now);
+  perform creditkit.stripe_lock_account(account_id, p_now);
+  if exists (select 1 from creditkit.subscriptions s where s.stripe_subscription_id = v_sub_id) then
+    perform creditkit.stripe_link_customer(account_id, creditkit.stripe_id(p_object -> 'customer'), p_now);
+    effect := 'subscription already recorded';
+    return;
+  end if;
+  if not creditkit.stripe_upsert_subscription(account_id, v_sub_id, creditkit.stripe_id(p_object -> 'customer'),
+                                              v_plan.id, 'active', v_created, v_created, 0::smallint,
+                                              p_event ->> 'id', p_now) then
+    effect := 'the account''s current subscription is newer; nothing changed';
+    return;
+  end if;
   effect := format('subscription %s to %s recorded; its allowance comes with the paid invoice', v_sub_id, v_plan.id);
 end;
 $$;
+comment on function creditkit.stripe_subscription_checkout(jsonb, jsonb, timestamptz) is
+  'Applies a subscription checkout: records who subscribed to which plan; grants nothing (the invoice does).';
 revoke all on function creditkit.stripe_subscription_checkout(jsonb, jsonb, timestamptz) from public, anon, authenticated, service_role;
 
 -- customer.subscription.created / updated / deleted.
 create or replace function creditkit.stripe_subscription_event(p_event jsonb, p_object jsonb, p_now timestamptz, out account_id uuid, out effect text)
 returns record
 language plpgsql
+volatile
 set search_path = ''
 as $$
 declare
   v_sub_id text := p_object ->> 'id';
+  v_customer text := creditkit.stripe_id(p_object -> 'customer');
+  v_price text := creditkit.stripe_id(p_object #> '{items,data,0,price}');
   v_plan creditkit.plans;
-  v_status text := case when p_event ->> 'type' = 'customer.subscription.deleted' then 'canceled'
-                        else creditkit.stripe_status(p_object ->> 'status') end;
+  v_deleted boolean := p_event ->> 'type' = 'customer.subscription.deleted';
+  v_status text := case when v_deleted then 'canceled' else creditkit.stripe_status(p_object ->> 'status') end;
   v_created timestamptz := creditkit.stripe_time(p_event -> 'created');
 begin
-  account_id := creditkit.stripe_subscription_account(p_object -> 'metadata', v_sub_id);
-  v_plan := creditkit.stripe_plan_for_price(creditkit.stripe_id(p_object #> '{items,data,0,price}'));
-  if not creditkit.stripe_upsert_subscription(account_id, v_sub_id, creditkit.stripe_id(p_object -> 'customer'),
-                                              v_plan.id, v_status, creditkit.stripe_time(p_object -> 'start_date'),
-                                              v_created, p_now) then
-    effect := 'older than the subscription state already applied; nothing changed';
+  account_id := creditkit.stripe_subscription_account(p_object -> 'metadata', v_sub_id, v_customer);
+  if v_deleted then
+    -- An ending needs no plan: one whose price left the catalogue still ends.
+    v_plan := creditkit.stripe_plan_of_price(v_price);
+    if v_plan.id is null then
+      select p.* into v_plan from creditkit.plans p
+       where p.id = coalesce((select s.plan_id from creditkit.subscriptions s where s.stripe_subscription_id = v_sub_id),
+                             (select d.id from creditkit.plans d where d.is_default));
+    end if;
+  else
+    v_plan := creditkit.stripe_plan_for_price(v_price);
+  end if;
+  perform creditkit.stripe_lock_account(account_id, p_now);
+  if not creditkit.stripe_upsert_subscription(account_id, v_sub_id, v_customer, v_plan.id, v_status,
+                                              coalesce(creditkit.stripe_time(p_object -> 'start_date'), v_created),
+                                              v_created, creditkit.stripe_event_rank(p_event ->> 'type'),
+                                              p_event ->> 'id', p_now) then
+    effect := 'older than the subscription state already applied, or not the account''s current subscription; nothing changed';
     return;
   end if;
   effect := case when v_status = 'canceled' then 'subscription ended; the account is back on the default plan'
                  else format('subscription on %s, %s', v_plan.id, v_status) end;
 end;
 $$;
+comment on function creditkit.stripe_subscription_event(jsonb, jsonb, timestamptz) is
+  'Applies customer.subscription.created/updated/deleted: plan and status, unless a newer event already set them.';
 revoke all on function creditkit.stripe_subscription_event(jsonb, jsonb, timestamptz) from public, anon, authenticated, service_role;
 
 -- invoice.paid: creation and each renewal start a period; its allowance is granted once.
 create or replace function creditkit.stripe_invoice_paid(p_event jsonb, p_object jsonb, p_now timestamptz, out account_id uuid, out effect text)
 returns record
 language plpgsql
+volatile
 set search_path = ''
 as $$
 declare
+  v_invoice text := p_object ->> 'id';
   v_reason text := p_object ->> 'billing_reason';
   -- Both invoice shapes: `subscription` (API versions before 2025-03) and `parent.subscription_details`.
   v_sub_id text := coalesce(creditkit.stripe_id(p_object #> '{parent,subscription_details,subscription}'),
                             creditkit.stripe_id(p_object -> 'subscription'));
   v_metadata jsonb := coalesce(p_object #> '{parent,subscription_details,metadata}',
                                p_object #> '{subscription_details,metadata}', '{}');
+  v_customer text := creditkit.stripe_id(p_object -> 'customer');
   v_line jsonb := p_object #> '{lines,data,0}';
   v_price text := coalesce(creditkit.stripe_id(v_line #> '{pricing,price_details,price}'),
                            creditkit.stripe_id(v_line -> 'price'));
+  -- The line's period: the invoice's own period_start/period_end is the period before it.
   v_start timestamptz := creditkit.stripe_time(v_line #> '{period,start}');
   v_end timestamptz := creditkit.stripe_time(v_line #> '{period,end}');
   v_plan creditkit.plans;
@@ -616,30 +827,35 @@ begin
     effect := 'not a subscription invoice; nothing to do';
     return;
   end if;
-  if v_reason not in ('subscription_create', 'subscription_cycle') then
+  if v_reason is null or v_reason not in ('subscription_create', 'subscription_cycle') then
     effect := format('billing_reason %s starts no period; nothing granted', coalesce(v_reason, 'NULL'));
     return;
   end if;
-  account_id := creditkit.stripe_subscription_account(v_metadata, v_sub_id);
+  if v_invoice is null then
+    perform creditkit.stripe_dead('invalid_event', 'invoice without an id');
+  end if;
+  account_id := creditkit.stripe_subscription_account(v_metadata, v_sub_id, v_customer);
   v_plan := creditkit.stripe_plan_for_price(v_price);
   if v_start is null or v_end is null or v_end <= v_start then
     perform creditkit.stripe_dead('invalid_event', 'invoice line without a period');
   end if;
-  if exists (select 1 from creditkit.stripe_invoices i where i.invoice_id = p_object ->> 'id') then
+
+  perform creditkit.stripe_lock_account(account_id, p_now);
+  if exists (select 1 from creditkit.stripe_invoices i where i.invoice_id = v_invoice) then
     effect := 'invoice already applied';
     return;
   end if;
 
   -- Plan and status as of this invoice, unless a newer subscription event already set them.
-  perform creditkit.stripe_upsert_subscription(account_id, v_sub_id, creditkit.stripe_id(p_object -> 'customer'),
-                                               v_plan.id, 'active', v_start,
-                                               creditkit.stripe_time(p_event -> 'created'), p_now);
+  perform creditkit.stripe_upsert_subscription(account_id, v_sub_id, v_customer, v_plan.id, 'active', v_start,
+                                               creditkit.stripe_time(p_event -> 'created'), 1::smallint,
+                                               p_event ->> 'id', p_now);
 
   if exists (select 1 from creditkit.stripe_invoices i
               where i.account_id = stripe_invoice_paid.account_id and i.period_start > v_start) then
     insert into creditkit.stripe_invoices (invoice_id, account_id, subscription_id, plan_id, billing_reason,
                                            period_start, period_end, outcome, applied_at)
-    values (p_object ->> 'id', account_id, v_sub_id, v_plan.id, v_reason, v_start, v_end, 'superseded', p_now);
+    values (v_invoice, account_id, v_sub_id, v_plan.id, v_reason, v_start, v_end, 'superseded', p_now);
     effect := 'a later period is already applied; this older invoice grants nothing';
     return;
   end if;
@@ -663,22 +879,24 @@ begin
                     9007199254740991 - (select a.balance from creditkit.accounts a where a.id = stripe_invoice_paid.account_id));
   v_expires := v_end + creditkit.stripe_allowance_grace();
   if v_amount > 0 then
-    v_grant_metadata := jsonb_build_object('source', 'stripe', 'stripe_invoice', p_object ->> 'id',
+    v_grant_metadata := jsonb_build_object('source', 'stripe', 'stripe_invoice', v_invoice,
                                            'subscription', v_sub_id, 'plan_id', v_plan.id,
                                            'period_start', v_start, 'period_end', v_end,
                                            'allowance', v_plan.allowance, 'rollover', v_carry);
     v_grant_id := creditkit.add_grant(account_id, 'plan', v_amount, null, v_expires, v_grant_metadata, p_now);
     perform creditkit.append_entry(account_id, 'grant', v_amount, v_grant_id, null,
-                                   'stripe:' || (p_object ->> 'id'), v_grant_metadata, p_now, v_expires, null,
+                                   'stripe:' || v_invoice, v_grant_metadata, p_now, v_expires, null,
                                    least(coalesce((p_object ->> 'amount_paid')::bigint, 0) * 10000, 9007199254740991));
   end if;
   insert into creditkit.stripe_invoices (invoice_id, account_id, subscription_id, plan_id, billing_reason,
                                          period_start, period_end, grant_id, outcome, applied_at)
-  values (p_object ->> 'id', account_id, v_sub_id, v_plan.id, v_reason, v_start, v_end, v_grant_id,
+  values (v_invoice, account_id, v_sub_id, v_plan.id, v_reason, v_start, v_end, v_grant_id,
           case when v_amount > 0 then 'granted' else 'no_allowance' end, p_now);
   effect := format('period %s to %s on %s: %s credits', v_start, v_end, v_plan.id, greatest(v_amount, 0));
 end;
 $$;
+comment on function creditkit.stripe_invoice_paid(jsonb, jsonb, timestamptz) is
+  'Applies invoice.paid: a subscription_create or subscription_cycle invoice starts a period and grants its allowance once.';
 revoke all on function creditkit.stripe_invoice_paid(jsonb, jsonb, timestamptz) from public, anon, authenticated, service_role;
 
 -- ---------------------------------------------------------------------------------------------
@@ -686,12 +904,16 @@ revoke all on function creditkit.stripe_invoice_paid(jsonb, jsonb, timestamptz) 
 -- ---------------------------------------------------------------------------------------------
 
 -- Dispatches a stored event to its applier; returns (status, effect, account). Dead ends are
--- caught here and recorded; any other error propagates, so the transaction rolls back and the
--- webhook answers 5xx for Stripe to retry.
+-- caught here and recorded, each applier's writes undone: an unknown account, pack or price, a
+-- balance limit, or a payload the appliers cannot read (a data exception such as a non-numeric
+-- amount: the same payload would fail the same way on every retry, so it waits for the operator
+-- instead of being retried for three days and then lost). Any other error propagates, so the
+-- transaction rolls back and the webhook answers 5xx for Stripe to retry.
 create or replace function creditkit.stripe_dispatch(p_event jsonb, p_now timestamptz,
   out status text, out effect text, out account_id uuid, out error_code text, out error_message text)
 returns record
 language plpgsql
+volatile
 set search_path = ''
 as $$
 declare
@@ -738,18 +960,48 @@ begin
     if v_state = 'CKD01' then
       status := 'dead';
       error_code := v_detail;
-      get stacked diagnostics error_message = message_text;
     elsif v_state like 'CK%' then
       status := 'dead';
       error_code := (select c.name from creditkit.error_codes c where c.code = v_state);
-      get stacked diagnostics error_message = message_text;
+    elsif v_state like '22%' or v_state = '23514' then
+      status := 'dead';
+      error_code := 'invalid_event';
     else
       raise;
     end if;
+    get stacked diagnostics error_message = message_text;
+    effect := null;
+    account_id := null;
   end;
 end;
 $$;
+comment on function creditkit.stripe_dispatch(jsonb, timestamptz) is
+  'Applies one Stripe event by type; catches the dead ends (recorded for the operator) and lets other errors through.';
 revoke all on function creditkit.stripe_dispatch(jsonb, timestamptz) from public, anon, authenticated, service_role;
+
+-- Whether a value is a Stripe event the kit can read: an object with a string id evt_..., a
+-- string type, created as whole unix seconds, data.object an object, livemode (if any) a boolean.
+create or replace function creditkit.stripe_is_event(p_event jsonb)
+returns boolean
+language sql
+immutable
+set search_path = ''
+as $$
+  select coalesce(
+           jsonb_typeof(p_event) = 'object'
+           and jsonb_typeof(p_event -> 'id') = 'string'
+           and (p_event ->> 'id') ~ '^evt_[A-Za-z0-9_]{1,251}$'
+           and jsonb_typeof(p_event -> 'type') = 'string'
+           and length(p_event ->> 'type') between 1 and 255
+           and jsonb_typeof(p_event -> 'created') = 'number'
+           and (p_event ->> 'created') ~ '^[0-9]{1,11}$'
+           and jsonb_typeof(p_event #> '{data,object}') = 'object'
+           and coalesce(jsonb_typeof(p_event -> 'livemode'), 'boolean') = 'boolean',
+         false);
+$$;
+comment on function creditkit.stripe_is_event(jsonb) is
+  'True for a readable Stripe event: id evt_..., type, created (unix seconds), data.object, boolean livemode if present.';
+revoke all on function creditkit.stripe_is_event(jsonb) from public, anon, authenticated, service_role;
 
 create or replace function public.creditkit_stripe_apply(
   p_event jsonb,
@@ -766,35 +1018,28 @@ security definer
 set search_path = ''
 as $$
 declare
-  v_created timestamptz;
   v_row creditkit.stripe_events;
   v_result record;
 begin
   perform creditkit.assert_server_caller();
   perform creditkit.check_request(null, null, null, p_now);
-  if p_event is null or jsonb_typeof(p_event) <> 'object'
-     or jsonb_typeof(p_event -> 'id') <> 'string' or (p_event ->> 'id') !~ '^evt_[A-Za-z0-9_]+$'
-     or length(p_event ->> 'id') > 255
-     or jsonb_typeof(p_event -> 'type') <> 'string'
-     or jsonb_typeof(p_event -> 'created') <> 'number'
-     or jsonb_typeof(p_event #> '{data,object}') <> 'object' then
+  if not creditkit.stripe_is_event(p_event) then
     raise exception using errcode = 'CK014',
       message = 'invalid event: a Stripe event needs a string id (evt_...), a type, a numeric created and data.object';
   end if;
-  v_created := creditkit.stripe_time(p_event -> 'created');
   event_id := p_event ->> 'id';
 
   -- The inbox row first: a concurrent delivery of the same event waits here for this
   -- transaction, then finds the row and does nothing.
   insert into creditkit.stripe_events (id, type, created, livemode, status, payload, received_at)
-  values (event_id, p_event ->> 'type', v_created, coalesce((p_event ->> 'livemode')::boolean, false),
-          'applied', p_event, p_now)
+  values (event_id, p_event ->> 'type', creditkit.stripe_time(p_event -> 'created'),
+          coalesce((p_event ->> 'livemode')::boolean, false), 'applied', p_event, p_now)
   on conflict (id) do nothing;
   if not found then
     update creditkit.stripe_events e set deliveries = e.deliveries + 1 where e.id = event_id
     returning * into v_row;
     status := v_row.status;
-    effect := v_row.effect;
+    effect := coalesce(v_row.effect, v_row.error_message);
     account_id := v_row.account_id;
     duplicate := true;
     return;
@@ -917,18 +1162,26 @@ begin
   if p_id is null or p_id !~ '^[a-z0-9][a-z0-9_.-]{0,62}$' then
     raise exception using errcode = 'CK006', message = 'invalid argument: pack id must match ^[a-z0-9][a-z0-9_.-]{0,62}$';
   end if;
-  if p_name is null or length(p_name) not between 1 and 200 then
-    raise exception using errcode = 'CK006', message = 'invalid argument: name must be 1 to 200 characters';
+  if p_name is null or p_name !~ '[^[:space:]]' or length(p_name) > 200 then
+    raise exception using errcode = 'CK006', message = 'invalid argument: pack name must be 1 to 200 characters, not blank';
   end if;
   perform creditkit.check_amount(p_credits);
-  if p_price_amount is null or p_price_amount not between 0 and 9007199254740991 then
-    raise exception using errcode = 'CK006', message = 'invalid argument: price_amount must be from 0 to 9007199254740991';
+  if p_price_amount is null or p_price_amount < 0 or p_price_amount > 9007199254740991 then
+    raise exception using errcode = 'CK001', message = 'invalid amount: price_amount must be an integer from 0 to 9007199254740991';
   end if;
   if p_currency is null or p_currency !~ '^[a-z]{3}$' then
     raise exception using errcode = 'CK006', message = 'invalid argument: currency must be three lowercase letters';
   end if;
-  if p_expires_after is not null and p_expires_after <= interval '0' then
-    raise exception using errcode = 'CK006', message = 'invalid argument: expires_after must be positive';
+  if p_stripe_price_id is not null and p_stripe_price_id !~ '^[[:alnum:]_]{1,255}$' then
+    raise exception using errcode = 'CK006', message = 'invalid argument: stripe price id must be 1 to 255 letters, digits or _';
+  end if;
+  if p_stripe_price_id is not null
+     and exists (select 1 from creditkit.packs k where k.stripe_price_id = p_stripe_price_id and k.id <> p_id) then
+    raise exception using errcode = 'CK006', message = format('invalid argument: Stripe price %s belongs to another pack', p_stripe_price_id);
+  end if;
+  -- Bounded so that purchase time + expiry is always a valid timestamp.
+  if p_expires_after is not null and (p_expires_after <= interval '0' or p_expires_after > interval '100 years') then
+    raise exception using errcode = 'CK006', message = 'invalid argument: expires_after must be positive and at most 100 years';
   end if;
   if p_active is null then
     raise exception using errcode = 'CK006', message = 'invalid argument: active must not be NULL';
@@ -942,11 +1195,12 @@ begin
   returning * into v_pack;
   return to_jsonb(v_pack);
 exception when unique_violation then
+  -- a concurrent upsert took the price id between the check and the insert
   raise exception using errcode = 'CK006', message = format('invalid argument: Stripe price %s belongs to another pack', p_stripe_price_id);
 end;
 $$;
 comment on function public.creditkit_upsert_pack(text, text, bigint, bigint, text, text, interval, boolean) is
-  'Server only. Creates or updates a credit pack: credits, price, Stripe price id and optional expiry of the credits after purchase.';
+  'Server only. Creates or updates a credit pack: credits, price, Stripe price id and optional expiry of the credits after purchase. A payment already recorded keeps the credits it was sold with.';
 revoke all on function public.creditkit_upsert_pack(text, text, bigint, bigint, text, text, interval, boolean) from public, anon, authenticated;
 grant execute on function public.creditkit_upsert_pack(text, text, bigint, bigint, text, text, interval, boolean) to service_role;
 
@@ -968,15 +1222,15 @@ comment on function public.creditkit_packs() is
 revoke all on function public.creditkit_packs() from public, anon, authenticated, service_role;
 grant execute on function public.creditkit_packs() to authenticated, service_role;
 
+-- Security invoker: a read; service_role has SELECT on creditkit.stripe_customers.
 create or replace function public.creditkit_stripe_customer(p_account_id uuid)
 returns text
 language plpgsql
 stable
-security definer
+security invoker
 set search_path = ''
 as $$
 begin
-  perform creditkit.assert_server_caller();
   if p_account_id is null then
     raise exception using errcode = 'CK006', message = 'invalid argument: account id must not be NULL';
   end if;
@@ -995,6 +1249,9 @@ volatile
 security definer
 set search_path = ''
 as $$
+declare
+  v_linked uuid;
+  v_customer text;
 begin
   perform creditkit.assert_server_caller();
   if p_account_id is null then
@@ -1003,12 +1260,19 @@ begin
   if p_customer_id is null or p_customer_id !~ '^cus_[A-Za-z0-9]+$' then
     raise exception using errcode = 'CK006', message = 'invalid argument: customer id must look like cus_...';
   end if;
-  return creditkit.stripe_link_customer(p_account_id, p_customer_id, now());
-exception when unique_violation then
-  raise exception using errcode = 'CK006', message = format('invalid argument: customer %s belongs to another account', p_customer_id);
+  perform creditkit.stripe_lock_account(p_account_id, now());
+  select c.account_id into v_linked from creditkit.stripe_customers c where c.customer_id = p_customer_id;
+  if v_linked is not null and v_linked <> p_account_id then
+    raise exception using errcode = 'CK006', message = format('invalid argument: customer %s belongs to another account', p_customer_id);
+  end if;
+  v_customer := creditkit.stripe_link_customer(p_account_id, p_customer_id, now());
+  if v_customer is null then  -- a concurrent call linked the customer to another account first
+    raise exception using errcode = 'CK006', message = format('invalid argument: customer %s belongs to another account', p_customer_id);
+  end if;
+  return v_customer;
 end;
 $$;
 comment on function public.creditkit_stripe_link_customer(uuid, text) is
-  'Server only. Stores the Stripe customer of an account unless it has one; returns the stored id (the first one wins).';
+  'Server only. Stores the Stripe customer of an account unless it has one; returns the stored id (the first one wins). CK006 for a customer linked to another account.';
 revoke all on function public.creditkit_stripe_link_customer(uuid, text) from public, anon, authenticated;
 grant execute on function public.creditkit_stripe_link_customer(uuid, text) to service_role;
