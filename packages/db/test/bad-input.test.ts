@@ -11,6 +11,7 @@ import {
   ABOVE_MAX, DAY, HOUR, MAX_CREDITS, at, booksDigest, creditkit, newAccountId, outcome, rpc, runAs, snapshotBooks,
   type Args, type Creditkit, type ParamName, type Runner,
 } from './support.ts';
+import { otherEvent, stripeId, unix } from './stripe-fixtures.ts';
 
 /**
  * What a case gets to work with: an account holding 100 credits, owned by a signed-in user, and
@@ -29,6 +30,10 @@ interface FunctionSpec {
 }
 
 const NOW = at(HOUR); // after the fixture's grant at EPOCH
+// An event already in the Stripe inbox (applied in beforeAll as 'ignored'), for creditkit_stripe_replay.
+const INBOX_EVENT = otherEvent('customer.updated', { created: unix(0) });
+/** A Stripe event creditkit ignores (a new id every time), as a valid creditkit_stripe_apply argument. */
+const ignoredEvent = () => otherEvent('payment_intent.created', { created: unix(0) });
 // The catalogue every case can rely on (created once per database, see beforeAll).
 const PLAN = 'pro'; // active, allowance 50, features {hd: true}
 const RETIRED_PLAN = 'retired'; // inactive
@@ -172,6 +177,41 @@ const SPECS: Record<string, FunctionSpec> = {
   creditkit_accounts_per_plan: { params: [], caller: 'service', valid: () => ({}) },
   creditkit_mrr: { params: [], caller: 'service', valid: () => ({}) },
   creditkit_plans: { params: [], caller: 'service', valid: () => ({}) },
+  // ── packs and Stripe ──
+  creditkit_upsert_pack: {
+    params: ['p_id', 'p_name', 'p_credits', 'p_price_amount', 'p_currency', 'p_stripe_price_id', 'p_expires_after', 'p_active'],
+    caller: 'service',
+    valid: () => ({
+      p_id: 'bad-input-pack', p_name: 'Bad input pack', p_credits: 100, p_price_amount: 900, p_currency: 'usd',
+      p_stripe_price_id: 'price_bad_input_pack', p_expires_after: '30 days', p_active: true,
+    }),
+  },
+  creditkit_packs: { params: [], caller: 'service', valid: () => ({}) },
+  creditkit_stripe_apply: {
+    params: ['p_event', 'p_now'],
+    caller: 'service',
+    valid: () => ({ p_event: ignoredEvent(), p_now: NOW }),
+  },
+  creditkit_stripe_replay: {
+    params: ['p_event_id', 'p_now'],
+    caller: 'service',
+    valid: () => ({ p_event_id: INBOX_EVENT.id, p_now: NOW }),
+  },
+  creditkit_stripe_events: {
+    params: ['p_status', 'p_limit'],
+    caller: 'service',
+    valid: () => ({ p_status: 'dead', p_limit: 10 }),
+  },
+  creditkit_stripe_customer: {
+    params: ['p_account_id'],
+    caller: 'service',
+    valid: (fx) => ({ p_account_id: fx.account }),
+  },
+  creditkit_stripe_link_customer: {
+    params: ['p_account_id', 'p_customer_id'],
+    caller: 'service',
+    valid: (fx) => ({ p_account_id: fx.account, p_customer_id: stripeId('cus', 14) }),
+  },
 };
 
 interface Case {
@@ -198,8 +238,17 @@ const BAD_METADATA: Array<[string, unknown]> = [
 const BAD_REASONS: Array<[string, unknown]> = [['NULL', null], ['empty', ''], ['blank', '  \t'], ['501 characters', 'r'.repeat(501)]];
 const LIMITS: Record<string, { max: number }> = {
   creditkit_history: { max: 1000 }, creditkit_my_history: { max: 1000 }, creditkit_book_expired: { max: 100000 },
-  creditkit_top_events: { max: 1000 },
+  creditkit_top_events: { max: 1000 }, creditkit_stripe_events: { max: 1000 },
 };
+// Not a Stripe event creditkit can read (stripe.test.ts has the full list).
+const BAD_STRIPE_EVENTS: Array<[string, unknown]> = [
+  ['NULL', null], ['JSON null', 'null'], ['a JSON array', '[]'], ['a JSON string', '"evt_1"'], ['an empty object', {}],
+  ['without an id', { ...otherEvent('x.y', { created: unix(0) }), id: undefined }],
+  ['an id without evt_', { ...otherEvent('x.y', { created: unix(0) }), id: 'ev_123' }],
+  ['without a type', { ...otherEvent('x.y', { created: unix(0) }), type: undefined }],
+  ['without created', { ...otherEvent('x.y', { created: unix(0) }), created: undefined }],
+  ['without data.object', { ...otherEvent('x.y', { created: unix(0) }), data: {} }],
+];
 // Dimensions: a flat JSON object of strings, numbers and booleans, at most 8192 bytes.
 const BAD_DIMENSIONS: Array<[string, unknown]> = [
   ['NULL', null], ['a JSON array', '[]'], ['JSON null', 'null'], ['a JSON string', '"hd"'], ['a nested object', { size: { w: 1 } }],
@@ -217,6 +266,8 @@ function casesFor(fn: string, param: ParamName): Array<[string, unknown, string]
       return fn === 'creditkit_adjust' ? each(ADJUST_AMOUNTS, 'CK001') : each(POSITIVE_AMOUNTS, 'CK001');
     case 'p_account_id':
       if (fn.startsWith('creditkit_my_')) return []; // NULL means "my own"; others' accounts: see the CK005 cases
+      // an account with no customer simply has none (NULL); linking one opens the account
+      if (fn === 'creditkit_stripe_customer' || fn === 'creditkit_stripe_link_customer') return [['NULL', null, 'CK006']];
       if (fn === 'creditkit_has_credits') return []; // NULL means "my own"; anyone else's account is simply false
       // analytics: NULL means every account, and an unknown one just has no rows
       if (fn === 'creditkit_account_margin' || fn === 'creditkit_usage_series') return [];
@@ -227,6 +278,7 @@ function casesFor(fn: string, param: ParamName): Array<[string, unknown, string]
     case 'p_idempotency_key':
       return each(BAD_KEYS, 'CK006');
     case 'p_event':
+      if (fn === 'creditkit_stripe_apply') return each(BAD_STRIPE_EVENTS, 'CK014'); // a whole Stripe event
       if (fn === 'creditkit_usage_series') return []; // a filter: a name nothing used matches nothing
       if (PRICED_EVENT_FUNCTIONS.has(fn)) {
         const unpriced: Array<[string, unknown, string]> = fn === 'creditkit_set_price' ? [] : [['with no price', 'unpriced', 'CK010']];
@@ -267,6 +319,7 @@ function casesFor(fn: string, param: ParamName): Array<[string, unknown, string]
     case 'p_plan_id':
       return each([['NULL', null], ['unknown', 'no-such-plan'], ['inactive', RETIRED_PLAN]], 'CK009');
     case 'p_status':
+      if (fn === 'creditkit_stripe_events') return each([['unknown', 'lost'], ['upper case', 'Dead'], ['empty', '']], 'CK006'); // NULL: all
       return each([['NULL', null], ['unknown', 'paused'], ['upper case', 'Active'], ['empty', '']], 'CK006');
     case 'p_anchor': // NULL: the anchor is p_now
       return [['1µs after p_now', at(HOUR + 1), 'CK006']];
@@ -302,6 +355,15 @@ function casesFor(fn: string, param: ParamName): Array<[string, unknown, string]
       if (!max) throw new Error(`no limit bounds for ${fn}`);
       return each([['0', 0], ['-1', -1], ['NULL', null], [`${max + 1}`, max + 1]], 'CK006');
     }
+    // ── packs and Stripe ──
+    case 'p_credits':
+      return each(POSITIVE_AMOUNTS, 'CK001');
+    case 'p_expires_after': // NULL: never
+      return each([['zero', '0 seconds'], ['negative', '-1 day'], ['over 100 years', '100 years 1 second']], 'CK006');
+    case 'p_event_id':
+      return each([['NULL', null], ['empty', ''], ['not in the inbox', 'evt_1QneverDelivered']], 'CK006');
+    case 'p_customer_id':
+      return each([['NULL', null], ['empty', ''], ['not cus_', 'cust_123'], ['just cus_', 'cus_'], ['a dash', 'cus_a-b']], 'CK006');
     case 'p_priority': // any integer is a valid priority
     case 'p_before_id': // any cursor is valid; one past the end just gives an empty page
       return [];
@@ -376,6 +438,17 @@ CASES.push(
     prepare: (fx, ck) => ck.consume({ p_account_id: fx.account, p_amount: 6, p_event: PRICED, p_idempotency_key: 'c-1', p_now: NOW }),
     args: (fx) => ({ ...valid('creditkit_meter', fx), p_idempotency_key: 'c-1' }),
   },
+  // packs and Stripe
+  {
+    fn: 'creditkit_upsert_pack', label: 'a Stripe price id another pack has', code: 'CK006',
+    prepare: (_fx, ck) => ck.call('creditkit_upsert_pack', { p_id: 'pack-a', p_name: 'A', p_credits: 1, p_stripe_price_id: 'price_shared_pack' }),
+    args: () => ({ p_id: 'pack-b', p_name: 'B', p_credits: 1, p_stripe_price_id: 'price_shared_pack' }),
+  },
+  {
+    fn: 'creditkit_stripe_link_customer', label: 'a customer linked to another account', code: 'CK006',
+    prepare: (fx, ck) => ck.call('creditkit_stripe_link_customer', { p_account_id: fx.other, p_customer_id: 'cus_1QtakenByOther' }),
+    args: (fx) => ({ p_account_id: fx.account, p_customer_id: 'cus_1QtakenByOther' }),
+  },
   // holds
   {
     fn: 'creditkit_reserve', label: 'a key used for a different amount', code: 'CK004',
@@ -438,6 +511,13 @@ const ACCEPTED: Case[] = [
   { fn: 'creditkit_has_credits', label: 'amount 2^53-1', code: 'ok', args: (fx) => ({ ...valid('creditkit_has_credits', fx), p_amount: MAX_CREDITS }) },
   { fn: 'creditkit_top_events', label: 'limit 1000', code: 'ok', args: () => ({ ...PERIOD, p_limit: 1000 }) },
   { fn: 'creditkit_account_margin', label: 'a period of 1µs', code: 'ok', args: () => ({ p_from: at(0), p_to: at(1) }) },
+  // packs and Stripe
+  { fn: 'creditkit_upsert_pack', label: 'expires after exactly 100 years, credits 2^53-1, price 0, no Stripe price', code: 'ok', args: () => ({ ...valid('creditkit_upsert_pack'), p_expires_after: '100 years', p_credits: MAX_CREDITS, p_price_amount: 0, p_stripe_price_id: null }) },
+  { fn: 'creditkit_stripe_apply', label: 'an event id of 255 characters', code: 'ok', args: () => ({ p_event: { ...ignoredEvent(), id: `evt_${stripeId('x', 249)}` }, p_now: NOW }) },
+  { fn: 'creditkit_stripe_apply', label: 'an event without livemode', code: 'ok', args: () => ({ p_event: { ...ignoredEvent(), livemode: undefined }, p_now: NOW }) },
+  { fn: 'creditkit_stripe_events', label: 'no status (all), limit 1000', code: 'ok', args: () => ({ p_status: null, p_limit: 1000 }) },
+  { fn: 'creditkit_stripe_customer', label: 'an account that does not exist (no customer: NULL)', code: 'ok', args: () => ({ p_account_id: newAccountId() }) },
+  { fn: 'creditkit_stripe_link_customer', label: 'an account that does not exist yet', code: 'ok', args: () => ({ p_account_id: newAccountId(), p_customer_id: stripeId('cus', 14) }) },
 ];
 
 describeEachBackend('bad input', (backend) => {
@@ -452,6 +532,7 @@ describeEachBackend('bad input', (backend) => {
     await ck.setPrice({ p_event: 'unit', p_credits_per_unit: 1, p_effective_from: at(0) });
     await ck.setPrice({ p_event: 'hd-only', p_credits_per_unit: 5, p_dimensions: { quality: 'hd' }, p_effective_from: at(0) });
     await ck.setPrice({ p_event: 'future', p_credits_per_unit: 1, p_effective_from: at(DAY) });
+    await ck.call('creditkit_stripe_apply', { p_event: INBOX_EVENT, p_now: at(0) });
   });
   afterAll(() => db?.drop());
 

@@ -35,6 +35,19 @@ const SERVER_CALLS: Record<string, (account: string) => Args> = {
   creditkit_credits_outstanding: () => ({}),
   creditkit_accounts_per_plan: () => ({}),
   creditkit_mrr: () => ({}),
+  // packs and Stripe
+  creditkit_upsert_pack: () => ({ p_id: 'x', p_name: 'X', p_credits: 1 }),
+  creditkit_stripe_apply: (a) => ({
+    p_event: {
+      id: 'evt_1QprivilegeCheck', object: 'event', type: 'checkout.session.completed', created: 1893456000, livemode: false,
+      data: { object: { id: 'cs_test_1', object: 'checkout.session', mode: 'payment', payment_status: 'paid', payment_intent: 'pi_1',
+                        metadata: { account_id: a, pack_id: 'x' } } },
+    },
+  }),
+  creditkit_stripe_replay: () => ({ p_event_id: 'evt_1QprivilegeCheck' }),
+  creditkit_stripe_events: () => ({}),
+  creditkit_stripe_customer: (a) => ({ p_account_id: a }),
+  creditkit_stripe_link_customer: (a) => ({ p_account_id: a, p_customer_id: 'cus_1QprivilegeCheck' }),
 };
 // Signed-in users only (the service role has no user to be).
 const CALLER_BOUND: Record<string, (account: string) => Args> = {
@@ -44,8 +57,8 @@ const CALLER_BOUND: Record<string, (account: string) => Args> = {
   creditkit_my_feature: (a) => ({ p_feature: 'x', p_account_id: a }),
   creditkit_has_credits: (a) => ({ p_amount: 1, p_account_id: a }),
 };
-// Both: a read of the price list.
-const SHARED = ['creditkit_plans', 'creditkit_quote'];
+// Both: reads of the price list and the plan and pack catalogues.
+const SHARED = ['creditkit_packs', 'creditkit_plans', 'creditkit_quote'];
 
 describeEachBackend('core ledger', (backend) => {
   for (const mode of MODES) {
