@@ -60,10 +60,35 @@ select results_eq(
        ('creditkit.refresh_due_at(uuid)', false, false, false),
        ('creditkit.spendable(uuid)', false, false, false),
        ('creditkit.renew_period(uuid,timestamp with time zone)', false, false, false),
+       -- Stripe: every step of applying an event runs inside creditkit_stripe_apply/_replay (as
+       -- the owner); a client that could call an applier directly would grant without an event
+       ('creditkit.stripe_allowance_grace()', false, false, false),
+       ('creditkit.stripe_dead(text,text)', false, false, false),
+       ('creditkit.stripe_dispatch(jsonb,timestamp with time zone)', false, false, false),
+       ('creditkit.stripe_event_rank(text)', false, false, false),
+       ('creditkit.stripe_id(jsonb)', false, false, false),
+       ('creditkit.stripe_invoice_paid(jsonb,jsonb,timestamp with time zone)', false, false, false),
+       ('creditkit.stripe_is_event(jsonb)', false, false, false),
+       ('creditkit.stripe_link_customer(uuid,text,timestamp with time zone)', false, false, false),
+       ('creditkit.stripe_lock_account(uuid,timestamp with time zone)', false, false, false),
+       ('creditkit.stripe_lock_payment(text)', false, false, false),
+       ('creditkit.stripe_pack_checkout(jsonb,jsonb,timestamp with time zone)', false, false, false),
+       ('creditkit.stripe_plan_for_price(text)', false, false, false),
+       ('creditkit.stripe_plan_of_price(text)', false, false, false),
+       ('creditkit.stripe_reversal(jsonb,jsonb,timestamp with time zone)', false, false, false),
+       ('creditkit.stripe_settle_payment(text,timestamp with time zone)', false, false, false),
+       ('creditkit.stripe_status(text)', false, false, false),
+       ('creditkit.stripe_subscription_account(jsonb,text,text)', false, false, false),
+       ('creditkit.stripe_subscription_checkout(jsonb,jsonb,timestamp with time zone)', false, false, false),
+       ('creditkit.stripe_subscription_event(jsonb,jsonb,timestamp with time zone)', false, false, false),
+       ('creditkit.stripe_time(jsonb)', false, false, false),
+       ('creditkit.stripe_upsert_subscription(uuid,text,text,text,text,timestamp with time zone,timestamp with time zone,smallint,text,timestamp with time zone)', false, false, false),
+       ('creditkit.stripe_uuid(text)', false, false, false),
        -- Trigger function: security definer, but nobody holds EXECUTE. Postgres checks EXECUTE
        -- when the trigger is created (by the table owner), not when it fires, and a trigger
        -- function cannot be called through the API at all.
        ('creditkit.charge_on_insert()', false, false, false),
+       ('creditkit.stripe_managed_no_lazy_renewal()', false, false, false),
        -- pure validators (read nothing), called by the security-invoker reads
        ('creditkit.check_amount(bigint)', false, true, true),
        ('creditkit.check_event(text,jsonb,timestamp with time zone)', false, true, true),
@@ -105,13 +130,21 @@ select results_eq(
        ('public.creditkit_top_events(timestamp with time zone,timestamp with time zone,integer)', false, false, true),
        ('public.creditkit_upsert_plan(text,text,bigint,text,text,bigint,jsonb,bigint,text,text,boolean,boolean)', false, false, true),
        ('public.creditkit_usage_series(timestamp with time zone,timestamp with time zone,uuid,text)', false, false, true),
+       -- Stripe and packs: the webhook and the operator
+       ('public.creditkit_stripe_apply(jsonb,timestamp with time zone)', false, false, true),
+       ('public.creditkit_stripe_customer(uuid)', false, false, true),
+       ('public.creditkit_stripe_events(text,integer)', false, false, true),
+       ('public.creditkit_stripe_link_customer(uuid,text)', false, false, true),
+       ('public.creditkit_stripe_replay(text,timestamp with time zone)', false, false, true),
+       ('public.creditkit_upsert_pack(text,text,bigint,bigint,text,text,interval,boolean)', false, false, true),
        -- caller-bound API: signed-in users only (bound to auth.uid() and the access function)
        ('public.creditkit_has_credits(bigint,uuid)', false, true, false),
        ('public.creditkit_my_balance(uuid)', false, true, false),
        ('public.creditkit_my_feature(text,uuid)', false, true, false),
        ('public.creditkit_my_history(uuid,integer,bigint)', false, true, false),
        ('public.creditkit_my_plan(uuid)', false, true, false),
-       -- reads of the public price list and plan catalogue: the server and signed-in users
+       -- reads of the public price list and the plan and pack catalogues: the server and signed-in users
+       ('public.creditkit_packs()', false, true, true),
        ('public.creditkit_plans()', false, true, true),
        ('public.creditkit_quote(text,bigint,jsonb,timestamp with time zone)', false, true, true)
      ) as expected(signature, anon, authenticated, service_role) order by 1 $$,
@@ -152,6 +185,10 @@ select results_eq(
        ('ledger', 'anon',                false, false, false, false, false, false, false),
        ('ledger', 'authenticated',       false, false, false, false, false, false, false),  -- columns only, below
        ('ledger', 'service_role',        true,  false, false, false, false, false, false),
+       -- the pack catalogue is readable like the plans (upsert_pack writes it)
+       ('packs', 'anon',                 false, false, false, false, false, false, false),
+       ('packs', 'authenticated',        true,  false, false, false, false, false, false),
+       ('packs', 'service_role',         true,  false, false, false, false, false, false),
        -- the plan catalogue and the price list are readable by any signed-in user (upsert_plan
        -- and set_price write them); subscriptions by the account's members (set_plan writes them)
        ('plans', 'anon',                 false, false, false, false, false, false, false),
@@ -162,7 +199,20 @@ select results_eq(
        ('prices', 'service_role',        true,  false, false, false, false, false, false),
        ('subscriptions', 'anon',         false, false, false, false, false, false, false),
        ('subscriptions', 'authenticated', true, false, false, false, false, false, false),
-       ('subscriptions', 'service_role', true,  false, false, false, false, false, false)
+       ('subscriptions', 'service_role', true,  false, false, false, false, false, false),
+       -- Stripe state: the server reads it (the operator view); only creditkit_stripe_* write it
+       ('stripe_customers', 'anon',          false, false, false, false, false, false, false),
+       ('stripe_customers', 'authenticated', false, false, false, false, false, false, false),
+       ('stripe_customers', 'service_role',  true,  false, false, false, false, false, false),
+       ('stripe_events', 'anon',             false, false, false, false, false, false, false),
+       ('stripe_events', 'authenticated',    false, false, false, false, false, false, false),
+       ('stripe_events', 'service_role',     true,  false, false, false, false, false, false),
+       ('stripe_invoices', 'anon',           false, false, false, false, false, false, false),
+       ('stripe_invoices', 'authenticated',  false, false, false, false, false, false, false),
+       ('stripe_invoices', 'service_role',   true,  false, false, false, false, false, false),
+       ('stripe_payments', 'anon',           false, false, false, false, false, false, false),
+       ('stripe_payments', 'authenticated',  false, false, false, false, false, false, false),
+       ('stripe_payments', 'service_role',   true,  false, false, false, false, false, false)
      ) as expected order by 1, 2 $$,
   'table privilege matrix: every creditkit table x role x privilege');
 -- The one column-level grant: signed-in users read the ledger without its money columns
@@ -202,9 +252,9 @@ select is_empty(
       where c.relnamespace = 'creditkit'::regnamespace and c.relkind in ('r', 'p') and not c.relrowsecurity $$,
   'RLS is enabled on every creditkit table');
 select ok(
-  (select count(*) = 8 from pg_catalog.pg_class c
+  (select count(*) = 13 from pg_catalog.pg_class c
     where c.relnamespace = 'creditkit'::regnamespace and c.relkind in ('r', 'p') and c.relrowsecurity),
-  'the eight creditkit tables were found (the RLS check is not vacuous)');
+  'the thirteen creditkit tables were found (the RLS check is not vacuous)');
 select is_empty(
   $$ select signature from ck_functions
       where not coalesce('search_path=""' = any(proconfig), false) $$,
@@ -228,8 +278,12 @@ select results_eq(
             ('public.creditkit_set_plan(uuid,text,text,timestamp with time zone,timestamp with time zone)'),
             ('public.creditkit_set_price(text,bigint,jsonb,timestamp with time zone)'),
             ('public.creditkit_settle(bigint,bigint,bigint,jsonb,timestamp with time zone)'),
+            ('public.creditkit_stripe_apply(jsonb,timestamp with time zone)'),
+            ('public.creditkit_stripe_link_customer(uuid,text)'),
+            ('public.creditkit_stripe_replay(text,timestamp with time zone)'),
+            ('public.creditkit_upsert_pack(text,text,bigint,bigint,text,text,interval,boolean)'),
             ('public.creditkit_upsert_plan(text,text,bigint,text,text,bigint,jsonb,bigint,text,text,boolean,boolean)') $$,
-  'security definer is used exactly by the thirteen server mutations and the insert trigger');
+  'security definer is used exactly by the seventeen server mutations and the insert trigger');
 select is_empty(
   $$ select signature from ck_functions
       where prosecdef
@@ -260,9 +314,11 @@ select results_eq(
             ('creditkit_consume_or_raise'), ('creditkit_credits_outstanding'), ('creditkit_grant'),
             ('creditkit_has_credits'), ('creditkit_has_feature'), ('creditkit_history'), ('creditkit_meter'),
             ('creditkit_mrr'), ('creditkit_my_balance'), ('creditkit_my_feature'), ('creditkit_my_history'),
-            ('creditkit_my_plan'), ('creditkit_plans'), ('creditkit_quote'), ('creditkit_release'), ('creditkit_reserve'),
-            ('creditkit_set_plan'), ('creditkit_set_price'), ('creditkit_settle'), ('creditkit_top_events'),
-            ('creditkit_upsert_plan'), ('creditkit_usage_series') $$,
+            ('creditkit_my_plan'), ('creditkit_packs'), ('creditkit_plans'), ('creditkit_quote'), ('creditkit_release'),
+            ('creditkit_reserve'), ('creditkit_set_plan'), ('creditkit_set_price'), ('creditkit_settle'),
+            ('creditkit_stripe_apply'), ('creditkit_stripe_customer'), ('creditkit_stripe_events'),
+            ('creditkit_stripe_link_customer'), ('creditkit_stripe_replay'), ('creditkit_top_events'),
+            ('creditkit_upsert_pack'), ('creditkit_upsert_plan'), ('creditkit_usage_series') $$,
   'the creditkit functions outside schema creditkit are exactly the public API');
 select is_empty(
   $$ select c.relname from pg_catalog.pg_class c
