@@ -55,6 +55,28 @@ const PARAM_DOCS: Record<string, string> = {
   p_actual: 'The amount actually used (0 to 2^53−1).',
   p_from: 'Start of the period (inclusive).',
   p_to: 'End of the period (exclusive).',
+  p_credits: 'Credits the pack grants (1 to 2^53−1).',
+  p_expires_after: 'How long the credits last after the purchase (up to 100 years); NULL: they never expire.',
+  p_event_id: 'A Stripe event id (`evt_…`) in the inbox.',
+  p_customer_id: 'A Stripe customer id (`cus_…`).',
+};
+
+// Where a parameter means something else in one function.
+const PARAM_DOCS_BY_FN: Record<string, Record<string, string>> = {
+  creditkit_stripe_apply: {
+    p_event: 'The Stripe event as delivered, after the webhook verified its signature: `id` (`evt_…`), `type`, `created` and `data.object` are required.',
+  },
+  creditkit_stripe_events: {
+    p_status: '`applied`, `ignored` or `dead`; NULL lists all.',
+    p_limit: 'Page size (1–1000).',
+  },
+  creditkit_upsert_pack: {
+    p_id: 'Pack id: lowercase letters, digits, `_`, `.` or `-`; Checkout names it in `metadata.pack_id`.',
+    p_name: 'Display name.',
+    p_price_amount: 'What the pack sells for, in the currency\'s minor unit (cents); the refunded share of it decides the credits a refund takes back.',
+    p_stripe_price_id: 'The Stripe price that sells this pack (optional).',
+    p_active: 'Inactive packs are not listed by `creditkit_packs`; a payment for one still applies.',
+  },
 };
 
 const ALICE = '00000000-0000-4000-8000-00000000a11c';
@@ -114,7 +136,23 @@ const EXAMPLES: Example[] = [
   { fn: 'creditkit_credits_outstanding', as: 'service_role', sql: `select * from creditkit_credits_outstanding(p_now => '2028-03-01T00:00:00Z');` },
   { fn: 'creditkit_accounts_per_plan', as: 'service_role', sql: `select * from creditkit_accounts_per_plan();` },
   { fn: 'creditkit_mrr', as: 'service_role', sql: `select * from creditkit_mrr();` },
+  // packs and Stripe (last, so the examples above keep their balances)
+  { fn: 'creditkit_upsert_pack', as: 'service_role', sql: `select creditkit_upsert_pack('credits-100', '100 credits', 100, 900, p_stripe_price_id => 'price_1QPack100') ->> 'id' as pack;` },
+  { fn: 'creditkit_packs', as: 'alice', sql: `select id, name, credits, price_amount, currency, expires_after from creditkit_packs();` },
+  { fn: 'creditkit_stripe_link_customer', as: 'service_role', sql: `select creditkit_stripe_link_customer('${ALICE}', 'cus_QxAlice');` },
+  { fn: 'creditkit_stripe_customer', as: 'service_role', sql: `select creditkit_stripe_customer('${ALICE}');` },
+  { fn: 'creditkit_stripe_apply', as: 'service_role', note: 'Alice paid for a pack in Checkout:', sql: `select * from creditkit_stripe_apply('${stripeEvent('evt_1QPackPaid', 'checkout.session.completed', 1768089600, { id: 'cs_test_a1Pack', object: 'checkout.session', mode: 'payment', payment_status: 'paid', amount_total: 900, currency: 'usd', customer: 'cus_QxAlice', payment_intent: 'pi_3QxPack', metadata: { account_id: ALICE, pack_id: 'credits-100' } })}', p_now => '2026-01-11T00:00:05Z');` },
+  { fn: 'creditkit_stripe_apply', as: 'service_role', note: 'Stripe delivers it again: nothing changes.', sql: `select * from creditkit_stripe_apply('${stripeEvent('evt_1QPackPaid', 'checkout.session.completed', 1768089600, { id: 'cs_test_a1Pack', object: 'checkout.session', mode: 'payment', payment_status: 'paid', amount_total: 900, currency: 'usd', customer: 'cus_QxAlice', payment_intent: 'pi_3QxPack', metadata: { account_id: ALICE, pack_id: 'credits-100' } })}', p_now => '2026-01-11T00:05:00Z');` },
+  { fn: 'creditkit_stripe_apply', as: 'service_role', note: 'A checkout for a pack that is not in the catalogue: dead, kept for the operator.', sql: `select * from creditkit_stripe_apply('${stripeEvent('evt_1QBigPackPaid', 'checkout.session.completed', 1768176000, { id: 'cs_test_a1Big', object: 'checkout.session', mode: 'payment', payment_status: 'paid', amount_total: 3900, currency: 'usd', customer: 'cus_QxAlice', payment_intent: 'pi_3QxBig', metadata: { account_id: ALICE, pack_id: 'credits-500' } })}', p_now => '2026-01-12T00:00:05Z');` },
+  { fn: 'creditkit_stripe_events', as: 'service_role', sql: `select id, type, status, effect, error_code, deliveries from creditkit_stripe_events();` },
+  { fn: 'creditkit_upsert_pack', as: 'service_role', note: 'The operator adds the pack the dead event named (see `creditkit_stripe_replay`):', sql: `select creditkit_upsert_pack('credits-500', '500 credits', 500, 3900) ->> 'id' as pack;` },
+  { fn: 'creditkit_stripe_replay', as: 'service_role', sql: `select * from creditkit_stripe_replay('evt_1QBigPackPaid', p_now => '2026-01-12T01:00:00Z');` },
 ];
+
+/** A minimal Stripe event as JSON text for the examples (the envelope Stripe sends, a trimmed object). */
+function stripeEvent(id: string, type: string, created: number, object: Record<string, unknown>): string {
+  return JSON.stringify({ id, object: 'event', type, created, livemode: false, data: { object } });
+}
 
 interface FnInfo {
   name: string;
@@ -254,7 +292,7 @@ ${api.map((f) => `- [\`${f.name}\`](#${f.name}) — ${f.comment.split('. ')[0]!.
       out.push(`${f.comment}\n`);
       if (f.args.length) {
         out.push('| parameter | type | default | meaning |\n|---|---|---|---|');
-        for (const a of f.args) out.push(`| \`${a.name}\` | ${a.type} | ${a.default ? `\`${a.default}\`` : 'required'} | ${PARAM_DOCS[a.name] ?? ''} |`);
+        for (const a of f.args) out.push(`| \`${a.name}\` | ${a.type} | ${a.default ? `\`${a.default}\`` : 'required'} | ${PARAM_DOCS_BY_FN[f.name]?.[a.name] ?? PARAM_DOCS[a.name] ?? ''} |`);
         out.push('');
       }
       out.push(`- **Returns**: \`${f.result}\``);
