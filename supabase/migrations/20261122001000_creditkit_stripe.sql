@@ -765,6 +765,9 @@ declare
   v_status text := case when v_deleted then 'canceled' else creditkit.stripe_status(p_object ->> 'status') end;
   v_created timestamptz := creditkit.stripe_time(p_event -> 'created');
 begin
+  if v_sub_id is null then
+    perform creditkit.stripe_dead('invalid_event', 'subscription event without a subscription id');
+  end if;
   account_id := creditkit.stripe_subscription_account(p_object -> 'metadata', v_sub_id, v_customer);
   if v_deleted then
     -- An ending needs no plan: one whose price left the catalogue still ends.

@@ -669,9 +669,13 @@ describeEachBackend('stripe', (backend) => {
       const invoiceEvent = invoicePaid(s, { created: T + 2, billingReason: 'subscription_create', periodStart: T, periodEnd: T + MONTH_S });
       const stranger = pack(newAccountId());
       const noAccount = checkoutCompleted(stranger, { created: T, metadata: { pack_id: PACK.id }, clientReferenceId: null });
+      const planned = subscriptionFixture({ account: user, planId: `late-plan-${stamp}`, priceId: PLANS.basic.price, start: T });
+      const planCheckout = subscriptionCheckoutCompleted(planned, { created: T + 5 });
+      const noId = subscriptionEvent('updated', planned, { created: T + 6, status: 'active', periodStart: T, periodEnd: T + MONTH_S });
+      delete noId.data.object.id;
 
       const before = await snapshotBooks(db);
-      for (const e of [packEvent, invoiceEvent, noAccount]) {
+      for (const e of [packEvent, invoiceEvent, noAccount, planCheckout, noId]) {
         expect(await apply(e)).toEqual({ event_id: e.id, status: 'dead', effect: expect.any(String), account_id: null, duplicate: false });
         expect(await apply(redeliver(e))).toMatchObject({ status: 'dead', duplicate: true });
       }
@@ -679,6 +683,8 @@ describeEachBackend('stripe', (backend) => {
       expect(await inbox(packEvent.id)).toMatchObject({ status: 'dead', error_code: 'unknown_pack' });
       expect(await inbox(invoiceEvent.id)).toMatchObject({ status: 'dead', error_code: 'unknown_price' });
       expect(await inbox(noAccount.id)).toMatchObject({ status: 'dead', error_code: 'unknown_account' });
+      expect(await inbox(planCheckout.id)).toMatchObject({ status: 'dead', error_code: 'unknown_plan' });
+      expect(await inbox(noId.id)).toMatchObject({ status: 'dead', error_code: 'invalid_event' });
       const dead = await ck.call('creditkit_stripe_events', { p_status: 'dead', p_limit: 1000 });
       expect(dead.map((r) => r.id)).toEqual(expect.arrayContaining([packEvent.id, invoiceEvent.id, noAccount.id]));
       expect(dead.every((r) => r.status === 'dead' && typeof r.error_message === 'string')).toBe(true);
@@ -693,6 +699,11 @@ describeEachBackend('stripe', (backend) => {
       expect(await replay(packEvent.id)).toEqual([{ event_id: packEvent.id, status: 'applied', effect: expect.any(String), account_id: user }]);
       expect(await replay(invoiceEvent.id)).toEqual([{ event_id: invoiceEvent.id, status: 'applied', effect: expect.any(String), account_id: user }]);
       expect(await ledger(user)).toEqual([['grant', 250, 250], ['grant', 70, 320]]);
+      // the subscription checkout names a plan the operator adds now: replayed, it records the
+      // subscription (and grants nothing: the invoice does)
+      await ck.upsertPlan({ p_id: `late-plan-${stamp}`, p_name: 'Late 2', p_allowance: 10 });
+      expect(await replay(planCheckout.id)).toEqual([{ event_id: planCheckout.id, status: 'applied', effect: expect.any(String), account_id: user }]);
+      expect(await subscription(user)).toMatchObject({ plan_id: `late-plan-${stamp}`, status: 'active', stripe_subscription_id: planned.subscription });
       expect(await inbox(packEvent.id)).toMatchObject({ status: 'applied', error_code: null });
       // replaying an applied event returns it as it stands; a redelivery is still a duplicate
       expect(await replay(packEvent.id)).toEqual([{ event_id: packEvent.id, status: 'applied', effect: expect.any(String), account_id: user }]);
