@@ -54,7 +54,7 @@ type NullDefault =
   | 'expires_after';
 
 /** Integer parameters holding credits; the rest are ids, limits, priorities or micros. */
-const CREDIT_PARAMS = new Set(['amount', 'quantity', 'actual', 'creditsPerUnit', 'allowance', 'rolloverCap']);
+const CREDIT_PARAMS = new Set(['amount', 'quantity', 'actual', 'creditsPerUnit', 'allowance', 'rolloverCap', 'credits']);
 const INTEGER_PARAMS = new Set([
   ...CREDIT_PARAMS,
   'costMicros',

@@ -31,6 +31,7 @@ import {
   InsufficientCreditsError,
   InvalidAmountError,
   InvalidArgumentError,
+  InvalidEventError,
   NotAllowedError,
   SQLSTATE_CODES,
   TransportError,
@@ -38,6 +39,7 @@ import {
   UnknownAccountError,
   UnknownEventError,
   UnknownHoldError,
+  UnknownPackError,
   UnknownPlanError,
   createCreditkit,
   isRetryable,
@@ -106,6 +108,15 @@ const SERVER_CALLS: Record<keyof typeof SERVER_METHODS, [(ck: CreditkitServer) =
   creditsOutstanding: [(ck) => ck.creditsOutstanding(), {}],
   accountsPerPlan: [(ck) => ck.accountsPerPlan(), {}],
   mrr: [(ck) => ck.mrr(), {}],
+  upsertPack: [(ck) => ck.upsertPack({ id: 'starter', name: 'Starter', credits: 500, expiresAfter: '30 days', stripePriceId: null }),
+    { p_id: 'starter', p_name: 'Starter', p_credits: 500, p_expires_after: '30 days', p_stripe_price_id: null }],
+  packs: [(ck) => ck.packs(), {}],
+  stripeApply: [(ck) => ck.stripeApply({ event: { id: 'evt_1', type: 't', created: 1, data: { object: {} } }, now: new Date(WINDOW.from) }),
+    { p_event: { id: 'evt_1', type: 't', created: 1, data: { object: {} } }, p_now: '2030-01-01T00:00:00.000Z' }],
+  stripeReplay: [(ck) => ck.stripeReplay({ eventId: 'evt_1' }), { p_event_id: 'evt_1' }],
+  stripeEvents: [(ck) => ck.stripeEvents({ status: 'dead', limit: 10 }), { p_status: 'dead', p_limit: 10 }],
+  stripeCustomer: [(ck) => ck.stripeCustomer({ accountId: ACCOUNT }), { p_account_id: ACCOUNT }],
+  stripeLinkCustomer: [(ck) => ck.stripeLinkCustomer({ accountId: ACCOUNT, customerId: 'cus_1' }), { p_account_id: ACCOUNT, p_customer_id: 'cus_1' }],
 };
 const CLIENT_CALLS: Record<keyof typeof CLIENT_METHODS, [(c: CreditkitClient) => Promise<unknown>, SqlArgs]> = {
   balance: [(c) => c.balance(), {}],
@@ -115,6 +126,7 @@ const CLIENT_CALLS: Record<keyof typeof CLIENT_METHODS, [(c: CreditkitClient) =>
   hasCredits: [(c) => c.hasCredits({ amount: 5 }), { p_amount: 5 }],
   quote: [(c) => c.quote({ event: 'e' }), { p_event: 'e' }],
   plans: [(c) => c.plans(), {}],
+  packs: [(c) => c.packs(), {}],
 };
 
 /** The public methods a class's instances have (getters like `transport` excluded). */
@@ -180,7 +192,7 @@ describe('toSqlArgs: conversion and validation', () => {
   });
 
   const BAD: unknown[] = [2 ** 53, -(2 ** 53), 1.5, NaN, Infinity, -Infinity, '9007199254740992', '5', 2n ** 53n, -(2n ** 53n), true, {}];
-  const CREDIT = ['amount', 'quantity', 'actual', 'creditsPerUnit', 'allowance', 'rolloverCap'];
+  const CREDIT = ['amount', 'quantity', 'actual', 'creditsPerUnit', 'allowance', 'rolloverCap', 'credits'];
   const OTHER = ['costMicros', 'revenueMicros', 'priceAmount', 'priority', 'limit', 'beforeId', 'holdId'];
 
   it('credit amounts that are not exact integers are InvalidAmountError, naming the parameter', () => {
@@ -232,6 +244,8 @@ describe('toCreditkitError: what a transport reports → a typed error', () => {
     CK010: [UnknownEventError, 'unknown_event'],
     CK011: [UnknownHoldError, 'unknown_hold'],
     CK012: [HoldClosedError, 'hold_closed'],
+    CK013: [UnknownPackError, 'unknown_pack'],
+    CK014: [InvalidEventError, 'invalid_event'],
     '42501': [NotAllowedError, 'not_allowed'],
     '40001': [ConcurrencyError, 'concurrency_conflict'],
     '40P01': [ConcurrencyError, 'concurrency_conflict'],
@@ -385,6 +399,7 @@ describe('retries (injected failures over PGlite)', () => {
       ['CK010', (ck) => ck.quote({ event: 'nope' }), UnknownEventError],
       ['CK011', (ck) => ck.release({ holdId: 2 ** 40 }), UnknownHoldError],
       ['CK012', (ck) => ck.settle({ holdId: hold.holdId!, actual: 1 }), HoldClosedError],
+      ['CK014', (ck) => ck.stripeApply({ event: { id: 'not-an-event', type: 'checkout.session.completed' } }), InvalidEventError],
       ['22P02', (ck) => ck.balance({ accountId: 'nope' }), InvalidArgumentError],
     ];
     for (const [sqlstate, call, Class] of cases) {

@@ -22,6 +22,7 @@ import {
   InsufficientCreditsError,
   InvalidAmountError,
   InvalidArgumentError,
+  InvalidEventError,
   NotAllowedError,
   TransportError,
   UnknownAccountError,
@@ -32,6 +33,7 @@ import {
   type CreditkitServer,
   type ErrorCode,
 } from '../src/server.ts';
+import type { Json } from '../src/database.types.ts';
 import {
   CLIENT_METHODS,
   SERVER_METHODS,
@@ -141,6 +143,7 @@ async function expectFailure<E extends CreditkitError>(
 
 const BOOK_TABLES: Record<string, string> = {
   accounts: 'id', grants: 'id', holds: 'id', ledger: 'id', subscriptions: 'account_id', plans: 'id', prices: 'id',
+  packs: 'id', stripe_customers: 'account_id', stripe_events: 'id', stripe_payments: 'payment_intent', stripe_invoices: 'invoice_id',
 };
 /** One md5 per kit table over its whole rows: equal digests mean nothing changed. */
 const BOOKS_SQL = `select ${Object.entries(BOOK_TABLES)
@@ -150,6 +153,45 @@ const BOOKS_SQL = `select ${Object.entries(BOOK_TABLES)
 
 const camel = (name: string): string => name.replace(/_([a-z0-9])/g, (_, c: string) => c.toUpperCase());
 const sortedKeys = (value: unknown): string[] => Object.keys(value as object).sort();
+
+// ── Stripe events as Stripe sends them: the envelope, and a Checkout session in mode payment
+// with the fields creditkit reads where Stripe puts them. Ids are fixed strings, so every
+// transport's database sees the same payloads and the records can be compared. ──────────────
+
+/** Unix seconds of the instant `ms` after T0 (Stripe's `created`). */
+const unix = (ms: number): number => (T0 + ms) / 1000;
+
+function stripeEvent(id: string, type: string, createdMs: number, object: { [key: string]: Json }): Json {
+  return {
+    id, object: 'event', api_version: '2026-01-28.clover', created: unix(createdMs), livemode: false,
+    pending_webhooks: 1, request: { id: null, idempotency_key: null }, type, data: { object },
+  };
+}
+
+interface PackPayment {
+  event: string;
+  account: string;
+  packId: string;
+  /** What the buyer paid, in cents. */
+  amount: number;
+  customer: string;
+  /** The suffix of the session and payment intent ids (cs_test_…, pi_…). */
+  payment: string;
+  /** When Stripe created the event, in ms after T0. */
+  created: number;
+}
+
+/** checkout.session.completed for a pack paid by card (the shape @creditkit/stripe's Checkout creates). */
+function packCheckoutCompleted(p: PackPayment): Json {
+  return stripeEvent(p.event, 'checkout.session.completed', p.created, {
+    id: `cs_test_${p.payment}`, object: 'checkout.session', amount_subtotal: p.amount, amount_total: p.amount,
+    client_reference_id: p.account, created: unix(p.created) - 90, currency: 'usd', customer: p.customer,
+    customer_details: { email: 'ada@example.com', name: 'Ada Lovelace', tax_exempt: 'none' }, invoice: null, livemode: false,
+    metadata: { account_id: p.account, pack_id: p.packId }, mode: 'payment', payment_intent: `pi_${p.payment}`,
+    payment_method_types: ['card'], payment_status: 'paid', status: 'complete', subscription: null,
+    success_url: 'https://app.example.com/billing?session_id={CHECKOUT_SESSION_ID}', ui_mode: 'hosted',
+  });
+}
 
 /** The fields every bucket in a balance has (jsonb in SQL, so not in the catalogue). */
 const BUCKET_FIELDS = ['amount', 'category', 'createdAt', 'expiresAt', 'grantId', 'priority', 'remaining'];
@@ -162,6 +204,12 @@ function contract(factory: TransportFactory): void {
   const log: Entry[] = [];
   const user = (userId: string): CreditkitClient => recorded(h.asUser(userId), 'client', log);
   const books = async () => (await h.query(BOOKS_SQL))[0];
+  /** The books apart from the Stripe inbox, where every delivery is counted even when nothing else changes. */
+  const booksBesideInbox = async () => {
+    const { stripe_events: _inbox, ...rest } = (await books())!;
+    return rest;
+  };
+  const inbox = async () => (await books())!.stripe_events;
   const ledgerIds = async (accountId: string) =>
     (await h.query<{ id: string }>('select id::text from creditkit.ledger where account_id = $1 order by id desc', [accountId]))
       .map((r) => Number(r.id));
@@ -450,13 +498,182 @@ function contract(factory: TransportFactory): void {
     expect(await books()).toEqual(before);
   });
 
+  it('packs: upsertPack returns the stored row, packs lists the active ones cheapest first, to signed-in users too', async () => {
+    const starter = {
+      id: 'contract_starter', name: 'Starter', credits: 500, priceAmount: 900, currency: 'usd',
+      stripePriceId: 'price_ContractStarter', expiresAfter: '30 days',
+    };
+    const record = await ck.upsertPack(starter);
+    expect(record).toEqual({ ...starter, active: true, createdAt: expect.any(String) });
+    const columns = await h.query<{ column_name: string }>(
+      `select column_name from information_schema.columns where table_schema = 'creditkit' and table_name = 'packs'`);
+    expect(sortedKeys(record)).toEqual(columns.map((c) => camel(c.column_name)).sort());
+
+    const small = { id: 'contract_small', name: 'Small', credits: 100, priceAmount: 200, currency: 'eur', stripePriceId: null, expiresAfter: null };
+    expect(await ck.upsertPack({ id: 'contract_small', name: 'Small', credits: 100, priceAmount: 200, currency: 'eur' })).toEqual({
+      ...small, active: true, createdAt: expect.any(String),
+    });
+    await ck.upsertPack({ id: 'contract_retired', name: 'Retired', credits: 10, active: false });
+    expect(await ck.packs()).toEqual([small, starter]); // cheapest first; the inactive one is not offered
+
+    // the same id updates the pack in place (created_at kept); its Stripe price names no other pack
+    const renamed = await ck.upsertPack({ ...starter, name: 'Starter 500', expiresAfter: '1 year' });
+    expect(renamed).toEqual({ ...record, name: 'Starter 500', expiresAfter: '1 year' });
+    const packs = await ck.packs();
+    expect(packs).toEqual([small, { ...starter, name: 'Starter 500', expiresAfter: '1 year' }]);
+    await ck.upsertPack(starter);
+
+    const before = await books();
+    const taken = await expectFailure(ck.upsertPack({ id: 'contract_copy', name: 'Copy', credits: 1, stripePriceId: 'price_ContractStarter' }),
+      InvalidArgumentError, 'invalid_argument', 'CK006');
+    expect(taken.message).toContain('belongs to another pack');
+    await expectFailure(ck.upsertPack({ id: 'Contract Pack', name: 'Bad id', credits: 1 }), InvalidArgumentError, 'invalid_argument', 'CK006');
+    await expectFailure(ck.upsertPack({ id: 'contract_empty', name: 'Empty', credits: 0 }), InvalidAmountError, 'invalid_amount', 'CK001');
+    await expectFailure(ck.upsertPack({ id: 'contract_forever', name: 'Forever', credits: 1, expiresAfter: '-1 day' }),
+      InvalidArgumentError, 'invalid_argument', 'CK006');
+    expect(await books()).toEqual(before);
+
+    const me = await h.createUser();
+    expect(await user(me).packs()).toEqual([small, starter]);
+  });
+
+  it('stripeLinkCustomer stores the first customer of an account; stripeCustomer reads it; a customer has one account', async () => {
+    const account = randomUUID();
+    expect(await ck.stripeCustomer({ accountId: account })).toBeNull();
+    expect(await ck.stripeLinkCustomer({ accountId: account, customerId: 'cus_ContractFirst' })).toBe('cus_ContractFirst');
+    expect(await ck.stripeLinkCustomer({ accountId: account, customerId: 'cus_ContractFirst' })).toBe('cus_ContractFirst');
+    // the first link wins: a second customer for the account is not stored, the first is returned
+    expect(await ck.stripeLinkCustomer({ accountId: account, customerId: 'cus_ContractSecond' })).toBe('cus_ContractFirst');
+    expect(await ck.stripeCustomer({ accountId: account })).toBe('cus_ContractFirst');
+    expect(await h.query('select account_id::text, customer_id from creditkit.stripe_customers where customer_id like $1', ['cus_Contract%']))
+      .toEqual([{ account_id: account, customer_id: 'cus_ContractFirst' }]);
+
+    const before = await books();
+    const other = randomUUID();
+    const taken = await expectFailure(ck.stripeLinkCustomer({ accountId: other, customerId: 'cus_ContractFirst' }),
+      InvalidArgumentError, 'invalid_argument', 'CK006');
+    expect(taken.message).toContain('cus_ContractFirst belongs to another account');
+    await expectFailure(ck.stripeLinkCustomer({ accountId: other, customerId: 'acct_ContractFirst' }), InvalidArgumentError, 'invalid_argument', 'CK006');
+    await expectFailure(ck.stripeCustomer({ accountId: 'not-a-uuid' }), InvalidArgumentError, 'invalid_argument', '22P02');
+    expect(await books()).toEqual(before); // not even the other account was opened
+    expect(await ck.stripeCustomer({ accountId: other })).toBeNull();
+  });
+
+  it('stripeApply applies a paid pack checkout once; a redelivery is a duplicate that changes nothing; other types are ignored', async () => {
+    const buyer = randomUUID();
+    const paid = packCheckoutCompleted({
+      event: 'evt_ContractPackPaid', account: buyer, packId: 'contract_starter', amount: 900, customer: 'cus_ContractBuyer',
+      payment: 'ContractPackPaid', created: HOUR,
+    });
+    const first = await ck.stripeApply({ event: paid, now: at(HOUR) });
+    expect(first).toEqual({ eventId: 'evt_ContractPackPaid', status: 'applied', effect: 'granted 500 credits', accountId: buyer, duplicate: false });
+
+    // the pack's credits, expiring 30 days after the purchase, with the payment's revenue
+    const expires = pgTime(at(HOUR + 30 * DAY));
+    const balance = await ck.balance({ accountId: buyer, now: at(2 * HOUR) });
+    expect(balance).toEqual({
+      balance: 500, nextExpiry: expires,
+      buckets: [{ grantId: expect.any(Number), category: 'purchase', amount: 500, remaining: 500, priority: 0, createdAt: pgTime(at(HOUR)), expiresAt: expires }],
+    });
+    expect((await ck.history({ accountId: buyer })).entries).toEqual([expect.objectContaining({
+      kind: 'grant', amount: 500, balanceAfter: 500, grantId: balance.buckets[0]!.grantId, idempotencyKey: 'stripe:pi_ContractPackPaid',
+      metadata: { source: 'stripe', payment_intent: 'pi_ContractPackPaid', checkout_session: 'cs_test_ContractPackPaid', pack_id: 'contract_starter' },
+      createdAt: pgTime(at(HOUR)),
+    })]);
+    expect(await ck.accountMargin({ from: at(0), to: at(DAY), accountId: buyer })).toEqual([{
+      accountId: buyer, creditsGranted: 500, creditsSpent: 0, revenueMicros: 9_000_000, costMicros: 0, marginMicros: 9_000_000,
+    }]);
+    expect(await ck.stripeCustomer({ accountId: buyer })).toBe('cus_ContractBuyer'); // the webhook linked the buyer
+
+    // Stripe delivers it again: the same answer, marked duplicate; only the delivery is counted
+    const [booksBefore, inboxBefore] = [await booksBesideInbox(), await inbox()];
+    expect(await ck.stripeApply({ event: paid, now: at(2 * HOUR) })).toEqual({ ...first, duplicate: true });
+    expect(await booksBesideInbox()).toEqual(booksBefore);
+    expect(await inbox()).not.toEqual(inboxBefore);
+    expect((await ck.balance({ accountId: buyer, now: at(2 * HOUR) })).balance).toBe(500);
+
+    const ignored = stripeEvent('evt_ContractIgnored', 'customer.created', 2 * HOUR, { id: 'cus_ContractBuyer', object: 'customer', email: 'ada@example.com' });
+    const untouched = await booksBesideInbox();
+    expect(await ck.stripeApply({ event: ignored, now: at(2 * HOUR) })).toEqual({
+      eventId: 'evt_ContractIgnored', status: 'ignored', effect: 'event type not used by creditkit', accountId: null, duplicate: false,
+    });
+    expect(await booksBesideInbox()).toEqual(untouched);
+
+    // not a Stripe event at all: CK014, and the inbox does not keep it
+    const before = await books();
+    for (const event of [{ ...(paid as object), id: 'cs_test_ContractPackPaid' }, { ...(paid as object), data: {} }, { ...(paid as object), created: '1893459600' }, [paid], 42, null]) {
+      await expectFailure(ck.stripeApply({ event, now: at(3 * HOUR) }), InvalidEventError, 'invalid_event', 'CK014');
+    }
+    expect(await books()).toEqual(before);
+  });
+
+  it('a pack event naming an unknown pack is dead; stripeReplay applies it once the pack exists; stripeEvents lists the inbox', async () => {
+    const buyer = randomUUID();
+    const unknownPack = packCheckoutCompleted({
+      event: 'evt_ContractPackDead', account: buyer, packId: 'contract_mega', amount: 4900, customer: 'cus_ContractDead',
+      payment: 'ContractPackDead', created: 3 * HOUR,
+    });
+    const message = 'no pack contract_mega (price NULL) in creditkit.packs';
+    const before = await booksBesideInbox();
+    expect(await ck.stripeApply({ event: unknownPack, now: at(3 * HOUR) })).toEqual({
+      eventId: 'evt_ContractPackDead', status: 'dead', effect: message, accountId: null, duplicate: false,
+    });
+    expect(await booksBesideInbox()).toEqual(before); // nothing granted, no customer linked, no payment recorded
+    const dead = {
+      id: 'evt_ContractPackDead', type: 'checkout.session.completed', created: pgTime(at(3 * HOUR)), status: 'dead', effect: null,
+      accountId: null, errorCode: 'unknown_pack', errorMessage: message, deliveries: 1, receivedAt: pgTime(at(3 * HOUR)),
+    };
+    expect(await ck.stripeEvents({ status: 'dead' })).toEqual([dead]);
+
+    // replayed while the pack is still missing: still dead
+    expect(await ck.stripeReplay({ eventId: 'evt_ContractPackDead', now: at(4 * HOUR) })).toEqual({
+      eventId: 'evt_ContractPackDead', status: 'dead', effect: message, accountId: null,
+    });
+    expect(await ck.stripeEvents({ status: 'dead' })).toEqual([{ ...dead, deliveries: 2 }]);
+
+    // the operator adds the pack, and the replay grants it
+    await ck.upsertPack({ id: 'contract_mega', name: 'Mega', credits: 5000, priceAmount: 4900, stripePriceId: 'price_ContractMega' });
+    const applied = { eventId: 'evt_ContractPackDead', status: 'applied', effect: 'granted 5000 credits', accountId: buyer };
+    expect(await ck.stripeReplay({ eventId: 'evt_ContractPackDead', now: at(5 * HOUR) })).toEqual(applied);
+    expect(await ck.balance({ accountId: buyer, now: at(5 * HOUR) })).toEqual({
+      balance: 5000, nextExpiry: null,
+      buckets: [{ grantId: expect.any(Number), category: 'purchase', amount: 5000, remaining: 5000, priority: 0, createdAt: pgTime(at(5 * HOUR)), expiresAt: null }],
+    });
+    expect(await ck.stripeCustomer({ accountId: buyer })).toBe('cus_ContractDead');
+    expect(await ck.stripeEvents({ status: 'dead' })).toEqual([]);
+
+    // an event that is not dead (any more) is returned as it stands: no second grant
+    const settled = await booksBesideInbox();
+    expect(await ck.stripeReplay({ eventId: 'evt_ContractPackDead', now: at(6 * HOUR) })).toEqual(applied);
+    expect(await ck.stripeApply({ event: unknownPack, now: at(6 * HOUR) })).toEqual({ ...applied, duplicate: true });
+    expect((await ck.balance({ accountId: buyer, now: at(6 * HOUR) })).balance).toBe(5000);
+    expect(await booksBesideInbox()).toEqual(settled);
+
+    // the whole inbox, newest first (by when it was received), and filtered
+    const events = await ck.stripeEvents();
+    expect(events.map((e) => [e.id, e.type, e.status, e.effect, e.errorCode, e.errorMessage, e.deliveries, e.receivedAt])).toEqual([
+      ['evt_ContractPackDead', 'checkout.session.completed', 'applied', 'granted 5000 credits', null, null, 4, pgTime(at(3 * HOUR))],
+      ['evt_ContractIgnored', 'customer.created', 'ignored', 'event type not used by creditkit', null, null, 1, pgTime(at(2 * HOUR))],
+      ['evt_ContractPackPaid', 'checkout.session.completed', 'applied', 'granted 500 credits', null, null, 2, pgTime(at(HOUR))],
+    ]);
+    expect(events[0]).toMatchObject({ accountId: buyer, created: pgTime(at(3 * HOUR)) });
+    expect((await ck.stripeEvents({ status: 'applied', limit: 1 })).map((e) => e.id)).toEqual(['evt_ContractPackDead']);
+    expect((await ck.stripeEvents({ status: 'ignored' })).map((e) => e.id)).toEqual(['evt_ContractIgnored']);
+
+    const unchanged = await books();
+    await expectFailure(ck.stripeReplay({ eventId: 'evt_ContractNeverSent' }), InvalidArgumentError, 'invalid_argument', 'CK006');
+    await expectFailure(ck.stripeEvents({ status: 'pending' }), InvalidArgumentError, 'invalid_argument', 'CK006');
+    await expectFailure(ck.stripeEvents({ limit: 0 }), InvalidArgumentError, 'invalid_argument', 'CK006');
+    expect(await books()).toEqual(unchanged);
+  });
+
   it('a signed-in user cannot call the server functions: NotAllowedError (42501) and nothing changes', async () => {
     const me = await h.createUser();
     await ck.grant({ accountId: me, amount: 10 });
     const asMe = recorded(h.serverWithUserCredentials(me), 'server', log);
     const window = { from: at(0), to: at(DAY) };
     // every server-only method, with arguments that would succeed for the service role
-    const calls: Record<Exclude<keyof typeof SERVER_METHODS, 'plans' | 'quote'>, () => Promise<unknown>> = {
+    const calls: Record<Exclude<keyof typeof SERVER_METHODS, 'plans' | 'quote' | 'packs'>, () => Promise<unknown>> = {
       consume: () => asMe.consume({ accountId: me, amount: 1 }),
       consumeOrRaise: () => asMe.consumeOrRaise({ accountId: me, amount: 1 }),
       meter: () => asMe.meter({ accountId: me, event: 'contract.user' }),
@@ -478,6 +695,14 @@ function contract(factory: TransportFactory): void {
       creditsOutstanding: () => asMe.creditsOutstanding(),
       accountsPerPlan: () => asMe.accountsPerPlan(),
       mrr: () => asMe.mrr(),
+      upsertPack: () => asMe.upsertPack({ id: 'contract_mine', name: 'Mine', credits: 1_000_000 }),
+      stripeApply: () => asMe.stripeApply({ event: packCheckoutCompleted({
+        event: 'evt_ContractForged', account: me, packId: 'contract_starter', amount: 0, customer: 'cus_ContractMine', payment: 'ContractForged', created: 0,
+      }) }),
+      stripeReplay: () => asMe.stripeReplay({ eventId: 'evt_ContractPackDead' }),
+      stripeEvents: () => asMe.stripeEvents(),
+      stripeCustomer: () => asMe.stripeCustomer({ accountId: me }),
+      stripeLinkCustomer: () => asMe.stripeLinkCustomer({ accountId: me, customerId: 'cus_ContractMine' }),
     };
     const before = await books();
     for (const [method, call] of Object.entries(calls)) {
@@ -595,6 +820,7 @@ function contract(factory: TransportFactory): void {
       ['upsertPlan.allowance', (v) => guarded.upsertPlan({ id: 'x', name: 'X', allowance: bad(v) })],
       ['upsertPlan.rolloverCap', (v) => guarded.upsertPlan({ id: 'x', name: 'X', rolloverCap: bad(v) })],
       ['quote.quantity', (v) => guarded.quote({ event: 'e', quantity: bad(v) })],
+      ['upsertPack.credits', (v) => guarded.upsertPack({ id: 'x', name: 'X', credits: bad(v) })],
     ];
     const other: Array<[string, (v: unknown) => Promise<unknown>]> = [
       ['history.limit', (v) => guarded.history({ accountId: account, limit: bad(v) })],
@@ -607,6 +833,8 @@ function contract(factory: TransportFactory): void {
       ['upsertPlan.priceAmount', (v) => guarded.upsertPlan({ id: 'x', name: 'X', priceAmount: bad(v) })],
       ['bookExpired.limit', (v) => guarded.bookExpired({ limit: bad(v) })],
       ['topEvents.limit', (v) => guarded.topEvents({ from: at(0), to: at(DAY), limit: bad(v) })],
+      ['upsertPack.priceAmount', (v) => guarded.upsertPack({ id: 'x', name: 'X', credits: 1, priceAmount: bad(v) })],
+      ['stripeEvents.limit', (v) => guarded.stripeEvents({ limit: bad(v) })],
     ];
     for (const value of BAD) {
       for (const [name, call] of credit) {
@@ -650,6 +878,8 @@ function contract(factory: TransportFactory): void {
     expect(page.entries.map((e) => e.amount)).toEqual([-50]);
     expect(page.nextBeforeId).toBe(page.entries[0]!.id);
     expect((await ck.history({ accountId: other, beforeId: big(BigInt(page.nextBeforeId!)) })).entries.map((e) => e.amount)).toEqual([250]);
+    const pack = await ck.upsertPack({ id: 'contract_exact', name: 'Exact', credits: big(9007199254740991n), priceAmount: MAX, active: false });
+    expect([pack.credits, pack.priceAmount]).toEqual([MAX, MAX]);
   });
 
   it('text arrives verbatim: quotes, backslashes, newlines, unicode, and JSON metadata of any shape', async () => {

@@ -176,6 +176,13 @@ export const SERVER_METHODS = {
   setPlan: 'creditkit_set_plan',
   hasFeature: 'creditkit_has_feature',
   setPrice: 'creditkit_set_price',
+  upsertPack: 'creditkit_upsert_pack',
+  packs: 'creditkit_packs',
+  stripeApply: 'creditkit_stripe_apply',
+  stripeReplay: 'creditkit_stripe_replay',
+  stripeEvents: 'creditkit_stripe_events',
+  stripeCustomer: 'creditkit_stripe_customer',
+  stripeLinkCustomer: 'creditkit_stripe_link_customer',
   accountMargin: 'creditkit_account_margin',
   usageSeries: 'creditkit_usage_series',
   topEvents: 'creditkit_top_events',
@@ -193,6 +200,7 @@ export const CLIENT_METHODS = {
   hasCredits: 'creditkit_has_credits',
   quote: 'creditkit_quote',
   plans: 'creditkit_plans',
+  packs: 'creditkit_packs',
 } as const satisfies Partial<Record<keyof CreditkitClient, string>>;
 
 export type ServerMethod = keyof typeof SERVER_METHODS;
