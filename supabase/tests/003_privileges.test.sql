@@ -9,7 +9,7 @@
 -- The file must pass under Supabase's grant-everything defaults and under revoked defaults
 -- (CREDITKIT_PRIVILEGE_MODE), so it asserts the result, never which default produced it.
 begin;
-select plan(47);
+select plan(48);
 
 select tests.create_supabase_user('alice');
 
@@ -115,6 +115,7 @@ select results_eq(
        ('public.creditkit_balance(uuid,timestamp with time zone)', false, false, true),
        ('public.creditkit_book_expired(timestamp with time zone,integer)', false, false, true),
        ('public.creditkit_consume(uuid,bigint,text,text,jsonb,bigint,timestamp with time zone)', false, false, true),
+       ('public.creditkit_consume_batch(jsonb,timestamp with time zone)', false, false, true),
        ('public.creditkit_consume_or_raise(uuid,bigint,text,text,jsonb,bigint,timestamp with time zone)', false, false, true),
        ('public.creditkit_credits_outstanding(timestamp with time zone)', false, false, true),
        ('public.creditkit_grant(uuid,bigint,text,timestamp with time zone,integer,text,jsonb,bigint,timestamp with time zone)', false, false, true),
@@ -270,6 +271,7 @@ select results_eq(
             ('public.creditkit_balance(uuid,timestamp with time zone)'),
             ('public.creditkit_book_expired(timestamp with time zone,integer)'),
             ('public.creditkit_consume(uuid,bigint,text,text,jsonb,bigint,timestamp with time zone)'),
+            ('public.creditkit_consume_batch(jsonb,timestamp with time zone)'),
             ('public.creditkit_consume_or_raise(uuid,bigint,text,text,jsonb,bigint,timestamp with time zone)'),
             ('public.creditkit_grant(uuid,bigint,text,timestamp with time zone,integer,text,jsonb,bigint,timestamp with time zone)'),
             ('public.creditkit_meter(uuid,text,bigint,jsonb,text,bigint,jsonb,timestamp with time zone)'),
@@ -283,7 +285,7 @@ select results_eq(
             ('public.creditkit_stripe_replay(text,timestamp with time zone)'),
             ('public.creditkit_upsert_pack(text,text,bigint,bigint,text,text,interval,boolean)'),
             ('public.creditkit_upsert_plan(text,text,bigint,text,text,bigint,jsonb,bigint,text,text,boolean,boolean)') $$,
-  'security definer is used exactly by the seventeen server mutations and the insert trigger');
+  'security definer is used exactly by the eighteen server mutations and the insert trigger');
 select is_empty(
   $$ select signature from ck_functions
       where prosecdef
@@ -311,7 +313,7 @@ select results_eq(
       where p.proname like 'creditkit%' and p.pronamespace <> 'creditkit'::regnamespace order by 1 $$,
   $$ values ('creditkit_account_margin'), ('creditkit_accounts_per_plan'), ('creditkit_adjust'),
             ('creditkit_balance'), ('creditkit_book_expired'), ('creditkit_consume'),
-            ('creditkit_consume_or_raise'), ('creditkit_credits_outstanding'), ('creditkit_grant'),
+            ('creditkit_consume_batch'), ('creditkit_consume_or_raise'), ('creditkit_credits_outstanding'), ('creditkit_grant'),
             ('creditkit_has_credits'), ('creditkit_has_feature'), ('creditkit_history'), ('creditkit_meter'),
             ('creditkit_mrr'), ('creditkit_my_balance'), ('creditkit_my_feature'), ('creditkit_my_history'),
             ('creditkit_my_plan'), ('creditkit_packs'), ('creditkit_plans'), ('creditkit_quote'), ('creditkit_release'),
@@ -406,6 +408,10 @@ select throws_ok(
 select throws_ok(
   $$ select creditkit_consume_or_raise(tests.get_supabase_uid('alice'), 1, p_now => '2030-01-02 00:00:00+00') $$,
   'CK005', null, 'with EXECUTE granted, authenticated still cannot consume_or_raise');
+select throws_ok(
+  $$ select * from creditkit_consume_batch(
+       jsonb_build_array(jsonb_build_object('account_id', tests.get_supabase_uid('alice'), 'amount', 1)), '2030-01-02 00:00:00+00') $$,
+  'CK005', null, 'with EXECUTE granted, authenticated still cannot consume a batch');
 select throws_ok(
   $$ select creditkit_adjust(tests.get_supabase_uid('alice'), 1000, 'self-service', p_now => '2030-01-02 00:00:00+00') $$,
   'CK005', null, 'with EXECUTE granted, authenticated still cannot adjust');
