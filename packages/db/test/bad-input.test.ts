@@ -30,6 +30,11 @@ interface FunctionSpec {
 }
 
 const NOW = at(HOUR); // after the fixture's grant at EPOCH
+/** One item of a creditkit_consume_batch call: a valid consume of the fixture account, with changes. */
+const batchItem = (fx: Fixture, change: Record<string, unknown> = {}): Record<string, unknown> =>
+  ({ account_id: fx.account, amount: 10, event: 'chat', ...change });
+/** A batch whose first item is valid and whose second is `bad`: the whole call must fail. */
+const batchWith = (bad: (fx: Fixture) => unknown) => (fx: Fixture) => [batchItem(fx), bad(fx)];
 // An event already in the Stripe inbox (applied in beforeAll as 'ignored'), for creditkit_stripe_replay.
 const INBOX_EVENT = otherEvent('customer.updated', { created: unix(0) });
 /** A Stripe event creditkit ignores (a new id every time), as a valid creditkit_stripe_apply argument. */
@@ -55,6 +60,11 @@ const SPECS: Record<string, FunctionSpec> = {
     params: ['p_account_id', 'p_amount', 'p_event', 'p_idempotency_key', 'p_metadata', 'p_cost_micros', 'p_now'],
     caller: 'service',
     valid: (fx) => ({ p_account_id: fx.account, p_amount: 10, p_event: 'chat', p_now: NOW }),
+  },
+  creditkit_consume_batch: {
+    params: ['p_events', 'p_now'],
+    caller: 'service',
+    valid: (fx) => ({ p_events: [batchItem(fx), batchItem(fx, { amount: 5, idempotency_key: 'batch-1' })], p_now: NOW }),
   },
   creditkit_adjust: {
     params: ['p_account_id', 'p_amount', 'p_reason', 'p_idempotency_key', 'p_metadata', 'p_now'],
@@ -235,6 +245,33 @@ const BAD_EVENTS: Array<[string, unknown]> = [['empty', ''], ['blank', ' '], ['2
 const BAD_METADATA: Array<[string, unknown]> = [
   ['a JSON array', '[]'], ['a JSON string', '"text"'], ['a JSON number', '42'], ['JSON null', 'null'], ['over 8192 bytes', bigMetadata],
 ];
+// Batch consume: the events array, then one bad item after a valid one. Each item is checked like
+// creditkit_consume's arguments, with the same codes; a JSON null is the same as leaving a key out.
+const without = (item: Record<string, unknown>, key: string) => Object.fromEntries(Object.entries(item).filter(([k]) => k !== key));
+const BAD_BATCHES: Array<[string, unknown, string]> = [
+  ['NULL', null, 'CK006'], ['JSON null', 'null', 'CK006'], ['a JSON object', '{}', 'CK006'], ['a JSON string', '"[]"', 'CK006'],
+  ['an empty array', [], 'CK006'],
+  ['1001 items', (fx: Fixture) => Array.from({ length: 1001 }, () => batchItem(fx, { amount: 1 })), 'CK006'],
+  ...([['not an object (a string)', 'chat'], ['not an object (a number)', 10], ['not an object (null)', null], ['not an object (an array)', []]] as const)
+    .map(([l, v]): [string, unknown, string] => [`an item ${l}`, batchWith(() => v), 'CK006']),
+  ['an item with an unknown key', batchWith((fx) => batchItem(fx, { quantity: 2 })), 'CK006'],
+  ['an item with camelCase keys', batchWith((fx) => ({ accountId: fx.account, amount: 1 })), 'CK006'],
+  ...([['0', 0], ['-1', -1], ['NULL', null], ['2^53', 2 ** 53], ['1.5', 1.5], ['a string', '10'], ['true', true]] as const)
+    .map(([l, v]): [string, unknown, string] => [`an item amount ${l}`, batchWith((fx) => batchItem(fx, { amount: v })), 'CK001']),
+  ['an item without amount', batchWith((fx) => without(batchItem(fx), 'amount')), 'CK001'],
+  ...([['-1', -1], ['2^53', 2 ** 53], ['0.5', 0.5], ['a string', '5']] as const)
+    .map(([l, v]): [string, unknown, string] => [`an item cost_micros ${l}`, batchWith((fx) => batchItem(fx, { cost_micros: v })), 'CK001']),
+  ...([['NULL', null], ['not a uuid', 'not-a-uuid'], ['a number', 42], ['an object', {}]] as const)
+    .map(([l, v]): [string, unknown, string] => [`an item account_id ${l}`, batchWith((fx) => batchItem(fx, { account_id: v })), 'CK006']),
+  ['an item without account_id', batchWith((fx) => without(batchItem(fx), 'account_id')), 'CK006'],
+  ['an item account_id unknown', batchWith((fx) => batchItem(fx, { account_id: newAccountId() })), 'CK003'],
+  ...([...BAD_KEYS, ['a number', 42]] as Array<[string, unknown]>)
+    .map(([l, v]): [string, unknown, string] => [`an item idempotency_key ${l}`, batchWith((fx) => batchItem(fx, { idempotency_key: v })), 'CK006']),
+  ...([...BAD_EVENTS, ['an object', {}]] as Array<[string, unknown]>)
+    .map(([l, v]): [string, unknown, string] => [`an item event ${l}`, batchWith((fx) => batchItem(fx, { event: v })), 'CK006']),
+  ...([['a JSON array', []], ['a JSON string', 'text'], ['a JSON number', 42], ['over 8192 bytes', bigMetadata]] as Array<[string, unknown]>)
+    .map(([l, v]): [string, unknown, string] => [`an item metadata ${l}`, batchWith((fx) => batchItem(fx, { metadata: v })), 'CK006']),
+];
 const BAD_REASONS: Array<[string, unknown]> = [['NULL', null], ['empty', ''], ['blank', '  \t'], ['501 characters', 'r'.repeat(501)]];
 const LIMITS: Record<string, { max: number }> = {
   creditkit_history: { max: 1000 }, creditkit_my_history: { max: 1000 }, creditkit_book_expired: { max: 100000 },
@@ -364,6 +401,8 @@ function casesFor(fn: string, param: ParamName): Array<[string, unknown, string]
       return each([['NULL', null], ['empty', ''], ['not in the inbox', 'evt_1QneverDelivered']], 'CK006');
     case 'p_customer_id':
       return each([['NULL', null], ['empty', ''], ['not cus_', 'cust_123'], ['just cus_', 'cus_'], ['a dash', 'cus_a-b']], 'CK006');
+    case 'p_events':
+      return BAD_BATCHES;
     case 'p_priority': // any integer is a valid priority
     case 'p_before_id': // any cursor is valid; one past the end just gives an empty page
       return [];
@@ -380,7 +419,9 @@ function valid(fn: string, fx?: Fixture): Args {
 const CASES: Case[] = Object.entries(SPECS).flatMap(([fn, spec]) =>
   spec.params.flatMap((param) =>
     casesFor(fn, param).map(([label, value, code]): Case => ({
-      fn, label: `${param} ${label}`, code, args: (fx) => ({ ...spec.valid(fx), [param]: value }),
+      fn, label: `${param} ${label}`, code,
+      // a function value is made from the fixture (batch items name its account)
+      args: (fx) => ({ ...spec.valid(fx), [param]: typeof value === 'function' ? (value as (f: Fixture) => unknown)(fx) : value }),
     })),
   ),
 );
@@ -399,6 +440,20 @@ CASES.push(
     },
     args: (f) => ({ ...valid(fn, f), p_amount: 15 }),
   })),
+  // batch consume: a key reused with other parameters fails the whole batch, as it fails a consume
+  {
+    fn: 'creditkit_consume_batch', label: 'an item reusing a key a consume wrote, with another amount', code: 'CK004',
+    prepare: (fx, ck) => ck.consume({ p_account_id: fx.account, p_amount: 10, p_event: 'chat', p_idempotency_key: 'used-1', p_now: NOW }),
+    args: (fx) => ({ p_events: batchWith((f) => batchItem(f, { amount: 11, idempotency_key: 'used-1' }))(fx), p_now: NOW }),
+  },
+  {
+    fn: 'creditkit_consume_batch', label: 'two items with one key and different amounts', code: 'CK004',
+    args: (fx) => ({ p_events: [batchItem(fx, { idempotency_key: 'twice' }), batchItem(fx, { amount: 11, idempotency_key: 'twice' })], p_now: NOW }),
+  },
+  {
+    fn: 'creditkit_consume_batch', label: 'an item reusing a key with other metadata', code: 'CK004',
+    args: (fx) => ({ p_events: [batchItem(fx, { idempotency_key: 'meta' }), batchItem(fx, { idempotency_key: 'meta', metadata: { n: 1 } })], p_now: NOW }),
+  },
   { fn: 'creditkit_consume_or_raise', label: 'more than the balance', code: 'CK002', args: (fx) => ({ ...SPECS.creditkit_consume_or_raise!.valid(fx), p_amount: 101 }) },
   { fn: 'creditkit_my_balance', label: "someone else's account", code: 'CK005', args: (fx) => ({ p_account_id: fx.other }) },
   { fn: 'creditkit_my_history', label: "someone else's account", code: 'CK005', args: (fx) => ({ p_account_id: fx.other }) },
@@ -480,6 +535,12 @@ const ACCEPTED: Case[] = [
   { fn: 'creditkit_grant', label: 'a 255-character key', code: 'ok', args: (fx) => ({ ...SPECS.creditkit_grant!.valid(fx), p_idempotency_key: 'k'.repeat(255) }) },
   { fn: 'creditkit_consume', label: 'metadata of exactly 8192 bytes', code: 'ok', args: (fx) => ({ ...SPECS.creditkit_consume!.valid(fx), p_metadata: { pad: 'x'.repeat(8192 - '{"pad": ""}'.length) } }) },
   { fn: 'creditkit_consume', label: 'a 200-character event', code: 'ok', args: (fx) => ({ ...SPECS.creditkit_consume!.valid(fx), p_event: 'e'.repeat(200) }) },
+  { fn: 'creditkit_consume_batch', label: '1000 items (100 allowed, the rest blocked)', code: 'ok', args: (fx) => ({ p_events: Array.from({ length: 1000 }, () => batchItem(fx, { amount: 1 })), p_now: NOW }) },
+  { fn: 'creditkit_consume_batch', label: 'an item amount 2^53-1 (blocked), cost_micros 0 and 2^53-1', code: 'ok', args: (fx) => ({ p_events: [batchItem(fx, { amount: MAX_CREDITS }), batchItem(fx, { cost_micros: 0 }), batchItem(fx, { cost_micros: MAX_CREDITS })], p_now: NOW }) },
+  { fn: 'creditkit_consume_batch', label: 'JSON null for event, idempotency_key, metadata and cost_micros', code: 'ok', args: (fx) => ({ p_events: [batchItem(fx, { event: null, idempotency_key: null, metadata: null, cost_micros: null })], p_now: NOW }) },
+  { fn: 'creditkit_consume_batch', label: 'a 255-character key, a 200-character event, metadata of exactly 8192 bytes', code: 'ok', args: (fx) => ({ p_events: [batchItem(fx, { idempotency_key: 'k'.repeat(255), event: 'e'.repeat(200), metadata: { pad: 'x'.repeat(8192 - '{"pad": ""}'.length) } })], p_now: NOW }) },
+  { fn: 'creditkit_consume_batch', label: 'an account id in upper case, in braces, without hyphens', code: 'ok', args: (fx) => ({ p_events: [batchItem(fx, { account_id: fx.account.toUpperCase() }), batchItem(fx, { account_id: `{${fx.account}}` }), batchItem(fx, { account_id: fx.account.replace(/-/g, '') })], p_now: NOW }) },
+  { fn: 'creditkit_consume_batch', label: 'amount 1e1 (an integer in exponent form)', code: 'ok', args: (fx) => ({ p_events: '[' + JSON.stringify(batchItem(fx)).replace('"amount":10', '"amount":1e1') + ']', p_now: NOW }) },
   { fn: 'creditkit_consume', label: 'cost_micros 0', code: 'ok', args: (fx) => ({ ...SPECS.creditkit_consume!.valid(fx), p_cost_micros: 0 }) },
   { fn: 'creditkit_grant', label: 'revenue_micros 2^53-1', code: 'ok', args: (fx) => ({ ...SPECS.creditkit_grant!.valid(fx), p_revenue_micros: MAX_CREDITS }) },
   { fn: 'creditkit_consume', label: 'the whole balance', code: 'ok', args: (fx) => ({ ...SPECS.creditkit_consume!.valid(fx), p_amount: 100 }) },

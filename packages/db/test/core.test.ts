@@ -17,6 +17,7 @@ const SERVER_CALLS: Record<string, (account: string) => Args> = {
   creditkit_grant: (a) => ({ p_account_id: a, p_amount: 1 }),
   creditkit_consume: (a) => ({ p_account_id: a, p_amount: 1 }),
   creditkit_consume_or_raise: (a) => ({ p_account_id: a, p_amount: 1 }),
+  creditkit_consume_batch: (a) => ({ p_events: [{ account_id: a, amount: 1 }] }),
   creditkit_adjust: (a) => ({ p_account_id: a, p_amount: -1, p_reason: 'test' }),
   creditkit_balance: (a) => ({ p_account_id: a }),
   creditkit_history: (a) => ({ p_account_id: a }),

@@ -152,6 +152,8 @@ const PARAM_TYPES = {
   p_expires_after: 'interval',
   p_event_id: 'text',
   p_customer_id: 'text',
+  // batch consume
+  p_events: 'jsonb',
 } as const;
 
 /** Where a parameter name has another type in one function than everywhere else. */
