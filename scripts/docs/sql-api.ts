@@ -63,6 +63,10 @@ const PARAM_DOCS: Record<string, string> = {
 
 // Where a parameter means something else in one function.
 const PARAM_DOCS_BY_FN: Record<string, Record<string, string>> = {
+  creditkit_consume_batch: {
+    p_events: 'A JSON array of 1 to 1000 usage events, each an object `{"account_id", "amount", "event"?, "idempotency_key"?, "metadata"?, "cost_micros"?}` whose keys mean what the parameters of `creditkit_consume` mean (`amount` an integer, `metadata` an object). A key left out or JSON null is NULL; any other key is refused. One item that `creditkit_consume` would refuse fails the whole call with its code.',
+    p_now: 'The time every event acts at; defaults to `now()`.',
+  },
   creditkit_stripe_apply: {
     p_event: 'The Stripe event as delivered, after the webhook verified its signature: `id` (`evt_…`), `type`, `created` and `data.object` are required.',
   },
@@ -147,6 +151,22 @@ const EXAMPLES: Example[] = [
   { fn: 'creditkit_stripe_events', as: 'service_role', sql: `select id, type, status, effect, error_code, deliveries from creditkit_stripe_events();` },
   { fn: 'creditkit_upsert_pack', as: 'service_role', note: 'The operator adds the pack the dead event named (see `creditkit_stripe_replay`):', sql: `select creditkit_upsert_pack('credits-500', '500 credits', 500, 3900) ->> 'id' as pack;` },
   { fn: 'creditkit_stripe_replay', as: 'service_role', sql: `select * from creditkit_stripe_replay('evt_1QBigPackPaid', p_now => '2026-01-12T01:00:00Z');` },
+  // batch consume (after the packs, so Alice has credit to spend)
+  { fn: 'creditkit_consume_batch', as: 'service_role', note: 'Usage buffered by a worker and flushed at once: two accounts, one event more than Bob can cover (blocked), and a retried event (its key again) that answers its first result.', sql: `select * from creditkit_consume_batch('${JSON.stringify([
+    { account_id: ALICE, amount: 40, event: 'chat', idempotency_key: 'evt_101', cost_micros: 3000 },
+    { account_id: BOB, amount: 5000, event: 'video_gen', idempotency_key: 'evt_102' },
+    { account_id: ALICE, amount: 25, event: 'image_gen', idempotency_key: 'evt_103', metadata: { model: 'xl' } },
+    { account_id: ALICE, amount: 40, event: 'chat', idempotency_key: 'evt_101', cost_micros: 3000 },
+  ])}', p_now => '2028-03-01T12:00:00Z');` },
+  { fn: 'creditkit_consume_batch', as: 'service_role', note: 'The worker retries the whole flush: every event is a replay, nothing is spent twice.', sql: `select * from creditkit_consume_batch('${JSON.stringify([
+    { account_id: ALICE, amount: 40, event: 'chat', idempotency_key: 'evt_101', cost_micros: 3000 },
+    { account_id: BOB, amount: 5000, event: 'video_gen', idempotency_key: 'evt_102' },
+    { account_id: ALICE, amount: 25, event: 'image_gen', idempotency_key: 'evt_103', metadata: { model: 'xl' } },
+  ])}', p_now => '2028-03-01T12:05:00Z');` },
+  { fn: 'creditkit_consume_batch', as: 'service_role', note: 'One invalid event fails the whole call and spends nothing:', sql: `select * from creditkit_consume_batch('${JSON.stringify([
+    { account_id: ALICE, amount: 1, event: 'chat' },
+    { account_id: ALICE, amount: 0, event: 'chat' },
+  ])}', p_now => '2028-03-01T12:10:00Z');` },
 ];
 
 /** A minimal Stripe event as JSON text for the examples (the envelope Stripe sends, a trimmed object). */
