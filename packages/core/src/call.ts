@@ -73,7 +73,7 @@ const camel = (name: string) => name.replace(/_([a-z0-9])/g, (_, c: string) => c
  * An integer parameter as a JavaScript number, refused unless it is an exact integer within
  * ±(2^53−1): no float rounding can happen on the way to SQL or back.
  */
-function exactInteger(name: string, value: unknown): number {
+function exactInteger(name: string, value: unknown, where: string = name): number {
   let n: number | undefined;
   if (typeof value === 'number' && Number.isSafeInteger(value)) n = value;
   else if (typeof value === 'bigint' && value <= BigInt(Number.MAX_SAFE_INTEGER) && value >= -BigInt(Number.MAX_SAFE_INTEGER)) {
@@ -81,7 +81,7 @@ function exactInteger(name: string, value: unknown): number {
   }
   if (n !== undefined) return n;
   const shown = typeof value === 'bigint' ? `${value}n` : typeof value === 'string' ? JSON.stringify(value) : String(value);
-  const message = `${name} must be a whole number between -(2^53-1) and 2^53-1, got ${shown}`;
+  const message = `${where} must be a whole number between -(2^53-1) and 2^53-1, got ${shown}`;
   const details = { parameter: name, value: typeof value === 'bigint' ? value.toString() : value };
   throw CREDIT_PARAMS.has(name) ? new InvalidAmountError(message, { details }) : new InvalidArgumentError(message, { details });
 }
@@ -101,6 +101,33 @@ export function toSqlArgs(params: object): SqlArgs {
     args[`p_${snake(name)}`] = sqlValue;
   }
   return args;
+}
+
+/**
+ * One usage event for consumeBatch: the parameters of consume except `now` (the batch acts at one
+ * instant), in camelCase like every method's parameters.
+ */
+export type BatchConsumeEvent = Omit<Params<'creditkit_consume'>, 'now'>;
+
+/**
+ * consumeBatch's events → the JSON array creditkit_consume_batch reads: keys to snake_case,
+ * undefined values left out, `amount` and `costMicros` validated like every integer parameter
+ * (refused before anything is sent, naming the event's index). What is not an array of objects
+ * goes as it is: the database refuses it with the code a consume would get (CK006).
+ */
+export function toBatchEvents(events: unknown): unknown {
+  if (events === undefined) return null;
+  if (!Array.isArray(events)) return events;
+  return events.map((event: unknown, index) => {
+    if (event === null || typeof event !== 'object' || Array.isArray(event)) return event;
+    const item: Record<string, unknown> = {};
+    for (const [name, value] of Object.entries(event)) {
+      if (value === undefined) continue;
+      item[snake(name)] =
+        (name === 'amount' || name === 'costMicros') && value !== null ? exactInteger(name, value, `events[${index}].${name}`) : value;
+    }
+    return item;
+  });
 }
 
 /** Top-level keys to camelCase (values untouched: metadata and features are the app's own). */

@@ -55,6 +55,15 @@ export type Database = {
         };
         Returns: Record<string, unknown>;
       };
+      creditkit_consume_batch: {
+        Args: { p_events: Json; p_now?: string };
+        Returns: {
+          allowed: boolean;
+          balance: number;
+          ordinal: number;
+          transaction_id: number;
+        }[];
+      };
       creditkit_consume_or_raise: {
         Args: {
           p_account_id: string;

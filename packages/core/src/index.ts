@@ -9,7 +9,7 @@ import { supabaseTransport, type SupabaseLike, type Transport } from './transpor
 export { CreditkitClient, DEFAULT_HISTORY_LIMIT } from './client.ts';
 export { supabaseTransport, TransportError } from './transport.ts';
 export type { Transport, SupabaseLike, SqlArgs } from './transport.ts';
-export { toSqlArgs, type CallOptions, type FunctionName, type Params } from './call.ts';
+export { toBatchEvents, toSqlArgs, type BatchConsumeEvent, type CallOptions, type FunctionName, type Params } from './call.ts';
 export * from './errors.ts';
 export type * from './results.ts';
 export type { Database } from './database.types.ts';

@@ -16,6 +16,12 @@ export interface ConsumeResult {
   transactionId: number | null;
 }
 
+/** consumeBatch: one answer per event, in the order the events were sent. */
+export interface BatchConsumeResult extends ConsumeResult {
+  /** The event's position in the batch, counted from 1. */
+  ordinal: number;
+}
+
 /** consumeOrRaise: only ever a success; a shortfall throws InsufficientCreditsError. */
 export interface ChargeResult {
   balance: number;

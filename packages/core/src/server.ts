@@ -2,18 +2,20 @@
 // prices and analytics — over supabase-js (service-role key), a node-postgres Pool or PGlite.
 // Every method is one call to one public.creditkit_* function; the parameter names are the SQL
 // ones in camelCase, and the docs of the SQL function (docs/sql-api.md) apply as written.
-import { Caller, camelKeys, type CallOptions, type Params } from './call.ts';
+import { Caller, camelKeys, toBatchEvents, type BatchConsumeEvent, type CallOptions, type Params } from './call.ts';
 import { CreditkitClient, historyPage, withBuckets } from './client.ts';
 import type {
   AccountMargin,
   AdjustResult,
   Balance,
+  BatchConsumeResult,
   ChargeResult,
   ConsumeResult,
   CreditsOutstanding,
   GrantResult,
   HistoryEntry,
   HistoryPage,
+  Json,
   MeterResult,
   Mrr,
   Pack,
@@ -89,6 +91,16 @@ export class CreditkitServer {
   /** Spend `amount` credits if the account can cover it; otherwise `allowed: false`, nothing spent. */
   consume(params: Params<'creditkit_consume'>): Promise<ConsumeResult> {
     return this.caller.row('creditkit_consume', params);
+  }
+
+  /**
+   * Spends for up to 1000 buffered usage events in one transaction, each exactly as consume would
+   * (its own idempotencyKey, blocked answers allowed: false). One answer per event, in order. An
+   * invalid event fails the whole call and nothing is spent.
+   */
+  async consumeBatch(params: { events: BatchConsumeEvent[]; now?: string | Date }): Promise<BatchConsumeResult[]> {
+    // async: a refused event rejects the promise, as a refused parameter does in every method
+    return this.caller.rows('creditkit_consume_batch', { ...params, events: toBatchEvents(params.events) as Json });
   }
 
   /** Like consume, but a shortfall throws InsufficientCreditsError (balance, required). */

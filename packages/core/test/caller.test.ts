@@ -45,6 +45,7 @@ import {
   isRetryable,
   pgTransport,
   toCreditkitError,
+  toBatchEvents,
   toSqlArgs,
   type ErrorCode,
   type RawError,
@@ -85,6 +86,15 @@ const WINDOW = { from: '2030-01-01T00:00:00Z', to: '2030-02-01T00:00:00Z' };
 const SERVER_CALLS: Record<keyof typeof SERVER_METHODS, [(ck: CreditkitServer) => Promise<unknown>, SqlArgs]> = {
   consume: [(ck) => ck.consume({ accountId: ACCOUNT, amount: 1 }), { p_account_id: ACCOUNT, p_amount: 1 }],
   consumeOrRaise: [(ck) => ck.consumeOrRaise({ accountId: ACCOUNT, amount: 2 }), { p_account_id: ACCOUNT, p_amount: 2 }],
+  consumeBatch: [(ck) => ck.consumeBatch({
+    events: [{ accountId: ACCOUNT, amount: 3, idempotencyKey: 'k', costMicros: 4n as unknown as number, metadata: { nested_key: 1 }, event: undefined },
+             { accountId: ACCOUNT, amount: 5, event: null }],
+    now: new Date('2030-01-01T00:00:00Z'),
+  }), {
+    p_events: [{ account_id: ACCOUNT, amount: 3, idempotency_key: 'k', cost_micros: 4, metadata: { nested_key: 1 } },
+               { account_id: ACCOUNT, amount: 5, event: null }],
+    p_now: '2030-01-01T00:00:00.000Z',
+  }],
   meter: [(ck) => ck.meter({ accountId: ACCOUNT, event: 'e', dimensions: { q: 'hd' } }), { p_account_id: ACCOUNT, p_event: 'e', p_dimensions: { q: 'hd' } }],
   quote: [(ck) => ck.quote({ event: 'e', quantity: 3 }), { p_event: 'e', p_quantity: 3 }],
   reserve: [(ck) => ck.reserve({ accountId: ACCOUNT, amount: 4, ttl: '1 hour' }), { p_account_id: ACCOUNT, p_amount: 4, p_ttl: '1 hour' }],
@@ -215,6 +225,28 @@ describe('toSqlArgs: conversion and validation', () => {
       for (const value of BAD) {
         expect(() => toSqlArgs({ [name]: value }), `${name} = ${String(value)}`).toThrow(InvalidArgumentError);
       }
+    }
+  });
+
+  it('consumeBatch: each event is converted like a call (snake_case keys, exact integers) and a bad one refuses the whole batch', async () => {
+    expect(toBatchEvents([{ accountId: ACCOUNT, amount: 12n, costMicros: 0, idempotencyKey: 'k', event: undefined, metadata: null }])).toEqual([
+      { account_id: ACCOUNT, amount: 12, cost_micros: 0, idempotency_key: 'k', metadata: null },
+    ]);
+    // what is not an array of objects is left for the database to refuse (CK006)
+    expect(toBatchEvents('[]')).toBe('[]');
+    expect(toBatchEvents([null, 'x', [1]])).toEqual([null, 'x', [1]]);
+    expect(toBatchEvents(undefined)).toBeNull();
+    for (const value of BAD) {
+      const transport = counting(fake());
+      const ck = new CreditkitServer(transport);
+      const amount = await rejectionOf(ck.consumeBatch({ events: [{ accountId: ACCOUNT, amount: 1 }, { accountId: ACCOUNT, amount: value as number }] }));
+      expect(amount, `amount = ${String(value)}`).toBeInstanceOf(InvalidAmountError);
+      expect(amount.details).toMatchObject({ parameter: 'amount' });
+      expect(amount.message).toMatch(/^events\[1\]\.amount /);
+      const cost = await rejectionOf(ck.consumeBatch({ events: [{ accountId: ACCOUNT, amount: 1, costMicros: value as number }] }));
+      expect(cost, `costMicros = ${String(value)}`).toBeInstanceOf(InvalidArgumentError);
+      expect(cost.message).toMatch(/^events\[0\]\.costMicros /);
+      expect(transport.calls).toEqual([]);
     }
   });
 

@@ -260,6 +260,90 @@ function contract(factory: TransportFactory): void {
     expect(await books()).toEqual(before);
   });
 
+  it('consumeBatch: one answer per event in order over several accounts; blocked events write nothing; keys replay within and across batches', async () => {
+    const [a, b, c] = [randomUUID(), randomUUID(), randomUUID()];
+    await ck.grant({ accountId: a, amount: 50, now: at(0) });
+    await ck.grant({ accountId: b, amount: 10, now: at(0) });
+    await ck.grant({ accountId: c, amount: 5, now: at(0) });
+    const single = await ck.consume({ accountId: c, amount: 2, event: 'chat', idempotencyKey: 'c-single', now: at(HOUR) });
+    const chat = { accountId: a, amount: 20, event: 'chat', idempotencyKey: 'batch-1', metadata: { model: 'xl' }, costMicros: 1_500 };
+    const events = [
+      chat,
+      { accountId: b, amount: 11, event: 'video' }, // b has 10: blocked
+      { accountId: b, amount: 10, event: 'video', idempotencyKey: 'batch-2' },
+      chat, // the same key again in the batch: the first answer
+      { accountId: c, amount: 2, event: 'chat', idempotencyKey: 'c-single' }, // a key a single consume wrote
+      { accountId: a, amount: 31, event: 'chat', idempotencyKey: 'batch-3' }, // a has 30: blocked
+      { accountId: a, amount: 30, costMicros: null, metadata: null },
+    ];
+    const first = await ck.consumeBatch({ events, now: at(2 * HOUR) });
+    const id = (i: number) => first[i]!.transactionId;
+    expect(first).toEqual([
+      { ordinal: 1, allowed: true, balance: 30, transactionId: expect.any(Number) },
+      { ordinal: 2, allowed: false, balance: 10, transactionId: null },
+      { ordinal: 3, allowed: true, balance: 0, transactionId: expect.any(Number) },
+      { ordinal: 4, allowed: true, balance: 30, transactionId: id(0) },
+      { ordinal: 5, allowed: true, balance: 3, transactionId: single.transactionId },
+      { ordinal: 6, allowed: false, balance: 30, transactionId: null },
+      { ordinal: 7, allowed: true, balance: 0, transactionId: expect.any(Number) },
+    ]);
+    // the ledger says the same: one row per allowed event, in input order, with what each carried
+    const ledger = async () => h.query<{ id: string; account: string; amount: string; after: string; event: string | null; key: string | null; metadata: Json; cost: string | null }>(
+      `select l.id::text, l.account_id::text as account, l.amount::text, l.balance_after::text as after, l.event, l.idempotency_key as key,
+              l.metadata, l.cost_micros::text as cost
+         from creditkit.ledger l where l.account_id = any ($1::uuid[]) and l.kind = 'consume' order by l.id`, [[a, b, c]]);
+    const rows = await ledger();
+    expect(rows).toEqual([
+      { id: String(single.transactionId), account: c, amount: '-2', after: '3', event: 'chat', key: 'c-single', metadata: {}, cost: null },
+      { id: String(id(0)), account: a, amount: '-20', after: '30', event: 'chat', key: 'batch-1', metadata: { model: 'xl' }, cost: '1500' },
+      { id: String(id(2)), account: b, amount: '-10', after: '0', event: 'video', key: 'batch-2', metadata: {}, cost: null },
+      { id: String(id(6)), account: a, amount: '-30', after: '0', event: null, key: null, metadata: {}, cost: null },
+    ]);
+
+    // the whole batch retried later: keyed events answer their first result; the others are
+    // evaluated afresh at the balances now (all 0, so blocked); nothing is spent twice
+    const before = await books();
+    expect(await ck.consumeBatch({ events, now: at(3 * HOUR) })).toEqual([
+      first[0], { ...first[1], balance: 0 }, first[2], first[3], first[4], { ...first[5], balance: 0 }, { ordinal: 7, allowed: false, balance: 0, transactionId: null },
+    ]);
+    expect(await books()).toEqual(before);
+    expect(await ledger()).toEqual(rows);
+    // and a single consume finds a key the batch wrote
+    expect(await ck.consume({ accountId: b, amount: 10, event: 'video', idempotencyKey: 'batch-2', now: at(3 * HOUR) })).toEqual({
+      allowed: true, balance: 0, transactionId: id(2),
+    });
+  });
+
+  it('consumeBatch: an event the database refuses fails the whole call with its error class, and nothing is spent', async () => {
+    const account = randomUUID();
+    await ck.grant({ accountId: account, amount: 10, now: at(0) });
+    await ck.consume({ accountId: account, amount: 1, idempotencyKey: 'used', now: at(0) });
+    const ok = { accountId: account, amount: 1 };
+    const before = await books();
+    const batch = (...events: Array<Record<string, unknown>>) => ck.consumeBatch({ events: events as never, now: at(HOUR) });
+    await expectFailure(batch(ok, { accountId: account, amount: 0 }), InvalidAmountError, 'invalid_amount', 'CK001');
+    await expectFailure(batch(ok, { accountId: account, amount: 1, costMicros: -1 }), InvalidAmountError, 'invalid_amount', 'CK001');
+    const conflict = await expectFailure(batch(ok, { accountId: account, amount: 2, idempotencyKey: 'used' }),
+      IdempotencyConflictError, 'idempotency_conflict', 'CK004');
+    expect(conflict.details).toEqual({ transaction_id: expect.any(Number) });
+    await expectFailure(batch(ok, { accountId: account, amount: 1, idempotencyKey: 'twice' }, { accountId: account, amount: 2, idempotencyKey: 'twice' }),
+      IdempotencyConflictError, 'idempotency_conflict', 'CK004');
+    const stranger = '00000000-0000-4000-8000-0000000000ff';
+    const unknown = await expectFailure(batch(ok, { accountId: stranger, amount: 1 }), UnknownAccountError, 'unknown_account', 'CK003');
+    expect(unknown.details).toEqual({ account_id: stranger });
+    await expectFailure(batch(ok, { accountId: 'not-a-uuid', amount: 1 }), InvalidArgumentError, 'invalid_argument', 'CK006');
+    await expectFailure(batch(ok, { accountId: account, amount: 1, quantity: 2 }), InvalidArgumentError, 'invalid_argument', 'CK006');
+    await expectFailure(batch(ok, { accountId: account, amount: 1, idempotencyKey: '' }), InvalidArgumentError, 'invalid_argument', 'CK006');
+    await expectFailure(batch(), InvalidArgumentError, 'invalid_argument', 'CK006');
+    await expectFailure(ck.consumeBatch({ events: Array.from({ length: 1001 }, () => ok), now: at(HOUR) }), InvalidArgumentError, 'invalid_argument', 'CK006');
+    expect(await books()).toEqual(before);
+    // 1000 is the most: 9 credits cover the first 9 events
+    const answers = await ck.consumeBatch({ events: Array.from({ length: 1000 }, () => ok), now: at(HOUR) });
+    expect([answers.length, answers.filter((x) => x.allowed).length, answers.map((x) => x.ordinal)]).toEqual([
+      1000, 9, Array.from({ length: 1000 }, (_, i) => i + 1),
+    ]);
+  });
+
   it('setPrice, quote and meter: the most specific price wins, and meter charges what quote said', async () => {
     const event = 'img.contract';
     const defaultPrice = await ck.setPrice({ event, creditsPerUnit: 4, effectiveFrom: new Date(T0) });
@@ -676,6 +760,7 @@ function contract(factory: TransportFactory): void {
     const calls: Record<Exclude<keyof typeof SERVER_METHODS, 'plans' | 'quote' | 'packs'>, () => Promise<unknown>> = {
       consume: () => asMe.consume({ accountId: me, amount: 1 }),
       consumeOrRaise: () => asMe.consumeOrRaise({ accountId: me, amount: 1 }),
+      consumeBatch: () => asMe.consumeBatch({ events: [{ accountId: me, amount: 1 }] }),
       meter: () => asMe.meter({ accountId: me, event: 'contract.user' }),
       reserve: () => asMe.reserve({ accountId: me, amount: 1 }),
       settle: () => asMe.settle({ holdId: 1, actual: 1 }),
@@ -813,6 +898,7 @@ function contract(factory: TransportFactory): void {
     const credit: Array<[string, (v: unknown) => Promise<unknown>]> = [
       ['grant.amount', (v) => guarded.grant({ accountId: account, amount: bad(v) })],
       ['consume.amount', (v) => guarded.consume({ accountId: account, amount: bad(v) })],
+      ['consumeBatch.amount', (v) => guarded.consumeBatch({ events: [{ accountId: account, amount: 1 }, { accountId: account, amount: bad(v) }] })],
       ['adjust.amount', (v) => guarded.adjust({ accountId: account, amount: bad(v), reason: 'x' })],
       ['meter.quantity', (v) => guarded.meter({ accountId: account, event: 'e', quantity: bad(v) })],
       ['settle.actual', (v) => guarded.settle({ holdId: 1, actual: bad(v) })],
@@ -828,6 +914,7 @@ function contract(factory: TransportFactory): void {
       ['settle.holdId', (v) => guarded.settle({ holdId: bad(v), actual: 1 })],
       ['release.holdId', (v) => guarded.release({ holdId: bad(v) })],
       ['consume.costMicros', (v) => guarded.consume({ accountId: account, amount: 1, costMicros: bad(v) })],
+      ['consumeBatch.costMicros', (v) => guarded.consumeBatch({ events: [{ accountId: account, amount: 1, costMicros: bad(v) }] })],
       ['grant.revenueMicros', (v) => guarded.grant({ accountId: account, amount: 1, revenueMicros: bad(v) })],
       ['grant.priority', (v) => guarded.grant({ accountId: account, amount: 1, priority: bad(v) })],
       ['upsertPlan.priceAmount', (v) => guarded.upsertPlan({ id: 'x', name: 'X', priceAmount: bad(v) })],

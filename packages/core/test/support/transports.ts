@@ -160,6 +160,7 @@ export const TRANSPORTS: readonly TransportFactory[] = [
 /** CreditkitServer method → public function it calls. */
 export const SERVER_METHODS = {
   consume: 'creditkit_consume',
+  consumeBatch: 'creditkit_consume_batch',
   consumeOrRaise: 'creditkit_consume_or_raise',
   meter: 'creditkit_meter',
   quote: 'creditkit_quote',
