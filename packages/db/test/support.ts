@@ -190,6 +190,7 @@ export function rpc(fn: string, args: Args, columns = '*'): { sql: string; param
 
 export interface GrantResult { transaction_id: number; grant_id: number; balance: number }
 export interface ConsumeResult { allowed: boolean; balance: number; transaction_id: number | null }
+export interface BatchResult extends ConsumeResult { ordinal: number }
 export interface ChargeResult { balance: number; transaction_id: number }
 export interface AdjustResult { transaction_id: number; balance: number }
 export interface Bucket {
@@ -239,6 +240,7 @@ export function creditkit(run: Runner) {
     grant: (args: Args) => single(call<GrantResult>('creditkit_grant', args)),
     consume: (args: Args) => single(call<ConsumeResult>('creditkit_consume', args)),
     consumeOrRaise: (args: Args) => single(call<ChargeResult>('creditkit_consume_or_raise', args)),
+    consumeBatch: (args: Args) => call<BatchResult>('creditkit_consume_batch', args),
     adjust: (args: Args) => single(call<AdjustResult>('creditkit_adjust', args)),
     balance: (args: Args) => single(call<BalanceResult>('creditkit_balance', args)),
     history: (args: Args) => call<LedgerRow>('creditkit_history', args),
