@@ -1,0 +1,239 @@
+// What the bench measures. Every scenario is a list of variants run once per repetition, in this
+// order, each on freshly reset state: the baselines first (R, R+L, N), then the kit. Scenarios
+// with a `reference` (batch, holds, mix, sdk) are compared with uniform-16's runs of the same
+// repetition instead of repeating those runs.
+
+export const SCENARIO_IDS = [
+  'uniform-16',
+  'sdk',
+  'batch',
+  'holds',
+  'mix',
+  'uniform-64',
+  'hot-16',
+  'hot-64',
+  'zipf-64',
+  'reject-64',
+  'cost',
+  'storage',
+  'pglite',
+] as const;
+export type ScenarioId = (typeof SCENARIO_IDS)[number];
+
+export type DatasetId = 'uniform' | 'hot' | 'zipf' | 'reject';
+export interface Dataset {
+  id: DatasetId;
+  /** Accounts 1..n exist on both sides (kit and baselines). */
+  accounts: number;
+  /** Starting balance of every account (one purchase bucket on the kit's side; 0: no bucket). */
+  balance: number;
+  /** pgbench draws accounts Zipf-distributed (s = 1.1) instead of uniformly. */
+  zipf: boolean;
+  label: string;
+}
+
+export function datasets(short: boolean): Record<DatasetId, Dataset> {
+  const uniform = 10_000;
+  const zipf = short ? 10_000 : 100_000;
+  return {
+    uniform: { id: 'uniform', accounts: uniform, balance: 1e9, zipf: false, label: `${fmtInt(uniform)} accounts, uniform` },
+    hot: { id: 'hot', accounts: 1, balance: 1e12, zipf: false, label: 'one account' },
+    zipf: { id: 'zipf', accounts: zipf, balance: 1e9, zipf: true, label: `${fmtInt(zipf)} accounts, Zipf s=1.1` },
+    reject: { id: 'reject', accounts: uniform, balance: 0, zipf: false, label: `${fmtInt(uniform)} accounts at balance 0, uniform` },
+  };
+}
+
+/** R, R+L, N: the baselines; kit: the kit's function the scenario is about; extra: other kit variants. */
+export type Role = 'R' | 'RL' | 'N' | 'kit' | 'extra';
+
+export interface PgbenchScript {
+  /** File under scripts/bench/sql. */
+  file: string;
+  weight?: number;
+}
+
+export interface Variant {
+  /** Unique within the scenario: 'R', 'R+L', 'N', 'kit', 'kit ×10', 'sdk', 'kit @10M' … */
+  key: string;
+  label: string;
+  role: Role;
+  clients: number;
+  dataset: DatasetId;
+  /** main: the bench database; big: the cost-growth database with the filler ledger. */
+  db: 'main' | 'big';
+  runner: { kind: 'pgbench'; scripts: PgbenchScript[]; defines?: Record<string, number> } | { kind: 'sdk' };
+  /** Debits one transaction makes when it succeeds (a batch of n: n). The rate is tps × this. */
+  eventsPerTx: number;
+  /** Where successful debits are counted: the kit's ledger, the baseline ledger, or the baselines' balances. */
+  debits: 'kit' | 'bench-ledger' | 'bench-balance';
+  /** Also compare with this variant of the same scenario and repetition (cost growth: @10M vs @empty). */
+  compareTo?: string;
+}
+
+export interface Scenario {
+  id: Exclude<ScenarioId, 'storage' | 'pglite'>;
+  title: string;
+  /** One paragraph for the doc: what is measured and how. */
+  what: string;
+  /** rate: events/s, higher is better; latency: ms per transaction at one client. */
+  metric: 'rate' | 'latency';
+  /** Ratios against this scenario's R, R+L, N and kit of the same repetition. */
+  reference?: 'uniform-16';
+  variants: Variant[];
+}
+
+const pg = (...scripts: PgbenchScript[]) => ({ kind: 'pgbench' as const, scripts });
+
+function baselines(clients: number, dataset: DatasetId, db: 'main' | 'big' = 'main'): Variant[] {
+  return [
+    { key: 'R', label: 'raw UPDATE', role: 'R', clients, dataset, db, runner: pg({ file: 'r.sql' }), eventsPerTx: 1, debits: 'bench-balance' },
+    { key: 'R+L', label: 'UPDATE + ledger INSERT (plpgsql)', role: 'RL', clients, dataset, db, runner: pg({ file: 'rl.sql' }), eventsPerTx: 1, debits: 'bench-ledger' },
+    { key: 'N', label: 'naive SELECT FOR UPDATE + UPDATE (plpgsql)', role: 'N', clients, dataset, db, runner: pg({ file: 'n.sql' }), eventsPerTx: 1, debits: 'bench-balance' },
+  ];
+}
+
+function kitConsume(clients: number, dataset: DatasetId, key = 'kit', db: 'main' | 'big' = 'main'): Variant {
+  return { key, label: 'creditkit_consume', role: 'kit', clients, dataset, db, runner: pg({ file: 'consume.sql' }), eventsPerTx: 1, debits: 'kit' };
+}
+
+function loadScenario(id: Scenario['id'], title: string, what: string, clients: number, dataset: DatasetId): Scenario {
+  return { id, title, what, metric: 'rate', variants: [...baselines(clients, dataset), kitConsume(clients, dataset)] };
+}
+
+/**
+ * Every scenario. With `short` (the CI smoke) the baseline scripts run only in uniform-16: the
+ * smoke checks that every script still runs, and the other scenarios run the same baseline
+ * scripts on other data. The short smoke also caps clients at 16.
+ */
+export function scenarios(short: boolean, fillerRows: number): Scenario[] {
+  const all = allScenarios(short, fillerRows);
+  if (!short) return all;
+  const baseline = new Set(['r.sql', 'rl.sql', 'n.sql']);
+  return all.map((sc) =>
+    sc.id === 'uniform-16'
+      ? sc
+      : { ...sc, variants: sc.variants.filter((v) => v.runner.kind !== 'pgbench' || !v.runner.scripts.some((s) => baseline.has(s.file))) },
+  );
+}
+
+function allScenarios(short: boolean, fillerRows: number): Scenario[] {
+  const d = datasets(short);
+  // The "-64" scenarios run 16 clients in the short smoke, which runs beside the test suite on a
+  // server with max_connections = 100 (the concurrency suites open up to 60).
+  const many = short ? 16 : 64;
+  const batch = (n: number): Variant => ({
+    key: `kit ×${n}`,
+    label: `${n} looped single consumes of one account in one call (no batch API yet)`,
+    role: 'extra',
+    clients: 16,
+    dataset: 'uniform',
+    db: 'main',
+    runner: { kind: 'pgbench', scripts: [{ file: 'consume-looped.sql' }], defines: { batch: n } },
+    eventsPerTx: n,
+    debits: 'kit',
+  });
+  const filler = fmtRows(fillerRows);
+  return [
+    loadScenario('uniform-16', 'Uniform load, 16 clients', `Single debits of 1 credit on ${d.uniform.label}.`, 16, 'uniform'),
+    {
+      id: 'sdk',
+      title: 'Through the TypeScript SDK (node-postgres), 16 clients',
+      what:
+        `The uniform-16 load through \`createCreditkit({ pg: new pg.Pool({ max: 16 }) }).consume()\`: 16 concurrent async loops ` +
+        `in one Node process for the same duration, compared with uniform-16's pgbench run of creditkit_consume (×kit). ` +
+        `Each SDK call is one simple-protocol round trip doing what PostgREST does (set local role service_role, the JWT ` +
+        `claims, then the function wrapped in json_agg); pgbench calls the function directly as the superuser with prepared statements.`,
+      metric: 'rate',
+      reference: 'uniform-16',
+      variants: [
+        { key: 'sdk', label: 'SDK consume over node-postgres', role: 'extra', clients: 16, dataset: 'uniform', db: 'main', runner: { kind: 'sdk' }, eventsPerTx: 1, debits: 'kit' },
+      ],
+    },
+    {
+      id: 'batch',
+      title: 'Batched consume, 16 clients',
+      what:
+        `Looped single consumes in one call (no batch API yet): bench.consume_looped(account, n) calls creditkit_consume ` +
+        `n times in one transaction for one random account of ${d.uniform.label} (a batch of one user's metered events). ` +
+        `The rate is events (debits) per second; ×kit compares it with uniform-16's single consume.`,
+      metric: 'rate',
+      reference: 'uniform-16',
+      variants: [batch(10), batch(100)],
+    },
+    {
+      id: 'holds',
+      title: 'Holds (reserve + settle), 16 clients',
+      what:
+        `One logical debit = creditkit_reserve(2) then creditkit_settle(actual 1): two calls, two transactions, as an app ` +
+        `does around a model call, on ${d.uniform.label}. The rate is logical debits per second.`,
+      metric: 'rate',
+      reference: 'uniform-16',
+      variants: [
+        { key: 'kit hold', label: 'creditkit_reserve + creditkit_settle', role: 'extra', clients: 16, dataset: 'uniform', db: 'main', runner: pg({ file: 'hold.sql' }), eventsPerTx: 1, debits: 'kit' },
+      ],
+    },
+    {
+      id: 'mix',
+      title: 'Mixed load, 16 clients',
+      what:
+        `pgbench picks per transaction: 95% creditkit_consume(1), 4% creditkit_grant(100) (a purchase: a new bucket), ` +
+        `1% reset (bench.reset_plan: the account moves to the other of two plans with a 1,000-credit monthly allowance; ` +
+        `creditkit_set_plan books what is left of the old allowance as expired and grants the new one, which is what a ` +
+        `period reset does), on ${d.uniform.label}. The rate counts every operation.`,
+      metric: 'rate',
+      reference: 'uniform-16',
+      variants: [
+        {
+          key: 'kit mix',
+          label: '95% consume, 4% grant, 1% reset',
+          role: 'extra',
+          clients: 16,
+          dataset: 'uniform',
+          db: 'main',
+          runner: pg({ file: 'consume.sql', weight: 95 }, { file: 'grant.sql', weight: 4 }, { file: 'reset.sql', weight: 1 }),
+          eventsPerTx: 1,
+          debits: 'kit',
+        },
+      ],
+    },
+    loadScenario('uniform-64', `Uniform load, ${many} clients`, `Single debits of 1 credit on ${d.uniform.label}.`, many, 'uniform'),
+    loadScenario('hot-16', 'One hot account, 16 clients', 'Every client debits the same account.', 16, 'hot'),
+    loadScenario('hot-64', `One hot account, ${many} clients`, 'Every client debits the same account.', many, 'hot'),
+    loadScenario('zipf-64', `Zipf-skewed accounts, ${many} clients`, `Single debits on ${d.zipf.label} (pgbench random_zipfian).`, many, 'zipf'),
+    loadScenario(
+      'reject-64',
+      `Rejection storm, ${many} clients`,
+      `Every account is at balance 0, so every call is refused (${d.reject.label}). The rate is refusals per second; ` +
+        `R and R+L match no row (their guard fails), N and the kit lock the row first.`,
+      many,
+      'reject',
+    ),
+    {
+      id: 'cost',
+      title: `Cost growth: one client, empty ledger vs ${filler} ledger rows`,
+      what:
+        `Average latency of one client (pgbench -c 1) on ${d.uniform.label}, in the bench database (only the seed's ` +
+        `grant rows in the ledger) and in a second database whose ledger also holds ${filler} rows of filler history ` +
+        `on ${fmtInt(fillerRows / 100)} other accounts (written directly with generate_series, then VACUUM ANALYZE). ` +
+        `R runs in both as a control: it does not touch the ledger. The second database is not reset between runs, ` +
+        `so its ledger grows by what earlier runs consumed.`,
+      metric: 'latency',
+      variants: [
+        { ...baselines(1, 'uniform')[0]!, key: 'R @empty' },
+        kitConsume(1, 'uniform', 'kit @empty'),
+        { ...baselines(1, 'uniform', 'big')[0]!, key: `R @${filler}`, role: 'extra', compareTo: 'R @empty' },
+        { ...kitConsume(1, 'uniform', `kit @${filler}`, 'big'), role: 'extra', compareTo: 'kit @empty' },
+      ],
+    },
+  ];
+}
+
+export function fmtInt(n: number): string {
+  return Math.round(n).toLocaleString('en-US');
+}
+
+export function fmtRows(n: number): string {
+  if (n >= 1e6 && n % 1e6 === 0) return `${n / 1e6}M`;
+  if (n >= 1e3 && n % 1e3 === 0) return `${n / 1e3}k`;
+  return fmtInt(n);
+}

@@ -1,0 +1,212 @@
+-- The benchmark's own schema, created only in the throwaway creditkit_bench_* databases after the
+-- kit's migrations: the baselines the kit is measured against, and helpers to seed and reset.
+-- Nothing here is part of creditkit.
+--
+-- The baselines work on tables of the same shape, constraints and indexes as the kit's
+-- (LIKE ... INCLUDING ALL), keyed by the same uuid, plus the ledger's foreign key to accounts:
+--   R    a raw single-row UPDATE (scripts r.sql); guarded by `balance >= 1` so it can never
+--        overdraw either (a guard that costs nothing when the balance suffices);
+--   R+L  that UPDATE plus a ledger INSERT in one plpgsql function, no other checks;
+--   N    the naive pattern: plpgsql SELECT ... FOR UPDATE, then UPDATE, no ledger.
+-- Like the kit's functions they are plpgsql, but without SECURITY DEFINER or SET clauses.
+
+create schema bench;
+
+create table bench.accounts (like creditkit.accounts including all);
+create table bench.ledger (like creditkit.ledger including all);
+alter table bench.ledger
+  add constraint ledger_account_id_fkey foreign key (account_id) references bench.accounts (id);
+
+-- Account n (1-based) as a uuid: the same expression the pgbench scripts use inline.
+create function bench.account_id(p_n integer)
+returns uuid
+language sql
+immutable
+as $$ select lpad(to_hex(p_n), 32, '0')::uuid $$;
+
+-- R+L: the raw UPDATE plus a ledger INSERT. NULL when the balance does not cover the amount.
+create function bench.debit_with_ledger(p_account_id uuid, p_amount bigint)
+returns bigint
+language plpgsql
+as $$
+declare
+  v_balance bigint;
+begin
+  update bench.accounts a
+     set balance = a.balance - p_amount
+   where a.id = p_account_id and a.balance >= p_amount
+  returning a.balance into v_balance;
+  if not found then
+    return null;
+  end if;
+  insert into bench.ledger (account_id, kind, amount, balance_after)
+  values (p_account_id, 'consume', -p_amount, v_balance);
+  return v_balance;
+end;
+$$;
+
+-- N: lock the row, check, update. No ledger.
+create function bench.naive_debit(p_account_id uuid, p_amount bigint)
+returns boolean
+language plpgsql
+as $$
+declare
+  v_balance bigint;
+begin
+  select a.balance into v_balance from bench.accounts a where a.id = p_account_id for update;
+  if not found or v_balance < p_amount then
+    return false;
+  end if;
+  update bench.accounts a set balance = a.balance - p_amount where a.id = p_account_id;
+  return true;
+end;
+$$;
+
+-- Batched consume until the kit has a batch API: p_events single creditkit_consume calls of 1
+-- credit for one account in one call (one transaction), as a batch of metered events of one user
+-- would be booked. Returns how many were allowed.
+create function bench.consume_looped(p_account_id uuid, p_events integer)
+returns integer
+language plpgsql
+as $$
+declare
+  v_allowed boolean;
+  v_ok integer := 0;
+begin
+  for i in 1..p_events loop
+    select c.allowed into v_allowed from public.creditkit_consume(p_account_id, 1) c;
+    if v_allowed then
+      v_ok := v_ok + 1;
+    end if;
+  end loop;
+  return v_ok;
+end;
+$$;
+
+-- The mix's "reset": the account's allowance is reset by moving it to the other of two plans with
+-- the same allowance. creditkit_set_plan books the old plan's remaining allowance as expired and
+-- grants the new one, which is what a period reset does; doing it through a plan change makes it
+-- happen now instead of at a period boundary.
+create function bench.reset_plan(p_account_id uuid)
+returns text
+language plpgsql
+as $$
+declare
+  v_plan text;
+begin
+  select case s.plan_id when 'bench_a' then 'bench_b' else 'bench_a' end into v_plan
+    from creditkit.subscriptions s where s.account_id = p_account_id;
+  select p.plan_id into v_plan from public.creditkit_set_plan(p_account_id, coalesce(v_plan, 'bench_a')) p;
+  return v_plan;
+end;
+$$;
+
+select public.creditkit_upsert_plan(p_id => 'bench_a', p_name => 'Bench A', p_allowance => 1000);
+select public.creditkit_upsert_plan(p_id => 'bench_b', p_name => 'Bench B', p_allowance => 1000);
+
+-- Empties the kit's account tables and the baselines' tables and seeds accounts 1..p_accounts on
+-- both sides with p_balance credits. On the kit's side each account gets exactly what
+-- creditkit_grant would have written (the account row, one purchase bucket, one grant ledger
+-- row); with p_balance = 0 the account exists with nothing (as after set_plan on the free plan).
+-- Written directly as the superuser, with triggers off (replica role) for speed: the rows are
+-- consistent by construction, and the harness checks the kit's invariants after each run.
+create function bench.seed(p_accounts integer, p_balance bigint)
+returns void
+language plpgsql
+as $$
+begin
+  perform set_config('session_replication_role', 'replica', true);
+  truncate creditkit.accounts, creditkit.grants, creditkit.ledger, creditkit.holds, creditkit.subscriptions,
+           bench.accounts, bench.ledger
+    restart identity cascade;
+  if p_balance > 0 then
+    with a as (
+      insert into creditkit.accounts (id, balance, version)
+      select bench.account_id(i), p_balance, 1 from generate_series(1, p_accounts) i
+      returning id
+    ), g as (
+      insert into creditkit.grants (account_id, category, amount, remaining, priority)
+      select a.id, 'purchase', p_balance, p_balance, 0 from a
+      returning id, account_id
+    )
+    insert into creditkit.ledger (account_id, kind, amount, balance_after, grant_id)
+    select g.account_id, 'grant', p_balance, p_balance, g.id from g order by g.id;
+  else
+    insert into creditkit.accounts (id) select bench.account_id(i) from generate_series(1, p_accounts) i;
+  end if;
+  insert into bench.accounts (id, balance) select bench.account_id(i), p_balance from generate_series(1, p_accounts) i;
+  perform set_config('session_replication_role', 'origin', true);
+end;
+$$;
+
+-- Cost growth: filler history on separate accounts, written straight into the kit's tables as the
+-- superuser (not through the API) with consistent balances. p_accounts filler accounts get p_per
+-- ledger rows each: a grant of 1,000,000, then (p_per - 1) consumes of 1, so every account's
+-- balance, bucket remainder and version agree with its ledger. bench.fill_rows appends rows
+-- round-robin (row j of every account, then row j + 1), so an account's history is spread over the
+-- table and the history index receives entries in random order, as with real traffic. The harness
+-- calls fill_rows for successive ranges of j, one transaction each.
+create function bench.fill_accounts(p_accounts integer, p_per integer)
+returns void
+language plpgsql
+as $$
+begin
+  perform set_config('session_replication_role', 'replica', true);
+  create table bench.filler (n integer primary key, account_id uuid not null, grant_id bigint not null);
+  with a as (
+    insert into creditkit.accounts (id, balance, version, created_at)
+    select md5('creditkit-bench-filler:' || i)::uuid, 1000000 - (p_per - 1), p_per, timestamptz '2026-01-01'
+      from generate_series(1, p_accounts) i
+    returning id
+  ), g as (
+    insert into creditkit.grants (account_id, category, amount, remaining, priority, created_at)
+    select a.id, 'purchase', 1000000, 1000000 - (p_per - 1), 0, timestamptz '2026-01-01' from a
+    returning id, account_id
+  )
+  insert into bench.filler (n, account_id, grant_id)
+  select row_number() over (order by g.id), g.account_id, g.id from g;
+  perform set_config('session_replication_role', 'origin', true);
+end;
+$$;
+
+create function bench.fill_rows(p_j_from integer, p_j_to integer)
+returns bigint
+language plpgsql
+as $$
+declare
+  v_accounts integer := (select count(*) from bench.filler);
+  v_rows bigint;
+begin
+  perform set_config('session_replication_role', 'replica', true);
+  insert into creditkit.ledger (account_id, kind, amount, balance_after, grant_id, event, created_at)
+  select f.account_id,
+         case when j = 1 then 'grant' else 'consume' end,
+         case when j = 1 then 1000000 else -1 end,
+         1000000 - (j - 1),
+         case when j = 1 then f.grant_id end,
+         case when j = 1 then null else 'bench_filler' end,
+         timestamptz '2026-01-01' + ((j - 1)::bigint * v_accounts + f.n) * interval '1 millisecond'
+    from generate_series(p_j_from, p_j_to) j
+   cross join bench.filler f
+   order by j, f.n;
+  get diagnostics v_rows = row_count;
+  perform set_config('session_replication_role', 'origin', true);
+  return v_rows;
+end;
+$$;
+
+-- The kit's invariants over every account: balance = sum(ledger) = sum(live bucket remainders),
+-- held = sum of open holds, nothing negative. Returns how many accounts break one (0 expected).
+create function bench.broken_accounts()
+returns bigint
+language sql
+as $$
+  select count(*)
+    from creditkit.accounts a
+    left join (select l.account_id, sum(l.amount) as total from creditkit.ledger l group by 1) l on l.account_id = a.id
+    left join (select g.account_id, sum(g.remaining) as total from creditkit.grants g group by 1) g on g.account_id = a.id
+    left join (select h.account_id, sum(h.amount) as total from creditkit.holds h where h.status = 'open' group by 1) h
+           on h.account_id = a.id
+   where a.balance <> coalesce(l.total, 0) or a.balance <> coalesce(g.total, 0)
+      or a.held <> coalesce(h.total, 0) or a.balance < 0;
+$$;
