@@ -123,12 +123,12 @@ function allScenarios(short: boolean, fillerRows: number): Scenario[] {
   const many = short ? 16 : 64;
   const batch = (n: number): Variant => ({
     key: `kit ×${n}`,
-    label: `${n} looped single consumes of one account in one call (no batch API yet)`,
+    label: `creditkit_consume_batch of ${n} events for one account`,
     role: 'extra',
     clients: 16,
     dataset: 'uniform',
     db: 'main',
-    runner: { kind: 'pgbench', scripts: [{ file: 'consume-looped.sql' }], defines: { batch: n } },
+    runner: { kind: 'pgbench', scripts: [{ file: 'consume-batch.sql' }], defines: { batch: n } },
     eventsPerTx: n,
     debits: 'kit',
   });
@@ -153,8 +153,8 @@ function allScenarios(short: boolean, fillerRows: number): Scenario[] {
       id: 'batch',
       title: 'Batched consume, 16 clients',
       what:
-        `Looped single consumes in one call (no batch API yet): bench.consume_looped(account, n) calls creditkit_consume ` +
-        `n times in one transaction for one random account of ${d.uniform.label} (a batch of one user's metered events). ` +
+        `creditkit_consume_batch with n usage events of 1 credit for one random account of ${d.uniform.label} ` +
+        `(a buffered batch of one user's metered events; the JSON array is built in the pgbench statement). ` +
         `The rate is events (debits) per second; ×kit compares it with uniform-16's single consume.`,
       metric: 'rate',
       reference: 'uniform-16',
