@@ -77,11 +77,27 @@ export function counting(inner: Transport): Transport & { calls: string[] } {
   return { kind: `counting(${inner.kind})`, calls, rpc: (fn, args) => (calls.push(fn), inner.rpc(fn, args)) };
 }
 
-/** Holds every call until release(): the components stay in their loading state meanwhile. */
-export function gated(inner: Transport): Transport & { release(): void } {
-  let release!: () => void;
-  const open = new Promise<void>((resolve) => (release = resolve));
-  return { kind: `gated(${inner.kind})`, release, rpc: async (fn, args) => (await open, inner.rpc(fn, args)) };
+/**
+ * Holds calls until release(): the components stay in their loading state meanwhile. Closed from
+ * the start unless told otherwise; close() holds the calls after it again. Counts the calls.
+ */
+export function gated(inner: Transport, closed = true): Transport & { calls: string[]; close(): void; release(): void } {
+  let gate: Promise<void> | null = null;
+  let open = () => {};
+  const close = () => void (gate = new Promise<void>((resolve) => (open = resolve)));
+  if (closed) close();
+  const calls: string[] = [];
+  return {
+    kind: `gated(${inner.kind})`,
+    calls,
+    close,
+    release: () => ((gate = null), open()),
+    rpc: async (fn, args) => {
+      calls.push(fn);
+      if (gate) await gate;
+      return inner.rpc(fn, args);
+    },
+  };
 }
 
 /** Passes the database's answer through `alter` (to prove a guard against impossible data). */
