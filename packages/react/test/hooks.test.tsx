@@ -1,7 +1,8 @@
 // The hooks against the real SDK on PGlite: what they return, under which key they cache it,
 // that signed out means no call at all, paging, and that useCreditsMutation refreshes.
 import { type ReactNode } from 'react';
-import { act, renderHook, screen, waitFor } from '@testing-library/react';
+import { QueryClientProvider } from '@tanstack/react-query';
+import { act, render, renderHook, screen, waitFor } from '@testing-library/react';
 import { userEvent } from '@testing-library/user-event';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
@@ -59,6 +60,46 @@ describe('hooks', () => {
     }
     expect(transport.calls).toEqual(['creditkit_plans']);
     expect(result.current.plans.data!.map((p) => p.id)).toEqual(['free', 'pro']);
+  });
+
+  it("switching accounts switches the cached data (the account is part of every key)", async () => {
+    const ada = await kit.signUp();
+    const grace = await kit.signUp();
+    await kit.creditkit.grant({ accountId: ada, amount: 5 });
+    await kit.creditkit.grant({ accountId: grace, amount: 8 });
+    const queryClient = testQueryClient();
+    function Balance(): ReactNode {
+      return <output aria-label="balance">{useBalance().data?.balance ?? '…'}</output>;
+    }
+    const as = (id: string) => (
+      <CreditkitProvider client={kit.creditkit.asUser(id)} accountId={id} queryClient={queryClient}>
+        <Balance />
+      </CreditkitProvider>
+    );
+    const { rerender } = render(as(ada));
+    const out = screen.getByRole('status', { name: 'balance' });
+    await waitFor(() => expect(out).toHaveTextContent(/^5$/));
+    rerender(as(grace));
+    await waitFor(() => expect(out).toHaveTextContent(/^8$/));
+    expect(queryClient.getQueryData(creditkitKeys.balance(ada))).toMatchObject({ balance: 5 });
+    expect(queryClient.getQueryData(creditkitKeys.balance(grace))).toMatchObject({ balance: 8 });
+  });
+
+  it("without a queryClient prop, the provider caches in the app's surrounding QueryClientProvider", async () => {
+    const ada = await kit.signUp();
+    await kit.creditkit.grant({ accountId: ada, amount: 3 });
+    const appClient = testQueryClient();
+    const wrapper = ({ children }: { children: ReactNode }) => (
+      <QueryClientProvider client={appClient}>
+        <CreditkitProvider client={kit.creditkit.asUser(ada)} accountId={ada}>
+          {children}
+        </CreditkitProvider>
+      </QueryClientProvider>
+    );
+    const { result } = renderHook(() => ({ balance: useBalance(), context: useCreditkit() }), { wrapper });
+    await waitFor(() => expect(result.current.balance.isSuccess).toBe(true));
+    expect(result.current.context.queryClient).toBe(appClient);
+    expect(appClient.getQueryData(creditkitKeys.balance(ada))).toMatchObject({ balance: 3 });
   });
 
   it('useCreditkit throws outside the provider', () => {
