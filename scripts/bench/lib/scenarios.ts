@@ -141,7 +141,7 @@ function allScenarios(short: boolean, fillerRows: number): Scenario[] {
       what:
         `The uniform-16 load through \`createCreditkit({ pg: new pg.Pool({ max: 16 }) }).consume()\`: 16 concurrent async loops ` +
         `in one Node process for the same duration, compared with uniform-16's pgbench run of creditkit_consume (×kit). ` +
-        `Each SDK call is one simple-protocol round trip doing what PostgREST does (set local role service_role, the JWT ` +
+        `Each SDK call is one simple-protocol round trip doing what PostgREST does (the role service_role and the JWT ` +
         `claims, then the function wrapped in json_agg); pgbench calls the function directly as the superuser with prepared statements.`,
       metric: 'rate',
       reference: 'uniform-16',
