@@ -378,8 +378,8 @@ export function renderMarkdown(report: BenchReport, notes: string): string {
     '- Successful debits are counted from the kit\'s ledger (consume rows written during the run), from the baseline ledger (R+L) ' +
       'and from the baselines\' balances (R, N), not from calls; "debits/s (counted)" is that count over the run\'s duration. ' +
       'After every kit run on the bench database the invariants are checked (balance = ledger sum = bucket sum, held = open holds).',
-    '- Baselines (schema `bench`, only in the bench database; same table shape, constraints, indexes and uuid key as the kit\'s, plus the ' +
-      'ledger\'s foreign key): **R** `UPDATE … SET balance = balance - 1 WHERE id = $1 AND balance >= 1`; **R+L** that UPDATE plus a ledger ' +
+    '- Baselines (schema `bench`, only in the bench database; same table shape, constraints, indexes, storage parameters and uuid key as ' +
+      'the kit\'s): **R** `UPDATE … SET balance = balance - 1 WHERE id = $1 AND balance >= 1`; **R+L** that UPDATE plus a ledger ' +
       'INSERT in one plpgsql function; **N** plpgsql `SELECT … FOR UPDATE`, then `UPDATE`, no ledger.',
     '- Top waits: pg_stat_activity of the run\'s backends sampled every 100 ms (`CPU` = active without a wait event; ' +
       '`Client:ClientRead` = idle, waiting for the next statement), share of backend-samples over all repetitions.',
