@@ -29,3 +29,15 @@ export const BROWSER_FUNCTIONS: ReadonlySet<string> = new Set([
   'creditkit_plans',
   'creditkit_packs',
 ]);
+
+/**
+ * The origin the browser used (from the Host header), for redirects, Stripe's return URLs and
+ * the simulated checkout's delivery to the webhook. Next.js's request.url names `localhost`
+ * whatever address was dialled.
+ */
+export function originOf(request: Request): string {
+  const host = request.headers.get('x-forwarded-host') ?? request.headers.get('host');
+  if (!host) return new URL(request.url).origin;
+  const proto = request.headers.get('x-forwarded-proto') ?? new URL(request.url).protocol.replace(':', '');
+  return `${proto}://${host}`;
+}

@@ -4,7 +4,7 @@ import { CreditkitError, InvalidArgumentError, UnknownPackError, UnknownPlanErro
 import { errorResponse } from '@creditkit/core/http';
 import { createCheckoutSession } from '@creditkit/stripe';
 import { getDemo } from '@/lib/server/demo.ts';
-import { currentUser } from '@/lib/server/session.ts';
+import { currentUser, originOf } from '@/lib/server/session.ts';
 
 export const dynamic = 'force-dynamic';
 
@@ -24,7 +24,7 @@ export async function POST(request: Request): Promise<Response> {
       const query = packId !== undefined ? `pack=${encodeURIComponent(packId)}` : `plan=${encodeURIComponent(planId!)}`;
       return Response.json({ url: `/checkout/simulated?${query}` });
     }
-    const origin = new URL(request.url).origin;
+    const origin = originOf(request);
     const session = await createCheckoutSession({
       stripe: demo.stripe.stripe,
       creditkit,

@@ -4,7 +4,7 @@ import { CreditkitError } from '@creditkit/core';
 import { errorResponse } from '@creditkit/core/http';
 import { createPortalSession } from '@creditkit/stripe';
 import { getDemo } from '@/lib/server/demo.ts';
-import { currentUser } from '@/lib/server/session.ts';
+import { currentUser, originOf } from '@/lib/server/session.ts';
 
 export const dynamic = 'force-dynamic';
 
@@ -14,7 +14,7 @@ export async function POST(request: Request): Promise<Response> {
   const demo = await getDemo();
   if (demo.stripe.mode === 'simulated') return Response.json({ url: '/checkout/simulated?portal=1' });
   try {
-    const origin = new URL(request.url).origin;
+    const origin = originOf(request);
     const { url } = await createPortalSession({ stripe: demo.stripe.stripe, creditkit: demo.creditkit, accountId: user.id, returnUrl: `${origin}/billing` });
     return Response.json({ url });
   } catch (error) {

@@ -4,7 +4,7 @@
 // webhook route, then sends the browser back to /billing like Stripe's success_url would.
 import type { Pack, Plan } from '@creditkit/core';
 import { getDemo } from '@/lib/server/demo.ts';
-import { currentUser } from '@/lib/server/session.ts';
+import { currentUser, originOf } from '@/lib/server/session.ts';
 import { deliverEvents, stripeIdsOf } from '@/lib/server/stripe.ts';
 import { cancellationEvents, packPurchaseEvents, stripeId, subscriptionPurchaseEvents, unixSeconds, type Subscription } from '@/lib/server/stripe-events.ts';
 
@@ -14,7 +14,7 @@ const back = (origin: string, query: string) => Response.redirect(new URL(`/bill
 
 export async function POST(request: Request): Promise<Response> {
   const user = await currentUser();
-  const origin = new URL(request.url).origin;
+  const origin = originOf(request);
   if (!user) return Response.redirect(new URL('/sign-in', origin), 303);
   const demo = await getDemo();
   if (demo.stripe.mode !== 'simulated') {
