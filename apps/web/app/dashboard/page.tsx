@@ -204,6 +204,7 @@ export default async function Dashboard() {
             { label: `${c.name.split(' ')[0]} cost`, value: -c.costMicros / 1e6, display: micros(c.costMicros), tone: 'bad' as const },
             { label: `${c.name.split(' ')[0]} margin`, value: c.marginMicros / 1e6, display: micros(c.marginMicros), tone: c.marginMicros < 0 ? ('bad' as const) : ('good' as const) },
           ])}
+          width={900}
         />
       </section>
     </div>
