@@ -60,36 +60,51 @@ interface SessionUrls {
   cancelUrl: string;
 }
 
-/** A paid pack: checkout.session.completed in mode payment, payment_status paid. */
-export function packPurchaseEvents(buyer: Buyer, pack: Pack, at: Date, urls: SessionUrls): StripeEventPayload[] {
-  const created = unixSeconds(at);
-  const session = {
+/** A completed, paid checkout.session as createCheckoutSession (@creditkit/stripe) set it up. */
+function checkoutSession(
+  buyer: Buyer,
+  urls: SessionUrls,
+  created: number,
+  sold: { mode: 'payment' | 'subscription'; amount: number; currency: string; metadata: Record<string, string | null> },
+  links: { payment_intent: string | null; subscription: string | null; invoice: string | null },
+): JsonObject {
+  return {
     id: stripeId('cs_test', 58),
     object: 'checkout.session',
-    amount_subtotal: pack.priceAmount,
-    amount_total: pack.priceAmount,
+    amount_subtotal: sold.amount,
+    amount_total: sold.amount,
     cancel_url: urls.cancelUrl,
     client_reference_id: buyer.accountId,
     created: created - 60,
-    currency: pack.currency,
+    currency: sold.currency,
     customer: buyer.customer,
     customer_details: { email: buyer.email, name: null, phone: null, tax_exempt: 'none', tax_ids: [], address: null },
     customer_email: null,
     expires_at: created - 60 + 86400,
-    invoice: null,
     livemode: false,
-    metadata: { account_id: buyer.accountId, pack_id: pack.id, price_id: pack.stripePriceId },
-    mode: 'payment',
-    payment_intent: stripeId('pi'),
+    metadata: { account_id: buyer.accountId, ...sold.metadata },
+    mode: sold.mode,
     payment_method_types: ['card'],
     payment_status: 'paid',
     status: 'complete',
-    subscription: null,
     success_url: urls.successUrl,
     total_details: { amount_discount: 0, amount_shipping: 0, amount_tax: 0 },
     ui_mode: 'hosted',
     url: null,
+    ...links,
   };
+}
+
+/** A paid pack: checkout.session.completed in mode payment, payment_status paid. */
+export function packPurchaseEvents(buyer: Buyer, pack: Pack, at: Date, urls: SessionUrls): StripeEventPayload[] {
+  const created = unixSeconds(at);
+  const session = checkoutSession(
+    buyer,
+    urls,
+    created,
+    { mode: 'payment', amount: pack.priceAmount, currency: pack.currency, metadata: { pack_id: pack.id, price_id: pack.stripePriceId } },
+    { payment_intent: stripeId('pi'), subscription: null, invoice: null },
+  );
   return [event('checkout.session.completed', session, created)];
 }
 
@@ -239,33 +254,13 @@ export function subscriptionPurchaseEvents(
     plan,
     start: created,
   };
-  const session = {
-    id: stripeId('cs_test', 58),
-    object: 'checkout.session',
-    amount_subtotal: plan.priceAmount,
-    amount_total: plan.priceAmount,
-    cancel_url: urls.cancelUrl,
-    client_reference_id: buyer.accountId,
-    created: created - 60,
-    currency: plan.currency,
-    customer: buyer.customer,
-    customer_details: { email: buyer.email, name: null, phone: null, tax_exempt: 'none', tax_ids: [], address: null },
-    customer_email: null,
-    expires_at: created - 60 + 86400,
-    invoice: stripeId('in'),
-    livemode: false,
-    metadata: { account_id: buyer.accountId, plan_id: plan.id, price_id: plan.stripePriceId },
-    mode: 'subscription',
-    payment_intent: null,
-    payment_method_types: ['card'],
-    payment_status: 'paid',
-    status: 'complete',
-    subscription: subscription.id,
-    success_url: urls.successUrl,
-    total_details: { amount_discount: 0, amount_shipping: 0, amount_tax: 0 },
-    ui_mode: 'hosted',
-    url: null,
-  };
+  const session = checkoutSession(
+    buyer,
+    urls,
+    created,
+    { mode: 'subscription', amount: plan.priceAmount, currency: plan.currency, metadata: { plan_id: plan.id, price_id: plan.stripePriceId } },
+    { payment_intent: null, subscription: subscription.id, invoice: stripeId('in') },
+  );
   return {
     subscription,
     events: [
