@@ -153,7 +153,7 @@ describe.skipIf(!haveChromium)('the demo app in Chromium, on embedded PGlite', (
     await payOnSimulatedCheckout(page, /Subscribe · \$19\.00/, '06-checkout-pro');
     await expect.poll(async () => page.getByTestId('plan-name').textContent(), { timeout: 15_000 }).toBe('Pro');
     const plan = page.getByRole('region', { name: 'Plan' });
-    await plan.getByText('300 credits a period').waitFor();
+    await plan.getByText('300 credits a month').waitFor();
     await plan.getByText('hd_upscale').waitFor();
     await plan.getByRole('button', { name: 'Manage subscription' }).waitFor();
     await expectBalance(page, 350);

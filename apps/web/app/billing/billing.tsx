@@ -47,7 +47,7 @@ export function Billing({ notice }: { notice: string | null }) {
               {plan.data.planName ?? 'Free'}
             </p>
             <p className="muted">
-              {plan.data.allowance ? `${plan.data.allowance} credits a ${plan.data.periodEnd ? 'period' : 'month'}` : 'No monthly allowance'}
+              {plan.data.allowance ? `${plan.data.allowance} credits a ${plans.data?.find((p) => p.id === plan.data.planId)?.period ?? 'period'}` : 'No allowance'}
               {plan.data.periodEnd ? `, renews ${date(plan.data.periodEnd)}` : ''}
               {plan.data.status && plan.data.status !== 'active' ? ` (${plan.data.status})` : ''}
             </p>
