@@ -3,7 +3,7 @@
 -- Nothing here is part of creditkit.
 --
 -- The baselines work on tables of the same shape, constraints and indexes as the kit's
--- (LIKE ... INCLUDING ALL), keyed by the same uuid, plus the ledger's foreign key to accounts:
+-- (LIKE ... INCLUDING ALL) and storage parameters, keyed by the same uuid:
 --   R    a raw single-row UPDATE (scripts r.sql); guarded by `balance >= 1` so it can never
 --        overdraw either (a guard that costs nothing when the balance suffices);
 --   R+L  that UPDATE plus a ledger INSERT in one plpgsql function, no other checks;
@@ -14,8 +14,17 @@ create schema bench;
 
 create table bench.accounts (like creditkit.accounts including all);
 create table bench.ledger (like creditkit.ledger including all);
-alter table bench.ledger
-  add constraint ledger_account_id_fkey foreign key (account_id) references bench.accounts (id);
+-- LIKE does not copy storage parameters; give the baselines the kit's (accounts' fillfactor).
+do $$
+declare
+  v_options text[];
+begin
+  select c.reloptions into v_options from pg_class c where c.oid = 'creditkit.accounts'::regclass;
+  if v_options is not null then
+    execute format('alter table bench.accounts set (%s)', array_to_string(v_options, ', '));
+  end if;
+end;
+$$;
 
 -- Account n (1-based) as a uuid: the same expression the pgbench scripts use inline.
 create function bench.account_id(p_n integer)

@@ -1,0 +1,170 @@
+// The consume hot path of migration 0012, checked for what it promises beyond correct answers
+// (which the model, concurrency and pgTAP suites check): a refused consume writes nothing and
+// takes no lock; a consume from one bucket updates both rows HOT and writes one ledger index
+// entry; a replayed key on the fast path leaves no trace. Each check is made inside the call's own
+// transaction (pg_current_xact_id_if_assigned and the xact stats counters), so nothing else on the
+// server can disturb it, and each also shows the opposite case so the check can fail.
+import { afterAll, beforeAll, expect, it } from 'vitest';
+import { createTestDatabase, type TestDatabase } from '@creditkit/db';
+import { describeEachBackend, describeIfPostgres } from '@creditkit/db/vitest';
+import { at, creditkit, expectConsistent, newAccountId, openAccount, type Creditkit } from './support.ts';
+
+// One consume and what its transaction did: whether it was assigned a transaction id (any write
+// or row lock assigns one) and how many rows of accounts and grants it updated, HOT or not. The
+// xact stats counters also hold this session's not yet flushed counts, hence the differences.
+const TRACE_SQL = `
+  create function public.test_consume_trace(p_account_id uuid, p_amount bigint, p_key text, p_now timestamptz,
+    out allowed boolean, out balance bigint, out transaction_id bigint,
+    out wrote boolean, out updates integer, out hot_updates integer)
+  language plpgsql
+  as $$
+  declare
+    v_upd0 bigint; v_hot0 bigint; v_upd1 bigint; v_hot1 bigint;
+  begin
+    select sum(pg_stat_get_xact_tuples_updated(r.oid)), sum(pg_stat_get_xact_tuples_hot_updated(r.oid))
+      into v_upd0, v_hot0 from (values ('creditkit.accounts'::regclass), ('creditkit.grants'::regclass)) r(oid);
+    select c.allowed, c.balance, c.transaction_id into allowed, balance, transaction_id
+      from public.creditkit_consume(p_account_id, p_amount, p_idempotency_key => p_key, p_now => p_now) c;
+    wrote := pg_current_xact_id_if_assigned() is not null;
+    select sum(pg_stat_get_xact_tuples_updated(r.oid)), sum(pg_stat_get_xact_tuples_hot_updated(r.oid))
+      into v_upd1, v_hot1 from (values ('creditkit.accounts'::regclass), ('creditkit.grants'::regclass)) r(oid);
+    updates := v_upd1 - v_upd0;
+    hot_updates := v_hot1 - v_hot0;
+  end;
+  $$;
+  grant execute on function public.test_consume_trace(uuid, bigint, text, timestamptz) to service_role;`;
+
+interface Trace {
+  allowed: boolean;
+  balance: number;
+  transaction_id: number | null;
+  wrote: boolean;
+  updates: number;
+  hot_updates: number;
+}
+
+describeEachBackend('consume hot path', (backend) => {
+  let db: TestDatabase;
+  let ck: Creditkit;
+  beforeAll(async () => {
+    db = await createTestDatabase({ backend });
+    await db.exec(TRACE_SQL);
+    ck = creditkit((sql, params) => db.asService(sql, params));
+  });
+  afterAll(() => db?.drop());
+
+  const trace = async (account: string, amount: number, key: string | null = null, now = at(10)) =>
+    (await db.asService<Trace>(`select * from public.test_consume_trace($1, $2, $3, $4)`, [account, amount, key, now]))[0]!;
+  const accountRow = async (account: string) =>
+    (await db.query(`select balance, held, version from creditkit.accounts where id = $1`, [account]))[0];
+
+  it('a refused consume writes nothing and locks nothing: no transaction id is ever assigned', async () => {
+    const empty = await openAccount(ck, 3);
+    const before = await accountRow(empty);
+    const refused = await trace(empty, 5);
+    expect(refused).toMatchObject({ allowed: false, balance: 3, transaction_id: null, wrote: false, updates: 0 });
+    // with a key that was never used, too
+    expect(await trace(empty, 5, 'never-used')).toMatchObject({ allowed: false, wrote: false });
+    expect(await accountRow(empty)).toEqual(before);
+    // the opposite case: a consume that spends does write
+    expect(await trace(empty, 2)).toMatchObject({ allowed: true, balance: 1, wrote: true });
+    await expectConsistent(db, [empty]);
+  });
+
+  it('a consume from one bucket updates the account and the bucket as HOT updates (no index entries)', async () => {
+    const account = await openAccount(ck, 100);
+    const spent = await trace(account, 7);
+    expect(spent).toMatchObject({ allowed: true, balance: 93, wrote: true, updates: 2, hot_updates: 2 });
+    // emptying a bucket flips grants.live, an indexed column: that update cannot be HOT
+    const emptied = await trace(account, 93);
+    expect(emptied).toMatchObject({ allowed: true, balance: 0, updates: 2, hot_updates: 1 });
+    await expectConsistent(db, [account]);
+  });
+
+  it('a draw spanning buckets spends them in order: soonest expiry, then priority, then oldest', async () => {
+    const account = newAccountId();
+    await ck.grant({ p_account_id: account, p_amount: 5, p_category: 'purchase', p_now: at(0) });
+    await ck.grant({ p_account_id: account, p_amount: 4, p_category: 'promotional', p_now: at(1) });
+    await ck.grant({ p_account_id: account, p_amount: 3, p_category: 'purchase', p_expires_at: at(1000), p_now: at(2) });
+    expect(await trace(account, 9)).toMatchObject({ allowed: true, balance: 3 });
+    const buckets = await db.query(
+      `select category, remaining from creditkit.grants where account_id = $1 order by id`, [account]);
+    // the expiring purchase (3), then promotional (priority 30, 4), then 2 of the oldest purchase
+    expect(buckets).toEqual([
+      { category: 'purchase', remaining: 3 },
+      { category: 'promotional', remaining: 0 },
+      { category: 'purchase', remaining: 0 },
+    ]);
+    await expectConsistent(db, [account]);
+  });
+
+  it('a key replayed while the account can pay answers the first result and leaves no trace', async () => {
+    const account = await openAccount(ck, 50);
+    const first = await ck.consume({ p_account_id: account, p_amount: 10, p_idempotency_key: 'req-1', p_now: at(5) });
+    const before = await accountRow(account);
+    const replay = await trace(account, 10, 'req-1');
+    expect(replay).toMatchObject({ allowed: true, balance: 40, transaction_id: first.transaction_id });
+    expect(await accountRow(account)).toEqual(before);
+    const [{ rows }] = await db.query<{ rows: number }>(
+      `select count(*)::int as rows from creditkit.ledger where account_id = $1 and kind = 'consume'`, [account]);
+    expect(rows).toBe(1);
+    // the same key for another amount is a conflict, and the debit the fast path made is rolled back
+    await expect(ck.consume({ p_account_id: account, p_amount: 11, p_idempotency_key: 'req-1', p_now: at(6) }))
+      .rejects.toMatchObject({ code: 'CK004' });
+    expect(await accountRow(account)).toEqual(before);
+    await expectConsistent(db, [account]);
+  });
+
+  it('a key replayed after the account ran dry still answers the first result', async () => {
+    const account = await openAccount(ck, 10);
+    const first = await ck.consume({ p_account_id: account, p_amount: 10, p_idempotency_key: 'all', p_now: at(5) });
+    expect(await trace(account, 10, 'all')).toMatchObject({ allowed: true, balance: 0, transaction_id: first.transaction_id });
+    expect(await trace(account, 10, 'other')).toMatchObject({ allowed: false, balance: 0, wrote: false });
+  });
+
+  it('something due takes the slow path: credit that expired is booked before the answer', async () => {
+    const account = newAccountId();
+    await ck.grant({ p_account_id: account, p_amount: 8, p_category: 'promotional', p_expires_at: at(100), p_now: at(0) });
+    await ck.grant({ p_account_id: account, p_amount: 2, p_now: at(1) });
+    const refused = await trace(account, 5, null, at(200));
+    expect(refused).toMatchObject({ allowed: false, balance: 2, wrote: true }); // the expiry was booked
+    const [{ kinds }] = await db.query<{ kinds: string[] }>(
+      `select array_agg(kind order by id) as kinds from creditkit.ledger where account_id = $1`, [account]);
+    expect(kinds).toEqual(['grant', 'grant', 'expire']);
+    await expectConsistent(db, [account]);
+  });
+
+  it('an unknown account is CK003, on the fast path as before', async () => {
+    await expect(ck.consume({ p_account_id: newAccountId(), p_amount: 1, p_now: at(1) })).rejects.toMatchObject({ code: 'CK003' });
+  });
+});
+
+describeIfPostgres('consume hot path: locks', () => {
+  let db: TestDatabase;
+  beforeAll(async () => {
+    db = await createTestDatabase({ backend: 'postgres' });
+  });
+  afterAll(() => db?.drop());
+
+  it('a refused consume answers at once while another transaction holds the account row lock', async () => {
+    const ck = creditkit((sql, params) => db.asService(sql, params));
+    const account = await openAccount(ck, 1);
+    const pool = db.pool({ max: 2 });
+    const holder = await pool.connect();
+    const asker = await pool.connect();
+    try {
+      await holder.query('begin');
+      await holder.query(`select 1 from creditkit.accounts where id = $1 for update`, [account]);
+      // A consume that needs the lock would wait here and fail on the timeout.
+      await asker.query(`set lock_timeout = '2s'`);
+      const { rows } = await asker.query(`select * from public.creditkit_consume($1, 5, p_now => $2)`, [account, at(1)]);
+      expect(rows[0]).toMatchObject({ allowed: false, balance: 1 });
+      await expect(asker.query(`select * from public.creditkit_consume($1, 1, p_now => $2)`, [account, at(1)]))
+        .rejects.toMatchObject({ code: '55P03' }); // the opposite: a consume that spends must wait
+      await holder.query('rollback');
+    } finally {
+      holder.release();
+      asker.release();
+    }
+  });
+});
