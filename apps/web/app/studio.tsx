@@ -16,6 +16,7 @@ import {
   useFeature,
   usePacks,
 } from '@/lib/client/creditkit-react.tsx';
+import { money } from '@/lib/format.ts';
 import { SubscribeButton } from './subscribe-button.tsx';
 
 type Quality = 'standard' | 'hd';
@@ -107,7 +108,9 @@ export function Studio({ firstName }: { firstName: string }) {
               credits={blocked.required}
               fallback={
                 <div className="ck-row">
-                  {packs.data?.map((p) => <BuyCreditsButton key={p.id} packId={p.id} />)}
+                  {packs.data?.map((p) => (
+                    <BuyCreditsButton key={p.id} packId={p.id}>{`Buy ${p.credits} credits · ${money(p.priceAmount, p.currency)}`}</BuyCreditsButton>
+                  ))}
                   <SubscribeButton planId="pro" />
                 </div>
               }
@@ -146,7 +149,7 @@ export function Studio({ firstName }: { firstName: string }) {
         <p className="big" aria-live="polite">
           <CreditsDisplay price={{ amount: quote.data?.amount ?? 2, unit: 'image', unitPlural: 'images' }} />
         </p>
-        <LowBalanceBanner threshold={6} />
+        <LowBalanceBanner threshold={6}>Running low: buy a pack or subscribe to Pro.</LowBalanceBanner>
         <p className="muted">
           <a href="/billing">Billing</a>: buckets, history, packs and plans.
         </p>

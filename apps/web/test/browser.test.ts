@@ -44,10 +44,12 @@ async function shot(page: Page, name: string): Promise<void> {
   await page.screenshot({ path: join(SCREENSHOT_DIR, `${name}.png`), fullPage: true });
 }
 
-/** The balance the page shows (CreditsDisplay). */
+/** The balance the page shows: CreditsDisplay's value part (the same hook in @creditkit/react). */
+const balanceValue = (page: Page) => page.locator('[data-creditkit="credits-display-value"]').first();
+
 async function shownBalance(page: Page): Promise<number> {
-  const text = await page.getByTestId('balance').first().textContent();
-  return Number(text);
+  const text = (await balanceValue(page).textContent()) ?? '';
+  return /\d/.test(text) ? Number(text.replace(/\D/g, '')) : Number.NaN;
 }
 
 async function expectBalance(page: Page, value: number): Promise<void> {
@@ -67,7 +69,7 @@ async function signIn(page: Page, firstName: string): Promise<void> {
   await page.waitForURL('**/sign-in');
   await page.getByRole('button', { name: `Sign in as ${firstName}` }).click();
   await page.waitForURL((url) => url.pathname === '/');
-  await page.getByTestId('balance').waitFor();
+  await balanceValue(page).waitFor();
 }
 
 /** Clicks Generate and waits for /api/generate's answer; returns its status. */
@@ -132,7 +134,7 @@ describe.skipIf(!haveChromium)('the demo app in Chromium, on embedded PGlite', (
     await paywall.waitFor();
     expect(await paywall.textContent()).toContain('This image needs 2 credits and you have 0');
     await paywall.getByRole('button', { name: /Buy 50 credits/ }).waitFor();
-    await page.getByText('Low balance: 0 credits left.').waitFor();
+    await page.getByText('Running low: buy a pack or subscribe to Pro.').waitFor();
     expect(await databaseBalance(page)).toBe(0);
     await shot(page, '03-paywall');
   });
@@ -143,7 +145,7 @@ describe.skipIf(!haveChromium)('the demo app in Chromium, on embedded PGlite', (
     await expectBalance(page, 50);
     expect(await databaseBalance(page)).toBe(50);
     const history = page.getByRole('region', { name: 'History' });
-    await history.getByRole('cell', { name: '+50' }).waitFor();
+    await history.getByRole('cell', { name: '50', exact: true }).first().waitFor();
     await page.getByRole('region', { name: 'Buckets' }).getByRole('cell', { name: 'purchase' }).waitFor();
     await shot(page, '05-billing-after-pack');
   });

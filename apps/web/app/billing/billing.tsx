@@ -80,7 +80,7 @@ export function Billing({ notice }: { notice: string | null }) {
                   {p.expiresAfter ? ` · valid ${p.expiresAfter}` : ''}
                 </span>
               </div>
-              <BuyCreditsButton packId={p.id} />
+              <BuyCreditsButton packId={p.id}>{`Buy ${p.credits} credits · ${money(p.priceAmount, p.currency)}`}</BuyCreditsButton>
             </li>
           ))}
         </ul>

@@ -101,18 +101,17 @@ export interface Price {
   unitPlural?: string;
 }
 
+/** Same DOM hooks as @creditkit/react's: a group labelled "Credits", the number in data-creditkit="credits-display-value". */
 export function CreditsDisplay({ price }: { price?: Price }) {
   const { data, isPending, error } = useBalance();
-  if (isPending) return <span className="ck-credits" aria-busy="true">… credits</span>;
-  if (error) return <span className="ck-credits ck-error">balance unavailable</span>;
-  const units = price ? Math.floor(data.balance / price.amount) : null;
+  const units = price && data ? Math.floor(data.balance / price.amount) : null;
   return (
-    <span className="ck-credits">
-      <strong data-testid="balance">{data.balance}</strong> credits
+    <span className="ck-credits" role="group" aria-label="Credits" aria-busy={isPending} data-creditkit="credits-display">
+      <strong data-creditkit="credits-display-value">{data ? data.balance.toLocaleString('en-US') : error ? '—' : '…'}</strong> credits
       {price && units !== null ? (
-        <span className="ck-muted">
+        <span className="ck-muted" data-creditkit="credits-display-units">
           {' '}
-          · {units} {units === 1 ? price.unit : (price.unitPlural ?? `${price.unit}s`)}
+          · {units} {units === 1 ? price.unit : (price.unitPlural ?? `${price.unit}s`)} left
         </span>
       ) : null}
     </span>
