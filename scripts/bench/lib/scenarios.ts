@@ -123,12 +123,12 @@ function allScenarios(short: boolean, fillerRows: number): Scenario[] {
   const many = short ? 16 : 64;
   const batch = (n: number): Variant => ({
     key: `kit ×${n}`,
-    label: `${n} looped single consumes of one account in one call (no batch API yet)`,
+    label: `creditkit_consume_batch of ${n} events for one account`,
     role: 'extra',
     clients: 16,
     dataset: 'uniform',
     db: 'main',
-    runner: { kind: 'pgbench', scripts: [{ file: 'consume-looped.sql' }], defines: { batch: n } },
+    runner: { kind: 'pgbench', scripts: [{ file: 'consume-batch.sql' }], defines: { batch: n } },
     eventsPerTx: n,
     debits: 'kit',
   });
@@ -141,7 +141,7 @@ function allScenarios(short: boolean, fillerRows: number): Scenario[] {
       what:
         `The uniform-16 load through \`createCreditkit({ pg: new pg.Pool({ max: 16 }) }).consume()\`: 16 concurrent async loops ` +
         `in one Node process for the same duration, compared with uniform-16's pgbench run of creditkit_consume (×kit). ` +
-        `Each SDK call is one simple-protocol round trip doing what PostgREST does (set local role service_role, the JWT ` +
+        `Each SDK call is one simple-protocol round trip doing what PostgREST does (the role service_role and the JWT ` +
         `claims, then the function wrapped in json_agg); pgbench calls the function directly as the superuser with prepared statements.`,
       metric: 'rate',
       reference: 'uniform-16',
@@ -153,8 +153,8 @@ function allScenarios(short: boolean, fillerRows: number): Scenario[] {
       id: 'batch',
       title: 'Batched consume, 16 clients',
       what:
-        `Looped single consumes in one call (no batch API yet): bench.consume_looped(account, n) calls creditkit_consume ` +
-        `n times in one transaction for one random account of ${d.uniform.label} (a batch of one user's metered events). ` +
+        `creditkit_consume_batch with n usage events of 1 credit for one random account of ${d.uniform.label} ` +
+        `(a buffered batch of one user's metered events; the JSON array is built in the pgbench statement). ` +
         `The rate is events (debits) per second; ×kit compares it with uniform-16's single consume.`,
       metric: 'rate',
       reference: 'uniform-16',

@@ -71,27 +71,6 @@ begin
 end;
 $$;
 
--- Batched consume until the kit has a batch API: p_events single creditkit_consume calls of 1
--- credit for one account in one call (one transaction), as a batch of metered events of one user
--- would be booked. Returns how many were allowed.
-create function bench.consume_looped(p_account_id uuid, p_events integer)
-returns integer
-language plpgsql
-as $$
-declare
-  v_allowed boolean;
-  v_ok integer := 0;
-begin
-  for i in 1..p_events loop
-    select c.allowed into v_allowed from public.creditkit_consume(p_account_id, 1) c;
-    if v_allowed then
-      v_ok := v_ok + 1;
-    end if;
-  end loop;
-  return v_ok;
-end;
-$$;
-
 -- The mix's "reset": the account's allowance is reset by moving it to the other of two plans with
 -- the same allowance. creditkit_set_plan books the old plan's remaining allowance as expired and
 -- grants the new one, which is what a period reset does; doing it through a plan change makes it

@@ -1,0 +1,100 @@
+'use client';
+// The balance, what it buys ("12 image generations left") and when credit next expires. While
+// loading, the same parts are rendered empty (data-placeholder, aria-busy) so nothing moves
+// when the numbers arrive; no part ever shows NaN or a negative number.
+import { useId, type ReactNode } from 'react';
+import type { AccountBalance } from '@creditkit/core';
+import { useCreditkit } from '../context.tsx';
+import { formatCount, formatCredits, formatDate, pluralize, unitsLeft } from '../format.ts';
+import { useBalance } from '../hooks.ts';
+import { slots, type ClassNames } from '../slots.ts';
+
+/** What one unit of your product costs in credits, e.g. { amount: 2, unit: 'image generation' }. */
+export interface CreditsPrice {
+  /** Credits per unit: a positive number. Anything else (0, negative, NaN) hides the "left" line. */
+  amount: number;
+  unit: string;
+  /** Default: `${unit}s`. */
+  unitPlural?: string;
+}
+
+export type CreditsDisplaySlot = 'label' | 'value' | 'units' | 'expiry' | 'error';
+
+export interface CreditsDisplayProps {
+  /** Adds "N <units> left": floor(balance / amount). */
+  price?: CreditsPrice;
+  /** Default "Credits". */
+  label?: ReactNode;
+  /** Show the next expiry (default true). */
+  showExpiry?: boolean;
+  className?: string;
+  classNames?: ClassNames<CreditsDisplaySlot>;
+}
+
+const EMPTY = '\u00a0'; // keeps a loading part one line high
+
+/** Credits expiring at the balance's next expiry (the buckets that expire at that instant). */
+export function expiringCredits(balance: AccountBalance): number {
+  if (!balance.nextExpiry) return 0;
+  const at = Date.parse(balance.nextExpiry);
+  return balance.buckets.reduce((sum, b) => (b.expiresAt && Date.parse(b.expiresAt) === at ? sum + b.remaining : sum), 0);
+}
+
+export function CreditsDisplay({ price, label, showExpiry = true, className, classNames }: CreditsDisplayProps): ReactNode {
+  const { accountId, locale } = useCreditkit();
+  const balance = useBalance();
+  const labelId = useId();
+  if (accountId === null) return null;
+
+  const data = balance.data;
+  const loading = balance.isPending;
+  const failed = !data && balance.isError;
+  const s = slots('credits-display', classNames, className);
+  const placeholder = loading ? { 'data-placeholder': '' } : {};
+
+  const left = price ? unitsLeft(data?.balance, price.amount) : null;
+  let expiry: ReactNode = EMPTY;
+  if (data && data.nextExpiry) {
+    const credits = expiringCredits(data);
+    expiry = (
+      <>
+        {formatCredits(credits, locale)} {pluralize(credits, 'expires', 'expire', locale)} on{' '}
+        <time dateTime={data.nextExpiry}>{formatDate(data.nextExpiry, locale)}</time>
+      </>
+    );
+  } else if (data) {
+    expiry = 'No credits expire';
+  }
+
+  return (
+    <div {...s.root()} role="group" aria-labelledby={labelId} aria-busy={loading} data-state={loading ? 'loading' : failed ? 'error' : 'ready'}>
+      <span {...s.part('label')} id={labelId}>
+        {label ?? 'Credits'}
+      </span>{' '}
+      <span {...s.part('value')} {...placeholder}>
+        {data ? formatCount(data.balance, locale) : failed ? '—' : EMPTY}
+      </span>
+      {price && left !== null ? (
+        <>
+          {' '}
+          <span {...s.part('units')} {...placeholder}>
+            {data ? `${formatCount(left, locale)} ${pluralize(left, price.unit, price.unitPlural, locale)} left` : EMPTY}
+          </span>
+        </>
+      ) : null}
+      {showExpiry ? (
+        <>
+          {' '}
+          <span {...s.part('expiry')} {...placeholder}>
+            {expiry}
+          </span>
+        </>
+      ) : null}
+      {failed ? (
+        <span {...s.part('error')} role="alert">
+          Your balance could not be loaded.
+        </span>
+      ) : null}
+    </div>
+  );
+}
