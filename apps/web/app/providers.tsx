@@ -1,9 +1,10 @@
 'use client';
-// The browser side of the app: one TanStack Query client, and for a signed-in user the creditkit
-// provider with a CreditkitClient whose calls run as that user (see lib/client/transport.ts).
-import { QueryClient, QueryClientProvider } from '@tanstack/react-query';
-import { useState, type ReactNode } from 'react';
-import { CreditkitProvider } from '@/lib/client/creditkit-react.tsx';
+// The browser side of the app: one TanStack Query client and the @creditkit/react provider, with
+// a CreditkitClient whose calls run as the signed-in user (see lib/client/transport.ts). Signed
+// out, the provider gets accountId null and its components fetch nothing account-bound.
+import type { CreditkitClient } from '@creditkit/core';
+import { CreditkitProvider, createCreditkitQueryClient, type CheckoutTarget } from '@creditkit/react';
+import { createContext, useContext, useState, type ReactNode } from 'react';
 import { browserCreditkit } from '@/lib/client/transport.ts';
 
 async function post(path: string, body: unknown): Promise<string> {
@@ -13,16 +14,35 @@ async function post(path: string, body: unknown): Promise<string> {
   return answer.url;
 }
 
-const checkout = (target: { packId: string } | { planId: string }) => post('/api/checkout', target);
+const checkout = (target: CheckoutTarget) => post('/api/checkout', target);
 const portal = () => post('/api/portal', {});
 
+/** The provider types its client as the read methods only; the studio also asks for quotes. */
+const BrowserClient = createContext<CreditkitClient | null>(null);
+
+export function useBrowserCreditkit(): CreditkitClient {
+  const client = useContext(BrowserClient);
+  if (!client) throw new Error('useBrowserCreditkit: outside <Providers>');
+  return client;
+}
+
+function makeQueryClient() {
+  // @creditkit/react's retry policy (only unavailable/concurrency_conflict errors are retried),
+  // and a short staleTime so moving between pages doesn't refetch what was just read.
+  const queryClient = createCreditkitQueryClient();
+  queryClient.setDefaultOptions({ queries: { ...queryClient.getDefaultOptions().queries, staleTime: 5_000 } });
+  return queryClient;
+}
+
 export function Providers({ accountId, children }: { accountId: string | null; children: ReactNode }) {
-  const [queryClient] = useState(() => new QueryClient({ defaultOptions: { queries: { staleTime: 5_000, retry: 1 } } }));
-  const [client] = useState(() => browserCreditkit());
-  if (!accountId) return <QueryClientProvider client={queryClient}>{children}</QueryClientProvider>;
+  const [queryClient] = useState(makeQueryClient);
+  const [client] = useState(browserCreditkit);
   return (
-    <CreditkitProvider client={client} accountId={accountId} queryClient={queryClient} checkout={checkout} portal={portal}>
-      {children}
-    </CreditkitProvider>
+    <BrowserClient.Provider value={client}>
+      {/* en-US: the same number, price and date formats as the server-rendered pages */}
+      <CreditkitProvider client={client} accountId={accountId} queryClient={queryClient} checkout={checkout} portal={portal} locale="en-US">
+        {children}
+      </CreditkitProvider>
+    </BrowserClient.Provider>
   );
 }

@@ -14,19 +14,23 @@ import {
   useCreditkit,
   useCreditsMutation,
   useFeature,
-  usePacks,
-} from '@/lib/client/creditkit-react.tsx';
+  usePlans,
+} from '@creditkit/react';
 import { money } from '@/lib/format.ts';
-import { SubscribeButton } from './subscribe-button.tsx';
+import { useBrowserCreditkit } from './providers.tsx';
 
 type Quality = 'standard' | 'hd';
+
+/** The paywall's offers look like the app's other buttons; the box around it is the app's `.paywall`. */
+const PAYWALL_CLASSES = { list: 'ck-row', button: 'ck-button' };
 type Outcome =
   | { kind: 'image'; image: string; prompt: string; quality: Quality; charged: number; balance: number }
   | { kind: 'blocked'; balance: number; required: number }
   | { kind: 'feature'; feature: string };
 
 export function Studio({ firstName }: { firstName: string }) {
-  const { client, accountId } = useCreditkit();
+  const { accountId } = useCreditkit();
+  const client = useBrowserCreditkit();
   const queryClient = useQueryClient();
   const [prompt, setPrompt] = useState('a lighthouse at dusk, oil on canvas');
   const [quality, setQuality] = useState<Quality>('standard');
@@ -34,7 +38,7 @@ export function Studio({ firstName }: { firstName: string }) {
   const [blocked, setBlocked] = useState<Extract<Outcome, { kind: 'blocked' }> | null>(null);
   const [needsPro, setNeedsPro] = useState(false);
   const hd = useFeature('hd_upscale');
-  const packs = usePacks();
+  const pro = usePlans().data?.find((p) => p.id === 'pro');
   const quote = useQuery({
     queryKey: ['quote', 'image_gen', quality],
     queryFn: () => client.quote({ event: 'image_gen', ...(quality === 'hd' ? { dimensions: { quality: 'hd' } } : {}) }),
@@ -98,35 +102,30 @@ export function Studio({ firstName }: { firstName: string }) {
         {generate.error ? <p className="ck-error" role="alert">{generate.error.message}</p> : null}
 
         {blocked ? (
-          <section className="paywall" aria-labelledby="paywall-title" role="region">
-            <h2 id="paywall-title">Out of credits</h2>
-            <p>
-              This image needs {blocked.required} credits and you have {blocked.balance}. The request was refused with HTTP 402
-              before the model was called.
-            </p>
-            <Paywall
-              credits={blocked.required}
-              fallback={
-                <div className="ck-row">
-                  {packs.data?.map((p) => (
-                    <BuyCreditsButton key={p.id} packId={p.id}>{`Buy ${p.credits} credits · ${money(p.priceAmount, p.currency)}`}</BuyCreditsButton>
-                  ))}
-                  <SubscribeButton planId="pro" />
-                </div>
-              }
-            >
+          <div className="paywall">
+            <Paywall credits={blocked.required} title="Out of credits" classNames={PAYWALL_CLASSES}>
               <p>You have credits again: generate away.</p>
             </Paywall>
-          </section>
+            <p className="muted small">Your last image was refused with HTTP 402 before the model was called.</p>
+            {hd.data ? null : (
+              <p className="upsell">
+                <span>
+                  Or go Pro: {pro ? `${pro.allowance} credits a ${pro.period}` : 'a monthly allowance'} and HD.
+                </span>{' '}
+                <BuyCreditsButton planId="pro" classNames={{ button: 'ck-button primary' }}>
+                  {pro ? `Subscribe to ${pro.name} · ${money(pro.priceAmount, pro.currency)}/${pro.period}` : 'Subscribe to Pro'}
+                </BuyCreditsButton>
+              </p>
+            )}
+          </div>
         ) : null}
 
         {needsPro ? (
-          <section className="paywall" aria-labelledby="pro-title" role="region">
-            <h2 id="pro-title">HD is a Pro feature</h2>
-            <Paywall feature="hd_upscale" fallback={<SubscribeButton planId="pro" />}>
+          <div className="paywall">
+            <Paywall feature="hd_upscale" featureLabel="HD quality" title="HD is a Pro feature" classNames={PAYWALL_CLASSES}>
               <p>You are on Pro now: HD is unlocked.</p>
             </Paywall>
-          </section>
+          </div>
         ) : null}
 
         {images.length > 0 ? (
@@ -146,9 +145,10 @@ export function Studio({ firstName }: { firstName: string }) {
 
       <aside className="card" aria-labelledby="bal-title">
         <h2 id="bal-title">Your credits</h2>
-        <p className="big" aria-live="polite">
-          <CreditsDisplay price={{ amount: quote.data?.amount ?? 2, unit: 'image', unitPlural: 'images' }} />
-        </p>
+        <CreditsDisplay
+          label="Balance"
+          price={{ amount: quote.data?.amount ?? 2, unit: `${quality === 'hd' ? 'HD' : 'standard'} image` }}
+        />
         <LowBalanceBanner threshold={6}>Running low: buy a pack or subscribe to Pro.</LowBalanceBanner>
         <p className="muted">
           <a href="/billing">Billing</a>: buckets, history, packs and plans.

@@ -129,23 +129,46 @@ describe.skipIf(!haveChromium)('the demo app in Chromium, on embedded PGlite', (
     }
     expect(statuses).toEqual([200, 200, 200, 200, 200]);
     await expect.poll(() => page.getByRole('img', { name: /^Generated:/ }).count()).toBe(5);
+
+    // HD on the free plan: 403 before any metering, and @creditkit/react's Paywall offers the plan with the feature
+    await page.getByLabel(/HD/).check();
+    expect(await generate(page)).toBe(403);
+    const proWall = page.getByRole('region', { name: 'HD is a Pro feature' });
+    await proWall.waitFor();
+    expect(await proWall.getByRole('heading', { level: 2 }).textContent()).toBe('HD is a Pro feature');
+    expect(await proWall.textContent()).toContain('Your plan does not include HD quality.');
+    expect(await proWall.getByRole('button').allTextContents()).toEqual(['Subscribe to Pro ($19.00 a month)']);
+    await shot(page, '03a-paywall-hd');
+
+    await page.getByLabel(/Standard/).check();
     expect(await generate(page)).toBe(402);
+    await expect.poll(() => proWall.count()).toBe(0);
+    // the Paywall's prompt, named by its title; its numbers come from the balance it reads
     const paywall = page.getByRole('region', { name: 'Out of credits' });
     await paywall.waitFor();
-    expect(await paywall.textContent()).toContain('This image needs 2 credits and you have 0');
-    await paywall.getByRole('button', { name: /Buy 50 credits/ }).waitFor();
+    expect(await paywall.textContent()).toContain('This needs 2 credits; you have 0.');
+    expect(await paywall.getByRole('button').allTextContents()).toEqual([
+      'Buy Starter pack: 50 credits for $5.00',
+      'Buy Plus pack: 250 credits for $20.00',
+    ]);
+    await page.getByText('Your last image was refused with HTTP 402 before the model was called.').waitFor();
+    await page.getByRole('button', { name: 'Subscribe to Pro · $19.00/month' }).waitFor();
     await page.getByText('Running low: buy a pack or subscribe to Pro.').waitFor();
     expect(await databaseBalance(page)).toBe(0);
+    await expectBalance(page, 0);
     await shot(page, '03-paywall');
   });
 
   it('buys a pack through the simulated checkout, and the balance rises by its credits', async () => {
-    await page.getByRole('region', { name: 'Out of credits' }).getByRole('button', { name: /Buy 50 credits/ }).click();
+    await page.getByRole('region', { name: 'Out of credits' }).getByRole('button', { name: /^Buy Starter pack: 50 credits/ }).click();
     await payOnSimulatedCheckout(page, /Pay \$5\.00/, '04-checkout-pack');
     await expectBalance(page, 50);
     expect(await databaseBalance(page)).toBe(50);
-    const history = page.getByRole('region', { name: 'History' });
-    await history.getByRole('cell', { name: '50', exact: true }).first().waitFor();
+    // UsageHistory: the newest row is the pack, 50 credits in, balance 50 (amounts are unsigned, the Activity says which way)
+    const history = page.getByRole('table', { name: 'Every ledger entry, newest first' });
+    const newest = history.getByRole('row').nth(1);
+    await expect.poll(async () => (await newest.getByRole('cell').allTextContents()).slice(1)).toEqual(['Credits added', '50', '50']);
+    expect(await history.getByRole('columnheader').allTextContents()).toEqual(['Date', 'Activity', 'Credits', 'Balance']);
     await page.getByRole('region', { name: 'Buckets' }).getByRole('cell', { name: 'purchase' }).waitFor();
     await shot(page, '05-billing-after-pack');
   });

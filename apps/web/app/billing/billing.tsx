@@ -8,12 +8,11 @@ import {
   usePacks,
   usePlan,
   usePlans,
-} from '@/lib/client/creditkit-react.tsx';
+} from '@creditkit/react';
 import { money } from '@/lib/format.ts';
-import { SubscribeButton } from '../subscribe-button.tsx';
 
-const date = (iso: string | null) =>
-  iso ? new Date(iso).toLocaleDateString('en-GB', { day: 'numeric', month: 'short', year: 'numeric', timeZone: 'UTC' }) : 'never';
+// The same format as @creditkit/react's dates (the provider's locale is en-US): "Dec 22, 2026".
+const date = (iso: string | null) => (iso ? new Date(iso).toLocaleDateString('en-US', { dateStyle: 'medium' }) : 'never');
 
 export function Billing({ notice }: { notice: string | null }) {
   const balance = useBalance();
@@ -33,10 +32,7 @@ export function Billing({ notice }: { notice: string | null }) {
       ) : null}
       <section className="card" aria-labelledby="balance-title">
         <h1 id="balance-title">Balance</h1>
-        <p className="big">
-          <CreditsDisplay />
-        </p>
-        <p className="muted">Next expiry: {balance.data ? date(balance.data.nextExpiry) : '…'}</p>
+        <CreditsDisplay label="Spendable credits" />
       </section>
 
       <section className="card" aria-labelledby="plan-title">
@@ -57,9 +53,15 @@ export function Billing({ notice }: { notice: string | null }) {
               {Object.values(plan.data.features ?? {}).some(Boolean) ? null : <span className="muted">none</span>}
             </p>
             {subscribed ? (
-              <ManageSubscriptionLink />
+              <ManageSubscriptionLink classNames={{ button: 'ck-button' }} />
             ) : (
-              <div className="ck-row">{paidPlans.map((p) => <SubscribeButton key={p.id} planId={p.id} />)}</div>
+              <div className="ck-row">
+                {paidPlans.map((p) => (
+                  <BuyCreditsButton key={p.id} planId={p.id} classNames={{ button: 'ck-button primary' }}>
+                    {`Subscribe to ${p.name} · ${money(p.priceAmount, p.currency)}/${p.period}`}
+                  </BuyCreditsButton>
+                ))}
+              </div>
             )}
           </>
         ) : (
@@ -80,7 +82,9 @@ export function Billing({ notice }: { notice: string | null }) {
                   {p.expiresAfter ? ` · valid ${p.expiresAfter}` : ''}
                 </span>
               </div>
-              <BuyCreditsButton packId={p.id}>{`Buy ${p.credits} credits · ${money(p.priceAmount, p.currency)}`}</BuyCreditsButton>
+              <BuyCreditsButton packId={p.id} classNames={{ button: 'ck-button' }}>
+                {`Buy ${p.credits} credits · ${money(p.priceAmount, p.currency)}`}
+              </BuyCreditsButton>
             </li>
           ))}
         </ul>
@@ -117,7 +121,7 @@ export function Billing({ notice }: { notice: string | null }) {
 
       <section className="card span3" aria-labelledby="history-title">
         <h2 id="history-title">History</h2>
-        <UsageHistory pageSize={10} />
+        <UsageHistory pageSize={10} caption="Every ledger entry, newest first" classNames={{ table: 'ck-table', button: 'ck-button' }} />
       </section>
     </div>
   );
