@@ -72,9 +72,11 @@ export function Studio({ firstName }: { firstName: string }) {
     <div className="grid">
       <section className="card span2" aria-labelledby="gen-title">
         <h1 id="gen-title">Image studio</h1>
+        {/* two fixed lines, so the price arriving doesn't rewrap the paragraph and push the form down */}
         <p className="muted">
-          Hi {firstName}. Each image is metered before the model runs: {quote.data ? `${quote.data.amount} credits` : '…'} for{' '}
-          {quality === 'hd' ? 'HD' : 'standard'} quality.
+          Hi {firstName}. Each image is metered before the model runs:
+          <br />
+          {quote.data ? `${quote.data.amount} credits` : '… credits'} for {quality === 'hd' ? 'HD' : 'standard'} quality.
         </p>
         <form
           className="gen"
@@ -92,7 +94,7 @@ export function Studio({ firstName }: { firstName: string }) {
             </label>
             <label>
               <input type="radio" name="quality" checked={quality === 'hd'} onChange={() => setQuality('hd')} /> HD{' '}
-              {hd.data ? null : <span className="tag">Pro</span>}
+              {hd.data === false ? <span className="tag">Pro</span> : null}
             </label>
           </fieldset>
           <button type="submit" className="ck-button primary" disabled={generate.isPending}>

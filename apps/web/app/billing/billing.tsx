@@ -24,7 +24,7 @@ export function Billing({ notice }: { notice: string | null }) {
   const subscribed = current?.status === 'active' && paidPlans.some((p) => p.id === current.planId);
 
   return (
-    <div className="grid">
+    <div className="grid billing">
       {notice ? (
         <p className="notice span3" role="status">
           {notice}
@@ -93,8 +93,11 @@ export function Billing({ notice }: { notice: string | null }) {
       <section className="card span3" aria-labelledby="buckets-title">
         <h2 id="buckets-title">Buckets</h2>
         <p className="muted">Spent soonest-expiring first, then by priority (promotional, plan, adjustment, purchase), then oldest.</p>
-        {balance.data && balance.data.buckets.length > 0 ? (
-          <table className="ck-table">
+        {balance.data && balance.data.buckets.length === 0 ? (
+          <p className="muted">No credit left in any bucket.</p>
+        ) : (
+          // while loading: the header and one waiting row, so the rows arriving only add to the bottom
+          <table className="ck-table fixed" aria-busy={balance.isPending}>
             <thead>
               <tr>
                 <th scope="col">Bucket</th>
@@ -104,18 +107,24 @@ export function Billing({ notice }: { notice: string | null }) {
               </tr>
             </thead>
             <tbody>
-              {balance.data.buckets.map((b) => (
-                <tr key={b.grantId}>
-                  <td>{b.category}</td>
-                  <td className="num">{b.remaining}</td>
-                  <td className="num">{b.amount}</td>
-                  <td>{date(b.expiresAt)}</td>
+              {balance.data ? (
+                balance.data.buckets.map((b) => (
+                  <tr key={b.grantId}>
+                    <td>{b.category}</td>
+                    <td className="num">{b.remaining}</td>
+                    <td className="num">{b.amount}</td>
+                    <td>{date(b.expiresAt)}</td>
+                  </tr>
+                ))
+              ) : (
+                <tr>
+                  <td colSpan={4} className="muted">
+                    {balance.isError ? 'The buckets could not be loaded.' : 'Loading…'}
+                  </td>
                 </tr>
-              ))}
+              )}
             </tbody>
           </table>
-        ) : (
-          <p className="muted">No credit left in any bucket.</p>
         )}
       </section>
 
