@@ -1,4 +1,4 @@
-// `pnpm demo`: a short terminal walkthrough of creditkit on the embedded default (PGlite, in
+// `pnpm demo:cli`: a short terminal walkthrough of creditkit on the embedded default (PGlite, in
 // memory), driven through the TypeScript SDK the way a server would drive it. It installs the
 // migrations, grants credit, consumes until the account is blocked, prints the ledger, shows what
 // a signed-in user can and cannot do, then plans, prices, a hold and a route handler. Every number

@@ -5,6 +5,7 @@
 //
 //   node scripts/test.mjs [vitest filters...]
 //   env: DATABASE_URL (superuser URL; enables the real-Postgres suites), CREDITKIT_REQUIRE_PG=1
+//        (CI: also requires the demo app's browser suite, apps/web/test/browser.test.ts, to pass)
 import { spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -16,6 +17,7 @@ const env = { ...process.env, PATH: `${join(root, 'node_modules/.bin')}${delimit
 const requirePg = process.env.CREDITKIT_REQUIRE_PG === '1';
 const hasPg = Boolean(process.env.DATABASE_URL);
 const POSTGRES_TAG = '[postgres]';
+const BROWSER_SUITE = 'apps/web/test/browser.test.ts';
 
 const totals = { passed: 0, failed: 0, skipped: 0 };
 const problems = [];
@@ -58,6 +60,7 @@ try {
   );
   if (vitest.error) problem(`could not start vitest: ${vitest.error.message}`);
   let postgresPassed = 0;
+  let browserPassed = 0;
   if (existsSync(vitestJson)) {
     const report = JSON.parse(readFileSync(vitestJson, 'utf8'));
     totals.passed += report.numPassedTests;
@@ -68,6 +71,7 @@ try {
       if (file.status === 'failed' && !file.assertionResults.some((t) => t.status === 'failed')) failed++;
       for (const t of file.assertionResults) {
         if (t.status === 'passed' && t.fullName.includes(POSTGRES_TAG)) postgresPassed++;
+        if (t.status === 'passed' && file.name.endsWith(BROWSER_SUITE)) browserPassed++;
       }
     }
     if (vitest.status !== 0 && failed === 0) failed = 1;
@@ -110,6 +114,9 @@ try {
 
   if (requirePg) {
     if (postgresPassed === 0) problem(`CREDITKIT_REQUIRE_PG=1 but no vitest test titled "${POSTGRES_TAG}" passed`);
+    if (browserPassed === 0 && process.argv.length <= 2) {
+      problem(`CREDITKIT_REQUIRE_PG=1 but no test of the browser suite (${BROWSER_SUITE}, needs /usr/bin/chromium) passed`);
+    }
     if (pgtapFiles === 0) problem('CREDITKIT_REQUIRE_PG=1 but there are no supabase/tests/*.test.sql files');
     else if (pgtapPassed === 0) problem('CREDITKIT_REQUIRE_PG=1 but no pgTAP test passed');
   }

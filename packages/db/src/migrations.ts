@@ -2,7 +2,7 @@
 // every harness — PGlite, throwaway Postgres databases, the pgTAP runner, the demo — applies
 // exactly the files `supabase db push` would, in the same order.
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 export interface Migration {
@@ -13,10 +13,12 @@ export interface Migration {
   sql: string;
 }
 
-/** `<repo>/supabase/migrations`, found from this file so it works under tsx and vitest alike. */
-export const defaultMigrationsDir: string = fileURLToPath(
-  new URL('../../../supabase/migrations/', import.meta.url),
-);
+/**
+ * `<repo>/supabase/migrations`, found from this file so it works under tsx, vitest and Next.js
+ * alike. (A path join, not `new URL('…', import.meta.url)`: bundlers read that form as an asset
+ * to copy, and a directory is not one.)
+ */
+export const defaultMigrationsDir: string = join(dirname(fileURLToPath(import.meta.url)), '../../../supabase/migrations');
 
 // The Supabase CLI skips files that do not match this; we refuse them instead, so a misnamed
 // file cannot be tested here yet silently never deployed.
@@ -24,8 +26,9 @@ const MIGRATION_FILE = /^(\d+)_(.+)\.sql$/;
 
 /** All `*.sql` migrations in `dir`, sorted by file name (byte order, like the CLI). */
 export function loadMigrations(dir: string = defaultMigrationsDir): Migration[] {
-  if (!existsSync(dir)) return [];
-  return readdirSync(dir)
+  // turbopackIgnore: the directory is read at run time, not a file for Next.js to trace and bundle
+  if (!existsSync(/*turbopackIgnore: true*/ dir)) return [];
+  return readdirSync(/*turbopackIgnore: true*/ dir)
     .filter((name) => name.endsWith('.sql'))
     .sort((a, b) => (a < b ? -1 : a > b ? 1 : 0))
     .map((name) => {

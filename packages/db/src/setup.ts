@@ -3,6 +3,7 @@
 // recorded in supabase_migrations.schema_migrations like the Supabase CLI does. PGlite, the
 // throwaway Postgres databases and the pgTAP runner all go through it, so they cannot drift.
 import { readFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { loadMigrations, type Migration } from './migrations.ts';
 
@@ -28,7 +29,8 @@ export interface SetupConnection {
 }
 
 function sqlFile(name: string): string {
-  return readFileSync(fileURLToPath(new URL(`../sql/${name}`, import.meta.url)), 'utf8');
+  // a path join rather than new URL(…, import.meta.url), which bundlers (Next.js) take for an asset
+  return readFileSync(join(dirname(fileURLToPath(import.meta.url)), '../sql', name), 'utf8');
 }
 
 /** Roles, auth schema and auth.*() helpers of a Supabase project; idempotent. */

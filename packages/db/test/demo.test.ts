@@ -1,5 +1,6 @@
-// `pnpm demo` is one of the README's two commands: run the real script and read what it prints,
-// the way a newcomer would, so a change that breaks the walkthrough fails the suite.
+// `pnpm demo:cli`, the terminal walkthrough the README quotes: run the real script and read what it
+// prints, the way a newcomer would, so a change that breaks the walkthrough fails the suite.
+// (`pnpm demo`, the web app, is tested in apps/web/test.)
 import { spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
@@ -7,7 +8,7 @@ import { describe, expect, it } from 'vitest';
 
 const root = fileURLToPath(new URL('../../../', import.meta.url));
 
-describe('pnpm demo', () => {
+describe('pnpm demo:cli', () => {
   it('installs the migrations, spends until blocked, refuses a browser mint, then plans, prices, a hold and a route', () => {
     const run = spawnSync(process.execPath, ['--import', 'tsx', 'scripts/demo.ts'], { cwd: root, encoding: 'utf8', timeout: 120_000 });
     expect(run.stderr).toBe('');

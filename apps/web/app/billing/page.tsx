@@ -1,0 +1,26 @@
+// The customer's billing page: balance, the buckets it is made of and when they expire, the
+// plan, packs to buy, and the ledger. Everything is read in the browser as the signed-in user.
+import { redirect } from 'next/navigation';
+import { currentUser } from '@/lib/server/session.ts';
+import { Billing } from './billing.tsx';
+
+export const dynamic = 'force-dynamic';
+
+const NOTICES: Record<string, string> = {
+  'checkout=success': 'Payment received. Stripe’s webhook has been applied: your credits are below.',
+  'checkout=canceled': 'Checkout canceled; nothing was charged.',
+  'checkout=already-subscribed': 'You already have this plan. Change it from “Manage subscription”.',
+  'checkout=failed': 'The webhook could not apply the payment (see the server log).',
+  'portal=canceled': 'Subscription canceled: you are back on the free plan; credits already granted stay until they expire.',
+};
+
+export default async function BillingPage({ searchParams }: { searchParams: Promise<Record<string, string | string[] | undefined>> }) {
+  const user = await currentUser();
+  if (!user) redirect('/sign-in');
+  const params = await searchParams;
+  const notice = Object.entries(NOTICES).find(([k]) => {
+    const [name, value] = k.split('=');
+    return params[name!] === value;
+  })?.[1];
+  return <Billing notice={notice ?? null} />;
+}

@@ -1,0 +1,212 @@
+// The operator dashboard: every customer's balance, plan, usage and top-ups; usage over time
+// and the top events; MRR and credits outstanding; revenue, cost and margin per customer. It is
+// read on the server as service_role with the analytics functions (creditkit_account_margin,
+// _usage_series, _top_events, _credits_outstanding, _accounts_per_plan, _mrr). In the demo any
+// signed-in demo user may open it; in your app, put it behind your operators' sign-in.
+import { HBarChart, StackedBarChart } from '@/lib/charts.tsx';
+import { demoUserById } from '@/lib/demo-users.ts';
+import { int, micros, money } from '@/lib/format.ts';
+import { getDemo } from '@/lib/server/demo.ts';
+
+export const dynamic = 'force-dynamic';
+
+const DAY = 86_400_000;
+const DAYS = 30;
+const plural = (n: number, word: string) => `${n} ${word}${n === 1 ? '' : 's'}`;
+
+export default async function Dashboard() {
+  const { creditkit, sql } = await getDemo();
+  const now = Date.now();
+  const from = new Date(now - DAYS * DAY);
+  const to = new Date(now + 60_000);
+  const margin = await creditkit.accountMargin({ from, to });
+  const series = await creditkit.usageSeries({ from, to });
+  const top = await creditkit.topEvents({ from, to, limit: 5 });
+  const outstanding = await creditkit.creditsOutstanding();
+  const perPlan = await creditkit.accountsPerPlan();
+  const mrr = await creditkit.mrr();
+
+  // Every account with activity in the window: its balance (a server read, which also books
+  // expired credit) and its plan.
+  const emails = new Map(
+    (await sql<{ id: string; email: string | null }>('select id::text, email from auth.users')).map((u) => [u.id, u.email]),
+  );
+  const customers = await Promise.all(
+    margin.map(async (m) => {
+      const [balance, plan] = [await creditkit.balance({ accountId: m.accountId }), await creditkit.asUser(m.accountId).plan()];
+      const demoUser = demoUserById(m.accountId);
+      return { ...m, name: demoUser?.name ?? emails.get(m.accountId) ?? m.accountId.slice(0, 8), balance: balance.balance, plan: plan.planName ?? 'Free' };
+    }),
+  );
+  customers.sort((a, b) => a.name.localeCompare(b.name));
+
+  const days = Array.from({ length: DAYS + 1 }, (_, i) => new Date(now - (DAYS - i) * DAY).toISOString().slice(0, 10));
+  const events = [...new Set(series.map((p) => p.event ?? '(none)'))].sort();
+  const stacked = events.map((e) => ({
+    name: e,
+    values: days.map((d) => series.filter((p) => p.day === d && (p.event ?? '(none)') === e).reduce((s, p) => s + p.credits, 0)),
+  }));
+  const totalOutstanding = outstanding.reduce((s, o) => s + o.credits, 0);
+  const usageCredits = series.reduce((s, p) => s + p.credits, 0);
+  const unprofitable = customers.filter((c) => c.marginMicros < 0);
+
+  return (
+    <div className="dash">
+      <div className="dash-head">
+        <h1>
+          Operator dashboard <span className="tag">operator</span>
+        </h1>
+        <p className="muted">
+          All customers, last {DAYS} days. Read on the server as <code>service_role</code>; browsers cannot call these functions. (In this demo every
+          signed-in user may look.)
+        </p>
+      </div>
+
+      <section className="kpis" aria-label="Key figures">
+        <div className="card kpi">
+          <span className="muted">MRR</span>
+          <strong data-testid="mrr">{mrr.length ? mrr.map((m) => money(m.mrr, m.currency)).join(' + ') : money(0, 'usd')}</strong>
+          <span className="muted">{plural(mrr.reduce((s, m) => s + m.subscriptions, 0), 'subscription')}</span>
+        </div>
+        <div className="card kpi">
+          <span className="muted">Credits outstanding</span>
+          <strong data-testid="outstanding">{int(totalOutstanding)}</strong>
+          <span className="muted">{outstanding.map((o) => `${o.category} ${int(o.credits)}`).join(' · ') || 'none'}</span>
+        </div>
+        <div className="card kpi">
+          <span className="muted">Credits used ({DAYS} days)</span>
+          <strong data-testid="usage-total">{int(usageCredits)}</strong>
+          <span className="muted">{int(series.reduce((s, p) => s + p.calls, 0))} calls</span>
+        </div>
+        <div className="card kpi">
+          <span className="muted">Accounts per plan</span>
+          <strong>{perPlan.map((p) => `${p.planName} ${p.accounts}`).join(' · ') || '—'}</strong>
+          <span className="muted">{unprofitable.length} unprofitable</span>
+        </div>
+      </section>
+
+      <section className="card" aria-labelledby="customers-title">
+        <h2 id="customers-title">Customers</h2>
+        <table className="ck-table" data-testid="customers">
+          <thead>
+            <tr>
+              <th scope="col">Customer</th>
+              <th scope="col">Plan</th>
+              <th scope="col" className="num">Balance</th>
+              <th scope="col" className="num">Used</th>
+              <th scope="col" className="num">Topped up</th>
+              <th scope="col" className="num">Revenue</th>
+              <th scope="col" className="num">Cost</th>
+              <th scope="col" className="num">Margin</th>
+            </tr>
+          </thead>
+          <tbody>
+            {customers.map((c) => (
+              <tr key={c.accountId} className={c.marginMicros < 0 ? 'loss' : undefined}>
+                <th scope="row">{c.name}</th>
+                <td>{c.plan}</td>
+                <td className="num">{int(c.balance)}</td>
+                <td className="num">{int(c.creditsSpent)}</td>
+                <td className="num">{int(c.creditsGranted)}</td>
+                <td className="num">{micros(c.revenueMicros)}</td>
+                <td className="num">{micros(c.costMicros)}</td>
+                <td className="num">
+                  {micros(c.marginMicros)} {c.marginMicros < 0 ? <span className="tag bad">unprofitable</span> : null}
+                </td>
+              </tr>
+            ))}
+          </tbody>
+        </table>
+      </section>
+
+      <div className="two">
+        <section className="card" aria-labelledby="usage-title">
+          <h2 id="usage-title">Usage over time</h2>
+          <StackedBarChart
+            id="usage"
+            title={`Credits used per day, last ${DAYS} days, by event`}
+            description={`${int(usageCredits)} credits over ${DAYS} days across ${events.length} events.`}
+            categories={days}
+            series={stacked}
+            unit="credits"
+            width={460}
+          />
+          <details>
+            <summary>Usage as a table</summary>
+            <table className="ck-table">
+              <thead>
+                <tr>
+                  <th scope="col">Day</th>
+                  <th scope="col">Event</th>
+                  <th scope="col" className="num">Calls</th>
+                  <th scope="col" className="num">Credits</th>
+                  <th scope="col" className="num">Cost</th>
+                </tr>
+              </thead>
+              <tbody>
+                {series.map((p) => (
+                  <tr key={`${p.day}-${p.event}`}>
+                    <td>{p.day}</td>
+                    <td>{p.event ?? '(none)'}</td>
+                    <td className="num">{p.calls}</td>
+                    <td className="num">{p.credits}</td>
+                    <td className="num">{micros(p.costMicros)}</td>
+                  </tr>
+                ))}
+              </tbody>
+            </table>
+          </details>
+        </section>
+
+        <section className="card" aria-labelledby="top-title">
+          <h2 id="top-title">Top events</h2>
+          <HBarChart
+            id="top"
+            title="Events by credits spent"
+            description={top.map((t) => `${t.event}: ${t.credits} credits in ${t.calls} calls`).join('; ')}
+            bars={top.map((t) => ({ label: t.event ?? '(none)', value: t.credits, display: `${int(t.credits)} cr` }))}
+            width={460}
+          />
+          <table className="ck-table" data-testid="top-events">
+            <thead>
+              <tr>
+                <th scope="col">Event</th>
+                <th scope="col" className="num">Calls</th>
+                <th scope="col" className="num">Credits</th>
+                <th scope="col" className="num">Cost</th>
+                <th scope="col" className="num">Accounts</th>
+              </tr>
+            </thead>
+            <tbody>
+              {top.map((t) => (
+                <tr key={t.event ?? ''}>
+                  <th scope="row">{t.event ?? '(none)'}</th>
+                  <td className="num">{int(t.calls)}</td>
+                  <td className="num">{int(t.credits)}</td>
+                  <td className="num">{micros(t.costMicros)}</td>
+                  <td className="num">{t.accounts}</td>
+                </tr>
+              ))}
+            </tbody>
+          </table>
+        </section>
+      </div>
+
+      <section className="card" aria-labelledby="margin-title">
+        <h2 id="margin-title">Revenue, cost and margin per customer</h2>
+        <p className="muted">Revenue is what Stripe payments granted; cost is the vendor cost recorded with each call. Red: costs more than it brings in.</p>
+        <HBarChart
+          id="margin"
+          title="Margin per customer"
+          description={customers.map((c) => `${c.name}: revenue ${micros(c.revenueMicros)}, cost ${micros(c.costMicros)}, margin ${micros(c.marginMicros)}`).join('; ')}
+          bars={customers.flatMap((c) => [
+            { label: `${c.name.split(' ')[0]} revenue`, value: c.revenueMicros / 1e6, display: micros(c.revenueMicros), tone: 'plain' as const },
+            { label: `${c.name.split(' ')[0]} cost`, value: -c.costMicros / 1e6, display: micros(c.costMicros), tone: 'bad' as const },
+            { label: `${c.name.split(' ')[0]} margin`, value: c.marginMicros / 1e6, display: micros(c.marginMicros), tone: c.marginMicros < 0 ? ('bad' as const) : ('good' as const) },
+          ])}
+          width={900}
+        />
+      </section>
+    </div>
+  );
+}

@@ -1,0 +1,159 @@
+// What the demo starts with: the catalogue (plans, packs, per-event prices with their Stripe
+// price ids) and three users with a few weeks of history, so the dashboard has something to show.
+// Safe to run on every boot: the catalogue is upserted, and the history is written only when the
+// database has none yet (ada's account is opened last, and its existence means "seeded").
+import { UnknownAccountError, UnknownEventError } from '@creditkit/core';
+import type { Pack, Plan } from '@creditkit/core';
+import type { CreditkitServer } from '@creditkit/core/server';
+import { DEMO_USERS, type DemoUser } from '../demo-users.ts';
+import type { Demo } from './demo.ts';
+import { packPurchaseEvents, stripeId, subscriptionPurchaseEvents } from './stripe-events.ts';
+
+export const CATALOGUE = {
+  plans: [
+    {
+      id: 'pro',
+      name: 'Pro',
+      allowance: 300,
+      period: 'month' as const,
+      renewal: 'reset' as const,
+      features: { hd_upscale: true },
+      priceAmount: 1900,
+      currency: 'usd',
+      stripePriceId: 'price_demo_pro_monthly',
+    },
+  ],
+  packs: [
+    { id: 'starter', name: 'Starter pack', credits: 50, priceAmount: 500, currency: 'usd', stripePriceId: 'price_demo_starter_50' },
+    { id: 'plus', name: 'Plus pack', credits: 250, priceAmount: 2000, currency: 'usd', stripePriceId: 'price_demo_plus_250', expiresAfter: '365 days' },
+  ],
+  /** Credits per unit, by event and dimensions; what each costs the demo's "vendor", in micros. */
+  prices: [
+    { event: 'image_gen', dimensions: {}, creditsPerUnit: 2, costMicros: 20_000 },
+    { event: 'image_gen', dimensions: { quality: 'hd' }, creditsPerUnit: 6, costMicros: 60_000 },
+    { event: 'video_gen', dimensions: {}, creditsPerUnit: 20, costMicros: 450_000 },
+    { event: 'chat', dimensions: {}, creditsPerUnit: 1, costMicros: 2_000 },
+  ],
+} as const;
+
+/** What the demo's simulated model call costs the operator, in micros, for the dashboard's margin. */
+export function vendorCostMicros(event: string, quality?: string): number {
+  const exact = CATALOGUE.prices.find((p) => p.event === event && (p.dimensions as { quality?: string }).quality === quality);
+  return (exact ?? CATALOGUE.prices.find((p) => p.event === event && Object.keys(p.dimensions).length === 0))?.costMicros ?? 0;
+}
+
+/** Ada's welcome credits: the paywall appears after five standard images. */
+export const WELCOME_CREDITS = 10;
+
+// Prices take effect long before the seeded history, so metering the past finds them.
+const PRICES_FROM = '2020-01-01T00:00:00Z';
+
+async function seedCatalogue(creditkit: CreditkitServer): Promise<void> {
+  for (const plan of CATALOGUE.plans) await creditkit.upsertPlan({ ...plan });
+  for (const pack of CATALOGUE.packs) await creditkit.upsertPack({ ...pack });
+  for (const price of CATALOGUE.prices) {
+    // A new price version only when the current one differs: a reboot adds nothing.
+    const current = await creditkit
+      .quote({ event: price.event, dimensions: price.dimensions })
+      .then((q) => q.unitCredits, (error: unknown) => (error instanceof UnknownEventError ? null : Promise.reject(error)));
+    if (current !== price.creditsPerUnit) {
+      await creditkit.setPrice({ event: price.event, creditsPerUnit: price.creditsPerUnit, dimensions: price.dimensions, effectiveFrom: PRICES_FROM });
+    }
+  }
+}
+
+/** A small deterministic generator (mulberry32), so every seeded database looks the same. */
+function random(seed: number): () => number {
+  let a = seed;
+  return () => {
+    a = (a + 0x6d2b79f5) | 0;
+    let t = Math.imul(a ^ (a >>> 15), 1 | a);
+    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+const DAY = 86_400_000;
+const HOUR = 3_600_000;
+const urls = { successUrl: 'http://localhost/billing', cancelUrl: 'http://localhost/billing' };
+
+/** Seeds the catalogue, and the users and their history unless already there; true if it wrote history. */
+export async function seedDemo(demo: Pick<Demo, 'creditkit' | 'sql'>): Promise<boolean> {
+  const { creditkit, sql } = demo;
+  await seedCatalogue(creditkit);
+  for (const user of DEMO_USERS) {
+    await sql('insert into auth.users (id, email) values ($1, $2) on conflict (id) do nothing', [user.id, user.email]);
+  }
+  const [ada, grace, linus] = DEMO_USERS as [DemoUser, DemoUser, DemoUser];
+  const opened = await creditkit.balance({ accountId: ada.id }).then(
+    () => true,
+    (error: unknown) => (error instanceof UnknownAccountError ? false : Promise.reject(error)),
+  );
+  if (opened) return false;
+
+  const now = Date.now();
+  const day = new Date(now).toISOString().slice(0, 10);
+  const key = (rest: string) => `demo-seed:${day}:${rest}`;
+  const plans = await creditkit.plans();
+  const packs = await creditkit.packs();
+  const pro = plans.find((p) => p.id === 'pro') as Plan;
+  const starter = packs.find((p) => p.id === 'starter') as Pack;
+  const apply = async (events: { created: number }[]) => {
+    for (const event of events) await creditkit.stripeApply({ event: event as never, now: new Date(event.created * 1000) });
+  };
+  const meter = (user: DemoUser, at: number, event: string, n: string, quality?: string) =>
+    creditkit.meter({
+      accountId: user.id,
+      event,
+      ...(quality ? { dimensions: { quality } } : {}),
+      costMicros: vendorCostMicros(event, quality),
+      idempotencyKey: key(`${user.key}:${n}`),
+      metadata: { model: event === 'video_gen' ? 'demo-video-1' : 'demo-xl', seeded: true },
+      now: new Date(at),
+    });
+
+  // Grace subscribed to Pro 20 days ago through Checkout: the same events the webhook applies.
+  const graceSub = subscriptionPurchaseEvents({ accountId: grace.id, customer: stripeId('cus', 14), email: grace.email }, pro, new Date(now - 20 * DAY), urls);
+  await apply(graceSub.events);
+
+  // Linus: beta credits, then a Starter pack, then a lot of video.
+  await creditkit.grant({
+    accountId: linus.id,
+    amount: 300,
+    category: 'promotional',
+    expiresAt: new Date(now + 30 * DAY),
+    idempotencyKey: key('linus:beta'),
+    metadata: { reason: 'beta tester' },
+    now: new Date(now - 16 * DAY),
+  });
+  await apply(packPurchaseEvents({ accountId: linus.id, customer: stripeId('cus', 14), email: linus.email }, starter, new Date(now - 12 * DAY), urls));
+
+  // Three weeks of usage, day by day, in time order.
+  const rand = random(7);
+  for (let d = 19; d >= 1; d--) {
+    const base = now - d * DAY;
+    const images = 2 + Math.floor(rand() * 4);
+    for (let i = 0; i < images; i++) {
+      const hd = rand() < 0.3;
+      await meter(grace, base + (9 + i) * HOUR, 'image_gen', `${d}:${i}`, hd ? 'hd' : undefined);
+    }
+    if (rand() < 0.5) await meter(grace, base + 18 * HOUR, 'chat', `${d}:chat`);
+    if (d <= 14) {
+      await meter(linus, base + 20 * HOUR, 'video_gen', `${d}:video`);
+      await meter(linus, base + 21 * HOUR, 'image_gen', `${d}:image`);
+      await meter(linus, base + 22 * HOUR, 'chat', `${d}:chat`);
+    }
+  }
+
+  // Ada last: her account's existence is what marks the database as seeded.
+  await creditkit.grant({
+    accountId: ada.id,
+    amount: WELCOME_CREDITS,
+    category: 'promotional',
+    expiresAt: new Date(now + 30 * DAY),
+    idempotencyKey: key('ada:welcome'),
+    metadata: { reason: 'welcome credits' },
+    now: new Date(now - HOUR),
+  });
+  return true;
+}

@@ -1,0 +1,290 @@
+// The demo app in a real browser: Debian's Chromium (/usr/bin/chromium) driven by playwright-core
+// against `next start` of the production build. On embedded PGlite: sign in, spend until the
+// route answers 402 and the paywall shows, buy a pack through the simulated checkout (signed
+// events through the real webhook) and see the balance rise, subscribe to Pro and see the
+// allowance and HD unlocked, then find the new usage on the operator dashboard. On DATABASE_URL
+// (a database this test creates and drops): the app installs the migrations itself, the same
+// flow's core works, and a restart on the same database seeds nothing twice.
+// Screenshots of every page go to artifacts/screenshots/.
+import { existsSync, mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { randomBytes } from 'node:crypto';
+import pg from 'pg';
+import { chromium, type Browser, type Page } from 'playwright-core';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { postgresAvailable, postgresRequired } from '@creditkit/db';
+import { DEMO_USERS } from '../lib/demo-users.ts';
+import { SCREENSHOT_DIR, startApp, type RunningApp } from './support/app.ts';
+
+const CHROMIUM = '/usr/bin/chromium';
+const CHROMIUM_ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking'];
+const haveChromium = existsSync(CHROMIUM);
+const ada = DEMO_USERS.find((u) => u.key === 'ada')!;
+
+if (!haveChromium) {
+  const message = `${CHROMIUM} is missing (apt-get install chromium): the browser suite cannot run`;
+  if (postgresRequired()) {
+    // CI (CREDITKIT_REQUIRE_PG=1) must not pass without the browser suite.
+    describe('browser suite', () => {
+      it('needs Chromium', () => {
+        throw new Error(message);
+      });
+    });
+  } else {
+    console.warn(`NOTE: ${message}; skipped`);
+  }
+}
+
+async function launch(): Promise<Browser> {
+  return chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS, headless: true });
+}
+
+async function shot(page: Page, name: string): Promise<void> {
+  mkdirSync(SCREENSHOT_DIR, { recursive: true });
+  await page.screenshot({ path: join(SCREENSHOT_DIR, `${name}.png`), fullPage: true });
+}
+
+/** The balance the page shows: CreditsDisplay's value part (the same hook in @creditkit/react). */
+const balanceValue = (page: Page) => page.locator('[data-creditkit="credits-display-value"]').first();
+
+async function shownBalance(page: Page): Promise<number> {
+  const text = (await balanceValue(page).textContent()) ?? '';
+  return /\d/.test(text) ? Number(text.replace(/\D/g, '')) : Number.NaN;
+}
+
+async function expectBalance(page: Page, value: number): Promise<void> {
+  await expect.poll(() => shownBalance(page), { timeout: 15_000 }).toBe(value);
+}
+
+/** The balance as the database has it, asked through the app's RPC route as the signed-in user. */
+async function databaseBalance(page: Page): Promise<number> {
+  const response = await page.request.post('/api/creditkit/rpc', { data: { fn: 'creditkit_my_balance', args: {} } });
+  expect(response.status()).toBe(200);
+  const { data } = (await response.json()) as { data: Array<{ balance: number }> };
+  return data[0]!.balance;
+}
+
+async function signIn(page: Page, firstName: string): Promise<void> {
+  await page.goto('/');
+  await page.waitForURL('**/sign-in');
+  await page.getByRole('button', { name: `Sign in as ${firstName}` }).click();
+  await page.waitForURL((url) => url.pathname === '/');
+  await balanceValue(page).waitFor();
+}
+
+/** Clicks Generate and waits for /api/generate's answer; returns its status. */
+async function generate(page: Page): Promise<number> {
+  const [response] = await Promise.all([
+    page.waitForResponse((r) => r.url().endsWith('/api/generate') && r.request().method() === 'POST'),
+    page.getByRole('button', { name: 'Generate', exact: true }).click(),
+  ]);
+  await page.getByRole('button', { name: 'Generate', exact: true }).waitFor(); // idle again
+  return response.status();
+}
+
+async function payOnSimulatedCheckout(page: Page, button: RegExp, screenshot: string): Promise<void> {
+  await page.waitForURL('**/checkout/simulated?**');
+  await page.getByText('Simulated Stripe Checkout').waitFor();
+  await shot(page, screenshot);
+  await page.getByRole('button', { name: button }).click();
+  await page.waitForURL('**/billing?checkout=success');
+  await page.getByRole('status').filter({ hasText: 'Payment received' }).waitFor();
+}
+
+describe.skipIf(!haveChromium)('the demo app in Chromium, on embedded PGlite', () => {
+  let app: RunningApp;
+  let browser: Browser;
+  let page: Page;
+
+  beforeAll(async () => {
+    [app, browser] = await Promise.all([startApp(), launch()]);
+    const context = await browser.newContext({ baseURL: app.url, viewport: { width: 1200, height: 900 } });
+    page = await context.newPage();
+  });
+
+  afterAll(async () => {
+    await browser?.close();
+    await app?.stop();
+    console.log(`web: screenshots in ${SCREENSHOT_DIR}`);
+  });
+
+  it('sends a visitor to sign-in, and shows a signed-in user the balance the database holds', async () => {
+    await page.goto('/');
+    await page.waitForURL('**/sign-in');
+    for (const user of DEMO_USERS) await page.getByRole('button', { name: `Sign in as ${user.name.split(' ')[0]}` }).waitFor();
+    await shot(page, '01-sign-in');
+    await page.getByRole('button', { name: 'Sign in as Ada' }).click();
+    await page.waitForURL((url) => url.pathname === '/');
+    await expectBalance(page, 10); // the seeded welcome credits
+    expect(await databaseBalance(page)).toBe(10);
+    await page.getByText('2 credits for standard quality').waitFor(); // creditkit_quote, as ada
+    await shot(page, '02-generate');
+  });
+
+  it('spends 2 credits per image until the route answers 402, then shows the paywall', async () => {
+    const statuses: number[] = [];
+    for (let i = 0; i < 5; i++) {
+      statuses.push(await generate(page));
+      await expectBalance(page, 10 - 2 * (i + 1));
+    }
+    expect(statuses).toEqual([200, 200, 200, 200, 200]);
+    await expect.poll(() => page.getByRole('img', { name: /^Generated:/ }).count()).toBe(5);
+
+    // HD on the free plan: 403 before any metering, and @creditkit/react's Paywall offers the plan with the feature
+    await page.getByLabel(/HD/).check();
+    expect(await generate(page)).toBe(403);
+    const proWall = page.getByRole('region', { name: 'HD is a Pro feature' });
+    await proWall.waitFor();
+    expect(await proWall.getByRole('heading', { level: 2 }).textContent()).toBe('HD is a Pro feature');
+    expect(await proWall.textContent()).toContain('Your plan does not include HD quality.');
+    expect(await proWall.getByRole('button').allTextContents()).toEqual(['Subscribe to Pro ($19.00 a month)']);
+    await shot(page, '03a-paywall-hd');
+
+    await page.getByLabel(/Standard/).check();
+    expect(await generate(page)).toBe(402);
+    await expect.poll(() => proWall.count()).toBe(0);
+    // the Paywall's prompt, named by its title; its numbers come from the balance it reads
+    const paywall = page.getByRole('region', { name: 'Out of credits' });
+    await paywall.waitFor();
+    expect(await paywall.textContent()).toContain('This needs 2 credits; you have 0.');
+    expect(await paywall.getByRole('button').allTextContents()).toEqual([
+      'Buy Starter pack: 50 credits for $5.00',
+      'Buy Plus pack: 250 credits for $20.00',
+    ]);
+    await page.getByText('Your last image was refused with HTTP 402 before the model was called.').waitFor();
+    await page.getByRole('button', { name: 'Subscribe to Pro · $19.00/month' }).waitFor();
+    await page.getByText('Running low: buy a pack or subscribe to Pro.').waitFor();
+    expect(await databaseBalance(page)).toBe(0);
+    await expectBalance(page, 0);
+    await shot(page, '03-paywall');
+  });
+
+  it('buys a pack through the simulated checkout, and the balance rises by its credits', async () => {
+    await page.getByRole('region', { name: 'Out of credits' }).getByRole('button', { name: /^Buy Starter pack: 50 credits/ }).click();
+    await payOnSimulatedCheckout(page, /Pay \$5\.00/, '04-checkout-pack');
+    await expectBalance(page, 50);
+    expect(await databaseBalance(page)).toBe(50);
+    // UsageHistory: the newest row is the pack, 50 credits in, balance 50 (amounts are unsigned, the Activity says which way)
+    const history = page.getByRole('table', { name: 'Every ledger entry, newest first' });
+    const newest = history.getByRole('row').nth(1);
+    await expect.poll(async () => (await newest.getByRole('cell').allTextContents()).slice(1)).toEqual(['Credits added', '50', '50']);
+    expect(await history.getByRole('columnheader').allTextContents()).toEqual(['Date', 'Activity', 'Credits', 'Balance']);
+    await page.getByRole('region', { name: 'Buckets' }).getByRole('cell', { name: 'purchase' }).waitFor();
+    await shot(page, '05-billing-after-pack');
+  });
+
+  it('subscribes to Pro: the allowance arrives with the paid invoice and HD is unlocked', async () => {
+    await page.getByRole('region', { name: 'Plan' }).getByRole('button', { name: /Subscribe to Pro/ }).click();
+    await payOnSimulatedCheckout(page, /Subscribe · \$19\.00/, '06-checkout-pro');
+    await expect.poll(async () => page.getByTestId('plan-name').textContent(), { timeout: 15_000 }).toBe('Pro');
+    const plan = page.getByRole('region', { name: 'Plan' });
+    await plan.getByText('300 credits a month').waitFor();
+    await plan.getByText('hd_upscale').waitFor();
+    await plan.getByRole('button', { name: 'Manage subscription' }).waitFor();
+    await expectBalance(page, 350);
+    expect(await databaseBalance(page)).toBe(350);
+    await page.getByRole('region', { name: 'Buckets' }).getByRole('cell', { name: 'plan' }).waitFor();
+    await shot(page, '07-billing-pro');
+
+    await page.goto('/');
+    await page.getByLabel(/HD/).check();
+    await page.getByText('6 credits for HD quality').waitFor();
+    expect(await generate(page)).toBe(200);
+    await expectBalance(page, 344);
+    await shot(page, '08-generate-hd');
+  });
+
+  it('shows the new usage on the operator dashboard', async () => {
+    await page.goto('/dashboard');
+    await page.getByRole('heading', { name: /Operator dashboard/ }).waitFor();
+    const row = page.getByTestId('customers').getByRole('row', { name: /Ada Lovelace/ });
+    const cells = (await row.getByRole('cell').allTextContents()).map((t) => t.trim());
+    // plan, balance, used (5 standard + 1 HD), topped up (welcome + pack + allowance), revenue ($5 + $19)
+    expect(cells.slice(0, 5)).toEqual(['Pro', '344', '16', '360', '$24.00']);
+    const imageRow = page.getByTestId('top-events').getByRole('row', { name: /image_gen/ });
+    await imageRow.waitFor();
+    expect(await page.getByRole('img', { name: /Credits used per day/ }).count()).toBe(1);
+    expect(await page.getByRole('img', { name: /Margin per customer/ }).count()).toBe(1);
+    await page.getByRole('row', { name: /Linus Torvalds/ }).getByText('unprofitable').waitFor();
+    await shot(page, '09-dashboard');
+  });
+
+  it('lets the browser call only the caller-bound functions, and only for its own account', async () => {
+    const call = async (fn: string, args: Record<string, unknown>) => {
+      const response = await page.request.post('/api/creditkit/rpc', { data: { fn, args } });
+      return { status: response.status(), body: (await response.json()) as { error?: { code?: string } } };
+    };
+    expect(await call('creditkit_grant', { p_account_id: ada.id, p_amount: 1000 })).toMatchObject({ status: 403, body: { error: { code: '42501' } } });
+    const grace = DEMO_USERS.find((u) => u.key === 'grace')!;
+    expect(await call('creditkit_my_balance', { p_account_id: grace.id })).toMatchObject({ status: 400, body: { error: { code: 'CK005' } } });
+    const anonymous = await fetch(`${app.url}/api/creditkit/rpc`, { method: 'POST', body: JSON.stringify({ fn: 'creditkit_my_balance', args: {} }) });
+    expect(anonymous.status).toBe(401);
+  });
+});
+
+describe.skipIf(!haveChromium || !postgresAvailable())('[postgres] the demo app on DATABASE_URL', () => {
+  const serverUrl = process.env.DATABASE_URL ?? '';
+  const name = `creditkit_web_${randomBytes(5).toString('hex')}`;
+  let url = '';
+  let browser: Browser;
+  const admin = async <T>(connection: string, sql: string, params: unknown[] = []): Promise<T[]> => {
+    const client = new pg.Client({ connectionString: connection });
+    await client.connect();
+    try {
+      return (await client.query(sql, params)).rows as T[];
+    } finally {
+      await client.end();
+    }
+  };
+
+  beforeAll(async () => {
+    const u = new URL(serverUrl);
+    u.pathname = `/${name}`;
+    url = u.toString();
+    await admin(serverUrl, `create database ${name} template template0`); // empty: the app installs the migrations
+    browser = await launch();
+  });
+
+  afterAll(async () => {
+    await browser?.close();
+    await admin(serverUrl, `drop database if exists ${name} with (force)`);
+  });
+
+  it('[postgres] installs the migrations into an empty database, meters, sells a pack, and seeds once across restarts', async () => {
+    let app = await startApp({ DATABASE_URL: url });
+    try {
+      expect(app.output()).toMatch(/installed \d+ migrations into DATABASE_URL/);
+      const context = await browser.newContext({ baseURL: app.url, viewport: { width: 1200, height: 900 } });
+      const page = await context.newPage();
+      await signIn(page, 'Ada');
+      await expectBalance(page, 10);
+      expect(await generate(page)).toBe(200);
+      await expectBalance(page, 8);
+      await page.goto('/billing');
+      await page.getByRole('region', { name: 'Credit packs' }).getByRole('button', { name: /Buy 50 credits/ }).click();
+      await payOnSimulatedCheckout(page, /Pay \$5\.00/, 'postgres-checkout-pack');
+      await expectBalance(page, 58);
+      await shot(page, 'postgres-billing');
+      await context.close();
+    } finally {
+      await app.stop();
+    }
+    const balance = async () => (await admin<{ balance: string }>(url, 'select balance from creditkit.accounts where id = $1', [ada.id]))[0]?.balance;
+    expect(Number(await balance())).toBe(58);
+    const counts = async () =>
+      (await admin<{ users: string; prices: string; events: string }>(url,
+        `select (select count(*) from auth.users) as users, (select count(*) from creditkit.prices) as prices,
+                (select count(*) from creditkit.stripe_events) as events`))[0];
+    const before = await counts();
+
+    app = await startApp({ DATABASE_URL: url });
+    try {
+      expect(app.output()).not.toMatch(/installed \d+ migrations/);
+      expect(app.output()).toContain('already seeded');
+    } finally {
+      await app.stop();
+    }
+    expect(await counts()).toEqual(before);
+    expect(Number(await balance())).toBe(58);
+  });
+});
