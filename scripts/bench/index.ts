@@ -214,7 +214,7 @@ async function runVariant(sc: Scenario, v: Variant, rep: number, db: BenchDb, le
       });
       ({ tps, latencyMs, transactions, seconds } = r);
     } else {
-      const r = await sdkConsumeLoop(db.url, v.clients, dataset.accounts, opts.duration);
+      const r = await sdkConsumeLoop(db.url, v.clients, dataset.accounts, opts.duration, v.runner.via);
       transactions = r.calls;
       seconds = r.seconds;
       tps = r.calls / r.seconds;

@@ -393,9 +393,10 @@ export function renderMarkdown(report: BenchReport, notes: string): string {
     const t = scenarioTable(report, sc);
     if (!t) continue;
     out.push(`## ${sc.title}`, '', sc.what, '', md(t), '');
-    const cores = stat(report.runs.filter((r) => r.scenario === sc.id && r.clientCores !== undefined).map((r) => r.clientCores!));
-    if (cores) {
-      out.push(`The Node process running the SDK used ${withRange(cores, (n) => n.toFixed(2))} cores of CPU during these runs.`, '');
+    const nodeRuns = report.runs.filter((r) => r.scenario === sc.id && r.clientCores !== undefined);
+    for (const key of [...new Set(nodeRuns.map((r) => r.variant))]) {
+      const cores = stat(nodeRuns.filter((r) => r.variant === key).map((r) => r.clientCores!));
+      if (cores) out.push(`The Node process (${key}) used ${withRange(cores, (n) => n.toFixed(2))} cores of CPU during these runs.`, '');
     }
     if (sc.id === 'cost' && report.fill) {
       out.push(

@@ -61,7 +61,12 @@ export interface Variant {
   dataset: DatasetId;
   /** main: the bench database; big: the cost-growth database with the filler ledger. */
   db: 'main' | 'big';
-  runner: { kind: 'pgbench'; scripts: PgbenchScript[]; defines?: Record<string, number> } | { kind: 'sdk' };
+  /**
+   * pgbench with custom scripts, or 16 async loops in the bench's Node process: through the SDK
+   * (`sdk`), or the bare driver (`driver`: node-postgres calling the function with a named
+   * prepared statement as the superuser, no role switch and no json_agg).
+   */
+  runner: { kind: 'pgbench'; scripts: PgbenchScript[]; defines?: Record<string, number> } | { kind: 'node'; via: 'sdk' | 'driver' };
   /** Debits one transaction makes when it succeeds (a batch of n: n). The rate is tps × this. */
   eventsPerTx: number;
   /** Where successful debits are counted: the kit's ledger, the baseline ledger, or the baselines' balances. */
@@ -142,11 +147,14 @@ function allScenarios(short: boolean, fillerRows: number): Scenario[] {
         `The uniform-16 load through \`createCreditkit({ pg: new pg.Pool({ max: 16 }) }).consume()\`: 16 concurrent async loops ` +
         `in one Node process for the same duration, compared with uniform-16's pgbench run of creditkit_consume (×kit). ` +
         `Each SDK call is one simple-protocol round trip doing what PostgREST does (the role service_role and the JWT ` +
-        `claims, then the function wrapped in json_agg); pgbench calls the function directly as the superuser with prepared statements.`,
+        `claims, then the function wrapped in json_agg); pgbench calls the function directly as the superuser with prepared statements. ` +
+        `**pg driver** is the floor for any Node client on this machine: the same loops calling the function through node-postgres ` +
+        `with a named prepared statement as the superuser (what pgbench does), no role switch, no claims, no json_agg.`,
       metric: 'rate',
       reference: 'uniform-16',
       variants: [
-        { key: 'sdk', label: 'SDK consume over node-postgres', role: 'extra', clients: 16, dataset: 'uniform', db: 'main', runner: { kind: 'sdk' }, eventsPerTx: 1, debits: 'kit' },
+        { key: 'sdk', label: 'SDK consume over node-postgres', role: 'extra', clients: 16, dataset: 'uniform', db: 'main', runner: { kind: 'node', via: 'sdk' }, eventsPerTx: 1, debits: 'kit' },
+        { key: 'pg driver', label: 'creditkit_consume over bare node-postgres (prepared, superuser)', role: 'extra', clients: 16, dataset: 'uniform', db: 'main', runner: { kind: 'node', via: 'driver' }, eventsPerTx: 1, debits: 'kit' },
       ],
     },
     {

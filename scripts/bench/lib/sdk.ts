@@ -10,6 +10,8 @@ export function accountId(n: number): string {
   return `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20)}`;
 }
 
+const DRIVER_SQL = 'select allowed from public.creditkit_consume($1::uuid, $2::bigint)';
+
 export interface LoopResult {
   calls: number;
   allowed: number;
@@ -30,9 +32,17 @@ function cpuClock(): () => number {
 /**
  * `clients` concurrent async loops calling creditkit.consume() on random accounts 1..accounts for
  * `seconds`, over a pg.Pool of `clients` connections opened before the clock starts (pgbench does
- * not count connection time either).
+ * not count connection time either). `via: 'driver'` makes the same call without the SDK: a named
+ * prepared statement through node-postgres as the connecting superuser, the cheapest call a Node
+ * client can make, so the SDK's cost can be told apart from the driver's and the Node process's.
  */
-export async function sdkConsumeLoop(url: string, clients: number, accounts: number, seconds: number): Promise<LoopResult> {
+export async function sdkConsumeLoop(
+  url: string,
+  clients: number,
+  accounts: number,
+  seconds: number,
+  via: 'sdk' | 'driver' = 'sdk',
+): Promise<LoopResult> {
   const pool = new pg.Pool({ connectionString: url, max: clients, application_name: 'creditkit-bench-sdk' });
   pool.on('error', () => {});
   try {
@@ -48,9 +58,13 @@ export async function sdkConsumeLoop(url: string, clients: number, accounts: num
     await Promise.all(
       Array.from({ length: clients }, async () => {
         while (performance.now() < end) {
-          const r = await creditkit.consume({ accountId: ids[Math.floor(Math.random() * accounts)]!, amount: 1 });
+          const accountId = ids[Math.floor(Math.random() * accounts)]!;
+          const ok =
+            via === 'sdk'
+              ? (await creditkit.consume({ accountId, amount: 1 })).allowed
+              : (await pool.query<{ allowed: boolean }>({ name: 'creditkit-bench-consume', text: DRIVER_SQL, values: [accountId, 1] })).rows[0]!.allowed;
           calls++;
-          if (r.allowed) allowed++;
+          if (ok) allowed++;
         }
       }),
     );
