@@ -69,7 +69,7 @@ select results_eq(
 -- bucket outranks the purchase, so the last consume of 10 emptied it first (5 + 5).
 select results_eq(
   $$ select g.category, g.amount, g.remaining, g.priority, g.expires_at, l.metadata ->> 'reason'
-       from creditkit.grants g join creditkit.ledger l on l.grant_id = g.id and l.kind = 'adjust'
+       from tests.grants g join creditkit.ledger l on l.grant_id = g.id and l.kind = 'adjust'
       where g.account_id = tests.get_supabase_uid('alice') $$,
   $$ values ('adjustment'::text, 5::bigint, 0::bigint, 10, null::timestamptz, 'support goodwill'::text) $$,
   'a positive adjustment creates an adjustment bucket and records its reason');
@@ -146,7 +146,7 @@ select is(
   (select balance from creditkit_consume(tests.get_supabase_uid('carol'), 15, p_now => '2030-01-02 00:00:00+00')),
   65::bigint, 'carol spends 15');
 select results_eq(
-  $$ select metadata ->> 'tag', remaining from creditkit.grants
+  $$ select metadata ->> 'tag', remaining from tests.grants
       where account_id = tests.get_supabase_uid('carol') and remaining < amount order by id $$,
   $$ values ('purchase-priority-100'::text, 5::bigint), ('purchase-expires-sooner', 0) $$,
   'the soonest-expiring bucket went first even though it is a purchase, then the highest priority');
@@ -154,7 +154,7 @@ select is(
   (select balance from creditkit_consume(tests.get_supabase_uid('carol'), 40, p_now => '2030-01-02 00:01:00+00')),
   25::bigint, 'carol spends 40 more');
 select results_eq(
-  $$ select metadata ->> 'tag', remaining from creditkit.grants
+  $$ select metadata ->> 'tag', remaining from tests.grants
       where account_id = tests.get_supabase_uid('carol') order by id $$,
   $$ values ('purchase-old'::text, 5::bigint), ('purchase-new', 10), ('adjustment', 0), ('plan', 0),
             ('promotional', 0), ('purchase-priority-100', 0), ('purchase-expires-sooner', 0),
@@ -440,7 +440,7 @@ select throws_ok(
 select is_empty(
   $$ select a.id from creditkit.accounts a
       where a.balance <> (select coalesce(sum(l.amount), 0) from creditkit.ledger l where l.account_id = a.id)
-         or a.balance <> (select coalesce(sum(g.remaining), 0) from creditkit.grants g where g.account_id = a.id)
+         or a.balance <> (select coalesce(sum(g.remaining), 0) from creditkit.grants g where g.account_id = a.id) - a.undrawn
          or a.version <> (select count(*) from creditkit.ledger l where l.account_id = a.id) $$,
   'for every account: balance = sum(ledger.amount) = sum(grants.remaining), version = number of rows');
 select is_empty(

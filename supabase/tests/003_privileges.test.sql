@@ -50,6 +50,7 @@ select results_eq(
        ('creditkit.book_due(uuid,timestamp with time zone)', false, false, false),
        ('creditkit.book_expired(uuid,timestamp with time zone)', false, false, false),
        ('creditkit.draw_down(uuid,bigint,timestamp with time zone)', false, false, false),
+       ('creditkit.draw_undrawn(uuid)', false, false, false),
        ('creditkit.expire_holds(uuid,timestamp with time zone)', false, false, false),
        ('creditkit.find_replay(uuid,text,text,bigint,text,jsonb,bigint,bigint)', false, false, false),
        ('creditkit.grant_period(uuid,creditkit.plans,timestamp with time zone,integer,bigint,text,timestamp with time zone)', false, false, false),

@@ -394,7 +394,7 @@ select tests.clear_authentication();
 select is_empty(
   $$ select a.id from creditkit.accounts a
       where a.balance <> (select coalesce(sum(l.amount), 0) from creditkit.ledger l where l.account_id = a.id)
-         or a.balance <> (select coalesce(sum(g.remaining), 0) from creditkit.grants g where g.account_id = a.id)
+         or a.balance <> (select coalesce(sum(g.remaining), 0) from creditkit.grants g where g.account_id = a.id) - a.undrawn
          or a.held <> (select coalesce(sum(h.amount), 0) from creditkit.holds h where h.account_id = a.id and h.status = 'open') $$,
   'for every account: balance = sum(ledger) = sum(buckets), held = sum of its open holds');
 select is_empty(

@@ -295,7 +295,7 @@ select is(
 select is_empty(
   $$ select a.id from creditkit.accounts a
       where a.balance <> (select coalesce(sum(l.amount), 0) from creditkit.ledger l where l.account_id = a.id)
-         or a.balance <> (select coalesce(sum(g.remaining), 0) from creditkit.grants g where g.account_id = a.id)
+         or a.balance <> (select coalesce(sum(g.remaining), 0) from creditkit.grants g where g.account_id = a.id) - a.undrawn
          or a.balance < 0 $$,
   'every account: balance = ledger sum = sum of bucket remainders, never negative');
 

@@ -706,21 +706,26 @@ describeIfPostgres('node-postgres on real Postgres: conflicts retried, literals 
     expect(rows).toEqual([['grant', 100], ['grant', 5]]);
   });
 
-  // Another session locks the account's bucket; the SDK's consume locks the account row and then
-  // waits for the bucket; the other session then asks for the account row: a lock cycle. The
-  // other session's deadlock_timeout is long, so the SDK's backend is the one that detects it
-  // (2s after it began to wait; the cycle closes within milliseconds) and is rolled back, 40P01.
+  // Another session locks the account's buckets; the SDK's consume locks the account row and then
+  // waits for a bucket; the other session then asks for the account row: a lock cycle. (The
+  // consume comes after a bucket's expiry, so it takes the slow path, which books the expiry on
+  // that bucket under the account's lock; the fast path touches no bucket.) The other session's
+  // deadlock_timeout is long, so the SDK's backend is the one that detects it (2s after it began
+  // to wait; the cycle closes within milliseconds) and is rolled back, 40P01.
   async function deadlock(retries: number) {
     const { transport, ck } = sdk({ retries }, '-c deadlock_timeout=2s');
     const account = randomUUID();
-    await ck.grant({ accountId: account, amount: 100 });
+    const t0 = Date.now();
+    await ck.grant({ accountId: account, amount: 100, now: new Date(t0) });
+    await ck.grant({ accountId: account, amount: 5, expiresAt: new Date(t0 + 60_000), now: new Date(t0) });
     transport.calls.length = 0;
     const other = await session();
     try {
       await other.query('begin');
       await other.query(`set local deadlock_timeout = '10min'`);
       await other.query('select id from creditkit.grants where account_id = $1 for update', [account]);
-      const pending = ck.consume({ accountId: account, amount: 30 }).then((value) => ({ value }), (error: unknown) => ({ error }));
+      const pending = ck.consume({ accountId: account, amount: 30, now: new Date(t0 + 120_000) })
+        .then((value) => ({ value }), (error: unknown) => ({ error }));
       await blockedOnLock('creditkit_consume');
       await other.query('select id from creditkit.accounts where id = $1 for update', [account]); // granted once the SDK rolled back
       await other.query('commit');
@@ -734,7 +739,7 @@ describeIfPostgres('node-postgres on real Postgres: conflicts retried, literals 
     const { outcome, calls, ledger: rows } = await deadlock(2);
     expect(outcome).toEqual({ value: { allowed: true, balance: 70, transactionId: expect.any(Number) } });
     expect(calls).toEqual(['creditkit_consume', 'creditkit_consume']);
-    expect(rows).toEqual([['grant', 100], ['consume', -30]]);
+    expect(rows).toEqual([['grant', 100], ['grant', 5], ['expire', -5], ['consume', -30]]);
   });
 
   it('with retries: 0 the real deadlock is a ConcurrencyError (40P01), nothing spent', async () => {
@@ -743,6 +748,6 @@ describeIfPostgres('node-postgres on real Postgres: conflicts retried, literals 
     expect(error).toBeInstanceOf(ConcurrencyError);
     expect([error.code, error.sqlstate]).toEqual(['concurrency_conflict', '40P01']);
     expect(calls).toEqual(['creditkit_consume']);
-    expect(rows).toEqual([['grant', 100]]);
+    expect(rows).toEqual([['grant', 100], ['grant', 5]]);
   });
 });

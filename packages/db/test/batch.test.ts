@@ -25,7 +25,7 @@ import { createTestDatabase, type TestDatabase } from '@creditkit/db';
 import { describeEachBackend, describeIfPostgres } from '@creditkit/db/vitest';
 import { CATEGORIES, type Category } from './ledger-model.ts';
 import {
-  DAY, HOUR, at, creditkit, expectConsistent, newAccountId, newGauge, openAccount, pooledRunner, runAs, settle, warmPool,
+  DAY, GRANTS, HOUR, at, creditkit, expectConsistent, newAccountId, newGauge, openAccount, pooledRunner, runAs, settle, warmPool,
   type BatchResult, type ConsumeResult, type Creditkit,
 } from './support.ts';
 
@@ -146,11 +146,11 @@ const batchEvent = (item: Item, ids: string[]) => ({
 async function books(db: TestDatabase, ids: string[]): Promise<unknown[]> {
   return Promise.all(ids.map(async (id) => {
     const [row] = await db.query(`
-      select (select to_jsonb(a) - 'id' from creditkit.accounts a where a.id = $1) as account,
+      select (select to_jsonb(a) - 'id' - 'undrawn' from creditkit.accounts a where a.id = $1) as account,
              (select coalesce(jsonb_agg(to_jsonb(l) - 'id' - 'account_id' - 'grant_id'
                        || jsonb_build_object('bucket', (select count(*) from creditkit.grants g where g.account_id = l.account_id and g.id <= l.grant_id))
                      order by l.id), '[]') from creditkit.ledger l where l.account_id = $1) as ledger,
-             (select coalesce(jsonb_agg(to_jsonb(g) - 'id' - 'account_id' order by g.id), '[]') from creditkit.grants g where g.account_id = $1) as buckets,
+             (select coalesce(jsonb_agg(to_jsonb(g) - 'id' - 'account_id' order by g.id), '[]') from ${GRANTS} g where g.account_id = $1) as buckets,
              (select coalesce(jsonb_agg(to_jsonb(h) - 'id' - 'account_id' - 'transaction_id' order by h.id), '[]') from creditkit.holds h where h.account_id = $1) as holds,
              (select coalesce(jsonb_agg(to_jsonb(s) - 'account_id'), '[]') from creditkit.subscriptions s where s.account_id = $1) as subscriptions`, [id]);
     return row;

@@ -8,7 +8,7 @@ import { createTestDatabase, type TestDatabase } from '@creditkit/db';
 import { describeIfPostgres } from '@creditkit/db/vitest';
 import { LedgerModel, type Outcome } from './ledger-model.ts';
 import {
-  DAY, LEDGER_PROBLEMS_SQL, at, creditkit, expectConsistent, ledgerOf, microsSql, newAccountId, newGauge,
+  DAY, GRANTS, LEDGER_PROBLEMS_SQL, at, creditkit, expectConsistent, ledgerOf, microsSql, newAccountId, newGauge,
   openAccount, pooledRunner, prng, settle, warmPool, type Creditkit, type Gauge,
 } from './support.ts';
 
@@ -204,7 +204,7 @@ describeIfPostgres('concurrency', () => {
           const ledger = await client.query<{ id: string; n: string; rows: number }>(
             'select account_id as id, sum(amount)::text as n, count(*) as rows from creditkit.ledger where account_id = any ($1) group by 1', [accounts]);
           const remaining = await client.query<{ id: string; n: string }>(
-            'select account_id as id, sum(remaining)::text as n from creditkit.grants where account_id = any ($1) group by 1', [accounts]);
+            `select account_id as id, sum(remaining)::text as n from ${GRANTS} g where account_id = any ($1) group by 1`, [accounts]);
           const problems = await client.query<{ problem: string }>(LEDGER_PROBLEMS_SQL, [accounts]);
           await client.query('commit');
           const byId = (rows: Array<{ id: string; n: string }>) => Object.fromEntries(rows.map((r) => [r.id, r.n]));

@@ -1,13 +1,13 @@
-// The consume hot path of migration 0012, checked for what it promises beyond correct answers
-// (which the model, concurrency and pgTAP suites check): a refused consume writes nothing and
-// takes no lock; a consume from one bucket updates both rows HOT and writes one ledger index
-// entry; a replayed key on the fast path leaves no trace. Each check is made inside the call's own
+// The consume hot path of migrations 0012 and 0014, checked for what it promises beyond correct
+// answers (which the model, concurrency and pgTAP suites check): a refused consume writes nothing
+// and takes no lock; a consume updates only the account row, HOT, and leaves the buckets to the
+// next lock, which draws them in spend order; a replayed key on the fast path leaves no trace. Each check is made inside the call's own
 // transaction (pg_current_xact_id_if_assigned and the xact stats counters), so nothing else on the
 // server can disturb it, and each also shows the opposite case so the check can fail.
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { createTestDatabase, type TestDatabase } from '@creditkit/db';
 import { describeEachBackend, describeIfPostgres } from '@creditkit/db/vitest';
-import { at, creditkit, expectConsistent, newAccountId, openAccount, type Creditkit } from './support.ts';
+import { GRANTS, at, creditkit, expectConsistent, newAccountId, openAccount, type Creditkit } from './support.ts';
 
 // One consume and what its transaction did: whether it was assigned a transaction id (any write
 // or row lock assigns one) and how many rows of accounts and grants it updated, HOT or not. The
@@ -56,7 +56,9 @@ describeEachBackend('consume hot path', (backend) => {
   const trace = async (account: string, amount: number, key: string | null = null, now = at(10)) =>
     (await db.asService<Trace>(`select * from public.test_consume_trace($1, $2, $3, $4)`, [account, amount, key, now]))[0]!;
   const accountRow = async (account: string) =>
-    (await db.query(`select balance, held, version from creditkit.accounts where id = $1`, [account]))[0];
+    (await db.query(`select balance, held, version, undrawn from creditkit.accounts where id = $1`, [account]))[0];
+  const storedBuckets = (account: string) =>
+    db.query(`select category, remaining, live from creditkit.grants where account_id = $1 order by id`, [account]);
 
   it('a refused consume writes nothing and locks nothing: no transaction id is ever assigned', async () => {
     const empty = await openAccount(ck, 3);
@@ -71,13 +73,23 @@ describeEachBackend('consume hot path', (backend) => {
     await expectConsistent(db, [empty]);
   });
 
-  it('a consume from one bucket updates the account and the bucket as HOT updates (no index entries)', async () => {
+  it('a consume updates only the account, HOT; the next lock draws the buckets', async () => {
     const account = await openAccount(ck, 100);
     const spent = await trace(account, 7);
-    expect(spent).toMatchObject({ allowed: true, balance: 93, wrote: true, updates: 2, hot_updates: 2 });
-    // emptying a bucket flips grants.live, an indexed column: that update cannot be HOT
+    expect(spent).toMatchObject({ allowed: true, balance: 93, wrote: true, updates: 1, hot_updates: 1 });
+    // spending the account dry is the same single HOT update: the bucket is not touched yet
     const emptied = await trace(account, 93);
-    expect(emptied).toMatchObject({ allowed: true, balance: 0, updates: 2, hot_updates: 1 });
+    expect(emptied).toMatchObject({ allowed: true, balance: 0, updates: 1, hot_updates: 1 });
+    expect(await accountRow(account)).toMatchObject({ balance: 0, undrawn: 100 });
+    expect(await storedBuckets(account)).toEqual([{ category: 'purchase', remaining: 100, live: true }]);
+    await expectConsistent(db, [account]);
+    // the opposite case: anything that locks the account (here a grant) first draws what is undrawn
+    await ck.grant({ p_account_id: account, p_amount: 5, p_now: at(20) });
+    expect(await accountRow(account)).toMatchObject({ balance: 5, undrawn: 0 });
+    expect(await storedBuckets(account)).toEqual([
+      { category: 'purchase', remaining: 0, live: false },
+      { category: 'purchase', remaining: 5, live: true },
+    ]);
     await expectConsistent(db, [account]);
   });
 
@@ -86,14 +98,23 @@ describeEachBackend('consume hot path', (backend) => {
     await ck.grant({ p_account_id: account, p_amount: 5, p_category: 'purchase', p_now: at(0) });
     await ck.grant({ p_account_id: account, p_amount: 4, p_category: 'promotional', p_now: at(1) });
     await ck.grant({ p_account_id: account, p_amount: 3, p_category: 'purchase', p_expires_at: at(1000), p_now: at(2) });
-    expect(await trace(account, 9)).toMatchObject({ allowed: true, balance: 3 });
-    const buckets = await db.query(
-      `select category, remaining from creditkit.grants where account_id = $1 order by id`, [account]);
-    // the expiring purchase (3), then promotional (priority 30, 4), then 2 of the oldest purchase
-    expect(buckets).toEqual([
+    expect(await trace(account, 4)).toMatchObject({ allowed: true, balance: 8 });
+    expect(await trace(account, 5)).toMatchObject({ allowed: true, balance: 3 });
+    // the expiring purchase (3), then promotional (priority 30, 4), then 2 of the oldest purchase:
+    // as the reads see it now, and as the buckets are drawn when the next call locks the account
+    const expected = [
       { category: 'purchase', remaining: 3 },
       { category: 'promotional', remaining: 0 },
       { category: 'purchase', remaining: 0 },
+    ];
+    const read = async () => db.query(`select category, remaining from ${GRANTS} g where account_id = $1 order by id`, [account]);
+    expect(await read()).toEqual(expected);
+    expect((await ck.balance({ p_account_id: account, p_now: at(30) })).buckets.map((b) => b.remaining)).toEqual([3]);
+    await ck.adjust({ p_account_id: account, p_amount: -1, p_reason: 'test', p_now: at(31) });
+    expect(await storedBuckets(account)).toEqual([
+      { category: 'purchase', remaining: 2, live: true },
+      { category: 'promotional', remaining: 0, live: false },
+      { category: 'purchase', remaining: 0, live: false },
     ]);
     await expectConsistent(db, [account]);
   });

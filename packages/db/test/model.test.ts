@@ -13,7 +13,7 @@ import { createTestDatabase, type TestDatabase } from '@creditkit/db';
 import { describeEachBackend } from '@creditkit/db/vitest';
 import { CATEGORIES, LedgerModel, MAX, type Category, type Outcome } from './ledger-model.ts';
 import {
-  DAY, SECOND, at, creditkit, ledgerProblems, microsSql, newAccountId, rpc, runAs, settle, type Creditkit, type Settled,
+  DAY, GRANTS, SECOND, at, creditkit, ledgerProblems, microsSql, newAccountId, rpc, runAs, settle, type Creditkit, type Settled,
 } from './support.ts';
 
 // ── Commands as generated (relative to the model clock) and as executed (absolute) ────────
@@ -186,7 +186,7 @@ async function readState(db: TestDatabase, account: string): Promise<DbState> {
            (select coalesce(json_agg(json_build_object('id', id, 'category', category, 'amount', amount, 'remaining', remaining,
                                                        'priority', priority, 'expires_us', ${microsSql('expires_at')},
                                                        'created_us', ${microsSql('created_at')}) order by id), '[]')
-              from creditkit.grants where account_id = $1) as grants`, [account]);
+              from ${GRANTS} g where account_id = $1) as grants`, [account]);
   if (!row) throw new Error('state query returned no row');
   return row;
 }

@@ -28,7 +28,7 @@ import fc from 'fast-check';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { createTestDatabase, type TestDatabase } from '@creditkit/db';
 import { describeEachBackend } from '@creditkit/db/vitest';
-import { at, creditkit, ledgerProblems, microsSql, newAccountId, runAs, SECOND, type Creditkit } from './support.ts';
+import { GRANTS, at, creditkit, ledgerProblems, microsSql, newAccountId, runAs, SECOND, type Creditkit } from './support.ts';
 import {
   asyncPaymentFailed, asyncPaymentSucceeded, chargeRefunded, checkoutCompleted, disputeFundsReinstated,
   disputeFundsWithdrawn, invoicePaid, otherEvent, packPurchase, stripeId, subscriptionCheckoutCompleted,
@@ -113,7 +113,7 @@ async function endState(db: TestDatabase, ck: Creditkit, h: History): Promise<Re
     const balance = (await ck.balance({ p_account_id: id, p_now: NOW })).balance; // books what expired by NOW
     const buckets = await db.query(
       `select category, remaining, ${microsSql('expires_at')} as expires_us
-         from creditkit.grants where account_id = $1 and remaining > 0
+         from ${GRANTS} g where account_id = $1 and remaining > 0
         order by category, remaining, expires_at nulls last`, [id]);
     const [sub] = await db.query<Record<string, unknown>>(
       `select plan_id, status, ${microsSql('anchor')} as anchor_us, renews_at, stripe_subscription_id, stripe_customer_id,
@@ -142,7 +142,7 @@ async function endState(db: TestDatabase, ck: Creditkit, h: History): Promise<Re
   const invoiceRows = await db.query<{ invoice_id: string; outcome: string; plan_id: string; account_id: string; live: boolean }>(
     `select i.invoice_id, i.outcome, i.plan_id, i.account_id,
             coalesce(g.remaining > 0 and g.expires_at > $2::timestamptz, false) as live
-       from creditkit.stripe_invoices i left join creditkit.grants g on g.id = i.grant_id
+       from creditkit.stripe_invoices i left join ${GRANTS} g on g.id = i.grant_id
       where i.invoice_id = any($1)`, [ids, NOW]);
   const invoices = {
     recorded: invoiceRows.map((r) => `${name(r.invoice_id)}:${r.plan_id}:${name(r.account_id)}`).sort(),

@@ -8,7 +8,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { createTestDatabase, type Row, type TestDatabase } from '@creditkit/db';
 import { describeEachBackend } from '@creditkit/db/vitest';
 import {
-  MAX_CREDITS, SECOND, at, creditkit, expectConsistent, microsSql, newAccountId, outcome, rpc, runAs, snapshotBooks,
+  GRANTS, MAX_CREDITS, SECOND, at, creditkit, expectConsistent, microsSql, newAccountId, outcome, rpc, runAs, snapshotBooks,
   type Creditkit,
 } from './support.ts';
 import {
@@ -71,7 +71,7 @@ describeEachBackend('stripe', (backend) => {
   async function buckets(account: string): Promise<Array<[string, number, string | null]>> {
     const rows = await db.query<{ category: string; remaining: number; expires_us: number | null }>(
       `select category, remaining, ${microsSql('expires_at')} as expires_us
-         from creditkit.grants where account_id = $1 and remaining > 0 order by id`, [account]);
+         from ${GRANTS} g where account_id = $1 and remaining > 0 order by id`, [account]);
     return rows.map((r) => [r.category, r.remaining, r.expires_us === null ? null : at(Number(r.expires_us))]);
   }
 

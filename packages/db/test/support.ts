@@ -360,11 +360,25 @@ export async function outcome(promise: Promise<unknown>): Promise<string> {
 
 // ── State and invariants (read as the superuser, around RLS) ─────────────────────────────
 
+/**
+ * creditkit.grants as the buckets truly stand, for reading as the superuser: `remaining` is the
+ * stored remainder less the bucket's share of accounts.undrawn (credit the fast path spent and
+ * the next lock draws), attributed in spend order the way creditkit.live_buckets reads it. Use
+ * it as a table: from ${GRANTS} g.
+ */
+export const GRANTS = `(select g.id, g.account_id, g.category, g.amount, g.priority, g.expires_at, g.metadata, g.created_at,
+           (g.remaining - least(g.remaining, greatest(coalesce(a.undrawn, 0) - (sum(g.remaining) over w - g.remaining), 0)))::bigint
+             as remaining
+      from creditkit.grants g left join creditkit.accounts a on a.id = g.account_id
+    window w as (partition by g.account_id order by g.expires_at, g.priority desc, g.created_at, g.id
+                 rows between unbounded preceding and current row))`;
+
 type Query = Pick<TestDatabase, 'query'>;
 
 /**
  * Every way the books can disagree, one line per problem; none means consistent. Per account:
- * balance = sum(ledger.amount) = sum(grants.remaining) >= 0, version = number of ledger rows,
+ * balance = sum(ledger.amount) = sum(grants.remaining) - undrawn >= 0 (undrawn: what the fast
+ * path spent and the next lock draws from the buckets), version = number of ledger rows,
  * held = the sum of its open holds, and each row's balance_after is the running sum. Overall:
  * total balance = total ledger. $1 limits it to some accounts (NULL: all).
  */
@@ -372,7 +386,7 @@ export const LEDGER_PROBLEMS_SQL = `
   with acct as (
     select a.* from creditkit.accounts a where $1::uuid[] is null or a.id = any ($1::uuid[])
   ), sums as (
-    select a.id, a.balance, a.version, a.held,
+    select a.id, a.balance, a.version, a.held, a.undrawn,
            (select coalesce(sum(l.amount), 0) from creditkit.ledger l where l.account_id = a.id) as ledger_sum,
            (select count(*) from creditkit.ledger l where l.account_id = a.id) as ledger_rows,
            (select coalesce(sum(g.remaining), 0) from creditkit.grants g where g.account_id = a.id) as remaining_sum,
@@ -383,10 +397,11 @@ export const LEDGER_PROBLEMS_SQL = `
            sum(l.amount) over (partition by l.account_id order by l.id) as running
       from creditkit.ledger l join acct a on a.id = l.account_id
   )
-  select format('account %s: balance %s, ledger sum %s, remaining sum %s, version %s, ledger rows %s, held %s, open holds %s',
-                id, balance, ledger_sum, remaining_sum, version, ledger_rows, held, open_held) as problem
+  select format('account %s: balance %s, ledger sum %s, remaining sum %s, undrawn %s, version %s, ledger rows %s, held %s, open holds %s',
+                id, balance, ledger_sum, remaining_sum, undrawn, version, ledger_rows, held, open_held) as problem
     from sums
-   where balance <> ledger_sum or balance <> remaining_sum or version <> ledger_rows or balance < 0 or held <> open_held
+   where balance <> ledger_sum or balance <> remaining_sum - undrawn or version <> ledger_rows or balance < 0
+      or held <> open_held
   union all
   select format('ledger row %s of account %s: balance_after %s, running sum %s', id, account_id, balance_after, running)
     from running where running <> balance_after
@@ -410,14 +425,19 @@ export async function expectConsistent(db: Query, accountIds?: string[]): Promis
  * Everything a failed call must leave untouched: the ledger's size (it is append-only) and every
  * account, bucket, hold, subscription, plan, price, pack and Stripe row (customers, the event
  * inbox, payments, invoices) as whole rows, so a column added or renamed
- * later is covered too.
+ * later is covered too. Accounts and buckets are compared as the books stand: a call that only
+ * draws what the fast path left undrawn (a replay takes the lock, and the lock draws) moves credit
+ * from accounts.undrawn into grants.remaining and changes nothing else, so `undrawn` is left out
+ * and each bucket's remaining (and live) is its true remainder (GRANTS).
  */
 export async function snapshotBooks(db: Query): Promise<Row> {
   const [row] = await db.query(`
     select (select count(*) from creditkit.ledger) as ledger_rows,
            (select coalesce(max(id), 0) from creditkit.ledger) as last_ledger_id,
-           (select coalesce(json_agg(to_jsonb(a) order by a.id), '[]') from creditkit.accounts a) as accounts,
-           (select coalesce(json_agg(to_jsonb(g) order by g.id), '[]') from creditkit.grants g) as grants,
+           (select coalesce(json_agg(to_jsonb(a) - 'undrawn' order by a.id), '[]') from creditkit.accounts a) as accounts,
+           (select coalesce(json_agg(to_jsonb(g) || jsonb_build_object('remaining', e.remaining, 'live', e.remaining > 0)
+                                     order by g.id), '[]')
+              from creditkit.grants g join ${GRANTS} e on e.id = g.id) as grants,
            (select coalesce(json_agg(to_jsonb(h) order by h.id), '[]') from creditkit.holds h) as holds,
            (select coalesce(json_agg(to_jsonb(s) order by s.account_id), '[]') from creditkit.subscriptions s) as subscriptions,
            (select coalesce(json_agg(to_jsonb(p) order by p.id), '[]') from creditkit.plans p) as plans,
@@ -479,7 +499,7 @@ export async function planGrantsOf(db: Query, accountId: string): Promise<PlanGr
             ${microsSql("(metadata->>'period_start')::timestamptz")} as start_us,
             ${microsSql("(metadata->>'period_end')::timestamptz")} as end_us,
             ${microsSql('expires_at')} as expires_us, ${microsSql('created_at')} as created_us
-       from creditkit.grants where account_id = $1 and category = 'plan' and metadata ? 'period_index' order by id`,
+       from ${GRANTS} g where account_id = $1 and category = 'plan' and metadata ? 'period_index' order by id`,
     [accountId],
   );
   return rows.map(({ start_us, end_us, expires_us, created_us, ...r }) => ({
@@ -504,7 +524,7 @@ export async function ledgerLines(db: Query, accountId: string): Promise<Array<[
 export function grantsOf(db: Query, accountId: string): Promise<Row[]> {
   return db.query(
     `select id, category, amount, remaining, priority, ${microsSql('expires_at')} as expires_us
-       from creditkit.grants where account_id = $1 order by id`,
+       from ${GRANTS} g where account_id = $1 order by id`,
     [accountId],
   );
 }

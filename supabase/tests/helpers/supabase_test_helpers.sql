@@ -147,3 +147,23 @@ grant execute on function
   tests.authenticate_as_anon(),
   tests.clear_authentication()
 to anon, authenticated, service_role;
+
+-- ---------------------------------------------------------------------------------------------
+-- creditkit's own: the buckets as they truly stand. A consume on the fast path does not touch
+-- creditkit.grants; it counts the credit in accounts.undrawn, which the next call that locks the
+-- account draws from the buckets in spend order. This view attributes `undrawn` the same way
+-- creditkit.live_buckets does, so a test can read each bucket's remainder at any point.
+-- ---------------------------------------------------------------------------------------------
+create or replace view tests.grants with (security_invoker = true) as
+  select g.id, g.account_id, g.category, g.amount,
+         (g.remaining - least(g.remaining, greatest(coalesce(a.undrawn, 0) - (sum(g.remaining) over w - g.remaining), 0)))::bigint
+           as remaining,
+         g.priority, g.expires_at, g.metadata, g.created_at
+    from creditkit.grants g
+    left join creditkit.accounts a on a.id = g.account_id
+  window w as (partition by g.account_id order by g.expires_at, g.priority desc, g.created_at, g.id
+               rows between unbounded preceding and current row);
+comment on view tests.grants is
+  'creditkit.grants with remaining net of the account''s undrawn credit (attributed in spend order).';
+-- security_invoker: read with the caller's privileges and RLS, like creditkit.grants itself.
+grant select on tests.grants to authenticated, service_role;
