@@ -155,6 +155,30 @@ describeEachBackend('consume hot path', (backend) => {
     await expectConsistent(db, [account]);
   });
 
+  it('undrawn credit is taken from a bucket that expired since, as the consumes took it then', async () => {
+    const account = newAccountId();
+    await ck.grant({ p_account_id: account, p_amount: 10, p_category: 'purchase', p_expires_at: at(100), p_now: at(0) });
+    await ck.grant({ p_account_id: account, p_amount: 10, p_category: 'purchase', p_now: at(1) });
+    // two fast-path consumes before the expiry: the expiring bucket pays (soonest expiry first)
+    expect(await trace(account, 3, null, at(10))).toMatchObject({ allowed: true, balance: 17, updates: 1 });
+    expect(await trace(account, 1, null, at(20))).toMatchObject({ allowed: true, balance: 16, updates: 1 });
+    // after the expiry, before anything was booked, a read already sees the 6 left of it as gone
+    const [read] = await db.query<{ balance: number; buckets: Array<{ remaining: number }> }>(
+      `select balance, buckets from creditkit.live_buckets($1, $2)`, [account, at(200)]);
+    expect([read!.balance, read!.buckets.map((b) => b.remaining)]).toEqual([10, [10]]);
+    // the server read books it: 6 expire (10 less the 4 spent), not 10, and the other bucket is whole
+    expect((await ck.balance({ p_account_id: account, p_now: at(200) })).balance).toBe(10);
+    const rows = await db.query<{ kind: string; amount: number }>(
+      `select kind, amount from creditkit.ledger where account_id = $1 order by id`, [account]);
+    expect(rows.map((r) => [r.kind, r.amount])).toEqual([['grant', 10], ['grant', 10], ['consume', -3], ['consume', -1], ['expire', -6]]);
+    expect(await storedBuckets(account)).toEqual([
+      { category: 'purchase', remaining: 0, live: false },
+      { category: 'purchase', remaining: 10, live: true },
+    ]);
+    expect(await accountRow(account)).toMatchObject({ balance: 10, undrawn: 0 });
+    await expectConsistent(db, [account]);
+  });
+
   it('an unknown account is CK003, on the fast path as before', async () => {
     await expect(ck.consume({ p_account_id: newAccountId(), p_amount: 1, p_now: at(1) })).rejects.toMatchObject({ code: 'CK003' });
   });
