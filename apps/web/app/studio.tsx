@@ -151,7 +151,12 @@ export function Studio({ firstName }: { firstName: string }) {
           label="Balance"
           price={{ amount: quote.data?.amount ?? 2, unit: `${quality === 'hd' ? 'HD' : 'standard'} image` }}
         />
-        <LowBalanceBanner threshold={6}>Running low: buy a pack or subscribe to Pro.</LowBalanceBanner>
+        <LowBalanceBanner threshold={6}>
+          {(balance) =>
+            balance === 0
+              ? 'You are out of credits: buy a pack or subscribe to Pro.'
+              : 'Running low: buy a pack or subscribe to Pro.'}
+        </LowBalanceBanner>
         <p className="muted">
           <a href="/billing">Billing</a>: buckets, history, packs and plans.
         </p>

@@ -126,6 +126,8 @@ describe.skipIf(!haveChromium)('the demo app in Chromium, on embedded PGlite', (
     for (let i = 0; i < 5; i++) {
       statuses.push(await generate(page));
       await expectBalance(page, 10 - 2 * (i + 1));
+      // at 6 credits or fewer (but not 0) the banner is a status that says the balance is low
+      if (i === 2) await page.getByRole('status').filter({ hasText: 'Running low: buy a pack or subscribe to Pro.' }).waitFor();
     }
     expect(statuses).toEqual([200, 200, 200, 200, 200]);
     await expect.poll(() => page.getByRole('img', { name: /^Generated:/ }).count()).toBe(5);
@@ -153,7 +155,8 @@ describe.skipIf(!haveChromium)('the demo app in Chromium, on embedded PGlite', (
     ]);
     await page.getByText('Your last image was refused with HTTP 402 before the model was called.').waitFor();
     await page.getByRole('button', { name: 'Subscribe to Pro · $19.00/month' }).waitFor();
-    await page.getByText('Running low: buy a pack or subscribe to Pro.').waitFor();
+    // at zero the banner is an alert that says so
+    await page.getByRole('alert').filter({ hasText: 'You are out of credits: buy a pack or subscribe to Pro.' }).waitFor();
     expect(await databaseBalance(page)).toBe(0);
     await expectBalance(page, 0);
     await shot(page, '03-paywall');
