@@ -1,9 +1,10 @@
 // The consume hot path of migrations 0012 and 0014, checked for what it promises beyond correct
 // answers (which the model, concurrency and pgTAP suites check): a refused consume writes nothing
 // and takes no lock; a consume updates only the account row, HOT, and leaves the buckets to the
-// next lock, which draws them in spend order; a replayed key on the fast path leaves no trace. Each check is made inside the call's own
-// transaction (pg_current_xact_id_if_assigned and the xact stats counters), so nothing else on the
-// server can disturb it, and each also shows the opposite case so the check can fail.
+// next lock, which draws them in spend order; a replayed key on the fast path leaves no trace.
+// Each check is made inside the call's own transaction (pg_current_xact_id_if_assigned and the
+// xact stats counters), so nothing else on the server can disturb it, and each also shows the
+// opposite case so the check can fail.
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { createTestDatabase, type TestDatabase } from '@creditkit/db';
 import { describeEachBackend, describeIfPostgres } from '@creditkit/db/vitest';
