@@ -1,7 +1,8 @@
-// The consume hot path of migrations 0012 and 0014, checked for what it promises beyond correct
-// answers (which the model, concurrency and pgTAP suites check): a refused consume writes nothing
-// and takes no lock; a consume updates only the account row, HOT, and leaves the buckets to the
-// next lock, which draws them in spend order; a replayed key on the fast path leaves no trace.
+// The consume hot path of migrations 0012, 0014 and 0015, checked for what it promises beyond
+// correct answers (which the model, concurrency and pgTAP suites check): a refused consume writes
+// nothing, takes no lock and reads the ledger only for a key; a consume updates only the account
+// row, HOT, and leaves the buckets to the next lock, which draws them in spend order; a replayed
+// key on the fast path leaves no trace.
 // Each check is made inside the call's own transaction (pg_current_xact_id_if_assigned and the
 // xact stats counters), so nothing else on the server can disturb it, and each also shows the
 // opposite case so the check can fail.
@@ -16,14 +17,16 @@ import { GRANTS, at, creditkit, expectConsistent, newAccountId, openAccount, typ
 const TRACE_SQL = `
   create function public.test_consume_trace(p_account_id uuid, p_amount bigint, p_key text, p_now timestamptz,
     out allowed boolean, out balance bigint, out transaction_id bigint,
-    out wrote boolean, out updates integer, out hot_updates integer)
+    out wrote boolean, out updates integer, out hot_updates integer, out ledger_scans integer)
   language plpgsql
   as $$
   declare
-    v_upd0 bigint; v_hot0 bigint; v_upd1 bigint; v_hot1 bigint;
+    v_upd0 bigint; v_hot0 bigint; v_upd1 bigint; v_hot1 bigint; v_scan0 bigint; v_scan1 bigint;
   begin
     select sum(pg_stat_get_xact_tuples_updated(r.oid)), sum(pg_stat_get_xact_tuples_hot_updated(r.oid))
       into v_upd0, v_hot0 from (values ('creditkit.accounts'::regclass), ('creditkit.grants'::regclass)) r(oid);
+    select sum(pg_stat_get_xact_numscans(i.indexrelid)) into v_scan0
+      from pg_index i where i.indrelid = 'creditkit.ledger'::regclass;
     select c.allowed, c.balance, c.transaction_id into allowed, balance, transaction_id
       from public.creditkit_consume(p_account_id, p_amount, p_idempotency_key => p_key, p_now => p_now) c;
     wrote := pg_current_xact_id_if_assigned() is not null;
@@ -31,6 +34,9 @@ const TRACE_SQL = `
       into v_upd1, v_hot1 from (values ('creditkit.accounts'::regclass), ('creditkit.grants'::regclass)) r(oid);
     updates := v_upd1 - v_upd0;
     hot_updates := v_hot1 - v_hot0;
+    select sum(pg_stat_get_xact_numscans(i.indexrelid)) into v_scan1
+      from pg_index i where i.indrelid = 'creditkit.ledger'::regclass;
+    ledger_scans := v_scan1 - v_scan0;
   end;
   $$;
   grant execute on function public.test_consume_trace(uuid, bigint, text, timestamptz) to service_role;`;
@@ -42,6 +48,8 @@ interface Trace {
   wrote: boolean;
   updates: number;
   hot_updates: number;
+  /** Index scans of the ledger (the idempotency lookups). */
+  ledger_scans: number;
 }
 
 describeEachBackend('consume hot path', (backend) => {
@@ -66,8 +74,10 @@ describeEachBackend('consume hot path', (backend) => {
     const before = await accountRow(empty);
     const refused = await trace(empty, 5);
     expect(refused).toMatchObject({ allowed: false, balance: 3, transaction_id: null, wrote: false, updates: 0 });
-    // with a key that was never used, too
-    expect(await trace(empty, 5, 'never-used')).toMatchObject({ allowed: false, wrote: false });
+    // without a key the refusal does not read the ledger at all
+    expect(refused.ledger_scans).toBe(0);
+    // with a key that was never used, too; that refusal looks the key up
+    expect(await trace(empty, 5, 'never-used')).toMatchObject({ allowed: false, wrote: false, ledger_scans: 1 });
     expect(await accountRow(empty)).toEqual(before);
     // the opposite case: a consume that spends does write
     expect(await trace(empty, 2)).toMatchObject({ allowed: true, balance: 1, wrote: true });
