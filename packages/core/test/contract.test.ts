@@ -13,7 +13,7 @@ import { randomUUID } from 'node:crypto';
 import { PostgrestError } from '@supabase/supabase-js';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { describeIfPostgres } from '@creditkit/db/vitest';
+import { GRANTS, describeIfPostgres } from '@creditkit/db/vitest';
 import {
   BalanceLimitError,
   CreditkitError,
@@ -145,10 +145,21 @@ const BOOK_TABLES: Record<string, string> = {
   accounts: 'id', grants: 'id', holds: 'id', ledger: 'id', subscriptions: 'account_id', plans: 'id', prices: 'id',
   packs: 'id', stripe_customers: 'account_id', stripe_events: 'id', stripe_payments: 'payment_intent', stripe_invoices: 'invoice_id',
 };
-/** One md5 per kit table over its whole rows: equal digests mean nothing changed. */
+/**
+ * One md5 per kit table over its whole rows: equal digests mean nothing changed. Accounts and
+ * buckets as the books stand: drawing what the fast path left undrawn (any lock does) moves credit
+ * from accounts.undrawn into grants.remaining and changes nothing else, so accounts leave `undrawn`
+ * out and buckets show their true remainder (GRANTS).
+ */
+const BOOK_ROWS: Record<string, string> = {
+  accounts: `(select to_jsonb(a) - 'undrawn' as row, a.id from creditkit.accounts a)`,
+  grants: `(select to_jsonb(g) || jsonb_build_object('remaining', e.remaining, 'live', e.remaining > 0) as row, g.id
+              from creditkit.grants g join ${GRANTS} e on e.id = g.id)`,
+};
 const BOOKS_SQL = `select ${Object.entries(BOOK_TABLES)
   .map(([table, key]) =>
-    `(select md5(coalesce(string_agg(to_jsonb(t)::text, e'\\n' order by t.${key}), '')) from creditkit.${table} t) as ${table}`)
+    `(select md5(coalesce(string_agg(${BOOK_ROWS[table] ? 't.row' : 'to_jsonb(t)'}::text, e'\\n' order by t.${key}), ''))
+        from ${BOOK_ROWS[table] ?? `creditkit.${table}`} t) as ${table}`)
   .join(', ')}`;
 
 const camel = (name: string): string => name.replace(/_([a-z0-9])/g, (_, c: string) => c.toUpperCase());

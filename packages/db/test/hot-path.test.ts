@@ -190,6 +190,33 @@ describeEachBackend('consume hot path', (backend) => {
     await expectConsistent(db, [account]);
   });
 
+  it('a batch counts what it spends as undrawn too; the next lock draws it in spend order', async () => {
+    const account = newAccountId();
+    await ck.grant({ p_account_id: account, p_amount: 6, p_category: 'purchase', p_expires_at: at(1000), p_now: at(0) });
+    await ck.grant({ p_account_id: account, p_amount: 10, p_category: 'purchase', p_now: at(1) });
+    const events = [4, 3].map((amount) => ({ account_id: account, amount }));
+    expect(await ck.consumeBatch({ p_events: events, p_now: at(10) })).toMatchObject([
+      { ordinal: 1, allowed: true, balance: 12 },
+      { ordinal: 2, allowed: true, balance: 9 },
+    ]);
+    // the buckets are untouched and the account counts the 7 as undrawn; reads see the truth
+    expect(await accountRow(account)).toMatchObject({ balance: 9, undrawn: 7 });
+    expect(await storedBuckets(account)).toEqual([
+      { category: 'purchase', remaining: 6, live: true },
+      { category: 'purchase', remaining: 10, live: true },
+    ]);
+    expect((await ck.balance({ p_account_id: account, p_now: at(20) })).buckets.map((b) => b.remaining)).toEqual([9]);
+    await expectConsistent(db, [account]);
+    // the next lock (here a one-credit adjustment) draws the 7: the expiring bucket first, then 1 of the other
+    await ck.adjust({ p_account_id: account, p_amount: -1, p_reason: 'test', p_now: at(30) });
+    expect(await accountRow(account)).toMatchObject({ balance: 8, undrawn: 0 });
+    expect(await storedBuckets(account)).toEqual([
+      { category: 'purchase', remaining: 0, live: false },
+      { category: 'purchase', remaining: 8, live: true },
+    ]);
+    await expectConsistent(db, [account]);
+  });
+
   it('an unknown account is CK003, on the fast path as before', async () => {
     await expect(ck.consume({ p_account_id: newAccountId(), p_amount: 1, p_now: at(1) })).rejects.toMatchObject({ code: 'CK003' });
   });

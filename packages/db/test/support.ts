@@ -5,6 +5,7 @@ import { randomUUID } from 'node:crypto';
 import type pg from 'pg';
 import { expect, it } from 'vitest';
 import type { ApiRole, Row, TestDatabase } from '@creditkit/db';
+import { GRANTS } from '@creditkit/db/vitest';
 
 /** 2^53-1: the largest amount and balance the kit accepts (exact in JavaScript). */
 export const MAX_CREDITS = 9007199254740991;
@@ -360,18 +361,8 @@ export async function outcome(promise: Promise<unknown>): Promise<string> {
 
 // ── State and invariants (read as the superuser, around RLS) ─────────────────────────────
 
-/**
- * creditkit.grants as the buckets truly stand, for reading as the superuser: `remaining` is the
- * stored remainder less the bucket's share of accounts.undrawn (credit the fast path spent and
- * the next lock draws), attributed in spend order the way creditkit.live_buckets reads it. Use
- * it as a table: from ${GRANTS} g.
- */
-export const GRANTS = `(select g.id, g.account_id, g.category, g.amount, g.priority, g.expires_at, g.metadata, g.created_at,
-           (g.remaining - least(g.remaining, greatest(coalesce(a.undrawn, 0) - (sum(g.remaining) over w - g.remaining), 0)))::bigint
-             as remaining
-      from creditkit.grants g left join creditkit.accounts a on a.id = g.account_id
-    window w as (partition by g.account_id order by g.expires_at, g.priority desc, g.created_at, g.id
-                 rows between unbounded preceding and current row))`;
+// creditkit.grants as the buckets truly stand (true remainders): from ${GRANTS} g.
+export { GRANTS };
 
 type Query = Pick<TestDatabase, 'query'>;
 
