@@ -137,6 +137,17 @@ function allScenarios(short: boolean, fillerRows: number): Scenario[] {
     eventsPerTx: n,
     debits: 'kit',
   });
+  const batchFloor = (n: number): Variant => ({
+    key: `R+L ×${n}`,
+    label: `one UPDATE and an INSERT of ${n} ledger rows (plpgsql)`,
+    role: 'extra',
+    clients: 16,
+    dataset: 'uniform',
+    db: 'main',
+    runner: { kind: 'pgbench', scripts: [{ file: 'rl-batch.sql' }], defines: { batch: n } },
+    eventsPerTx: n,
+    debits: 'bench-ledger',
+  });
   const filler = fmtRows(fillerRows);
   return [
     loadScenario('uniform-16', 'Uniform load, 16 clients', `Single debits of 1 credit on ${d.uniform.label}.`, 16, 'uniform'),
@@ -163,10 +174,12 @@ function allScenarios(short: boolean, fillerRows: number): Scenario[] {
       what:
         `creditkit_consume_batch with n usage events of 1 credit for one random account of ${d.uniform.label} ` +
         `(a buffered batch of one user's metered events; the JSON array is built in the pgbench statement). ` +
-        `The rate is events (debits) per second; ×kit compares it with uniform-16's single consume.`,
+        `The rate is events (debits) per second; ×kit compares it with uniform-16's single consume. ` +
+        `**R+L ×100** is the floor for any batch that writes a ledger row per event: one plpgsql call doing one UPDATE of ` +
+        `the account by the total and one INSERT of 100 ledger rows on the baseline tables, no checks.`,
       metric: 'rate',
       reference: 'uniform-16',
-      variants: [batch(10), batch(100)],
+      variants: [batchFloor(100), batch(10), batch(100)],
     },
     {
       id: 'holds',

@@ -54,6 +54,28 @@ begin
 end;
 $$;
 
+-- R+L for a batch of p_n debits of p_amount: one UPDATE by the total, then the p_n ledger rows in
+-- one INSERT (balance_after as if applied one by one). NULL when the balance does not cover it.
+create function bench.debit_with_ledger_batch(p_account_id uuid, p_amount bigint, p_n integer)
+returns bigint
+language plpgsql
+as $$
+declare
+  v_balance bigint;
+begin
+  update bench.accounts a
+     set balance = a.balance - p_amount * p_n
+   where a.id = p_account_id and a.balance >= p_amount * p_n
+  returning a.balance into v_balance;
+  if not found then
+    return null;
+  end if;
+  insert into bench.ledger (account_id, kind, amount, balance_after)
+  select p_account_id, 'consume', -p_amount, v_balance + p_amount * (p_n - i) from generate_series(1, p_n) i;
+  return v_balance;
+end;
+$$;
+
 -- N: lock the row, check, update. No ledger.
 create function bench.naive_debit(p_account_id uuid, p_amount bigint)
 returns boolean
