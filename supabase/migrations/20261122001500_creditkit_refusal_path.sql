@@ -53,6 +53,8 @@ begin
      or p_account_id is null or p_amount is null or p_amount < 1 or p_amount > 9007199254740991 or p_now is null
      or p_cost_micros < 0 or p_cost_micros > 9007199254740991
      or p_event is not null or p_idempotency_key is not null or p_metadata is not null then
+    -- (each check runs only if its part of the test above holds, so a call with a key, the usual
+    -- case in apps, pays for check_request alone)
     if current_setting('role', true) in ('anon', 'authenticated') or auth.role() in ('anon', 'authenticated') then
       perform creditkit.assert_server_caller();
     end if;
@@ -132,7 +134,6 @@ begin
     -- Blocked: a result, not an error, and no ledger row.
     allowed := false;
     balance := v_spendable;
-    transaction_id := null;
     return;
   end if;
   perform creditkit.draw_down(p_account_id, p_amount, p_now);

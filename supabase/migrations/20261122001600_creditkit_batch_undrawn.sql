@@ -234,8 +234,6 @@ begin
   for v_s in 1 .. cardinality(v_ids) loop
     v_spendable[v_s] := creditkit.lock_account(v_ids[v_s], p_now);
     v_stored[v_s] := (select a.balance from creditkit.accounts a where a.id = v_ids[v_s]);
-    v_spent[v_s] := 0;
-    v_rows[v_s] := 0;
   end loop;
 
   -- 3. Per item: its account's slot, its key group, and the row an earlier call made with its key.
@@ -270,10 +268,6 @@ begin
       from (select u.slot, sum(u.amount)::bigint as spent, count(*)::integer as n
               from unnest(v_slot, v_amounts) u(slot, amount) group by u.slot) t;
     v_common := not exists (select from unnest(v_spent, v_spendable) t(spent, spendable) where t.spent > t.spendable);
-    if not v_common then  -- the loop below starts from nothing spent
-      v_spent := array_fill(0::bigint, array[cardinality(v_ids)]);
-      v_rows := array_fill(0, array[cardinality(v_ids)]);
-    end if;
   end if;
   if v_common then
     update creditkit.accounts a
@@ -301,6 +295,8 @@ begin
   end if;
 
   -- (filled to full length: assigning element i of an empty array would start it at i)
+  v_spent := array_fill(0::bigint, array[cardinality(v_ids)]);  -- the loop starts from nothing spent
+  v_rows := array_fill(0, array[cardinality(v_ids)]);
   v_owner := array_fill(0, array[v_count]);
   v_new := array_fill(false, array[v_count]);
   v_allowed := array_fill(null::boolean, array[v_count]);
