@@ -13,7 +13,7 @@ import { randomUUID } from 'node:crypto';
 import { PostgrestError } from '@supabase/supabase-js';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { GRANTS, describeIfPostgres } from '@creditkit/db/vitest';
+import { BOOKED_ACCOUNTS, BOOKED_GRANTS, describeIfPostgres } from '@creditkit/db/vitest';
 import {
   BalanceLimitError,
   CreditkitError,
@@ -147,15 +147,10 @@ const BOOK_TABLES: Record<string, string> = {
 };
 /**
  * One md5 per kit table over its whole rows: equal digests mean nothing changed. Accounts and
- * buckets as the books stand: drawing what the fast path left undrawn (any lock does) moves credit
- * from accounts.undrawn into grants.remaining and changes nothing else, so accounts leave `undrawn`
- * out and buckets show their true remainder (GRANTS).
+ * buckets as the books stand (BOOKED_ACCOUNTS, BOOKED_GRANTS: drawing what the fast path left
+ * undrawn changes nothing else).
  */
-const BOOK_ROWS: Record<string, string> = {
-  accounts: `(select to_jsonb(a) - 'undrawn' as row, a.id from creditkit.accounts a)`,
-  grants: `(select to_jsonb(g) || jsonb_build_object('remaining', e.remaining, 'live', e.remaining > 0) as row, g.id
-              from creditkit.grants g join ${GRANTS} e on e.id = g.id)`,
-};
+const BOOK_ROWS: Record<string, string> = { accounts: BOOKED_ACCOUNTS, grants: BOOKED_GRANTS };
 const BOOKS_SQL = `select ${Object.entries(BOOK_TABLES)
   .map(([table, key]) =>
     `(select md5(coalesce(string_agg(${BOOK_ROWS[table] ? 't.row' : 'to_jsonb(t)'}::text, e'\\n' order by t.${key}), ''))

@@ -34,3 +34,13 @@ export const GRANTS = `(select g.id, g.account_id, g.category, g.amount, g.prior
       from creditkit.grants g left join creditkit.accounts a on a.id = g.account_id
     window w as (partition by g.account_id order by g.expires_at, g.priority desc, g.created_at, g.id
                  rows between unbounded preceding and current row))`;
+
+/**
+ * Accounts and buckets as the books stand, for comparing before and after a call: drawing what the
+ * fast path left undrawn (any lock does) moves credit from accounts.undrawn into grants.remaining
+ * and changes nothing else, so accounts leave `undrawn` out and buckets show their true remainder
+ * (GRANTS). Each is a table of (id, row jsonb): from ${BOOKED_ACCOUNTS} b.
+ */
+export const BOOKED_ACCOUNTS = `(select a.id, to_jsonb(a) - 'undrawn' as row from creditkit.accounts a)`;
+export const BOOKED_GRANTS = `(select g.id, to_jsonb(g) || jsonb_build_object('remaining', e.remaining, 'live', e.remaining > 0) as row
+      from creditkit.grants g join ${GRANTS} e on e.id = g.id)`;

@@ -5,7 +5,7 @@ import { randomUUID } from 'node:crypto';
 import type pg from 'pg';
 import { expect, it } from 'vitest';
 import type { ApiRole, Row, TestDatabase } from '@creditkit/db';
-import { GRANTS } from '@creditkit/db/vitest';
+import { BOOKED_ACCOUNTS, BOOKED_GRANTS, GRANTS } from '@creditkit/db/vitest';
 
 /** 2^53-1: the largest amount and balance the kit accepts (exact in JavaScript). */
 export const MAX_CREDITS = 9007199254740991;
@@ -425,10 +425,8 @@ export async function snapshotBooks(db: Query): Promise<Row> {
   const [row] = await db.query(`
     select (select count(*) from creditkit.ledger) as ledger_rows,
            (select coalesce(max(id), 0) from creditkit.ledger) as last_ledger_id,
-           (select coalesce(json_agg(to_jsonb(a) - 'undrawn' order by a.id), '[]') from creditkit.accounts a) as accounts,
-           (select coalesce(json_agg(to_jsonb(g) || jsonb_build_object('remaining', e.remaining, 'live', e.remaining > 0)
-                                     order by g.id), '[]')
-              from creditkit.grants g join ${GRANTS} e on e.id = g.id) as grants,
+           (select coalesce(json_agg(b.row order by b.id), '[]') from ${BOOKED_ACCOUNTS} b) as accounts,
+           (select coalesce(json_agg(b.row order by b.id), '[]') from ${BOOKED_GRANTS} b) as grants,
            (select coalesce(json_agg(to_jsonb(h) order by h.id), '[]') from creditkit.holds h) as holds,
            (select coalesce(json_agg(to_jsonb(s) order by s.account_id), '[]') from creditkit.subscriptions s) as subscriptions,
            (select coalesce(json_agg(to_jsonb(p) order by p.id), '[]') from creditkit.plans p) as plans,
