@@ -5,7 +5,7 @@
 -- scenario uses its own account (a user made in this file), so the sections do not disturb each
 -- other; the last section checks the ledger invariants over everything the file did.
 begin;
-select plan(66);
+select plan(75);
 
 -- Fixtures: one user per scenario; a personal account's id is its user's id.
 select tests.create_supabase_user('alice');   -- basics, blocked spends, history
@@ -51,7 +51,7 @@ select is(
 
 -- One row per change, signed amounts, and balance_after is the running balance.
 select results_eq(
-  $$ select kind, amount, balance_after, event
+  $$ select kind::text, amount::bigint, balance_after::bigint, event
        from creditkit.ledger where account_id = tests.get_supabase_uid('alice') order by id $$,
   $$ values ('grant'::text, 100::bigint, 100::bigint, null::text),
             ('consume', -30, 70, 'chat'),
@@ -60,7 +60,7 @@ select results_eq(
             ('consume', -10, 45, null) $$,
   'the ledger holds one signed row per change with the running balance_after');
 select results_eq(
-  $$ select balance, version from creditkit.accounts where id = tests.get_supabase_uid('alice') $$,
+  $$ select balance::bigint, version from creditkit.accounts where id = tests.get_supabase_uid('alice') $$,
   $$ values (45::bigint, 5::bigint) $$,
   'the account row carries the balance and counts its ledger rows in version');
 
@@ -93,7 +93,7 @@ select throws_ok(
   $$ select creditkit_adjust(tests.get_supabase_uid('alice'), -46, 'too much', p_now => '2030-01-01 00:06:00+00') $$,
   'CK002', null, 'a negative adjustment cannot take the balance below zero');
 select results_eq(
-  $$ select a.balance, a.version, (select count(*) from creditkit.ledger l where l.account_id = a.id)
+  $$ select a.balance::bigint, a.version, (select count(*) from creditkit.ledger l where l.account_id = a.id)
        from creditkit.accounts a where a.id = tests.get_supabase_uid('alice') $$,
   $$ values (45::bigint, 5::bigint, 5::bigint) $$,
   'blocked spends wrote no ledger row and left the balance alone');
@@ -196,7 +196,7 @@ select is(
      p_now => '2030-02-01 00:00:01+00')),
   '(t,40)', 'the unexpired credit is still spendable');
 select results_eq(
-  $$ select l.kind, l.amount, l.balance_after, g.metadata ->> 'tag', l.created_at
+  $$ select l.kind::text, l.amount::bigint, l.balance_after::bigint, g.metadata ->> 'tag', l.created_at
        from creditkit.ledger l left join creditkit.grants g on g.id = l.grant_id
       where l.account_id = tests.get_supabase_uid('dave') order by l.id $$,
   $$ values ('grant'::text, 50::bigint, 50::bigint, null::text, '2030-01-01 00:00:00+00'::timestamptz),
@@ -206,7 +206,7 @@ select results_eq(
             ('consume', -10, 40, null, '2030-02-01 00:00:01+00') $$,
   'the first touch at the expiry booked the remainder as one expire row (even though that consume was blocked)');
 select results_eq(
-  $$ select a.balance, a.due_at, g.remaining
+  $$ select a.balance::bigint, a.due_at, g.remaining
        from creditkit.accounts a join creditkit.grants g on g.account_id = a.id and g.metadata ->> 'tag' = 'promo'
       where a.id = tests.get_supabase_uid('dave') $$,
   $$ values (40::bigint, null::timestamptz, 0::bigint) $$,
@@ -222,7 +222,7 @@ select results_eq(
   $$ values (5::bigint, null::timestamptz, 1) $$,
   'creditkit_balance at the expiry no longer counts the expired bucket');
 select results_eq(
-  $$ select kind, amount, balance_after from creditkit.ledger
+  $$ select kind::text, amount::bigint, balance_after::bigint from creditkit.ledger
       where account_id = tests.get_supabase_uid('erin') order by id $$,
   $$ values ('grant'::text, 20::bigint, 20::bigint), ('grant', 5, 25), ('expire', -20, 5) $$,
   'and books it as an expire row');
@@ -238,7 +238,7 @@ select is(
   (select balance from creditkit_consume(tests.get_supabase_uid('frank'), 5, p_now => '2030-03-01 00:00:00+00')),
   15::bigint, 'after both expiries only the purchase is left to spend');
 select results_eq(
-  $$ select kind, amount, balance_after from creditkit.ledger
+  $$ select kind::text, amount::bigint, balance_after::bigint from creditkit.ledger
       where account_id = tests.get_supabase_uid('frank') order by id $$,
   $$ values ('grant'::text, 100::bigint, 100::bigint), ('grant', 50, 150), ('grant', 20, 170),
             ('expire', -50, 120), ('expire', -100, 20), ('consume', -5, 15) $$,
@@ -262,7 +262,7 @@ select is(creditkit_book_expired('2029-12-01 00:00:00+00', 1), 1, 'the sweep vis
 select is(creditkit_book_expired('2029-12-01 00:00:00+00'), 1, 'the next run visits the other due account');
 select is(creditkit_book_expired('2029-12-01 00:00:00+00'), 0, 'and then nothing is due any more');
 select results_eq(
-  $$ select u.who, l.kind, l.amount, l.balance_after
+  $$ select u.who, l.kind::text, l.amount::bigint, l.balance_after::bigint
        from (values ('gina', 1), ('hank', 2), ('ivan', 3)) as u(who, n)
        join creditkit.ledger l on l.account_id = tests.get_supabase_uid(u.who)
       order by u.n, l.id $$,
@@ -272,7 +272,7 @@ select results_eq(
             ('ivan', 'grant', 20, 20) $$,
   'the sweep booked one expire row per expired bucket and left credit that is not yet due');
 select results_eq(
-  $$ select u.who, a.balance, a.due_at
+  $$ select u.who, a.balance::bigint, a.due_at
        from (values ('gina', 1), ('hank', 2), ('ivan', 3)) as u(who, n)
        join creditkit.accounts a on a.id = tests.get_supabase_uid(u.who)
       order by u.n $$,
@@ -299,28 +299,28 @@ select results_eq(
   $$ select transaction_id, grant_id, balance
        from creditkit_grant(tests.get_supabase_uid('jack'), 100, 'purchase', '2031-01-01 00:00:00+00',
               p_idempotency_key => 'pack-1', p_metadata => '{"order":"o-1"}', p_now => '2030-01-02 00:00:00+00') $$,
-  $$ select id, grant_id, balance_after from creditkit.ledger
+  $$ select id, grant_id, balance_after::bigint from creditkit.ledger
       where account_id = tests.get_supabase_uid('jack') and idempotency_key = 'pack-1' $$,
   'a replayed grant returns the first transaction, bucket and balance');
 select results_eq(
   $$ select allowed, balance, transaction_id
        from creditkit_consume(tests.get_supabase_uid('jack'), 10, 'chat',
               p_idempotency_key => 'req-1', p_metadata => '{"model":"small"}', p_now => '2030-01-02 00:00:00+00') $$,
-  $$ select true, balance_after, id from creditkit.ledger
+  $$ select true, balance_after::bigint, id from creditkit.ledger
       where account_id = tests.get_supabase_uid('jack') and idempotency_key = 'req-1' $$,
   'a replayed consume returns the first transaction and balance');
 select results_eq(
   $$ select balance, transaction_id
        from creditkit_consume_or_raise(tests.get_supabase_uid('jack'), 10, 'chat',
               p_idempotency_key => 'req-1', p_metadata => '{"model":"small"}', p_now => '2030-01-02 00:00:00+00') $$,
-  $$ select balance_after, id from creditkit.ledger
+  $$ select balance_after::bigint, id from creditkit.ledger
       where account_id = tests.get_supabase_uid('jack') and idempotency_key = 'req-1' $$,
   'consume_or_raise shares the key space of consume and replays it');
 select results_eq(
   $$ select transaction_id, balance
        from creditkit_adjust(tests.get_supabase_uid('jack'), 7, 'refund of req-0',
               p_idempotency_key => 'adj-1', p_now => '2030-01-02 00:00:00+00') $$,
-  $$ select id, balance_after from creditkit.ledger
+  $$ select id, balance_after::bigint from creditkit.ledger
       where account_id = tests.get_supabase_uid('jack') and idempotency_key = 'adj-1' $$,
   'a replayed adjustment returns the first transaction and balance');
 
@@ -361,7 +361,7 @@ select throws_ok(
        p_idempotency_key => 'adj-1', p_now => '2030-01-02 00:00:00+00') $$,
   'CK004', null, 'an adjustment key replayed with a different reason: CK004');
 select results_eq(
-  $$ select a.balance, a.version, (select count(*) from creditkit.ledger l where l.account_id = a.id)
+  $$ select a.balance::bigint, a.version, (select count(*) from creditkit.ledger l where l.account_id = a.id)
        from creditkit.accounts a where a.id = tests.get_supabase_uid('jack') $$,
   $$ values (92::bigint, 4::bigint, 4::bigint) $$,
   'replays and conflicts wrote nothing: still four rows and the same balance');
@@ -373,7 +373,7 @@ select isnt(
   (select id from creditkit.ledger where account_id = tests.get_supabase_uid('jack') and idempotency_key = 'pack-1'),
   'the same key on another account is a new transaction');
 select is(
-  (select balance from creditkit.accounts where id = tests.get_supabase_uid('kate')),
+  (select balance::bigint from creditkit.accounts where id = tests.get_supabase_uid('kate')),
   100::bigint, 'and credits that account');
 
 -- A blocked consume does not use up its key: once credit arrives the retry goes through.
@@ -394,7 +394,7 @@ select is(
 select results_eq(
   $$ select id, kind, amount, balance_after, grant_id, event, idempotency_key, metadata, created_at
        from creditkit_history(tests.get_supabase_uid('alice')) $$,
-  $$ select id, kind, amount, balance_after, grant_id, event, idempotency_key, metadata, created_at
+  $$ select id, kind::text, amount::bigint, balance_after::bigint, grant_id, event, idempotency_key, metadata, created_at
        from creditkit.ledger where account_id = tests.get_supabase_uid('alice') order by id desc $$,
   'history returns the ledger rows newest first');
 select results_eq(
@@ -433,6 +433,46 @@ select throws_ok(
   $$ select creditkit_grant(tests.get_supabase_uid('kate'), 30, 'plan', '2030-02-01 00:00:00+00',
                             p_idempotency_key => 'in_late_new', p_now => '2030-03-01 00:00:00+00') $$,
   'CK006', null, 'a new grant that is already expired is refused');
+
+-- ---------------------------------------------------------------------------------------------
+-- The range rules hold for every writer, the owner included (domains since 0017, so that no
+-- write re-reads CHECK constraints). Each attempt fails and changes nothing.
+-- ---------------------------------------------------------------------------------------------
+select tests.clear_authentication(); -- the owner: client roles cannot write these tables at all
+select throws_ok(
+  $$ update creditkit.accounts set balance = -1 where id = tests.get_supabase_uid('alice') $$,
+  '23514', null, 'the owner cannot write a negative balance');
+select throws_ok(
+  $$ update creditkit.accounts set held = 9007199254740992 where id = tests.get_supabase_uid('alice') $$,
+  '23514', null, 'the owner cannot hold more than 2^53-1');
+select throws_ok(
+  $$ update creditkit.accounts set undrawn = -1 where id = tests.get_supabase_uid('alice') $$,
+  '23514', null, 'the owner cannot write a negative undrawn');
+select throws_ok(
+  $$ insert into creditkit.ledger (account_id, kind, amount, balance_after)
+     values (tests.get_supabase_uid('alice'), 'consume', 0, 45) $$,
+  '23514', null, 'a ledger row cannot record a change of zero');
+select throws_ok(
+  $$ insert into creditkit.ledger (account_id, kind, amount, balance_after)
+     values (tests.get_supabase_uid('alice'), 'refund', 1, 46) $$,
+  '23514', null, 'a ledger row cannot have an unknown kind');
+select throws_ok(
+  $$ insert into creditkit.ledger (account_id, kind, amount, balance_after)
+     values (tests.get_supabase_uid('alice'), 'consume', -46, -1) $$,
+  '23514', null, 'a ledger row cannot record a negative balance_after');
+select throws_ok(
+  $$ insert into creditkit.ledger (account_id, kind, amount, balance_after, cost_micros)
+     values (tests.get_supabase_uid('alice'), 'consume', -1, 44, -1) $$,
+  '23514', null, 'a ledger row cannot record a negative cost');
+select throws_ok(
+  $$ insert into creditkit.ledger (account_id, kind, amount, balance_after, revenue_micros)
+     values (tests.get_supabase_uid('alice'), 'grant', 1, 46, 9007199254740992) $$,
+  '23514', null, 'a ledger row cannot record revenue above 2^53-1');
+select is_empty(
+  $$ select conname from pg_constraint
+      where conrelid in ('creditkit.accounts'::regclass, 'creditkit.ledger'::regclass) and contype = 'c' $$,
+  'the tables every consume writes carry no CHECK constraint (domains hold their rules)');
+select tests.authenticate_as_service_role();
 
 -- ---------------------------------------------------------------------------------------------
 -- Invariants over every account this file touched.

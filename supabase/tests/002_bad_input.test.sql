@@ -247,7 +247,7 @@ select throws_ok($$ select creditkit_adjust(tests.get_supabase_uid('whale'), 1, 
   'CK007', null, 'adjust: one more unit would pass 2^53-1');
 select throws_ok($$ select creditkit_grant(tests.get_supabase_uid('alice'), 9007199254740991 - 99, p_now => '2030-01-02 00:00:00+00') $$,
   'CK007', null, 'grant: 100 + (2^53-100) would pass 2^53-1');
-select results_eq($$ select balance, version from creditkit.accounts where id = tests.get_supabase_uid('whale') $$,
+select results_eq($$ select balance::bigint, version from creditkit.accounts where id = tests.get_supabase_uid('whale') $$,
   $$ values (9007199254740991::bigint, 1::bigint) $$, 'the refused grants and adjustment changed nothing');
 select is(
   (select balance from creditkit_consume(tests.get_supabase_uid('whale'), 9007199254740991, p_now => '2030-01-02 00:00:01+00')),

@@ -459,7 +459,7 @@ select throws_ok(
   'CK005', null, 'with EXECUTE granted, anon still cannot grant (mint)');
 
 select tests.clear_authentication();
-select is((select balance from creditkit.accounts where id = tests.get_supabase_uid('alice')), 100::bigint,
+select is((select balance::bigint from creditkit.accounts where id = tests.get_supabase_uid('alice')), 100::bigint,
   'alice''s balance is untouched');
 
 select * from finish();

@@ -144,12 +144,12 @@ select results_eq(
              100::bigint) $$,
   'set_plan starts the plan: first period from p_now, the allowance granted');
 select results_eq(
-  $$ select balance, due_at from creditkit.accounts where id = tests.get_supabase_uid('alice') $$,
+  $$ select balance::bigint, due_at from creditkit.accounts where id = tests.get_supabase_uid('alice') $$,
   $$ values (100::bigint, '2030-02-15 10:00:00+00'::timestamptz) $$,
   'it opened the account; the next renewal is due at the period end');
 select results_eq(
   $$ select g.category, g.amount, g.remaining, g.priority, g.expires_at, g.metadata ->> 'plan_id',
-            g.metadata ->> 'period_index', g.metadata ->> 'reason', l.kind, l.amount, l.created_at
+            g.metadata ->> 'period_index', g.metadata ->> 'reason', l.kind::text, l.amount::bigint, l.created_at
        from creditkit.grants g join creditkit.ledger l on l.grant_id = g.id
       where g.account_id = tests.get_supabase_uid('alice') $$,
   $$ values ('plan'::text, 100::bigint, 100::bigint, 20, '2030-02-15 10:00:00+00'::timestamptz, 'pro'::text, '0'::text,
@@ -194,7 +194,7 @@ select results_eq(
              510::bigint) $$,
   'a plan change starts the new plan now: 500 of max + the 10 purchased');
 select results_eq(
-  $$ select l.kind, l.amount, l.balance_after, g.category, g.metadata ->> 'plan_id', l.created_at
+  $$ select l.kind::text, l.amount::bigint, l.balance_after::bigint, g.category, g.metadata ->> 'plan_id', l.created_at
        from creditkit.ledger l join creditkit.grants g on g.id = l.grant_id
       where l.account_id = tests.get_supabase_uid('alice') and l.created_at = '2030-01-25 00:00:00+00' order by l.id $$,
   $$ values ('expire'::text, -70::bigint, 10::bigint, 'plan'::text, 'pro'::text, '2030-01-25 00:00:00+00'::timestamptz),
@@ -220,7 +220,7 @@ select results_eq(
   $$ values (10::bigint, null::timestamptz) $$,
   'after the period end of a canceled plan only the purchased credit is left');
 select results_eq(
-  $$ select kind, amount, created_at from creditkit.ledger
+  $$ select kind::text, amount::bigint, created_at from creditkit.ledger
       where account_id = tests.get_supabase_uid('alice') and created_at > '2030-01-25 00:00:00+00' order by id $$,
   $$ values ('expire'::text, -500::bigint, '2030-03-01 00:00:00+00'::timestamptz) $$,
   'the canceled plan''s allowance expired and nothing was granted for the next period');
@@ -297,7 +297,7 @@ select is(
   (select balance from creditkit_consume(tests.get_supabase_uid('bob'), 1, p_now => '2027-02-28 00:00:00+00')),
   99::bigint, 'exactly at the boundary the new period has started: 99 expired, 100 granted, 1 spent');
 select results_eq(
-  $$ select kind, amount, balance_after, created_at from creditkit.ledger
+  $$ select kind::text, amount::bigint, balance_after::bigint, created_at from creditkit.ledger
       where account_id = tests.get_supabase_uid('bob') order by id $$,
   $$ values ('grant'::text, 100::bigint, 100::bigint, '2027-01-31 00:00:00+00'::timestamptz),
             ('consume', -1, 99, '2027-02-27 23:59:59.999999+00'),
@@ -402,7 +402,7 @@ select is(
   (select balance from creditkit_balance(tests.get_supabase_uid('rolf'), p_now => '2030-09-10 00:00:00+00')),
   500::bigint, 'rollover after three untouched periods hits the cap: 400 carried');
 select results_eq(
-  $$ select l.kind, l.amount, l.balance_after, g.metadata ->> 'rollover', g.metadata ->> 'period_index'
+  $$ select l.kind::text, l.amount::bigint, l.balance_after::bigint, g.metadata ->> 'rollover', g.metadata ->> 'period_index'
        from creditkit.ledger l left join creditkit.grants g on g.id = l.grant_id and l.kind = 'grant'
       where l.account_id = tests.get_supabase_uid('rolf') order by l.id $$,
   $$ values ('grant'::text, 100::bigint, 100::bigint, '0'::text, '0'::text),
@@ -438,7 +438,7 @@ select is(creditkit_book_expired('2019-01-31 23:59:59.999999+00'), 0, 'the sweep
 select is(creditkit_book_expired('2019-02-01 00:00:00+00'), 1, 'at the boundary the sweep visits the account');
 select is(creditkit_book_expired('2019-02-01 00:00:00+00'), 0, 'and once booked it is not due any more');
 select results_eq(
-  $$ select kind, amount, balance_after, created_at from creditkit.ledger
+  $$ select kind::text, amount::bigint, balance_after::bigint, created_at from creditkit.ledger
       where account_id = tests.get_supabase_uid('erin') order by id $$,
   $$ values ('grant'::text, 100::bigint, 100::bigint, '2019-01-01 00:00:00+00'::timestamptz),
             ('expire', -100, 0, '2019-02-01 00:00:00+00'),
@@ -462,7 +462,7 @@ select results_eq(
   $$ values (0::bigint, null::timestamptz) $$,
   'past_due: two boundaries later nothing was renewed');
 select results_eq(
-  $$ select kind, amount from creditkit.ledger where account_id = tests.get_supabase_uid('frank') order by id $$,
+  $$ select kind::text, amount::bigint from creditkit.ledger where account_id = tests.get_supabase_uid('frank') order by id $$,
   $$ values ('grant'::text, 100::bigint), ('expire', -100) $$,
   'past_due: the first allowance expired at its period end and no allowance followed');
 select results_eq(
@@ -694,7 +694,7 @@ select creditkit_grant(tests.get_supabase_uid('carl2'), 70, 'plan', p_now => '20
 select creditkit_set_plan(tests.get_supabase_uid('carl2'), 'growth', p_now => '2027-01-02 00:00:00+00');
 select creditkit_set_plan(tests.get_supabase_uid('carl2'), 'max', p_now => '2027-01-03 00:00:00+00');
 select results_eq(
-  $$ select kind, amount from creditkit.ledger where account_id = tests.get_supabase_uid('carl2') order by id $$,
+  $$ select kind::text, amount::bigint from creditkit.ledger where account_id = tests.get_supabase_uid('carl2') order by id $$,
   $$ values ('grant'::text, 70::bigint), ('grant', 25), ('expire', -25), ('grant', 500) $$,
   'a plan change forfeits the old period allowance (25) but not hand-granted plan credit (70)');
 

@@ -110,8 +110,8 @@ select results_eq(
   $$ values (true, 961::bigint, 5::bigint) $$,
   'the same call from 2030-06-01 pays the new version: 5');
 select results_eq(
-  $$ select l.kind, l.amount, l.event, l.metadata ->> 'quantity', l.metadata -> 'dimensions',
-            (l.metadata ->> 'unit_credits')::bigint, (l.metadata ->> 'price_id')::bigint, l.cost_micros, l.created_at
+  $$ select l.kind::text, l.amount::bigint, l.event, l.metadata ->> 'quantity', l.metadata -> 'dimensions',
+            (l.metadata ->> 'unit_credits')::bigint, (l.metadata ->> 'price_id')::bigint, l.cost_micros::bigint, l.created_at
        from creditkit.ledger l where l.account_id = tests.get_supabase_uid('alice') and l.kind = 'consume' order by l.id $$,
   $$ values ('consume'::text, -30::bigint, 'image_gen'::text, '3'::text, '{"quality": "hd"}'::jsonb, 10::bigint,
              (select id from ck_price where name = 'hd'), 12000::bigint, '2030-02-01 00:00:00+00'::timestamptz),
@@ -178,7 +178,7 @@ select results_eq(
   'select allowed, balance, transaction_id, amount from ck_first',
   'a retry after a price change returns the first result (10, not 14)');
 select results_eq(
-  $$ select balance, version from creditkit.accounts where id = tests.get_supabase_uid('carol') $$,
+  $$ select balance::bigint, version from creditkit.accounts where id = tests.get_supabase_uid('carol') $$,
   $$ values (90::bigint, 2::bigint) $$,
   'and spends nothing more');
 select throws_ok(
@@ -204,7 +204,7 @@ select throws_ok(
   $$ select creditkit_meter(tests.get_supabase_uid('carol'), 'image_gen', 1, '{}', 'plain-1', p_now => '2030-07-03 00:00:00+00') $$,
   'CK004', null, 'a key used by a plain consume cannot be replayed as a meter');
 select results_eq(
-  $$ select balance, version from creditkit.accounts where id = tests.get_supabase_uid('carol') $$,
+  $$ select balance::bigint, version from creditkit.accounts where id = tests.get_supabase_uid('carol') $$,
   $$ values (89::bigint, 3::bigint) $$,
   'conflicts spent nothing (only the plain consume of 1 went through)');
 

@@ -41,7 +41,7 @@ select results_eq(
              'video_gen'::text, '{"job": "j-1"}'::jsonb) $$,
   'reserve opens a hold that expires after its ttl');
 select results_eq(
-  $$ select a.balance, a.held, (select count(*) from creditkit.ledger l where l.account_id = a.id)
+  $$ select a.balance::bigint, a.held::bigint, (select count(*) from creditkit.ledger l where l.account_id = a.id)
        from creditkit.accounts a where a.id = tests.get_supabase_uid('alice') $$,
   $$ values (100::bigint, 30::bigint, 1::bigint) $$,
   'the balance and the ledger are unchanged; held counts the reserve');
@@ -57,7 +57,7 @@ select results_eq(
   $$ values (false, null::bigint, 70::bigint, null::timestamptz) $$,
   'a reserve above the spendable balance is blocked: no hold');
 select results_eq(
-  $$ select (select count(*) from creditkit.holds h where h.account_id = a.id), a.held, a.version
+  $$ select (select count(*) from creditkit.holds h where h.account_id = a.id), a.held::bigint, a.version
        from creditkit.accounts a where a.id = tests.get_supabase_uid('alice') $$,
   $$ values (1::bigint, 30::bigint, 1::bigint) $$,
   'the blocked reserve wrote nothing');
@@ -70,14 +70,14 @@ select results_eq(
   $$ values (20::bigint, 0::bigint, 80::bigint, true) $$,
   'settle below the reserve charges the actual 20 and frees the other 10');
 select results_eq(
-  $$ select l.kind, l.amount, l.balance_after, l.event, l.cost_micros, l.metadata
+  $$ select l.kind::text, l.amount::bigint, l.balance_after::bigint, l.event, l.cost_micros::bigint, l.metadata
        from creditkit.ledger l where l.account_id = tests.get_supabase_uid('alice') and l.kind = 'consume' $$,
   $$ values ('consume'::text, -20::bigint, 80::bigint, 'video_gen'::text, 4000::bigint,
              jsonb_build_object('job', 'j-1', 'tokens', 812, 'hold_id', (select id from ck_hold where name = 'a1'),
                                 'reserved', 30, 'actual', 20)) $$,
   'the consume row carries the hold''s event, both metadatas, the hold id, reserve, actual and cost');
 select results_eq(
-  $$ select h.status, h.resolved_at, h.settled_amount, h.charged, h.transaction_id = l.id, a.held
+  $$ select h.status, h.resolved_at, h.settled_amount, h.charged, h.transaction_id = l.id, a.held::bigint
        from creditkit.holds h join creditkit.accounts a on a.id = h.account_id
        join creditkit.ledger l on l.account_id = h.account_id and l.kind = 'consume'
       where h.id = (select id from ck_hold where name = 'a1') $$,
@@ -95,7 +95,7 @@ select throws_ok(
   $$ select creditkit_release((select id from ck_hold where name = 'a1'), '2030-01-01 00:06:00+00') $$,
   'CK012', null, 'releasing a settled hold: CK012 (the charge stands)');
 select results_eq(
-  $$ select balance, held, version from creditkit.accounts where id = tests.get_supabase_uid('alice') $$,
+  $$ select balance::bigint, held::bigint, version from creditkit.accounts where id = tests.get_supabase_uid('alice') $$,
   $$ values (80::bigint, 0::bigint, 2::bigint) $$,
   'retries and refused calls charged nothing more');
 -- Open one more hold on alice for the member section below (expires far in the future).
@@ -126,7 +126,7 @@ select results_eq(
   $$ values (0::bigint, 0::bigint, 55::bigint, null::bigint) $$,
   'settle with 0 (the call produced nothing billable) charges nothing and writes no row');
 select results_eq(
-  $$ select kind, amount, balance_after from creditkit.ledger where account_id = tests.get_supabase_uid('amy') order by id $$,
+  $$ select kind::text, amount::bigint, balance_after::bigint from creditkit.ledger where account_id = tests.get_supabase_uid('amy') order by id $$,
   $$ values ('grant'::text, 100::bigint, 100::bigint), ('consume', -30, 70), ('consume', -15, 55) $$,
   'amy''s ledger: one consume row per charged settle');
 select results_eq(
@@ -146,7 +146,7 @@ select results_eq(
   $$ values (40::bigint, 5::bigint, 0::bigint) $$,
   'settle above the reserve without unreserved credit: the reserve is charged, the rest is shortfall');
 select results_eq(
-  $$ select balance, held from creditkit.accounts where id = tests.get_supabase_uid('bob') $$,
+  $$ select balance::bigint, held::bigint from creditkit.accounts where id = tests.get_supabase_uid('bob') $$,
   $$ values (10::bigint, 10::bigint) $$,
   'the other hold is still covered');
 select results_eq(
@@ -169,7 +169,7 @@ select results_eq(
   $$ values ('released'::text, 50::bigint) $$,
   'releasing again is a no-op with the same answer');
 select results_eq(
-  $$ select a.balance, a.held, a.version, h.resolved_at
+  $$ select a.balance::bigint, a.held::bigint, a.version, h.resolved_at
        from creditkit.accounts a join creditkit.holds h on h.account_id = a.id
       where a.id = tests.get_supabase_uid('carol') $$,
   $$ values (50::bigint, 0::bigint, 1::bigint, '2030-01-01 00:01:00+00'::timestamptz) $$,
@@ -193,7 +193,7 @@ select is(
   (select balance from creditkit.live_buckets(tests.get_supabase_uid('dave'), '2030-01-01 00:15:00+00')),
   50::bigint, 'at expires_at the held credit is spendable again before anything booked it');
 select results_eq(
-  $$ select status, (select held from creditkit.accounts where id = tests.get_supabase_uid('dave'))
+  $$ select status, (select held::bigint from creditkit.accounts where id = tests.get_supabase_uid('dave'))
        from creditkit.holds where id = (select id from ck_hold where name = 'd1') $$,
   $$ values ('open'::text, 25::bigint) $$,
   'nothing has been booked yet (no sweep ran)');
@@ -206,7 +206,7 @@ select is(
   (select row(allowed, balance)::text from creditkit_consume(tests.get_supabase_uid('dave'), 45, p_now => '2030-01-01 00:15:00+00')),
   '(t,0)', 'a consume at expires_at spends the freed credit (all 45 left)');
 select results_eq(
-  $$ select h.status, h.resolved_at, a.held from creditkit.holds h join creditkit.accounts a on a.id = h.account_id
+  $$ select h.status, h.resolved_at, a.held::bigint from creditkit.holds h join creditkit.accounts a on a.id = h.account_id
       where h.id = (select id from ck_hold where name = 'd1') $$,
   $$ values ('expired'::text, '2030-01-01 00:15:00+00'::timestamptz, 0::bigint) $$,
   'that touch booked the expiry: the hold is expired and its credit no longer held');
@@ -246,7 +246,7 @@ select results_eq(
   $$ select true, id, 70::bigint, '2030-01-01 01:00:00+00'::timestamptz from ck_hold where name = 'e1' $$,
   'a retried reserve returns the first hold (and its expiry), reserving nothing more');
 select results_eq(
-  $$ select (select count(*) from creditkit.holds h where h.account_id = a.id), a.held
+  $$ select (select count(*) from creditkit.holds h where h.account_id = a.id), a.held::bigint
        from creditkit.accounts a where a.id = tests.get_supabase_uid('erin') $$,
   $$ values (1::bigint, 30::bigint) $$,
   'still one hold of 30');
@@ -273,7 +273,7 @@ select creditkit_release((select hold_id from creditkit_reserve(tests.get_supaba
 select throws_ok(
   $$ select creditkit_reserve(tests.get_supabase_uid('erin'), 500, p_idempotency_key => 'r-big', p_now => '2030-01-01 00:09:30+00') $$,
   'CK012', null, 'a retry after the hold was released is refused (CK012), not answered "reserved" again');
-select is((select held from creditkit.accounts where id = tests.get_supabase_uid('erin')),
+select is((select held::bigint from creditkit.accounts where id = tests.get_supabase_uid('erin')),
   (select coalesce(sum(amount), 0) from creditkit.holds where account_id = tests.get_supabase_uid('erin') and status = 'open')::bigint,
   '... and holds nothing new');
 
@@ -293,7 +293,7 @@ select is(
   (select balance from creditkit_balance(tests.get_supabase_uid('frank'), p_now => '2030-01-01 00:10:00+00')),
   0::bigint, 'after it expires: 10 - 45 held is reported as 0, not negative');
 select results_eq(
-  $$ select balance, held from creditkit.accounts where id = tests.get_supabase_uid('frank') $$,
+  $$ select balance::bigint, held::bigint from creditkit.accounts where id = tests.get_supabase_uid('frank') $$,
   $$ values (10::bigint, 45::bigint) $$,
   'the expiry was booked; the hold is still open and now larger than the balance');
 select is(
@@ -305,7 +305,7 @@ select results_eq(
   $$ values (10::bigint, 35::bigint, 0::bigint) $$,
   'the settle charges what is left (10) and reports the rest as shortfall');
 select results_eq(
-  $$ select kind, amount, balance_after from creditkit.ledger where account_id = tests.get_supabase_uid('frank') order by id $$,
+  $$ select kind::text, amount::bigint, balance_after::bigint from creditkit.ledger where account_id = tests.get_supabase_uid('frank') order by id $$,
   $$ values ('grant'::text, 40::bigint, 40::bigint), ('grant', 10, 50), ('expire', -40, 10), ('consume', -10, 0) $$,
   'frank''s ledger never goes below zero');
 

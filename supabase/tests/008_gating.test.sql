@@ -90,7 +90,7 @@ select lives_ok($$ insert into public.tasks (prompt) values ('a cat in a hat') r
   'a member with enough credit inserts a task');
 select is((select balance from creditkit_my_balance()), 12::bigint, 'the insert charged 4 x 2 = 8 (20 -> 12)');
 select results_eq(
-  $$ select kind, amount, balance_after, event, metadata ->> 'table', (metadata ->> 'quantity')::bigint,
+  $$ select kind::text, amount::bigint, balance_after::bigint, event, metadata ->> 'table', (metadata ->> 'quantity')::bigint,
             (metadata ->> 'unit_credits')::bigint
        from creditkit.ledger where kind = 'consume' $$,
   $$ values ('consume'::text, -8::bigint, 12::bigint, 'image_gen'::text, 'public.tasks'::text, 4::bigint, 2::bigint) $$,
@@ -160,7 +160,7 @@ select throws_ok($$ insert into public.bad_tasks (prompt) values ('x') $$, 'CK01
 select tests.clear_authentication();
 drop table public.bad_tasks;
 select results_eq(
-  $$ select balance, version from creditkit.accounts where id = tests.get_supabase_uid('alice') $$,
+  $$ select balance::bigint, version from creditkit.accounts where id = tests.get_supabase_uid('alice') $$,
   $$ values (4::bigint, 3::bigint) $$,
   'misconfigured triggers charged nothing');
 
@@ -219,7 +219,7 @@ select results_eq(
   $$ values (16::bigint, 4::bigint) $$,
   'the team account paid 2 x 2 = 4; her own account did not');
 select results_eq(
-  $$ select account_id, amount, metadata ->> 'table' from creditkit.ledger
+  $$ select account_id, amount::bigint, metadata ->> 'table' from creditkit.ledger
       where account_id = '00000000-0000-4000-8000-0000000000ea' and kind = 'consume' $$,
   $$ values ('00000000-0000-4000-8000-0000000000ea'::uuid, -4::bigint, 'public.team_tasks'::text) $$,
   'the consume row is on the team account');
@@ -241,7 +241,7 @@ select lives_ok(
   'a server insert naming the account charges it');
 select tests.clear_authentication();
 select results_eq(
-  $$ select (select balance from creditkit.accounts where id = '00000000-0000-4000-8000-0000000000ea'),
+  $$ select (select balance::bigint from creditkit.accounts where id = '00000000-0000-4000-8000-0000000000ea'),
             (select count(*) from public.team_tasks) $$,
   $$ values (12::bigint, 2::bigint) $$,
   'the team paid for the member''s and the server''s task, not for the outsider''s attempts');

@@ -108,7 +108,7 @@ select results_eq(
   $$ values ('evt_1QTapPackCompleted'::text, 'applied'::text, tests.get_supabase_uid('alice'), false) $$,
   'a paid pack checkout is applied');
 select results_eq(
-  $$ select kind, amount, balance_after, idempotency_key from creditkit.ledger where account_id = tests.get_supabase_uid('alice') $$,
+  $$ select kind::text, amount::bigint, balance_after::bigint, idempotency_key from creditkit.ledger where account_id = tests.get_supabase_uid('alice') $$,
   $$ values ('grant'::text, 100::bigint, 100::bigint, 'stripe:pi_3QTapPack'::text) $$,
   'it granted the pack once, keyed by the payment intent');
 select is(creditkit_stripe_customer(tests.get_supabase_uid('alice')), 'cus_TapAlice', 'the customer is linked to the account');

@@ -55,19 +55,19 @@ select results_eq(
             (4, false, 2::bigint, true), (5, true, 0::bigint, false), (6, true, 0::bigint, false) $$,
   'one answer per item in input order: allowed with the balance after it, or blocked at the balance it saw');
 select results_eq(
-  $$ select kind, amount, balance_after, event, idempotency_key, metadata, cost_micros, created_at
+  $$ select kind::text, amount::bigint, balance_after::bigint, event, idempotency_key, metadata, cost_micros::bigint, created_at
        from creditkit.ledger where account_id = tests.get_supabase_uid('alice') order by id $$,
   $$ values ('grant'::text, 10::bigint, 10::bigint, null::text, null::text, '{}'::jsonb, null::bigint, '2030-01-01 00:00:00+00'::timestamptz),
             ('consume', -4, 6, 'chat', 'a-1', '{"n": 1}', 250, '2030-01-01 01:00:00+00'),
             ('consume', -6, 0, null, 'a-2', '{}', null, '2030-01-01 01:00:00+00') $$,
   'alice''s ledger: her two allowed items with their event, key, metadata, cost and p_now; the blocked one left no row');
 select results_eq(
-  $$ select kind, amount, balance_after, event from creditkit.ledger
+  $$ select kind::text, amount::bigint, balance_after::bigint, event from creditkit.ledger
       where account_id = tests.get_supabase_uid('bob') order by id $$,
   $$ values ('grant'::text, 5::bigint, 5::bigint, null::text), ('consume', -3, 2, null), ('consume', -2, 0, null) $$,
   'bob''s ledger: his two allowed items; JSON null for event, metadata and cost is the same as leaving them out');
 select results_eq(
-  $$ select b.transaction_id, l.account_id, -l.amount, l.balance_after
+  $$ select b.transaction_id, l.account_id, -l.amount::bigint, l.balance_after::bigint
        from ck_batch b join creditkit.ledger l on l.id = b.transaction_id
       where b.name = 'mixed' order by b.ordinal $$,
   $$ values ((select transaction_id from ck_batch where name = 'mixed' and ordinal = 1), tests.get_supabase_uid('alice'), 4::bigint, 6::bigint),
@@ -80,7 +80,7 @@ select ok(
      from ck_batch where name = 'mixed' and allowed),
   'the items were applied in input order: ledger ids rise with the ordinal');
 select results_eq(
-  $$ select a.id, a.balance from creditkit.accounts a
+  $$ select a.id, a.balance::bigint from creditkit.accounts a
       where a.id in (tests.get_supabase_uid('alice'), tests.get_supabase_uid('bob')) order by a.id $$,
   $$ select a.id, 0::bigint from creditkit.accounts a
       where a.id in (tests.get_supabase_uid('alice'), tests.get_supabase_uid('bob')) order by a.id $$,
@@ -112,7 +112,7 @@ select is(
   (select id from creditkit.ledger where account_id = tests.get_supabase_uid('carol') and idempotency_key = 'single-1'),
   'the single consume''s key names the single consume''s ledger row');
 select results_eq(
-  $$ select amount, balance_after, idempotency_key from creditkit.ledger
+  $$ select amount::bigint, balance_after::bigint, idempotency_key from creditkit.ledger
       where account_id = tests.get_supabase_uid('carol') and kind = 'consume' order by id $$,
   $$ values (-2::bigint, 18::bigint, 'single-1'::text), (-5, 13, 'c-1'), (-5, 8, null) $$,
   'carol''s ledger: one row per effect, replays wrote nothing');
@@ -162,7 +162,7 @@ select results_eq(
   $$ values (1, false, 5::bigint), (2, true, 0::bigint) $$,
   'credit expired at exactly p_now is not spendable by any item');
 select results_eq(
-  $$ select kind, amount, balance_after from creditkit.ledger where account_id = tests.get_supabase_uid('erin') order by id $$,
+  $$ select kind::text, amount::bigint, balance_after::bigint from creditkit.ledger where account_id = tests.get_supabase_uid('erin') order by id $$,
   $$ values ('grant'::text, 10::bigint, 10::bigint), ('grant', 5, 15), ('expire', -10, 5), ('consume', -5, 0) $$,
   'the expiry is booked once, before the consume');
 

@@ -161,7 +161,7 @@ describeEachBackend('consume hot path', (backend) => {
     const refused = await trace(account, 5, null, at(200));
     expect(refused).toMatchObject({ allowed: false, balance: 2, wrote: true }); // the expiry was booked
     const kinds = await db.query<{ kinds: string[] }>(
-      `select array_agg(kind order by id) as kinds from creditkit.ledger where account_id = $1`, [account]);
+      `select array_agg(kind::text order by id) as kinds from creditkit.ledger where account_id = $1`, [account]);
     expect(kinds).toEqual([{ kinds: ['grant', 'grant', 'expire'] }]);
     await expectConsistent(db, [account]);
   });
