@@ -6,7 +6,7 @@
 --
 -- Every call passes p_now. Each scenario has its own accounts.
 begin;
-select plan(44);
+select plan(49);
 
 select tests.create_supabase_user('alice');   -- mixed batch over two accounts
 select tests.create_supabase_user('bob');     -- mixed batch over two accounts
@@ -16,6 +16,7 @@ select tests.create_supabase_user('erin');    -- what is due is booked before th
 select tests.create_supabase_user('frank');   -- 1000 items
 select tests.create_supabase_user('gina');    -- whole-call errors
 select tests.create_supabase_user('hank');    -- privileges
+select tests.create_supabase_user('ivan');    -- values the fast typing leaves to the item-by-item checks
 
 -- Answers by scenario, so later assertions can compare them with the ledger.
 create temporary table ck_batch (name text, ordinal integer, allowed boolean, balance bigint, transaction_id bigint);
@@ -258,6 +259,39 @@ select results_eq(
             (select jsonb_agg(to_jsonb(g) order by g.id) from creditkit.grants g) $$,
   $$ select ledger_rows, accounts, grants from ck_before $$,
   'the failed batches changed nothing: no ledger row, every account and bucket as before');
+
+-- ---------------------------------------------------------------------------------------------
+-- Values that no direct cast takes but creditkit_consume's rules accept (an amount written 5.0,
+-- a cost written 10.0) go through the item-by-item checks and are applied as usual, keys and
+-- replays included. A string that is not a uuid fails with that item's own error.
+-- ---------------------------------------------------------------------------------------------
+select creditkit_grant(tests.get_supabase_uid('ivan'), 10, p_now => '2030-01-01 00:00:00+00');
+select results_eq(
+  $$ select ordinal, allowed, balance from creditkit_consume_batch(
+       jsonb_build_array(pg_temp.item('ivan', 1) || '{"amount": 5.0, "idempotency_key": "i-1"}',
+                         pg_temp.item('ivan', 2, '{"cost_micros": 10.0}')),
+       '2030-01-01 01:00:00+00') $$,
+  $$ values (1, true, 5::bigint), (2, true, 3::bigint) $$,
+  'an amount of 5.0 spends 5 and a cost of 10.0 is taken as 10');
+select results_eq(
+  $$ select ordinal, allowed, balance, transaction_id from creditkit_consume_batch(
+       jsonb_build_array(pg_temp.item('ivan', 1) || '{"amount": 5.0, "idempotency_key": "i-1"}'),
+       '2030-01-01 01:00:00+00') $$,
+  $$ select 1, true, balance_after::bigint, id from creditkit.ledger
+      where account_id = tests.get_supabase_uid('ivan') and idempotency_key = 'i-1' $$,
+  'its key replays the first answer');
+select results_eq(
+  $$ select amount::bigint, cost_micros::bigint from creditkit.ledger
+      where account_id = tests.get_supabase_uid('ivan') and kind::text = 'consume' order by id $$,
+  $$ values (-5::bigint, null::bigint), (-2, 10) $$,
+  'two consume rows, the replay wrote none');
+select throws_ok(
+  $$ select * from creditkit_consume_batch(jsonb_build_array(pg_temp.item('ivan', 1),
+       jsonb_build_object('account_id', 'not-a-uuid', 'amount', 1)), '2030-01-01 01:00:00+00') $$,
+  'CK006', 'invalid argument: item 2: account id "not-a-uuid" is not a uuid',
+  'a string that is not a uuid fails the call with its item''s error');
+select is((select balance::bigint from creditkit.accounts where id = tests.get_supabase_uid('ivan')), 3::bigint,
+  'and changes nothing');
 
 -- =============================================================================================
 -- Privileges: service_role only; clients are refused even with EXECUTE granted by mistake.
