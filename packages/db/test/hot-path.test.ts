@@ -190,7 +190,7 @@ describeEachBackend('consume hot path', (backend) => {
     await expectConsistent(db, [account]);
   });
 
-  it('a batch counts what it spends as undrawn too; the next lock draws it in spend order', async () => {
+  it('a batch counts what it spends as undrawn too, and does not draw; the next lock draws it all in spend order', async () => {
     const account = newAccountId();
     await ck.grant({ p_account_id: account, p_amount: 6, p_category: 'purchase', p_expires_at: at(1000), p_now: at(0) });
     await ck.grant({ p_account_id: account, p_amount: 10, p_category: 'purchase', p_now: at(1) });
@@ -207,12 +207,20 @@ describeEachBackend('consume hot path', (backend) => {
     ]);
     expect((await ck.balance({ p_account_id: account, p_now: at(20) })).buckets.map((b) => b.remaining)).toEqual([9]);
     await expectConsistent(db, [account]);
-    // the next lock (here a one-credit adjustment) draws the 7: the expiring bucket first, then 1 of the other
+    // a second batch, with nothing due, locks the account without drawing: undrawn grows to 9
+    expect(await ck.consumeBatch({ p_events: [{ account_id: account, amount: 2 }], p_now: at(25) })).toMatchObject([
+      { ordinal: 1, allowed: true, balance: 7 },
+    ]);
+    expect(await accountRow(account)).toMatchObject({ balance: 7, undrawn: 9 });
+    expect((await storedBuckets(account)).map((b) => b.remaining)).toEqual([6, 10]);
+    await expectConsistent(db, [account]);
+    // the next lock (here a one-credit adjustment) draws the 9 and its own 1: the expiring bucket
+    // first, then 4 of the other
     await ck.adjust({ p_account_id: account, p_amount: -1, p_reason: 'test', p_now: at(30) });
-    expect(await accountRow(account)).toMatchObject({ balance: 8, undrawn: 0 });
+    expect(await accountRow(account)).toMatchObject({ balance: 6, undrawn: 0 });
     expect(await storedBuckets(account)).toEqual([
       { category: 'purchase', remaining: 0, live: false },
-      { category: 'purchase', remaining: 8, live: true },
+      { category: 'purchase', remaining: 6, live: true },
     ]);
     await expectConsistent(db, [account]);
   });
