@@ -6,6 +6,12 @@
 //   node scripts/test.mjs [vitest filters...]
 //   env: DATABASE_URL (superuser URL; enables the real-Postgres suites), CREDITKIT_REQUIRE_PG=1
 //        (CI: also requires the demo app's browser suite, apps/web/test/browser.test.ts, to pass)
+//
+// Every database the run creates is named creditkit_test_<run>_…, with <run> this run's id
+// (CREDITKIT_TEST_RUN). At the end the run drops any of them still there: a suite whose setup
+// failed or timed out may never get to drop its own. A run that passes everything else but leaves
+// one behind fails, since that is a suite that does not clean up.
+import { randomBytes } from 'node:crypto';
 import { spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -13,7 +19,12 @@ import { delimiter, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const root = fileURLToPath(new URL('..', import.meta.url));
-const env = { ...process.env, PATH: `${join(root, 'node_modules/.bin')}${delimiter}${process.env.PATH ?? ''}` };
+const runId = randomBytes(4).toString('hex');
+const env = {
+  ...process.env,
+  PATH: `${join(root, 'node_modules/.bin')}${delimiter}${process.env.PATH ?? ''}`,
+  CREDITKIT_TEST_RUN: runId,
+};
 const requirePg = process.env.CREDITKIT_REQUIRE_PG === '1';
 const hasPg = Boolean(process.env.DATABASE_URL);
 const POSTGRES_TAG = '[postgres]';
@@ -120,7 +131,29 @@ try {
     if (pgtapFiles === 0) problem('CREDITKIT_REQUIRE_PG=1 but there are no supabase/tests/*.test.sql files');
     else if (pgtapPassed === 0) problem('CREDITKIT_REQUIRE_PG=1 but no pgTAP test passed');
   }
+  if (hasPg) dropLeftovers();
 } finally {
   rmSync(work, { recursive: true, force: true });
 }
 finish();
+
+/** Drops this run's test databases that are still there (see the header). */
+function dropLeftovers() {
+  const psql = (sql) =>
+    spawnSync('psql', ['-X', '-At', '-v', 'ON_ERROR_STOP=1', '-d', process.env.DATABASE_URL, '-c', sql], {
+      cwd: root,
+      env,
+      encoding: 'utf8',
+    });
+  const list = psql(`select datname from pg_database where datname like 'creditkit\\_test\\_${runId}\\_%' order by 1`);
+  if (list.status !== 0) {
+    console.error(`\nWARNING: could not list this run's test databases: ${(list.stderr || String(list.error)).trim()}`);
+    return;
+  }
+  const names = list.stdout.split('\n').filter(Boolean);
+  for (const name of names) psql(`drop database if exists ${name} with (force)`);
+  if (names.length === 0) return;
+  const message = `${names.length} test database(s) of this run were left behind and are now dropped: ${names.join(', ')}`;
+  if (totals.failed === 0) problem(`${message}\n       (a suite that creates a database must drop it, also when it fails)`);
+  else console.warn(`\nNOTE: ${message}`);
+}

@@ -227,7 +227,9 @@ describe.skipIf(!haveChromium)('the demo app in Chromium, on embedded PGlite', (
 
 describe.skipIf(!haveChromium || !postgresAvailable())('[postgres] the demo app on DATABASE_URL', () => {
   const serverUrl = process.env.DATABASE_URL ?? '';
-  const name = `creditkit_web_${randomBytes(5).toString('hex')}`;
+  // (named like @creditkit/db's test databases, so scripts/test.mjs drops it if this suite cannot)
+  const run = /^[0-9a-f]{1,16}$/.test(process.env.CREDITKIT_TEST_RUN ?? '') ? `${process.env.CREDITKIT_TEST_RUN}_` : '';
+  const name = `creditkit_test_${run}web${randomBytes(5).toString('hex')}`;
   let url = '';
   let browser: Browser;
   const admin = async <T>(connection: string, sql: string, params: unknown[] = []): Promise<T[]> => {

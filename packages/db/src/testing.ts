@@ -187,7 +187,9 @@ async function postgresTestDatabase(mode: PrivilegeMode, migrate: boolean): Prom
   checkPostgres();
   const serverUrl = process.env.DATABASE_URL;
   if (!serverUrl) throw new Error('the postgres backend needs DATABASE_URL (a superuser URL)');
-  const name = `creditkit_test_${randomBytes(6).toString('hex')}`;
+  // scripts/test.mjs names its run, and drops that run's databases left behind by a failed setup
+  const run = /^[0-9a-f]{1,16}$/.test(process.env.CREDITKIT_TEST_RUN ?? '') ? `${process.env.CREDITKIT_TEST_RUN}_` : '';
+  const name = `creditkit_test_${run}${randomBytes(6).toString('hex')}`;
   const url = databaseUrl(serverUrl, name);
   // template0: never has connections (template1 may), so concurrent creates cannot collide
   await withClient(serverUrl, (c) => c.query(`create database ${name} template template0`));
