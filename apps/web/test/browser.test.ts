@@ -8,11 +8,10 @@
 // Screenshots of every page go to artifacts/screenshots/.
 import { existsSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { randomBytes } from 'node:crypto';
 import pg from 'pg';
 import { chromium, type Browser, type Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { postgresAvailable, postgresRequired } from '@creditkit/db';
+import { postgresAvailable, postgresRequired, testDatabaseName } from '@creditkit/db';
 import { DEMO_USERS } from '../lib/demo-users.ts';
 import { SCREENSHOT_DIR, startApp, type RunningApp } from './support/app.ts';
 
@@ -227,9 +226,7 @@ describe.skipIf(!haveChromium)('the demo app in Chromium, on embedded PGlite', (
 
 describe.skipIf(!haveChromium || !postgresAvailable())('[postgres] the demo app on DATABASE_URL', () => {
   const serverUrl = process.env.DATABASE_URL ?? '';
-  // (named like @creditkit/db's test databases, so scripts/test.mjs drops it if this suite cannot)
-  const run = /^[0-9a-f]{1,16}$/.test(process.env.CREDITKIT_TEST_RUN ?? '') ? `${process.env.CREDITKIT_TEST_RUN}_` : '';
-  const name = `creditkit_test_${run}web${randomBytes(5).toString('hex')}`;
+  const name = testDatabaseName('web'); // (scripts/test.mjs drops it if this suite cannot)
   let url = '';
   let browser: Browser;
   const admin = async <T>(connection: string, sql: string, params: unknown[] = []): Promise<T[]> => {

@@ -13,6 +13,7 @@ export { createEmbeddedDatabase, pgliteConnection, parseInt8, type EmbeddedDatab
 export type { PGlite } from '@electric-sql/pglite';
 export {
   createTestDatabase,
+  testDatabaseName,
   postgresAvailable,
   postgresRequired,
   checkPostgres,

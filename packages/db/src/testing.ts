@@ -183,13 +183,22 @@ export function pgConnection(client: pg.ClientBase): SetupConnection {
   };
 }
 
+/**
+ * A fresh name for a throwaway test database: creditkit_test_<run>_<tag><random>. scripts/test.mjs
+ * sets CREDITKIT_TEST_RUN and at the end drops that run's databases that a suite whose setup
+ * failed never dropped.
+ */
+export function testDatabaseName(tag = ''): string {
+  const run = process.env.CREDITKIT_TEST_RUN ?? '';
+  const prefix = /^[0-9a-f]{1,16}$/.test(run) ? `creditkit_test_${run}_` : 'creditkit_test_';
+  return `${prefix}${tag}${randomBytes(6).toString('hex')}`;
+}
+
 async function postgresTestDatabase(mode: PrivilegeMode, migrate: boolean): Promise<TestDatabase> {
   checkPostgres();
   const serverUrl = process.env.DATABASE_URL;
   if (!serverUrl) throw new Error('the postgres backend needs DATABASE_URL (a superuser URL)');
-  // scripts/test.mjs names its run, and drops that run's databases left behind by a failed setup
-  const run = /^[0-9a-f]{1,16}$/.test(process.env.CREDITKIT_TEST_RUN ?? '') ? `${process.env.CREDITKIT_TEST_RUN}_` : '';
-  const name = `creditkit_test_${run}${randomBytes(6).toString('hex')}`;
+  const name = testDatabaseName();
   const url = databaseUrl(serverUrl, name);
   // template0: never has connections (template1 may), so concurrent creates cannot collide
   await withClient(serverUrl, (c) => c.query(`create database ${name} template template0`));
