@@ -66,8 +66,21 @@ const INTEGER_PARAMS = new Set([
   'holdId',
 ]);
 
-const snake = (name: string) => name.replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`);
-const camel = (name: string) => name.replace(/_([a-z0-9])/g, (_, c: string) => c.toUpperCase());
+/** A name conversion remembered per name: every call converts the same few keys. */
+function remembered(convert: (name: string) => string): (name: string) => string {
+  const seen = new Map<string, string>();
+  return (name) => {
+    let converted = seen.get(name);
+    if (converted === undefined) {
+      converted = convert(name);
+      if (seen.size < 1000) seen.set(name, converted); // the app's keys are few; never grow unbounded
+    }
+    return converted;
+  };
+}
+
+const snake = remembered((name) => name.replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`));
+const camel = remembered((name) => name.replace(/_([a-z0-9])/g, (_, c: string) => c.toUpperCase()));
 
 /**
  * An integer parameter as a JavaScript number, refused unless it is an exact integer within
@@ -133,7 +146,9 @@ export function toBatchEvents(events: unknown): unknown {
 /** Top-level keys to camelCase (values untouched: metadata and features are the app's own). */
 export function camelKeys<T>(row: unknown): T {
   if (row === null || typeof row !== 'object' || Array.isArray(row)) return row as T;
-  return Object.fromEntries(Object.entries(row).map(([k, v]) => [camel(k), v])) as T;
+  const out: Record<string, unknown> = {};
+  for (const key in row) out[camel(key)] = (row as Record<string, unknown>)[key];
+  return out as T;
 }
 
 export interface CallOptions {

@@ -46,7 +46,7 @@ import {
 import { supabaseTransport, type SupabaseLike, type Transport } from './transport.ts';
 
 export * from './index.ts';
-export { pgTransport, pgliteTransport, callSql, userIdentity, SERVICE_IDENTITY } from './sql-transport.ts';
+export { pgTransport, pgliteTransport, callSql, callStatements, userIdentity, SERVICE_IDENTITY } from './sql-transport.ts';
 export type { Identity, PgQueryable, PgliteLike } from './sql-transport.ts';
 
 /** How to reach the database: exactly one transport, plus retry settings. */

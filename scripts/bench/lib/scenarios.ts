@@ -147,8 +147,9 @@ function allScenarios(short: boolean, fillerRows: number): Scenario[] {
       what:
         `The uniform-16 load through \`createCreditkit({ pg: new pg.Pool({ max: 16 }) }).consume()\`: 16 concurrent async loops ` +
         `in one Node process for the same duration, compared with uniform-16's pgbench run of creditkit_consume (×kit). ` +
-        `Each SDK call is one simple-protocol round trip doing what PostgREST does (the role service_role and the JWT ` +
-        `claims, then the function wrapped in json_agg); pgbench calls the function directly as the superuser with prepared statements. ` +
+        `Each SDK call is one round trip doing what PostgREST does (the role service_role and the JWT claims, then the ` +
+        `function wrapped in json_agg), as two statements each connection prepares once and then only binds; pgbench calls ` +
+        `the function directly as the superuser with prepared statements. ` +
         `**pg driver** is the floor for any Node client on this machine: the same loops calling the function through node-postgres ` +
         `with a named prepared statement as the superuser (what pgbench does), no role switch, no claims, no json_agg.`,
       metric: 'rate',
