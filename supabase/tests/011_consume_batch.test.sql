@@ -6,7 +6,7 @@
 --
 -- Every call passes p_now. Each scenario has its own accounts.
 begin;
-select plan(49);
+select plan(60);
 
 select tests.create_supabase_user('alice');   -- mixed batch over two accounts
 select tests.create_supabase_user('bob');     -- mixed batch over two accounts
@@ -17,6 +17,7 @@ select tests.create_supabase_user('frank');   -- 1000 items
 select tests.create_supabase_user('gina');    -- whole-call errors
 select tests.create_supabase_user('hank');    -- privileges
 select tests.create_supabase_user('ivan');    -- values the fast typing leaves to the item-by-item checks
+select tests.create_supabase_user('jill');    -- one account per batch: the two-statement path and its way out
 
 -- Answers by scenario, so later assertions can compare them with the ledger.
 create temporary table ck_batch (name text, ordinal integer, allowed boolean, balance bigint, transaction_id bigint);
@@ -238,6 +239,25 @@ select throws_ok(
 select throws_ok(
   $$ select * from creditkit_consume_batch(jsonb_build_array(pg_temp.item('gina', 1), '"gina"'::jsonb), '2030-01-01 01:00:00+00') $$,
   'CK006', null, 'an item that is not an object: CK006');
+-- JSON types a cast would take silently: each is refused as creditkit_consume refuses the value.
+select throws_ok(
+  $$ select * from creditkit_consume_batch(jsonb_build_array(pg_temp.item('gina', 1), pg_temp.item('gina', 1, '{"amount": "1"}')), '2030-01-01 01:00:00+00') $$,
+  'CK001', null, 'an amount written as a string: CK001');
+select throws_ok(
+  $$ select * from creditkit_consume_batch(jsonb_build_array(pg_temp.item('gina', 1), pg_temp.item('gina', 1, '{"cost_micros": "10"}')), '2030-01-01 01:00:00+00') $$,
+  'CK001', null, 'a cost written as a string: CK001');
+select throws_ok(
+  $$ select * from creditkit_consume_batch(jsonb_build_array(pg_temp.item('gina', 1), pg_temp.item('gina', 1, '{"event": 5}')), '2030-01-01 01:00:00+00') $$,
+  'CK006', null, 'an event that is a number: CK006');
+select throws_ok(
+  $$ select * from creditkit_consume_batch(jsonb_build_array(pg_temp.item('gina', 1), pg_temp.item('gina', 1, '{"idempotency_key": 7}')), '2030-01-01 01:00:00+00') $$,
+  'CK006', null, 'a key that is a number: CK006');
+select throws_ok(
+  $$ select * from creditkit_consume_batch(jsonb_build_array(pg_temp.item('gina', 1), pg_temp.item('gina', 1, '{"account_id": 5}')), '2030-01-01 01:00:00+00') $$,
+  'CK006', null, 'an account id that is a number: CK006');
+select throws_ok(
+  $$ select * from creditkit_consume_batch(jsonb_build_array(pg_temp.item('gina', 1), jsonb_build_array(pg_temp.item('gina', 1))), '2030-01-01 01:00:00+00') $$,
+  'CK006', null, 'a valid item nested in an array: CK006');
 select throws_ok(
   $$ select * from creditkit_consume_batch('[]', '2030-01-01 01:00:00+00') $$,
   'CK006', null, 'no items: CK006');
@@ -322,6 +342,51 @@ select tests.clear_authentication();
 select is(
   (select count(*) from creditkit.ledger where account_id = tests.get_supabase_uid('hank')),
   1::bigint, 'hank''s ledger holds only his grant');
+
+-- ---------------------------------------------------------------------------------------------
+-- One account per batch: spent in one UPDATE and one INSERT when it can be; a key used before or
+-- too little credit takes the general path, which answers item by item.
+-- ---------------------------------------------------------------------------------------------
+select tests.authenticate_as_service_role();
+select creditkit_grant(tests.get_supabase_uid('jill'), 20, p_now => '2030-01-01 00:00:00+00');
+insert into ck_batch
+select 'jill-1', b.* from creditkit_consume_batch(
+  jsonb_build_array(pg_temp.item('jill', 2, '{"idempotency_key": "j-1"}'),
+                    pg_temp.item('jill', 3, '{"idempotency_key": "j-2", "event": "chat"}'),
+                    pg_temp.item('jill', 4, '{"idempotency_key": "j-3", "metadata": {"m": 1}}')),
+  '2030-01-01 00:10:00+00') b;
+select results_eq(
+  $$ select ordinal, allowed, balance from ck_batch where name = 'jill-1' order by ordinal $$,
+  $$ values (1, true, 18::bigint), (2, true, 15::bigint), (3, true, 11::bigint) $$,
+  'one account, three keyed items: each answered with the balance after it, in order');
+select results_eq(
+  $$ select b.transaction_id, l.amount, l.balance_after, l.idempotency_key, l.event, l.metadata
+       from ck_batch b join creditkit.ledger l on l.id = b.transaction_id where b.name = 'jill-1' order by b.ordinal $$,
+  $$ select l.id, l.amount, l.balance_after, l.idempotency_key, l.event, l.metadata from creditkit.ledger l
+      where l.account_id = tests.get_supabase_uid('jill') and l.kind::text = 'consume' order by l.id $$,
+  'each transaction id is its own ledger row, ids rising in input order');
+insert into ck_batch
+select 'jill-2', b.* from creditkit_consume_batch(
+  jsonb_build_array(pg_temp.item('jill', 4, '{"idempotency_key": "j-3", "metadata": {"m": 1}}'),
+                    pg_temp.item('jill', 1, '{"idempotency_key": "j-4"}')),
+  '2030-01-01 00:20:00+00') b;
+select results_eq(
+  $$ select b.ordinal, b.allowed, b.balance, b.transaction_id = (select transaction_id from ck_batch where name = 'jill-1' and ordinal = 3)
+       from ck_batch b where b.name = 'jill-2' order by b.ordinal $$,
+  $$ values (1, true, 11::bigint, true), (2, true, 10::bigint, false) $$,
+  'a key used by an earlier batch replays its answer; the new key beside it spends');
+insert into ck_batch
+select 'jill-3', b.* from creditkit_consume_batch(
+  jsonb_build_array(pg_temp.item('jill', 6), pg_temp.item('jill', 6)), '2030-01-01 00:30:00+00') b;
+select results_eq(
+  $$ select ordinal, allowed, balance, transaction_id is not null from ck_batch where name = 'jill-3' order by ordinal $$,
+  $$ values (1, true, 4::bigint, true), (2, false, 4::bigint, false) $$,
+  'a batch that the balance cannot cover in full: the first item spends, the second is blocked');
+select is(
+  (select array[a.balance, (select count(*) from creditkit.ledger l where l.account_id = a.id and l.kind::text = 'consume')]
+     from creditkit.accounts a where a.id = tests.get_supabase_uid('jill')),
+  array[4, 5]::bigint[], 'jill: balance 4 after five consume rows (the replay wrote none, the blocked item none)');
+select tests.clear_authentication();
 
 -- =============================================================================================
 -- The books balance over everything this file did.
