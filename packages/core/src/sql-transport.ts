@@ -41,33 +41,50 @@ export function sqlLiteral(value: string): string {
   return value.includes('\\') ? `E${quoted.replace(/\\/g, '\\\\')}` : quoted;
 }
 
+/** A value as the text Postgres reads as the parameter's declared type (null for SQL NULL). */
+function parameter(value: unknown): string | null {
+  if (value === null || value === undefined) return null;
+  if (typeof value === 'string') return value;
+  if (typeof value === 'number' || typeof value === 'bigint' || typeof value === 'boolean') return String(value);
+  return JSON.stringify(value); // jsonb
+}
+
 function literal(value: unknown): string {
-  if (value === null || value === undefined) return 'null';
-  if (typeof value === 'string') return sqlLiteral(value);
-  if (typeof value === 'number' || typeof value === 'bigint' || typeof value === 'boolean') {
-    return sqlLiteral(String(value));
-  }
-  return sqlLiteral(JSON.stringify(value)); // jsonb
+  const text = parameter(value);
+  return text === null ? 'null' : sqlLiteral(text);
 }
 
 const IDENT = /^[a-z_][a-z0-9_]*$/;
 const ROLES = new Set<string>(['service_role', 'authenticated', 'anon']);
 
-/** The whole statement for one call (exported for tests and benchmarks). */
-export function callSql(fn: string, args: SqlArgs, identity: Identity): string {
+/**
+ * The checked argument list of a call, `p_x => <arg>, …`, with each defined value written by
+ * `arg` (a literal, or a parameter placeholder). Refuses a name that is not an identifier and a
+ * role that is not a Data API role, before anything is sent.
+ */
+function namedArgs(fn: string, args: SqlArgs, identity: Identity, arg: (value: unknown) => string): string {
   if (!IDENT.test(fn)) throw new TypeError(`not a function name: ${fn}`);
   if (!ROLES.has(identity.role)) throw new TypeError(`not a Data API role: ${identity.role}`);
-  const named = Object.entries(args)
-    .filter(([, value]) => value !== undefined)
-    .map(([name, value]) => {
-      if (!IDENT.test(name)) throw new TypeError(`not a parameter name: ${name}`);
-      return `${name} => ${literal(value)}`;
-    });
+  const named: string[] = [];
+  for (const [name, value] of Object.entries(args)) {
+    if (value === undefined) continue;
+    if (!IDENT.test(name)) throw new TypeError(`not a parameter name: ${name}`);
+    named.push(`${name} => ${arg(value)}`);
+  }
+  return named.join(', ');
+}
+
+/** The call's own statement: the function's rows as one JSON array, as PostgREST answers. */
+const callText = (fn: string, named: string) =>
+  `select coalesce(json_agg(r), '[]') as result from public.${fn}(${named}) r`;
+
+/** The whole statement for one call (exported for tests and benchmarks). */
+export function callSql(fn: string, args: SqlArgs, identity: Identity): string {
+  const named = namedArgs(fn, args, identity, literal);
   return (
     // UTC, so instants read the same on every server (PostgREST on Supabase runs in UTC too).
     `select set_config('role', '${identity.role}', true), set_config('timezone', 'UTC', true), ` +
-    `set_config('request.jwt.claims', ${literal(identity.claims)}, true);\n` +
-    `select coalesce(json_agg(r), '[]') as result from public.${fn}(${named.join(', ')}) r`
+    `set_config('request.jwt.claims', ${literal(identity.claims)}, true);\n` + callText(fn, named)
   );
 }
 
@@ -88,14 +105,18 @@ function rawError(error: unknown): RawError {
   };
 }
 
-function lastResult(results: unknown): unknown[] {
-  const list = (Array.isArray(results) ? results : [results]) as Array<{ rows?: Array<{ result?: unknown }> }>;
-  const rows = list[list.length - 1]?.rows;
-  const value = rows?.[0]?.result;
-  // node-postgres and PGlite both parse json; guard against a driver configured to return text.
+/** The call's JSON array, parsed if it came as text (throws if it is anything else). */
+function jsonResult(value: unknown): unknown[] {
   const parsed = typeof value === 'string' ? JSON.parse(value) : value;
   if (!Array.isArray(parsed)) throw new TransportError({ message: 'unexpected result from Postgres' });
   return parsed;
+}
+
+function lastResult(results: unknown): unknown[] {
+  const list = (Array.isArray(results) ? results : [results]) as Array<{ rows?: Array<{ result?: unknown }> }>;
+  const rows = list[list.length - 1]?.rows;
+  // PGlite parses json; guard against a driver configured to return text.
+  return jsonResult(rows?.[0]?.result);
 }
 
 /** Runs several statements in one simple-protocol round trip and returns every result. */
@@ -130,28 +151,13 @@ const IDENTITY_SQL =
   `select set_config('role', $1, true), set_config('timezone', 'UTC', true), ` +
   `set_config('request.jwt.claims', $2, true)`;
 
-function parameter(value: unknown): string | null {
-  if (value === null || value === undefined) return null;
-  if (typeof value === 'string') return value;
-  if (typeof value === 'number' || typeof value === 'bigint' || typeof value === 'boolean') return String(value);
-  return JSON.stringify(value); // jsonb
-}
-
 /** The two statements of one call with parameters in place of literals (exported for tests). */
 export function callStatements(fn: string, args: SqlArgs, identity: Identity): [Statement, Statement] {
-  if (!IDENT.test(fn)) throw new TypeError(`not a function name: ${fn}`);
-  if (!ROLES.has(identity.role)) throw new TypeError(`not a Data API role: ${identity.role}`);
-  const names: string[] = [];
   const values: Array<string | null> = [];
-  for (const [name, value] of Object.entries(args)) {
-    if (value === undefined) continue;
-    if (!IDENT.test(name)) throw new TypeError(`not a parameter name: ${name}`);
-    values.push(parameter(value));
-    names.push(`${name} => $${values.length}`);
-  }
+  const named = namedArgs(fn, args, identity, (value) => `$${values.push(parameter(value))}`);
   return [
     { text: IDENTITY_SQL, values: [identity.role, JSON.stringify(identity.claims)] },
-    { text: `select coalesce(json_agg(r), '[]') as result from public.${fn}(${names.join(', ')}) r`, values },
+    { text: callText(fn, named), values },
   ];
 }
 
@@ -260,13 +266,12 @@ class PipelinedCall {
 
   handleReadyForQuery(): void {
     if (this.settled) return;
-    let result: unknown;
+    let result: unknown[];
     try {
-      result = this.value === null ? null : JSON.parse(this.value);
+      result = jsonResult(this.value);
     } catch (error) {
       return this.settle(error);
     }
-    if (!Array.isArray(result)) return this.settle(new TransportError({ message: 'unexpected result from Postgres' }));
     this.settle(null, result);
   }
 
