@@ -6,7 +6,7 @@
 --
 -- Every call passes p_now. Each scenario has its own accounts.
 begin;
-select plan(60);
+select plan(64);
 
 select tests.create_supabase_user('alice');   -- mixed batch over two accounts
 select tests.create_supabase_user('bob');     -- mixed batch over two accounts
@@ -18,6 +18,7 @@ select tests.create_supabase_user('gina');    -- whole-call errors
 select tests.create_supabase_user('hank');    -- privileges
 select tests.create_supabase_user('ivan');    -- values the fast typing leaves to the item-by-item checks
 select tests.create_supabase_user('jill');    -- one account per batch: the two-statement path and its way out
+select tests.create_supabase_user('kate');    -- one account per batch: JSON nulls, uuid spellings, a key twice
 
 -- Answers by scenario, so later assertions can compare them with the ledger.
 create temporary table ck_batch (name text, ordinal integer, allowed boolean, balance bigint, transaction_id bigint);
@@ -386,6 +387,42 @@ select is(
   (select array[a.balance, (select count(*) from creditkit.ledger l where l.account_id = a.id and l.kind::text = 'consume')]
      from creditkit.accounts a where a.id = tests.get_supabase_uid('jill')),
   array[4, 5]::bigint[], 'jill: balance 4 after five consume rows (the replay wrote none, the blocked item none)');
+
+-- The one-account path reads the items with jsonb_to_recordset: a field written as JSON null is
+-- left out (metadata '{}', no event, no key), and the account may be spelled as any uuid text.
+select creditkit_grant(tests.get_supabase_uid('kate'), 50, p_now => '2030-01-01 00:00:00+00');
+insert into ck_batch
+select 'kate-1', b.* from creditkit_consume_batch(
+  jsonb_build_array(pg_temp.item('kate', 5, '{"metadata": null, "event": null, "idempotency_key": null, "cost_micros": null}'),
+                    jsonb_build_object('account_id', upper(replace(tests.get_supabase_uid('kate')::text, '-', '')), 'amount', 7,
+                                       'event', 'chat', 'cost_micros', 12)),
+  '2030-01-01 00:10:00+00') b;
+select results_eq(
+  $$ select b.ordinal, b.allowed, b.balance, l.amount::bigint, l.balance_after::bigint, l.event, l.idempotency_key, l.cost_micros::bigint, l.metadata
+       from ck_batch b join creditkit.ledger l on l.id = b.transaction_id where b.name = 'kate-1' order by b.ordinal $$,
+  $$ values (1, true, 45::bigint, -5::bigint, 45::bigint, null::text, null::text, null::bigint, '{}'::jsonb),
+            (2, true, 38::bigint, -7::bigint, 38::bigint, 'chat', null, 12::bigint, '{}'::jsonb) $$,
+  'one account spelled two ways, JSON nulls: both spend, with NULL event, key and cost and metadata {}');
+-- A key twice in one batch (same request) is one spend answered twice, on the general path.
+insert into ck_batch
+select 'kate-2', b.* from creditkit_consume_batch(
+  jsonb_build_array(pg_temp.item('kate', 3, '{"idempotency_key": "k-1"}'),
+                    pg_temp.item('kate', 3, '{"idempotency_key": "k-1"}'),
+                    pg_temp.item('kate', 2)),
+  '2030-01-01 00:20:00+00') b;
+select results_eq(
+  $$ select ordinal, allowed, balance, transaction_id = (select transaction_id from ck_batch where name = 'kate-2' and ordinal = 1)
+       from ck_batch where name = 'kate-2' order by ordinal $$,
+  $$ values (1, true, 35::bigint, true), (2, true, 35::bigint, true), (3, true, 33::bigint, false) $$,
+  'a key twice in a one-account batch: spent once, the second item answered as its replay');
+select throws_ok(
+  $$ select * from creditkit_consume_batch(jsonb_build_array(pg_temp.item('kate', 1), pg_temp.item('kate', 1, '{"idempotencyKey": "k-2"}')), '2030-01-01 00:30:00+00') $$,
+  'CK006', 'invalid argument: item 2 has unknown keys: idempotencyKey (allowed: account_id, amount, event, idempotency_key, metadata, cost_micros)',
+  'a misspelt key in a one-account batch: CK006 naming it, nothing spent');
+select is(
+  (select array[a.balance, (select count(*) from creditkit.ledger l where l.account_id = a.id and l.kind::text = 'consume')]
+     from creditkit.accounts a where a.id = tests.get_supabase_uid('kate')),
+  array[33, 4]::bigint[], 'kate: balance 33 after four consume rows (the replay and the refused batch wrote none)');
 select tests.clear_authentication();
 
 -- =============================================================================================
