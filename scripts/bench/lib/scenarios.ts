@@ -127,6 +127,8 @@ function allScenarios(short: boolean, fillerRows: number): Scenario[] {
   // server with max_connections = 100 (the concurrency suites open up to 60).
   const many = short ? 16 : 64;
   // n events of 1 credit for one account per call: the kit's batch, or (floor) its R+L baseline.
+  // The kit's events are JSON text, as an app sends them, with the account written AID.
+  const batchEvents = (n: number): string => JSON.stringify(Array.from({ length: n }, () => ({ account_id: 'AID', amount: 1 })));
   const batchVariant = (n: number, floor = false): Variant => ({
     key: floor ? `R+L ×${n}` : `kit ×${n}`,
     label: floor ? `one UPDATE and an INSERT of ${n} ledger rows (plpgsql)` : `creditkit_consume_batch of ${n} events for one account`,
@@ -134,7 +136,9 @@ function allScenarios(short: boolean, fillerRows: number): Scenario[] {
     clients: 16,
     dataset: 'uniform',
     db: 'main',
-    runner: { kind: 'pgbench', scripts: [{ file: floor ? 'rl-batch.sql' : 'consume-batch.sql' }], defines: { batch: n } },
+    runner: floor
+      ? { kind: 'pgbench', scripts: [{ file: 'rl-batch.sql' }], defines: { batch: n } }
+      : { kind: 'pgbench', scripts: [{ file: 'consume-batch.sql' }], defines: { events: batchEvents(n) } },
     eventsPerTx: n,
     debits: floor ? 'bench-ledger' : 'kit',
   });
@@ -164,7 +168,8 @@ function allScenarios(short: boolean, fillerRows: number): Scenario[] {
       title: 'Batched consume, 16 clients',
       what:
         `creditkit_consume_batch with n usage events of 1 credit for one random account of ${d.uniform.label} ` +
-        `(a buffered batch of one user's metered events; the JSON array is built in the pgbench statement). ` +
+        `(a buffered batch of one user's metered events, sent as an app sends it: JSON text in a bind parameter, which the ` +
+        `statement casts to jsonb after writing this call's account id into it). ` +
         `The rate is events (debits) per second; ×kit compares it with uniform-16's single consume. ` +
         `**R+L ×100** is the floor for any batch that writes a ledger row per event: one plpgsql call doing one UPDATE of ` +
         `the account by the total and one INSERT of 100 ledger rows on the baseline tables, no checks.`,
