@@ -66,7 +66,7 @@ export interface Variant {
    * (`sdk`), or the bare driver (`driver`: node-postgres calling the function with a named
    * prepared statement as the superuser, no role switch and no json_agg).
    */
-  runner: { kind: 'pgbench'; scripts: PgbenchScript[]; defines?: Record<string, number> } | { kind: 'node'; via: 'sdk' | 'driver' };
+  runner: { kind: 'pgbench'; scripts: PgbenchScript[]; defines?: Record<string, number | string> } | { kind: 'node'; via: 'sdk' | 'driver' };
   /** Debits one transaction makes when it succeeds (a batch of n: n). The rate is tps × this. */
   eventsPerTx: number;
   /** Where successful debits are counted: the kit's ledger, the baseline ledger, or the baselines' balances. */
