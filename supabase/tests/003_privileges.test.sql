@@ -9,7 +9,7 @@
 -- The file must pass under Supabase's grant-everything defaults and under revoked defaults
 -- (CREDITKIT_PRIVILEGE_MODE), so it asserts the result, never which default produced it.
 begin;
-select plan(48);
+select plan(49);
 
 select tests.create_supabase_user('alice');
 
@@ -20,7 +20,8 @@ create temporary view ck_functions as
          format('%s.%s(%s)', n.nspname, p.proname, replace(pg_catalog.oidvectortypes(p.proargtypes), ', ', ','))
            collate "default" as signature,  -- name columns carry collation "C"; compare as text
          p.prosecdef,
-         p.proconfig
+         p.proconfig,
+         p.prokind
     from pg_catalog.pg_proc p
     join pg_catalog.pg_namespace n on n.oid = p.pronamespace
    where n.nspname = 'creditkit'
@@ -61,6 +62,7 @@ select results_eq(
        ('creditkit.lock_hold(bigint,timestamp with time zone)', false, false, false),
        ('creditkit.meter(uuid,text,bigint,jsonb,text,bigint,jsonb,timestamp with time zone)', false, false, false),
        ('creditkit.refresh_due_at(uuid)', false, false, false),
+       ('creditkit.running_sum(bigint)', false, false, false),
        ('creditkit.spendable(uuid)', false, false, false),
        ('creditkit.renew_period(uuid,timestamp with time zone)', false, false, false),
        -- Stripe: every step of applying an event runs inside creditkit_stripe_apply/_replay (as
@@ -261,8 +263,18 @@ select ok(
   'the thirteen creditkit tables were found (the RLS check is not vacuous)');
 select is_empty(
   $$ select signature from ck_functions
-      where not coalesce('search_path=""' = any(proconfig), false) $$,
+      where prokind <> 'a' and not coalesce('search_path=""' = any(proconfig), false) $$,
   'every creditkit function pins search_path to '''' (splinter 0011)');
+-- An aggregate cannot pin search_path; it has no body of its own, so it must only call built-in
+-- functions (nothing on a search path could shadow them).
+select is_empty(
+  $$ select a.aggfnoid::regprocedure::text from pg_catalog.pg_aggregate a
+       join pg_catalog.pg_proc p on p.oid = a.aggfnoid
+      where p.pronamespace = 'creditkit'::regnamespace
+        and exists (select from pg_catalog.pg_proc f
+                     where f.oid in (a.aggtransfn, a.aggfinalfn, a.aggcombinefn, a.aggmtransfn, a.aggminvtransfn, a.aggmfinalfn)
+                       and f.pronamespace <> 'pg_catalog'::regnamespace) $$,
+  'every creditkit aggregate runs only pg_catalog functions');
 -- Definer rights are needed exactly where something writes the kit's tables, which no API role
 -- may write: the server mutations (service_role only, and each also calls assert_server_caller)
 -- and the insert trigger, which spends for the signed-in user inside their own transaction.

@@ -6,7 +6,7 @@
 --
 -- Every call passes p_now. Each scenario has its own accounts.
 begin;
-select plan(64);
+select plan(69);
 
 select tests.create_supabase_user('alice');   -- mixed batch over two accounts
 select tests.create_supabase_user('bob');     -- mixed batch over two accounts
@@ -19,6 +19,7 @@ select tests.create_supabase_user('hank');    -- privileges
 select tests.create_supabase_user('ivan');    -- values the fast typing leaves to the item-by-item checks
 select tests.create_supabase_user('jill');    -- one account per batch: the two-statement path and its way out
 select tests.create_supabase_user('kate');    -- one account per batch: JSON nulls, uuid spellings, a key twice
+select tests.create_supabase_user('lena');    -- one account per batch: keys on later items, every field, ids as numbers
 
 -- Answers by scenario, so later assertions can compare them with the ledger.
 create temporary table ck_batch (name text, ordinal integer, allowed boolean, balance bigint, transaction_id bigint);
@@ -423,6 +424,51 @@ select is(
   (select array[a.balance, (select count(*) from creditkit.ledger l where l.account_id = a.id and l.kind::text = 'consume')]
      from creditkit.accounts a where a.id = tests.get_supabase_uid('kate')),
   array[33, 4]::bigint[], 'kate: balance 33 after four consume rows (the replay and the refused batch wrote none)');
+
+-- One account per batch: a key only on a later item, a replay beside a new item, and every
+-- field of an item written to its row.
+select creditkit_grant(tests.get_supabase_uid('lena'), 20, p_now => '2030-01-01 00:00:00+00');
+insert into ck_batch
+select 'lena-1', b.* from creditkit_consume_batch(
+  jsonb_build_array(pg_temp.item('lena', 2), pg_temp.item('lena', 3, '{"idempotency_key": "l-1"}')),
+  '2030-01-01 00:10:00+00') b;
+select results_eq(
+  $$ select b.ordinal, b.allowed, b.balance, l.idempotency_key
+       from ck_batch b join creditkit.ledger l on l.id = b.transaction_id where b.name = 'lena-1' order by b.ordinal $$,
+  $$ values (1, true, 18::bigint, null::text), (2, true, 15::bigint, 'l-1') $$,
+  'first item without a key, second with one: both spend, and the key is in the second row');
+insert into ck_batch
+select 'lena-2', b.* from creditkit_consume_batch(
+  jsonb_build_array(pg_temp.item('lena', 1), pg_temp.item('lena', 3, '{"idempotency_key": "l-1"}')),
+  '2030-01-01 00:20:00+00') b;
+select results_eq(
+  $$ select b.ordinal, b.allowed, b.balance, b.transaction_id = (select transaction_id from ck_batch where name = 'lena-1' and ordinal = 2)
+       from ck_batch b where b.name = 'lena-2' order by b.ordinal $$,
+  $$ values (1, true, 14::bigint, false), (2, true, 15::bigint, true) $$,
+  'the same key again after an item without one: a replay of the first answer; the item before it spends');
+insert into ck_batch
+select 'lena-3', b.* from creditkit_consume_batch(
+  jsonb_build_array(pg_temp.item('lena', 4, '{"event": "chat", "cost_micros": 7, "metadata": {"m": 2}}'),
+                    pg_temp.item('lena', 5)),
+  '2030-01-01 00:30:00+00') b;
+select results_eq(
+  $$ select b.ordinal, b.allowed, b.balance, l.amount::bigint, l.balance_after::bigint, l.event, l.cost_micros::bigint, l.metadata, l.created_at
+       from ck_batch b join creditkit.ledger l on l.id = b.transaction_id where b.name = 'lena-3' order by b.ordinal $$,
+  $$ values (1, true, 10::bigint, -4::bigint, 10::bigint, 'chat', 7::bigint, '{"m": 2}'::jsonb, '2030-01-01 00:30:00+00'::timestamptz),
+            (2, true, 5::bigint, -5::bigint, 5::bigint, null, null, '{}'::jsonb, '2030-01-01 00:30:00+00') $$,
+  'one account, no keys: each row with its event, cost and metadata, at p_now');
+-- The one-account path compares account ids as the items spell them; a JSON number with the
+-- digits of the first item's id is not that id (creditkit_consume takes only strings).
+select throws_ok(
+  $$ select * from creditkit_consume_batch('[{"account_id": "12345678123456781234567812345678", "amount": 1},
+                                             {"account_id": 12345678123456781234567812345678, "amount": 1}]', '2030-01-01 00:40:00+00') $$,
+  'CK006', 'invalid argument: item 2: account id 12345678123456781234567812345678 is not a uuid',
+  'an account id written as a number with the digits of the first item''s id: CK006 for that item');
+select is(
+  (select array[a.balance, (select count(*) from creditkit.ledger l where l.account_id = a.id and l.kind::text = 'consume')]
+     from creditkit.accounts a where a.id = tests.get_supabase_uid('lena')),
+  array[5, 5]::bigint[],
+  'lena: balance 5 after five consume rows (the replay wrote none)');
 select tests.clear_authentication();
 
 -- =============================================================================================
