@@ -202,7 +202,8 @@ async function catalog(db: PGlite): Promise<FnInfo[]> {
              has_function_privilege('authenticated', p.oid, 'execute') as authenticated,
              has_function_privilege('service_role', p.oid, 'execute') as service_role
         from pg_proc p join pg_namespace n on n.oid = p.pronamespace
-       where (n.nspname = 'public' and p.proname like 'creditkit\\_%') or n.nspname = 'creditkit'
+       -- functions only: the one aggregate (creditkit.running_sum) is an internal of the batch
+       where p.prokind = 'f' and ((n.nspname = 'public' and p.proname like 'creditkit\\_%') or n.nspname = 'creditkit')
        order by n.nspname = 'creditkit', p.proname`)
   ).rows;
   return rows.map((r) => {
