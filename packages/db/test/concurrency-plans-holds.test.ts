@@ -176,6 +176,51 @@ describeIfPostgres('concurrency: renewals, holds, metering', () => {
     await expectConsistent(db, [account]);
   });
 
+  it('50 concurrent reserve calls with one key: one hold, 50 identical answers, the retries reserve nothing', async () => {
+    const ck = race();
+    const account = await openAccount(ck, 100);
+    const answers = await Promise.all(
+      range(50).map(() => ck.reserve({ p_account_id: account, p_amount: 30, p_ttl: '1 hour', p_idempotency_key: 'job-1', p_now: at(1) })),
+    );
+    expect(gauge.max).toBeGreaterThan(10);
+    const holdIds = new Set(answers.map((a) => a.hold_id));
+    expect(holdIds.size).toBe(1);
+    expect(answers.filter((a) => JSON.stringify(a) !== JSON.stringify(answers[0]))).toEqual([]);
+    expect(answers[0]?.allowed).toBe(true);
+    expect(await db.query('select count(*) as n, sum(amount)::int as held from creditkit.holds where account_id = $1', [account])).toEqual([{ n: 1, held: 30 }]);
+    // The account reserves exactly one hold, and its due time is that hold's expiry (a retry that
+    // undid its reservation set it again from what is open).
+    expect(await db.query(`select held, due_at = $2::timestamptz + interval '1 hour' as due_is_expiry from creditkit.accounts where id = $1`, [account, at(1)]))
+      .toEqual([{ held: 30, due_is_expiry: true }]);
+    await expectConsistent(db, [account]);
+  });
+
+  it('reserve and settle racing consumes on one account: every credit accounted for, nothing held after', async () => {
+    const ck = race();
+    const account = await openAccount(ck, 600);
+    const rand = prng(7);
+    const actuals = range(40).map(() => rand.int(0, 8)); // against a reserve of 5
+    const flows = range(40).map(async (i) => {
+      const r = await ck.reserve({ p_account_id: account, p_amount: 5, p_ttl: '1 hour', p_now: at(1) });
+      if (!r.allowed || r.hold_id === null) return { reserved: false, charged: 0 };
+      const s = await ck.settleHold({ p_hold_id: r.hold_id, p_actual: actuals[i]!, p_now: at(2) });
+      expect(s.charged + s.shortfall).toBe(actuals[i]);
+      return { reserved: true, charged: s.charged };
+    });
+    const consumes = range(40).map(() => ck.consume({ p_account_id: account, p_amount: 3, p_now: at(2) }));
+    const [settled, consumed] = await Promise.all([Promise.all(flows), Promise.all(consumes)]);
+    expect(gauge.max).toBeGreaterThan(10);
+    expect(settled.every((f) => f.reserved)).toBe(true); // 600 covers every reserve and consume
+    const spent = settled.reduce((n, f) => n + f.charged, 0) + consumed.filter((c) => c.allowed).length * 3;
+    expect(consumed.every((c) => c.allowed)).toBe(true);
+    expect(await db.query('select balance, held from creditkit.accounts where id = $1', [account])).toEqual([{ balance: 600 - spent, held: 0 }]);
+    expect(await db.query(`select count(*) filter (where status = 'settled') as settled, count(*) as total from creditkit.holds where account_id = $1`, [account]))
+      .toEqual([{ settled: 40, total: 40 }]);
+    const rows = await ledgerOf(db, account);
+    expect(rows.filter((r) => r.kind === 'consume').reduce((n, r) => n - Number(r.amount), 0)).toBe(spent);
+    await expectConsistent(db, [account]);
+  });
+
   it('concurrent meter calls with one key while another transaction changes the price: one effect, identical answers', async () => {
     const ck = race();
     const [SAME_KEY, OTHER_KEYS] = [28, 4];
