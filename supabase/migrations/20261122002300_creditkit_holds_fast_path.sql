@@ -18,7 +18,9 @@
 --    the next lock_account), one ledger INSERT records it and one UPDATE closes the hold. An
 --    unknown hold, one not open (a retry, or released or expired) or something due goes the
 --    old way, which books what is due and answers or raises as before.
--- The old code follows each fast path unchanged.
+-- The old code follows the reserve's fast path unchanged. The settle's two paths share the charge
+-- rule, the ledger row's metadata and the closing of the hold; only how they lock and write the
+-- account differs.
 
 -- Security definer: writes holds and accounts; service_role only.
 create or replace function public.creditkit_reserve(
@@ -160,6 +162,7 @@ declare
   v_due_at timestamptz;
   v_other_held bigint;
   v_entry creditkit.ledger;
+  v_fast boolean := false;
 begin
   -- One test for everything a plain call does not have, then the checks in their usual order.
   if current_setting('role', true) in ('anon', 'authenticated') or auth.role() in ('anon', 'authenticated')
@@ -176,85 +179,78 @@ begin
   end if;
 
   -- Fast path: lock the hold's account, then read the hold under that lock (a resolution that
-  -- committed while this call waited is seen).
+  -- committed while this call waited is seen). It serves an open, unexpired hold when nothing is
+  -- due on the account.
   select a.balance, a.held, a.due_at into v_balance, v_held, v_due_at
     from creditkit.accounts a
    where a.id = (select h.account_id from creditkit.holds h where h.id = p_hold_id)
      for update;
   if found and (v_due_at is null or v_due_at > p_now) then
     select h.* into v_hold from creditkit.holds h where h.id = p_hold_id;
-    if v_hold.status = 'open' and v_hold.expires_at > p_now then
-      -- The charge rule of 0006: up to the reserve as far as the balance allows; above it, the
-      -- whole actual amount only if the credit not held by other holds covers it.
-      v_other_held := v_held - v_hold.amount;
-      charged := least(p_actual, v_hold.amount);
-      if p_actual > v_hold.amount and v_balance - v_other_held >= p_actual then
-        charged := p_actual;
-      end if;
-      charged := least(charged, v_balance);
-      shortfall := p_actual - charged;
-      update creditkit.accounts a
-         set balance = a.balance - creditkit_settle.charged,
-             undrawn = a.undrawn + creditkit_settle.charged,
-             held = a.held - v_hold.amount,
-             version = a.version + case when creditkit_settle.charged > 0 then 1 else 0 end
-       where a.id = v_hold.account_id
-      returning a.balance, greatest(a.balance - a.held, 0) into v_balance, balance;
-      if charged > 0 then
-        insert into creditkit.ledger (account_id, kind, amount, balance_after, event, cost_micros, metadata, created_at)
-        values (v_hold.account_id, 'consume', -charged, v_balance, v_hold.event, p_cost_micros,
-                v_hold.metadata || coalesce(v_metadata, '{}'::jsonb)
-                  || jsonb_build_object('hold_id', v_hold.id, 'reserved', v_hold.amount, 'actual', p_actual),
-                p_now)
-        returning id into transaction_id;
-      end if;
-      update creditkit.holds h
-         set status = 'settled', resolved_at = p_now, settled_amount = p_actual, charged = creditkit_settle.charged,
-             transaction_id = creditkit_settle.transaction_id
-       where h.id = v_hold.id;
+    v_fast := coalesce(v_hold.status = 'open' and v_hold.expires_at > p_now, false);
+  end if;
+
+  if not v_fast then
+    -- Slow path (unknown hold, something due, a hold not open or past its expiry): as in 0006.
+    v_hold := creditkit.lock_hold(p_hold_id, p_now);
+    if v_hold.status = 'settled' and v_hold.settled_amount = p_actual then
+      -- A retry of the same settle: the first result.
+      charged := v_hold.charged;
+      shortfall := p_actual - v_hold.charged;
+      transaction_id := v_hold.transaction_id;
+      balance := creditkit.spendable(v_hold.account_id);
       return;
+    elsif v_hold.status <> 'open' then
+      raise exception using errcode = 'CK012', message = format('hold %s is already %s', v_hold.id, v_hold.status),
+        detail = jsonb_build_object('hold_id', v_hold.id, 'status', v_hold.status)::text;
     end if;
+    select a.balance, a.held into v_balance, v_held from creditkit.accounts a where a.id = v_hold.account_id;
   end if;
 
-  -- Slow path (unknown hold, something due, a hold not open or past its expiry): as in 0006.
-  v_metadata := coalesce(v_metadata, '{}'::jsonb);
-  v_hold := creditkit.lock_hold(p_hold_id, p_now);
-
-  if v_hold.status = 'settled' and v_hold.settled_amount = p_actual then
-    -- A retry of the same settle: the first result.
-    charged := v_hold.charged;
-    shortfall := p_actual - v_hold.charged;
-    transaction_id := v_hold.transaction_id;
-    balance := creditkit.spendable(v_hold.account_id);
-    return;
-  elsif v_hold.status <> 'open' then
-    raise exception using errcode = 'CK012', message = format('hold %s is already %s', v_hold.id, v_hold.status),
-      detail = jsonb_build_object('hold_id', v_hold.id, 'status', v_hold.status)::text;
-  end if;
-
-  select a.balance, a.held - v_hold.amount into v_balance, v_other_held
-    from creditkit.accounts a where a.id = v_hold.account_id;
+  -- The charge rule of 0006: up to the reserve as far as the balance allows; above it, the whole
+  -- actual amount only if the credit not held by other holds covers it.
+  v_other_held := v_held - v_hold.amount;
   charged := least(p_actual, v_hold.amount);
   if p_actual > v_hold.amount and v_balance - v_other_held >= p_actual then
     charged := p_actual;
   end if;
   charged := least(charged, v_balance);
   shortfall := p_actual - charged;
-
-  update creditkit.accounts a set held = a.held - v_hold.amount where a.id = v_hold.account_id;
   if charged > 0 then
-    perform creditkit.draw_down(v_hold.account_id, charged, p_now);
-    v_entry := creditkit.append_entry(
-      v_hold.account_id, 'consume', -charged, null, v_hold.event, null,
-      v_hold.metadata || v_metadata || jsonb_build_object('hold_id', v_hold.id, 'reserved', v_hold.amount, 'actual', p_actual),
-      p_now, null, p_cost_micros, null);
-    transaction_id := v_entry.id;
+    -- the consume row's metadata
+    v_metadata := v_hold.metadata || coalesce(v_metadata, '{}'::jsonb)
+                  || jsonb_build_object('hold_id', v_hold.id, 'reserved', v_hold.amount, 'actual', p_actual);
+  end if;
+
+  if v_fast then
+    -- One UPDATE frees the reserve and spends the charge, counted in undrawn as the consume fast
+    -- path counts it (the buckets are drawn at the next lock_account); one ledger row records it.
+    update creditkit.accounts a
+       set balance = a.balance - creditkit_settle.charged,
+           undrawn = a.undrawn + creditkit_settle.charged,
+           held = a.held - v_hold.amount,
+           version = a.version + case when creditkit_settle.charged > 0 then 1 else 0 end
+     where a.id = v_hold.account_id
+    returning a.balance, greatest(a.balance - a.held, 0) into v_balance, balance;
+    if charged > 0 then
+      insert into creditkit.ledger (account_id, kind, amount, balance_after, event, cost_micros, metadata, created_at)
+      values (v_hold.account_id, 'consume', -charged, v_balance, v_hold.event, p_cost_micros, v_metadata, p_now)
+      returning id into transaction_id;
+    end if;
+  else
+    update creditkit.accounts a set held = a.held - v_hold.amount where a.id = v_hold.account_id;
+    if charged > 0 then
+      perform creditkit.draw_down(v_hold.account_id, charged, p_now);
+      v_entry := creditkit.append_entry(v_hold.account_id, 'consume', -charged, null, v_hold.event, null,
+                                        v_metadata, p_now, null, p_cost_micros, null);
+      transaction_id := v_entry.id;
+    end if;
+    balance := creditkit.spendable(v_hold.account_id);
   end if;
   update creditkit.holds h
      set status = 'settled', resolved_at = p_now, settled_amount = p_actual, charged = creditkit_settle.charged,
-         transaction_id = v_entry.id
+         transaction_id = creditkit_settle.transaction_id
    where h.id = v_hold.id;
-  balance := creditkit.spendable(v_hold.account_id);
 end;
 $$;
 comment on function public.creditkit_settle(bigint, bigint, bigint, jsonb, timestamptz) is
