@@ -1,15 +1,15 @@
-// The consume hot path of migrations 0012, 0014 and 0015, checked for what it promises beyond
-// correct answers (which the model, concurrency and pgTAP suites check): a refused consume writes
-// nothing, takes no lock and reads the ledger only for a key; a consume updates only the account
-// row, HOT, and leaves the buckets to the next lock, which draws them in spend order; a replayed
-// key on the fast path leaves no trace.
+// The consume hot path of migrations 0012, 0014 and 0015, and the reserve refusal of 0024, checked
+// for what they promise beyond correct answers (which the model, concurrency and pgTAP suites
+// check): a refused consume or reserve writes nothing, takes no lock and reads the ledger or the
+// holds only for a key; a consume updates only the account row, HOT, and leaves the buckets to the
+// next lock, which draws them in spend order; a replayed key on the fast path leaves no trace.
 // Each check is made inside the call's own transaction (pg_current_xact_id_if_assigned and the
 // xact stats counters), so nothing else on the server can disturb it, and each also shows the
 // opposite case so the check can fail.
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { createTestDatabase, type TestDatabase } from '@creditkit/db';
 import { describeEachBackend, describeIfPostgres } from '@creditkit/db/vitest';
-import { GRANTS, at, creditkit, expectConsistent, newAccountId, openAccount, type Creditkit } from './support.ts';
+import { GRANTS, MINUTE, at, creditkit, expectConsistent, newAccountId, openAccount, type Creditkit } from './support.ts';
 
 // One consume and what its transaction did: whether it was assigned a transaction id (any write
 // or row lock assigns one) and how many rows of accounts and grants it updated, HOT or not. The
@@ -50,6 +50,39 @@ interface Trace {
   hot_updates: number;
   /** Index scans of the ledger (the idempotency lookups). */
   ledger_scans: number;
+}
+
+// The same for one reserve: its answer, whether its transaction was assigned an id, and the index
+// scans of holds it made (the key lookups).
+const RESERVE_TRACE_SQL = `
+  create function public.test_reserve_trace(p_account_id uuid, p_amount bigint, p_key text, p_now timestamptz,
+    out allowed boolean, out hold_id bigint, out balance bigint, out expires_at timestamptz,
+    out wrote boolean, out hold_scans integer)
+  language plpgsql
+  as $$
+  declare
+    v_scan0 bigint; v_scan1 bigint;
+  begin
+    select sum(pg_stat_get_xact_numscans(i.indexrelid)) into v_scan0
+      from pg_index i where i.indrelid = 'creditkit.holds'::regclass;
+    select r.allowed, r.hold_id, r.balance, r.expires_at into allowed, hold_id, balance, expires_at
+      from public.creditkit_reserve(p_account_id, p_amount, interval '1 hour', p_idempotency_key => p_key, p_now => p_now) r;
+    wrote := pg_current_xact_id_if_assigned() is not null;
+    select sum(pg_stat_get_xact_numscans(i.indexrelid)) into v_scan1
+      from pg_index i where i.indrelid = 'creditkit.holds'::regclass;
+    hold_scans := v_scan1 - v_scan0;
+  end;
+  $$;
+  grant execute on function public.test_reserve_trace(uuid, bigint, text, timestamptz) to service_role;`;
+
+interface ReserveTrace {
+  allowed: boolean;
+  hold_id: number | null;
+  balance: number;
+  expires_at: Date | null;
+  wrote: boolean;
+  /** Index scans of holds (the idempotency lookups). */
+  hold_scans: number;
 }
 
 describeEachBackend('consume hot path', (backend) => {
@@ -230,6 +263,81 @@ describeEachBackend('consume hot path', (backend) => {
   });
 });
 
+describeEachBackend('reserve refusal', (backend) => {
+  let db: TestDatabase;
+  let ck: Creditkit;
+  beforeAll(async () => {
+    db = await createTestDatabase({ backend });
+    await db.exec(RESERVE_TRACE_SQL);
+    ck = creditkit((sql, params) => db.asService(sql, params));
+  });
+  afterAll(() => db?.drop());
+
+  const trace = async (account: string, amount: number, key: string | null = null, now = at(10)) =>
+    (await db.asService<ReserveTrace>(`select * from public.test_reserve_trace($1, $2, $3, $4)`, [account, amount, key, now]))[0]!;
+  const accountRow = async (account: string) =>
+    (await db.query(`select balance, held, due_at, version, undrawn from creditkit.accounts where id = $1`, [account]))[0];
+  const holdCount = async (account: string) =>
+    (await db.query<{ n: number }>(`select count(*)::int as n from creditkit.holds where account_id = $1`, [account]))[0]!.n;
+
+  it('a refused reserve writes nothing and locks nothing: no transaction id is ever assigned', async () => {
+    const account = await openAccount(ck, 3);
+    const before = await accountRow(account);
+    const refused = await trace(account, 5);
+    expect(refused).toMatchObject({ allowed: false, hold_id: null, balance: 3, expires_at: null, wrote: false });
+    // without a key the refusal does not read the holds at all; with a key never used it looks it up
+    expect(refused.hold_scans).toBe(0);
+    expect(await trace(account, 5, 'never-used')).toMatchObject({ allowed: false, hold_id: null, wrote: false, hold_scans: 1 });
+    // credit held by an open hold is not spendable: refused the same way, at what is left
+    expect(await trace(account, 2)).toMatchObject({ allowed: true, balance: 1, wrote: true });
+    const held = await accountRow(account);
+    expect(await trace(account, 2)).toMatchObject({ allowed: false, balance: 1, hold_id: null, wrote: false });
+    expect(await accountRow(account)).toEqual(held);
+    expect(before).toMatchObject({ held: 0 });
+    expect(held).toMatchObject({ held: 2 });
+    expect(await holdCount(account)).toBe(1);
+    await expectConsistent(db, [account]);
+  });
+
+  it('a key used for an open hold answers that hold even when nothing is left to reserve', async () => {
+    const account = await openAccount(ck, 10);
+    const first = await ck.reserve({ p_account_id: account, p_amount: 10, p_ttl: '1 hour', p_idempotency_key: 'job-1', p_now: at(5) });
+    expect(first).toMatchObject({ allowed: true, balance: 0 });
+    const retry = await trace(account, 10, 'job-1');
+    expect(retry).toMatchObject({ allowed: true, hold_id: first.hold_id, balance: 0 });
+    expect(retry.expires_at).toEqual(first.expires_at);
+    // another key on the dry account is a refusal that writes nothing
+    expect(await trace(account, 10, 'job-2')).toMatchObject({ allowed: false, hold_id: null, wrote: false });
+    // the same key for another amount is a conflict, not a refusal
+    await expect(ck.reserve({ p_account_id: account, p_amount: 9, p_ttl: '1 hour', p_idempotency_key: 'job-1', p_now: at(6) }))
+      .rejects.toMatchObject({ code: 'CK004' });
+    // once the hold is settled, a retry of its key is CK012 (the slow way), not "blocked"
+    await ck.settleHold({ p_hold_id: first.hold_id, p_actual: 10, p_now: at(7) });
+    await expect(ck.reserve({ p_account_id: account, p_amount: 10, p_ttl: '1 hour', p_idempotency_key: 'job-1', p_now: at(8) }))
+      .rejects.toMatchObject({ code: 'CK012' });
+    expect(await holdCount(account)).toBe(1);
+    await expectConsistent(db, [account]);
+  });
+
+  it('something due takes the slow path: an expired hold is booked before the refusal', async () => {
+    const account = await openAccount(ck, 10);
+    const hold = await ck.reserve({ p_account_id: account, p_amount: 8, p_ttl: '1 minute', p_now: at(0) });
+    expect(hold).toMatchObject({ allowed: true, balance: 2 });
+    // at(0) + 1 minute has passed: the hold expires, its 8 are spendable again, and 20 is still too much
+    const refused = await trace(account, 20, null, at(2 * MINUTE));
+    expect(refused).toMatchObject({ allowed: false, balance: 10, hold_id: null, wrote: true });
+    const [row] = await db.query<{ status: string }>(`select status from creditkit.holds where id = $1`, [hold.hold_id]);
+    expect(row).toEqual({ status: 'expired' });
+    expect(await accountRow(account)).toMatchObject({ held: 0, due_at: null });
+    await expectConsistent(db, [account]);
+  });
+
+  it('an unknown account is CK003, as before', async () => {
+    await expect(ck.reserve({ p_account_id: newAccountId(), p_amount: 1, p_ttl: '1 hour', p_now: at(1) }))
+      .rejects.toMatchObject({ code: 'CK003' });
+  });
+});
+
 describeIfPostgres('consume hot path: locks', () => {
   let db: TestDatabase;
   beforeAll(async () => {
@@ -252,6 +360,28 @@ describeIfPostgres('consume hot path: locks', () => {
       expect(rows[0]).toMatchObject({ allowed: false, balance: 1 });
       await expect(asker.query(`select * from public.creditkit_consume($1, 1, p_now => $2)`, [account, at(1)]))
         .rejects.toMatchObject({ code: '55P03' }); // the opposite: a consume that spends must wait
+      await holder.query('rollback');
+    } finally {
+      holder.release();
+      asker.release();
+    }
+  });
+  it('a refused reserve answers at once while another transaction holds the account row lock', async () => {
+    const ck = creditkit((sql, params) => db.asService(sql, params));
+    const account = await openAccount(ck, 1);
+    const pool = db.pool({ max: 2 });
+    const holder = await pool.connect();
+    const asker = await pool.connect();
+    try {
+      await holder.query('begin');
+      await holder.query(`select 1 from creditkit.accounts where id = $1 for update`, [account]);
+      await asker.query(`set lock_timeout = '2s'`);
+      const { rows } = await asker.query(
+        `select * from public.creditkit_reserve($1, 5, interval '1 hour', p_now => $2)`, [account, at(1)]);
+      expect(rows[0]).toMatchObject({ allowed: false, balance: 1, hold_id: null });
+      // the opposite: a reserve that reserves must wait for the lock
+      await expect(asker.query(`select * from public.creditkit_reserve($1, 1, interval '1 hour', p_now => $2)`, [account, at(1)]))
+        .rejects.toMatchObject({ code: '55P03' });
       await holder.query('rollback');
     } finally {
       holder.release();
