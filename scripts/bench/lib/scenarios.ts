@@ -221,7 +221,8 @@ function allScenarios(short: boolean, fillerRows: number): Scenario[] {
       'reject-64',
       `Rejection storm, ${many} clients`,
       `Every account is at balance 0, so every call is refused (${d.reject.label}). The rate is refusals per second; ` +
-        `R and R+L match no row (their guard fails), N and the kit lock the row first.`,
+        `R and R+L match no row (their guard fails); N locks the row first (a row lock, so a transaction id and a WAL flush at commit); ` +
+        `the kit's guarded UPDATE matches no row, then it reads the account once without a lock and writes nothing.`,
       many,
       'reject',
     ),
