@@ -345,47 +345,33 @@ describeIfPostgres('consume hot path: locks', () => {
   });
   afterAll(() => db?.drop());
 
-  it('a refused consume answers at once while another transaction holds the account row lock', async () => {
+  // While another transaction holds an account's row lock (balance 1), `refused` (a call for 5)
+  // must answer at once, and `spends` (a call for 1), which needs the lock, must wait and fail on
+  // the lock timeout: the opposite case, so that the first check can fail.
+  async function whileLocked(fn: string, extraArgs: string, refused: Record<string, unknown>) {
     const ck = creditkit((sql, params) => db.asService(sql, params));
     const account = await openAccount(ck, 1);
     const pool = db.pool({ max: 2 });
     const holder = await pool.connect();
     const asker = await pool.connect();
+    const call = (amount: number) =>
+      asker.query(`select * from public.${fn}($1, ${amount}${extraArgs}, p_now => $2)`, [account, at(1)]);
     try {
       await holder.query('begin');
       await holder.query(`select 1 from creditkit.accounts where id = $1 for update`, [account]);
-      // A consume that needs the lock would wait here and fail on the timeout.
       await asker.query(`set lock_timeout = '2s'`);
-      const { rows } = await asker.query(`select * from public.creditkit_consume($1, 5, p_now => $2)`, [account, at(1)]);
-      expect(rows[0]).toMatchObject({ allowed: false, balance: 1 });
-      await expect(asker.query(`select * from public.creditkit_consume($1, 1, p_now => $2)`, [account, at(1)]))
-        .rejects.toMatchObject({ code: '55P03' }); // the opposite: a consume that spends must wait
+      expect((await call(5)).rows[0]).toMatchObject(refused);
+      await expect(call(1)).rejects.toMatchObject({ code: '55P03' });
       await holder.query('rollback');
     } finally {
       holder.release();
       asker.release();
     }
-  });
-  it('a refused reserve answers at once while another transaction holds the account row lock', async () => {
-    const ck = creditkit((sql, params) => db.asService(sql, params));
-    const account = await openAccount(ck, 1);
-    const pool = db.pool({ max: 2 });
-    const holder = await pool.connect();
-    const asker = await pool.connect();
-    try {
-      await holder.query('begin');
-      await holder.query(`select 1 from creditkit.accounts where id = $1 for update`, [account]);
-      await asker.query(`set lock_timeout = '2s'`);
-      const { rows } = await asker.query(
-        `select * from public.creditkit_reserve($1, 5, interval '1 hour', p_now => $2)`, [account, at(1)]);
-      expect(rows[0]).toMatchObject({ allowed: false, balance: 1, hold_id: null });
-      // the opposite: a reserve that reserves must wait for the lock
-      await expect(asker.query(`select * from public.creditkit_reserve($1, 1, interval '1 hour', p_now => $2)`, [account, at(1)]))
-        .rejects.toMatchObject({ code: '55P03' });
-      await holder.query('rollback');
-    } finally {
-      holder.release();
-      asker.release();
-    }
-  });
+  }
+
+  it('a refused consume answers at once while another transaction holds the account row lock', () =>
+    whileLocked('creditkit_consume', '', { allowed: false, balance: 1 }));
+
+  it('a refused reserve answers at once while another transaction holds the account row lock', () =>
+    whileLocked('creditkit_reserve', `, interval '1 hour'`, { allowed: false, balance: 1, hold_id: null }));
 });
