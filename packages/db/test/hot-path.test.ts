@@ -345,9 +345,9 @@ describeIfPostgres('consume hot path: locks', () => {
   });
   afterAll(() => db?.drop());
 
-  // While another transaction holds an account's row lock (balance 1), `refused` (a call for 5)
-  // must answer at once, and `spends` (a call for 1), which needs the lock, must wait and fail on
-  // the lock timeout: the opposite case, so that the first check can fail.
+  // While another transaction holds an account's row lock (balance 1), a call of `fn` for 5 must
+  // be refused at once with the `refused` answer, and a call for 1, which needs the lock, must wait
+  // and fail on the lock timeout: the opposite case, so that the first check can fail.
   async function whileLocked(fn: string, extraArgs: string, refused: Record<string, unknown>) {
     const ck = creditkit((sql, params) => db.asService(sql, params));
     const account = await openAccount(ck, 1);
