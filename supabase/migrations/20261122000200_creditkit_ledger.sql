@@ -1,28 +1,31 @@
 -- creditkit ledger: accounts (the O(1) balance and the lock point), grants (buckets of credit with
--- category, expiry and priority) and the append-only ledger.
+-- category, expiry and priority) and the append-only ledger, with the invariants the database
+-- itself enforces. No client role can write these tables; writes go through the functions.
 --
--- Invariants, held by constraints where Postgres can and by the functions otherwise:
---   accounts.balance = sum(ledger.amount) = sum(grants.remaining) for the account, and >= 0;
---   every value is an integer in [0, 2^53-1], so it is exact in JavaScript;
---   every write to an account's grants or ledger first locks its accounts row.
--- No client role can write these tables; writes go through the public.creditkit_* functions.
+-- Invariants: accounts.balance = sum(ledger.amount) = sum(grants.remaining) - accounts.undrawn for
+-- every account, and >= 0; every value is an integer in [0, 2^53-1], exact in JavaScript; every
+-- write to an account's grants or ledger first locks its accounts row.
 
 create table creditkit.accounts (
   id uuid primary key,
-  balance bigint not null default 0,
-  -- The earliest time anything is due on this account (for now: a bucket with credit left expires),
-  -- or NULL. Never later than the truth (it may be earlier after a bucket is used up), so
-  -- `due_at > now` proves the hot path has nothing to book; only then is the slow path skipped.
+  balance creditkit.credits not null default 0,
+  -- The earliest time anything is due on this account (a bucket with credit left expires, a
+  -- renewal, a hold expires), or NULL. Never later than the truth (it may be earlier after a
+  -- bucket is used up), so `due_at > now` proves the hot path has nothing to book.
   due_at timestamptz,
-  -- Credits reserved by open holds (see the holds migration); spendable = balance - held.
-  held bigint not null default 0,
+  -- Credits reserved by open holds; spendable = balance - held.
+  held creditkit.credits not null default 0,
   -- Number of ledger rows; cheap change detection for caches.
   version bigint not null default 0,
   created_at timestamptz not null default now(),
-  constraint accounts_balance_range check (balance between 0 and 9007199254740991),
-  constraint accounts_held_range check (held between 0 and 9007199254740991)
-);
+  -- Credits spent on the fast path and not yet taken from buckets (see creditkit.draw_undrawn).
+  undrawn creditkit.credits not null default 0
+)
+-- Room on every page for the next versions of its rows, so that updates stay HOT.
+with (fillfactor = 80);
 comment on table creditkit.accounts is 'One row per credit account: the balance (O(1)) and the row every mutation locks.';
+comment on column creditkit.accounts.undrawn is
+  'Credits consumed on the fast path and not yet taken from buckets; drawn in spend order under the next lock.';
 create index accounts_due_at on creditkit.accounts (due_at) where due_at is not null;
 
 create table creditkit.grants (
@@ -40,44 +43,52 @@ create table creditkit.grants (
   expires_at timestamptz,
   metadata jsonb not null default '{}'::jsonb,
   created_at timestamptz not null default now(),
-  constraint grants_remaining_range check (remaining between 0 and amount)
-);
+  constraint grants_remaining_range check (remaining between 0 and amount),
+  -- Changes only when a bucket empties, so the indexes that must know whether a bucket has credit
+  -- left depend on it instead of on `remaining`, and drawing from a bucket is a HOT update.
+  live boolean generated always as (remaining > 0) stored
+)
+with (fillfactor = 80);
 comment on table creditkit.grants is
   'Buckets of credit. Spent soonest-expiry first, then by priority (promotional before paid), then oldest.';
+comment on column creditkit.grants.live is
+  'remaining > 0, stored. Indexes use it instead of remaining so that drawing from a bucket is a HOT update.';
 -- Serves the spend order for the buckets that still hold credit.
-create index grants_spendable on creditkit.grants (account_id, expires_at, priority desc, created_at, id)
-  where remaining > 0;
+create index grants_spendable on creditkit.grants (account_id, expires_at, priority desc, created_at, id) where live;
+-- For the slow-path queries that filter on remaining > 0 (expiry, renewal, Stripe rollover).
+create index grants_account on creditkit.grants (account_id);
 
+-- The ledger has one index besides the idempotency one: its primary key (account_id, id), which
+-- is also the history order. It has no foreign key to accounts: every row is written by a kit
+-- function that holds the account's row lock, and the key's check would add a row lock and its
+-- WAL record to every write. Its reference to a grant is checked by a trigger, only for the rows
+-- that have one (below).
 create table creditkit.ledger (
-  id bigint generated always as identity primary key,
-  account_id uuid not null references creditkit.accounts (id),
-  kind text not null
-    constraint ledger_kind check (kind in ('grant', 'consume', 'expire', 'adjust')),
-  amount bigint not null
-    constraint ledger_amount_range check (amount <> 0 and amount between -9007199254740991 and 9007199254740991),
-  balance_after bigint not null
-    constraint ledger_balance_after_range check (balance_after between 0 and 9007199254740991),
-  grant_id bigint references creditkit.grants (id),
+  id bigint generated always as identity,
+  account_id uuid not null,
+  kind creditkit.ledger_kind not null,
+  amount creditkit.credit_change not null,
+  balance_after creditkit.credits not null,
+  grant_id bigint,
   event text,
   idempotency_key text,
   -- Money beside credits, in micros of your reporting currency (1 USD = 1000000), NULL when not
   -- recorded: what a usage cost you (vendor cost) and what a grant earned (what was paid for it).
-  cost_micros bigint
-    constraint ledger_cost_range check (cost_micros between 0 and 9007199254740991),
-  revenue_micros bigint
-    constraint ledger_revenue_range check (revenue_micros between 0 and 9007199254740991),
+  cost_micros creditkit.micros,
+  revenue_micros creditkit.micros,
   metadata jsonb not null default '{}'::jsonb,
-  created_at timestamptz not null default now()
+  created_at timestamptz not null default now(),
+  constraint ledger_pkey primary key (account_id, id)
 );
 comment on table creditkit.ledger is
   'Append-only: one row per balance change. amount is signed; balance_after is the balance once this row applied.';
 -- One effect per key and account: the key index is also the idempotency store.
 create unique index ledger_idempotency on creditkit.ledger (account_id, idempotency_key)
   where idempotency_key is not null;
-create index ledger_account_history on creditkit.ledger (account_id, id desc);
 
 -- The ledger is append-only for everyone. Client roles have no UPDATE/DELETE/TRUNCATE privilege;
 -- these triggers also stop the owner and superusers short of disabling triggers.
+
 create or replace function creditkit.ledger_is_append_only()
 returns trigger
 language plpgsql
@@ -98,6 +109,60 @@ create trigger ledger_no_update_or_delete
 create trigger ledger_no_truncate
   before truncate on creditkit.ledger
   for each statement execute function creditkit.ledger_is_append_only();
+
+-- ledger.grant_id names a grant. A foreign key would queue its check for every inserted row, and
+-- most rows (every consume) have none; these two triggers keep the same rule for the rows that do.
+-- Both raise foreign_key_violation (23503), as the key would. The ledger itself refuses TRUNCATE
+-- (CK008), and only the tables' owner can truncate either.
+
+create or replace function creditkit.ledger_grant_exists()
+returns trigger
+language plpgsql
+set search_path = ''
+as $$
+begin
+  perform from creditkit.grants g where g.id = new.grant_id for key share;
+  if not found then
+    raise exception using
+      errcode = 'foreign_key_violation',
+      message = format('insert or update on table "ledger" violates its grant reference: grant %s does not exist', new.grant_id),
+      table = 'ledger', schema = 'creditkit', column = 'grant_id';
+  end if;
+  return null;
+end;
+$$;
+comment on function creditkit.ledger_grant_exists() is
+  'Trigger: a ledger row that names a grant needs that grant (23503). Fires only for rows with a grant_id.';
+revoke all on function creditkit.ledger_grant_exists() from public, anon, authenticated, service_role;
+
+create constraint trigger ledger_grant_exists
+  after insert or update of grant_id on creditkit.ledger
+  for each row
+  when (new.grant_id is not null)
+  execute function creditkit.ledger_grant_exists();
+
+create or replace function creditkit.grant_not_in_ledger()
+returns trigger
+language plpgsql
+set search_path = ''
+as $$
+begin
+  if exists (select from creditkit.ledger l where l.grant_id = old.id) then
+    raise exception using
+      errcode = 'foreign_key_violation',
+      message = format('grant %s is still named by the ledger and cannot be deleted', old.id),
+      table = 'grants', schema = 'creditkit';
+  end if;
+  return old;
+end;
+$$;
+comment on function creditkit.grant_not_in_ledger() is
+  'Trigger: a grant the ledger names cannot be deleted (23503).';
+revoke all on function creditkit.grant_not_in_ledger() from public, anon, authenticated, service_role;
+
+create trigger grants_not_in_ledger
+  before delete on creditkit.grants
+  for each row execute function creditkit.grant_not_in_ledger();
 
 -- Privileges: revoke everything, then grant reads only. service_role reads everything (it bypasses
 -- RLS); authenticated reads what the account-access function allows.

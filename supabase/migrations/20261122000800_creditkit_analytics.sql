@@ -3,6 +3,10 @@
 -- currency minor unit (cents). Periods are half-open [p_from, p_to); days are UTC days.
 -- All are security invoker and executable by service_role only.
 
+-- creditkit analytics: server-only reads for an operator view. Money is in micros of your
+-- reporting currency (ledger.cost_micros / revenue_micros) except MRR, which is in the plans'
+-- currency minor unit (cents). Periods are half-open [p_from, p_to); days are UTC days.
+-- All are security invoker and executable by service_role only.
 create or replace function creditkit.check_period(p_from timestamptz, p_to timestamptz)
 returns void
 language plpgsql
@@ -111,6 +115,7 @@ comment on function public.creditkit_top_events(timestamptz, timestamptz, intege
 revoke all on function public.creditkit_top_events(timestamptz, timestamptz, integer) from public, anon, authenticated;
 grant execute on function public.creditkit_top_events(timestamptz, timestamptz, integer) to service_role;
 
+-- Like creditkit.live_buckets, it attributes each account's `undrawn` to its buckets in spend order.
 create or replace function public.creditkit_credits_outstanding(p_now timestamptz default now())
 returns table (category text, credits bigint, accounts bigint)
 language plpgsql
@@ -121,10 +126,19 @@ as $$
 begin
   perform creditkit.check_request(null, null, null, p_now);
   return query
-    select g.category, sum(g.remaining)::bigint, count(distinct g.account_id)::bigint
-      from creditkit.grants g
-     where g.remaining > 0 and (g.expires_at is null or g.expires_at > p_now)
-     group by g.category
+    with b as (
+      select g.account_id, g.category, g.expires_at,
+             (g.remaining - least(g.remaining, greatest(a.undrawn - (sum(g.remaining) over w - g.remaining), 0)))::bigint as remaining
+        from creditkit.grants g
+        join creditkit.accounts a on a.id = g.account_id
+       where g.live
+      window w as (partition by g.account_id order by g.expires_at, g.priority desc, g.created_at, g.id
+                   rows between unbounded preceding and current row)
+    )
+    select b.category, sum(b.remaining)::bigint, count(distinct b.account_id)::bigint
+      from b
+     where b.remaining > 0 and (b.expires_at is null or b.expires_at > p_now)
+     group by b.category
      order by 1;
 end;
 $$;

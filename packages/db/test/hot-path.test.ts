@@ -1,4 +1,4 @@
-// The consume hot path of migrations 0012, 0014 and 0015, and the reserve refusal of 0024, checked
+// The consume hot path (one guarded UPDATE, undrawn credit, the lock-free refusal) and the reserve refusal, checked
 // for what they promise beyond correct answers (which the model, concurrency and pgTAP suites
 // check): a refused consume or reserve writes nothing, takes no lock and reads the ledger or the
 // holds only for a key; a consume updates only the account row, HOT, and leaves the buckets to the

@@ -1,4 +1,4 @@
--- 012_ledger_grant_reference: a ledger row that names a grant needs that grant, and a grant the
+-- ledger_grant_reference: a ledger row that names a grant needs that grant, and a grant the
 -- ledger names cannot be deleted (23503 both ways, as the foreign key this replaced raised). The
 -- check fires only for rows with a grant_id, so consume rows queue no trigger at all.
 --

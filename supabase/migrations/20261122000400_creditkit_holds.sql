@@ -1,28 +1,112 @@
--- creditkit 0023: a fast path for holds.
---
--- Same signatures, answers, errors and their order as 0009 (creditkit_reserve) and 0006
--- (creditkit_settle). A reserve plus its settle ran at about a quarter of a single consume's
--- rate in the bench (docs/benchmarks.md). Both went through the general lock point: the
--- argument checks as helper calls (each with its own SET search_path), lock_account, which
--- draws from the buckets whatever the consume fast path left undrawn, and for the settle
--- lock_hold, draw_down over the buckets and append_entry. Now, when nothing is due on the
--- account, each takes creditkit_consume's shape:
---  - creditkit_reserve: one test for everything a plain call does not have, then one guarded
---    UPDATE that reserves (it locks the row only if the unreserved credit covers the amount and
---    nothing is due) and one INSERT of the hold. A key is looked up under the lock that UPDATE
---    took; if it was used before, the reservation is undone and the call goes the old way, which
---    answers the retry. A refused or otherwise unusual reserve also goes the old way.
---  - creditkit_settle: one statement locks the hold's account, a second reads the hold under
---    that lock; if it is open and nothing is due, one UPDATE frees the reserve and spends what
---    is charged (counted in `undrawn`, as the consume fast path does: the buckets are drawn at
---    the next lock_account), one ledger INSERT records it and one UPDATE closes the hold. An
---    unknown hold, one not open (a retry, or released or expired) or something due goes the
---    old way, which books what is due and answers or raises as before.
--- The old code follows the reserve's fast path unchanged. The settle's two paths share the charge
--- rule, the ledger row's metadata and the closing of the hold; only how they lock and write the
--- account differs.
+-- creditkit holds: reserve an estimate before a long model call, settle the actual amount after
+-- (the rest is freed), release on failure. A hold lowers the spendable balance at once
+-- (spendable = balance - accounts.held) without touching the ledger; settling writes one consume
+-- row. Every hold resolves exactly once, as settled, released or expired; expiry is lazy (the
+-- hold's expires_at joins accounts.due_at).
 
--- Security definer: writes holds and accounts; service_role only.
+create table creditkit.holds (
+  id bigint generated always as identity primary key,
+  account_id uuid not null references creditkit.accounts (id),
+  amount bigint not null
+    constraint holds_amount_range check (amount between 1 and 9007199254740991),
+  status text not null default 'open'
+    constraint holds_status check (status in ('open', 'settled', 'released', 'expired')),
+  expires_at timestamptz not null,
+  event text,
+  idempotency_key text,
+  metadata jsonb not null default '{}'::jsonb,
+  created_at timestamptz not null default now(),
+  resolved_at timestamptz,
+  -- For a settled hold: what was asked, what was charged, and the ledger row that charged it.
+  settled_amount bigint
+    constraint holds_settled_amount_range check (settled_amount between 0 and 9007199254740991),
+  charged bigint
+    constraint holds_charged_range check (charged between 0 and 9007199254740991),
+  transaction_id bigint,
+  constraint holds_resolution check ((status = 'open') = (resolved_at is null)),
+  constraint holds_transaction_id_fkey foreign key (account_id, transaction_id)
+    references creditkit.ledger (account_id, id)
+);
+comment on table creditkit.holds is 'Reservations: open until settled, released or expired (exactly one of them).';
+create unique index holds_idempotency on creditkit.holds (account_id, idempotency_key) where idempotency_key is not null;
+create index holds_open on creditkit.holds (account_id, expires_at) where status = 'open';
+
+alter table creditkit.holds enable row level security;
+revoke all on table creditkit.holds from public, anon, authenticated, service_role;
+grant select on table creditkit.holds to authenticated, service_role;
+create policy "members can read their accounts' holds"
+  on creditkit.holds for select to authenticated
+  using (creditkit.can_access_account(account_id));
+
+-- Frees the credit of the account's open holds that expired by p_now. The caller holds the lock.
+create or replace function creditkit.expire_holds(p_account_id uuid, p_now timestamptz)
+returns void
+language sql
+volatile
+set search_path = ''
+as $$
+  with expired as (
+    update creditkit.holds h
+       set status = 'expired', resolved_at = p_now
+     where h.account_id = p_account_id and h.status = 'open' and h.expires_at <= p_now
+    returning h.amount
+  )
+  update creditkit.accounts a
+     set held = a.held - (select coalesce(sum(e.amount), 0) from expired e)
+   where a.id = p_account_id;
+$$;
+comment on function creditkit.expire_holds(uuid, timestamptz) is 'Marks open holds past their expiry as expired and frees their credit.';
+revoke all on function creditkit.expire_holds(uuid, timestamptz) from public, anon, authenticated, service_role;
+
+-- Locks the hold's account and returns the hold as it is under that lock. CK011 if unknown.
+create or replace function creditkit.lock_hold(p_hold_id bigint, p_now timestamptz)
+returns creditkit.holds
+language plpgsql
+volatile
+set search_path = ''
+as $$
+declare
+  v_account_id uuid;
+  v_hold creditkit.holds;
+begin
+  perform creditkit.check_request(null, null, null, p_now);
+  select h.account_id into v_account_id from creditkit.holds h where h.id = p_hold_id;
+  if not found then
+    raise exception using errcode = 'CK011', message = format('unknown hold: %s', coalesce(p_hold_id::text, 'NULL')),
+      detail = jsonb_build_object('hold_id', p_hold_id)::text;
+  end if;
+  perform creditkit.lock_account(v_account_id, p_now);  -- books expiry of this hold if it is due
+  select h.* into v_hold from creditkit.holds h where h.id = p_hold_id;
+  return v_hold;
+end;
+$$;
+comment on function creditkit.lock_hold(bigint, timestamptz) is 'Locks a hold''s account (booking what is due) and returns the hold.';
+revoke all on function creditkit.lock_hold(bigint, timestamptz) from public, anon, authenticated, service_role;
+
+-- Credits reserved by holds still open and unexpired at p_now; the reads that take no lock subtract it.
+create or replace function creditkit.held_at(p_account_id uuid, p_now timestamptz)
+returns bigint
+language sql
+stable
+security invoker
+set search_path = ''
+as $$
+  select coalesce(sum(h.amount), 0)::bigint from creditkit.holds h
+   where h.account_id = p_account_id and h.status = 'open' and h.expires_at > p_now;
+$$;
+comment on function creditkit.held_at(uuid, timestamptz) is 'Credits reserved by holds still open and unexpired at p_now.';
+revoke all on function creditkit.held_at(uuid, timestamptz) from public, anon, authenticated, service_role;
+grant execute on function creditkit.held_at(uuid, timestamptz) to authenticated, service_role;
+
+-- ---------------------------------------------------------------------------------------------
+-- Server API
+-- ---------------------------------------------------------------------------------------------
+
+-- Security definer: writes holds and accounts; service_role only. A reserve has consume's shape:
+-- one guarded UPDATE that reserves (it locks the row only if the unreserved credit covers the
+-- amount and nothing is due) and one INSERT of the hold; a refusal reads the account once and
+-- writes nothing. A key is looked up under the lock; a retry, anything due, or an unknown account
+-- goes the slow way through creditkit.lock_account.
 create or replace function public.creditkit_reserve(
   p_account_id uuid,
   p_amount bigint,
@@ -46,6 +130,7 @@ declare
   v_spendable bigint;
   v_prior creditkit.holds;
   v_retry boolean := false;
+  v_due_at timestamptz;
 begin
   -- One test for everything a plain call does not have: a client role, an argument NULL or out
   -- of range, or an event, key or metadata to validate. Only then do the checks run, in their
@@ -86,9 +171,22 @@ begin
       returning true, h.id, v_spendable, h.expires_at into allowed, hold_id, balance, expires_at;
       return;
     end if;
+  else
+    -- Refused without a lock: read the account once (as creditkit_consume does). Nothing is
+    -- written, not even a row lock; the hold fields stay NULL.
+    select false, greatest(a.balance - a.held, 0), a.due_at into allowed, balance, v_due_at
+      from creditkit.accounts a where a.id = p_account_id;
+    if found and (v_due_at is null or v_due_at > p_now) and balance < p_amount then
+      if p_idempotency_key is not null then
+        perform from creditkit.holds h where h.account_id = p_account_id and h.idempotency_key = p_idempotency_key;
+      end if;
+      if p_idempotency_key is null or not found then
+        return;
+      end if;
+    end if;
   end if;
 
-  -- Slow path (unknown account, too little credit, something due, a retry): as in 0009.
+  -- Slow path (unknown account, something due, a retry, or credit that arrived meanwhile).
   v_metadata := coalesce(v_metadata, '{}'::jsonb);
   v_spendable := creditkit.lock_account(p_account_id, p_now);
 
@@ -137,7 +235,9 @@ comment on function public.creditkit_reserve(uuid, bigint, interval, text, text,
 revoke all on function public.creditkit_reserve(uuid, bigint, interval, text, text, jsonb, timestamptz) from public, anon, authenticated;
 grant execute on function public.creditkit_reserve(uuid, bigint, interval, text, text, jsonb, timestamptz) to service_role;
 
--- Security definer: writes holds, accounts and the ledger; service_role only.
+-- Security definer: writes holds, accounts and the ledger; service_role only. When nothing is due
+-- and the hold is open, one UPDATE frees the reserve and spends the charge (counted in `undrawn`,
+-- like a consume); otherwise the slow path books what is due first. Both share the charge rule.
 create or replace function public.creditkit_settle(
   p_hold_id bigint,
   p_actual bigint,
@@ -191,7 +291,7 @@ begin
   end if;
 
   if not v_fast then
-    -- Slow path (unknown hold, something due, a hold not open or past its expiry): as in 0006.
+    -- Slow path (unknown hold, something due, a hold not open or past its expiry).
     v_hold := creditkit.lock_hold(p_hold_id, p_now);
     if v_hold.status = 'settled' and v_hold.settled_amount = p_actual then
       -- A retry of the same settle: the first result.
@@ -207,7 +307,7 @@ begin
     select a.balance, a.held into v_balance, v_held from creditkit.accounts a where a.id = v_hold.account_id;
   end if;
 
-  -- The charge rule of 0006: up to the reserve as far as the balance allows; above it, the whole
+  -- The charge rule: up to the reserve as far as the balance allows; above it, the whole
   -- actual amount only if the credit not held by other holds covers it.
   v_other_held := v_held - v_hold.amount;
   charged := least(p_actual, v_hold.amount);
@@ -257,3 +357,38 @@ comment on function public.creditkit_settle(bigint, bigint, bigint, jsonb, times
   'Server only. Settles a hold with the actual amount: charges it (one consume row) and frees the rest of the reserve. Above the reserve, the actual amount is charged only if the unreserved balance covers it; otherwise the reserve is charged and the rest reported as shortfall. Settling again with the same amount returns the first result; a hold already released or expired raises CK012.';
 revoke all on function public.creditkit_settle(bigint, bigint, bigint, jsonb, timestamptz) from public, anon, authenticated;
 grant execute on function public.creditkit_settle(bigint, bigint, bigint, jsonb, timestamptz) to service_role;
+
+-- Security definer: writes holds and accounts; service_role only.
+create or replace function public.creditkit_release(
+  p_hold_id bigint,
+  p_now timestamptz default now(),
+  out status text,
+  out balance bigint)
+returns record
+language plpgsql
+volatile
+security definer
+set search_path = ''
+as $$
+declare
+  v_hold creditkit.holds;
+begin
+  perform creditkit.assert_server_caller();
+  v_hold := creditkit.lock_hold(p_hold_id, p_now);
+  if v_hold.status = 'open' then
+    update creditkit.holds h set status = 'released', resolved_at = p_now where h.id = v_hold.id;
+    update creditkit.accounts a set held = a.held - v_hold.amount where a.id = v_hold.account_id;
+    status := 'released';
+  elsif v_hold.status in ('released', 'expired') then
+    status := v_hold.status;  -- already free: releasing again changes nothing
+  else
+    raise exception using errcode = 'CK012', message = format('hold %s is already %s', v_hold.id, v_hold.status),
+      detail = jsonb_build_object('hold_id', v_hold.id, 'status', v_hold.status)::text;
+  end if;
+  balance := creditkit.spendable(v_hold.account_id);
+end;
+$$;
+comment on function public.creditkit_release(bigint, timestamptz) is
+  'Server only. Frees a hold''s credit without charging (e.g. the model call failed). Releasing a released or expired hold changes nothing; a settled one raises CK012.';
+revoke all on function public.creditkit_release(bigint, timestamptz) from public, anon, authenticated;
+grant execute on function public.creditkit_release(bigint, timestamptz) to service_role;

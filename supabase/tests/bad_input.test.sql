@@ -1,4 +1,4 @@
--- 002_bad_input: every public function refuses bad input with its documented SQLSTATE and
+-- bad_input: every public function refuses bad input with its documented SQLSTATE and
 -- changes nothing (invariant 8).
 --
 -- Codes: CK001 invalid_amount, CK003 unknown_account, CK006 invalid_argument, CK007 balance_limit.

@@ -1,4 +1,4 @@
--- 008_gating: credit checks inside Postgres, next to an app's own tables.
+-- gating: credit checks inside Postgres, next to an app's own tables.
 --
 -- The example is the one the docs give: a public.tasks table whose insert policy asks
 -- creditkit_has_credits(4), and a trigger creditkit.charge_on_insert('image_gen', '4') that

@@ -1,4 +1,4 @@
--- 001_ledger: the core ledger API as the server uses it (service role): grant, consume,
+-- ledger: the core ledger API as the server uses it (service role): grant, consume,
 -- consume_or_raise, adjust, balance, history, the expiry sweep and idempotency keys.
 --
 -- Every call passes p_now, so expiry is tested at exact instants without clock tricks. Each
@@ -435,7 +435,7 @@ select throws_ok(
   'CK006', null, 'a new grant that is already expired is refused');
 
 -- ---------------------------------------------------------------------------------------------
--- The range rules hold for every writer, the owner included (domains since 0017, so that no
+-- The range rules hold for every writer, the owner included (as domains, so that no
 -- write re-reads CHECK constraints). Each attempt fails and changes nothing.
 -- ---------------------------------------------------------------------------------------------
 select tests.clear_authentication(); -- the owner: client roles cannot write these tables at all

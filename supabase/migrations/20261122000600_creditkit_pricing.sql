@@ -272,6 +272,3 @@ comment on function public.creditkit_quote(text, bigint, jsonb, timestamptz) is
   'Server and signed-in users. What an event would cost in credits now (price id, credits per unit, total), without spending. CK010 for an event with no price.';
 revoke all on function public.creditkit_quote(text, bigint, jsonb, timestamptz) from public, anon, authenticated, service_role;
 grant execute on function public.creditkit_quote(text, bigint, jsonb, timestamptz) to authenticated, service_role;
-
-insert into creditkit.error_codes (code, name, description) values
-  ('CK010', 'unknown_event', 'No price for that event (and dimensions) at that time.');

@@ -1,4 +1,4 @@
--- 010_stripe: the Stripe entry points and the pack catalogue. Who may call them (the webhook and
+-- stripe: the Stripe entry points and the pack catalogue. Who may call them (the webhook and
 -- the operator only; signed-in users read the pack catalogue), the Stripe tables private to the
 -- server, one event applied exactly once, refunds, an invoice in the older API shape, ignored and
 -- dead events with replay, and CK014 for anything that is not a Stripe event (nothing written).

@@ -1,4 +1,4 @@
--- 006_pricing: the price list (event -> credits per unit, by dimensions, in versions) and
+-- pricing: the price list (event -> credits per unit, by dimensions, in versions) and
 -- creditkit_meter / creditkit_quote.
 --
 -- Lookup rule under test: among the event's prices in force at t (the newest version of each

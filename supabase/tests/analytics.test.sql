@@ -1,4 +1,4 @@
--- 009_analytics: the operator's server-only reads, checked against a small fixture built at fixed
+-- analytics: the operator's server-only reads, checked against a small fixture built at fixed
 -- times and expected rows computed by hand (the arithmetic is in the comments).
 --
 -- Money: ledger.revenue_micros / cost_micros in micros (1 USD = 1000000); MRR in the plans'

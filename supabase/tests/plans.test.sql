@@ -1,4 +1,4 @@
--- 005_plans: the plan catalogue, subscriptions and lazy period renewals.
+-- plans: the plan catalogue, subscriptions and lazy period renewals.
 --
 -- Renewals have no cron: the first touch after a boundary (consume, grant, server balance read,
 -- the optional sweep) books it under the account lock. So every call passes p_now and the tests

@@ -1,22 +1,17 @@
--- creditkit 0022: the usual batch costs a tenth less to check and to write.
---
--- Same contract as 0021 (signature, answers, errors and their order, all or nothing). Measured
--- with callgrind on a single-user backend (instructions per 100-event call for one account,
--- the bench's batch, deterministic where CPU time on this machine varied by a tenth from run to
--- run), two steps of the one-account path cost more than their work needs:
---  - the running balance of each ledger row was sum(amount) over a window. sum(bigint) returns
---    numeric, so every row paid for a numeric sum, a numeric subtraction and a cast back to
---    bigint: about 3,300 instructions per row. creditkit.running_sum adds bigints with int8pl
---    (which raises on overflow, as the numeric cast did) and returns a bigint;
---  - every item's account id was cast to uuid twice, in the query that checks the batch and in
---    the INSERT, about 4,000 instructions per item each time. The check query now compares the
---    ids as the items spell them with the first item's (which it casts), and the INSERT does not
---    read them at all: every item names that account. The jsonpath test makes sure each id is a
---    JSON string, so that a number spelling the same digits cannot pass for it. A batch that
---    spells its one account in two ways takes the general path, which casts every id.
--- The whole 100-event call for one account went from about 7.6 to 6.9 million instructions (a
--- batch over two accounts from 11.2 to 10.9 million). The general path keeps its per-item uuid cast (now inside an exception block, since the check
--- query no longer casts ids) and also uses running_sum.
+-- creditkit batch: creditkit_consume_batch spends for up to 1000 buffered usage events in one
+-- transaction, each exactly as creditkit_consume would. The usual batch (every item valid, one
+-- account, keys new) is one guarded UPDATE and one INSERT; anything else goes item by item.
+
+-- One batch item with the types creditkit_consume types its arguments with, as
+-- jsonb_populate_recordset reads it. Internal: only the batch reads items through it.
+
+create type creditkit.batch_item as (
+  account_id uuid,
+  amount bigint,
+  event text,
+  idempotency_key text,
+  metadata jsonb,
+  cost_micros bigint);
 
 -- A running total of bigints that stays bigint: sum(bigint) returns numeric. Internal.
 create aggregate creditkit.running_sum(bigint) (sfunc = pg_catalog.int8pl, stype = bigint);

@@ -1,95 +1,20 @@
--- creditkit ledger API: grant, consume (blocking and raising), adjust, balance, history, the
--- expiry sweep, and the caller-bound reads for signed-in users.
+-- creditkit spend: the lock point and the lazy work it books, the debit, and the ledger API
+-- (grant, consume, adjust, balance, history, the expiry sweep, and the caller-bound reads).
 --
--- Shape of every mutation: validate -> lock the account row -> book credit that expired by p_now
--- -> replay if the idempotency key was seen -> act -> append one ledger row. One row lock, held
--- for the length of one short transaction; concurrent duplicates serialise on that lock and the
--- second one finds the first one's ledger row.
+-- Shape of every mutation: validate -> lock the account row -> book what is due by p_now (expired
+-- credit, renewals, expired holds) -> replay if the idempotency key was seen -> act -> append one
+-- ledger row. A consume that finds nothing due skips the lock until it debits: one guarded UPDATE
+-- of the account and one ledger INSERT (docs/benchmarks.md has the figures).
 --
 -- Security: mutations are security definer because no client role (service_role included) has
 -- write privileges on the kit's tables; EXECUTE is granted to service_role only, and each one
--- also refuses anon/authenticated callers (creditkit.assert_server_caller). Reads are security
--- invoker, so RLS and table privileges apply to them.
+-- also refuses anon/authenticated callers. Reads are security invoker, so RLS applies to them.
 
 -- ---------------------------------------------------------------------------------------------
--- Internal helpers (schema creditkit; not callable by clients unless granted below)
+-- The lock point and the lazy work it books
 -- ---------------------------------------------------------------------------------------------
-
-create or replace function creditkit.check_amount(p_amount bigint)
-returns void
-language plpgsql
-immutable
-set search_path = ''
-as $$
-begin
-  if p_amount is null or p_amount < 1 or p_amount > 9007199254740991 then
-    raise exception using
-      errcode = 'CK001',
-      message = format('invalid amount: %s (must be an integer from 1 to 9007199254740991)', coalesce(p_amount::text, 'NULL'));
-  end if;
-end;
-$$;
-comment on function creditkit.check_amount(bigint) is 'Raises CK001 unless 1 <= amount <= 2^53-1.';
-revoke all on function creditkit.check_amount(bigint) from public, anon, authenticated, service_role;
--- A pure validator (reads nothing), callable from the security-invoker reads.
-grant execute on function creditkit.check_amount(bigint) to authenticated, service_role;
-
-create or replace function creditkit.check_money(p_micros bigint)
-returns void
-language plpgsql
-immutable
-set search_path = ''
-as $$
-begin
-  if p_micros < 0 or p_micros > 9007199254740991 then
-    raise exception using
-      errcode = 'CK001',
-      message = format('invalid amount: %s micros (money is NULL or an integer from 0 to 9007199254740991)', p_micros);
-  end if;
-end;
-$$;
-comment on function creditkit.check_money(bigint) is 'Raises CK001 unless a money amount (micros) is NULL or within 0..2^53-1.';
-revoke all on function creditkit.check_money(bigint) from public, anon, authenticated, service_role;
--- A pure validator (reads nothing), callable from the security-invoker reads.
-grant execute on function creditkit.check_money(bigint) to authenticated, service_role;
-
--- Validates the arguments every mutation shares; returns the metadata to store ('{}' for NULL).
-create or replace function creditkit.check_request(p_idempotency_key text, p_event text, p_metadata jsonb, p_now timestamptz)
-returns jsonb
-language plpgsql
-immutable
-set search_path = ''
-as $$
-begin
-  if p_now is null then
-    raise exception using errcode = 'CK006', message = 'invalid argument: p_now must not be NULL';
-  end if;
-  if p_idempotency_key is not null and (length(p_idempotency_key) > 255 or p_idempotency_key !~ '[^[:space:]]') then
-    raise exception using errcode = 'CK006', message = 'invalid argument: idempotency key must be 1 to 255 characters, not blank';
-  end if;
-  if p_event is not null and (length(p_event) > 200 or p_event !~ '[^[:space:]]') then
-    raise exception using errcode = 'CK006', message = 'invalid argument: event name must be 1 to 200 characters, not blank';
-  end if;
-  if p_metadata is null then
-    return '{}'::jsonb;
-  end if;
-  if jsonb_typeof(p_metadata) <> 'object' then
-    raise exception using errcode = 'CK006', message = 'invalid argument: metadata must be a JSON object';
-  end if;
-  if octet_length(p_metadata::text) > 8192 then
-    raise exception using errcode = 'CK006', message = 'invalid argument: metadata is larger than 8192 bytes';
-  end if;
-  return p_metadata;
-end;
-$$;
-comment on function creditkit.check_request(text, text, jsonb, timestamptz) is
-  'Validates idempotency key, event name, metadata and time; returns the metadata to store.';
-revoke all on function creditkit.check_request(text, text, jsonb, timestamptz) from public, anon, authenticated, service_role;
--- A pure validator (reads nothing), callable from the security-invoker reads.
-grant execute on function creditkit.check_request(text, text, jsonb, timestamptz) to authenticated, service_role;
 
 -- accounts.due_at is computed here and nowhere else, so no path can forget a kind of due work.
--- For now that is bucket expiry; later migrations replace this function to add more.
 create or replace function creditkit.refresh_due_at(p_account_id uuid)
 returns void
 language sql
@@ -97,12 +22,14 @@ volatile
 set search_path = ''
 as $$
   update creditkit.accounts a
-     set due_at = (select min(g.expires_at) from creditkit.grants g
-                    where g.account_id = p_account_id and g.remaining > 0)
+     set due_at = least(
+           (select min(g.expires_at) from creditkit.grants g where g.account_id = p_account_id and g.remaining > 0),
+           (select s.renews_at from creditkit.subscriptions s where s.account_id = p_account_id),
+           (select min(h.expires_at) from creditkit.holds h where h.account_id = p_account_id and h.status = 'open'))
    where a.id = p_account_id;
 $$;
 comment on function creditkit.refresh_due_at(uuid) is
-  'Sets accounts.due_at to the earliest time anything is due on the account (a bucket with credit left expiring).';
+  'Sets accounts.due_at to the earliest time anything is due on the account: bucket expiry, renewal or hold expiry.';
 revoke all on function creditkit.refresh_due_at(uuid) from public, anon, authenticated, service_role;
 
 -- Books every bucket of the account that expired by p_now: its remainder leaves the balance as one
@@ -150,8 +77,71 @@ comment on function creditkit.book_expired(uuid, timestamptz) is
   'Books expired buckets of a locked account as expire ledger rows; returns the new balance.';
 revoke all on function creditkit.book_expired(uuid, timestamptz) from public, anon, authenticated, service_role;
 
--- The slow path of a touch: everything due on a locked account by p_now. Returns the balance.
--- For now that is expired credit; later migrations replace it to add renewals and hold expiry.
+-- Takes p_amount out of the account's live buckets in spend order (soonest expiry, then priority,
+-- then oldest). The caller holds the lock and has checked the balance, which equals the live
+-- buckets' sum once expired credit is booked and undrawn credit drawn.
+create or replace function creditkit.draw_down(p_account_id uuid, p_amount bigint, p_now timestamptz)
+returns void
+language plpgsql
+volatile
+set search_path = ''
+as $$
+declare
+  v_left bigint := p_amount;
+  v_take bigint;
+  v_bucket record;
+begin
+  for v_bucket in
+    select g.id, g.remaining
+      from creditkit.grants g
+     where g.account_id = p_account_id and g.live and (g.expires_at is null or g.expires_at > p_now)
+     order by g.expires_at, g.priority desc, g.created_at, g.id
+  loop
+    v_take := least(v_bucket.remaining, v_left);
+    update creditkit.grants g set remaining = g.remaining - v_take where g.id = v_bucket.id;
+    v_left := v_left - v_take;
+    exit when v_left = 0;
+  end loop;
+  if v_left <> 0 then
+    raise exception 'creditkit invariant broken: buckets of account % do not cover its balance', p_account_id;
+  end if;
+end;
+$$;
+comment on function creditkit.draw_down(uuid, bigint, timestamptz) is
+  'Spends from live buckets: soonest expiry, then higher priority, then oldest.';
+revoke all on function creditkit.draw_down(uuid, bigint, timestamptz) from public, anon, authenticated, service_role;
+
+-- Draws the account's undrawn credit from its buckets in spend order. The caller holds the lock.
+--
+-- Why one draw of the sum is exact: the fast path runs only while nothing is due, and every event
+-- that changes the spend order (a grant, an expiry, a refund, a plan change) takes the lock and
+-- draws first. So the spend order is fixed between two draws, and greedy draws of a1, a2, ... from
+-- a fixed ordered list leave the same remainders as one greedy draw of a1 + a2 + .... Buckets that
+-- expired since (still unbooked) were spendable when those consumes ran and, soonest expiry first,
+-- are drawn first: hence '-infinity', every bucket with credit left, expired or not.
+create or replace function creditkit.draw_undrawn(p_account_id uuid)
+returns void
+language plpgsql
+volatile
+set search_path = ''
+as $$
+declare
+  v_undrawn bigint;
+begin
+  select a.undrawn into v_undrawn from creditkit.accounts a where a.id = p_account_id;
+  if v_undrawn > 0 then
+    perform creditkit.draw_down(p_account_id, v_undrawn, '-infinity');
+    update creditkit.accounts a set undrawn = 0 where a.id = p_account_id;
+  end if;
+end;
+$$;
+comment on function creditkit.draw_undrawn(uuid) is
+  'Takes the credit the fast path consumed (accounts.undrawn) from the buckets in spend order, for a locked account.';
+revoke all on function creditkit.draw_undrawn(uuid) from public, anon, authenticated, service_role;
+
+-- The slow path of a touch, under the account lock (creditkit.lock_account, or the optional sweep
+-- creditkit_book_expired): the draw comes first, so renewals, refunds and expiry see the buckets
+-- as they truly stand.
 create or replace function creditkit.book_due(p_account_id uuid, p_now timestamptz)
 returns bigint
 language plpgsql
@@ -159,11 +149,14 @@ volatile
 set search_path = ''
 as $$
 begin
-  return creditkit.book_expired(p_account_id, p_now);
+  perform creditkit.draw_undrawn(p_account_id);
+  perform creditkit.renew_period(p_account_id, p_now);
+  perform creditkit.expire_holds(p_account_id, p_now);
+  return creditkit.book_expired(p_account_id, p_now);  -- also refreshes due_at
 end;
 $$;
 comment on function creditkit.book_due(uuid, timestamptz) is
-  'The slow path of a touch: books what is due by p_now on a locked account; returns the balance.';
+  'The slow path of a touch: draws undrawn credit, then books renewals, expired holds and expired credit due by p_now on a locked account.';
 revoke all on function creditkit.book_due(uuid, timestamptz) from public, anon, authenticated, service_role;
 
 -- What an account can spend now: its balance less what open holds reserve, never below zero
@@ -179,9 +172,9 @@ $$;
 comment on function creditkit.spendable(uuid) is 'An account''s spendable balance: balance - held, at least 0.';
 revoke all on function creditkit.spendable(uuid) from public, anon, authenticated, service_role;
 
--- Locks the account row (the one lock point of every mutation), books what is due when due_at
--- says anything is, and returns the spendable balance: what open holds reserve cannot be spent
--- (and bucket expiry can leave less than is held: never below zero).
+-- The one lock point of every mutation: locks the account row, draws what the fast path left
+-- undrawn, books what is due when due_at says anything is, and returns the spendable balance
+-- (balance - held, never below zero: bucket expiry can leave less than is held).
 create or replace function creditkit.lock_account(p_account_id uuid, p_now timestamptz)
 returns bigint
 language plpgsql
@@ -192,11 +185,12 @@ declare
   v_balance bigint;
   v_held bigint;
   v_due_at timestamptz;
+  v_undrawn bigint;
 begin
   if p_account_id is null then
     raise exception using errcode = 'CK006', message = 'invalid argument: account id must not be NULL';
   end if;
-  select a.balance, a.held, a.due_at into v_balance, v_held, v_due_at
+  select a.balance, a.held, a.due_at, a.undrawn into v_balance, v_held, v_due_at, v_undrawn
     from creditkit.accounts a
    where a.id = p_account_id
      for update;
@@ -207,14 +201,16 @@ begin
       detail = jsonb_build_object('account_id', p_account_id)::text;
   end if;
   if v_due_at <= p_now then
-    v_balance := creditkit.book_due(p_account_id, p_now);
+    v_balance := creditkit.book_due(p_account_id, p_now);  -- draws first
     select a.held into v_held from creditkit.accounts a where a.id = p_account_id;
+  elsif v_undrawn > 0 then
+    perform creditkit.draw_undrawn(p_account_id);
   end if;
   return greatest(v_balance - v_held, 0);
 end;
 $$;
 comment on function creditkit.lock_account(uuid, timestamptz) is
-  'Locks an account row, books what is due by p_now, returns the spendable balance (balance - held). CK003 if unknown.';
+  'Locks an account row, draws from buckets what the fast path left undrawn, books what is due by p_now, returns the spendable balance (balance - held). CK003 if unknown.';
 revoke all on function creditkit.lock_account(uuid, timestamptz) from public, anon, authenticated, service_role;
 
 -- The earlier ledger row made with this key, or NULL. Raises CK004 when the key was used for
@@ -251,39 +247,6 @@ $$;
 comment on function creditkit.find_replay(uuid, text, text, bigint, text, jsonb, bigint, bigint) is
   'Idempotency: the ledger row an earlier call with this key wrote, NULL if none; CK004 if parameters differ.';
 revoke all on function creditkit.find_replay(uuid, text, text, bigint, text, jsonb, bigint, bigint) from public, anon, authenticated, service_role;
-
--- Takes p_amount out of the account's live buckets in spend order. The caller holds the lock and
--- has checked the balance, which equals the live buckets' sum once expired credit is booked.
-create or replace function creditkit.draw_down(p_account_id uuid, p_amount bigint, p_now timestamptz)
-returns void
-language plpgsql
-volatile
-set search_path = ''
-as $$
-declare
-  v_left bigint := p_amount;
-  v_take bigint;
-  v_bucket record;
-begin
-  for v_bucket in
-    select g.id, g.remaining
-      from creditkit.grants g
-     where g.account_id = p_account_id and g.remaining > 0 and (g.expires_at is null or g.expires_at > p_now)
-     order by g.expires_at, g.priority desc, g.created_at, g.id
-  loop
-    v_take := least(v_bucket.remaining, v_left);
-    update creditkit.grants g set remaining = g.remaining - v_take where g.id = v_bucket.id;
-    v_left := v_left - v_take;
-    exit when v_left = 0;
-  end loop;
-  if v_left <> 0 then
-    raise exception 'creditkit invariant broken: buckets of account % do not cover its balance', p_account_id;
-  end if;
-end;
-$$;
-comment on function creditkit.draw_down(uuid, bigint, timestamptz) is
-  'Spends from live buckets: soonest expiry, then higher priority, then oldest.';
-revoke all on function creditkit.draw_down(uuid, bigint, timestamptz) from public, anon, authenticated, service_role;
 
 create or replace function creditkit.add_grant(
   p_account_id uuid, p_category text, p_amount bigint, p_priority integer,
@@ -337,7 +300,9 @@ comment on function creditkit.append_entry(uuid, text, bigint, bigint, text, tex
   'Moves the balance of a locked account by a signed amount and appends the ledger row.';
 revoke all on function creditkit.append_entry(uuid, text, bigint, bigint, text, text, jsonb, timestamptz, timestamptz, bigint, bigint) from public, anon, authenticated, service_role;
 
--- Live buckets (not expired at p_now, credit left) in spend order, with their sum and next expiry.
+-- Reads that take no lock (balance, my_balance, has_credits) attribute `undrawn` to the buckets in
+-- spend order: a bucket's share is what is left of undrawn after the buckets before it took
+-- theirs, least(remaining, greatest(undrawn - remaining of the buckets before it, 0)).
 -- Security invoker: for a signed-in caller RLS limits it to accounts they may read.
 create or replace function creditkit.live_buckets(
   p_account_id uuid, p_now timestamptz,
@@ -348,21 +313,32 @@ stable
 security invoker
 set search_path = ''
 as $$
-  select coalesce(sum(g.remaining), 0)::bigint,
-         min(g.expires_at),
+  with b as (
+    select g.id, g.category, g.amount, g.priority, g.expires_at, g.created_at,
+           (g.remaining - least(g.remaining, greatest(coalesce(a.undrawn, 0) - (sum(g.remaining) over w - g.remaining), 0)))::bigint
+             as remaining
+      from creditkit.grants g
+      left join creditkit.accounts a on a.id = g.account_id
+     where g.account_id = p_account_id and g.live
+    window w as (order by g.expires_at, g.priority desc, g.created_at, g.id rows between unbounded preceding and current row)
+  )
+  select greatest(coalesce(sum(b.remaining), 0) - creditkit.held_at(p_account_id, p_now), 0)::bigint,
+         min(b.expires_at),
          coalesce(jsonb_agg(jsonb_build_object(
-                    'grant_id', g.id, 'category', g.category, 'remaining', g.remaining, 'amount', g.amount,
-                    'priority', g.priority, 'expires_at', g.expires_at, 'created_at', g.created_at)
-                  order by g.expires_at, g.priority desc, g.created_at, g.id), '[]'::jsonb)
-    from creditkit.grants g
-   where g.account_id = p_account_id and g.remaining > 0 and (g.expires_at is null or g.expires_at > p_now);
+                    'grant_id', b.id, 'category', b.category, 'remaining', b.remaining, 'amount', b.amount,
+                    'priority', b.priority, 'expires_at', b.expires_at, 'created_at', b.created_at)
+                  order by b.expires_at, b.priority desc, b.created_at, b.id), '[]'::jsonb)
+    from b
+   where b.remaining > 0 and (b.expires_at is null or b.expires_at > p_now);
 $$;
 comment on function creditkit.live_buckets(uuid, timestamptz) is
-  'Spendable buckets of an account at p_now in spend order, their total and the soonest expiry.';
+  'Spendable balance at p_now (live buckets minus open holds), the soonest bucket expiry and the live buckets in spend order, with what the fast path left undrawn taken from them.';
 revoke all on function creditkit.live_buckets(uuid, timestamptz) from public, anon, authenticated, service_role;
 grant execute on function creditkit.live_buckets(uuid, timestamptz) to authenticated, service_role;
 
--- One page of an account's ledger, newest first; keyset pagination on the ledger id.
+-- One page of an account's ledger, newest first; keyset pagination on the ledger id. A plpgsql
+-- RETURN QUERY must match the declared column types exactly, and a domain is not its base type:
+-- the columns come back as the text and bigint it declares.
 create or replace function creditkit.history_page(p_account_id uuid, p_limit integer, p_before_id bigint)
 returns table (id bigint, kind text, amount bigint, balance_after bigint, grant_id bigint, event text,
                idempotency_key text, metadata jsonb, created_at timestamptz)
@@ -376,7 +352,8 @@ begin
     raise exception using errcode = 'CK006', message = 'invalid argument: limit must be from 1 to 1000';
   end if;
   return query
-    select l.id, l.kind, l.amount, l.balance_after, l.grant_id, l.event, l.idempotency_key, l.metadata, l.created_at
+    select l.id, l.kind::text, l.amount::bigint, l.balance_after::bigint, l.grant_id, l.event, l.idempotency_key,
+           l.metadata, l.created_at
       from creditkit.ledger l
      where l.account_id = p_account_id and (p_before_id is null or l.id < p_before_id)
      order by l.id desc
@@ -498,6 +475,10 @@ revoke all on function public.creditkit_grant(uuid, bigint, text, timestamptz, i
 grant execute on function public.creditkit_grant(uuid, bigint, text, timestamptz, integer, text, jsonb, bigint, timestamptz) to service_role;
 
 -- Security definer: writes the kit's tables, which no client role may write; service_role only.
+-- The hot path. While nothing is due, one guarded UPDATE checks and debits (it locks the row only
+-- if it debits) and counts the credit in `undrawn` instead of drawing the buckets; one INSERT
+-- appends the ledger row. A refusal reads the account once and writes nothing, not even a lock.
+-- Everything else (something due, a replay, an unknown account) takes the slow path.
 create or replace function public.creditkit_consume(
   p_account_id uuid,
   p_amount bigint,
@@ -518,15 +499,88 @@ as $$
 declare
   v_metadata jsonb;
   v_balance bigint;
+  v_spendable bigint;
+  v_due_at timestamptz;
   v_prior creditkit.ledger;
   v_entry creditkit.ledger;
 begin
-  perform creditkit.assert_server_caller();
-  perform creditkit.check_amount(p_amount);
-  perform creditkit.check_money(p_cost_micros);
-  v_metadata := creditkit.check_request(p_idempotency_key, p_event, p_metadata, p_now);
-  v_balance := creditkit.lock_account(p_account_id, p_now);
+  -- One test for everything a plain call does not have: a client role (assert_server_caller's
+  -- test, inlined), an argument NULL or out of range, or an event, key or metadata to validate.
+  -- Only then do the checks run, in their usual order. (Every IF is an expression that plpgsql
+  -- prepares again in each transaction, so the hot path keeps them few.)
+  if current_setting('role', true) in ('anon', 'authenticated') or auth.role() in ('anon', 'authenticated')
+     or p_account_id is null or p_amount is null or p_amount < 1 or p_amount > 9007199254740991 or p_now is null
+     or p_cost_micros < 0 or p_cost_micros > 9007199254740991
+     or p_event is not null or p_idempotency_key is not null or p_metadata is not null then
+    -- (each check runs only if its part of the test above holds, so a call with a key, the usual
+    -- case in apps, pays for check_request alone)
+    if current_setting('role', true) in ('anon', 'authenticated') or auth.role() in ('anon', 'authenticated') then
+      perform creditkit.assert_server_caller();
+    end if;
+    if p_amount is null or p_amount < 1 or p_amount > 9007199254740991
+       or p_cost_micros < 0 or p_cost_micros > 9007199254740991 then
+      perform creditkit.check_amount(p_amount);
+      perform creditkit.check_money(p_cost_micros);
+    end if;
+    v_metadata := creditkit.check_request(p_idempotency_key, p_event, p_metadata, p_now);
+    if p_account_id is null then
+      raise exception using errcode = 'CK006', message = 'invalid argument: account id must not be NULL';
+    end if;
+  end if;
 
+  -- Fast path: check and debit in one statement. It locks the row only if it debits; a row that
+  -- fails the test (too little credit, or something due) is skipped without a lock. The buckets
+  -- are not touched: `undrawn` counts the credit, and the next lock_account draws it.
+  update creditkit.accounts a
+     set balance = a.balance - p_amount,
+         undrawn = a.undrawn + p_amount,
+         version = a.version + 1
+   where a.id = p_account_id
+     and a.balance - a.held >= p_amount
+     and (a.due_at is null or a.due_at > p_now)
+  returning a.balance, a.balance - a.held into v_balance, v_spendable;
+
+  if found then
+    -- Every write of this account's ledger holds its row lock, which we now hold, so this read
+    -- sees any earlier call with the key. A replay undoes the debit (the rare case pays).
+    if p_idempotency_key is not null then
+      v_prior := creditkit.find_replay(p_account_id, p_idempotency_key, 'consume', -p_amount, p_event, v_metadata,
+                                       p_cost_micros, null);
+      if v_prior.id is not null then
+        update creditkit.accounts a
+           set balance = a.balance + p_amount, undrawn = a.undrawn - p_amount, version = a.version - 1
+         where a.id = p_account_id;
+        allowed := true;
+        balance := v_prior.balance_after;
+        transaction_id := v_prior.id;
+        return;
+      end if;
+    end if;
+    insert into creditkit.ledger (account_id, kind, amount, balance_after, event, idempotency_key,
+                                  cost_micros, metadata, created_at)
+    values (p_account_id, 'consume', -p_amount, v_balance, p_event, p_idempotency_key,
+            p_cost_micros, coalesce(v_metadata, '{}'::jsonb), p_now)
+    returning true, v_spendable, id into allowed, balance, transaction_id;
+    return;
+  end if;
+
+  -- Refused without a lock: read the account once. When nothing is due, the key (if any) was
+  -- never used and the spendable balance cannot cover the amount, that snapshot is the answer:
+  -- blocked, and nothing written, not even a row lock.
+  select false, greatest(a.balance - a.held, 0), a.due_at into allowed, balance, v_due_at
+    from creditkit.accounts a where a.id = p_account_id;
+  if found and (v_due_at is null or v_due_at > p_now) and balance < p_amount then
+    if p_idempotency_key is not null then
+      perform from creditkit.ledger l where l.account_id = p_account_id and l.idempotency_key = p_idempotency_key;
+    end if;
+    if p_idempotency_key is null or not found then
+      return;
+    end if;
+  end if;
+
+  -- Slow path (unknown account, something due, a replay, or credit that arrived meanwhile).
+  v_metadata := coalesce(v_metadata, '{}'::jsonb);
+  v_spendable := creditkit.lock_account(p_account_id, p_now);
   v_prior := creditkit.find_replay(p_account_id, p_idempotency_key, 'consume', -p_amount, p_event, v_metadata,
                                    p_cost_micros, null);
   if v_prior.id is not null then
@@ -535,19 +589,17 @@ begin
     transaction_id := v_prior.id;
     return;
   end if;
-
-  if v_balance < p_amount then
+  if v_spendable < p_amount then
     -- Blocked: a result, not an error, and no ledger row.
     allowed := false;
-    balance := v_balance;
+    balance := v_spendable;
     return;
   end if;
-
   perform creditkit.draw_down(p_account_id, p_amount, p_now);
   v_entry := creditkit.append_entry(p_account_id, 'consume', -p_amount, null, p_event, p_idempotency_key,
                                     v_metadata, p_now, null, p_cost_micros, null);
   allowed := true;
-  balance := v_balance - p_amount;  -- spendable, like the blocked answer (balance_after without holds)
+  balance := v_spendable - p_amount;
   transaction_id := v_entry.id;
 end;
 $$;

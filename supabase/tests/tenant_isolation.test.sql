@@ -1,4 +1,4 @@
--- 004_tenant_isolation: what each client actor can see and do (invariant 4: no client role can
+-- tenant_isolation: what each client actor can see and do (invariant 4: no client role can
 -- mint, spend for another account, or learn another account's balance).
 --
 -- Actors: alice (member: her personal account, id = her user id, holds credit), bob (signed in,

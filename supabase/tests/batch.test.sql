@@ -1,4 +1,4 @@
--- 011_consume_batch: many usage events in one call. Each item behaves as creditkit_consume with
+-- batch: many usage events in one call. Each item behaves as creditkit_consume with
 -- its arguments, applied in input order in one transaction: one answer per item in order,
 -- blocked items answer allowed = false and write nothing, keys replay within and across batches
 -- (and across single consumes), and a bad batch or a bad item anywhere fails the whole call with

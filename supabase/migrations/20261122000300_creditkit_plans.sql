@@ -1,12 +1,8 @@
 -- creditkit plans: a plan catalogue (allowance per period, reset or capped rollover, feature
--- flags, room for Stripe price ids), one subscription per account, and lazy period renewals.
---
--- Renewals need no cron. A subscription's next boundary is folded into accounts.due_at, so the
--- first touch after it (a consume, a grant, a server balance read) takes the slow path under the
--- account lock and books the period change exactly once: the ended period's allowance expires (or
--- part of it rolls over) and the new period's allowance is granted. Boundaries are computed from
--- the stored anchor, never from the previous boundary, in UTC: an anchor on Jan 31 renews on
--- Feb 28/29, Mar 31, Apr 30, ...
+-- flags, Stripe price ids), one subscription per account, and lazy period renewals. A
+-- subscription's next boundary is folded into accounts.due_at, so the first touch after it books
+-- the period change exactly once, under the account lock; no cron. Boundaries are computed from the
+-- stored anchor in UTC: an anchor on Jan 31 renews on Feb 28/29, Mar 31, Apr 30, ...
 
 create table creditkit.plans (
   id text primary key
@@ -58,9 +54,19 @@ create table creditkit.subscriptions (
   renews_at timestamptz,
   stripe_customer_id text,
   stripe_subscription_id text unique,
-  updated_at timestamptz not null default now()
+  updated_at timestamptz not null default now(),
+  -- A subscription Stripe manages: the newest Stripe event applied to it, by (created, rank, id).
+  stripe_event_at timestamptz,
+  stripe_event_rank smallint,
+  stripe_event_id text
 );
 comment on table creditkit.subscriptions is 'One subscription per account: plan, status and the period anchor.';
+comment on column creditkit.subscriptions.stripe_event_at is
+  '`created` of the newest Stripe event applied to this subscription; older events change nothing.';
+comment on column creditkit.subscriptions.stripe_event_rank is
+  'Precedence of that event''s type among events of the same second (creditkit.stripe_event_rank); 0: only the checkout is known.';
+comment on column creditkit.subscriptions.stripe_event_id is
+  'The id of that event: the last tie-break, so that any delivery order ends in the same state.';
 create index subscriptions_plan on creditkit.subscriptions (plan_id);
 
 alter table creditkit.plans enable row level security;
@@ -72,9 +78,6 @@ create policy "signed-in users can read the plan catalogue"
 create policy "members can read their accounts' subscription"
   on creditkit.subscriptions for select to authenticated
   using (creditkit.can_access_account(account_id));
-
-insert into creditkit.error_codes (code, name, description) values
-  ('CK009', 'unknown_plan', 'No active plan with that id.');
 
 -- ---------------------------------------------------------------------------------------------
 -- Period arithmetic (pure)
@@ -154,7 +157,7 @@ revoke all on function creditkit.effective_plan(uuid) from public, anon, authent
 grant execute on function creditkit.effective_plan(uuid) to authenticated, service_role;
 
 -- ---------------------------------------------------------------------------------------------
--- Lazy work: renewals join bucket expiry in the slow path of lock_account
+-- Renewals: booked by the slow path of the lock point (creditkit.book_due)
 -- ---------------------------------------------------------------------------------------------
 
 -- Grants a period's allowance bucket (allowance + carried credit), expiring at the period's end.
@@ -238,41 +241,6 @@ $$;
 comment on function creditkit.renew_period(uuid, timestamptz) is
   'Books a due period change for a locked account: expiry or rollover of the old allowance, the new allowance.';
 revoke all on function creditkit.renew_period(uuid, timestamptz) from public, anon, authenticated, service_role;
-
--- due_at now also covers the next renewal.
-create or replace function creditkit.refresh_due_at(p_account_id uuid)
-returns void
-language sql
-volatile
-set search_path = ''
-as $$
-  update creditkit.accounts a
-     set due_at = least(
-           (select min(g.expires_at) from creditkit.grants g where g.account_id = p_account_id and g.remaining > 0),
-           (select s.renews_at from creditkit.subscriptions s where s.account_id = p_account_id))
-   where a.id = p_account_id;
-$$;
-comment on function creditkit.refresh_due_at(uuid) is
-  'Sets accounts.due_at to the earliest time anything is due on the account: a bucket with credit left expiring, or a renewal.';
-revoke all on function creditkit.refresh_due_at(uuid) from public, anon, authenticated, service_role;
-
--- Everything due at p_now on a locked account, then the new due_at. Returns the balance.
-create or replace function creditkit.book_due(p_account_id uuid, p_now timestamptz)
-returns bigint
-language plpgsql
-volatile
-set search_path = ''
-as $$
-declare
-  v_balance bigint;
-begin
-  perform creditkit.renew_period(p_account_id, p_now);
-  return creditkit.book_expired(p_account_id, p_now);  -- also refreshes due_at
-end;
-$$;
-comment on function creditkit.book_due(uuid, timestamptz) is
-  'The slow path of a touch: books renewals and expired credit due by p_now on a locked account.';
-revoke all on function creditkit.book_due(uuid, timestamptz) from public, anon, authenticated, service_role;
 
 -- ---------------------------------------------------------------------------------------------
 -- Server API: catalogue and subscriptions
@@ -494,6 +462,39 @@ comment on function public.creditkit_has_feature(uuid, text) is
   'Server only. Whether a feature flag is on in the plan in force for the account (false when absent).';
 revoke all on function public.creditkit_has_feature(uuid, text) from public, anon, authenticated;
 grant execute on function public.creditkit_has_feature(uuid, text) to service_role;
+
+-- Security invoker: the plan catalogue as a function, so a pricing page can list the plans on offer
+-- through the Data API without exposing the private schema. It reads creditkit.plans through the
+-- "signed-in users can read the plan catalogue" policy.
+
+create function public.creditkit_plans()
+returns table (
+  id text,
+  name text,
+  allowance bigint,
+  period text,
+  renewal text,
+  rollover_cap bigint,
+  features jsonb,
+  price_amount bigint,
+  currency text,
+  stripe_price_id text,
+  is_default boolean)
+language sql
+stable
+security invoker
+set search_path = ''
+as $$
+  select p.id, p.name, p.allowance, p.period, p.renewal, p.rollover_cap, p.features,
+         p.price_amount, p.currency, p.stripe_price_id, p.is_default
+    from creditkit.plans p
+   where p.active
+   order by p.price_amount, p.id;
+$$;
+comment on function public.creditkit_plans() is
+  'Server and signed-in users. The active plans, cheapest first: allowance, period, renewal rule, features, price (in the smallest currency unit) and Stripe price id.';
+revoke all on function public.creditkit_plans() from public, anon, authenticated, service_role;
+grant execute on function public.creditkit_plans() to authenticated, service_role;
 
 -- ---------------------------------------------------------------------------------------------
 -- Caller-bound API

@@ -1,4 +1,4 @@
--- 007_holds: reserve an estimate, settle the actual amount, release on failure, lazy expiry.
+-- holds: reserve an estimate, settle the actual amount, release on failure, lazy expiry.
 --
 -- What a hold promises (invariant 6): it is settled, released or expired exactly once; while
 -- open it lowers the spendable balance (balance - held) at once without a ledger row; an expired

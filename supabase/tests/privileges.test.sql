@@ -1,4 +1,4 @@
--- 003_privileges: who may execute, read and write what, read from the catalog and compared with
+-- privileges: who may execute, read and write what, read from the catalog and compared with
 -- an expectation checked in here. The expectation is the security table of the README: server
 -- functions are service_role's alone, the caller-bound reads (my_*, has_credits) are for
 -- signed-in users, quote is for both, the kit's tables are read-only for authenticated (through
