@@ -2,8 +2,8 @@
 //
 // Creates throwaway creditkit_bench_* databases, installs the kit the way every test database gets
 // it (@creditkit/db setupDatabase), adds the bench schema (scripts/bench/sql/schema.sql), then runs
-// pgbench custom scripts per scenario: the baselines R, R+L and N, then the kit, on freshly reset
-// state, interleaved per repetition. It prints medians, min–max and ratios, and in a full run of
+// pgbench custom scripts per scenario: the baselines (R, R+L, R+L+K, N, and M and M+T, Makerkit's
+// guide), then the kit, on freshly reset state, interleaved per repetition. It prints medians, min–max and ratios, and in a full run of
 // every scenario writes docs/benchmarks.md. The method is PERFORMANCE.md's.
 //
 //   pnpm bench                         full run (3 repetitions × 10 s runs, about 20 minutes)
@@ -226,7 +226,13 @@ async function runVariant(sc: Scenario, v: Variant, rep: number, db: BenchDb, le
   }
 
   const counted = await debitsSince(db, before);
-  const debits = v.debits === 'kit' ? counted.kit : v.debits === 'bench-ledger' ? counted.benchLedger : counted.benchBalance;
+  const debits = {
+    kit: counted.kit,
+    'bench-ledger': counted.benchLedger,
+    'bench-balance': counted.benchBalance,
+    'bench-credits': counted.credits,
+    'bench-transactions': counted.transactions,
+  }[v.debits];
   if (v.db === 'main' && v.debits === 'kit') {
     const broken = await brokenAccounts(db);
     if (broken > 0) throw new Error(`${sc.id} ${v.key}: ${broken} accounts break the kit's invariants after the run`);
