@@ -44,9 +44,10 @@ begin
   if not exists (
     select from pg_index i
      where i.indrelid = 'bench.ledger'::regclass and i.indisunique
-       and i.indkey::int2[] = array[
-         (select attnum from pg_attribute where attrelid = 'bench.ledger'::regclass and attname = 'account_id'),
-         (select attnum from pg_attribute where attrelid = 'bench.ledger'::regclass and attname = 'idempotency_key')]::int2[]) then
+       and (select array_agg(a.attname::text order by k.n)
+              from unnest(i.indkey::int2[]) with ordinality k(attnum, n)
+              join pg_attribute a on a.attrelid = i.indrelid and a.attnum = k.attnum)
+           = array['account_id', 'idempotency_key']) then
     create unique index ledger_idempotency on bench.ledger (account_id, idempotency_key) where idempotency_key is not null;
   end if;
 end;
