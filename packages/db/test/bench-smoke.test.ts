@@ -12,6 +12,7 @@ const root = fileURLToPath(new URL('../../../', import.meta.url));
 // scenario dropped from the bench fails this test instead of silently going unmeasured.
 const SCENARIOS = [
   'uniform-16',
+  'meter',
   'sdk',
   'batch',
   'holds',

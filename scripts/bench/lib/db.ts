@@ -67,7 +67,7 @@ export async function dropBenchDbs(serverUrl: string, dbs: BenchDb[]): Promise<v
 }
 
 export const KIT_TABLES = ['creditkit.accounts', 'creditkit.grants', 'creditkit.ledger', 'creditkit.holds', 'creditkit.subscriptions'];
-export const BENCH_TABLES = ['bench.accounts', 'bench.ledger'];
+export const BENCH_TABLES = ['bench.accounts', 'bench.ledger', 'bench.credits', 'bench.credit_transactions'];
 
 /** VACUUM ANALYZE, one statement per table (VACUUM cannot run in a transaction block). */
 export async function vacuum(db: BenchDb, tables: string[] = [...KIT_TABLES, ...BENCH_TABLES]): Promise<void> {
@@ -95,16 +95,26 @@ export interface Snapshot {
   kitMaxId: number;
   benchMaxId: number;
   benchBalance: number;
+  creditsTokens: number;
+  transactionsMaxId: number;
 }
 
 export async function snapshot(db: BenchDb): Promise<Snapshot> {
-  const r = await db.admin.query<{ k: string; b: string; s: string }>(
+  const r = await db.admin.query<{ k: string; b: string; s: string; c: string; t: string }>(
     `select (select coalesce(max(id), 0) from creditkit.ledger)::text as k,
             (select coalesce(max(id), 0) from bench.ledger)::text as b,
-            (select coalesce(sum(balance), 0) from bench.accounts)::text as s`,
+            (select coalesce(sum(balance), 0) from bench.accounts)::text as s,
+            (select coalesce(sum(tokens), 0) from bench.credits)::text as c,
+            (select coalesce(max(id), 0) from bench.credit_transactions)::text as t`,
   );
   const row = r.rows[0]!;
-  return { kitMaxId: Number(row.k), benchMaxId: Number(row.b), benchBalance: Number(row.s) };
+  return {
+    kitMaxId: Number(row.k),
+    benchMaxId: Number(row.b),
+    benchBalance: Number(row.s),
+    creditsTokens: Number(row.c),
+    transactionsMaxId: Number(row.t),
+  };
 }
 
 export interface Debits {
@@ -114,18 +124,30 @@ export interface Debits {
   benchLedger: number;
   /** Credits the baseline accounts lost (each baseline debit is 1 credit). */
   benchBalance: number;
+  /** Tokens M's credits rows lost (each M or M+T debit is 1). */
+  credits: number;
+  /** Rows M+T's credit_transactions gained. */
+  transactions: number;
 }
 
 /** Successful debits since `before`, counted from the ledgers and balances, not from calls. */
 export async function debitsSince(db: BenchDb, before: Snapshot): Promise<Debits> {
-  const r = await db.admin.query<{ k: string; b: string; s: string }>(
+  const r = await db.admin.query<{ k: string; b: string; s: string; c: string; t: string }>(
     `select (select count(*) from creditkit.ledger where id > $1 and kind = 'consume')::text as k,
             (select count(*) from bench.ledger where id > $2)::text as b,
-            (select coalesce(sum(balance), 0) from bench.accounts)::text as s`,
-    [before.kitMaxId, before.benchMaxId],
+            (select coalesce(sum(balance), 0) from bench.accounts)::text as s,
+            (select coalesce(sum(tokens), 0) from bench.credits)::text as c,
+            (select count(*) from bench.credit_transactions where id > $3)::text as t`,
+    [before.kitMaxId, before.benchMaxId, before.transactionsMaxId],
   );
   const row = r.rows[0]!;
-  return { kit: Number(row.k), benchLedger: Number(row.b), benchBalance: before.benchBalance - Number(row.s) };
+  return {
+    kit: Number(row.k),
+    benchLedger: Number(row.b),
+    benchBalance: before.benchBalance - Number(row.s),
+    credits: before.creditsTokens - Number(row.c),
+    transactions: Number(row.t),
+  };
 }
 
 /** Accounts that break the kit's invariants (balance = sum(ledger) = sum(buckets), held = open holds). */

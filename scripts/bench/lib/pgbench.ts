@@ -80,11 +80,15 @@ export function runPgbench(run: PgbenchRun): Promise<PgbenchResult> {
       try {
         resolve(parsePgbench(output));
       } catch (err) {
-        reject(new Error(`pgbench ${shown}: ${(err as Error).message}\n${output}`));
+        const Err = err instanceof NoTransactionsError ? NoTransactionsError : Error;
+        reject(new Err(`pgbench ${shown}: ${(err as Error).message}\n${output}`));
       }
     });
   });
 }
+
+/** A timed run ended with no transaction completed and none failed (see runVariant). */
+export class NoTransactionsError extends Error {}
 
 export function parsePgbench(output: string): PgbenchResult {
   const num = (re: RegExp, what: string): number => {
@@ -93,6 +97,9 @@ export function parsePgbench(output: string): PgbenchResult {
     return Number(m[1]);
   };
   if (/aborted in command|Run was aborted/.test(output)) throw new Error('a pgbench client aborted');
+  if (/^number of transactions actually processed: 0$/m.test(output) && !/^number of failed transactions: [1-9]/m.test(output)) {
+    throw new NoTransactionsError('pgbench processed no transactions');
+  }
   const tps = num(/^tps = ([\d.]+) \(without initial connection time\)/m, 'tps');
   const transactions = num(/^number of transactions actually processed: (\d+)/m, 'transaction count');
   const failedMatch = /^number of failed transactions: (\d+)/m.exec(output);

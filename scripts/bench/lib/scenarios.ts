@@ -1,10 +1,11 @@
 // What the bench measures. Every scenario is a list of variants run once per repetition, in this
-// order, each on freshly reset state: the baselines first (R, R+L, N), then the kit. Scenarios
-// with a `reference` (batch, holds, mix, sdk) are compared with uniform-16's runs of the same
-// repetition instead of repeating those runs.
+// order, each on freshly reset state: the baselines first (R, R+L, R+L+K, N, M, M+T), then the
+// kit. Scenarios with a `reference` (sdk, meter, batch, holds, mix) are compared with uniform-16's
+// runs of the same repetition instead of repeating those runs.
 
 export const SCENARIO_IDS = [
   'uniform-16',
+  'meter',
   'sdk',
   'batch',
   'holds',
@@ -43,8 +44,14 @@ export function datasets(short: boolean): Record<DatasetId, Dataset> {
   };
 }
 
-/** R, R+L, N: the baselines; kit: the kit's function the scenario is about; extra: other kit variants. */
-export type Role = 'R' | 'RL' | 'N' | 'kit' | 'extra';
+/** The baselines, in the order they run and are shown. */
+export const BASELINES = ['R', 'RL', 'RLK', 'N', 'M', 'MT'] as const;
+export type Baseline = (typeof BASELINES)[number];
+/** How a baseline's role reads in keys, columns and goals. */
+export const BASELINE_NAMES: Record<Baseline, string> = { R: 'R', RL: 'R+L', RLK: 'R+L+K', N: 'N', M: 'M', MT: 'M+T' };
+
+/** A baseline; kit: the kit's function the scenario is about; extra: other kit variants. */
+export type Role = Baseline | 'kit' | 'extra';
 
 export interface PgbenchScript {
   /** File under scripts/bench/sql. */
@@ -53,7 +60,7 @@ export interface PgbenchScript {
 }
 
 export interface Variant {
-  /** Unique within the scenario: 'R', 'R+L', 'N', 'kit', 'kit ×10', 'sdk', 'kit @10M' … */
+  /** Unique within the scenario: 'R', 'R+L', 'M+T', 'kit', 'kit keyed', 'kit ×10', 'sdk', 'kit @10M' … */
   key: string;
   label: string;
   role: Role;
@@ -69,8 +76,11 @@ export interface Variant {
   runner: { kind: 'pgbench'; scripts: PgbenchScript[]; defines?: Record<string, number | string> } | { kind: 'node'; via: 'sdk' | 'driver' };
   /** Debits one transaction makes when it succeeds (a batch of n: n). The rate is tps × this. */
   eventsPerTx: number;
-  /** Where successful debits are counted: the kit's ledger, the baseline ledger, or the baselines' balances. */
-  debits: 'kit' | 'bench-ledger' | 'bench-balance';
+  /**
+   * Where successful debits are counted: the kit's ledger, the baseline ledger (R+L, R+L+K), the
+   * baselines' balances (R, N), M's credits or M+T's credit_transactions.
+   */
+  debits: 'kit' | 'bench-ledger' | 'bench-balance' | 'bench-credits' | 'bench-transactions';
   /** Also compare with this variant of the same scenario and repetition (cost growth: @10M vs @empty). */
   compareTo?: string;
 }
@@ -82,27 +92,84 @@ export interface Scenario {
   what: string;
   /** rate: events/s, higher is better; latency: ms per transaction at one client. */
   metric: 'rate' | 'latency';
-  /** Ratios against this scenario's R, R+L, N and kit of the same repetition. */
+  /** Ratios against this scenario's baselines and kit of the same repetition. */
   reference?: 'uniform-16';
   variants: Variant[];
 }
 
 const pg = (...scripts: PgbenchScript[]) => ({ kind: 'pgbench' as const, scripts });
 
-function baselines(clients: number, dataset: DatasetId, db: 'main' | 'big' = 'main'): Variant[] {
-  return [
-    { key: 'R', label: 'raw UPDATE', role: 'R', clients, dataset, db, runner: pg({ file: 'r.sql' }), eventsPerTx: 1, debits: 'bench-balance' },
-    { key: 'R+L', label: 'UPDATE + ledger INSERT (plpgsql)', role: 'RL', clients, dataset, db, runner: pg({ file: 'rl.sql' }), eventsPerTx: 1, debits: 'bench-ledger' },
-    { key: 'N', label: 'naive SELECT FOR UPDATE + UPDATE (plpgsql)', role: 'N', clients, dataset, db, runner: pg({ file: 'n.sql' }), eventsPerTx: 1, debits: 'bench-balance' },
-  ];
+// Every key-writing script counts from 0 per client (pgbench -D seq=0; see consume-keyed.sql).
+const keyed = { seq: 0 };
+// What the SDK's keyed call carries beside the key: a small metadata object, as JSON text.
+const keyedMeta = { ...keyed, meta: '{"model":"m"}' };
+
+const BASELINE_VARIANTS: Record<Baseline, Pick<Variant, 'label' | 'runner' | 'debits'>> = {
+  R: { label: 'raw UPDATE', runner: pg({ file: 'r.sql' }), debits: 'bench-balance' },
+  RL: { label: 'UPDATE + ledger INSERT (plpgsql)', runner: pg({ file: 'rl.sql' }), debits: 'bench-ledger' },
+  RLK: {
+    label: 'UPDATE + ledger INSERT with a fresh key in a unique (account, key) index (plpgsql)',
+    runner: { ...pg({ file: 'rlk.sql' }), defines: keyed },
+    debits: 'bench-ledger',
+  },
+  N: { label: 'naive SELECT FOR UPDATE + UPDATE (plpgsql)', runner: pg({ file: 'n.sql' }), debits: 'bench-balance' },
+  M: { label: "Makerkit guide's consume_credits (security definer, SELECT FOR UPDATE + UPDATE)", runner: pg({ file: 'm.sql' }), debits: 'bench-credits' },
+  MT: { label: 'M + INSERT into credit_transactions', runner: pg({ file: 'mt.sql' }), debits: 'bench-transactions' },
+};
+
+/** The baseline scripts, which the short smoke runs only in uniform-16. */
+const BASELINE_FILES = new Set(Object.values(BASELINE_VARIANTS).flatMap((b) => (b.runner.kind === 'pgbench' ? b.runner.scripts.map((x) => x.file) : [])));
+
+function baselines(clients: number, dataset: DatasetId, roles: readonly Baseline[] = ['R', 'RL', 'N'], db: 'main' | 'big' = 'main'): Variant[] {
+  return BASELINES.filter((r) => roles.includes(r)).map((role) => ({
+    key: BASELINE_NAMES[role],
+    role,
+    clients,
+    dataset,
+    db,
+    eventsPerTx: 1,
+    ...BASELINE_VARIANTS[role],
+  }));
 }
 
 function kitConsume(clients: number, dataset: DatasetId, key = 'kit', db: 'main' | 'big' = 'main'): Variant {
   return { key, label: 'creditkit_consume', role: 'kit', clients, dataset, db, runner: pg({ file: 'consume.sql' }), eventsPerTx: 1, debits: 'kit' };
 }
 
-function loadScenario(id: Scenario['id'], title: string, what: string, clients: number, dataset: DatasetId): Scenario {
-  return { id, title, what, metric: 'rate', variants: [...baselines(clients, dataset), kitConsume(clients, dataset)] };
+function kitKeyed(clients: number, dataset: DatasetId): Variant {
+  return {
+    key: 'kit keyed',
+    label: "creditkit_consume with an event, a fresh idempotency key and metadata (the SDK's call)",
+    role: 'extra',
+    clients,
+    dataset,
+    db: 'main',
+    runner: { ...pg({ file: 'consume-keyed.sql' }), defines: keyedMeta },
+    eventsPerTx: 1,
+    debits: 'kit',
+  };
+}
+
+/**
+ * A load scenario: the baselines named, then the kit's plain consume and, with `withKeyed`, its
+ * keyed consume, so each is compared with its own floor (R+L, R+L+K) and with M+T side by side.
+ */
+function loadScenario(
+  id: Scenario['id'],
+  title: string,
+  what: string,
+  clients: number,
+  dataset: DatasetId,
+  roles: readonly Baseline[] = ['R', 'RL', 'N'],
+  withKeyed = false,
+): Scenario {
+  return {
+    id,
+    title,
+    what,
+    metric: 'rate',
+    variants: [...baselines(clients, dataset, roles), kitConsume(clients, dataset), ...(withKeyed ? [kitKeyed(clients, dataset)] : [])],
+  };
 }
 
 /**
@@ -113,11 +180,10 @@ function loadScenario(id: Scenario['id'], title: string, what: string, clients: 
 export function scenarios(short: boolean, fillerRows: number): Scenario[] {
   const all = allScenarios(short, fillerRows);
   if (!short) return all;
-  const baseline = new Set(['r.sql', 'rl.sql', 'n.sql']);
   return all.map((sc) =>
     sc.id === 'uniform-16'
       ? sc
-      : { ...sc, variants: sc.variants.filter((v) => v.runner.kind !== 'pgbench' || !v.runner.scripts.some((s) => baseline.has(s.file))) },
+      : { ...sc, variants: sc.variants.filter((v) => v.runner.kind !== 'pgbench' || !v.runner.scripts.some((s) => BASELINE_FILES.has(s.file))) },
   );
 }
 
@@ -143,8 +209,29 @@ function allScenarios(short: boolean, fillerRows: number): Scenario[] {
     debits: floor ? 'bench-ledger' : 'kit',
   });
   const filler = fmtRows(fillerRows);
+  const all: readonly Baseline[] = BASELINES;
+  const debits = (where: string) =>
+    `Single debits of 1 credit ${where}. **kit** is a plain creditkit_consume(account, 1), compared with R+L and M+T; ` +
+    `**kit keyed** is the call the SDK makes for an app: an event name, a fresh idempotency key per call (client id and a ` +
+    `per-client counter) and a small metadata object as JSON text, compared with R+L+K (R+L writing the same key into a ` +
+    `unique (account, key) index) and M+T. M and M+T are Makerkit's credit-based billing guide as an app would copy it: ` +
+    `its own credits table (integer tokens), its consume_credits (security definer, SELECT … FOR UPDATE, UPDATE), and for ` +
+    `M+T its usage tracking, an INSERT into credit_transactions in the same transaction.`;
   return [
-    loadScenario('uniform-16', 'Uniform load, 16 clients', `Single debits of 1 credit on ${d.uniform.label}.`, 16, 'uniform'),
+    loadScenario('uniform-16', 'Uniform load, 16 clients', debits(`on ${d.uniform.label}`), 16, 'uniform', all, true),
+    {
+      id: 'meter',
+      title: 'Metered (priced) consume, 16 clients',
+      what:
+        `creditkit_meter(account, 'chat'): the event priced from the price list (the bench sets 1 credit per 'chat' event, ` +
+        `so each call spends what a plain consume of 1 does; the ledger row also records quantity, dimensions and the price ` +
+        `paid), on ${d.uniform.label}, right after uniform-16 in each repetition; ×kit compares it with uniform-16's plain consume.`,
+      metric: 'rate',
+      reference: 'uniform-16',
+      variants: [
+        { key: 'kit meter', label: 'creditkit_meter of one priced event', role: 'extra', clients: 16, dataset: 'uniform', db: 'main', runner: pg({ file: 'meter.sql' }), eventsPerTx: 1, debits: 'kit' },
+      ],
+    },
     {
       id: 'sdk',
       title: 'Through the TypeScript SDK (node-postgres), 16 clients',
@@ -155,11 +242,12 @@ function allScenarios(short: boolean, fillerRows: number): Scenario[] {
         `function wrapped in json_agg), as two statements each connection prepares once and then only binds; pgbench calls ` +
         `the function directly as the superuser with prepared statements. ` +
         `**pg driver** is the floor for any Node client on this machine: the same loops calling the function through node-postgres ` +
-        `with a named prepared statement as the superuser (what pgbench does), no role switch, no claims, no json_agg.`,
+        `with a named prepared statement as the superuser (what pgbench does), no role switch, no claims, no json_agg; ` +
+        `the SDK is compared with it in the same repetition (vs).`,
       metric: 'rate',
       reference: 'uniform-16',
       variants: [
-        { key: 'sdk', label: 'SDK consume over node-postgres', role: 'extra', clients: 16, dataset: 'uniform', db: 'main', runner: { kind: 'node', via: 'sdk' }, eventsPerTx: 1, debits: 'kit' },
+        { key: 'sdk', label: 'SDK consume over node-postgres', role: 'extra', clients: 16, dataset: 'uniform', db: 'main', runner: { kind: 'node', via: 'sdk' }, eventsPerTx: 1, debits: 'kit', compareTo: 'pg driver' },
         { key: 'pg driver', label: 'creditkit_consume over bare node-postgres (prepared, superuser)', role: 'extra', clients: 16, dataset: 'uniform', db: 'main', runner: { kind: 'node', via: 'driver' }, eventsPerTx: 1, debits: 'kit' },
       ],
     },
@@ -213,18 +301,20 @@ function allScenarios(short: boolean, fillerRows: number): Scenario[] {
         },
       ],
     },
-    loadScenario('uniform-64', `Uniform load, ${many} clients`, `Single debits of 1 credit on ${d.uniform.label}.`, many, 'uniform'),
-    loadScenario('hot-16', 'One hot account, 16 clients', 'Every client debits the same account.', 16, 'hot'),
-    loadScenario('hot-64', `One hot account, ${many} clients`, 'Every client debits the same account.', many, 'hot'),
+    loadScenario('uniform-64', `Uniform load, ${many} clients`, debits(`on ${d.uniform.label}`), many, 'uniform', all, true),
+    loadScenario('hot-16', 'One hot account, 16 clients', debits('on one account that every client debits'), 16, 'hot', all, true),
+    loadScenario('hot-64', `One hot account, ${many} clients`, debits('on one account that every client debits'), many, 'hot', all, true),
     loadScenario('zipf-64', `Zipf-skewed accounts, ${many} clients`, `Single debits on ${d.zipf.label} (pgbench random_zipfian).`, many, 'zipf'),
     loadScenario(
       'reject-64',
       `Rejection storm, ${many} clients`,
       `Every account is at balance 0, so every call is refused (${d.reject.label}). The rate is refusals per second; ` +
-        `R and R+L match no row (their guard fails); N locks the row first (a row lock, so a transaction id and a WAL flush at commit); ` +
+        `R and R+L match no row (their guard fails); N and M (Makerkit's consume_credits) lock the row first (a row lock, so a ` +
+        `transaction id and a WAL flush at commit); ` +
         `the kit's guarded UPDATE matches no row, then it reads the account once without a lock and writes nothing.`,
       many,
       'reject',
+      ['R', 'RL', 'N', 'M'],
     ),
     {
       id: 'cost',
@@ -239,7 +329,7 @@ function allScenarios(short: boolean, fillerRows: number): Scenario[] {
       variants: [
         { ...baselines(1, 'uniform')[0]!, key: 'R @empty' },
         kitConsume(1, 'uniform', 'kit @empty'),
-        { ...baselines(1, 'uniform', 'big')[0]!, key: `R @${filler}`, role: 'extra', compareTo: 'R @empty' },
+        { ...baselines(1, 'uniform', ['R'], 'big')[0]!, key: `R @${filler}`, role: 'extra', compareTo: 'R @empty' },
         { ...kitConsume(1, 'uniform', `kit @${filler}`, 'big'), role: 'extra', compareTo: 'kit @empty' },
       ],
     },

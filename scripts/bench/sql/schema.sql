@@ -4,11 +4,21 @@
 --
 -- The baselines work on tables of the same shape, constraints and indexes as the kit's
 -- (LIKE ... INCLUDING ALL) and storage parameters, keyed by the same uuid:
---   R    a raw single-row UPDATE (scripts r.sql); guarded by `balance >= 1` so it can never
---        overdraw either (a guard that costs nothing when the balance suffices);
---   R+L  that UPDATE plus a ledger INSERT in one plpgsql function, no other checks;
---   N    the naive pattern: plpgsql SELECT ... FOR UPDATE, then UPDATE, no ledger.
+--   R      a raw single-row UPDATE (scripts r.sql); guarded by `balance >= 1` so it can never
+--          overdraw either (a guard that costs nothing when the balance suffices);
+--   R+L    that UPDATE plus a ledger INSERT in one plpgsql function, no other checks;
+--   R+L+K  R+L writing an idempotency key per debit into the ledger's unique (account, key)
+--          index: the floor for an idempotent debit;
+--   N      the naive pattern: plpgsql SELECT ... FOR UPDATE, then UPDATE, no ledger.
 -- Like the kit's functions they are plpgsql, but without SECURITY DEFINER or SET clauses.
+--
+-- M and M+T are not on the kit's table shapes: they are Makerkit's credit-based billing guide
+-- (https://makerkit.dev/docs/next-supabase-turbo/billing/credit-based-billing) as an app would copy
+-- it, its tables included, because they stand for what a user would build instead of the kit:
+--   M      the guide's consume_credits: SECURITY DEFINER, SET search_path = '', SELECT ... FOR
+--          UPDATE of the account's credits row, refuse, UPDATE; no history;
+--   M+T    the same plus the guide's usage tracking: an INSERT into credit_transactions in the
+--          same transaction.
 
 create schema bench;
 
@@ -25,6 +35,44 @@ begin
   end if;
 end;
 $$;
+
+-- R+L+K needs a unique (account, key) index on the ledger. LIKE copied the kit's (partial: rows
+-- without a key are not in it, so R+L's rows never touch it); should the kit's ledger ever lose
+-- it, the baseline still gets one.
+do $$
+begin
+  if not exists (
+    select from pg_index i
+     where i.indrelid = 'bench.ledger'::regclass and i.indisunique
+       and (select array_agg(a.attname::text order by k.n)
+              from unnest(i.indkey::int2[]) with ordinality k(attnum, n)
+              join pg_attribute a on a.attrelid = i.indrelid and a.attnum = k.attnum)
+           = array['account_id', 'idempotency_key']) then
+    create unique index ledger_idempotency on bench.ledger (account_id, idempotency_key) where idempotency_key is not null;
+  end if;
+end;
+$$;
+
+-- M and M+T: the guide's credits table and its usage-tracking table, as the guide writes them
+-- (integer tokens, serial id, no index on credit_transactions but its key). Its `accounts` is
+-- Makerkit's own account table; bench.accounts plays that part, so the foreign keys (and the row
+-- lock the one from credit_transactions takes on every insert) are there as in the app.
+create table bench.credits (
+  account_id uuid primary key references bench.accounts (id) on delete cascade,
+  tokens integer not null default 0,
+  updated_at timestamptz default now()
+);
+alter table bench.credits enable row level security;
+
+create table bench.credit_transactions (
+  id serial primary key,
+  account_id uuid references bench.accounts (id),
+  amount integer not null,
+  type text not null,
+  description text,
+  created_at timestamptz default now()
+);
+alter table bench.credit_transactions enable row level security;
 
 -- Account n (1-based) as a uuid: the same expression the pgbench scripts use inline.
 create function bench.account_id(p_n integer)
@@ -76,6 +124,87 @@ begin
 end;
 $$;
 
+-- R+L+K: R+L with the caller's key on the ledger row. A key used before fails the unique index
+-- and rolls the UPDATE back with it, so a retry cannot debit twice; answering the retry with the
+-- first result, as the kit does, is left out: this is the floor, not an equivalent.
+create function bench.debit_with_ledger_keyed(p_account_id uuid, p_amount bigint, p_key text)
+returns bigint
+language plpgsql
+as $$
+declare
+  v_balance bigint;
+begin
+  update bench.accounts a
+     set balance = a.balance - p_amount
+   where a.id = p_account_id and a.balance >= p_amount
+  returning a.balance into v_balance;
+  if not found then
+    return null;
+  end if;
+  insert into bench.ledger (account_id, kind, amount, balance_after, idempotency_key)
+  values (p_account_id, 'consume', -p_amount, v_balance, p_key);
+  return v_balance;
+end;
+$$;
+
+-- M: the guide's consume_credits, statement for statement (only the schema differs).
+create function bench.consume_credits(p_account_id uuid, p_tokens integer)
+returns boolean
+set search_path = ''
+as $$
+declare
+  v_current_tokens integer;
+begin
+  select tokens into v_current_tokens
+    from bench.credits
+   where account_id = p_account_id
+     for update;
+
+  if v_current_tokens is null or v_current_tokens < p_tokens then
+    return false;
+  end if;
+
+  update bench.credits
+     set tokens = tokens - p_tokens,
+         updated_at = now()
+   where account_id = p_account_id;
+
+  return true;
+end;
+$$ language plpgsql security definer;
+grant execute on function bench.consume_credits(uuid, integer) to service_role;
+
+-- M+T: M plus the guide's usage tracking, one credit_transactions row per consume, written in the
+-- same transaction (the guide gives the table, not the insert; this is the obvious one).
+create function bench.consume_credits_tracked(p_account_id uuid, p_tokens integer, p_description text)
+returns boolean
+set search_path = ''
+as $$
+declare
+  v_current_tokens integer;
+begin
+  select tokens into v_current_tokens
+    from bench.credits
+   where account_id = p_account_id
+     for update;
+
+  if v_current_tokens is null or v_current_tokens < p_tokens then
+    return false;
+  end if;
+
+  update bench.credits
+     set tokens = tokens - p_tokens,
+         updated_at = now()
+   where account_id = p_account_id;
+
+  insert into bench.credit_transactions (account_id, amount, type, description)
+  values (p_account_id, -p_tokens, 'consume', p_description);
+
+  return true;
+end;
+$$ language plpgsql security definer;
+grant execute on function bench.consume_credits_tracked(uuid, integer, text) to service_role;
+
 -- N: lock the row, check, update. No ledger.
 create function bench.naive_debit(p_account_id uuid, p_amount bigint)
 returns boolean
@@ -114,8 +243,12 @@ $$;
 select public.creditkit_upsert_plan(p_id => 'bench_a', p_name => 'Bench A', p_allowance => 1000);
 select public.creditkit_upsert_plan(p_id => 'bench_b', p_name => 'Bench B', p_allowance => 1000);
 
+-- The meter scenario's price: 1 credit per 'chat' event, so a metered call spends what a plain
+-- consume of 1 does. In force long before any run; bench.seed leaves the price list alone.
+select public.creditkit_set_price('chat', 1, '{}', timestamptz '2000-01-01');
+
 -- Empties the kit's account tables and the baselines' tables and seeds accounts 1..p_accounts on
--- both sides with p_balance credits. On the kit's side each account gets exactly what
+-- both sides with p_balance credits (M's credits row: as many as its integer holds). On the kit's side each account gets exactly what
 -- creditkit_grant would have written (the account row, one purchase bucket, one grant ledger
 -- row); with p_balance = 0 the account exists with nothing (as after set_plan on the free plan).
 -- Written directly as the superuser, with triggers off (replica role) for speed: the rows are
@@ -127,7 +260,7 @@ as $$
 begin
   perform set_config('session_replication_role', 'replica', true);
   truncate creditkit.accounts, creditkit.grants, creditkit.ledger, creditkit.holds, creditkit.subscriptions,
-           bench.accounts, bench.ledger
+           bench.accounts, bench.ledger, bench.credits, bench.credit_transactions
     restart identity cascade;
   if p_balance > 0 then
     with a as (
@@ -145,6 +278,8 @@ begin
     insert into creditkit.accounts (id) select bench.account_id(i) from generate_series(1, p_accounts) i;
   end if;
   insert into bench.accounts (id, balance) select bench.account_id(i), p_balance from generate_series(1, p_accounts) i;
+  insert into bench.credits (account_id, tokens)
+  select bench.account_id(i), least(p_balance, 2147483647) from generate_series(1, p_accounts) i;
   perform set_config('session_replication_role', 'origin', true);
 end;
 $$;
