@@ -82,9 +82,22 @@ create table creditkit.ledger (
 );
 comment on table creditkit.ledger is
   'Append-only: one row per balance change. amount is signed; balance_after is the balance once this row applied.';
--- One effect per key and account: the key index is also the idempotency store.
-create unique index ledger_idempotency on creditkit.ledger (account_id, idempotency_key)
-  where idempotency_key is not null;
+
+-- The idempotency store: one row per (account, key) a ledger row was written with. It is its own
+-- table, with its primary key as its only index, so that a keyed lookup is a probe of that key
+-- whatever the statistics say: an index on the ledger would compete with the ledger's primary key
+-- (account_id, id), and with statistics taken while the ledger was small the planner picks that
+-- one and filters the account's whole history. Writers insert the key first (ON CONFLICT DO
+-- NOTHING: the unique index itself answers whether the key was used), then the ledger row.
+create table creditkit.ledger_keys (
+  account_id uuid not null,
+  idempotency_key text not null,
+  -- The ledger row written with this key.
+  ledger_id bigint not null,
+  constraint ledger_keys_pkey primary key (account_id, idempotency_key)
+);
+comment on table creditkit.ledger_keys is
+  'Idempotency keys of the ledger: one row per (account, key), naming the ledger row written with it.';
 
 -- The ledger is append-only for everyone. Client roles have no UPDATE/DELETE/TRUNCATE privilege;
 -- these triggers also stop the owner and superusers short of disabling triggers.
@@ -97,10 +110,10 @@ as $$
 begin
   raise exception using
     errcode = 'CK008',
-    message = format('creditkit.ledger is append-only (%s refused)', tg_op);
+    message = format('creditkit.%s is append-only (%s refused)', tg_table_name, tg_op);
 end;
 $$;
-comment on function creditkit.ledger_is_append_only() is 'Trigger: refuses UPDATE, DELETE and TRUNCATE on creditkit.ledger.';
+comment on function creditkit.ledger_is_append_only() is 'Trigger: refuses UPDATE, DELETE and TRUNCATE on creditkit.ledger and creditkit.ledger_keys.';
 revoke all on function creditkit.ledger_is_append_only() from public, anon, authenticated, service_role;
 
 create trigger ledger_no_update_or_delete
@@ -108,6 +121,13 @@ create trigger ledger_no_update_or_delete
   for each row execute function creditkit.ledger_is_append_only();
 create trigger ledger_no_truncate
   before truncate on creditkit.ledger
+  for each statement execute function creditkit.ledger_is_append_only();
+-- So is its idempotency store: a key removed would let a retry apply twice.
+create trigger ledger_keys_no_update_or_delete
+  before update or delete on creditkit.ledger_keys
+  for each row execute function creditkit.ledger_is_append_only();
+create trigger ledger_keys_no_truncate
+  before truncate on creditkit.ledger_keys
   for each statement execute function creditkit.ledger_is_append_only();
 
 -- ledger.grant_id names a grant. A foreign key would queue its check for every inserted row, and
@@ -169,9 +189,11 @@ create trigger grants_not_in_ledger
 alter table creditkit.accounts enable row level security;
 alter table creditkit.grants enable row level security;
 alter table creditkit.ledger enable row level security;
+alter table creditkit.ledger_keys enable row level security;
 
-revoke all on table creditkit.accounts, creditkit.grants, creditkit.ledger from public, anon, authenticated, service_role;
-grant select on table creditkit.accounts, creditkit.grants, creditkit.ledger to service_role;
+revoke all on table creditkit.accounts, creditkit.grants, creditkit.ledger, creditkit.ledger_keys
+  from public, anon, authenticated, service_role;
+grant select on table creditkit.accounts, creditkit.grants, creditkit.ledger, creditkit.ledger_keys to service_role;
 grant select on table creditkit.accounts, creditkit.grants to authenticated;
 -- Not the money columns: what a request cost you is your business, not your customer's.
 grant select (id, account_id, kind, amount, balance_after, grant_id, event, idempotency_key, metadata, created_at)

@@ -214,10 +214,13 @@ comment on function creditkit.lock_account(uuid, timestamptz) is
 revoke all on function creditkit.lock_account(uuid, timestamptz) from public, anon, authenticated, service_role;
 
 -- The earlier ledger row made with this key, or NULL. Raises CK004 when the key was used for
--- something else. Called after the account lock, so a concurrent first call has committed.
+-- something else. Called under the account lock, so a concurrent first call has committed. The
+-- lookup is a probe of creditkit.ledger_keys' primary key, then of the ledger's.
+-- p_amount NULL matches any amount, and p_ignore names metadata keys left out of the comparison:
+-- a metered event is matched on what was asked, not on the price it paid (which may have changed).
 create or replace function creditkit.find_replay(
   p_account_id uuid, p_idempotency_key text, p_kind text, p_amount bigint, p_event text, p_metadata jsonb,
-  p_cost_micros bigint default null, p_revenue_micros bigint default null)
+  p_cost_micros bigint default null, p_revenue_micros bigint default null, p_ignore text[] default '{}')
 returns creditkit.ledger
 language plpgsql
 volatile
@@ -230,10 +233,11 @@ begin
     return null;
   end if;
   select l.* into v_prior
-    from creditkit.ledger l
-   where l.account_id = p_account_id and l.idempotency_key = p_idempotency_key;
+    from creditkit.ledger_keys k
+    join creditkit.ledger l on l.account_id = k.account_id and l.id = k.ledger_id
+   where k.account_id = p_account_id and k.idempotency_key = p_idempotency_key;
   if found and (v_prior.kind <> p_kind or v_prior.amount <> p_amount
-                or v_prior.event is distinct from p_event or v_prior.metadata <> p_metadata
+                or v_prior.event is distinct from p_event or v_prior.metadata - p_ignore <> p_metadata
                 or v_prior.cost_micros is distinct from p_cost_micros
                 or v_prior.revenue_micros is distinct from p_revenue_micros) then
     raise exception using
@@ -244,9 +248,9 @@ begin
   return v_prior;
 end;
 $$;
-comment on function creditkit.find_replay(uuid, text, text, bigint, text, jsonb, bigint, bigint) is
+comment on function creditkit.find_replay(uuid, text, text, bigint, text, jsonb, bigint, bigint, text[]) is
   'Idempotency: the ledger row an earlier call with this key wrote, NULL if none; CK004 if parameters differ.';
-revoke all on function creditkit.find_replay(uuid, text, text, bigint, text, jsonb, bigint, bigint) from public, anon, authenticated, service_role;
+revoke all on function creditkit.find_replay(uuid, text, text, bigint, text, jsonb, bigint, bigint, text[]) from public, anon, authenticated, service_role;
 
 create or replace function creditkit.add_grant(
   p_account_id uuid, p_category text, p_amount bigint, p_priority integer,
@@ -267,7 +271,7 @@ comment on function creditkit.add_grant(uuid, text, bigint, integer, timestamptz
   'Creates a bucket; default priority by category (promotional 30, plan 20, adjustment 10, purchase 0).';
 revoke all on function creditkit.add_grant(uuid, text, bigint, integer, timestamptz, jsonb, timestamptz) from public, anon, authenticated, service_role;
 
--- Applies a signed change to the locked account and appends its ledger row.
+-- Applies a signed change to the locked account and appends its ledger row (and its key).
 create or replace function creditkit.append_entry(
   p_account_id uuid, p_kind text, p_amount bigint, p_grant_id bigint, p_event text,
   p_idempotency_key text, p_metadata jsonb, p_now timestamptz, p_expires_at timestamptz,
@@ -293,6 +297,11 @@ begin
   values (p_account_id, p_kind, p_amount, v_balance, p_grant_id, p_event, p_idempotency_key,
           p_cost_micros, p_revenue_micros, p_metadata, p_now)
   returning * into v_entry;
+  if p_idempotency_key is not null then
+    -- the caller holds the lock and found no replay, so the key is new
+    insert into creditkit.ledger_keys (account_id, idempotency_key, ledger_id)
+    values (p_account_id, p_idempotency_key, v_entry.id);
+  end if;
   return v_entry;
 end;
 $$;
@@ -474,11 +483,132 @@ comment on function public.creditkit_grant(uuid, bigint, text, timestamptz, inte
 revoke all on function public.creditkit_grant(uuid, bigint, text, timestamptz, integer, text, jsonb, bigint, timestamptz) from public, anon, authenticated;
 grant execute on function public.creditkit_grant(uuid, bigint, text, timestamptz, integer, text, jsonb, bigint, timestamptz) to service_role;
 
+-- The debit: every spend of a usage event goes through here (creditkit_consume, and
+-- creditkit_meter and the charge-on-insert trigger through creditkit.meter). Callers validate.
+--
+-- While nothing is due, one guarded UPDATE checks and debits: it locks the row only if it debits,
+-- and counts the credit in `undrawn` instead of drawing the buckets (the next lock_account draws
+-- it, in spend order). One INSERT appends the ledger row; with a key, the key's row goes first and
+-- its unique index answers whether the key was used before (a retry undoes the debit and is
+-- answered from the first row). A refusal reads the account once and writes nothing, not even a
+-- lock. Anything else (something due, a retry, an unknown account, credit that arrived
+-- meanwhile) takes the slow path: lock_account books what is due, then the buckets are drawn.
+--
+-- creditkit_consume carries a copy of the fast path (a function call costs the hot path about a
+-- tenth), between the same markers; a test keeps the two texts identical. p_metadata is what the
+-- caller asked for (validated, matched on a retry); p_detail the kit's own fields stored beside it
+-- (a metered event's price). With a detail, a retry is matched on what was asked, not on the
+-- amount, which the detail decided and which may have changed since.
+create or replace function creditkit.debit(
+  p_account_id uuid, p_amount bigint, p_event text, p_idempotency_key text, p_metadata jsonb,
+  p_detail jsonb, p_cost_micros bigint, p_now timestamptz,
+  out allowed boolean, out balance bigint, out transaction_id bigint, out amount bigint)
+returns record
+language plpgsql
+volatile
+set search_path = ''
+as $$
+declare
+  v_metadata jsonb := coalesce(p_metadata, '{}'::jsonb) || coalesce(p_detail, '{}'::jsonb);
+  v_balance bigint;
+  v_spendable bigint;
+  v_due_at timestamptz;
+  v_retry boolean := false;
+  v_prior creditkit.ledger;
+  v_entry creditkit.ledger;
+begin
+  amount := p_amount;
+  -- <the debit's fast path: the same text in creditkit.debit and creditkit_consume>
+  update creditkit.accounts a
+     set balance = a.balance - p_amount,
+         undrawn = a.undrawn + p_amount,
+         version = a.version + 1
+   where a.id = p_account_id
+     and a.balance - a.held >= p_amount
+     and (a.due_at is null or a.due_at > p_now)
+  returning a.balance, a.balance - a.held into v_balance, v_spendable;
+  if found then
+    if p_idempotency_key is null then
+      insert into creditkit.ledger (account_id, kind, amount, balance_after, event, cost_micros, metadata, created_at)
+      values (p_account_id, 'consume', -p_amount, v_balance, p_event, p_cost_micros, coalesce(v_metadata, '{}'::jsonb), p_now)
+      returning true, v_spendable, id into allowed, balance, transaction_id;
+      return;
+    end if;
+    -- Every write of this account's ledger holds its row lock, which we now hold, so the key's
+    -- unique index sees any earlier call with the key.
+    insert into creditkit.ledger_keys (account_id, idempotency_key, ledger_id)
+    values (p_account_id, p_idempotency_key, nextval('creditkit.ledger_id_seq'))
+    on conflict do nothing
+    returning ledger_id into transaction_id;
+    if found then
+      insert into creditkit.ledger (id, account_id, kind, amount, balance_after, event, idempotency_key,
+                                    cost_micros, metadata, created_at)
+      overriding system value
+      values (transaction_id, p_account_id, 'consume', -p_amount, v_balance, p_event, p_idempotency_key,
+              p_cost_micros, coalesce(v_metadata, '{}'::jsonb), p_now)
+      returning true, v_spendable into allowed, balance;
+      return;
+    end if;
+    -- A retry: undo the debit (the rare case pays) and answer it from the first row, still under
+    -- the row lock (creditkit.debit does; creditkit_consume hands it over).
+    update creditkit.accounts a
+       set balance = a.balance + p_amount, undrawn = a.undrawn - p_amount, version = a.version - 1
+     where a.id = p_account_id;
+    v_retry := true;
+  else
+    -- Refused without a lock: read the account once. When nothing is due, the key (if any) was
+    -- never used and the spendable balance cannot cover the amount, that snapshot is the answer.
+    select false, greatest(a.balance - a.held, 0), a.due_at into allowed, balance, v_due_at
+      from creditkit.accounts a where a.id = p_account_id;
+    if found and (v_due_at is null or v_due_at > p_now) and balance < p_amount then
+      if p_idempotency_key is not null then
+        perform from creditkit.ledger_keys k where k.account_id = p_account_id and k.idempotency_key = p_idempotency_key;
+      end if;
+      if p_idempotency_key is null or not found then
+        return;
+      end if;
+    end if;
+  end if;
+  -- </the debit's fast path>
+
+  -- A retry found under the row lock of the fast path, or the slow path (which locks first).
+  if not v_retry then
+    v_spendable := creditkit.lock_account(p_account_id, p_now);
+  end if;
+  v_prior := creditkit.find_replay(p_account_id, p_idempotency_key, 'consume',
+                                   case when p_detail is null then -p_amount end, p_event,
+                                   coalesce(p_metadata, '{}'::jsonb), p_cost_micros, null,
+                                   coalesce(array(select jsonb_object_keys(p_detail)), '{}'));
+  if v_prior.id is not null then
+    allowed := true;
+    balance := v_prior.balance_after;
+    transaction_id := v_prior.id;
+    amount := -v_prior.amount;
+    return;
+  elsif v_retry then
+    raise exception 'creditkit invariant broken: key % of account % names no ledger row', p_idempotency_key, p_account_id;
+  end if;
+  if v_spendable < p_amount then
+    -- Blocked: a result, not an error, and no ledger row.
+    allowed := false;
+    balance := v_spendable;
+    return;
+  end if;
+  perform creditkit.draw_down(p_account_id, p_amount, p_now);
+  v_entry := creditkit.append_entry(p_account_id, 'consume', -p_amount, null, p_event, p_idempotency_key,
+                                    v_metadata, p_now, null, p_cost_micros, null);
+  allowed := true;
+  balance := v_spendable - p_amount;
+  transaction_id := v_entry.id;
+end;
+$$;
+comment on function creditkit.debit(uuid, bigint, text, text, jsonb, jsonb, bigint, timestamptz) is
+  'The one debit of a usage event: spends p_amount if the account can cover it (allowed, spendable balance left, ledger id, amount), idempotent by key. Callers validate the arguments.';
+revoke all on function creditkit.debit(uuid, bigint, text, text, jsonb, jsonb, bigint, timestamptz) from public, anon, authenticated, service_role;
+
 -- Security definer: writes the kit's tables, which no client role may write; service_role only.
--- The hot path. While nothing is due, one guarded UPDATE checks and debits (it locks the row only
--- if it debits) and counts the credit in `undrawn` instead of drawing the buckets; one INSERT
--- appends the ledger row. A refusal reads the account once and writes nothing, not even a lock.
--- Everything else (something due, a replay, an unknown account) takes the slow path.
+-- The hot path: one test of the arguments, then the debit's fast path (a copy of creditkit.debit's,
+-- see there); the rare rest is creditkit.debit.
 create or replace function public.creditkit_consume(
   p_account_id uuid,
   p_amount bigint,
@@ -501,8 +631,7 @@ declare
   v_balance bigint;
   v_spendable bigint;
   v_due_at timestamptz;
-  v_prior creditkit.ledger;
-  v_entry creditkit.ledger;
+  v_retry boolean;
 begin
   -- One test for everything a plain call does not have: a client role (assert_server_caller's
   -- test, inlined), an argument NULL or out of range, or an event, key or metadata to validate.
@@ -527,10 +656,7 @@ begin
       raise exception using errcode = 'CK006', message = 'invalid argument: account id must not be NULL';
     end if;
   end if;
-
-  -- Fast path: check and debit in one statement. It locks the row only if it debits; a row that
-  -- fails the test (too little credit, or something due) is skipped without a lock. The buckets
-  -- are not touched: `undrawn` counts the credit, and the next lock_account draws it.
+  -- <the debit's fast path: the same text in creditkit.debit and creditkit_consume>
   update creditkit.accounts a
      set balance = a.balance - p_amount,
          undrawn = a.undrawn + p_amount,
@@ -539,68 +665,52 @@ begin
      and a.balance - a.held >= p_amount
      and (a.due_at is null or a.due_at > p_now)
   returning a.balance, a.balance - a.held into v_balance, v_spendable;
-
   if found then
-    -- Every write of this account's ledger holds its row lock, which we now hold, so this read
-    -- sees any earlier call with the key. A replay undoes the debit (the rare case pays).
-    if p_idempotency_key is not null then
-      v_prior := creditkit.find_replay(p_account_id, p_idempotency_key, 'consume', -p_amount, p_event, v_metadata,
-                                       p_cost_micros, null);
-      if v_prior.id is not null then
-        update creditkit.accounts a
-           set balance = a.balance + p_amount, undrawn = a.undrawn - p_amount, version = a.version - 1
-         where a.id = p_account_id;
-        allowed := true;
-        balance := v_prior.balance_after;
-        transaction_id := v_prior.id;
+    if p_idempotency_key is null then
+      insert into creditkit.ledger (account_id, kind, amount, balance_after, event, cost_micros, metadata, created_at)
+      values (p_account_id, 'consume', -p_amount, v_balance, p_event, p_cost_micros, coalesce(v_metadata, '{}'::jsonb), p_now)
+      returning true, v_spendable, id into allowed, balance, transaction_id;
+      return;
+    end if;
+    -- Every write of this account's ledger holds its row lock, which we now hold, so the key's
+    -- unique index sees any earlier call with the key.
+    insert into creditkit.ledger_keys (account_id, idempotency_key, ledger_id)
+    values (p_account_id, p_idempotency_key, nextval('creditkit.ledger_id_seq'))
+    on conflict do nothing
+    returning ledger_id into transaction_id;
+    if found then
+      insert into creditkit.ledger (id, account_id, kind, amount, balance_after, event, idempotency_key,
+                                    cost_micros, metadata, created_at)
+      overriding system value
+      values (transaction_id, p_account_id, 'consume', -p_amount, v_balance, p_event, p_idempotency_key,
+              p_cost_micros, coalesce(v_metadata, '{}'::jsonb), p_now)
+      returning true, v_spendable into allowed, balance;
+      return;
+    end if;
+    -- A retry: undo the debit (the rare case pays) and answer it from the first row, still under
+    -- the row lock (creditkit.debit does; creditkit_consume hands it over).
+    update creditkit.accounts a
+       set balance = a.balance + p_amount, undrawn = a.undrawn - p_amount, version = a.version - 1
+     where a.id = p_account_id;
+    v_retry := true;
+  else
+    -- Refused without a lock: read the account once. When nothing is due, the key (if any) was
+    -- never used and the spendable balance cannot cover the amount, that snapshot is the answer.
+    select false, greatest(a.balance - a.held, 0), a.due_at into allowed, balance, v_due_at
+      from creditkit.accounts a where a.id = p_account_id;
+    if found and (v_due_at is null or v_due_at > p_now) and balance < p_amount then
+      if p_idempotency_key is not null then
+        perform from creditkit.ledger_keys k where k.account_id = p_account_id and k.idempotency_key = p_idempotency_key;
+      end if;
+      if p_idempotency_key is null or not found then
         return;
       end if;
     end if;
-    insert into creditkit.ledger (account_id, kind, amount, balance_after, event, idempotency_key,
-                                  cost_micros, metadata, created_at)
-    values (p_account_id, 'consume', -p_amount, v_balance, p_event, p_idempotency_key,
-            p_cost_micros, coalesce(v_metadata, '{}'::jsonb), p_now)
-    returning true, v_spendable, id into allowed, balance, transaction_id;
-    return;
   end if;
+  -- </the debit's fast path>
 
-  -- Refused without a lock: read the account once. When nothing is due, the key (if any) was
-  -- never used and the spendable balance cannot cover the amount, that snapshot is the answer:
-  -- blocked, and nothing written, not even a row lock.
-  select false, greatest(a.balance - a.held, 0), a.due_at into allowed, balance, v_due_at
-    from creditkit.accounts a where a.id = p_account_id;
-  if found and (v_due_at is null or v_due_at > p_now) and balance < p_amount then
-    if p_idempotency_key is not null then
-      perform from creditkit.ledger l where l.account_id = p_account_id and l.idempotency_key = p_idempotency_key;
-    end if;
-    if p_idempotency_key is null or not found then
-      return;
-    end if;
-  end if;
-
-  -- Slow path (unknown account, something due, a replay, or credit that arrived meanwhile).
-  v_metadata := coalesce(v_metadata, '{}'::jsonb);
-  v_spendable := creditkit.lock_account(p_account_id, p_now);
-  v_prior := creditkit.find_replay(p_account_id, p_idempotency_key, 'consume', -p_amount, p_event, v_metadata,
-                                   p_cost_micros, null);
-  if v_prior.id is not null then
-    allowed := true;
-    balance := v_prior.balance_after;
-    transaction_id := v_prior.id;
-    return;
-  end if;
-  if v_spendable < p_amount then
-    -- Blocked: a result, not an error, and no ledger row.
-    allowed := false;
-    balance := v_spendable;
-    return;
-  end if;
-  perform creditkit.draw_down(p_account_id, p_amount, p_now);
-  v_entry := creditkit.append_entry(p_account_id, 'consume', -p_amount, null, p_event, p_idempotency_key,
-                                    v_metadata, p_now, null, p_cost_micros, null);
-  allowed := true;
-  balance := v_spendable - p_amount;
-  transaction_id := v_entry.id;
+  select d.allowed, d.balance, d.transaction_id into allowed, balance, transaction_id
+    from creditkit.debit(p_account_id, p_amount, p_event, p_idempotency_key, v_metadata, null, p_cost_micros, p_now) d;
 end;
 $$;
 comment on function public.creditkit_consume(uuid, bigint, text, text, jsonb, bigint, timestamptz) is

@@ -69,7 +69,16 @@ as $$
 declare
   v_price creditkit.prices;
 begin
-  v_price := creditkit.price_for(p_event, p_dimensions, p_now);
+  if p_dimensions = '{}'::jsonb then
+    -- without dimensions only the catch-all set '{}' can match: one probe of prices_lookup
+    select p.* into v_price
+      from creditkit.prices p
+     where p.event = p_event and p.dimensions = '{}'::jsonb and p.effective_from <= p_now
+     order by p.effective_from desc
+     limit 1;
+  else
+    v_price := creditkit.price_for(p_event, p_dimensions, p_now);
+  end if;
   if v_price.id is null then
     raise exception using errcode = 'CK010', message = format('unknown event: no price for %L', p_event),
       detail = jsonb_build_object('event', p_event, 'dimensions', p_dimensions)::text;
@@ -108,7 +117,9 @@ comment on function creditkit.check_event(text, jsonb, timestamptz) is 'Raises C
 revoke all on function creditkit.check_event(text, jsonb, timestamptz) from public, anon, authenticated, service_role;
 grant execute on function creditkit.check_event(text, jsonb, timestamptz) to authenticated, service_role;
 
--- Prices and spends for an event. Internal: creditkit_meter and the insert trigger call it.
+-- Prices and spends for an event through the one debit. Internal: creditkit_meter and the insert
+-- trigger call it. A retry is matched on what was asked, not on the price, which may have changed
+-- (or gone) since; so a key used before is answered before anything is priced.
 create or replace function creditkit.meter(
   p_account_id uuid, p_event text, p_quantity bigint, p_dimensions jsonb, p_idempotency_key text,
   p_cost_micros bigint, p_metadata jsonb, p_now timestamptz,
@@ -120,37 +131,40 @@ set search_path = ''
 as $$
 declare
   v_request jsonb;
-  v_price_id bigint;
-  v_unit_credits bigint;
-  v_balance bigint;
+  v_price record;
   v_prior creditkit.ledger;
-  v_entry creditkit.ledger;
+  v_debit record;
 begin
-  perform creditkit.check_amount(p_quantity);
-  perform creditkit.check_money(p_cost_micros);
-  perform creditkit.check_event(p_event, p_dimensions, p_now);
-  -- What the caller asked for; the ledger row adds the price it paid.
-  v_request := creditkit.check_request(p_idempotency_key, p_event, p_metadata, p_now);
+  if p_quantity is null or p_quantity < 1 or p_quantity > 9007199254740991
+     or p_cost_micros < 0 or p_cost_micros > 9007199254740991 then
+    perform creditkit.check_amount(p_quantity);
+    perform creditkit.check_money(p_cost_micros);
+  end if;
+  -- (the usual call, an event without dimensions, key or metadata, skips the validators' calls)
+  if p_event is null or length(p_event) > 200 or p_event !~ '[^[:space:]]' or p_dimensions is distinct from '{}'::jsonb
+     or p_now is null or p_idempotency_key is not null or p_metadata is not null then
+    perform creditkit.check_event(p_event, p_dimensions, p_now);
+    -- What the caller asked for; the ledger row adds the price it paid.
+    v_request := creditkit.check_request(p_idempotency_key, p_event, p_metadata, p_now);
+  else
+    v_request := '{}'::jsonb;
+  end if;
   -- These keys are the kit's on a metered row; a caller's own would be overwritten or misread.
   if v_request ?| array['quantity', 'dimensions', 'unit_credits', 'price_id'] then
     raise exception using errcode = 'CK006',
       message = 'invalid argument: metadata keys quantity, dimensions, unit_credits and price_id are reserved for metering';
   end if;
   v_request := v_request || jsonb_build_object('quantity', p_quantity, 'dimensions', p_dimensions);
-  v_balance := creditkit.lock_account(p_account_id, p_now);
+  if p_account_id is null then
+    raise exception using errcode = 'CK006', message = 'invalid argument: account id must not be NULL';
+  end if;
 
-  -- A retry is matched on what was asked, not on the price, which may have changed since.
   if p_idempotency_key is not null then
-    select l.* into v_prior from creditkit.ledger l
-     where l.account_id = p_account_id and l.idempotency_key = p_idempotency_key;
+    perform from creditkit.ledger_keys k where k.account_id = p_account_id and k.idempotency_key = p_idempotency_key;
     if found then
-      if v_prior.kind <> 'consume' or v_prior.event is distinct from p_event
-         or v_prior.metadata - 'unit_credits' - 'price_id' <> v_request
-         or v_prior.cost_micros is distinct from p_cost_micros then
-        raise exception using errcode = 'CK004',
-          message = format('idempotency conflict: key %L was already used for a different request', p_idempotency_key),
-          detail = jsonb_build_object('transaction_id', v_prior.id)::text;
-      end if;
+      perform creditkit.lock_account(p_account_id, p_now);
+      v_prior := creditkit.find_replay(p_account_id, p_idempotency_key, 'consume', null, p_event, v_request,
+                                       p_cost_micros, null, array['unit_credits', 'price_id']);
       allowed := true;
       balance := v_prior.balance_after;
       transaction_id := v_prior.id;
@@ -159,21 +173,14 @@ begin
     end if;
   end if;
 
-  select q.price_id, q.unit_credits, q.amount into v_price_id, v_unit_credits, amount
-    from creditkit.price_or_raise(p_event, p_dimensions, p_quantity, p_now) q;
-  if v_balance < amount then
-    allowed := false;
-    balance := v_balance;
-    return;
-  end if;
-  perform creditkit.draw_down(p_account_id, amount, p_now);
-  v_entry := creditkit.append_entry(
-    p_account_id, 'consume', -amount, null, p_event, p_idempotency_key,
-    v_request || jsonb_build_object('unit_credits', v_unit_credits, 'price_id', v_price_id),
-    p_now, null, p_cost_micros, null);
-  allowed := true;
-  balance := v_balance - amount;  -- spendable
-  transaction_id := v_entry.id;
+  v_price := creditkit.price_or_raise(p_event, p_dimensions, p_quantity, p_now);
+  v_debit := creditkit.debit(p_account_id, v_price.amount, p_event, p_idempotency_key, v_request,
+                            jsonb_build_object('unit_credits', v_price.unit_credits, 'price_id', v_price.price_id),
+                            p_cost_micros, p_now);
+  allowed := v_debit.allowed;
+  balance := v_debit.balance;
+  transaction_id := v_debit.transaction_id;
+  amount := v_debit.amount;
 end;
 $$;
 comment on function creditkit.meter(uuid, text, bigint, jsonb, text, bigint, jsonb, timestamptz) is
@@ -234,11 +241,19 @@ volatile
 security definer
 set search_path = ''
 as $$
+declare
+  v_meter record;
 begin
-  perform creditkit.assert_server_caller();
-  select m.allowed, m.balance, m.transaction_id, m.amount into allowed, balance, transaction_id, amount
-    from creditkit.meter(p_account_id, p_event, p_quantity, p_dimensions, p_idempotency_key, p_cost_micros,
-                         p_metadata, p_now) m;
+  -- (assert_server_caller's test, inlined: this is a hot path)
+  if current_setting('role', true) in ('anon', 'authenticated') or auth.role() in ('anon', 'authenticated') then
+    perform creditkit.assert_server_caller();
+  end if;
+  v_meter := creditkit.meter(p_account_id, p_event, p_quantity, p_dimensions, p_idempotency_key, p_cost_micros,
+                             p_metadata, p_now);
+  allowed := v_meter.allowed;
+  balance := v_meter.balance;
+  transaction_id := v_meter.transaction_id;
+  amount := v_meter.amount;
 end;
 $$;
 comment on function public.creditkit_meter(uuid, text, bigint, jsonb, text, bigint, jsonb, timestamptz) is

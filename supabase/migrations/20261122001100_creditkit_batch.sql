@@ -170,7 +170,7 @@ begin
     if v_fast and v_keyed > 0 then
       -- Under the row lock every earlier write of this account's ledger is visible: a key used
       -- before makes this a (partial) replay, which the general path answers; undo the debit.
-      perform from creditkit.ledger l where l.account_id = v_one and l.idempotency_key = any(v_fast_keys);
+      perform from creditkit.ledger_keys k where k.account_id = v_one and k.idempotency_key = any(v_fast_keys);
       if found then
         update creditkit.accounts a
            set balance = a.balance + v_total, undrawn = a.undrawn - v_total, version = a.version - v_count
@@ -191,7 +191,10 @@ begin
                               as (amount bigint, event text, idempotency_key text, metadata jsonb, cost_micros bigint))
                  with ordinality r(amount, event, idempotency_key, metadata, cost_micros, ordinality)
            order by r.ordinality  -- ids are drawn in this order, so they follow the input
-          returning id, balance_after
+          returning id, balance_after, idempotency_key
+        ), keyed as (
+          insert into creditkit.ledger_keys (account_id, idempotency_key, ledger_id)
+          select v_one, w.idempotency_key, w.id from written w where w.idempotency_key is not null
         )
         select (row_number() over (order by w.id))::integer, true, w.balance_after - v_held, w.id
           from written w order by w.id;
@@ -345,8 +348,8 @@ begin
                    case when u.key is not null
                         then first_value(u.i) over (partition by u.account_id, u.key order by u.i) end as grp
               from unnest(v_accounts, v_keys) with ordinality u(account_id, key, i)) x
-      -- (x.key is not null lets the partial idempotency index serve the join)
-      left join creditkit.ledger l on x.key is not null and l.account_id = x.account_id and l.idempotency_key = x.key;
+      left join creditkit.ledger_keys k on x.key is not null and k.account_id = x.account_id and k.idempotency_key = x.key
+      left join creditkit.ledger l on l.account_id = k.account_id and l.id = k.ledger_id;
   end if;
   -- The common case, all in SQL: no key seen before or twice, and every account can pay for all
   -- its items. Then every item spends, in order, and the rest is running sums. (Tested in steps:
@@ -384,6 +387,9 @@ begin
         select v_tx[x.i], x.account_id, 'consume', -x.amount, v_stored[x.slot] - x.cum, x.event, x.key, x.cost,
                coalesce(x.meta, '{}'::jsonb), p_now
           from x order by x.i
+      ), keyed as (
+        insert into creditkit.ledger_keys (account_id, idempotency_key, ledger_id)
+        select x.account_id, x.key, v_tx[x.i] from x where x.key is not null
       )
       select x.i, true, (v_spendable[x.slot] - x.cum)::bigint, v_tx[x.i] from x order by x.i;
     return;
@@ -467,6 +473,10 @@ begin
            with ordinality x(tx, account_id, amount, after, event, key, cost, meta, new, i)
      where x.new
      order by x.i;
+    insert into creditkit.ledger_keys (account_id, idempotency_key, ledger_id)
+    select x.account_id, x.key, x.tx
+      from unnest(v_tx, v_accounts, v_keys, v_new) x(tx, account_id, key, new)
+     where x.new and x.key is not null;
   end if;
 
   for v_i in 1 .. v_count loop

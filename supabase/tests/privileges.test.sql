@@ -9,7 +9,7 @@
 -- The file must pass under Supabase's grant-everything defaults and under revoked defaults
 -- (CREDITKIT_PRIVILEGE_MODE), so it asserts the result, never which default produced it.
 begin;
-select plan(49);
+select plan(51);
 
 select tests.create_supabase_user('alice');
 
@@ -50,10 +50,11 @@ select results_eq(
        ('creditkit.assert_server_caller()', false, false, false),
        ('creditkit.book_due(uuid,timestamp with time zone)', false, false, false),
        ('creditkit.book_expired(uuid,timestamp with time zone)', false, false, false),
+       ('creditkit.debit(uuid,bigint,text,text,jsonb,jsonb,bigint,timestamp with time zone)', false, false, false),
        ('creditkit.draw_down(uuid,bigint,timestamp with time zone)', false, false, false),
        ('creditkit.draw_undrawn(uuid)', false, false, false),
        ('creditkit.expire_holds(uuid,timestamp with time zone)', false, false, false),
-       ('creditkit.find_replay(uuid,text,text,bigint,text,jsonb,bigint,bigint)', false, false, false),
+       ('creditkit.find_replay(uuid,text,text,bigint,text,jsonb,bigint,bigint,text[])', false, false, false),
        ('creditkit.grant_not_in_ledger()', false, false, false),
        ('creditkit.grant_period(uuid,creditkit.plans,timestamp with time zone,integer,bigint,text,timestamp with time zone)', false, false, false),
        ('creditkit.ledger_grant_exists()', false, false, false),
@@ -191,6 +192,10 @@ select results_eq(
        ('ledger', 'anon',                false, false, false, false, false, false, false),
        ('ledger', 'authenticated',       false, false, false, false, false, false, false),  -- columns only, below
        ('ledger', 'service_role',        true,  false, false, false, false, false, false),
+       -- the ledger's idempotency store: the server reads it, the functions write it
+       ('ledger_keys', 'anon',           false, false, false, false, false, false, false),
+       ('ledger_keys', 'authenticated',  false, false, false, false, false, false, false),
+       ('ledger_keys', 'service_role',   true,  false, false, false, false, false, false),
        -- the pack catalogue is readable like the plans (upsert_pack writes it)
        ('packs', 'anon',                 false, false, false, false, false, false, false),
        ('packs', 'authenticated',        true,  false, false, false, false, false, false),
@@ -258,9 +263,9 @@ select is_empty(
       where c.relnamespace = 'creditkit'::regnamespace and c.relkind in ('r', 'p') and not c.relrowsecurity $$,
   'RLS is enabled on every creditkit table');
 select ok(
-  (select count(*) = 13 from pg_catalog.pg_class c
+  (select count(*) = 14 from pg_catalog.pg_class c
     where c.relnamespace = 'creditkit'::regnamespace and c.relkind in ('r', 'p') and c.relrowsecurity),
-  'the thirteen creditkit tables were found (the RLS check is not vacuous)');
+  'the fourteen creditkit tables were found (the RLS check is not vacuous)');
 select is_empty(
   $$ select signature from ck_functions
       where prokind <> 'a' and not coalesce('search_path=""' = any(proconfig), false) $$,
@@ -401,6 +406,11 @@ select throws_ok($$ delete from creditkit.ledger $$, 'CK008', null, 'even postgr
 -- key (0A000); CASCADE gets past it, and then the trigger is what refuses.
 select throws_ok($$ truncate creditkit.ledger cascade $$, 'CK008', null,
   'even postgres cannot TRUNCATE the ledger, not even with CASCADE (trigger)');
+insert into creditkit.ledger_keys (account_id, idempotency_key, ledger_id)
+values (tests.get_supabase_uid('alice'), 'privileges-test', 0);
+select throws_ok($$ delete from creditkit.ledger_keys $$, 'CK008', null,
+  'even postgres cannot DELETE an idempotency key (trigger): a retry could apply twice');
+select throws_ok($$ truncate creditkit.ledger_keys $$, 'CK008', null, 'even postgres cannot TRUNCATE the idempotency keys (trigger)');
 select is((select count(*) from creditkit.ledger where account_id = tests.get_supabase_uid('alice')), 1::bigint,
   'alice''s ledger row is still there');
 

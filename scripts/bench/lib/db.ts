@@ -66,7 +66,7 @@ export async function dropBenchDbs(serverUrl: string, dbs: BenchDb[]): Promise<v
   }
 }
 
-export const KIT_TABLES = ['creditkit.accounts', 'creditkit.grants', 'creditkit.ledger', 'creditkit.holds', 'creditkit.subscriptions'];
+export const KIT_TABLES = ['creditkit.accounts', 'creditkit.grants', 'creditkit.ledger', 'creditkit.ledger_keys', 'creditkit.holds', 'creditkit.subscriptions'];
 export const BENCH_TABLES = ['bench.accounts', 'bench.ledger', 'bench.credits', 'bench.credit_transactions'];
 
 /** VACUUM ANALYZE, one statement per table (VACUUM cannot run in a transaction block). */

@@ -259,7 +259,7 @@ language plpgsql
 as $$
 begin
   perform set_config('session_replication_role', 'replica', true);
-  truncate creditkit.accounts, creditkit.grants, creditkit.ledger, creditkit.holds, creditkit.subscriptions,
+  truncate creditkit.accounts, creditkit.grants, creditkit.ledger, creditkit.ledger_keys, creditkit.holds, creditkit.subscriptions,
            bench.accounts, bench.ledger, bench.credits, bench.credit_transactions
     restart identity cascade;
   if p_balance > 0 then
