@@ -29,7 +29,7 @@ comment on column creditkit.accounts.undrawn is
 create index accounts_due_at on creditkit.accounts (due_at) where due_at is not null;
 
 create table creditkit.grants (
-  id bigint generated always as identity primary key,
+  id bigint generated always as identity,
   account_id uuid not null references creditkit.accounts (id),
   category text not null
     constraint grants_category check (category in ('plan', 'purchase', 'promotional', 'adjustment')),
@@ -44,6 +44,9 @@ create table creditkit.grants (
   metadata jsonb not null default '{}'::jsonb,
   created_at timestamptz not null default now(),
   constraint grants_remaining_range check (remaining between 0 and amount),
+  -- Keys of per-account tables lead with the account (see the ledger's), so that they can be
+  -- distributed by it (Citus) and every lookup of a bucket names its account.
+  constraint grants_pkey primary key (account_id, id),
   -- Changes only when a bucket empties, so the indexes that must know whether a bucket has credit
   -- left depend on it instead of on `remaining`, and drawing from a bucket is a HOT update.
   live boolean generated always as (remaining > 0) stored
@@ -55,8 +58,6 @@ comment on column creditkit.grants.live is
   'remaining > 0, stored. Indexes use it instead of remaining so that drawing from a bucket is a HOT update.';
 -- Serves the spend order for the buckets that still hold credit.
 create index grants_spendable on creditkit.grants (account_id, expires_at, priority desc, created_at, id) where live;
--- For the slow-path queries that filter on remaining > 0 (expiry, renewal, Stripe rollover).
-create index grants_account on creditkit.grants (account_id);
 
 -- The ledger has one index besides the idempotency one: its primary key (account_id, id), which
 -- is also the history order. It has no foreign key to accounts: every row is written by a kit
@@ -141,7 +142,7 @@ language plpgsql
 set search_path = ''
 as $$
 begin
-  perform from creditkit.grants g where g.id = new.grant_id for key share;
+  perform from creditkit.grants g where g.account_id = new.account_id and g.id = new.grant_id for key share;
   if not found then
     raise exception using
       errcode = 'foreign_key_violation',
@@ -167,7 +168,7 @@ language plpgsql
 set search_path = ''
 as $$
 begin
-  if exists (select from creditkit.ledger l where l.grant_id = old.id) then
+  if exists (select from creditkit.ledger l where l.account_id = old.account_id and l.grant_id = old.id) then
     raise exception using
       errcode = 'foreign_key_violation',
       message = format('grant %s is still named by the ledger and cannot be deleted', old.id),

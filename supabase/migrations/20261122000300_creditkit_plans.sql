@@ -53,7 +53,7 @@ create table creditkit.subscriptions (
   -- When the next period starts and is due to be booked; NULL when nothing renews lazily.
   renews_at timestamptz,
   stripe_customer_id text,
-  stripe_subscription_id text unique,
+  stripe_subscription_id text,
   updated_at timestamptz not null default now(),
   -- A subscription Stripe manages: the newest Stripe event applied to it, by (created, rank, id).
   stripe_event_at timestamptz,
@@ -68,6 +68,11 @@ comment on column creditkit.subscriptions.stripe_event_rank is
 comment on column creditkit.subscriptions.stripe_event_id is
   'The id of that event: the last tie-break, so that any delivery order ends in the same state.';
 create index subscriptions_plan on creditkit.subscriptions (plan_id);
+-- The webhook finds a subscription by its Stripe id. Not unique: a per-account table's unique keys
+-- include the account (so that it can be distributed by it); one Stripe subscription is only ever
+-- recorded for the account its events name.
+create index subscriptions_stripe_subscription on creditkit.subscriptions (stripe_subscription_id)
+  where stripe_subscription_id is not null;
 
 alter table creditkit.plans enable row level security;
 alter table creditkit.subscriptions enable row level security;

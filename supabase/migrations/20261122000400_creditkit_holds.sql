@@ -5,7 +5,9 @@
 -- hold's expires_at joins accounts.due_at).
 
 create table creditkit.holds (
-  id bigint generated always as identity primary key,
+  -- A hold is found by its id alone (settle and release take only the id), so its key leads with
+  -- the id; it still includes the account, so that holds can be distributed by it.
+  id bigint generated always as identity,
   account_id uuid not null references creditkit.accounts (id),
   amount bigint not null
     constraint holds_amount_range check (amount between 1 and 9007199254740991),
@@ -24,6 +26,7 @@ create table creditkit.holds (
     constraint holds_charged_range check (charged between 0 and 9007199254740991),
   transaction_id bigint,
   constraint holds_resolution check ((status = 'open') = (resolved_at is null)),
+  constraint holds_pkey primary key (id, account_id),
   constraint holds_transaction_id_fkey foreign key (account_id, transaction_id)
     references creditkit.ledger (account_id, id)
 );

@@ -53,7 +53,7 @@ begin
       from creditkit.grants g
      where g.account_id = p_account_id and g.remaining > 0 and g.expires_at <= p_now
   ), emptied as (
-    update creditkit.grants g set remaining = 0 from due where g.id = due.id
+    update creditkit.grants g set remaining = 0 from due where g.account_id = p_account_id and g.id = due.id
   ), booked as (
     insert into creditkit.ledger (account_id, kind, amount, balance_after, grant_id, metadata, created_at)
     select p_account_id, 'expire', -due.remaining, v_balance - due.running, due.id,
@@ -98,7 +98,7 @@ begin
      order by g.expires_at, g.priority desc, g.created_at, g.id
   loop
     v_take := least(v_bucket.remaining, v_left);
-    update creditkit.grants g set remaining = g.remaining - v_take where g.id = v_bucket.id;
+    update creditkit.grants g set remaining = g.remaining - v_take where g.account_id = p_account_id and g.id = v_bucket.id;
     v_left := v_left - v_take;
     exit when v_left = 0;
   end loop;
@@ -262,8 +262,8 @@ set search_path = ''
 as $$
   insert into creditkit.grants (account_id, category, amount, remaining, priority, expires_at, metadata, created_at)
   values (p_account_id, p_category, p_amount, p_amount,
-          coalesce(p_priority, case p_category when 'promotional' then 30 when 'plan' then 20
-                                               when 'adjustment' then 10 else 0 end),
+          coalesce(p_priority, case when p_category = 'promotional' then 30 when p_category = 'plan' then 20
+                                    when p_category = 'adjustment' then 10 else 0 end),
           p_expires_at, p_metadata, p_now)
   returning id;
 $$;
@@ -449,7 +449,7 @@ begin
   v_prior := creditkit.find_replay(p_account_id, p_idempotency_key, 'grant', p_amount, null, v_metadata,
                                    null, p_revenue_micros);
   if v_prior.id is not null then
-    select g.* into v_bucket from creditkit.grants g where g.id = v_prior.grant_id;
+    select g.* into v_bucket from creditkit.grants g where g.account_id = p_account_id and g.id = v_prior.grant_id;
     if v_bucket.category <> p_category or v_bucket.expires_at is distinct from p_expires_at
        or v_bucket.priority <> coalesce(p_priority, v_bucket.priority) then
       raise exception using errcode = 'CK004',

@@ -1,6 +1,9 @@
 -- creditkit Stripe, the state: the credit-pack catalogue, one Stripe customer per account, what each
 -- pack payment bought and how much refunds and disputes took back, and the allowance of each paid
 -- subscription invoice. The webhook's event handling is in the next file (creditkit_stripe_apply).
+-- This state is keyed by Stripe's ids, not by account (a refund can arrive before the checkout
+-- that names the account), so it holds no foreign key to the per-account tables: a grant_id here
+-- names the account's bucket, which the kit wrote in the same transaction.
 
 create table creditkit.packs (
   id text primary key
@@ -44,7 +47,7 @@ create table creditkit.stripe_payments (
   currency text,
   state text not null default 'pending'
     constraint stripe_payments_state check (state in ('pending', 'paid', 'failed')),
-  grant_id bigint references creditkit.grants (id),
+  grant_id bigint,
   -- Cumulative, as Stripe reports it on the charge (the largest seen).
   amount_refunded bigint not null default 0
     constraint stripe_payments_amount_refunded_range check (amount_refunded >= 0),
@@ -74,7 +77,7 @@ create table creditkit.stripe_invoices (
   billing_reason text,
   period_start timestamptz not null,
   period_end timestamptz not null,
-  grant_id bigint references creditkit.grants (id),
+  grant_id bigint,
   outcome text not null
     constraint stripe_invoices_outcome check (outcome in ('granted', 'superseded', 'no_allowance')),
   applied_at timestamptz not null default now()

@@ -208,7 +208,7 @@ begin
   end if;
 
   -- The pack's own bucket, and whether it can still be spent (taken from or put back into).
-  select g.* into v_grant from creditkit.grants g where g.id = v_pay.grant_id;
+  select g.* into v_grant from creditkit.grants g where g.account_id = v_pay.account_id and g.id = v_pay.grant_id;
   v_live := v_grant.expires_at is null or v_grant.expires_at > p_now;
 
   -- What refunds and disputes call for: all of it while disputed, else the refunded share.
@@ -226,7 +226,7 @@ begin
     if v_take > 0 then
       if v_live then
         v_from_grant := least(v_take, v_grant.remaining);
-        update creditkit.grants g set remaining = g.remaining - v_from_grant where g.id = v_grant.id;
+        update creditkit.grants g set remaining = g.remaining - v_from_grant where g.account_id = v_grant.account_id and g.id = v_grant.id;
       end if;
       if v_take > v_from_grant then
         perform creditkit.draw_down(v_pay.account_id, v_take - v_from_grant, p_now);
@@ -254,7 +254,7 @@ begin
         v_to_grant := least(v_back, v_pay.taken_from_grant);
       end if;
       if v_to_grant > 0 then
-        update creditkit.grants g set remaining = g.remaining + v_to_grant where g.id = v_grant.id;
+        update creditkit.grants g set remaining = g.remaining + v_to_grant where g.account_id = v_grant.account_id and g.id = v_grant.id;
         perform creditkit.append_entry(v_pay.account_id, 'adjust', v_to_grant, v_grant.id, null, null,
                                        v_metadata || v_reason, p_now, v_grant.expires_at);
       end if;
