@@ -229,12 +229,20 @@ begin
        and g.metadata ? 'period_index'  -- allowance the kit granted, not hand-granted plan credit
        and g.expires_at <= creditkit.period_start(v_sub.anchor, v_plan.period, v_index);
     v_cap := coalesce(v_plan.rollover_cap, 9007199254740991);
+  end if;
+
+  -- The ended period's buckets leave as expire rows first, then the new period begins. What they
+  -- keep for open holds (book_expired) is payable to those holds, so it does not roll over too.
+  perform creditkit.book_expired(p_account_id, p_now);
+  if v_plan.renewal = 'rollover' then
+    select greatest(v_left - coalesce(sum(g.remaining), 0), 0) into v_left
+      from creditkit.grants g
+     where g.account_id = p_account_id and g.category = 'plan' and g.remaining > 0
+       and g.metadata ? 'period_index'
+       and g.expires_at <= creditkit.period_start(v_sub.anchor, v_plan.period, v_index);
     v_carry := least(least(v_left, v_cap)::numeric + (v_index - v_sub.period_index - 1)::numeric * v_plan.allowance,
                      v_cap)::bigint;
   end if;
-
-  -- The ended period's buckets leave as expire rows first, then the new period begins.
-  perform creditkit.book_expired(p_account_id, p_now);
   perform creditkit.grant_period(p_account_id, v_plan, v_sub.anchor, v_index, v_carry, 'renewal', p_now);
   update creditkit.subscriptions s
      set period_index = v_index,

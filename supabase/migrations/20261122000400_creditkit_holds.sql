@@ -86,21 +86,6 @@ $$;
 comment on function creditkit.lock_hold(bigint, timestamptz) is 'Locks a hold''s account (booking what is due) and returns the hold.';
 revoke all on function creditkit.lock_hold(bigint, timestamptz) from public, anon, authenticated, service_role;
 
--- Credits reserved by holds still open and unexpired at p_now; the reads that take no lock subtract it.
-create or replace function creditkit.held_at(p_account_id uuid, p_now timestamptz)
-returns bigint
-language sql
-stable
-security invoker
-set search_path = ''
-as $$
-  select coalesce(sum(h.amount), 0)::bigint from creditkit.holds h
-   where h.account_id = p_account_id and h.status = 'open' and h.expires_at > p_now;
-$$;
-comment on function creditkit.held_at(uuid, timestamptz) is 'Credits reserved by holds still open and unexpired at p_now.';
-revoke all on function creditkit.held_at(uuid, timestamptz) from public, anon, authenticated, service_role;
-grant execute on function creditkit.held_at(uuid, timestamptz) to authenticated, service_role;
-
 -- ---------------------------------------------------------------------------------------------
 -- Server API
 -- ---------------------------------------------------------------------------------------------
@@ -343,17 +328,23 @@ begin
   else
     update creditkit.accounts a set held = a.held - v_hold.amount where a.id = v_hold.account_id;
     if charged > 0 then
-      perform creditkit.draw_down(v_hold.account_id, charged, p_now);
+      -- '-infinity': credit that expired while this hold covered it is still payable to it, and
+      -- in spend order (soonest expiry first) it is drawn first.
+      perform creditkit.draw_down(v_hold.account_id, charged, '-infinity');
       v_entry := creditkit.append_entry(v_hold.account_id, 'consume', -charged, null, v_hold.event, null,
                                         v_metadata, p_now, null, p_cost_micros, null);
       transaction_id := v_entry.id;
     end if;
-    balance := creditkit.spendable(v_hold.account_id);
   end if;
   update creditkit.holds h
      set status = 'settled', resolved_at = p_now, settled_amount = p_actual, charged = creditkit_settle.charged,
          transaction_id = creditkit_settle.transaction_id
    where h.id = v_hold.id;
+  if not v_fast then
+    -- expired credit this hold covered and did not charge expires now
+    perform creditkit.book_expired(v_hold.account_id, p_now);
+    balance := creditkit.spendable(v_hold.account_id);
+  end if;
 end;
 $$;
 comment on function public.creditkit_settle(bigint, bigint, bigint, jsonb, timestamptz) is
@@ -381,6 +372,8 @@ begin
   if v_hold.status = 'open' then
     update creditkit.holds h set status = 'released', resolved_at = p_now where h.id = v_hold.id;
     update creditkit.accounts a set held = a.held - v_hold.amount where a.id = v_hold.account_id;
+    -- expired credit this hold covered expires now
+    perform creditkit.book_expired(v_hold.account_id, p_now);
     status := 'released';
   elsif v_hold.status in ('released', 'expired') then
     status := v_hold.status;  -- already free: releasing again changes nothing

@@ -32,8 +32,13 @@ comment on function creditkit.refresh_due_at(uuid) is
   'Sets accounts.due_at to the earliest time anything is due on the account: bucket expiry, renewal or hold expiry.';
 revoke all on function creditkit.refresh_due_at(uuid) from public, anon, authenticated, service_role;
 
--- Books every bucket of the account that expired by p_now: its remainder leaves the balance as one
--- 'expire' ledger row per bucket. The caller holds the account row lock. Returns the new balance.
+-- Books what expired by p_now on a locked account: each expired bucket's remainder leaves the
+-- balance as an 'expire' ledger row, except what open holds cover. A hold covers credit in spend
+-- order, soonest expiry first, as its settle would draw it; so up to what the open holds reserved
+-- before the credit expired stays (the last to expire keep it), payable to them alone (a settle
+-- draws it first), and leaves the next time this runs after they close. A hold reserved after the
+-- expiry never reaches it. balance - held never goes below zero. The caller holds the lock and has
+-- drawn what was undrawn, and holds it closes are no longer open. Returns the new balance.
 create or replace function creditkit.book_expired(p_account_id uuid, p_now timestamptz)
 returns bigint
 language plpgsql
@@ -42,39 +47,63 @@ set search_path = ''
 as $$
 declare
   v_balance bigint;
+  v_last timestamptz;
+  v_held bigint;
   v_total bigint;
   v_rows integer;
 begin
   select a.balance into v_balance from creditkit.accounts a where a.id = p_account_id;
+  select max(g.expires_at) into v_last
+    from creditkit.grants g where g.account_id = p_account_id and g.remaining > 0 and g.expires_at <= p_now;
+  if v_last is null then
+    perform creditkit.refresh_due_at(p_account_id);
+    return v_balance;
+  end if;
+  -- what the open holds reserved while the expired credit could still be spent
+  select coalesce(sum(h.amount), 0) into v_held
+    from creditkit.holds h
+   where h.account_id = p_account_id and h.status = 'open' and h.created_at < v_last;
 
   with due as (
     select g.id, g.remaining, g.expires_at,
-           sum(g.remaining) over (order by g.expires_at, g.id) as running
+           sum(g.remaining) over (order by g.expires_at, g.id) as running,
+           sum(g.remaining) over () as total
       from creditkit.grants g
      where g.account_id = p_account_id and g.remaining > 0 and g.expires_at <= p_now
-  ), emptied as (
-    update creditkit.grants g set remaining = 0 from due where g.account_id = p_account_id and g.id = due.id
+  ), cut as (
+    -- expired so far (through this bucket), and what this bucket gives up
+    select due.id, due.expires_at,
+           least(due.running, greatest(due.total - v_held, 0)) as expired,
+           least(due.running, greatest(due.total - v_held, 0))
+             - least(due.running - due.remaining, greatest(due.total - v_held, 0)) as amount
+      from due
+  ), taken as (
+    update creditkit.grants g set remaining = g.remaining - cut.amount
+      from cut where g.account_id = p_account_id and g.id = cut.id and cut.amount > 0
   ), booked as (
     insert into creditkit.ledger (account_id, kind, amount, balance_after, grant_id, metadata, created_at)
-    select p_account_id, 'expire', -due.remaining, v_balance - due.running, due.id,
-           jsonb_build_object('expires_at', due.expires_at), p_now
-      from due
-     order by due.expires_at, due.id
+    select p_account_id, 'expire', -cut.amount, v_balance - cut.expired, cut.id,
+           jsonb_build_object('expires_at', cut.expires_at), p_now
+      from cut
+     where cut.amount > 0
+     order by cut.expires_at, cut.id
     returning amount
   )
   select coalesce(-sum(booked.amount), 0), count(*) into v_total, v_rows from booked;
 
-  update creditkit.accounts a
-     set balance = a.balance - v_total,
-         version = a.version + v_rows
-   where a.id = p_account_id
-  returning a.balance into v_balance;
+  if v_rows > 0 then
+    update creditkit.accounts a
+       set balance = a.balance - v_total,
+           version = a.version + v_rows
+     where a.id = p_account_id
+    returning a.balance into v_balance;
+  end if;
   perform creditkit.refresh_due_at(p_account_id);
   return v_balance;
 end;
 $$;
 comment on function creditkit.book_expired(uuid, timestamptz) is
-  'Books expired buckets of a locked account as expire ledger rows; returns the new balance.';
+  'Books expired buckets of a locked account as expire ledger rows, keeping what open holds still need; returns the new balance.';
 revoke all on function creditkit.book_expired(uuid, timestamptz) from public, anon, authenticated, service_role;
 
 -- Takes p_amount out of the account's live buckets in spend order (soonest expiry, then priority,
@@ -311,17 +340,26 @@ revoke all on function creditkit.append_entry(uuid, text, bigint, bigint, text, 
 
 -- Reads that take no lock (balance, my_balance, has_credits) attribute `undrawn` to the buckets in
 -- spend order: a bucket's share is what is left of undrawn after the buckets before it took
--- theirs, least(remaining, greatest(undrawn - remaining of the buckets before it, 0)).
--- Security invoker: for a signed-in caller RLS limits it to accounts they may read.
+-- theirs, least(remaining, greatest(undrawn - remaining of the buckets before it, 0)). Credit that
+-- expired by p_now counts only toward the open holds reserved before it expired (as book_expired
+-- keeps it): the spendable balance is the credit that has not expired less what the holds reserve
+-- beyond that. Security invoker: for a signed-in caller RLS limits it to accounts they may read.
 create or replace function creditkit.live_buckets(
   p_account_id uuid, p_now timestamptz,
   out balance bigint, out next_expiry timestamptz, out buckets jsonb)
 returns record
-language sql
+language plpgsql
 stable
 security invoker
 set search_path = ''
 as $$
+declare
+  v_live bigint;
+  v_expired bigint;
+  v_last timestamptz;
+  v_held bigint;
+  v_covered bigint;
+begin
   with b as (
     select g.id, g.category, g.amount, g.priority, g.expires_at, g.created_at,
            (g.remaining - least(g.remaining, greatest(coalesce(a.undrawn, 0) - (sum(g.remaining) over w - g.remaining), 0)))::bigint
@@ -331,14 +369,24 @@ as $$
      where g.account_id = p_account_id and g.live
     window w as (order by g.expires_at, g.priority desc, g.created_at, g.id rows between unbounded preceding and current row)
   )
-  select greatest(coalesce(sum(b.remaining), 0) - creditkit.held_at(p_account_id, p_now), 0)::bigint,
-         min(b.expires_at),
+  select coalesce(sum(b.remaining) filter (where b.expires_at is null or b.expires_at > p_now), 0),
+         coalesce(sum(b.remaining) filter (where b.expires_at <= p_now), 0),
+         max(b.expires_at) filter (where b.expires_at <= p_now),
+         min(b.expires_at) filter (where b.expires_at > p_now),
          coalesce(jsonb_agg(jsonb_build_object(
                     'grant_id', b.id, 'category', b.category, 'remaining', b.remaining, 'amount', b.amount,
                     'priority', b.priority, 'expires_at', b.expires_at, 'created_at', b.created_at)
-                  order by b.expires_at, b.priority desc, b.created_at, b.id), '[]'::jsonb)
+                  order by b.expires_at, b.priority desc, b.created_at, b.id)
+                    filter (where b.expires_at is null or b.expires_at > p_now), '[]'::jsonb)
+    into v_live, v_expired, v_last, next_expiry, buckets
     from b
-   where b.remaining > 0 and (b.expires_at is null or b.expires_at > p_now);
+   where b.remaining > 0;
+  select coalesce(sum(h.amount), 0), coalesce(sum(h.amount) filter (where h.created_at < v_last), 0)
+    into v_held, v_covered
+    from creditkit.holds h
+   where h.account_id = p_account_id and h.status = 'open' and h.expires_at > p_now;
+  balance := greatest(v_live - (v_held - least(v_expired, v_covered)), 0);
+end;
 $$;
 comment on function creditkit.live_buckets(uuid, timestamptz) is
   'Spendable balance at p_now (live buckets minus open holds), the soonest bucket expiry and the live buckets in spend order, with what the fast path left undrawn taken from them.';

@@ -7,7 +7,7 @@
 --
 -- Every call passes p_now. Each scenario has its own account.
 begin;
-select plan(92);
+select plan(98);
 
 select tests.create_supabase_user('alice');   -- reserve, settle below, retries
 select tests.create_supabase_user('amy');     -- settle at and above the reserve, settle 0
@@ -15,7 +15,9 @@ select tests.create_supabase_user('bob');     -- settle above the reserve, not c
 select tests.create_supabase_user('carol');   -- release
 select tests.create_supabase_user('dave');    -- lazy expiry
 select tests.create_supabase_user('erin');    -- reserve idempotency
-select tests.create_supabase_user('frank');   -- a bucket expires under an open hold
+select tests.create_supabase_user('frank');   -- a bucket expires under an open hold, settled
+select tests.create_supabase_user('fiona');   -- ... released
+select tests.create_supabase_user('george');  -- ... settled below the reserve
 select tests.create_supabase_user('hank');    -- outsider
 select tests.create_supabase_user('whale');   -- the 2^53-1 ceiling with a hold open
 
@@ -278,36 +280,65 @@ select is((select held::bigint from creditkit.accounts where id = tests.get_supa
   '... and holds nothing new');
 
 -- ---------------------------------------------------------------------------------------------
--- A bucket expires while a hold is open: the spendable balance stops at 0 (never negative) and
--- the settle charges at most what is left.
+-- A bucket expires while a hold is open: the credit the hold covers stays payable to it (invariant
+-- 6), and balance - held never goes below zero. Holds cover credit in spend order (soonest expiry
+-- first, as a settle draws it), so the 40 expiring credits stay for the hold of 45 and the other 5
+-- it holds come from the 10 that never expire. What the hold does not charge expires when it
+-- settles or is released.
 -- ---------------------------------------------------------------------------------------------
-select creditkit_grant(tests.get_supabase_uid('frank'), 40, 'promotional', '2030-01-01 00:10:00+00',
-  p_now => '2030-01-01 00:00:00+00');
-select creditkit_grant(tests.get_supabase_uid('frank'), 10, 'purchase', p_now => '2030-01-01 00:00:00+00');
-insert into ck_hold select 'f1', hold_id from creditkit_reserve(tests.get_supabase_uid('frank'), 45, interval '1 hour',
-  p_now => '2030-01-01 00:00:00+00');
+select creditkit_grant(tests.get_supabase_uid(u), 40, 'promotional', '2030-01-01 00:10:00+00', p_now => '2030-01-01 00:00:00+00'),
+       creditkit_grant(tests.get_supabase_uid(u), 10, 'purchase', p_now => '2030-01-01 00:00:00+00')
+  from unnest(array['frank', 'fiona', 'george']) u;
+insert into ck_hold select u, (select hold_id from creditkit_reserve(tests.get_supabase_uid(u), 45, interval '1 hour',
+  p_now => '2030-01-01 00:00:00+00')) from unnest(array['frank', 'fiona', 'george']) u;
 select is(
   (select balance from creditkit_balance(tests.get_supabase_uid('frank'), p_now => '2030-01-01 00:09:59.999999+00')),
   5::bigint, 'before the promotional credit expires: 50 - 45 held = 5 spendable');
 select is(
   (select balance from creditkit_balance(tests.get_supabase_uid('frank'), p_now => '2030-01-01 00:10:00+00')),
-  0::bigint, 'after it expires: 10 - 45 held is reported as 0, not negative');
+  5::bigint, 'after it expires: still 5 spendable, the hold covers the expired credit');
 select results_eq(
   $$ select balance::bigint, held::bigint from creditkit.accounts where id = tests.get_supabase_uid('frank') $$,
-  $$ values (10::bigint, 45::bigint) $$,
-  'the expiry was booked; the hold is still open and now larger than the balance');
+  $$ values (50::bigint, 45::bigint) $$,
+  'nothing was booked as expired: the hold covers all 40 expired credits');
 select is(
   (select row(allowed, balance)::text from creditkit_consume(tests.get_supabase_uid('frank'), 1, p_now => '2030-01-01 00:11:00+00')),
-  '(f,0)', 'nothing can be spent while the hold is open');
+  '(t,4)', 'the unreserved credit can be spent, from the credit that never expires');
+select is(
+  (select row(allowed, balance)::text from creditkit_consume(tests.get_supabase_uid('frank'), 5, p_now => '2030-01-01 00:11:00+00')),
+  '(f,4)', 'but not the expired credit the hold covers');
 select results_eq(
-  $$ select charged, shortfall, balance from creditkit_settle((select id from ck_hold where name = 'f1'), 45,
+  $$ select charged, shortfall, balance from creditkit_settle((select id from ck_hold where name = 'frank'), 45,
        p_now => '2030-01-01 00:20:00+00') $$,
-  $$ values (10::bigint, 35::bigint, 0::bigint) $$,
-  'the settle charges what is left (10) and reports the rest as shortfall');
+  $$ values (45::bigint, 0::bigint, 4::bigint) $$,
+  'the settle charges the whole reserve: the job did not run free');
 select results_eq(
   $$ select kind::text, amount::bigint, balance_after::bigint from creditkit.ledger where account_id = tests.get_supabase_uid('frank') order by id $$,
-  $$ values ('grant'::text, 40::bigint, 40::bigint), ('grant', 10, 50), ('expire', -40, 10), ('consume', -10, 0) $$,
-  'frank''s ledger never goes below zero');
+  $$ values ('grant'::text, 40::bigint, 40::bigint), ('grant', 10, 50), ('consume', -1, 49), ('consume', -45, 4) $$,
+  'frank''s ledger: the charge came out of the credit the hold covered, never below zero');
+
+select results_eq(
+  $$ select status, balance from creditkit_release((select id from ck_hold where name = 'fiona'), p_now => '2030-01-01 00:20:00+00') $$,
+  $$ values ('released'::text, 10::bigint) $$,
+  'a released hold frees its reserve: the 40 it covered expire, the 10 that never expire are spendable');
+select results_eq(
+  $$ select kind::text, amount::bigint, balance_after::bigint from creditkit.ledger where account_id = tests.get_supabase_uid('fiona') order by id $$,
+  $$ values ('grant'::text, 40::bigint, 40::bigint), ('grant', 10, 50), ('expire', -40, 10) $$,
+  'fiona''s ledger: the rest of the promotional credit is booked as expired at the release');
+
+select results_eq(
+  $$ select charged, shortfall, balance from creditkit_settle((select id from ck_hold where name = 'george'), 20,
+       p_now => '2030-01-01 00:20:00+00') $$,
+  $$ values (20::bigint, 0::bigint, 10::bigint) $$,
+  'a settle below the reserve charges the actual amount from the credit the hold kept');
+select results_eq(
+  $$ select kind::text, amount::bigint, balance_after::bigint from creditkit.ledger where account_id = tests.get_supabase_uid('george') order by id $$,
+  $$ values ('grant'::text, 40::bigint, 40::bigint), ('grant', 10, 50), ('consume', -20, 30), ('expire', -20, 10) $$,
+  'george''s ledger: the charge comes out of the expired bucket, and what the hold covered beyond that expires');
+select results_eq(
+  $$ select category, remaining::bigint from creditkit.grants where account_id = tests.get_supabase_uid('george') order by id $$,
+  $$ values ('promotional'::text, 0::bigint), ('purchase', 10) $$,
+  'and the never-expiring purchase was not touched');
 
 -- ---------------------------------------------------------------------------------------------
 -- The 2^53-1 ceiling applies to the balance, held or not: a grant that would pass it is CK007

@@ -107,7 +107,6 @@ select results_eq(
        ('creditkit.caller_account(uuid)', false, true, false),
        ('creditkit.can_access_account(uuid)', false, true, true),
        ('creditkit.effective_plan(uuid)', false, true, true),
-       ('creditkit.held_at(uuid,timestamp with time zone)', false, true, true),
        ('creditkit.history_page(uuid,integer,bigint)', false, true, true),
        ('creditkit.live_buckets(uuid,timestamp with time zone)', false, true, true),
        ('creditkit.period_index(timestamp with time zone,text,timestamp with time zone)', false, true, true),

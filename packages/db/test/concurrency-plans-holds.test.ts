@@ -7,7 +7,7 @@ import { afterAll, beforeAll, expect, it } from 'vitest';
 import { createTestDatabase, type TestDatabase } from '@creditkit/db';
 import { describeIfPostgres } from '@creditkit/db/vitest';
 import {
-  DAY, HOUR, at, creditkit, expectConsistent, ledgerOf, microsSql, newAccountId, newGauge, openAccount, planGrantsOf,
+  DAY, HOUR, MINUTE, at, creditkit, expectConsistent, ledgerOf, microsSql, newAccountId, newGauge, openAccount, planGrantsOf,
   pooledRunner, prng, settle, usOf, warmPool, type Creditkit, type Gauge, type Settled,
 } from './support.ts';
 
@@ -156,6 +156,60 @@ describeIfPostgres('concurrency: renewals, holds, metering', () => {
       expect({ balance: a.balance, held: a.held }).toEqual({ balance: 1000 - charged, held: 0 });
     }
     await expectConsistent(db, accounts);
+  });
+
+  it('settles, releases, reserves and consumes racing across the expiry of the credit under 40 holds: every hold is paid, nothing held goes unpaid, balance - held never negative', async () => {
+    const ck = race();
+    const rnd = prng(20300301);
+    const account = newAccountId();
+    // 200 promotional credits that expire at 10 minutes, and 30 that never expire; 40 holds of 5
+    // reserve all but 30 of it before the expiry.
+    await ck.grant({ p_account_id: account, p_amount: 200, p_category: 'promotional', p_expires_at: at(10 * MINUTE), p_now: at(0) });
+    await ck.grant({ p_account_id: account, p_amount: 30, p_now: at(0) });
+    const holds = await Promise.all(range(40).map(() => ck.reserve({ p_account_id: account, p_amount: 5, p_ttl: '1 hour', p_now: at(MINUTE) })));
+    expect(holds.every((h) => h.allowed)).toBe(true);
+
+    // After the expiry: half the holds settle (at or below their reserve), the other half are
+    // released, while consumes, reserves and reads race them; every call's p_now is after the expiry.
+    const after = () => at(10 * MINUTE + rnd.int(0, 60_000) * 1000);
+    const actuals = holds.map(() => rnd.int(0, 5));
+    const settles = holds.slice(0, 20).map((h, i) => ck.settleHold({ p_hold_id: h.hold_id, p_actual: actuals[i]!, p_now: after() }));
+    const releases = holds.slice(20).map((h) => ck.release({ p_hold_id: h.hold_id, p_now: after() }));
+    const consumes = range(20).map(() => ck.consume({ p_account_id: account, p_amount: 2, p_now: after() }));
+    const reserves = range(10).map(() => ck.reserve({ p_account_id: account, p_amount: 3, p_ttl: '1 hour', p_now: after() }));
+    const reads = range(5).map(() => ck.balance({ p_account_id: account, p_now: after() }));
+    // every committed state seen while they race: balance - held is never negative
+    const seen: number[] = [];
+    let racing = true;
+    const sampler = (async () => {
+      while (racing) {
+        const [r] = await db.query<{ spendable: number }>('select balance - held as spendable from creditkit.accounts where id = $1', [account]);
+        seen.push(r!.spendable);
+      }
+    })();
+    const [settled, , consumed, reserved] = await Promise.all([
+      Promise.all(settles), Promise.all(releases), Promise.all(consumes), Promise.all(reserves), Promise.all(reads),
+    ]).finally(() => { racing = false; });
+    await sampler;
+    expect(gauge.max).toBeGreaterThan(10);
+    expect(seen.length).toBeGreaterThan(1);
+    expect(seen.filter((v) => v < 0)).toEqual([]);
+
+    // Every settle at or below its reserve is charged in full, though the credit under it expired.
+    expect(settled.map((s) => s.shortfall)).toEqual(range(20).map(() => 0));
+    expect(settled.map((s) => s.charged)).toEqual(actuals.slice(0, 20));
+    // The consumes and new reserves could only use the 30 that never expire.
+    const spent = consumed.filter((c) => c.allowed).length * 2;
+    const newlyHeld = reserved.filter((r) => r.allowed).length * 3;
+    expect(spent + newlyHeld).toBeLessThanOrEqual(30);
+    // What the 40 holds kept of the expired credit and did not charge has expired by now.
+    const charged = actuals.slice(0, 20).reduce((n, a) => n + a, 0);
+    const [row] = await db.query<{ balance: number; held: number }>('select balance, held from creditkit.accounts where id = $1', [account]);
+    expect(row).toEqual({ balance: 30 - spent, held: newlyHeld });
+    const rows = await ledgerOf(db, account);
+    expect(rows.filter((r) => r.kind === 'consume').reduce((n, r) => n - Number(r.amount), 0)).toBe(charged + spent);
+    expect(rows.filter((r) => r.kind === 'expire').reduce((n, r) => n - Number(r.amount), 0)).toBe(200 - charged);
+    await expectConsistent(db, [account]);
   });
 
   it('100 concurrent reserve(1) on a balance of 50: exactly 50 holds open, spendable 0, the ledger untouched', async () => {

@@ -4,7 +4,8 @@
 //
 // The model, from the documented rules (docs/sql-api.md), on top of the ledger model:
 //   spendable = balance - the open, unexpired holds (never below 0); a touch at or after a hold's
-//   expires_at expires it; settle charges up to the reserve, above it the actual amount only if
+//   expires_at expires it; credit that expires under open holds stays, up to what they hold (they
+//   cover credit in spend order, soonest expiry first), until they close; settle charges up to the reserve, above it the actual amount only if
 //   the balance not held by other holds covers it (else the reserve, the rest is a shortfall), and
 //   never more than the balance; a hold resolves exactly once (settled, released or expired);
 //   settling again with the same actual returns the first result; any other second resolution is
@@ -30,6 +31,7 @@ type HoldStatus = 'open' | 'settled' | 'released' | 'expired';
 interface ModelHold {
   id: number; // the database's id, learnt from the reserve's answer
   amount: bigint;
+  createdAt: number;
   expiresAt: number;
   event: string | null;
   key: string | null;
@@ -64,6 +66,9 @@ class HoldsModel {
   get held(): bigint {
     return this.holds.filter((h) => h.status === 'open').reduce((s, h) => s + h.amount, 0n);
   }
+  /** What the open holds reserved before `t`: the expired credit they still cover. */
+  readonly heldBefore = (t: number): bigint =>
+    this.holds.filter((h) => h.status === 'open' && h.createdAt < t).reduce((s, h) => s + h.amount, 0n);
   get spendable(): bigint {
     const s = this.balance - this.held;
     return s > 0n ? s : 0n;
@@ -73,13 +78,13 @@ class HoldsModel {
     return times.length ? Math.min(...times) : null;
   }
 
-  /** Every touch books what is due by `now`: expired buckets and expired holds. */
+  /** Every touch books what is due by `now`: expired holds, then expired buckets (keeping what open holds need). */
   private touched(now: number): HoldsModel {
     const m = this.copy();
-    const booked = m.ledger.readBalance(now);
+    for (const h of m.holds) if (h.status === 'open' && h.expiresAt <= now) h.status = 'expired';
+    const booked = m.ledger.readBalance(now, m.heldBefore);
     if (booked.type === 'error') throw new Error(`model: the account does not exist (${booked.code})`);
     m.ledger = booked.next;
-    for (const h of m.holds) if (h.status === 'open' && h.expiresAt <= now) h.status = 'expired';
     return m;
   }
 
@@ -93,7 +98,7 @@ class HoldsModel {
 
   grant(amount: bigint, expiresAt: number | null, now: number): Prediction {
     const m = this.touched(now);
-    const o = m.ledger.grant({ amount, category: expiresAt === null ? 'purchase' : 'promotional', expiresAt, priority: null, revenue: null, key: null }, now);
+    const o = m.ledger.grant({ amount, category: expiresAt === null ? 'purchase' : 'promotional', expiresAt, priority: null, revenue: null, key: null }, now, m.heldBefore);
     if (o.type === 'error') return { ok: false, code: o.code };
     m.ledger = o.next;
     return { ok: true, next: m, answer: { transaction_id: NEW_TX, grant_id: expect.any(Number), balance: big(m.spendable) } };
@@ -103,7 +108,7 @@ class HoldsModel {
     if (amount < 1n) return { ok: false, code: 'CK001' };
     const m = this.touched(now);
     if (m.spendable < amount) return { ok: true, next: m, answer: { allowed: false, balance: big(m.spendable), transaction_id: null } };
-    const o = m.ledger.consume({ amount, event: null, cost: null, key: null, raise: false }, now);
+    const o = m.ledger.consume({ amount, event: null, cost: null, key: null, raise: false }, now, m.heldBefore);
     if (o.type !== 'applied') throw new Error('model: a covered consume was not applied');
     m.ledger = o.next;
     // Every answer is the spendable balance, allowed or blocked.
@@ -125,7 +130,7 @@ class HoldsModel {
       return { ok: true, next: m, answer: { allowed: false, hold_id: null, balance: big(m.spendable), expires_us: null } };
     }
     const hold: ModelHold = {
-      id: NEW_ID, amount: p.amount, expiresAt: now + p.ttl, event: p.event, key: p.key, status: 'open',
+      id: NEW_ID, amount: p.amount, createdAt: now, expiresAt: now + p.ttl, event: p.event, key: p.key, status: 'open',
       settledAmount: null, charged: null, transactionId: null,
     };
     m.holds.push(hold);
@@ -152,10 +157,10 @@ class HoldsModel {
     h.charged = charged;
     h.transactionId = null;
     if (charged > 0n) {
-      const o = m.ledger.consume({ amount: charged, event: h.event, cost: null, key: null, raise: false }, now);
-      if (o.type !== 'applied') throw new Error('model: a settle charge within the balance was not applied');
-      m.ledger = o.next;
+      m.ledger = m.ledger.charge(charged, now, m.heldBefore);
       h.transactionId = NEW_TX;
+    } else {
+      m.ledger = m.ledger.rebook(now, m.heldBefore);
     }
     return { ok: true, next: m, answer: { charged: big(charged), shortfall: big(actual - charged), balance: big(m.spendable), transaction_id: h.transactionId } };
   }
@@ -166,7 +171,10 @@ class HoldsModel {
     const m = this.touched(now);
     const h = m.holds[index]!;
     if (h.status === 'settled') return { ok: false, code: 'CK012' };
-    if (h.status === 'open') h.status = 'released';
+    if (h.status === 'open') {
+      h.status = 'released';
+      m.ledger = m.ledger.rebook(now, m.heldBefore);
+    }
     return { ok: true, next: m, answer: { status: h.status, balance: big(m.spendable) } };
   }
 
@@ -485,19 +493,26 @@ describeEachBackend('hold lifecycle model', (backend) => {
     await expectConsistent(db, [account]);
   });
 
-  it('example: bucket expiry takes the balance below the holds; settles charge what is left, never more', async () => {
+  it('example: a bucket expires under open holds; the credit they cover stays payable to them until they close', async () => {
     const account = newAccountId();
     await ck.grant({ p_account_id: account, p_amount: 40, p_now: at(0) });
     await ck.grant({ p_account_id: account, p_amount: 100, p_category: 'promotional', p_expires_at: at(5 * MINUTE), p_now: at(0) });
     const first = await ck.reserve({ p_account_id: account, p_amount: 80, p_ttl: '1 hour', p_now: at(0) });
     const second = await ck.reserve({ p_account_id: account, p_amount: 50, p_ttl: '1 hour', p_now: at(0) });
     expect([first.balance, second.balance]).toEqual([60, 10]);
-    // the promotional 100 expires under 130 held: 40 left, nothing spendable
-    expect(await ck.balance({ p_account_id: account, p_now: at(5 * MINUTE) })).toMatchObject({ balance: 0 });
-    expect(await db.query('select balance, held from creditkit.accounts where id = $1', [account])).toEqual([{ balance: 40, held: 130 }]);
-    expect(await ck.settleHold({ p_hold_id: first.hold_id, p_actual: 80, p_now: at(6 * MINUTE) })).toEqual({ charged: 40, shortfall: 40, balance: 0, transaction_id: expect.any(Number) });
-    expect(await ck.settleHold({ p_hold_id: second.hold_id, p_actual: 50, p_now: at(6 * MINUTE) })).toEqual({ charged: 0, shortfall: 50, balance: 0, transaction_id: null });
-    expect(await db.query('select balance, held from creditkit.accounts where id = $1', [account])).toEqual([{ balance: 0, held: 0 }]);
+    // the promotional 100 expires under 130 held: the holds cover it all (soonest expiry first), so
+    // none of it leaves, and the 10 not held stay spendable
+    expect(await ck.balance({ p_account_id: account, p_now: at(5 * MINUTE) })).toMatchObject({ balance: 10 });
+    expect(await db.query('select balance, held from creditkit.accounts where id = $1', [account])).toEqual([{ balance: 140, held: 130 }]);
+    expect(await ck.consume({ p_account_id: account, p_amount: 11, p_now: at(5 * MINUTE) })).toMatchObject({ allowed: false, balance: 10 });
+    // the first hold settles in full from the expired credit; the second is released, and the
+    // expired credit it covered leaves
+    expect(await ck.settleHold({ p_hold_id: first.hold_id, p_actual: 80, p_now: at(6 * MINUTE) })).toEqual({ charged: 80, shortfall: 0, balance: 10, transaction_id: expect.any(Number) });
+    expect(await db.query('select balance, held from creditkit.accounts where id = $1', [account])).toEqual([{ balance: 60, held: 50 }]);
+    expect(await ck.release({ p_hold_id: second.hold_id, p_now: at(6 * MINUTE) })).toEqual({ status: 'released', balance: 40 });
+    expect(await db.query('select balance, held from creditkit.accounts where id = $1', [account])).toEqual([{ balance: 40, held: 0 }]);
+    expect(await db.query(`select kind, amount from creditkit.ledger where account_id = $1 and kind <> 'grant' order by id`, [account]))
+      .toEqual([{ kind: 'consume', amount: -80 }, { kind: 'expire', amount: -20 }]);
     await expectConsistent(db, [account]);
   });
 

@@ -71,6 +71,9 @@ export function spendOrder(a: ModelBucket, b: ModelBucket): number {
   return a.index - b.index;
 }
 
+/** What the open holds reserved before a time: the expired credit they still cover (book). */
+export type HeldBefore = (expiresAt: number) => bigint;
+
 export class LedgerModel {
   exists = false;
   buckets: ModelBucket[] = [];
@@ -103,16 +106,46 @@ export class LedgerModel {
     return times.length ? Math.min(...times) : null;
   }
 
-  /** First touch at `now`: every bucket expired by then leaves the balance, one row each. */
-  private book(now: number): void {
+  /**
+   * First touch at `now`: every bucket expired by then leaves the balance, one row each, except
+   * what open holds cover. A hold covers credit in spend order, soonest expiry first, so up to what
+   * the open holds reserved before the expired credit expired (`heldBefore(last expiry)`) stays,
+   * the last to expire keeping it, until they close.
+   */
+  book(now: number, heldBefore: HeldBefore = () => 0n): void {
     const due = this.buckets
       .filter((b) => b.remaining > 0n && b.expiresAt !== null && b.expiresAt <= now)
       .sort((a, b) => (a.expiresAt ?? 0) - (b.expiresAt ?? 0) || a.index - b.index);
+    if (due.length === 0) return;
+    const last = Math.max(...due.map((b) => b.expiresAt ?? 0));
+    let left = due.reduce((s, b) => s + b.remaining, 0n) - heldBefore(last); // to expire
     for (const b of due) {
-      const amount = -b.remaining;
-      b.remaining = 0n;
-      this.entries.push({ kind: 'expire', amount, balanceAfter: this.balance, bucket: b.index, cost: null, revenue: null });
+      if (left <= 0n) break;
+      const take = b.remaining < left ? b.remaining : left;
+      b.remaining -= take;
+      left -= take;
+      this.entries.push({ kind: 'expire', amount: -take, balanceAfter: this.balance, bucket: b.index, cost: null, revenue: null });
     }
+  }
+
+  /**
+   * A hold's settle charge: drawn in spend order from every bucket with credit left, expired or
+   * not (after booking, an expired bucket with credit left holds what the holds kept), then
+   * whatever the expired buckets kept beyond what the remaining holds (`heldAfter`) need expires.
+   */
+  charge(amount: bigint, now: number, heldAfter: HeldBefore): LedgerModel {
+    const m = this.copy();
+    m.drawDown(amount, -Infinity);
+    m.entries.push({ kind: 'consume', amount: -amount, balanceAfter: m.balance, bucket: null, cost: null, revenue: null });
+    m.book(now, heldAfter);
+    return m;
+  }
+
+  /** Books what expired beyond what the holds (`held`) still need: after a hold closes. */
+  rebook(now: number, held: HeldBefore): LedgerModel {
+    const m = this.copy();
+    m.book(now, held);
+    return m;
   }
 
   private drawDown(amount: bigint, now: number): void {
@@ -141,11 +174,11 @@ export class LedgerModel {
     return keyUse;
   }
 
-  grant(p: { amount: bigint; category: Category; expiresAt: number | null; priority: number | null; revenue: bigint | null; key: string | null }, now: number): Outcome {
+  grant(p: { amount: bigint; category: Category; expiresAt: number | null; priority: number | null; revenue: bigint | null; key: string | null }, now: number, held?: HeldBefore): Outcome {
     if (p.amount < 1n || p.amount > MAX || badMoney(p.revenue)) return error('CK001');
     const m = this.copy();
     m.exists = true; // a grant opens the account
-    m.book(now);
+    m.book(now, held);
     const prior = p.key === null ? undefined : m.keys.get(p.key);
     if (prior) {
       // A NULL priority on the retry means "whatever the first call got".
@@ -166,11 +199,11 @@ export class LedgerModel {
   }
 
   /** creditkit_consume (raise: false) and creditkit_consume_or_raise (raise: true). */
-  consume(p: { amount: bigint; event: string | null; cost: bigint | null; key: string | null; raise: boolean }, now: number): Outcome {
+  consume(p: { amount: bigint; event: string | null; cost: bigint | null; key: string | null; raise: boolean }, now: number, held?: HeldBefore): Outcome {
     if (p.amount < 1n || p.amount > MAX || badMoney(p.cost)) return error('CK001');
     if (!this.exists) return error('CK003');
     const m = this.copy();
-    m.book(now);
+    m.book(now, held);
     const prior = p.key === null ? undefined : m.keys.get(p.key);
     if (prior) {
       const same = prior.kind === 'consume' && prior.amount === p.amount && prior.event === p.event &&
@@ -216,10 +249,10 @@ export class LedgerModel {
   }
 
   /** creditkit_balance: a read that books what expired by `now`. */
-  readBalance(now: number): Outcome {
+  readBalance(now: number, held?: HeldBefore): Outcome {
     if (!this.exists) return error('CK003');
     const m = this.copy();
-    m.book(now);
+    m.book(now, held);
     return { type: 'applied', next: m };
   }
 
