@@ -34,11 +34,17 @@ create table creditkit.stripe_customers (
 );
 comment on table creditkit.stripe_customers is 'The one Stripe customer of each account.';
 
--- What each payment bought, and how much of it refunds and disputes took back.
+-- What each payment bought, and how much of it refunds and disputes took back: a pack bought
+-- through Checkout, or a subscription invoice's allowance. A payment is known by up to three of
+-- Stripe's ids, learnt in any order: the Checkout Session that sold it, its PaymentIntent (the
+-- id refunds and disputes carry) and the invoice it paid. Two rows found for one payment (say a
+-- refund seen before the checkout that names its PaymentIntent) are merged into one.
 create table creditkit.stripe_payments (
-  payment_intent text primary key,
-  account_id uuid,
+  id bigint generated always as identity primary key,
+  payment_intent text unique,
   checkout_session text unique,
+  invoice text unique,
+  account_id uuid,
   pack_id text references creditkit.packs (id),
   credits bigint
     constraint stripe_payments_credits_range check (credits between 1 and 9007199254740991),
@@ -64,9 +70,10 @@ create table creditkit.stripe_payments (
   -- reinstated dispute puts that many back into it.
   taken_from_grant bigint not null default 0
     constraint stripe_payments_taken_from_grant_range check (taken_from_grant between 0 and clawed_back),
-  updated_at timestamptz not null default now()
+  updated_at timestamptz not null default now(),
+  constraint stripe_payments_identified check (num_nonnulls(payment_intent, checkout_session, invoice) > 0)
 );
-comment on table creditkit.stripe_payments is 'Pack payments by payment intent: credits bought, refunded and disputed amounts, credits taken back and the shortfall (credits already spent).';
+comment on table creditkit.stripe_payments is 'Payments for packs and subscription invoices, by any of their Stripe ids: credits bought, refunded and disputed amounts, credits taken back and the shortfall (credits already spent).';
 
 -- One allowance per paid subscription invoice.
 create table creditkit.stripe_invoices (
@@ -78,11 +85,19 @@ create table creditkit.stripe_invoices (
   period_start timestamptz not null,
   period_end timestamptz not null,
   grant_id bigint,
+  -- granted: the newest period when it arrived, its allowance (and any rollover) is that period's
+  -- bucket; late: a later period was applied first, so its allowance rolled into that one (as far
+  -- as the plan's rollover allows) and the rest expired at once; no_allowance: nothing to grant.
   outcome text not null
-    constraint stripe_invoices_outcome check (outcome in ('granted', 'superseded', 'no_allowance')),
+    constraint stripe_invoices_outcome check (outcome in ('granted', 'late', 'no_allowance')),
+  -- Credit it carried into the period it landed in: for granted, the rollover from before; for
+  -- late, what of its allowance rolled into the newer period, the invoice `rolled_into`.
+  carried bigint not null default 0
+    constraint stripe_invoices_carried_range check (carried between 0 and 9007199254740991),
+  rolled_into text,
   applied_at timestamptz not null default now()
 );
-comment on table creditkit.stripe_invoices is 'Subscription invoices whose period was applied: the allowance granted for each, once.';
+comment on table creditkit.stripe_invoices is 'Subscription invoices whose period was applied: the allowance granted for each, once, whatever the order they arrive in.';
 create index stripe_invoices_account on creditkit.stripe_invoices (account_id, period_start desc);
 
 -- A subscription that Stripe manages renews through its invoices, never lazily.

@@ -138,27 +138,101 @@ comment on function creditkit.stripe_dead(text, text) is
   'Ends the application of a Stripe event that cannot apply as it stands; the event is kept as dead with this code.';
 revoke all on function creditkit.stripe_dead(text, text) from public, anon, authenticated, service_role;
 
--- Serialises every event about one payment (checkout, refunds, disputes) until the transaction
--- ends. Taken before the account lock; nothing takes it after one.
-create or replace function creditkit.stripe_lock_payment(p_payment_intent text)
+-- Serialises every event about one payment (checkout, invoice, refunds, disputes) until the
+-- transaction ends: a lock on each Stripe id the event knows for it, taken in a fixed order (so
+-- two events naming the same ids never deadlock), before the account lock; nothing takes one after.
+create or replace function creditkit.stripe_lock_payment(p_ids text[])
 returns void
-language sql
+language plpgsql
 volatile
 set search_path = ''
 as $$
-  select pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtextextended('creditkit.stripe_payment:' || p_payment_intent, 0));
+declare
+  v_id text;
+begin
+  for v_id in select distinct i.id from unnest(p_ids) i(id) where i.id is not null order by 1 loop
+    perform pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtextextended('creditkit.stripe_payment:' || v_id, 0));
+  end loop;
+end;
 $$;
-comment on function creditkit.stripe_lock_payment(text) is
-  'Transaction lock on one payment intent: events about the same payment apply one at a time.';
-revoke all on function creditkit.stripe_lock_payment(text) from public, anon, authenticated, service_role;
+comment on function creditkit.stripe_lock_payment(text[]) is
+  'Transaction locks on the Stripe ids of one payment, in a fixed order: events about the same payment apply one at a time.';
+revoke all on function creditkit.stripe_lock_payment(text[]) from public, anon, authenticated, service_role;
+
+-- The payment that any of these ids names, made one: a new row when none does; when two rows name
+-- it (each id seen first by a different event), their facts merged into the older and the newer
+-- deleted. The caller holds the ids' locks (stripe_lock_payment). Facts of a payment are only ever
+-- learnt: an id, what it bought and who paid are kept once known; refunds grow; the newest
+-- dispute decides (the reinstatement on a tie); paid is final. Returns the row's id.
+create or replace function creditkit.stripe_payment(p_payment_intent text, p_checkout_session text, p_invoice text)
+returns bigint
+language plpgsql
+volatile
+set search_path = ''
+as $$
+declare
+  v_rows bigint[];
+  v_keep bigint;
+  v_other creditkit.stripe_payments;
+begin
+  select array_agg(p.id order by p.id) into v_rows
+    from creditkit.stripe_payments p
+   where p.payment_intent = p_payment_intent or p.checkout_session = p_checkout_session or p.invoice = p_invoice;
+  if v_rows is null then
+    insert into creditkit.stripe_payments (payment_intent, checkout_session, invoice)
+    values (p_payment_intent, p_checkout_session, p_invoice)
+    returning id into v_keep;
+    return v_keep;
+  end if;
+  v_keep := v_rows[1];
+  for i in 2 .. cardinality(v_rows) loop
+    delete from creditkit.stripe_payments p where p.id = v_rows[i] returning * into v_other;
+    update creditkit.stripe_payments p
+       set payment_intent = coalesce(p.payment_intent, v_other.payment_intent),
+           checkout_session = coalesce(p.checkout_session, v_other.checkout_session),
+           invoice = coalesce(p.invoice, v_other.invoice),
+           account_id = coalesce(p.account_id, v_other.account_id),
+           pack_id = coalesce(p.pack_id, v_other.pack_id),
+           credits = coalesce(p.credits, v_other.credits),
+           amount_paid = coalesce(p.amount_paid, v_other.amount_paid),
+           currency = coalesce(p.currency, v_other.currency),
+           state = case when 'paid' in (p.state, v_other.state) then 'paid'
+                        when 'failed' in (p.state, v_other.state) then 'failed' else 'pending' end,
+           grant_id = coalesce(p.grant_id, v_other.grant_id),
+           amount_refunded = greatest(p.amount_refunded, v_other.amount_refunded),
+           disputed = case when v_other.dispute_at > p.dispute_at or p.dispute_at is null then v_other.disputed
+                           when v_other.dispute_at = p.dispute_at then p.disputed and v_other.disputed
+                           else p.disputed end,
+           dispute_at = greatest(p.dispute_at, v_other.dispute_at),
+           -- only a row that was granted (it knew the account) has taken anything back
+           clawed_back = p.clawed_back + v_other.clawed_back,
+           shortfall = p.shortfall + v_other.shortfall,
+           taken_from_grant = p.taken_from_grant + v_other.taken_from_grant
+     where p.id = v_keep;
+  end loop;
+  -- ids this event adds (the first one seen of each kind stays)
+  update creditkit.stripe_payments p
+     set payment_intent = coalesce(p.payment_intent, p_payment_intent),
+         checkout_session = coalesce(p.checkout_session, p_checkout_session),
+         invoice = coalesce(p.invoice, p_invoice)
+   where p.id = v_keep
+     and (p.payment_intent is null and p_payment_intent is not null
+          or p.checkout_session is null and p_checkout_session is not null
+          or p.invoice is null and p_invoice is not null);
+  return v_keep;
+end;
+$$;
+comment on function creditkit.stripe_payment(text, text, text) is
+  'The stripe_payments row any of these ids names (payment intent, checkout session, invoice), created or merged into one; the caller holds their locks.';
+revoke all on function creditkit.stripe_payment(text, text, text) from public, anon, authenticated, service_role;
 
 -- ---------------------------------------------------------------------------------------------
 -- Packs: grant once per payment; refunds and disputes move the ledger towards a target
 -- ---------------------------------------------------------------------------------------------
 
--- Grants a paid payment's credits (once) and applies any refund or dispute already known. The
--- caller holds the payment's lock.
-create or replace function creditkit.stripe_settle_payment(p_payment_intent text, p_now timestamptz)
+-- Grants a paid pack payment's credits (once) and moves the ledger to what its refunds and disputes
+-- call for (a pack's or an invoice's). The caller holds the payment's locks.
+create or replace function creditkit.stripe_settle_payment(p_payment_id bigint, p_now timestamptz)
 returns text
 language plpgsql
 volatile
@@ -182,13 +256,14 @@ declare
   v_reason jsonb;
   v_effect text := '';
 begin
-  select p.* into v_pay from creditkit.stripe_payments p where p.payment_intent = p_payment_intent for update;
+  select p.* into v_pay from creditkit.stripe_payments p where p.id = p_payment_id for update;
   if not found or v_pay.state <> 'paid' or v_pay.account_id is null or v_pay.credits is null then
     return 'recorded; waiting for the paid checkout';
   end if;
   perform creditkit.stripe_lock_account(v_pay.account_id, p_now);
-  v_metadata := jsonb_build_object('source', 'stripe', 'payment_intent', v_pay.payment_intent,
-                                   'checkout_session', v_pay.checkout_session, 'pack_id', v_pay.pack_id);
+  v_metadata := jsonb_strip_nulls(jsonb_build_object(
+    'source', 'stripe', 'payment_intent', v_pay.payment_intent, 'checkout_session', v_pay.checkout_session,
+    'pack_id', v_pay.pack_id, 'stripe_invoice', v_pay.invoice));
 
   if v_pay.grant_id is null then
     if (select a.balance from creditkit.accounts a where a.id = v_pay.account_id) > 9007199254740991 - v_pay.credits then
@@ -198,11 +273,12 @@ begin
     v_expires := p_now + v_pack.expires_after;
     v_grant_id := creditkit.add_grant(v_pay.account_id, 'purchase', v_pay.credits, null, v_expires, v_metadata, p_now);
     perform creditkit.append_entry(v_pay.account_id, 'grant', v_pay.credits, v_grant_id, null,
-                                   'stripe:' || v_pay.payment_intent, v_metadata, p_now, v_expires, null,
+                                   'stripe:' || coalesce(v_pay.payment_intent, v_pay.checkout_session), v_metadata,
+                                   p_now, v_expires, null,
                                    -- revenue in micros, for two-decimal currencies (1 cent = 10000 micros)
                                    least(v_pay.amount_paid * 10000, 9007199254740991));
     update creditkit.stripe_payments p set grant_id = v_grant_id, updated_at = p_now
-     where p.payment_intent = p_payment_intent;
+     where p.id = p_payment_id;
     v_pay.grant_id := v_grant_id;
     v_effect := format('granted %s credits', v_pay.credits);
   end if;
@@ -237,7 +313,7 @@ begin
     update creditkit.stripe_payments p
        set clawed_back = v_target, shortfall = p.shortfall + (v_delta - v_take),
            taken_from_grant = p.taken_from_grant + v_from_grant, updated_at = p_now
-     where p.payment_intent = p_payment_intent;
+     where p.id = p_payment_id;
     v_effect := ltrim(v_effect || format('; took back %s credits', v_take) ||
                       case when v_delta > v_take then format(' (%s already spent)', v_delta - v_take) else '' end, '; ');
   elsif v_delta < 0 then
@@ -269,15 +345,15 @@ begin
     update creditkit.stripe_payments p
        set clawed_back = v_target, shortfall = p.shortfall - v_forgiven,
            taken_from_grant = p.taken_from_grant - least(p.taken_from_grant, v_back), updated_at = p_now
-     where p.payment_intent = p_payment_intent;
+     where p.id = p_payment_id;
     v_effect := ltrim(v_effect || format('; gave back %s credits', v_back), '; ');
   end if;
   return coalesce(nullif(v_effect, ''), 'nothing to change');
 end;
 $$;
-comment on function creditkit.stripe_settle_payment(text, timestamptz) is
+comment on function creditkit.stripe_settle_payment(bigint, timestamptz) is
   'Grants a paid pack payment once and moves the ledger to what its refunds and disputes call for.';
-revoke all on function creditkit.stripe_settle_payment(text, timestamptz) from public, anon, authenticated, service_role;
+revoke all on function creditkit.stripe_settle_payment(bigint, timestamptz) from public, anon, authenticated, service_role;
 
 -- checkout.session.completed / async_payment_succeeded / async_payment_failed, mode payment.
 create or replace function creditkit.stripe_pack_checkout(p_event jsonb, p_object jsonb, p_now timestamptz, out account_id uuid, out effect text)
@@ -288,7 +364,9 @@ set search_path = ''
 as $$
 declare
   v_pack creditkit.packs;
-  v_pi text := coalesce(creditkit.stripe_id(p_object -> 'payment_intent'), p_object ->> 'id');
+  v_session text := p_object ->> 'id';
+  v_pi text := creditkit.stripe_id(p_object -> 'payment_intent');
+  v_payment bigint;
   v_paid boolean;
   v_failed boolean := p_event ->> 'type' = 'checkout.session.async_payment_failed';
 begin
@@ -306,50 +384,48 @@ begin
     perform creditkit.stripe_dead('unknown_pack', format('no pack %s (price %s) in creditkit.packs',
       coalesce(p_object -> 'metadata' ->> 'pack_id', 'NULL'), coalesce(p_object -> 'metadata' ->> 'price_id', 'NULL')));
   end if;
-  if v_pi is null then
-    perform creditkit.stripe_dead('invalid_event', 'checkout session without an id or payment intent');
+  if v_session is null then
+    perform creditkit.stripe_dead('invalid_event', 'checkout session without an id');
   end if;
 
-  perform creditkit.stripe_lock_payment(v_pi);
+  -- One payment per Checkout Session, whichever of its events (completed, async succeeded or
+  -- failed) arrives first and whether or not it already names its payment intent.
+  perform creditkit.stripe_lock_payment(array[v_session, v_pi]);
   perform creditkit.stripe_lock_account(account_id, p_now);
   perform creditkit.stripe_link_customer(account_id, creditkit.stripe_id(p_object -> 'customer'), p_now);
+  v_payment := creditkit.stripe_payment(v_pi, v_session, null);
 
   v_paid := p_event ->> 'type' = 'checkout.session.async_payment_succeeded'
             or p_object ->> 'payment_status' in ('paid', 'no_payment_required');
-  insert into creditkit.stripe_payments as p (payment_intent, account_id, checkout_session, pack_id, credits,
-                                              amount_paid, currency, state, updated_at)
-  values (v_pi, account_id, p_object ->> 'id', v_pack.id, v_pack.credits,
-          coalesce((p_object ->> 'amount_total')::bigint, v_pack.price_amount), p_object ->> 'currency',
-          case when v_paid then 'paid' when v_failed then 'failed' else 'pending' end, p_now)
-  on conflict (payment_intent) do update
-     -- What the payment bought is fixed by the first checkout event seen; a refund or dispute
-     -- seen first only recorded the payment intent.
-     set account_id = coalesce(p.account_id, excluded.account_id),
-         checkout_session = coalesce(p.checkout_session, excluded.checkout_session),
-         pack_id = coalesce(p.pack_id, excluded.pack_id), credits = coalesce(p.credits, excluded.credits),
-         amount_paid = coalesce(p.amount_paid, excluded.amount_paid), currency = coalesce(p.currency, excluded.currency),
-         -- paid is final: a late "failed" or "unpaid" never undoes it
-         state = case when p.state = 'paid' or excluded.state = 'paid' then 'paid'
-                      when excluded.state = 'failed' then 'failed' else p.state end,
-         updated_at = p_now;
+  -- What the payment bought is fixed by the first checkout event seen; a refund or dispute seen
+  -- first only recorded the payment intent. Paid is final: a late "failed" or "unpaid" never undoes it.
+  update creditkit.stripe_payments p
+     set account_id = coalesce(p.account_id, stripe_pack_checkout.account_id), pack_id = coalesce(p.pack_id, v_pack.id),
+         credits = coalesce(p.credits, v_pack.credits),
+         amount_paid = coalesce(p.amount_paid, (p_object ->> 'amount_total')::bigint, v_pack.price_amount),
+         currency = coalesce(p.currency, p_object ->> 'currency'),
+         state = case when p.state = 'paid' or v_paid then 'paid' when v_failed then 'failed' else p.state end,
+         updated_at = p_now
+   where p.id = v_payment;
   if v_failed then
     effect := 'async payment failed; nothing granted';
-    if (select p.state from creditkit.stripe_payments p where p.payment_intent = v_pi) = 'paid' then
+    if (select p.state from creditkit.stripe_payments p where p.id = v_payment) = 'paid' then
       effect := 'async payment failed after it was recorded as paid; nothing changed';
     end if;
     return;
   end if;
-  effect := creditkit.stripe_settle_payment(v_pi, p_now);
+  effect := creditkit.stripe_settle_payment(v_payment, p_now);
   if effect like 'recorded;%' then
     effect := 'awaiting the asynchronous payment; nothing granted yet';
   end if;
 end;
 $$;
 comment on function creditkit.stripe_pack_checkout(jsonb, jsonb, timestamptz) is
-  'Applies a pack checkout event: records the payment, grants it once paid.';
+  'Applies a pack checkout event: records the payment (one per Checkout Session), grants it once paid.';
 revoke all on function creditkit.stripe_pack_checkout(jsonb, jsonb, timestamptz) from public, anon, authenticated, service_role;
 
--- charge.refunded and charge.dispute.funds_withdrawn / funds_reinstated.
+-- charge.refunded and charge.dispute.funds_withdrawn / funds_reinstated, of a pack or of a
+-- subscription invoice: both are clawed back the same way.
 create or replace function creditkit.stripe_reversal(p_event jsonb, p_object jsonb, p_now timestamptz, out account_id uuid, out effect text)
 returns record
 language plpgsql
@@ -360,30 +436,31 @@ declare
   v_type text := p_event ->> 'type';
   v_pi text := creditkit.stripe_id(p_object -> 'payment_intent');
   v_created timestamptz := creditkit.stripe_time(p_event -> 'created');
+  v_payment bigint;
 begin
   if v_pi is null then
     perform creditkit.stripe_dead('unknown_payment', format('%s without a payment_intent', v_type));
   end if;
-  perform creditkit.stripe_lock_payment(v_pi);
-  insert into creditkit.stripe_payments (payment_intent, updated_at) values (v_pi, p_now) on conflict do nothing;
+  perform creditkit.stripe_lock_payment(array[v_pi]);
+  v_payment := creditkit.stripe_payment(v_pi, null, null);
   if v_type = 'charge.refunded' then
     -- amount_refunded is cumulative: the largest seen is the truth, whatever the order.
     update creditkit.stripe_payments p
        set amount_refunded = greatest(p.amount_refunded, coalesce((p_object ->> 'amount_refunded')::bigint, 0)),
            updated_at = p_now
-     where p.payment_intent = v_pi;
+     where p.id = v_payment;
   else
     -- The newest dispute event decides; of two in the same second, the reinstatement.
     update creditkit.stripe_payments p
        set disputed = (v_type = 'charge.dispute.funds_withdrawn'), dispute_at = v_created, updated_at = p_now
-     where p.payment_intent = v_pi
+     where p.id = v_payment
        and (p.dispute_at is null or p.dispute_at < v_created
             or (p.dispute_at = v_created and v_type = 'charge.dispute.funds_reinstated'));
   end if;
-  select p.account_id into account_id from creditkit.stripe_payments p where p.payment_intent = v_pi;
-  effect := creditkit.stripe_settle_payment(v_pi, p_now);
+  select p.account_id into account_id from creditkit.stripe_payments p where p.id = v_payment;
+  effect := creditkit.stripe_settle_payment(v_payment, p_now);
   if effect like 'recorded;%' then
-    effect := 'recorded; the payment''s checkout has not been seen yet (applied when it arrives)';
+    effect := 'recorded; the payment''s checkout or invoice has not been seen yet (applied when it arrives)';
   end if;
 end;
 $$;
@@ -451,7 +528,10 @@ begin
                       false);
   if found and v_sub.stripe_subscription_id = p_subscription_id then
     if not v_newer and v_sub.stripe_event_rank > 0 then
-      return false;  -- a newer event already set plan and status
+      -- a newer event already set plan and status; an older one may still know an earlier start
+      update creditkit.subscriptions s set anchor = p_anchor, updated_at = p_now
+       where s.account_id = p_account_id and p_anchor < s.anchor;
+      return false;
     end if;
     update creditkit.subscriptions s
        set plan_id = p_plan_id, status = p_status, anchor = least(s.anchor, p_anchor),
@@ -622,7 +702,15 @@ comment on function creditkit.stripe_subscription_event(jsonb, jsonb, timestampt
   'Applies customer.subscription.created/updated/deleted: plan and status, unless a newer event already set them.';
 revoke all on function creditkit.stripe_subscription_event(jsonb, jsonb, timestamptz) from public, anon, authenticated, service_role;
 
--- invoice.paid: creation and each renewal start a period; its allowance is granted once.
+-- invoice.paid: creation and each renewal start a period; its allowance is granted once, and
+-- every paid invoice records its revenue once, whatever the order they arrive in. The newest
+-- period's invoice ends the periods before it: their unspent allowance expires (reset) or carries
+-- over up to the cap (rollover). An older period's invoice arriving after a newer one is late: its
+-- allowance is granted and what a rollover would have carried into the newer period (it still
+-- ends after now, up to the cap with what that period already carries) joins it, the rest expires
+-- at once; under a reset plan all of it. So the same invoices in any order end in the same credit
+-- per expiry, and the same revenue. The payment is recorded too, so that a refund or dispute of
+-- it claws the allowance back as for a pack.
 create or replace function creditkit.stripe_invoice_paid(p_event jsonb, p_object jsonb, p_now timestamptz, out account_id uuid, out effect text)
 returns record
 language plpgsql
@@ -644,13 +732,21 @@ declare
   -- The line's period: the invoice's own period_start/period_end is the period before it.
   v_start timestamptz := creditkit.stripe_time(v_line #> '{period,start}');
   v_end timestamptz := creditkit.stripe_time(v_line #> '{period,end}');
+  -- What paid it: older API versions name the payment intent on the invoice, newer ones list it
+  -- under payments (or send invoice_payment.paid, which links the two).
+  v_pi text := coalesce(creditkit.stripe_id(p_object -> 'payment_intent'),
+                        creditkit.stripe_id(p_object #> '{payments,data,0,payment,payment_intent}'));
+  v_paid bigint := coalesce((p_object ->> 'amount_paid')::bigint, 0);
   v_plan creditkit.plans;
+  v_current creditkit.stripe_invoices;  -- the newest period applied before this one
   v_cap bigint;
+  v_left bigint := 0;
   v_carry bigint := 0;
-  v_amount bigint;
+  v_allowance bigint;
   v_grant_id bigint;
   v_expires timestamptz;
   v_grant_metadata jsonb;
+  v_payment bigint;
 begin
   if v_sub_id is null then
     effect := 'not a subscription invoice; nothing to do';
@@ -669,6 +765,7 @@ begin
     perform creditkit.stripe_dead('invalid_event', 'invoice line without a period');
   end if;
 
+  perform creditkit.stripe_lock_payment(array[v_invoice, v_pi]);
   perform creditkit.stripe_lock_account(account_id, p_now);
   if exists (select 1 from creditkit.stripe_invoices i where i.invoice_id = v_invoice) then
     effect := 'invoice already applied';
@@ -680,64 +777,143 @@ begin
                                                creditkit.stripe_time(p_event -> 'created'), 1::smallint,
                                                p_event ->> 'id', p_now);
 
-  if exists (select 1 from creditkit.stripe_invoices i
-              where i.account_id = stripe_invoice_paid.account_id and i.period_start > v_start) then
-    insert into creditkit.stripe_invoices (invoice_id, account_id, subscription_id, plan_id, billing_reason,
-                                           period_start, period_end, outcome, applied_at)
-    values (v_invoice, account_id, v_sub_id, v_plan.id, v_reason, v_start, v_end, 'superseded', p_now);
-    effect := 'a later period is already applied; this older invoice grants nothing';
-    return;
-  end if;
+  select i.* into v_current from creditkit.stripe_invoices i
+   where i.account_id = stripe_invoice_paid.account_id
+   order by i.period_start desc, i.invoice_id desc limit 1;
+  v_grant_metadata := jsonb_build_object('source', 'stripe', 'stripe_invoice', v_invoice,
+                                         'subscription', v_sub_id, 'plan_id', v_plan.id,
+                                         'period_start', v_start, 'period_end', v_end, 'allowance', v_plan.allowance);
+  v_allowance := least(v_plan.allowance,
+                       9007199254740991 - (select a.balance from creditkit.accounts a where a.id = stripe_invoice_paid.account_id));
 
-  -- The periods before this one end now: their unspent allowance expires (reset) or carries
-  -- over up to the cap (rollover).
-  if v_plan.renewal = 'rollover' then
-    select coalesce(sum(g.remaining), 0) into v_carry
-      from creditkit.grants g
+  if v_current.invoice_id is null or v_current.period_start < v_start then
+    -- The newest period: the periods before it end now; their unspent allowance expires (reset)
+    -- or carries over up to the cap (rollover). What they keep for open holds (book_expired) is
+    -- payable to those holds, so it does not carry too.
+    if v_plan.renewal = 'rollover' then
+      select coalesce(sum(g.remaining), 0) into v_left
+        from creditkit.grants g
+       where g.account_id = stripe_invoice_paid.account_id and g.category = 'plan' and g.remaining > 0
+         and g.metadata ? 'stripe_invoice' and (g.expires_at is null or g.expires_at > p_now);
+    end if;
+    update creditkit.grants g set expires_at = p_now
      where g.account_id = stripe_invoice_paid.account_id and g.category = 'plan' and g.remaining > 0
        and g.metadata ? 'stripe_invoice' and (g.expires_at is null or g.expires_at > p_now);
-    v_cap := coalesce(v_plan.rollover_cap, 9007199254740991);
-    v_carry := least(v_carry, v_cap);
+    perform creditkit.book_expired(account_id, p_now);
+    if v_plan.renewal = 'rollover' then
+      select greatest(v_left - coalesce(sum(g.remaining), 0), 0) into v_left
+        from creditkit.grants g
+       where g.account_id = stripe_invoice_paid.account_id and g.category = 'plan' and g.remaining > 0
+         and g.metadata ? 'stripe_invoice' and g.expires_at = p_now;
+      v_carry := least(v_left, coalesce(v_plan.rollover_cap, 9007199254740991));
+    end if;
+    v_carry := least(v_carry, 9007199254740991 - (select a.balance from creditkit.accounts a where a.id = stripe_invoice_paid.account_id) - v_allowance);
+    v_expires := v_end + creditkit.stripe_allowance_grace();
+    if v_allowance + v_carry > 0 then
+      v_grant_id := creditkit.add_grant(account_id, 'plan', v_allowance + v_carry, null, v_expires,
+                                        v_grant_metadata || jsonb_build_object('rollover', v_carry), p_now);
+      perform creditkit.append_entry(account_id, 'grant', v_allowance + v_carry, v_grant_id, null,
+                                     'stripe:' || v_invoice, v_grant_metadata || jsonb_build_object('rollover', v_carry),
+                                     p_now, v_expires, null, least(v_paid * 10000, 9007199254740991));
+    end if;
+    insert into creditkit.stripe_invoices (invoice_id, account_id, subscription_id, plan_id, billing_reason,
+                                           period_start, period_end, grant_id, outcome, carried, applied_at)
+    values (v_invoice, account_id, v_sub_id, v_plan.id, v_reason, v_start, v_end, v_grant_id,
+            case when v_allowance + v_carry > 0 then 'granted' else 'no_allowance' end, v_carry, p_now);
+    effect := format('period %s to %s on %s: %s credits', v_start, v_end, v_plan.id, v_allowance + v_carry);
+  else
+    -- Late: a newer period is already applied. What a rollover would have carried into it joins
+    -- it, as far as its plan's cap allows; the rest expires at once.
+    if v_plan.renewal = 'rollover' and v_end + creditkit.stripe_allowance_grace() > p_now then
+      select least(v_allowance, greatest(coalesce(p.rollover_cap, 9007199254740991) - v_current.carried
+                                         - coalesce((select sum(i.carried) from creditkit.stripe_invoices i
+                                                      where i.account_id = stripe_invoice_paid.account_id
+                                                        and i.rolled_into = v_current.invoice_id), 0), 0))
+        into v_carry
+        from creditkit.plans p where p.id = v_current.plan_id and p.renewal = 'rollover';
+      v_carry := coalesce(v_carry, 0);
+    end if;
+    if v_allowance > 0 then
+      v_expires := case when v_carry > 0 then v_current.period_end + creditkit.stripe_allowance_grace() else p_now end;
+      v_grant_metadata := v_grant_metadata || jsonb_build_object('rolled_into', v_current.invoice_id);
+      v_grant_id := creditkit.add_grant(account_id, 'plan', v_allowance, null, v_expires, v_grant_metadata, p_now);
+      perform creditkit.append_entry(account_id, 'grant', v_allowance, v_grant_id, null, 'stripe:' || v_invoice,
+                                     v_grant_metadata, p_now, v_expires, null, least(v_paid * 10000, 9007199254740991));
+      if v_allowance > v_carry then
+        update creditkit.grants g set remaining = g.remaining - (v_allowance - v_carry)
+         where g.account_id = stripe_invoice_paid.account_id and g.id = v_grant_id;
+        perform creditkit.append_entry(account_id, 'expire', -(v_allowance - v_carry), v_grant_id, null, null,
+                                       jsonb_build_object('expires_at', v_end + creditkit.stripe_allowance_grace(),
+                                                          'reason', 'late_invoice'), p_now, null);
+      end if;
+      perform creditkit.refresh_due_at(account_id);
+    end if;
+    insert into creditkit.stripe_invoices (invoice_id, account_id, subscription_id, plan_id, billing_reason,
+                                           period_start, period_end, grant_id, outcome, carried, rolled_into, applied_at)
+    values (v_invoice, account_id, v_sub_id, v_plan.id, v_reason, v_start, v_end, v_grant_id,
+            case when v_allowance > 0 then 'late' else 'no_allowance' end, v_carry, v_current.invoice_id, p_now);
+    effect := format('late: period %s to %s on %s after a newer one: %s credits, %s of them carried into that period',
+                     v_start, v_end, v_plan.id, greatest(v_allowance, 0), v_carry);
   end if;
-  update creditkit.grants g set expires_at = p_now
-   where g.account_id = stripe_invoice_paid.account_id and g.category = 'plan' and g.remaining > 0
-     and g.metadata ? 'stripe_invoice' and (g.expires_at is null or g.expires_at > p_now);
-  perform creditkit.book_expired(account_id, p_now);
 
-  v_amount := least(v_plan.allowance + v_carry,
-                    9007199254740991 - (select a.balance from creditkit.accounts a where a.id = stripe_invoice_paid.account_id));
-  v_expires := v_end + creditkit.stripe_allowance_grace();
-  if v_amount > 0 then
-    v_grant_metadata := jsonb_build_object('source', 'stripe', 'stripe_invoice', v_invoice,
-                                           'subscription', v_sub_id, 'plan_id', v_plan.id,
-                                           'period_start', v_start, 'period_end', v_end,
-                                           'allowance', v_plan.allowance, 'rollover', v_carry);
-    v_grant_id := creditkit.add_grant(account_id, 'plan', v_amount, null, v_expires, v_grant_metadata, p_now);
-    perform creditkit.append_entry(account_id, 'grant', v_amount, v_grant_id, null,
-                                   'stripe:' || v_invoice, v_grant_metadata, p_now, v_expires, null,
-                                   least(coalesce((p_object ->> 'amount_paid')::bigint, 0) * 10000, 9007199254740991));
+  -- The payment, for refunds and disputes: what this invoice's allowance was, and the bucket it
+  -- is in (a claw-back takes from it first).
+  if v_allowance > 0 then
+    v_payment := creditkit.stripe_payment(v_pi, null, v_invoice);
+    update creditkit.stripe_payments p
+       set account_id = coalesce(p.account_id, stripe_invoice_paid.account_id), credits = coalesce(p.credits, v_allowance),
+           amount_paid = coalesce(p.amount_paid, v_paid), currency = coalesce(p.currency, p_object ->> 'currency'),
+           state = 'paid', grant_id = coalesce(p.grant_id, v_grant_id), updated_at = p_now
+     where p.id = v_payment;
+    perform creditkit.stripe_settle_payment(v_payment, p_now);
   end if;
-  insert into creditkit.stripe_invoices (invoice_id, account_id, subscription_id, plan_id, billing_reason,
-                                         period_start, period_end, grant_id, outcome, applied_at)
-  values (v_invoice, account_id, v_sub_id, v_plan.id, v_reason, v_start, v_end, v_grant_id,
-          case when v_amount > 0 then 'granted' else 'no_allowance' end, p_now);
-  effect := format('period %s to %s on %s: %s credits', v_start, v_end, v_plan.id, greatest(v_amount, 0));
 end;
 $$;
 comment on function creditkit.stripe_invoice_paid(jsonb, jsonb, timestamptz) is
-  'Applies invoice.paid: a subscription_create or subscription_cycle invoice starts a period and grants its allowance once.';
+  'Applies invoice.paid: a subscription_create or subscription_cycle invoice grants its period''s allowance once, in any order, and records its payment.';
+
+-- invoice_payment.paid (newer API versions): which payment intent paid which invoice, so that a
+-- refund or dispute of that payment intent finds the invoice's allowance.
+create or replace function creditkit.stripe_invoice_payment(p_event jsonb, p_object jsonb, p_now timestamptz, out account_id uuid, out effect text)
+returns record
+language plpgsql
+volatile
+set search_path = ''
+as $$
+declare
+  v_invoice text := creditkit.stripe_id(p_object -> 'invoice');
+  v_pi text := coalesce(creditkit.stripe_id(p_object #> '{payment,payment_intent}'), creditkit.stripe_id(p_object -> 'payment_intent'));
+  v_payment bigint;
+begin
+  if v_invoice is null or v_pi is null then
+    effect := 'not a payment intent paying an invoice; nothing to do';
+    return;
+  end if;
+  perform creditkit.stripe_lock_payment(array[v_invoice, v_pi]);
+  v_payment := creditkit.stripe_payment(v_pi, null, v_invoice);
+  select p.account_id into account_id from creditkit.stripe_payments p where p.id = v_payment;
+  effect := creditkit.stripe_settle_payment(v_payment, p_now);
+  if effect like 'recorded;%' then
+    effect := 'recorded; the invoice has not been seen yet (its refunds apply when it arrives)';
+  end if;
+end;
+$$;
+comment on function creditkit.stripe_invoice_payment(jsonb, jsonb, timestamptz) is
+  'Applies invoice_payment.paid: links an invoice to the payment intent that paid it, for refunds and disputes.';
 revoke all on function creditkit.stripe_invoice_paid(jsonb, jsonb, timestamptz) from public, anon, authenticated, service_role;
+revoke all on function creditkit.stripe_invoice_payment(jsonb, jsonb, timestamptz) from public, anon, authenticated, service_role;
 
 -- ---------------------------------------------------------------------------------------------
 -- The one entry point
 -- ---------------------------------------------------------------------------------------------
 
--- Dispatches a stored event to its applier; returns (status, effect, account). Dead ends are
--- caught here and recorded, each applier's writes undone: an unknown account, pack or price, a
--- balance limit, or a payload the appliers cannot read (a data exception such as a non-numeric
--- amount: the same payload would fail the same way on every retry, so it waits for the operator
--- instead of being retried for three days and then lost). Any other error propagates, so the
--- transaction rolls back and the webhook answers 5xx for Stripe to retry.
+-- Dispatches a stored event to its applier; returns (status, effect, account). Every error an
+-- event's own content causes is caught here and recorded as dead, each applier's writes undone:
+-- an unknown account, pack or price, a balance limit, a payload the appliers cannot read, any
+-- other error (its SQLSTATE): the same event would fail the same way on every retry, so it waits
+-- for the operator (creditkit_stripe_replay) instead of being retried for three days and lost.
+-- Only transient errors propagate (serialization failures, deadlocks, lock and statement
+-- timeouts, the server going away): the transaction rolls back and the webhook answers 5xx.
 create or replace function creditkit.stripe_dispatch(p_event jsonb, p_now timestamptz,
   out status text, out effect text, out account_id uuid, out error_code text, out error_message text)
 returns record
@@ -777,6 +953,8 @@ begin
       select * into r from creditkit.stripe_subscription_event(p_event, v_object, p_now);
     elsif v_type in ('charge.refunded', 'charge.dispute.funds_withdrawn', 'charge.dispute.funds_reinstated') then
       select * into r from creditkit.stripe_reversal(p_event, v_object, p_now);
+    elsif v_type = 'invoice_payment.paid' then
+      select * into r from creditkit.stripe_invoice_payment(p_event, v_object, p_now);
     else
       status := 'ignored';
       effect := 'event type not used by creditkit';
@@ -795,8 +973,16 @@ begin
     elsif v_state like '22%' or v_state = '23514' then
       status := 'dead';
       error_code := 'invalid_event';
-    else
+    elsif v_state like '40%' or v_state like '08%' or v_state like '53%' or v_state like '57%' or v_state like '58%'
+          or v_state = '55P03' then
+      -- transient (a serialization failure or deadlock, a lock or statement timeout, the server
+      -- going away, out of resources): the transaction rolls back and Stripe's retry applies it
       raise;
+    else
+      -- Anything else would fail the same way on every retry, for three days, and then be lost:
+      -- it waits for the operator instead, with its SQLSTATE (creditkit_stripe_replay).
+      status := 'dead';
+      error_code := v_state;
     end if;
     get stacked diagnostics error_message = message_text;
     effect := null;

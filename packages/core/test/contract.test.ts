@@ -142,8 +142,8 @@ async function expectFailure<E extends CreditkitError>(
 // ── Evidence from the tables ─────────────────────────────────────────────────────────────
 
 const BOOK_TABLES: Record<string, string> = {
-  accounts: 'id', grants: 'id', holds: 'id', ledger: 'id', subscriptions: 'account_id', plans: 'id', prices: 'id',
-  packs: 'id', stripe_customers: 'account_id', stripe_events: 'id', stripe_payments: 'payment_intent', stripe_invoices: 'invoice_id',
+  accounts: 'id', grants: 'id', holds: 'id', ledger: 'id', ledger_keys: 'ledger_id', subscriptions: 'account_id', plans: 'id', prices: 'id',
+  packs: 'id', stripe_customers: 'account_id', stripe_events: 'id', stripe_payments: 'id', stripe_invoices: 'invoice_id',
 };
 /**
  * One md5 per kit table over its whole rows: equal digests mean nothing changed. Accounts and

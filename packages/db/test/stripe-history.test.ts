@@ -7,20 +7,25 @@
 // and Stripe ids) on one database, and its end state, with ids replaced by their roles in the
 // history, must equal that of the history applied in order.
 //
-// What must converge, and is compared: each account's spendable balance, its live buckets
-// (category, remaining, expiry), its subscription (plan, status, anchor, the event that last set
-// it) and the plan in force with its features, its Stripe customer; each payment's record (state,
-// credits, refunded, disputed, credits taken back, shortfall, taken from the pack's bucket); the
-// set of invoices recorded, and which one holds the current allowance; every event's inbox status
-// and delivery count.
+// A third account (C) has a rollover plan with daily periods, all of whose allowances are still
+// live at the one p_now (within the grace), so that an older invoice arriving last must roll into
+// the newest period exactly as in order.
+//
+// What must converge, and is compared: each account's spendable balance, its credit per category
+// and expiry (how it is split into buckets of the same category, priority and expiry depends on
+// the order, and spends the same), its revenue and cost totals, its subscription (plan, status,
+// anchor, the event that last set it) and the plan in force with its features, its Stripe
+// customer; each payment's record (state, credits, refunded, disputed, credits taken back,
+// shortfall, taken from the pack's bucket); the set of invoices recorded, and the newest period's;
+// every event's inbox status and delivery count.
 //
 // What legitimately depends on the order, and is not compared: the ledger rows (a dispute
 // withdrawn then reinstated writes two rows, reinstated first writes none; an older invoice
-// applied before a newer one grants an allowance that the newer one ends, after it grants
-// nothing), the outcome of the older invoices ('granted' in order, 'superseded' when a later
-// period was seen first), effect texts and row ids. The books must still balance after every run.
-// No usage is interleaved: a refund's shortfall depends on what was spent before it arrived.
-// Rollover carry depends on the order too, so the history's plans reset.
+// applied before a newer one grants an allowance that the newer one ends, after it grants it and
+// expires what does not roll over), the outcome of the older invoices ('granted' in order, 'late'
+// when a later period was seen first), effect texts and row ids. The books must still balance
+// after every run. No usage is interleaved: a refund's shortfall depends on what was spent before
+// it arrived.
 //
 // Replay a failure: CREDITKIT_STRIPE_SEED=<seed> CREDITKIT_STRIPE_PATH=<path>; more runs:
 // CREDITKIT_STRIPE_RUNS=500.
@@ -46,13 +51,15 @@ interface History {
   events: Array<{ label: string; event: StripeEvent }>;
   /** Stripe and creditkit ids → their role in the history ('A', 'pA1', 'S', 'inv2', …). */
   labels: Map<string, string>;
-  accounts: { A: string; B: string };
+  accounts: { A: string; B: string; C: string };
 }
 
 /** A fresh copy of the history: the same events, new ids. In the order Stripe created them. */
 function buildHistory(): History {
   const A = newAccountId();
   const B = newAccountId();
+  const C = newAccountId();
+  const customerC = stripeId('cus', 14);
   const customerA = stripeId('cus', 14);
   const customerB = stripeId('cus', 14);
   const pA1 = { ...packPurchase({ account: A, packId: PACK.id, priceId: PACK.price, amount: PACK.amount }), customer: customerA };
@@ -62,6 +69,11 @@ function buildHistory(): History {
   const S = { ...subscriptionFixture({ account: A, planId: PLANS.basic.id, priceId: PLANS.basic.price, start: T }), customer: customerA };
   const period = (k: number) => ({ periodStart: T + k * MONTH_S, periodEnd: T + (k + 1) * MONTH_S });
   const inv = [stripeId('in'), stripeId('in'), stripeId('in')] as const;
+  // C: the team plan (200 a period, up to 150 carried), three daily periods ending after NOW
+  const C_START = NOW_S - 2 * DAY_S - DAY_S / 2;
+  const SC = { ...subscriptionFixture({ account: C, planId: PLANS.team.id, priceId: PLANS.team.price, start: C_START }), customer: customerC };
+  const day = (k: number) => ({ periodStart: C_START + k * DAY_S, periodEnd: C_START + (k + 1) * DAY_S });
+  const invC = [stripeId('in'), stripeId('in'), stripeId('in')] as const;
 
   const events: History['events'] = [
     // A: the subscription, bought through Checkout; its events all land within seconds
@@ -93,14 +105,20 @@ function buildHistory(): History {
     { label: 'inv3.paid', event: invoicePaid(S, { created: T + 2 * MONTH_S + 3600, invoice: inv[2], billingReason: 'subscription_cycle', priceId: PLANS.pro.price, ...period(2) }) },
     { label: 'other.payment_intent.succeeded', event: otherEvent('payment_intent.succeeded', { created: T + 2 * MONTH_S + 3600 }) },
     { label: 'S.deleted', event: subscriptionEvent('deleted', S, { created: T + 2 * MONTH_S + 5 * DAY_S, status: 'canceled', priceId: PLANS.pro.price, ...period(2) }) },
+    // C: a rollover subscription renewed daily (one invoice on the older API shape)
+    { label: 'SC.created', event: subscriptionEvent('created', SC, { created: C_START + 1, status: 'active', ...day(0) }) },
+    { label: 'invC1.paid', event: invoicePaid(SC, { created: C_START + 2, invoice: invC[0], billingReason: 'subscription_create', amountPaid: 4900, ...day(0) }) },
+    { label: 'invC2.paid', event: invoicePaid(SC, { created: C_START + DAY_S + 60, invoice: invC[1], billingReason: 'subscription_cycle', amountPaid: 4900, shape: 'old', ...day(1) }) },
+    { label: 'invC3.paid', event: invoicePaid(SC, { created: C_START + 2 * DAY_S + 60, invoice: invC[2], billingReason: 'subscription_cycle', amountPaid: 4900, ...day(2) }) },
   ];
   const labels = new Map<string, string>([
-    [A, 'A'], [B, 'B'], [customerA, 'customerA'], [customerB, 'customerB'], [S.subscription, 'S'],
+    [A, 'A'], [B, 'B'], [C, 'C'], [customerA, 'customerA'], [customerB, 'customerB'], [customerC, 'customerC'],
+    [S.subscription, 'S'], [SC.subscription, 'SC'], [invC[0], 'invC1'], [invC[1], 'invC2'], [invC[2], 'invC3'],
     [pA1.paymentIntent, 'pA1'], [pB1.paymentIntent, 'pB1'], [pB2.paymentIntent, 'pB2'], [pB3.paymentIntent, 'pB3'],
     [inv[0], 'inv1'], [inv[1], 'inv2'], [inv[2], 'inv3'],
   ]);
   for (const { label, event } of events) labels.set(event.id, label);
-  return { events, labels, accounts: { A, B } };
+  return { events, labels, accounts: { A, B, C } };
 }
 
 const HISTORY_LENGTH = buildHistory().events.length;
@@ -111,10 +129,14 @@ async function endState(db: TestDatabase, ck: Creditkit, h: History): Promise<Re
   const accounts: Record<string, unknown> = {};
   for (const [label, id] of Object.entries(h.accounts)) {
     const balance = (await ck.balance({ p_account_id: id, p_now: NOW })).balance; // books what expired by NOW
+    // credit per category and expiry: buckets of the same category, priority and expiry spend as one
     const buckets = await db.query(
-      `select category, remaining, ${microsSql('expires_at')} as expires_us
+      `select category, sum(remaining)::bigint as remaining, ${microsSql('expires_at')} as expires_us
          from ${GRANTS} g where account_id = $1 and remaining > 0
-        order by category, remaining, expires_at nulls last`, [id]);
+        group by category, expires_at order by category, expires_at nulls last`, [id]);
+    const [money] = await db.query<{ revenue: number; cost: number }>(
+      `select coalesce(sum(revenue_micros), 0)::bigint as revenue, coalesce(sum(cost_micros), 0)::bigint as cost
+         from creditkit.ledger where account_id = $1`, [id]);
     const [sub] = await db.query<Record<string, unknown>>(
       `select plan_id, status, ${microsSql('anchor')} as anchor_us, renews_at, stripe_subscription_id, stripe_customer_id,
               ${microsSql('stripe_event_at')} as event_at_us, stripe_event_rank, stripe_event_id
@@ -126,7 +148,7 @@ async function endState(db: TestDatabase, ck: Creditkit, h: History): Promise<Re
     };
     const [customer] = await db.query<{ customer_id: string }>('select customer_id from creditkit.stripe_customers where account_id = $1', [id]);
     accounts[label] = {
-      balance, buckets, plan, features, customer: name(customer?.customer_id ?? null),
+      balance, buckets, money, plan, features, customer: name(customer?.customer_id ?? null),
       subscription: sub && {
         ...sub, stripe_subscription_id: name(sub.stripe_subscription_id), stripe_customer_id: name(sub.stripe_customer_id),
         stripe_event_id: name(sub.stripe_event_id),
@@ -139,16 +161,15 @@ async function endState(db: TestDatabase, ck: Creditkit, h: History): Promise<Re
             shortfall, taken_from_grant, grant_id is not null as granted
        from creditkit.stripe_payments where payment_intent = any($1)`, [ids],
   )).map(({ payment_intent, account_id, ...p }) => [name(payment_intent), { ...p, account: name(account_id) }]).sort());
-  const invoiceRows = await db.query<{ invoice_id: string; outcome: string; plan_id: string; account_id: string; live: boolean }>(
+  const invoiceRows = await db.query<{ invoice_id: string; outcome: string; plan_id: string; account_id: string; newest: boolean }>(
     `select i.invoice_id, i.outcome, i.plan_id, i.account_id,
-            coalesce(g.remaining > 0 and g.expires_at > $2::timestamptz, false) as live
-       from creditkit.stripe_invoices i left join ${GRANTS} g on g.id = i.grant_id
-      where i.invoice_id = any($1)`, [ids, NOW]);
+            i.period_start = max(i.period_start) over (partition by i.account_id) as newest
+       from creditkit.stripe_invoices i where i.invoice_id = any($1)`, [ids]);
   const invoices = {
     recorded: invoiceRows.map((r) => `${name(r.invoice_id)}:${r.plan_id}:${name(r.account_id)}`).sort(),
-    // the one whose allowance is still there; the others are 'granted' or 'superseded' by order
-    live: invoiceRows.filter((r) => r.live).map((r) => `${name(r.invoice_id)}:${r.outcome}`),
-    older: invoiceRows.every((r) => r.live || r.outcome === 'granted' || r.outcome === 'superseded'),
+    // the newest period's invoice was granted as such; the others are 'granted' or 'late' by order
+    newest: invoiceRows.filter((r) => r.newest).map((r) => `${name(r.invoice_id)}:${r.outcome}`).sort(),
+    older: invoiceRows.every((r) => r.newest || r.outcome === 'granted' || r.outcome === 'late'),
   };
   const inbox = Object.fromEntries((await db.query<{ id: string; status: string; deliveries: number; error_code: string | null }>(
     'select id, status, deliveries, error_code from creditkit.stripe_events where id = any($1)', [ids],
@@ -196,6 +217,8 @@ describeEachBackend('stripe: shuffled histories', (backend) => {
       A: {
         balance: 500,
         buckets: [{ category: 'plan', remaining: 500, expires_us: (T + 3 * MONTH_S + 3 * DAY_S - T) * SECOND }],
+        // the pack's $9 and three invoices' $19 each, in micros; refunds are not subtracted
+        money: { revenue: 9_000_000 + 3 * 19_000_000, cost: 0 },
         plan: { plan_id: 'free' }, features: { api: false, hd: false }, customer: 'customerA',
         subscription: {
           plan_id: 'pro', status: 'canceled', anchor_us: 0, renews_at: null, stripe_subscription_id: 'S',
@@ -206,8 +229,21 @@ describeEachBackend('stripe: shuffled histories', (backend) => {
       // two packs: the async one (disputed, then reinstated) and the card one; the failed one never granted
       B: {
         balance: 200,
-        buckets: [{ category: 'purchase', remaining: 100, expires_us: null }, { category: 'purchase', remaining: 100, expires_us: null }],
+        buckets: [{ category: 'purchase', remaining: 200, expires_us: null }],
+        money: { revenue: 2 * 9_000_000, cost: 0 },
         plan: { plan_id: 'free' }, features: { api: false, hd: false }, customer: 'customerB', subscription: undefined,
+      },
+      // three daily periods of the rollover plan: 200, then 200 + 150 carried, then 200 + 150 carried
+      C: {
+        balance: 350,
+        buckets: [{ category: 'plan', remaining: 350, expires_us: (NOW_S + DAY_S / 2 + 3 * DAY_S - T) * SECOND }],
+        money: { revenue: 3 * 49_000_000, cost: 0 },
+        plan: { plan_id: 'team' }, features: { api: true, hd: false }, customer: 'customerC',
+        subscription: {
+          plan_id: 'team', status: 'active', anchor_us: (NOW_S - 2 * DAY_S - DAY_S / 2 - T) * SECOND, renews_at: null,
+          stripe_subscription_id: 'SC', stripe_customer_id: 'customerC',
+          event_at_us: (NOW_S - DAY_S / 2 + 60 - T) * SECOND, stripe_event_rank: 1, stripe_event_id: 'invC3.paid',
+        },
       },
     });
     const pay = (state: string, extra: Record<string, unknown> = {}) => ({
@@ -220,7 +256,10 @@ describeEachBackend('stripe: shuffled histories', (backend) => {
       pB2: pay('failed', { account: 'B' }),
       pB3: pay('paid', { account: 'B' }),
     });
-    expect(state.invoices).toEqual({ recorded: ['inv1:basic:A', 'inv2:basic:A', 'inv3:pro:A'], live: ['inv3:granted'], older: true });
+    expect(state.invoices).toEqual({
+      recorded: ['inv1:basic:A', 'inv2:basic:A', 'inv3:pro:A', 'invC1:team:C', 'invC2:team:C', 'invC3:team:C'],
+      newest: ['inv3:granted', 'invC3:granted'], older: true,
+    });
     expect(Object.keys(state.inbox as object)).toHaveLength(HISTORY_LENGTH);
     expect(Object.values(state.inbox as object).filter((s) => s === 'applied x1')).toHaveLength(HISTORY_LENGTH - 5);
     expect(Object.entries(state.inbox as object).filter(([, s]) => s === 'ignored x1').map(([l]) => l).sort()).toEqual([

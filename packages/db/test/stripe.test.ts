@@ -8,7 +8,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { createTestDatabase, type Row, type TestDatabase } from '@creditkit/db';
 import { describeEachBackend } from '@creditkit/db/vitest';
 import {
-  GRANTS, MAX_CREDITS, SECOND, at, creditkit, expectConsistent, microsSql, newAccountId, outcome, rpc, runAs, snapshotBooks,
+  GRANTS, MAX_CREDITS, SECOND, at, creditkit, expectConsistent, ledgerProblems, microsSql, newAccountId, outcome, rpc, runAs, snapshotBooks,
   type Creditkit,
 } from './support.ts';
 import {
@@ -113,6 +113,47 @@ describeEachBackend('stripe', (backend) => {
   // ── Packs ────────────────────────────────────────────────────────────────────────────────
 
   describe('packs', () => {
+    it('an async-paid checkout: completed unpaid without a payment intent, then async_payment_succeeded with one: one payment, granted once', async () => {
+      const p = pack();
+      const unpaid = stripeEvent('checkout.session.completed', { ...checkoutCompleted(p, { created: T + MIN, paymentStatus: 'unpaid' }).data.object, payment_intent: null }, { created: T + MIN });
+      const paid = asyncPaymentSucceeded(p, { created: T + DAY_S });
+      expect(await apply(unpaid)).toEqual(applied(unpaid, p.account));
+      expect(await ledger(p.account)).toEqual([]);
+      expect(await apply(paid)).toEqual(applied(paid, p.account));
+      expect(await ledger(p.account)).toEqual([['grant', 100, 100]]);
+      expect(await db.query('select count(*)::int as n, min(payment_intent) as pi from creditkit.stripe_payments where checkout_session = $1 or payment_intent = $2',
+        [p.session, p.paymentIntent])).toEqual([{ n: 1, pi: p.paymentIntent }]);
+      // redelivered, and in the other order for another purchase: the same one grant
+      expect(await apply(redeliver(paid))).toMatchObject({ duplicate: true });
+      const q = pack();
+      await apply(asyncPaymentSucceeded(q, { created: T + DAY_S }));
+      await apply(stripeEvent('checkout.session.completed', { ...checkoutCompleted(q, { created: T + MIN, paymentStatus: 'unpaid' }).data.object, payment_intent: null }, { created: T + MIN }));
+      expect(await ledger(q.account)).toEqual([['grant', 100, 100]]);
+    });
+
+    it('two completed events of one session with different payment intents: one payment, one grant, the first payment intent kept', async () => {
+      const p = pack();
+      const first = checkoutCompleted(p, { created: T + MIN });
+      const second = stripeEvent('checkout.session.completed', { ...first.data.object, payment_intent: stripeId('pi') }, { created: T + 2 * MIN });
+      await apply(first);
+      expect(await apply(second)).toEqual(applied(second, p.account));
+      expect(await ledger(p.account)).toEqual([['grant', 100, 100]]);
+      expect(await db.query('select payment_intent from creditkit.stripe_payments where checkout_session = $1', [p.session]))
+        .toEqual([{ payment_intent: p.paymentIntent }]);
+    });
+
+    it('a refund seen before the async checkout that names its payment intent is merged into that payment', async () => {
+      const p = pack();
+      await apply(stripeEvent('checkout.session.completed', { ...checkoutCompleted(p, { created: T + MIN, paymentStatus: 'unpaid' }).data.object, payment_intent: null }, { created: T + MIN }));
+      await apply(chargeRefunded(p, { created: T + 2 * DAY_S, amountRefunded: 450 }));
+      expect(await ledger(p.account)).toEqual([]);
+      await apply(asyncPaymentSucceeded(p, { created: T + DAY_S }));
+      expect(await ledger(p.account)).toEqual([['grant', 100, 100], ['adjust', -50, 50]]);
+      expect(await payment(p.paymentIntent)).toMatchObject({ state: 'paid', amount_refunded: 450, clawed_back: 50 });
+      expect(await db.query('select count(*)::int as n from creditkit.stripe_payments where checkout_session = $1 or payment_intent = $2',
+        [p.session, p.paymentIntent])).toEqual([{ n: 1 }]);
+    });
+
     it('a paid checkout grants the pack once, with its revenue; a redelivery is a duplicate with no effect', async () => {
       const p = pack();
       const e = checkoutCompleted(p, { created: T + MIN });
@@ -438,17 +479,48 @@ describeEachBackend('stripe', (backend) => {
       expect(await buckets(account)).toEqual([['plan', 250, atUnix(T + 3 * MONTH_S + GRACE_S)]]);
     });
 
-    it('an older period\'s invoice delivered after a newer one is superseded and grants nothing', async () => {
+    it('an older period\'s invoice delivered after a newer one is late: its allowance and revenue are recorded, and under a reset plan the allowance expires at once', async () => {
       const account = newAccountId();
       const s = sub(account);
       const first = invoiceFor(s, 0);
       const second = invoiceFor(s, 1);
       await apply(second);
       expect(await apply(first, atUnix(T + MONTH_S + 2 * HOUR_S))).toEqual(applied(first, account));
-      expect(await ledger(account)).toEqual([['grant', 100, 100]]);
+      expect(await ledger(account)).toEqual([['grant', 100, 100], ['grant', 100, 200], ['expire', -100, 100]]);
+      expect(await buckets(account)).toEqual([['plan', 100, atUnix(T + 2 * MONTH_S + GRACE_S)]]);
       expect(await invoices(s.subscription)).toEqual([
-        [first.data.object.id, 'superseded', 'basic'], [second.data.object.id, 'granted', 'basic'],
+        [first.data.object.id, 'late', 'basic'], [second.data.object.id, 'granted', 'basic'],
       ]);
+      // both invoices' revenue, once each (1900 cents = 19,000,000 micros)
+      expect(await db.query('select sum(revenue_micros)::bigint as revenue from creditkit.ledger where account_id = $1', [account]))
+        .toEqual([{ revenue: 2 * 1900 * 10000 }]);
+    });
+
+    it('a rollover plan\'s three paid invoices end in the same credit and revenue in every order', async () => {
+      // Daily periods, so that every period's allowance is still live (within the grace) at one
+      // p_now inside the third: in order, 200, then 200 + 150 carried, then 200 + 150.
+      const ends: Array<Record<string, unknown>> = [];
+      for (const order of [[0, 1, 2], [2, 0, 1], [2, 1, 0], [1, 2, 0], [0, 2, 1]]) {
+        const account = newAccountId();
+        const s = sub(account, 'team');
+        const events = [0, 1, 2].map((k) => invoicePaid(s, {
+          created: T + k * DAY_S + 60, billingReason: k === 0 ? 'subscription_create' : 'subscription_cycle',
+          periodStart: T + k * DAY_S, periodEnd: T + (k + 1) * DAY_S, amountPaid: 500,
+        }));
+        const now = atUnix(T + 2 * DAY_S + HOUR_S);
+        for (const k of [...order, order[0]!]) await apply(events[k]!, now);  // and one redelivery
+        const [totals] = await db.query<Record<string, number>>(
+          `select sum(amount)::bigint as balance, sum(revenue_micros)::bigint as revenue
+             from creditkit.ledger where account_id = $1`, [account]);
+        const credit = await db.query(
+          `select category, sum(remaining)::bigint as remaining, ${microsSql('expires_at')} as expires_us
+             from ${GRANTS} g where account_id = $1 and remaining > 0 group by category, expires_at order by 1, 3`, [account]);
+        ends.push({ order: order.join(''), balance: await balanceAt(account, now), totals, credit });
+        expect(await ledgerProblems(db, [account])).toEqual([]);
+      }
+      const { order: _, ...first } = ends[0]!;
+      expect(first).toMatchObject({ balance: 350, totals: { balance: 350, revenue: 3 * 500 * 10000 } });
+      for (const e of ends) expect({ ...e, order: undefined }, `order ${e.order}`).toEqual({ ...first, order: undefined });
     });
 
     it('invoices that start no period grant nothing: proration, manual, and no billing_reason at all', async () => {
@@ -461,6 +533,46 @@ describeEachBackend('stripe', (backend) => {
       }
       expect(await ledger(account)).toEqual([['grant', 100, 100]]);
       expect(await invoices(s.subscription)).toHaveLength(1);
+    });
+
+    it('a refund of a subscription invoice takes back the unspent part of its allowance, in any order, as for a pack', async () => {
+      for (const order of ['invoice first', 'refund first'] as const) {
+        const account = newAccountId();
+        const s = sub(account);
+        const inv = invoiceFor(s, 0, { shape: 'old' });
+        const pi = inv.data.object.payment_intent as string;
+        const refund = stripeEvent('charge.refunded', { id: stripeId('ch'), object: 'charge', amount: 1900, amount_refunded: 950, refunded: false, payment_intent: pi, currency: 'usd' }, { created: T + DAY_S });
+        if (order === 'invoice first') {
+          await apply(inv);
+          await ck.consume({ p_account_id: account, p_amount: 80, p_now: atUnix(T + HOUR_S) });
+          await apply(refund, atUnix(T + DAY_S));
+          // half of 100 is 50; only 20 is left to take back: 30 already spent
+          expect(await ledger(account), order).toEqual([['grant', 100, 100], ['consume', -80, 20], ['adjust', -20, 0]]);
+          expect(await db.query('select clawed_back, shortfall from creditkit.stripe_payments where payment_intent = $1', [pi]), order)
+            .toEqual([{ clawed_back: 50, shortfall: 30 }]);
+        } else {
+          await apply(refund, atUnix(T + DAY_S));
+          await apply(inv, atUnix(T + DAY_S));
+          expect(await ledger(account), order).toEqual([['grant', 100, 100], ['adjust', -50, 50]]);
+        }
+      }
+    });
+
+    it('newer API versions link an invoice to its payment intent with invoice_payment.paid: a refund of it claws back', async () => {
+      const account = newAccountId();
+      const s = sub(account);
+      const inv = invoiceFor(s, 0);  // the new shape names no payment intent
+      const pi = stripeId('pi');
+      const link = stripeEvent('invoice_payment.paid', {
+        id: stripeId('inpay'), object: 'invoice_payment', amount_paid: 1900, amount_requested: 1900, currency: 'usd',
+        invoice: inv.data.object.id, payment: { type: 'payment_intent', payment_intent: pi }, status: 'paid',
+      }, { created: T + 3 });
+      const refund = stripeEvent('charge.refunded', { id: stripeId('ch'), object: 'charge', amount: 1900, amount_refunded: 1900, refunded: true, payment_intent: pi, currency: 'usd' }, { created: T + DAY_S });
+      await apply(refund, atUnix(T + DAY_S));
+      await apply(inv, atUnix(T + DAY_S));
+      expect(await ledger(account)).toEqual([['grant', 100, 100]]);
+      expect(await apply(link, atUnix(T + DAY_S))).toEqual(applied(link, account));
+      expect(await ledger(account)).toEqual([['grant', 100, 100], ['adjust', -100, 0]]);
     });
 
     it('a one-off invoice (no subscription) is not a period: nothing happens', async () => {
