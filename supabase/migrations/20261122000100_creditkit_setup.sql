@@ -117,6 +117,72 @@ comment on function creditkit.assert_server_caller() is
 revoke all on function creditkit.assert_server_caller() from public, anon, authenticated, service_role;
 
 -- ---------------------------------------------------------------------------------------------
+-- Settings the installer may change. Every function that writes (each security definer function
+-- of the API, and the charge-on-insert trigger) waits at most lock_timeout for an account's row
+-- lock (a stuck transaction must not hang every request of that account) and then raises 55P03
+-- lock_not_available; `select creditkit.set_lock_timeout('5 seconds')` changes it for all of
+-- them, and creditkit's upgrades apply the setting again to what they replace.
+-- ---------------------------------------------------------------------------------------------
+create table creditkit.settings (
+  name text primary key
+    constraint settings_name check (name in ('lock_timeout')),
+  value text not null
+);
+comment on table creditkit.settings is 'Settings the installer may change (creditkit.set_lock_timeout); applied to the functions by creditkit.apply_settings().';
+insert into creditkit.settings (name, value) values ('lock_timeout', '3s');
+alter table creditkit.settings enable row level security;
+revoke all on table creditkit.settings from public, anon, authenticated, service_role;
+grant select on table creditkit.settings to service_role;
+
+-- Sets every writing function's lock_timeout to the stored setting: the ones that have one
+-- (set when they are created), so a function added later gets it from its own definition.
+create or replace function creditkit.apply_settings()
+returns void
+language plpgsql
+volatile
+set search_path = ''
+as $$
+declare
+  v_timeout text := (select s.value from creditkit.settings s where s.name = 'lock_timeout');
+  v_function regprocedure;
+begin
+  for v_function in
+    select p.oid::regprocedure
+      from pg_catalog.pg_proc p join pg_catalog.pg_namespace n on n.oid = p.pronamespace
+     where (n.nspname = 'creditkit' or (n.nspname = 'public' and p.proname like 'creditkit\_%'))
+       and exists (select from unnest(p.proconfig) c where c like 'lock\_timeout=%')
+  loop
+    execute format('alter function %s set lock_timeout = %L', v_function, v_timeout);
+  end loop;
+end;
+$$;
+comment on function creditkit.apply_settings() is
+  'Applies creditkit.settings to the functions (lock_timeout of every function that writes). Run by set_lock_timeout and by upgrades.';
+revoke all on function creditkit.apply_settings() from public, anon, authenticated, service_role;
+
+-- For the installer (the owner of the kit's functions): how long a writing call waits for an
+-- account's row lock before it gives up with 55P03.
+create or replace function creditkit.set_lock_timeout(p_timeout interval)
+returns void
+language plpgsql
+volatile
+set search_path = ''
+as $$
+begin
+  if p_timeout is null or p_timeout <= interval '0' or p_timeout > interval '1 minute' then
+    raise exception using errcode = 'CK006', message = 'invalid argument: lock timeout must be more than 0 and at most 1 minute';
+  end if;
+  update creditkit.settings s
+     set value = (extract(epoch from p_timeout) * 1000)::bigint || 'ms'
+   where s.name = 'lock_timeout';
+  perform creditkit.apply_settings();
+end;
+$$;
+comment on function creditkit.set_lock_timeout(interval) is
+  'Installer only. How long every writing function waits for an account''s row lock (default 3 seconds) before it raises 55P03.';
+revoke all on function creditkit.set_lock_timeout(interval) from public, anon, authenticated, service_role;
+
+-- ---------------------------------------------------------------------------------------------
 -- Validators: pure checks of the arguments every function shares.
 -- ---------------------------------------------------------------------------------------------
 

@@ -278,6 +278,7 @@ language plpgsql
 volatile
 security definer
 set search_path = ''
+set lock_timeout = '3s'
 as $$
 declare
   v_plan creditkit.plans;
@@ -364,6 +365,7 @@ language plpgsql
 volatile
 security definer
 set search_path = ''
+set lock_timeout = '3s'
 as $$
 declare
   v_plan creditkit.plans;

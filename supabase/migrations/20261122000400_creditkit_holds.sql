@@ -112,6 +112,7 @@ language plpgsql
 volatile
 security definer
 set search_path = ''
+set lock_timeout = '3s'
 as $$
 declare
   v_metadata jsonb;
@@ -241,6 +242,7 @@ language plpgsql
 volatile
 security definer
 set search_path = ''
+set lock_timeout = '3s'
 as $$
 declare
   v_hold creditkit.holds;
@@ -363,6 +365,7 @@ language plpgsql
 volatile
 security definer
 set search_path = ''
+set lock_timeout = '3s'
 as $$
 declare
   v_hold creditkit.holds;

@@ -44,6 +44,7 @@ language plpgsql
 volatile
 security definer
 set search_path = ''
+set lock_timeout = '3s'
 as $$
 declare
   v_uid uuid := (select auth.uid());

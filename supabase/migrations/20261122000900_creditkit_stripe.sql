@@ -192,6 +192,7 @@ language plpgsql
 volatile
 security definer
 set search_path = ''
+set lock_timeout = '3s'
 as $$
 declare
   v_pack creditkit.packs;
@@ -286,6 +287,7 @@ language plpgsql
 volatile
 security definer
 set search_path = ''
+set lock_timeout = '3s'
 as $$
 declare
   v_linked uuid;

@@ -1031,6 +1031,7 @@ language plpgsql
 volatile
 security definer
 set search_path = ''
+set lock_timeout = '3s'
 as $$
 declare
   v_row creditkit.stripe_events;
@@ -1088,6 +1089,7 @@ language plpgsql
 volatile
 security definer
 set search_path = ''
+set lock_timeout = '3s'
 as $$
 declare
   v_row creditkit.stripe_events;

@@ -28,6 +28,7 @@ language plpgsql
 volatile
 security definer
 set search_path = ''
+set lock_timeout = '3s'
 as $$
 declare
   c_keys constant text[] := array['account_id', 'amount', 'event', 'idempotency_key', 'metadata', 'cost_micros'];

@@ -16,6 +16,7 @@ insert into ck_layout values
   ('holds', 'per-account', 'account_id'),
   ('subscriptions', 'per-account', 'account_id'),
   ('error_codes', 'catalogue', null),
+  ('settings', 'catalogue', null),
   ('plans', 'catalogue', null),
   ('prices', 'catalogue', null),
   ('packs', 'catalogue', null),

@@ -9,7 +9,7 @@
 -- The file must pass under Supabase's grant-everything defaults and under revoked defaults
 -- (CREDITKIT_PRIVILEGE_MODE), so it asserts the result, never which default produced it.
 begin;
-select plan(51);
+select plan(57);
 
 select tests.create_supabase_user('alice');
 
@@ -47,6 +47,7 @@ select results_eq(
        -- lock_account, book_due or grant_period directly would write around every check.
        ('creditkit.add_grant(uuid,text,bigint,integer,timestamp with time zone,jsonb,timestamp with time zone)', false, false, false),
        ('creditkit.append_entry(uuid,text,bigint,bigint,text,text,jsonb,timestamp with time zone,timestamp with time zone,bigint,bigint)', false, false, false),
+       ('creditkit.apply_settings()', false, false, false),
        ('creditkit.assert_server_caller()', false, false, false),
        ('creditkit.book_due(uuid,timestamp with time zone)', false, false, false),
        ('creditkit.book_expired(uuid,timestamp with time zone)', false, false, false),
@@ -64,6 +65,7 @@ select results_eq(
        ('creditkit.meter(uuid,text,bigint,jsonb,text,bigint,jsonb,timestamp with time zone)', false, false, false),
        ('creditkit.refresh_due_at(uuid)', false, false, false),
        ('creditkit.running_sum(bigint)', false, false, false),
+       ('creditkit.set_lock_timeout(interval)', false, false, false),
        ('creditkit.spendable(uuid)', false, false, false),
        ('creditkit.renew_period(uuid,timestamp with time zone)', false, false, false),
        -- Stripe: every step of applying an event runs inside creditkit_stripe_apply/_replay (as
@@ -193,6 +195,10 @@ select results_eq(
        ('ledger', 'anon',                false, false, false, false, false, false, false),
        ('ledger', 'authenticated',       false, false, false, false, false, false, false),  -- columns only, below
        ('ledger', 'service_role',        true,  false, false, false, false, false, false),
+       -- the settings the installer changes (set_lock_timeout); the server may read them
+       ('settings', 'anon',              false, false, false, false, false, false, false),
+       ('settings', 'authenticated',     false, false, false, false, false, false, false),
+       ('settings', 'service_role',      true,  false, false, false, false, false, false),
        -- the ledger's idempotency store: the server reads it, the functions write it
        ('ledger_keys', 'anon',           false, false, false, false, false, false, false),
        ('ledger_keys', 'authenticated',  false, false, false, false, false, false, false),
@@ -264,13 +270,30 @@ select is_empty(
       where c.relnamespace = 'creditkit'::regnamespace and c.relkind in ('r', 'p') and not c.relrowsecurity $$,
   'RLS is enabled on every creditkit table');
 select ok(
-  (select count(*) = 14 from pg_catalog.pg_class c
+  (select count(*) = 15 from pg_catalog.pg_class c
     where c.relnamespace = 'creditkit'::regnamespace and c.relkind in ('r', 'p') and c.relrowsecurity),
-  'the fourteen creditkit tables were found (the RLS check is not vacuous)');
+  'the fifteen creditkit tables were found (the RLS check is not vacuous)');
 select is_empty(
   $$ select signature from ck_functions
       where prokind <> 'a' and not coalesce('search_path=""' = any(proconfig), false) $$,
   'every creditkit function pins search_path to '''' (splinter 0011)');
+-- Invariant 9: every function that writes (the security definer ones, which write the tables no
+-- client role may write) waits a bounded time for a row lock; reads never take one, so they have none.
+select is_empty(
+  $$ select signature from ck_functions
+      where prosecdef and not exists (select from unnest(proconfig) c where c like 'lock\_timeout=%') $$,
+  'every security definer creditkit function bounds its lock waits (lock_timeout)');
+select is(
+  (select array_agg(distinct c) from ck_functions, unnest(proconfig) c where c like 'lock\_timeout=%'),
+  array['lock_timeout=3s'], 'the default lock timeout is 3 seconds');
+select throws_ok($$ select creditkit.set_lock_timeout('0') $$, 'CK006', null, 'set_lock_timeout refuses 0');
+select throws_ok($$ select creditkit.set_lock_timeout(null) $$, 'CK006', null, 'set_lock_timeout refuses NULL');
+select throws_ok($$ select creditkit.set_lock_timeout('2 minutes') $$, 'CK006', null, 'set_lock_timeout refuses more than a minute');
+select creditkit.set_lock_timeout('1.5 seconds');
+select is(
+  (select array_agg(distinct c) from ck_functions, unnest(proconfig) c where c like 'lock\_timeout=%'),
+  array['lock_timeout=1500ms'], 'set_lock_timeout applies to every writing function at once');
+select creditkit.set_lock_timeout('3 seconds');
 -- An aggregate cannot pin search_path; it has no body of its own, so it must only call built-in
 -- functions (nothing on a search path could shadow them).
 select is_empty(

@@ -6,6 +6,7 @@ import {
   InvalidAmountError,
   InvalidArgumentError,
   isRetryable,
+  LOCK_TIMEOUT,
   toCreditkitError,
 } from './errors.ts';
 import { TransportError, type SqlArgs, type Transport } from './transport.ts';
@@ -154,6 +155,11 @@ export function camelKeys<T>(row: unknown): T {
 export interface CallOptions {
   /** Retries after a serialization failure or deadlock (default 4). Business errors never retry. */
   retries?: number;
+  /**
+   * Retries after a lock timeout (55P03; default 1). Each attempt already waited the kit's
+   * lock_timeout for a lock another transaction holds, so a few more rarely help.
+   */
+  lockRetries?: number;
   /** First backoff in ms (default 10), doubled each retry with full jitter, capped at 500 ms. */
   retryDelayMs?: number;
 }
@@ -185,18 +191,20 @@ const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 export class Caller {
   readonly transport: Transport;
   readonly #retries: number;
+  readonly #lockRetries: number;
   readonly #delay: number;
 
   constructor(transport: Transport, options: CallOptions = {}) {
     this.transport = transport;
     this.#retries = options.retries ?? 4;
+    this.#lockRetries = options.lockRetries ?? 1;
     this.#delay = options.retryDelayMs ?? 10;
   }
 
   /** The function's result as a list (rows, or one scalar), with typed errors. */
   async call<F extends FunctionName>(fn: F, params: Params<F> | Record<string, never>): Promise<unknown[]> {
     const args = toSqlArgs(params);
-    for (let attempt = 0; ; attempt++) {
+    for (let attempt = 0, lockAttempt = 0; ; attempt++) {
       try {
         return exactResult(fn, await this.transport.rpc(fn, args));
       } catch (error) {
@@ -204,7 +212,8 @@ export class Caller {
         if (!(error instanceof TransportError)) {
           throw new CreditkitError('internal', `creditkit: ${fn} failed: ${String(error)}`, { cause: error });
         }
-        if (isRetryable(error.raw.code) && attempt < this.#retries) {
+        const lock = error.raw.code === LOCK_TIMEOUT;
+        if (isRetryable(error.raw.code) && attempt < this.#retries && (!lock || lockAttempt++ < this.#lockRetries)) {
           const cap = Math.min(500, this.#delay * 2 ** attempt);
           await sleep(Math.random() * cap);
           continue;

@@ -21,6 +21,8 @@ export type ErrorCode =
   | 'no_stripe_price' // @creditkit/stripe: the pack or plan has no Stripe price id, so it cannot be sold
   | 'no_stripe_customer' // @creditkit/stripe: the account has no Stripe customer yet
   | 'concurrency_conflict' // 40001 / 40P01 still failing after every retry
+  | 'lock_timeout' // 55P03: the account was locked by another transaction for longer than the kit's lock_timeout, after the retry
+  | 'statement_timeout' // 57014: the statement ran past the server's statement_timeout (or was cancelled)
   | 'unavailable' // the database or the Data API could not be reached
   | 'not_installed' // the function does not exist: creditkit's migrations are missing or older
   | 'out_of_range' // a result (an analytics sum) beyond 2^53-1, which JavaScript cannot hold exactly
@@ -184,6 +186,26 @@ export class ConcurrencyError extends CreditkitError {
   }
 }
 
+/**
+ * The account's row lock was held by another transaction (an app's own transaction still open, a
+ * stuck one) for longer than the kit's lock_timeout (3 seconds by default), on the retry too.
+ * Nothing was changed. Safe to retry later: the route helpers answer 503 with Retry-After.
+ */
+export class LockTimeoutError extends CreditkitError {
+  override name = 'LockTimeoutError';
+  constructor(message: string, init?: ErrorInit) {
+    super('lock_timeout', message, init);
+  }
+}
+
+/** The statement ran past the server's statement_timeout, or was cancelled. Nothing was changed. */
+export class StatementTimeoutError extends CreditkitError {
+  override name = 'StatementTimeoutError';
+  constructor(message: string, init?: ErrorInit) {
+    super('statement_timeout', message, init);
+  }
+}
+
 /** The database (or the Data API in front of it) could not be reached or refused the connection. */
 export class UnavailableError extends CreditkitError {
   override name = 'UnavailableError';
@@ -230,8 +252,11 @@ const SIMPLE: Partial<Record<ErrorCode, new (message: string, init?: ErrorInit) 
 
 /** SQLSTATEs the SDK retries: the transaction was rolled back and can simply run again. */
 export function isRetryable(sqlstate: string | undefined): boolean {
-  return sqlstate === '40001' || sqlstate === '40P01';
+  return sqlstate === '40001' || sqlstate === '40P01' || sqlstate === LOCK_TIMEOUT;
 }
+
+/** lock_not_available: a call gave up waiting for an account's row lock (the kit's lock_timeout). */
+export const LOCK_TIMEOUT = '55P03';
 
 /** The typed error for what a transport reported. */
 export function toCreditkitError(raw: RawError, cause: unknown): CreditkitError {
@@ -253,7 +278,9 @@ export function toCreditkitError(raw: RawError, cause: unknown): CreditkitError 
   }
   if (!sqlstate) return new CreditkitError('internal', raw.message, init);
   if (sqlstate === '42501') return new NotAllowedError(raw.message, init);
+  if (sqlstate === LOCK_TIMEOUT) return new LockTimeoutError(raw.message, init);
   if (isRetryable(sqlstate)) return new ConcurrencyError(raw.message, init);
+  if (sqlstate === '57014') return new StatementTimeoutError(raw.message, init);
   // 42883 from SQL, PGRST202 from PostgREST: no such function (or not with those arguments).
   if (sqlstate === '42883' || sqlstate === 'PGRST202') {
     return new CreditkitError('not_installed', `${raw.message} (are creditkit's migrations applied?)`, init);

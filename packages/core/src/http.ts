@@ -47,11 +47,17 @@ export function errorResponse(error: CreditkitError): Response {
     idempotency_conflict: 409,
     hold_closed: 409,
     concurrency_conflict: 503,
+    lock_timeout: 503,
+    statement_timeout: 503,
     unavailable: 503,
     internal: 500,
     not_installed: 500,
   };
-  return jsonResponse({ error: error.code, message: error.message }, { status: status[error.code] ?? 400 });
+  const code = status[error.code] ?? 400;
+  // A 503 here is worth retrying (another transaction held the account, the database was busy
+  // or away): say when.
+  const headers = code === 503 ? { 'retry-after': error.code === 'unavailable' ? '5' : '1' } : undefined;
+  return jsonResponse({ error: error.code, message: error.message }, { status: code, headers });
 }
 
 function jsonResponse(body: unknown, init: ResponseInit): Response {

@@ -23,6 +23,8 @@ import { createEmbeddedCreditkit, type EmbeddedCreditkit } from '../src/embedded
 import {
   BalanceLimitError,
   ConcurrencyError,
+  LockTimeoutError,
+  StatementTimeoutError,
   CreditkitClient,
   CreditkitError,
   CreditkitServer,
@@ -281,6 +283,8 @@ describe('toCreditkitError: what a transport reports → a typed error', () => {
     '42501': [NotAllowedError, 'not_allowed'],
     '40001': [ConcurrencyError, 'concurrency_conflict'],
     '40P01': [ConcurrencyError, 'concurrency_conflict'],
+    '55P03': [LockTimeoutError, 'lock_timeout'],
+    '57014': [StatementTimeoutError, 'statement_timeout'],
     '42883': [CreditkitError, 'not_installed'],
     PGRST202: [CreditkitError, 'not_installed'],
     '22P02': [InvalidArgumentError, 'invalid_argument'],
@@ -327,9 +331,9 @@ describe('toCreditkitError: what a transport reports → a typed error', () => {
     expect([internal.constructor, internal.code, internal.sqlstate]).toEqual([CreditkitError, 'internal', undefined]);
   });
 
-  it('only serialization failures and deadlocks are retryable', () => {
-    expect(['40001', '40P01'].map(isRetryable)).toEqual([true, true]);
-    expect(['CK002', '40000', '40003', '08006', '57P01', undefined].map(isRetryable)).toEqual([false, false, false, false, false, false]);
+  it('only serialization failures, deadlocks and lock timeouts are retryable', () => {
+    expect(['40001', '40P01', '55P03'].map(isRetryable)).toEqual([true, true, true]);
+    expect(['CK002', '40000', '40003', '08006', '57P01', '57014', undefined].map(isRetryable)).toEqual([false, false, false, false, false, false, false]);
   });
 });
 
@@ -414,6 +418,22 @@ describe('retries (injected failures over PGlite)', () => {
       expect(await consumeRows(id)).toBe(1);
     });
   }
+
+  it('55P03 (lock timeout): retried once by default, then LockTimeoutError; lockRetries sets how often', async () => {
+    const raw: RawError = { code: '55P03', message: 'canceling statement due to lock timeout' };
+    const id = await account();
+    const once = failing(kit.creditkit.transport, times(1, raw));
+    expect(await new CreditkitServer(once, { retryDelayMs: 0 }).consume({ accountId: id, amount: 1 })).toMatchObject({ allowed: true });
+    expect(once.attempts).toBe(2);
+    const twice = failing(kit.creditkit.transport, times(2, raw));
+    const error = await rejectionOf(new CreditkitServer(twice, { retryDelayMs: 0 }).consume({ accountId: id, amount: 1 }));
+    expect(error).toBeInstanceOf(LockTimeoutError);
+    expect([error.code, error.sqlstate, twice.attempts]).toEqual(['lock_timeout', '55P03', 2]);
+    const three = failing(kit.creditkit.transport, times(3, raw));
+    expect(await new CreditkitServer(three, { retryDelayMs: 0, lockRetries: 3 }).consume({ accountId: id, amount: 1 })).toMatchObject({ allowed: true });
+    expect(three.attempts).toBe(4);
+    expect(await consumeRows(id)).toBe(2);
+  });
 
   it('business errors from the database are attempted exactly once', async () => {
     const id = await account();
@@ -657,6 +677,33 @@ describeIfPostgres('node-postgres on real Postgres: conflicts retried, literals 
   const ledger = async (account: string) =>
     (await db.query<{ kind: string; amount: number }>('select kind, amount from creditkit.ledger where account_id = $1 order by id', [account]))
       .map((r) => [r.kind, Number(r.amount)]);
+
+  it('a consume behind a row lock held by another transaction: LockTimeoutError after the retry, nothing spent', async () => {
+    await db.query(`select creditkit.set_lock_timeout('200 milliseconds')`);
+    try {
+      const { transport, ck } = sdk({ retries: 4 });
+      const account = randomUUID();
+      await ck.grant({ accountId: account, amount: 100 });
+      transport.calls.length = 0;
+      const other = await session();
+      try {
+        await other.query('begin');
+        await other.query('select 1 from creditkit.accounts where id = $1 for update', [account]);
+        const error = await rejectionOf(ck.consume({ accountId: account, amount: 1 }));
+        expect(error).toBeInstanceOf(LockTimeoutError);
+        expect([error.code, error.sqlstate]).toEqual(['lock_timeout', '55P03']);
+        // one retry by default, whatever `retries` says (each attempt already waited the lock_timeout)
+        expect(transport.calls.filter((fn) => fn === 'creditkit_consume')).toHaveLength(2);
+        await other.query('rollback');
+      } finally {
+        await other.end();
+      }
+      expect(await ledger(account)).toEqual([['grant', 100]]);
+      expect(await ck.consume({ accountId: account, amount: 1 })).toMatchObject({ allowed: true, balance: 99 });
+    } finally {
+      await db.query(`select creditkit.set_lock_timeout('3 seconds')`);
+    }
+  });
 
   it('node-postgres: instants are UTC on connections whose TimeZone is not', async () => {
     const { ck } = sdk({ retries: 0 }, '-c TimeZone=Asia/Kolkata');

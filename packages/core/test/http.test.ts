@@ -16,7 +16,8 @@ import {
   UnknownEventError,
 } from '../src/errors.ts';
 import { errorResponse, meter, paymentRequired, withCredits, type CreditsContext } from '../src/http.ts';
-import type { CreditkitServer } from '../src/server.ts';
+import { CreditkitServer } from '../src/server.ts';
+import { TransportError, type Transport } from '../src/transport.ts';
 
 let kit: EmbeddedCreditkit;
 let creditkit: CreditkitServer;
@@ -110,6 +111,33 @@ describe('paymentRequired and errorResponse', () => {
 
     expect(errorResponse(new HoldClosedError('closed')).status).toBe(409);
     expect(errorResponse(new CreditkitError('unavailable', 'down')).status).toBe(503);
+    // the 503s say when to come back; no other status does
+    for (const code of ['lock_timeout', 'statement_timeout', 'concurrency_conflict'] as const) {
+      const busy = errorResponse(new CreditkitError(code, 'busy'));
+      expect([busy.status, busy.headers.get('retry-after')], code).toEqual([503, '1']);
+    }
+    expect(errorResponse(new CreditkitError('unavailable', 'down')).headers.get('retry-after')).toBe('5');
+    expect(errorResponse(new HoldClosedError('closed')).headers.get('retry-after')).toBeNull();
+  });
+
+  it('withCredits answers 503 with Retry-After when the account stays locked past the retry, and the handler never runs', async () => {
+    const id = await account(10);
+    let attempts = 0;
+    const locked: Transport = {
+      kind: 'locked',
+      async rpc(fn, args) {
+        if (fn !== 'creditkit_meter') return kit.creditkit.transport.rpc(fn, args);
+        attempts++;
+        throw new TransportError({ code: '55P03', message: 'canceling statement due to lock timeout' }, new Error('lock timeout'));
+      },
+    };
+    const handler = vi.fn(() => new Response('ran'));
+    const route = withCredits(new CreditkitServer(locked, { retryDelayMs: 0 }), { event: PING, account: () => id }, handler);
+    const response = await route(new Request('http://localhost/api'));
+    expect([response.status, response.headers.get('retry-after'), attempts]).toEqual([503, '1', 2]);
+    expect(await response.json()).toEqual({ error: 'lock_timeout', message: 'canceling statement due to lock timeout' });
+    expect(handler).not.toHaveBeenCalled();
+    expect(await spendable(id)).toBe(10);
   });
 });
 
