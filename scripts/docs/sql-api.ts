@@ -368,10 +368,19 @@ create trigger charge_image_gen
   for each row execute function creditkit.charge_on_insert('image_gen', '4');
 \`\`\`
 
-\`creditkit_has_credits(n)\` is the read-only counterpart for RLS policies
-(\`with check (creditkit_has_credits(4))\`). Like any STABLE function in a policy, it sees the balance
-as of the start of the statement, so beside the trigger above it checks what the account had
-before this insert charged it.
+\`creditkit_has_credits(n)\` is the read-only counterpart for RLS policies. Add it as a
+**restrictive** policy: Postgres ORs permissive policies together, so next to your own "insert
+own rows" policy a permissive credit check would let a user without credit through, while a
+restrictive one must pass as well.
+
+\`\`\`sql
+create policy "adding a task needs 4 credits"
+  on public.tasks as restrictive for insert to authenticated
+  with check ((select creditkit_has_credits(4)));
+\`\`\`
+
+Like any STABLE function in a policy, it sees the balance as of the start of the statement, so
+beside the trigger above it checks what the account had before this insert charged it.
 
 ## Account access (team accounts)
 

@@ -261,10 +261,13 @@ begin
   if p_idempotency_key is null then
     return null;
   end if;
+  -- (the key's row first, then the ledger row by its whole primary key: a join would let the
+  -- planner, misled by stale statistics, scan the account's history)
   select l.* into v_prior
-    from creditkit.ledger_keys k
-    join creditkit.ledger l on l.account_id = k.account_id and l.id = k.ledger_id
-   where k.account_id = p_account_id and k.idempotency_key = p_idempotency_key;
+    from creditkit.ledger l
+   where l.account_id = p_account_id
+     and l.id = (select k.ledger_id from creditkit.ledger_keys k
+                  where k.account_id = p_account_id and k.idempotency_key = p_idempotency_key);
   if found and (v_prior.kind <> p_kind or v_prior.amount <> p_amount
                 or v_prior.event is distinct from p_event or v_prior.metadata - p_ignore <> p_metadata
                 or v_prior.cost_micros is distinct from p_cost_micros

@@ -77,6 +77,7 @@ declare
   v_stored_one bigint;     -- the account being locked: its balance, held, and whether something is due
   v_held bigint;
   v_due boolean;
+  v_draw boolean[];        -- per account: draw its buckets now instead of counting undrawn (see step 2)
   v_spent bigint[];
   v_rows integer[];
   v_s integer;
@@ -325,9 +326,16 @@ begin
     select a.balance, a.held, a.due_at <= p_now into v_stored_one, v_held, v_due
       from creditkit.accounts a where a.id = v_ids[v_s]
        for update;
+    v_draw[v_s] := false;
     if not found or v_due then
       v_spendable[v_s] := creditkit.lock_account(v_ids[v_s], p_now);  -- (raises CK003 if not found)
-      v_stored[v_s] := (select a.balance from creditkit.accounts a where a.id = v_ids[v_s]);
+      -- Still due after booking: expired credit stays for open holds (book_expired). What the
+      -- batch spends must not come out of it, so it is drawn now, from the credit not expired,
+      -- as creditkit_consume's slow path draws, instead of being left to the next draw.
+      select a.balance, a.due_at <= p_now into v_stored_one, v_due
+        from creditkit.accounts a where a.id = v_ids[v_s];
+      v_stored[v_s] := v_stored_one;
+      v_draw[v_s] := coalesce(v_due, false);
     else
       v_spendable[v_s] := greatest(v_stored_one - v_held, 0);
       v_stored[v_s] := v_stored_one;
@@ -349,8 +357,11 @@ begin
                    case when u.key is not null
                         then first_value(u.i) over (partition by u.account_id, u.key order by u.i) end as grp
               from unnest(v_accounts, v_keys) with ordinality u(account_id, key, i)) x
-      left join creditkit.ledger_keys k on x.key is not null and k.account_id = x.account_id and k.idempotency_key = x.key
-      left join creditkit.ledger l on l.account_id = k.account_id and l.id = k.ledger_id;
+      -- (lateral: one probe of each primary key per item, whatever the statistics say)
+      left join lateral (select l.* from creditkit.ledger l
+                          where x.key is not null and l.account_id = x.account_id
+                            and l.id = (select k.ledger_id from creditkit.ledger_keys k
+                                         where k.account_id = x.account_id and k.idempotency_key = x.key)) l on true;
   end if;
   -- The common case, all in SQL: no key seen before or twice, and every account can pay for all
   -- its items. Then every item spends, in order, and the rest is running sums. (Tested in steps:
@@ -369,9 +380,12 @@ begin
   end if;
   if v_common then
     update creditkit.accounts a
-       set balance = a.balance - t.spent, undrawn = a.undrawn + t.spent, version = a.version + t.n
-      from unnest(v_ids, v_spent, v_rows) t(id, spent, n)
+       set balance = a.balance - t.spent, undrawn = a.undrawn + case when t.draw then 0 else t.spent end,
+           version = a.version + t.n
+      from unnest(v_ids, v_spent, v_rows, v_draw) t(id, spent, n, draw)
      where a.id = t.id;
+    perform creditkit.draw_down(t.id, t.spent, p_now)
+       from unnest(v_ids, v_spent, v_draw) t(id, spent, draw) where t.draw and t.spent > 0;
     -- ids in input order: nextval is called once per row of generate_series, in order
     v_seq := pg_get_serial_sequence('creditkit.ledger', 'id')::regclass;
     select array_agg(nextval(v_seq)) into v_tx from generate_series(1, v_count);
@@ -463,9 +477,12 @@ begin
   -- 5. Write: the accounts (what they spent counted as undrawn), then the ledger rows in input order.
   if v_n > 0 then
     update creditkit.accounts a
-       set balance = a.balance - t.spent, undrawn = a.undrawn + t.spent, version = a.version + t.n
-      from unnest(v_ids, v_spent, v_rows) t(id, spent, n)
+       set balance = a.balance - t.spent, undrawn = a.undrawn + case when t.draw then 0 else t.spent end,
+           version = a.version + t.n
+      from unnest(v_ids, v_spent, v_rows, v_draw) t(id, spent, n, draw)
      where a.id = t.id and t.n > 0;
+    perform creditkit.draw_down(t.id, t.spent, p_now)
+       from unnest(v_ids, v_spent, v_draw) t(id, spent, draw) where t.draw and t.spent > 0;
     insert into creditkit.ledger (id, account_id, kind, amount, balance_after, event, idempotency_key,
                                   cost_micros, metadata, created_at)
     overriding system value

@@ -33,9 +33,14 @@ alter table public.tasks enable row level security;
 revoke all on table public.tasks from anon, authenticated, service_role;
 grant select, insert on table public.tasks to authenticated;
 grant select, insert on table public.tasks to service_role;
-create policy "members can create a task while they have 4 credits"
+create policy "members can create their own tasks"
   on public.tasks for insert to authenticated
-  with check (owner_id = (select auth.uid()) and creditkit_has_credits(4));
+  with check (owner_id = (select auth.uid()));
+-- The credit check as the docs show it: restrictive, so that it must pass beside the app's own
+-- (permissive) policies instead of being ORed with them.
+create policy "creating a task needs 4 credits"
+  on public.tasks as restrictive for insert to authenticated
+  with check ((select creditkit_has_credits(4)));
 -- INSERT ... RETURNING needs a SELECT policy that lets the inserter see the new row.
 create policy "members can read their own tasks"
   on public.tasks for select to authenticated

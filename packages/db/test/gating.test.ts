@@ -22,8 +22,11 @@ const APP_SQL = `
     title text not null
   );
   alter table public.tasks enable row level security;
-  create policy "members with credits add tasks" on public.tasks for insert to authenticated
-    with check (user_id = (select auth.uid()) and public.creditkit_has_credits(6));
+  -- the app's own policy, and the credit check as docs/sql-api.md shows it: restrictive
+  create policy "members add their own tasks" on public.tasks for insert to authenticated
+    with check (user_id = (select auth.uid()));
+  create policy "adding a task needs 6 credits" on public.tasks as restrictive for insert to authenticated
+    with check ((select public.creditkit_has_credits(6)));
   create policy "owners read their tasks" on public.tasks for select to authenticated
     using (user_id = (select auth.uid()));
   revoke all on public.tasks from anon;
@@ -59,6 +62,33 @@ const APP_SQL = `
   grant insert on public.guestbook to anon, authenticated;
   create trigger charge_guestbook before insert on public.guestbook
     for each row execute function creditkit.charge_on_insert('task', '1', 'account_id');
+
+  -- a table gated by the policies alone (no trigger): the app's own policy and the restrictive check
+  create table public.drafts (
+    id bigint generated always as identity primary key,
+    user_id uuid not null default auth.uid(),
+    body text
+  );
+  alter table public.drafts enable row level security;
+  create policy "members add their own drafts" on public.drafts for insert to authenticated
+    with check (user_id = (select auth.uid()));
+  create policy "adding a draft needs 6 credits" on public.drafts as restrictive for insert to authenticated
+    with check ((select public.creditkit_has_credits(6)));
+  grant select, insert on public.drafts to authenticated;
+
+  -- the same pair of policies, the credit check left permissive: ORed with the app's own policy,
+  -- it lets anyone through who may insert at all (why the docs say restrictive)
+  create table public.notes (
+    id bigint generated always as identity primary key,
+    user_id uuid not null default auth.uid(),
+    body text
+  );
+  alter table public.notes enable row level security;
+  create policy "members add their own notes" on public.notes for insert to authenticated
+    with check (user_id = (select auth.uid()));
+  create policy "adding a note needs 6 credits" on public.notes for insert to authenticated
+    with check ((select public.creditkit_has_credits(6)));
+  grant select, insert on public.notes to authenticated;
 
   -- misuse: a trigger without its event argument, and one whose quantity is not a number
   create table public.misused (id int);
@@ -96,6 +126,20 @@ describeEachBackend('gating and pricing', (backend) => {
     (await db.query<{ balance: number }>('select balance from creditkit.accounts where id = $1', [account]))[0]?.balance;
 
   describe('charge_on_insert and creditkit_has_credits', () => {
+    it('the documented restrictive has_credits policy refuses a user without credit beside a permissive own-rows policy, and admits one with credit', async () => {
+      const broke = await member(5); // 5 credits: not the 6 a task needs
+      const rich = await member(20);
+      const draftsOf = async (user: string) =>
+        (await db.query('select count(*)::int as n from public.drafts where user_id = $1', [user]))[0];
+      await expect(db.asUser(broke, `insert into public.drafts (body) values ('free ride')`)).rejects.toMatchObject({ code: '42501' });
+      expect(await draftsOf(broke)).toEqual({ n: 0 });
+      await db.asUser(rich, `insert into public.drafts (body) values ('paid ride')`);
+      expect(await draftsOf(rich)).toEqual({ n: 1 });
+      // the opposite case: the same check as an ordinary (permissive) policy gates nothing
+      await db.asUser(broke, `insert into public.notes (body) values ('free ride')`);
+      expect(await db.query('select count(*)::int as n from public.notes where user_id = $1', [broke])).toEqual([{ n: 1 }]);
+    });
+
     it('an insert charges the inserting user in the same transaction; the commit keeps both', async () => {
       const user = await member(20);
       const tx = await beginAs(db, 'authenticated', claims(user));
