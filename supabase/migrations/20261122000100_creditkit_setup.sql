@@ -222,6 +222,22 @@ comment on function creditkit.check_money(bigint) is 'Raises CK001 unless a mone
 revoke all on function creditkit.check_money(bigint) from public, anon, authenticated, service_role;
 grant execute on function creditkit.check_money(bigint) to authenticated, service_role;
 
+-- The metadata keys the kit writes itself: usage details (a metered event's quantity, dimensions
+-- and price; a settled hold's id, reserve and actual amount) and the markers it finds its own
+-- allowance buckets by. Caller metadata may not use them.
+create or replace function creditkit.reserved_metadata_keys()
+returns text[]
+language sql
+immutable
+set search_path = ''
+as $$
+  select array['quantity', 'dimensions', 'unit_credits', 'price_id', 'hold_id', 'reserved', 'actual',
+               'period_index', 'stripe_invoice'];
+$$;
+comment on function creditkit.reserved_metadata_keys() is 'Metadata keys the kit writes itself; caller metadata may not use them (CK006).';
+revoke all on function creditkit.reserved_metadata_keys() from public, anon, authenticated, service_role;
+grant execute on function creditkit.reserved_metadata_keys() to authenticated, service_role;
+
 -- Validates the arguments every mutation shares; returns the metadata to store ('{}' for NULL).
 create or replace function creditkit.check_request(p_idempotency_key text, p_event text, p_metadata jsonb, p_now timestamptz)
 returns jsonb
@@ -230,8 +246,8 @@ immutable
 set search_path = ''
 as $$
 begin
-  if p_now is null then
-    raise exception using errcode = 'CK006', message = 'invalid argument: p_now must not be NULL';
+  if p_now is null or not isfinite(p_now) then
+    raise exception using errcode = 'CK006', message = 'invalid argument: p_now must be a finite time';
   end if;
   if p_idempotency_key is not null and (length(p_idempotency_key) > 255 or p_idempotency_key !~ '[^[:space:]]') then
     raise exception using errcode = 'CK006', message = 'invalid argument: idempotency key must be 1 to 255 characters, not blank';
@@ -248,10 +264,16 @@ begin
   if octet_length(p_metadata::text) > 8192 then
     raise exception using errcode = 'CK006', message = 'invalid argument: metadata is larger than 8192 bytes';
   end if;
+  -- The kit's own fields on the rows it writes (a metered event's price, a settled hold, a plan's
+  -- allowance): a caller's would pass for them in reports, or be misread by the kit.
+  if p_metadata ?| creditkit.reserved_metadata_keys() then
+    raise exception using errcode = 'CK006',
+      message = format('invalid argument: metadata keys %s are the kit''s own', array_to_string(creditkit.reserved_metadata_keys(), ', '));
+  end if;
   return p_metadata;
 end;
 $$;
 comment on function creditkit.check_request(text, text, jsonb, timestamptz) is
-  'Validates idempotency key, event name, metadata and time; returns the metadata to store.';
+  'Validates idempotency key, event name, metadata (no reserved key) and time (finite); returns the metadata to store.';
 revoke all on function creditkit.check_request(text, text, jsonb, timestamptz) from public, anon, authenticated, service_role;
 grant execute on function creditkit.check_request(text, text, jsonb, timestamptz) to authenticated, service_role;

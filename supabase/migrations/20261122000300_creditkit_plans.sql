@@ -382,8 +382,8 @@ begin
   if p_status is null or p_status not in ('active', 'trialing', 'past_due', 'canceled') then
     raise exception using errcode = 'CK006', message = 'invalid argument: status must be active, trialing, past_due or canceled';
   end if;
-  if p_anchor > p_now then
-    raise exception using errcode = 'CK006', message = 'invalid argument: the anchor may not be in the future';
+  if p_anchor > p_now or not isfinite(p_anchor) then
+    raise exception using errcode = 'CK006', message = 'invalid argument: the anchor must be a finite time, not in the future';
   end if;
   select p.* into v_plan from creditkit.plans p where p.id = p_plan_id;
   if not found or not v_plan.active then

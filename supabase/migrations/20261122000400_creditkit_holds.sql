@@ -126,6 +126,7 @@ begin
   -- usual order.
   if current_setting('role', true) in ('anon', 'authenticated') or auth.role() in ('anon', 'authenticated')
      or p_account_id is null or p_amount is null or p_amount < 1 or p_amount > 9007199254740991 or p_now is null
+     or not isfinite(p_now)
      or p_ttl is null or p_ttl <= interval '0' or p_ttl > interval '7 days'
      or p_event is not null or p_idempotency_key is not null or p_metadata is not null then
     perform creditkit.assert_server_caller();
@@ -258,7 +259,7 @@ begin
   if current_setting('role', true) in ('anon', 'authenticated') or auth.role() in ('anon', 'authenticated')
      or p_actual is null or p_actual < 0 or p_actual > 9007199254740991
      or p_cost_micros < 0 or p_cost_micros > 9007199254740991
-     or p_metadata is not null or p_now is null then
+     or p_metadata is not null or p_now is null or not isfinite(p_now) then
     perform creditkit.assert_server_caller();
     if p_actual is null or p_actual < 0 or p_actual > 9007199254740991 then
       raise exception using errcode = 'CK001',

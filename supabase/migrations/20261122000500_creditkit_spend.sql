@@ -515,8 +515,8 @@ begin
   end if;
 
   -- Checked after the replay: a webhook retried after the bucket's expiry must get its first result.
-  if p_expires_at <= p_now then
-    raise exception using errcode = 'CK006', message = 'invalid argument: expires_at must be later than p_now';
+  if p_expires_at <= p_now or not isfinite(p_expires_at) then
+    raise exception using errcode = 'CK006', message = 'invalid argument: expires_at must be a finite time later than p_now';
   end if;
   -- The ceiling is on the stored balance, not the spendable one (open holds count too).
   if (select a.balance from creditkit.accounts a where a.id = p_account_id) > 9007199254740991 - p_amount then
@@ -692,7 +692,7 @@ begin
   -- prepares again in each transaction, so the hot path keeps them few.)
   if current_setting('role', true) in ('anon', 'authenticated') or auth.role() in ('anon', 'authenticated')
      or p_account_id is null or p_amount is null or p_amount < 1 or p_amount > 9007199254740991 or p_now is null
-     or p_cost_micros < 0 or p_cost_micros > 9007199254740991
+     or not isfinite(p_now) or p_cost_micros < 0 or p_cost_micros > 9007199254740991
      or p_event is not null or p_idempotency_key is not null or p_metadata is not null then
     -- (each check runs only if its part of the test above holds, so a call with a key, the usual
     -- case in apps, pays for check_request alone)

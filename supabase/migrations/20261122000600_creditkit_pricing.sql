@@ -107,7 +107,10 @@ begin
   if p_event is null or p_dimensions is null then
     raise exception using errcode = 'CK006', message = 'invalid argument: event and dimensions are required';
   end if;
-  perform creditkit.check_request(null, p_event, p_dimensions, p_now);
+  perform creditkit.check_request(null, p_event, null, p_now);
+  if jsonb_typeof(p_dimensions) <> 'object' or octet_length(p_dimensions::text) > 8192 then
+    raise exception using errcode = 'CK006', message = 'invalid argument: dimensions must be a JSON object of at most 8192 bytes';
+  end if;
   if exists (select 1 from jsonb_each(p_dimensions) d where jsonb_typeof(d.value) not in ('string', 'number', 'boolean')) then
     raise exception using errcode = 'CK006', message = 'invalid argument: dimension values must be strings, numbers or booleans';
   end if;
@@ -142,17 +145,12 @@ begin
   end if;
   -- (the usual call, an event without dimensions, key or metadata, skips the validators' calls)
   if p_event is null or length(p_event) > 200 or p_event !~ '[^[:space:]]' or p_dimensions is distinct from '{}'::jsonb
-     or p_now is null or p_idempotency_key is not null or p_metadata is not null then
+     or p_now is null or not isfinite(p_now) or p_idempotency_key is not null or p_metadata is not null then
     perform creditkit.check_event(p_event, p_dimensions, p_now);
     -- What the caller asked for; the ledger row adds the price it paid.
     v_request := creditkit.check_request(p_idempotency_key, p_event, p_metadata, p_now);
   else
     v_request := '{}'::jsonb;
-  end if;
-  -- These keys are the kit's on a metered row; a caller's own would be overwritten or misread.
-  if v_request ?| array['quantity', 'dimensions', 'unit_credits', 'price_id'] then
-    raise exception using errcode = 'CK006',
-      message = 'invalid argument: metadata keys quantity, dimensions, unit_credits and price_id are reserved for metering';
   end if;
   v_request := v_request || jsonb_build_object('quantity', p_quantity, 'dimensions', p_dimensions);
   if p_account_id is null then

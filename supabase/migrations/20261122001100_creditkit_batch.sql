@@ -106,7 +106,7 @@ begin
     raise exception using errcode = 'CK006',
       message = format('invalid argument: events must hold 1 to 1000 items, not %s', v_count);
   end if;
-  if p_now is null then
+  if p_now is null or not isfinite(p_now) then
     perform creditkit.check_request(null, null, null, p_now);  -- (raises CK006)
   end if;
 
@@ -138,7 +138,8 @@ begin
                  and (r.cost_micros is null or r.cost_micros between 0 and c_max)
                  and (r.event is null or (length(r.event) <= 200 and r.event ~ '[^[:space:]]'))
                  and (r.idempotency_key is null or (length(r.idempotency_key) <= 255 and r.idempotency_key ~ '[^[:space:]]'))
-                 and (r.metadata is null or (jsonb_typeof(r.metadata) = 'object' and octet_length(r.metadata::text) <= 8192)), false)),
+                 and (r.metadata is null or (jsonb_typeof(r.metadata) = 'object' and octet_length(r.metadata::text) <= 8192
+                                             and not r.metadata ?| creditkit.reserved_metadata_keys())), false)),
              sum(r.amount), coalesce(bool_and(r.account_id = v_one_text), false),
              count(r.idempotency_key),
              array_agg(r.idempotency_key) filter (where r.idempotency_key is not null)

@@ -6,7 +6,7 @@
 -- undone by the savepoint; what the state checks catch is a call that wrongly *succeeds*
 -- (returns instead of raising) and books something. Each group ends with one such check.
 begin;
-select plan(93);
+select plan(108);
 
 -- Fixtures: alice has an account holding 100; nobody has an account with the 'unknown' id.
 select tests.create_supabase_user('alice');
@@ -253,6 +253,47 @@ select is(
   (select balance from creditkit_consume(tests.get_supabase_uid('whale'), 9007199254740991, p_now => '2030-01-02 00:00:01+00')),
   0::bigint, 'a consume of exactly 2^53-1 is accepted');
 
+-- ---------------------------------------------------------------------------------------------
+-- Times are finite (CK006): an infinite p_now would date rows at infinity, an infinite anchor
+-- start periods there, an infinite expiry never expire but sort as if it did.
+-- ---------------------------------------------------------------------------------------------
+select creditkit_set_price('bad-input-gen', 1, '{}', '2000-01-01 00:00:00+00');
+select throws_ok($$ select creditkit_consume(tests.get_supabase_uid('alice'), 1, p_now => 'infinity') $$,
+  'CK006', null, 'consume: p_now infinity');
+select throws_ok($$ select creditkit_consume(tests.get_supabase_uid('alice'), 1, p_now => '-infinity') $$,
+  'CK006', null, 'consume: p_now -infinity');
+select throws_ok($$ select creditkit_grant(tests.get_supabase_uid('alice'), 1, p_now => 'infinity') $$,
+  'CK006', null, 'grant: p_now infinity');
+select throws_ok($$ select creditkit_grant(tests.get_supabase_uid('alice'), 1, 'promotional', 'infinity', p_now => '2030-01-02 00:00:00+00') $$,
+  'CK006', null, 'grant: expires_at infinity');
+select throws_ok($$ select creditkit_reserve(tests.get_supabase_uid('alice'), 1, p_now => 'infinity') $$,
+  'CK006', null, 'reserve: p_now infinity');
+select throws_ok($$ select creditkit_meter(tests.get_supabase_uid('alice'), 'bad-input-gen', p_now => '-infinity') $$,
+  'CK006', null, 'meter: p_now -infinity');
+select throws_ok($$ select creditkit_consume_batch('[{"account_id": "00000000-0000-4000-8000-000000000001", "amount": 1}]', 'infinity') $$,
+  'CK006', null, 'consume_batch: p_now infinity');
+select throws_ok($$ select creditkit_set_plan(tests.get_supabase_uid('alice'), 'free', p_anchor => '-infinity', p_now => '2030-01-02 00:00:00+00') $$,
+  'CK006', null, 'set_plan: anchor -infinity');
+select throws_ok($$ select creditkit_set_plan(tests.get_supabase_uid('alice'), 'free', p_now => 'infinity') $$,
+  'CK006', null, 'set_plan: p_now infinity');
+
+-- ---------------------------------------------------------------------------------------------
+-- The kit's own metadata keys (CK006): a caller's would pass for a settled hold, a metered price
+-- or a plan's allowance in reports and in the kit's own reading of its rows.
+-- ---------------------------------------------------------------------------------------------
+select throws_ok($$ select creditkit_consume(tests.get_supabase_uid('alice'), 1, p_metadata => '{"hold_id": 1, "reserved": 5, "actual": 1}', p_now => '2030-01-02 00:00:00+00') $$,
+  'CK006', null, 'consume: metadata with hold_id, reserved, actual');
+select throws_ok($$ select creditkit_consume(tests.get_supabase_uid('alice'), 1, p_metadata => '{"price_id": 7}', p_now => '2030-01-02 00:00:00+00') $$,
+  'CK006', null, 'consume: metadata with price_id');
+select throws_ok($$ select creditkit_grant(tests.get_supabase_uid('alice'), 1, 'plan', p_metadata => '{"period_index": 3}', p_now => '2030-01-02 00:00:00+00') $$,
+  'CK006', null, 'grant: metadata with period_index (the kit''s allowance marker)');
+select throws_ok($$ select creditkit_meter(tests.get_supabase_uid('alice'), 'bad-input-gen', p_metadata => '{"quantity": 9}', p_now => '2030-01-02 00:00:00+00') $$,
+  'CK006', null, 'meter: metadata with quantity');
+select throws_ok($$ select creditkit_consume_batch(jsonb_build_array(jsonb_build_object('account_id', tests.get_supabase_uid('alice'), 'amount', 1, 'metadata', '{"actual": 1}'::jsonb)), '2030-01-02 00:00:00+00') $$,
+  'CK006', null, 'consume_batch: an item''s metadata with actual');
+select lives_ok($$ select creditkit_consume(tests.get_supabase_uid('alice'), 1, p_metadata => '{"model": "m", "holds": 1}', p_now => '2030-01-02 00:00:00+00') $$,
+  'consume: other metadata keys are the caller''s own');
+
 -- =============================================================================================
 -- Member: the caller-bound reads validate their page size too.
 -- =============================================================================================
@@ -268,7 +309,7 @@ select tests.clear_authentication();
 -- Nothing but whale's accepted grant and consume changed since the fixtures.
 select results_eq(
   $$ select accounts, grants, ledger_rows, total_balance, total_version from ck_state $$,
-  $$ select accounts + 1, grants + 1, ledger_rows + 2, total_balance, total_version + 2 from ck_before $$,
+  $$ select accounts + 1, grants + 1, ledger_rows + 3, total_balance - 1, total_version + 3 from ck_before $$,
   'in the end only the accepted calls left a trace');
 
 select * from finish();

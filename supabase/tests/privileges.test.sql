@@ -64,6 +64,7 @@ select results_eq(
        ('creditkit.lock_hold(bigint,timestamp with time zone)', false, false, false),
        ('creditkit.meter(uuid,text,bigint,jsonb,text,bigint,jsonb,timestamp with time zone)', false, false, false),
        ('creditkit.refresh_due_at(uuid)', false, false, false),
+       ('creditkit.reserved_metadata_keys()', false, true, true),
        ('creditkit.running_sum(bigint)', false, false, false),
        ('creditkit.set_lock_timeout(interval)', false, false, false),
        ('creditkit.spendable(uuid)', false, false, false),
