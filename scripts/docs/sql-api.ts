@@ -351,7 +351,12 @@ itself (\`CK005\`), so a careless \`grant execute … to authenticated\` does no
 |---|---|---|
 ${codes.map((c) => `| \`${c.code}\` | \`${c.name}\` | ${c.description} |`).join('\n')}
 
-Besides these: \`42501\` (permission denied) when a role lacks EXECUTE or table privileges.
+Besides these: \`42501\` (permission denied) when a role lacks EXECUTE or table privileges, and
+\`55P03\` (lock_not_available) when a call that writes gave up waiting for an account's row lock
+that another transaction held (an app's own transaction left open, a stuck one): every function
+that writes waits at most \`lock_timeout\` (3 seconds; \`select creditkit.set_lock_timeout('5
+seconds')\` as the kit's owner changes it for all of them), and changes nothing when it gives up.
+Reads and refusals never wait. The SDK reports it as \`LockTimeoutError\` after one retry.
 
 ## Insert trigger: charge in your own transaction
 
