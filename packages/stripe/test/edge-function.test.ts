@@ -138,7 +138,7 @@ describeIfPostgres('Stripe webhook Edge Function under Deno', () => {
   const starter = (accountId: string, extra: Partial<Parameters<typeof packCheckout>[0]> = {}) =>
     packCheckout({ accountId, packId: 'starter', priceId: 'price_starter', amountTotal: 500, ...extra });
 
-  it('index.ts and handler.ts type-check under Deno against the real stripe and supabase-js types', () => {
+  it('index.ts and the shared handler type-check under Deno against the real stripe and supabase-js types', () => {
     const check = spawnSync(denoBinary(), ['check', '--frozen', '--config', 'deno.json', 'index.ts'], {
       cwd: FUNCTION_DIR,
       env: { ...process.env, NO_COLOR: '1', DENO_NO_UPDATE_CHECK: '1' },

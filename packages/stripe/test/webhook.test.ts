@@ -1,5 +1,5 @@
 // The Stripe webhook in Node: createStripeWebhook runs the Edge Function's own handler
-// (supabase/functions/stripe-webhook/handler.ts) with the SubtleCrypto verifier, applying events
+// (src/handler.ts, copied into supabase/functions/_shared/) with the SubtleCrypto verifier, applying events
 // through the real creditkit SDK on embedded PGlite. Signed fixtures are applied; a bad signature
 // (wrong secret, one byte changed, stale, missing) or a signed body that is not an event is a 400
 // that writes nothing; duplicates, sequential or concurrent, have one effect; a failure to apply

@@ -1,6 +1,10 @@
+// GENERATED from packages/stripe/src/handler.ts by `pnpm sync:functions` (scripts/sync-functions.ts). Do not edit:
+// change the source and run the script; a test fails when this copy differs from it.
 // The Stripe webhook, as a Web-standard handler with its dependencies passed in, so the same code
 // runs in the Edge Function (Deno), in Node (the demo's simulated checkout, tests) and anywhere
-// else that has Request/Response. It imports nothing.
+// else that has Request/Response. It imports nothing, so the Edge Function can run a verbatim
+// copy of it: supabase/functions/_shared/stripe-webhook-handler.ts, written by
+// `pnpm sync:functions` (scripts/sync-functions.ts) and checked by a test to be identical.
 //
 //   1. read the raw body (the signature covers the exact bytes);
 //   2. verify `stripe-signature` with the Stripe SDK's async verifier (SubtleCrypto) — 400 and
