@@ -54,10 +54,17 @@ if (requirePg && !hasPg) {
   finish();
 }
 
-// ── types first: a type error anywhere (packages via turbo, scripts via the root tsconfig) fails the run ──
-for (const [cmd, args] of [['turbo', ['run', 'typecheck', '--output-logs=errors-only']], ['tsc', ['-p', 'tsconfig.json', '--noEmit']]]) {
+// ── build, then types: the suites and the demo app use the packages as built (creditkit's copy of
+// the migrations, and each package's dist/), and a type error anywhere (packages via turbo,
+// scripts via the root tsconfig) fails the run ──
+const steps = [
+  ['build', 'turbo', ['run', 'build', '--filter=./packages/*', '--output-logs=errors-only']],
+  ['typecheck', 'turbo', ['run', 'typecheck', '--output-logs=errors-only']],
+  ['typecheck', 'tsc', ['-p', 'tsconfig.json', '--noEmit']],
+];
+for (const [step, cmd, args] of steps) {
   const r = spawnSync(cmd, args, { cwd: root, env, stdio: ['ignore', 'inherit', 'inherit'] });
-  if (r.status !== 0) problem(`typecheck failed: ${cmd} ${args.join(' ')}`);
+  if (r.status !== 0) problem(`${step} failed: ${cmd} ${args.join(' ')}`);
 }
 
 const work = mkdtempSync(join(tmpdir(), 'creditkit-test-'));

@@ -3,7 +3,7 @@
 import type { NextConfig } from 'next';
 
 const config: NextConfig = {
-  transpilePackages: ['@creditkit/core', '@creditkit/db', '@creditkit/react', '@creditkit/stripe'],
+  transpilePackages: ['@creditkit/core', '@creditkit/db', '@creditkit/react', '@creditkit/stripe', 'creditkit'],
   serverExternalPackages: ['@electric-sql/pglite', 'pg'],
   // The browser tests build into their own directory, so they never clash with `pnpm demo`.
   distDir: process.env.CREDITKIT_WEB_DIST_DIR || '.next',

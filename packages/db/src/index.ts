@@ -1,14 +1,19 @@
 // @creditkit/db: creditkit's migrations on PGlite or on throwaway Postgres databases, with the
 // Supabase roles and auth schema they expect. Vitest helpers live in '@creditkit/db/vitest'.
-export { loadMigrations, defaultMigrationsDir, type Migration } from './migrations.ts';
+// The SQL and its installer are the `creditkit` package's; re-exported under the names the
+// suites use.
 export {
+  migrations as loadMigrations,
+  migrationsDir as defaultMigrationsDir,
   setupDatabase,
   bootstrapSql,
   defaultPrivilegesSql,
+  pgConnection,
+  type Migration,
   type PrivilegeMode,
   type SetupOptions,
   type SetupConnection,
-} from './setup.ts';
+} from 'creditkit';
 export { createEmbeddedDatabase, pgliteConnection, parseInt8, type EmbeddedDatabaseOptions } from './embedded.ts';
 export type { PGlite } from '@electric-sql/pglite';
 export {
@@ -17,7 +22,6 @@ export {
   postgresAvailable,
   postgresRequired,
   checkPostgres,
-  pgConnection,
   type TestDatabase,
   type TestDatabaseOptions,
   type Backend,

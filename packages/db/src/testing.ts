@@ -5,8 +5,8 @@
 import { randomBytes } from 'node:crypto';
 import type { PGlite } from '@electric-sql/pglite';
 import pg from 'pg';
-import { createEmbeddedDatabase, parseInt8 } from './embedded.ts';
-import { setupDatabase, type PrivilegeMode, type SetupConnection } from './setup.ts';
+import { parseInt8, pgConnection, setupDatabase, type PrivilegeMode } from 'creditkit';
+import { createEmbeddedDatabase } from './embedded.ts';
 
 export type Backend = 'pglite' | 'postgres';
 /** The roles PostgREST switches to. */
@@ -158,29 +158,6 @@ async function withClient<T>(url: string, fn: (client: pg.Client) => Promise<T>)
   } finally {
     await client.end();
   }
-}
-
-/** node-postgres as a SetupConnection, for setupDatabase. */
-export function pgConnection(client: pg.ClientBase): SetupConnection {
-  const exec = async (sql: string) => {
-    await client.query(sql);
-  };
-  const query = async <T>(sql: string, params?: unknown[]) =>
-    (await client.query(statement(sql, params))).rows as T[];
-  return {
-    exec,
-    query,
-    async transaction(fn) {
-      await client.query('begin');
-      try {
-        await fn({ exec, query });
-        await client.query('commit');
-      } catch (err) {
-        await client.query('rollback');
-        throw err;
-      }
-    },
-  };
 }
 
 /**

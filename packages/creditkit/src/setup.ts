@@ -1,11 +1,10 @@
 // The one place that turns an empty database into a creditkit database: Supabase bootstrap,
 // the chosen default-privilege mode, then the migrations, each in its own transaction and
 // recorded in supabase_migrations.schema_migrations like the Supabase CLI does. PGlite, the
-// throwaway Postgres databases and the pgTAP runner all go through it, so they cannot drift.
-import { readFileSync } from 'node:fs';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { loadMigrations, type Migration } from './migrations.ts';
+// test databases, the pgTAP runner and the demo all go through it, so they cannot drift.
+import type { SetupConnection } from './connections.ts';
+import { readSqlFile } from './files.ts';
+import { migrations as shippedMigrations, type Migration } from './migrations.ts';
 
 /** 'supabase': Supabase's grant-everything-in-public defaults; 'revoked': the hardened ones. */
 export type PrivilegeMode = 'supabase' | 'revoked';
@@ -13,34 +12,24 @@ export type PrivilegeMode = 'supabase' | 'revoked';
 export interface SetupOptions {
   /** Default privileges to install before the migrations (default 'supabase'). */
   defaultPrivileges?: PrivilegeMode;
-  /** Apply supabase/migrations (default true). */
+  /** Apply the migrations (default true); false installs only the bootstrap. */
   migrate?: boolean;
-  /** Migrations to apply instead of the repo's (default: loadMigrations()). */
+  /** Migrations to apply instead of the ones this package ships (default: migrations()). */
   migrations?: Migration[];
 }
 
-/** What setup needs from a connection; both PGlite and node-postgres can provide it. */
-export interface SetupConnection {
-  /** Runs one or more statements (simple protocol). */
-  exec(sql: string): Promise<void>;
-  query<T>(sql: string, params?: unknown[]): Promise<T[]>;
-  /** Runs `fn` in one transaction, rolled back if it throws. */
-  transaction(fn: (tx: Omit<SetupConnection, 'transaction'>) => Promise<void>): Promise<void>;
-}
-
-function sqlFile(name: string): string {
-  // a path join rather than new URL(…, import.meta.url), which bundlers (Next.js) take for an asset
-  return readFileSync(join(dirname(fileURLToPath(import.meta.url)), '../sql', name), 'utf8');
-}
-
-/** Roles, auth schema and auth.*() helpers of a Supabase project; idempotent. */
+/**
+ * The parts of a Supabase project the kit relies on, for plain Postgres (15+) and PGlite: the API
+ * roles (anon, authenticated, service_role, authenticator), the `auth` schema with `auth.users`
+ * and `auth.uid()`/`auth.jwt()`/`auth.role()`. Idempotent. Not for a Supabase project, which has them.
+ */
 export function bootstrapSql(): string {
-  return sqlFile('supabase-bootstrap.sql');
+  return readSqlFile('supabase-bootstrap.sql');
 }
 
-/** The default-privilege statements for `mode`; run once on a fresh database. */
+/** The default-privilege statements for `mode`; run once on a fresh database, before the migrations. */
 export function defaultPrivilegesSql(mode: PrivilegeMode): string {
-  return sqlFile(mode === 'supabase' ? 'supabase-default-privileges.sql' : 'revoked-default-privileges.sql');
+  return readSqlFile(mode === 'supabase' ? 'supabase-default-privileges.sql' : 'revoked-default-privileges.sql');
 }
 
 const HISTORY = `
@@ -59,6 +48,8 @@ const HISTORY = `
  */
 export async function setupDatabase(conn: SetupConnection, opts: SetupOptions = {}): Promise<Migration[]> {
   const mode = opts.defaultPrivileges ?? 'supabase';
+  // read before touching the database: a package without its SQL must fail before it changes anything
+  const wanted = opts.migrate === false ? [] : (opts.migrations ?? shippedMigrations());
   const [state] = await conn.query<{ fresh: boolean }>(
     `select to_regclass('supabase_migrations.schema_migrations') is null as fresh`,
   );
@@ -73,7 +64,7 @@ export async function setupDatabase(conn: SetupConnection, opts: SetupOptions = 
     ),
   );
   const applied: Migration[] = [];
-  for (const m of opts.migrations ?? loadMigrations()) {
+  for (const m of wanted) {
     if (done.has(m.version)) continue;
     try {
       await conn.transaction(async (tx) => {
