@@ -9,8 +9,8 @@
 // more runs: CREDITKIT_MODEL_RUNS=500.
 import fc from 'fast-check';
 import { afterAll, beforeAll, expect, it } from 'vitest';
-import { createTestDatabase, type TestDatabase } from '@creditkit/db';
-import { describeEachBackend } from '@creditkit/db/vitest';
+import { createTestDatabase, type TestDatabase } from '@creditkit/testing';
+import { describeEachBackend } from '@creditkit/testing/vitest';
 import { CATEGORIES, LedgerModel, MAX, type Category, type Outcome } from './ledger-model.ts';
 import {
   DAY, GRANTS, SECOND, at, creditkit, ledgerProblems, microsSql, newAccountId, rpc, runAs, settle, type Creditkit, type Settled,

@@ -11,8 +11,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, expect, it } from 'vitest';
-import { createTestDatabase, defaultMigrationsDir, loadMigrations, type Row, type TestDatabase } from '@creditkit/db';
-import { describeIfPostgres } from '@creditkit/db/vitest';
+import { migrationsDir as defaultMigrationsDir, migrations as loadMigrations } from 'creditkit';
+import { createTestDatabase, type Row, type TestDatabase } from '@creditkit/testing';
+import { describeIfPostgres } from '@creditkit/testing/vitest';
 import { creditkit, expectConsistent, runAs } from './support.ts';
 
 const SUPABASE_CLI = fileURLToPath(new URL('../../../node_modules/.bin/supabase', import.meta.url));

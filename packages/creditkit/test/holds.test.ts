@@ -16,8 +16,8 @@
 // what the runs exercised (shortfalls, replays, expiries, CK012s, ...): CREDITKIT_HOLDS_STATS=1.
 import fc from 'fast-check';
 import { afterAll, beforeAll, expect, it } from 'vitest';
-import { createTestDatabase, type TestDatabase } from '@creditkit/db';
-import { describeEachBackend } from '@creditkit/db/vitest';
+import { createTestDatabase, type TestDatabase } from '@creditkit/testing';
+import { describeEachBackend } from '@creditkit/testing/vitest';
 import { LedgerModel } from './ledger-model.ts';
 import {
   HOUR, MAX_CREDITS, MINUTE, SECOND, at, creditkit, expectConsistent, ledgerProblems, microsSql, newAccountId, rpc, runAs, settle,

@@ -5,8 +5,8 @@
 // accounts and compares a digest of the whole books (ledger, accounts, buckets, holds,
 // subscriptions, plans, prices: every row) before and after.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createTestDatabase, type TestDatabase } from '@creditkit/db';
-import { describeEachBackend } from '@creditkit/db/vitest';
+import { createTestDatabase, type TestDatabase } from '@creditkit/testing';
+import { describeEachBackend } from '@creditkit/testing/vitest';
 import {
   ABOVE_MAX, DAY, HOUR, MAX_CREDITS, at, booksDigest, creditkit, newAccountId, outcome, rpc, runAs, snapshotBooks,
   type Args, type Creditkit, type ParamName, type Runner,

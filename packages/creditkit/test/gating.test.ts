@@ -6,8 +6,8 @@
 // transactions of several statements: the charge commits and rolls back with the insert.
 // Pricing: dimensions, the default price, versions by effective_from, unknown events.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createTestDatabase, type TestDatabase } from '@creditkit/db';
-import { describeEachBackend } from '@creditkit/db/vitest';
+import { createTestDatabase, type TestDatabase } from '@creditkit/testing';
+import { describeEachBackend } from '@creditkit/testing/vitest';
 import {
   DAY, HOUR, at, beginAs, creditkit, expectConsistent, ledgerOf, newAccountId, outcome, runAs, snapshotBooks,
   type Creditkit,

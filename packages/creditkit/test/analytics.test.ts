@@ -3,8 +3,8 @@
 // MRR (the plans' minor unit, cents). The database is this file's own, so the fixture is all
 // there is to count.
 import { beforeAll, afterAll, expect, it } from 'vitest';
-import { createTestDatabase, type TestDatabase } from '@creditkit/db';
-import { describeEachBackend } from '@creditkit/db/vitest';
+import { createTestDatabase, type TestDatabase } from '@creditkit/testing';
+import { describeEachBackend } from '@creditkit/testing/vitest';
 import { creditkit, expectConsistent, rpc, runAs, usOf, at, type Args, type Creditkit } from './support.ts';
 
 // Accounts, named by what they are; ids chosen so that ties in margin sort C before G.

@@ -6,8 +6,8 @@
 // (consume, balance, set_plan) at the boundary and 1µs before it, and checks the ledger
 // invariants after each step: balance = sum(ledger) = sum(grants.remaining).
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createTestDatabase, type TestDatabase } from '@creditkit/db';
-import { describeEachBackend } from '@creditkit/db/vitest';
+import { createTestDatabase, type TestDatabase } from '@creditkit/testing';
+import { describeEachBackend } from '@creditkit/testing/vitest';
 import {
   DAY, HOUR, at, creditkit, expectConsistent, ledgerLines, newAccountId, outcome, planGrantsOf, runAs,
   usOf, type Creditkit,

@@ -7,8 +7,8 @@
 // xact stats counters), so nothing else on the server can disturb it, and each also shows the
 // opposite case so the check can fail.
 import { afterAll, beforeAll, expect, it } from 'vitest';
-import { createTestDatabase, type TestDatabase } from '@creditkit/db';
-import { describeEachBackend, describeIfPostgres } from '@creditkit/db/vitest';
+import { createTestDatabase, type TestDatabase } from '@creditkit/testing';
+import { describeEachBackend, describeIfPostgres } from '@creditkit/testing/vitest';
 import { GRANTS, MINUTE, at, creditkit, expectConsistent, newAccountId, openAccount, type Creditkit } from './support.ts';
 
 // One consume and what its transaction did: whether it was assigned a transaction id (any write

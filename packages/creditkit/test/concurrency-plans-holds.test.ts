@@ -4,8 +4,8 @@
 // Evidence is taken from the ledger and the holds table, not only from the answers.
 import type pg from 'pg';
 import { afterAll, beforeAll, expect, it } from 'vitest';
-import { createTestDatabase, type TestDatabase } from '@creditkit/db';
-import { describeIfPostgres } from '@creditkit/db/vitest';
+import { createTestDatabase, type TestDatabase } from '@creditkit/testing';
+import { describeIfPostgres } from '@creditkit/testing/vitest';
 import {
   DAY, HOUR, at, creditkit, expectConsistent, ledgerOf, microsSql, newAccountId, newGauge, openAccount, planGrantsOf,
   pooledRunner, prng, settle, usOf, warmPool, type Creditkit, type Gauge, type Settled,

@@ -5,8 +5,8 @@
 // Evidence comes from the tables: one inbox row, one grant, the books balanced.
 import type pg from 'pg';
 import { afterAll, beforeAll, expect, it } from 'vitest';
-import { createTestDatabase, type TestDatabase } from '@creditkit/db';
-import { describeIfPostgres } from '@creditkit/db/vitest';
+import { createTestDatabase, type TestDatabase } from '@creditkit/testing';
+import { describeIfPostgres } from '@creditkit/testing/vitest';
 import {
   SECOND, at, creditkit, expectConsistent, newAccountId, newGauge, pooledRunner, rpc, settle, warmPool,
   type Creditkit, type Gauge, type Runner,

@@ -4,8 +4,8 @@
 // say what one caller saw, the ledger says what happened.
 import type pg from 'pg';
 import { afterAll, beforeAll, expect, it } from 'vitest';
-import { createTestDatabase, type TestDatabase } from '@creditkit/db';
-import { describeIfPostgres } from '@creditkit/db/vitest';
+import { createTestDatabase, type TestDatabase } from '@creditkit/testing';
+import { describeIfPostgres } from '@creditkit/testing/vitest';
 import { LedgerModel, type Outcome } from './ledger-model.ts';
 import {
   DAY, GRANTS, LEDGER_PROBLEMS_SQL, at, creditkit, expectConsistent, ledgerOf, microsSql, newAccountId, newGauge,

@@ -3,8 +3,8 @@
 // scenario uses its own account; after each mutation the books must still balance
 // (accounts.balance = sum(ledger.amount) = sum(grants.remaining)), checked as the superuser.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createTestDatabase, type PrivilegeMode, type TestDatabase } from '@creditkit/db';
-import { describeEachBackend } from '@creditkit/db/vitest';
+import { createTestDatabase, type PrivilegeMode, type TestDatabase } from '@creditkit/testing';
+import { describeEachBackend } from '@creditkit/testing/vitest';
 import {
   DAY, HOUR, at, creditkit, expectConsistent, grantsOf, ledgerOf, microsSql, newAccountId, openAccount, outcome,
   rpc, runAs, snapshotBooks, type Args, type Creditkit,

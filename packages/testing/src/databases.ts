@@ -1,16 +1,20 @@
 // Throwaway creditkit databases for tests, on PGlite (fast, in-process) or on a real Postgres
 // server (DATABASE_URL: real connections, real concurrency). Both backends answer the same API
 // and call statements the way PostgREST does — one transaction per call, with the role and the
-// JWT claims set locally — so a test exercises exactly what the Data API would run.
+// JWT claims set locally (roles.ts) — so a test exercises exactly what the Data API would run.
+//
+// Neither replays the migrations per database. On Postgres, a run of scripts/test.mjs migrates
+// one template database per privilege mode and every test database is a copy of it (`create
+// database … template …`); on PGlite, each database loads a dump of one migrated database
+// (pglite.ts).
 import { randomBytes } from 'node:crypto';
 import type { PGlite } from '@electric-sql/pglite';
 import pg from 'pg';
 import { parseInt8, pgConnection, setupDatabase, type PrivilegeMode } from 'creditkit';
-import { createEmbeddedDatabase } from './embedded.ts';
+import { createPgliteDatabase } from './pglite.ts';
+import { claimsFor, inRole, requestSettings, SET_REQUEST, type ApiRole } from './roles.ts';
 
 export type Backend = 'pglite' | 'postgres';
-/** The roles PostgREST switches to. */
-export type ApiRole = 'anon' | 'authenticated' | 'service_role';
 export type Row = Record<string, unknown>;
 
 export interface TestDatabaseOptions {
@@ -18,7 +22,7 @@ export interface TestDatabaseOptions {
   backend?: Backend;
   /** Default privileges installed before the migrations (default 'supabase'). */
   defaultPrivileges?: PrivilegeMode;
-  /** Apply supabase/migrations (default true). */
+  /** Apply the migrations (default true); false: only Supabase's bootstrap and default privileges. */
   migrate?: boolean;
 }
 
@@ -76,17 +80,9 @@ export async function createTestDatabase(opts: TestDatabaseOptions = {}): Promis
   const backend = opts.backend ?? (postgresAvailable() ? 'postgres' : 'pglite');
   const mode = opts.defaultPrivileges ?? 'supabase';
   return backend === 'pglite'
-    ? pgliteTestDatabase(await createEmbeddedDatabase({ defaultPrivileges: mode, migrate: opts.migrate }), mode)
+    ? pgliteTestDatabase(await createPgliteDatabase(mode, opts.migrate ?? true), mode)
     : postgresTestDatabase(mode, opts.migrate ?? true);
 }
-
-const claimsFor = {
-  service: { role: 'service_role' },
-  anon: { role: 'anon' },
-  user: (sub: string) => ({ sub, role: 'authenticated' }),
-};
-
-const SET_REQUEST = `select set_config('role', $1, true), set_config('request.jwt.claims', $2, true)`;
 
 /** The role-specific conveniences, built on asRole and query alike for both backends. */
 function withConveniences(
@@ -118,7 +114,7 @@ function pgliteTestDatabase(db: PGlite, mode: PrivilegeMode): TestDatabase {
     },
     asRole: <T>(role: ApiRole, claims: object | null, sql: string, params?: unknown[]) =>
       db.transaction(async (tx) => {
-        await tx.query(SET_REQUEST, [role, claims === null ? '' : JSON.stringify(claims)]);
+        await tx.query(SET_REQUEST, requestSettings(role, claims));
         return (await tx.query<T>(sql, params)).rows;
       }),
     pool: () => {
@@ -160,15 +156,61 @@ async function withClient<T>(url: string, fn: (client: pg.Client) => Promise<T>)
   }
 }
 
+/** This run's id (scripts/test.mjs sets CREDITKIT_TEST_RUN), if there is one. */
+function runId(): string | undefined {
+  const run = process.env.CREDITKIT_TEST_RUN ?? '';
+  return /^[0-9a-f]{1,16}$/.test(run) ? run : undefined;
+}
+
 /**
  * A fresh name for a throwaway test database: creditkit_test_<run>_<tag><random>. scripts/test.mjs
  * sets CREDITKIT_TEST_RUN and at the end drops that run's databases that a suite whose setup
  * failed never dropped.
  */
 export function testDatabaseName(tag = ''): string {
-  const run = process.env.CREDITKIT_TEST_RUN ?? '';
-  const prefix = /^[0-9a-f]{1,16}$/.test(run) ? `creditkit_test_${run}_` : 'creditkit_test_';
-  return `${prefix}${tag}${randomBytes(6).toString('hex')}`;
+  const run = runId();
+  return `${run ? `creditkit_test_${run}_` : 'creditkit_test_'}${tag}${randomBytes(6).toString('hex')}`;
+}
+
+/** The name of this run's template database for `mode` (scripts/test.mjs drops it at the end). */
+export function templateDatabaseName(run: string, mode: PrivilegeMode): string {
+  return `creditkit_test_${run}_template_${mode}`;
+}
+
+const templates = new Map<string, Promise<string | undefined>>();
+
+/**
+ * The run's migrated template database for `mode`, made by the first process of the run that
+ * needs it (the others wait on an advisory lock, then find it). Only within a run of
+ * scripts/test.mjs, which drops the templates at its end: outside one, nobody would drop it, so
+ * each database is migrated instead. Nobody may connect to a template (a connection would make
+ * every copy fail), so it is built under another name and allows no connections once renamed.
+ */
+function postgresTemplate(serverUrl: string, mode: PrivilegeMode): Promise<string | undefined> {
+  const run = runId();
+  if (!run) return Promise.resolve(undefined);
+  const name = templateDatabaseName(run, mode);
+  let template = templates.get(name);
+  if (!template) {
+    template = withClient(serverUrl, async (c) => {
+      await c.query('select pg_advisory_lock(hashtext($1))', [name]);
+      try {
+        if ((await c.query('select 1 from pg_database where datname = $1', [name])).rowCount) return name;
+        const building = `${name}_building`;
+        await c.query(`drop database if exists ${building} with (force)`); // a builder that died
+        await c.query(`create database ${building} template template0`);
+        await withClient(databaseUrl(serverUrl, building), (b) => setupDatabase(pgConnection(b), { defaultPrivileges: mode }));
+        await c.query(`alter database ${building} rename to ${name}`);
+        await c.query(`alter database ${name} with allow_connections false`);
+        return name;
+      } finally {
+        await c.query('select pg_advisory_unlock(hashtext($1))', [name]);
+      }
+    });
+    templates.set(name, template);
+    template.catch(() => templates.delete(name));
+  }
+  return template;
 }
 
 async function postgresTestDatabase(mode: PrivilegeMode, migrate: boolean): Promise<TestDatabase> {
@@ -177,8 +219,9 @@ async function postgresTestDatabase(mode: PrivilegeMode, migrate: boolean): Prom
   if (!serverUrl) throw new Error('the postgres backend needs DATABASE_URL (a superuser URL)');
   const name = testDatabaseName();
   const url = databaseUrl(serverUrl, name);
-  // template0: never has connections (template1 may), so concurrent creates cannot collide
-  await withClient(serverUrl, (c) => c.query(`create database ${name} template template0`));
+  const template = migrate ? await postgresTemplate(serverUrl, mode) : undefined;
+  // template0 otherwise: it never has connections (template1 may), so concurrent creates cannot collide
+  await withClient(serverUrl, (c) => c.query(`create database ${name} template ${template ?? 'template0'}`));
 
   const pools: pg.Pool[] = [];
   const newPool = (config: Omit<pg.PoolConfig, 'connectionString'> = {}): pg.Pool => {
@@ -200,6 +243,7 @@ async function postgresTestDatabase(mode: PrivilegeMode, migrate: boolean): Prom
   };
 
   try {
+    // a copy of the template has every migration already; this checks that, and would apply one it lacked
     await withClient(url, (c) => setupDatabase(pgConnection(c), { defaultPrivileges: mode, migrate }));
   } catch (err) {
     await drop();
@@ -215,24 +259,8 @@ async function postgresTestDatabase(mode: PrivilegeMode, migrate: boolean): Prom
     exec: async (sql) => {
       await main.query(sql);
     },
-    async asRole<T>(role: ApiRole, claims: object | null, sql: string, params?: unknown[]) {
-      const client = await main.connect();
-      let broken = false;
-      try {
-        await client.query('begin');
-        await client.query(statement(SET_REQUEST, [role, claims === null ? '' : JSON.stringify(claims)]));
-        const result = await client.query(statement(sql, params));
-        await client.query('commit');
-        return result.rows as T[];
-      } catch (err) {
-        await client.query('rollback').catch(() => {
-          broken = true;
-        });
-        throw err;
-      } finally {
-        client.release(broken);
-      }
-    },
+    asRole: <T>(role: ApiRole, claims: object | null, sql: string, params?: unknown[]) =>
+      inRole(main, role, claims, async (client) => (await client.query(statement(sql, params))).rows as T[]),
     pool: newPool,
     drop,
   });

@@ -4,7 +4,7 @@
 import { spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { expect, it } from 'vitest';
-import { describeIfPostgres } from '@creditkit/db/vitest';
+import { describeIfPostgres } from '@creditkit/testing/vitest';
 
 const root = fileURLToPath(new URL('../../../', import.meta.url));
 

@@ -26,8 +26,8 @@
 // CREDITKIT_STRIPE_RUNS=500.
 import fc from 'fast-check';
 import { afterAll, beforeAll, expect, it } from 'vitest';
-import { createTestDatabase, type TestDatabase } from '@creditkit/db';
-import { describeEachBackend } from '@creditkit/db/vitest';
+import { createTestDatabase, type TestDatabase } from '@creditkit/testing';
+import { describeEachBackend } from '@creditkit/testing/vitest';
 import { GRANTS, at, creditkit, ledgerProblems, microsSql, newAccountId, runAs, SECOND, type Creditkit } from './support.ts';
 import {
   asyncPaymentFailed, asyncPaymentSucceeded, chargeRefunded, checkoutCompleted, disputeFundsReinstated,

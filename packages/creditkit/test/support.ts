@@ -1,11 +1,16 @@
-// Shared fixtures for the creditkit suites: calling the public.creditkit_* API the way the Data
-// API would, exact timestamps for expiry tests, and the ledger invariants checked from the
-// catalogue tables as the superuser. Nothing here asserts by itself except the expect* helpers.
+// Shared fixtures for the SQL suites: calling the public.creditkit_* API the way the Data API
+// would, exact timestamps for expiry tests, and the ledger invariants checked from the catalogue
+// tables as the superuser. Nothing here asserts by itself except the expect* helpers. The
+// parameter names come from the generated types (@creditkit/core's database.types.ts) and the
+// result rows from the SDK's result types, so nothing here restates the API by hand; the
+// databases and role switches are @creditkit/testing's.
 import { randomUUID } from 'node:crypto';
-import type pg from 'pg';
-import { expect, it } from 'vitest';
-import type { ApiRole, Row, TestDatabase } from '@creditkit/db';
-import { BOOKED_ACCOUNTS, BOOKED_GRANTS, GRANTS } from '@creditkit/db/vitest';
+import { expect } from 'vitest';
+import type * as Sdk from '@creditkit/core';
+import { BOOKED_ACCOUNTS, BOOKED_GRANTS, GRANTS, type Row, type TestDatabase } from '@creditkit/testing';
+
+export { beginAs, newGauge, pooledRunner, runAs, warmPool, type Gauge, type Runner, type Session } from '@creditkit/testing';
+import type { Runner } from '@creditkit/testing';
 
 /** 2^53-1: the largest amount and balance the kit accepts (exact in JavaScript). */
 export const MAX_CREDITS = 9007199254740991;
@@ -46,124 +51,17 @@ export function microsSql(column: string): string {
 
 // ── Calling the API ───────────────────────────────────────────────────────────────────────
 
-/** Runs one statement as some caller and returns its rows. */
-export type Runner = <T = Row>(sql: string, params?: unknown[]) => Promise<T[]>;
-
-export const runAs = {
-  service: (db: TestDatabase): Runner => (sql, params) => db.asService(sql, params),
-  user: (db: TestDatabase, userId: string): Runner => (sql, params) => db.asUser(userId, sql, params),
-  anon: (db: TestDatabase): Runner => (sql, params) => db.asAnon(sql, params),
-  role: (db: TestDatabase, role: ApiRole, claims: object | null): Runner => (sql, params) =>
-    db.asRole(role, claims, sql, params),
-};
-
+type Functions = Sdk.Database['public']['Functions'];
+/** A public.creditkit_* function, as `supabase gen types` saw the migrations. */
+export type FunctionName = keyof Functions;
+/** The named keys of T (functions without parameters have `Args: Record<PropertyKey, never>`). */
+type NamedKeys<T> = keyof { [K in keyof T as string extends K ? never : K]: T[K] } & string;
+/** Every parameter name of those functions. */
+export type ParamName = { [F in FunctionName]: NamedKeys<Functions[F]['Args']> }[FunctionName];
 /**
- * A caller on its own pooled connection, exactly as PostgREST runs an RPC: check out a client,
- * `begin`, set the role and JWT claims locally, one statement, `commit`. Real connections, so
- * concurrent calls really race.
+ * Named arguments; `undefined` leaves the SQL default, `null` sends NULL. The names are checked
+ * against the generated types; the values are not, since the suites also send what SQL must refuse.
  */
-export function pooledRunner(
-  pool: pg.Pool,
-  role: ApiRole = 'service_role',
-  claims: object = { role: 'service_role' },
-  gauge?: Gauge,
-): Runner {
-  return async <T>(sql: string, params?: unknown[]) => {
-    const client = await pool.connect();
-    let broken = false;
-    if (gauge) gauge.max = Math.max(gauge.max, ++gauge.open);
-    try {
-      await client.query('begin');
-      await client.query(`select set_config('role', $1, true), set_config('request.jwt.claims', $2, true)`, [
-        role,
-        JSON.stringify(claims),
-      ]);
-      const result = await client.query(sql, params);
-      await client.query('commit');
-      return result.rows as T[];
-    } catch (err) {
-      await client.query('rollback').catch(() => {
-        broken = true;
-      });
-      throw err;
-    } finally {
-      if (gauge) gauge.open--;
-      client.release(broken);
-    }
-  };
-}
-
-/** How many calls had a transaction open at once: evidence that a race really overlapped. */
-export interface Gauge { open: number; max: number }
-export const newGauge = (): Gauge => ({ open: 0, max: 0 });
-
-/** Opens `n` connections at once, so a later burst of calls races instead of queueing on connect. */
-export async function warmPool(pool: pg.Pool, n: number): Promise<void> {
-  const clients = await Promise.all(Array.from({ length: n }, () => pool.connect()));
-  for (const c of clients) c.release();
-}
-
-/** SQL types of every parameter name the API uses; named arguments keep calls readable. */
-const PARAM_TYPES = {
-  p_account_id: 'uuid',
-  p_amount: 'bigint',
-  p_category: 'text',
-  p_expires_at: 'timestamptz',
-  p_priority: 'integer',
-  p_idempotency_key: 'text',
-  p_metadata: 'jsonb',
-  p_cost_micros: 'bigint',
-  p_revenue_micros: 'bigint',
-  p_now: 'timestamptz',
-  p_event: 'text',
-  p_reason: 'text',
-  p_limit: 'integer',
-  p_before_id: 'bigint',
-  // plans
-  p_id: 'text',
-  p_name: 'text',
-  p_allowance: 'bigint',
-  p_period: 'text',
-  p_renewal: 'text',
-  p_rollover_cap: 'bigint',
-  p_features: 'jsonb',
-  p_price_amount: 'bigint',
-  p_currency: 'text',
-  p_stripe_price_id: 'text',
-  p_is_default: 'boolean',
-  p_active: 'boolean',
-  p_plan_id: 'text',
-  p_status: 'text',
-  p_anchor: 'timestamptz',
-  p_feature: 'text',
-  // pricing
-  p_credits_per_unit: 'bigint',
-  p_dimensions: 'jsonb',
-  p_effective_from: 'timestamptz',
-  p_quantity: 'bigint',
-  // holds
-  p_ttl: 'interval',
-  p_hold_id: 'bigint',
-  p_actual: 'bigint',
-  // analytics
-  p_from: 'timestamptz',
-  p_to: 'timestamptz',
-  // packs and Stripe
-  p_credits: 'bigint',
-  p_expires_after: 'interval',
-  p_event_id: 'text',
-  p_customer_id: 'text',
-  // batch consume
-  p_events: 'jsonb',
-} as const;
-
-/** Where a parameter name has another type in one function than everywhere else. */
-const PARAM_TYPE_OVERRIDES: Record<string, Partial<Record<ParamName, string>>> = {
-  creditkit_stripe_apply: { p_event: 'jsonb' }, // a whole Stripe event, not an event name
-};
-
-export type ParamName = keyof typeof PARAM_TYPES;
-/** Named arguments; `undefined` leaves the SQL default, `null` sends NULL. */
 export type Args = Partial<Record<ParamName, unknown>>;
 
 // Numbers and bigints go as text so that 2^53 and beyond reach SQL exactly; objects are JSON;
@@ -175,50 +73,53 @@ function toParam(value: unknown): unknown {
   return value;
 }
 
-/** `select <columns> from public.<fn>(p_x => $1::type, …)` with only the given arguments. */
+/**
+ * `select <columns> from public.<fn>(p_x => $1, …)` with only the given arguments. The parameters
+ * go untyped, as the SDK sends them: Postgres reads each as the type the function declares.
+ */
 export function rpc(fn: string, args: Args, columns = '*'): { sql: string; params: unknown[] } {
   const names = (Object.keys(args) as ParamName[]).filter((k) => args[k] !== undefined);
-  const list = names.map((name, i) => {
-    const type = PARAM_TYPE_OVERRIDES[fn]?.[name] ?? PARAM_TYPES[name];
-    if (!type) throw new Error(`rpc: unknown parameter ${name}`);
-    return `${name} => $${i + 1}::${type}`;
-  });
+  for (const name of names) if (!/^p_[a-z0-9_]+$/.test(name)) throw new Error(`rpc: not a parameter name: ${name}`);
   return {
-    sql: `select ${columns} from public.${fn}(${list.join(', ')})`,
+    sql: `select ${columns} from public.${fn}(${names.map((name, i) => `${name} => $${i + 1}`).join(', ')})`,
     params: names.map((name) => toParam(args[name])),
   };
 }
 
-export interface GrantResult { transaction_id: number; grant_id: number; balance: number }
-export interface ConsumeResult { allowed: boolean; balance: number; transaction_id: number | null }
-export interface BatchResult extends ConsumeResult { ordinal: number }
-export interface ChargeResult { balance: number; transaction_id: number }
-export interface AdjustResult { transaction_id: number; balance: number }
-export interface Bucket {
-  grant_id: number; category: string; remaining: number; amount: number; priority: number;
-  expires_at: string | null; created_at: string;
-}
-export interface BalanceResult { balance: number; next_expiry: Date | null; buckets: Bucket[] }
-export interface MyBalanceResult extends BalanceResult { account_id: string }
-export interface Plan {
-  id: string; name: string; allowance: number; period: string; renewal: string; rollover_cap: number | null;
-  features: Record<string, boolean>; price_amount: number; currency: string; stripe_price_id: string | null;
-  is_default: boolean; active: boolean;
-}
-export interface SetPlanResult { plan_id: string; status: string; period_start: Date; period_end: Date; balance: number }
-export interface MyPlanResult {
-  account_id: string; plan_id: string; plan_name: string; status: string; period_start: Date | null;
-  period_end: Date | null; allowance: number; features: Record<string, boolean>;
-}
-export interface MeterResult { allowed: boolean; balance: number; transaction_id: number | null; amount: number }
-export interface QuoteResult { price_id: number; unit_credits: number; amount: number }
-export interface ReserveResult { allowed: boolean; hold_id: number | null; balance: number; expires_at: Date | null }
-export interface SettleResult { charged: number; shortfall: number; balance: number; transaction_id: number | null }
-export interface ReleaseResult { status: string; balance: number }
-export interface LedgerRow {
-  id: number; kind: string; amount: number; balance_after: number; grant_id: number | null;
-  event: string | null; idempotency_key: string | null; metadata: Record<string, unknown>; created_at: Date;
-}
+/** `balanceAfter` → `balance_after`. */
+type Snake<S extends string> = S extends `${infer C}${infer Rest}` ? `${C extends Lowercase<C> ? C : `_${Lowercase<C>}`}${Snake<Rest>}` : S;
+/** A JSON object from SQL (jsonb): the SDK's fields with the SQL's snake_case keys. */
+export type JsonRow<T> = { [K in keyof T & string as Snake<K>]: T[K] };
+/** The timestamptz columns of the functions' results, which the drivers return as Date. */
+type DateColumn = 'next_expiry' | 'expires_at' | 'period_start' | 'period_end' | 'created_at';
+/**
+ * A row as a function returns it to the driver: the SDK's result type (which the SDK's contract
+ * suite checks against the catalogue) with snake_case columns, timestamptz columns as Date, and
+ * jsonb arrays (buckets) as JSON rows.
+ */
+export type SqlRow<T> = {
+  [K in keyof T & string as Snake<K>]: Snake<K> extends DateColumn
+    ? Date | Extract<T[K], null>
+    : T[K] extends ReadonlyArray<infer E> ? JsonRow<E>[] : T[K];
+};
+
+export type GrantResult = SqlRow<Sdk.GrantResult>;
+export type ConsumeResult = SqlRow<Sdk.ConsumeResult>;
+export type BatchResult = SqlRow<Sdk.BatchConsumeResult>;
+export type ChargeResult = SqlRow<Sdk.ChargeResult>;
+export type AdjustResult = SqlRow<Sdk.AdjustResult>;
+export type Bucket = JsonRow<Sdk.Bucket>;
+export type BalanceResult = SqlRow<Sdk.Balance>;
+export type MyBalanceResult = SqlRow<Sdk.AccountBalance>;
+export type Plan = JsonRow<Sdk.PlanRecord>;
+export type SetPlanResult = SqlRow<Sdk.PlanChange>;
+export type MyPlanResult = SqlRow<Sdk.AccountPlan>;
+export type MeterResult = SqlRow<Sdk.MeterResult>;
+export type QuoteResult = SqlRow<Sdk.Quote>;
+export type ReserveResult = SqlRow<Sdk.ReserveResult>;
+export type SettleResult = SqlRow<Sdk.SettleResult>;
+export type ReleaseResult = SqlRow<Sdk.ReleaseResult>;
+export type LedgerRow = SqlRow<Sdk.HistoryEntry>;
 
 async function single<T>(rows: Promise<T[]>): Promise<T> {
   const [row, ...rest] = await rows;
@@ -270,73 +171,6 @@ export function creditkit(run: Runner) {
   };
 }
 export type Creditkit = ReturnType<typeof creditkit>;
-
-// ── Transactions of several statements ────────────────────────────────────────────────────
-
-/** An open transaction as some caller: statements run in it until commit() or rollback() (the first one counts). */
-export interface Session {
-  run: Runner;
-  commit(): Promise<void>;
-  rollback(): Promise<void>;
-}
-
-const sessionPools = new WeakMap<TestDatabase, pg.Pool>();
-
-/**
- * Begins a transaction as `role` with these JWT claims, the way PostgREST sets them (locally), so
- * that a test can run several statements and then commit or roll back the whole of it. On PGlite
- * it is the database's one connection: run nothing else on `db` until the session ends.
- */
-export async function beginAs(db: TestDatabase, role: ApiRole, claims: object | null): Promise<Session> {
-  const settings = [role, claims === null ? '' : JSON.stringify(claims)];
-  const SET = `select set_config('role', $1, true), set_config('request.jwt.claims', $2, true)`;
-  if (db.backend === 'pglite') {
-    await db.query('begin');
-    await db.query(SET, settings);
-    let open = true;
-    const end = (how: string) => async () => {
-      if (!open) return;
-      open = false;
-      await db.query(how);
-    };
-    return { run: (sql, params) => db.query(sql, params), commit: end('commit'), rollback: end('rollback') };
-  }
-  let pool = sessionPools.get(db);
-  if (!pool) {
-    pool = db.pool({ max: 4 });
-    sessionPools.set(db, pool);
-  }
-  const client = await pool.connect();
-  await client.query('begin');
-  await client.query(SET, settings);
-  let open = true;
-  const end = (how: string) => async () => {
-    if (!open) return;
-    open = false;
-    try {
-      await client.query(how);
-      client.release();
-    } catch (err) {
-      client.release(true);
-      throw err;
-    }
-  };
-  return {
-    run: async <T>(sql: string, params?: unknown[]) => (await client.query(sql, params)).rows as T[],
-    commit: end('commit'),
-    rollback: end('rollback'),
-  };
-}
-
-/**
- * A test for a bug found and reported but not fixed yet: it states the correct behaviour and is
- * expected to fail. When the fix lands it starts to pass, vitest reports that as a failure, and
- * the marker must come off. CREDITKIT_KNOWN_BUGS=show runs them as plain tests, to see how they fail.
- */
-export function knownBug(title: string, fn: () => Promise<void>, timeout?: number): void {
-  if (process.env.CREDITKIT_KNOWN_BUGS === 'show') it(`KNOWN BUG (reported): ${title}`, fn, timeout);
-  else it.fails(`KNOWN BUG (reported): ${title}`, fn, timeout);
-}
 
 // ── Outcomes ──────────────────────────────────────────────────────────────────────────────
 

@@ -2,8 +2,9 @@
 // helpers, RLS bypass, both default-privilege modes) on PGlite and on real Postgres, errors keep
 // their SQLSTATE, and every migration applies. Every other suite trusts these facts.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { bootstrapSql, createTestDatabase, defaultPrivilegesSql, loadMigrations, type TestDatabase } from '../src/index.ts';
-import { describeEachBackend } from '../src/vitest.ts';
+import { bootstrapSql, defaultPrivilegesSql, migrations as loadMigrations } from 'creditkit';
+import { createTestDatabase, type TestDatabase } from '@creditkit/testing';
+import { describeEachBackend } from '@creditkit/testing/vitest';
 
 describeEachBackend('supabase bootstrap', (backend) => {
   describe("privileges 'supabase'", () => {

@@ -5,8 +5,8 @@
 // payment and invoice records, the subscription, and the ledger invariants after every scenario
 // (balance = sum(ledger) = sum(buckets), never below zero).
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { createTestDatabase, type Row, type TestDatabase } from '@creditkit/db';
-import { describeEachBackend } from '@creditkit/db/vitest';
+import { createTestDatabase, type Row, type TestDatabase } from '@creditkit/testing';
+import { describeEachBackend } from '@creditkit/testing/vitest';
 import {
   GRANTS, MAX_CREDITS, SECOND, at, creditkit, expectConsistent, microsSql, newAccountId, outcome, rpc, runAs, snapshotBooks,
   type Creditkit,

@@ -21,8 +21,8 @@
 import fc from 'fast-check';
 import type pg from 'pg';
 import { afterAll, beforeAll, expect, it } from 'vitest';
-import { createTestDatabase, type TestDatabase } from '@creditkit/db';
-import { describeEachBackend, describeIfPostgres } from '@creditkit/db/vitest';
+import { createTestDatabase, type TestDatabase } from '@creditkit/testing';
+import { describeEachBackend, describeIfPostgres } from '@creditkit/testing/vitest';
 import { CATEGORIES, type Category } from './ledger-model.ts';
 import {
   DAY, GRANTS, HOUR, at, creditkit, expectConsistent, newAccountId, newGauge, openAccount, pooledRunner, runAs, settle, warmPool,
