@@ -7,7 +7,7 @@ import { CreditkitError, InsufficientCreditsError } from '@creditkit/core';
 import { createEmbeddedCreditkit } from '@creditkit/core/embedded';
 import { withCredits } from '@creditkit/core/http';
 import { createCreditkit } from '@creditkit/core/server';
-import { loadMigrations } from '@creditkit/db';
+import { migrations as loadMigrations } from 'creditkit';
 import { formatTable } from './lib/table.ts';
 
 const bold = (s: string) => (process.stdout.isTTY ? `\x1b[1m${s}\x1b[0m` : s);

@@ -9,7 +9,7 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { format } from 'prettier';
-import { createTestDatabase } from '@creditkit/db';
+import { createTestDatabase } from '@creditkit/testing';
 
 export const TYPES_FILE = fileURLToPath(new URL('../packages/core/src/database.types.ts', import.meta.url));
 const SUPABASE_BIN = fileURLToPath(new URL('../node_modules/.bin/supabase', import.meta.url));

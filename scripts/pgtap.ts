@@ -1,7 +1,7 @@
 // Runs the pgTAP suites (supabase/tests/*.test.sql) with pg_prove on the real Postgres server
 // at DATABASE_URL, once per default-privilege mode: creditkit must be correct both under
 // Supabase's grant-everything defaults and under the hardened ones. Each mode gets a throwaway
-// database built by @creditkit/db (the same bootstrap + migrations as the TypeScript suites).
+// database from @creditkit/testing (a copy of the run's migrated template, like the TypeScript suites').
 //
 //   tsx scripts/pgtap.ts [--json summary.json]
 //
@@ -11,7 +11,7 @@ import { spawn } from 'node:child_process';
 import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { createTestDatabase, type PrivilegeMode } from '@creditkit/db';
+import { createTestDatabase, type PrivilegeMode } from '@creditkit/testing';
 
 const root = fileURLToPath(new URL('..', import.meta.url));
 const testsDir = join(root, 'supabase/tests');

@@ -8,9 +8,11 @@
 //        (CI: also requires the demo app's browser suite, apps/web/test/browser.test.ts, to pass)
 //
 // Every database the run creates is named creditkit_test_<run>_…, with <run> this run's id
-// (CREDITKIT_TEST_RUN). At the end the run drops any of them still there: a suite whose setup
-// failed or timed out may never get to drop its own. A run that passes everything else but leaves
-// one behind fails, since that is a suite that does not clean up.
+// (CREDITKIT_TEST_RUN). The test databases are copies of the run's migrated templates
+// (creditkit_test_<run>_template_<mode>, made by the first suite that needs one), which the run
+// drops at its end. It also drops any test database still there: a suite whose setup failed or
+// timed out may never get to drop its own. A run that passes everything else but leaves one
+// behind fails, since that is a suite that does not clean up.
 import { randomBytes } from 'node:crypto';
 import { spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
@@ -54,10 +56,17 @@ if (requirePg && !hasPg) {
   finish();
 }
 
-// ── types first: a type error anywhere (packages via turbo, scripts via the root tsconfig) fails the run ──
-for (const [cmd, args] of [['turbo', ['run', 'typecheck', '--output-logs=errors-only']], ['tsc', ['-p', 'tsconfig.json', '--noEmit']]]) {
+// ── build, then types: the suites and the demo app use the packages as built (creditkit's copy of
+// the migrations, and each package's dist/), and a type error anywhere (packages via turbo,
+// scripts via the root tsconfig) fails the run ──
+const steps = [
+  ['build', 'turbo', ['run', 'build', '--filter=./packages/*', '--output-logs=errors-only']],
+  ['typecheck', 'turbo', ['run', 'typecheck', '--output-logs=errors-only']],
+  ['typecheck', 'tsc', ['-p', 'tsconfig.json', '--noEmit']],
+];
+for (const [step, cmd, args] of steps) {
   const r = spawnSync(cmd, args, { cwd: root, env, stdio: ['ignore', 'inherit', 'inherit'] });
-  if (r.status !== 0) problem(`typecheck failed: ${cmd} ${args.join(' ')}`);
+  if (r.status !== 0) problem(`${step} failed: ${cmd} ${args.join(' ')}`);
 }
 
 const work = mkdtempSync(join(tmpdir(), 'creditkit-test-'));
@@ -150,8 +159,11 @@ function dropLeftovers() {
     console.error(`\nWARNING: could not list this run's test databases: ${(list.stderr || String(list.error)).trim()}`);
     return;
   }
-  const names = list.stdout.split('\n').filter(Boolean);
-  for (const name of names) psql(`drop database if exists ${name} with (force)`);
+  // the templates are the run's own, meant to last until now (a half-built one is a leftover)
+  const template = new RegExp(`^creditkit_test_${runId}_template_[a-z]+$`);
+  const all = list.stdout.split('\n').filter(Boolean);
+  for (const name of all) psql(`drop database if exists ${name} with (force)`);
+  const names = all.filter((name) => !template.test(name));
   if (names.length === 0) return;
   const message = `${names.length} test database(s) of this run were left behind and are now dropped: ${names.join(', ')}`;
   if (totals.failed === 0) problem(`${message}\n       (a suite that creates a database must drop it, also when it fails)`);

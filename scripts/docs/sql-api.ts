@@ -7,7 +7,7 @@
 //   pnpm docs:sql --check  # exit 1 if it would change
 import { readFile, writeFile } from 'node:fs/promises';
 import { fileURLToPath } from 'node:url';
-import { createEmbeddedDatabase } from '@creditkit/db';
+import { createEmbeddedDatabase } from '@creditkit/core/embedded';
 import type { PGlite, Transaction } from '@electric-sql/pglite';
 import { formatTable } from '../lib/table.ts';
 

@@ -6,12 +6,14 @@
 //   env: PORT (default: 3000, or the next free port), DATABASE_URL, STRIPE_SECRET_KEY, STRIPE_WEBHOOK_SECRET
 //
 // Default is `next dev` (starts at once, compiles each page on its first visit); --production
-// builds first and runs `next start`.
+// builds first and runs `next start`. Either way the creditkit packages are built first: the app
+// uses them as an outside app does, from their built output.
 import { spawn, spawnSync } from 'node:child_process';
 import { createRequire } from 'node:module';
 import net from 'node:net';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { buildPackages } from '../../../scripts/build.mjs';
 
 const app = join(dirname(fileURLToPath(import.meta.url)), '..');
 const next = createRequire(join(app, 'package.json')).resolve('next/dist/bin/next');
@@ -35,6 +37,7 @@ async function choosePort() {
 const port = await choosePort();
 const url = `http://localhost:${port}`;
 
+buildPackages();
 if (production) {
   const build = spawnSync(process.execPath, [next, 'build'], { cwd: app, env, stdio: 'inherit' });
   if (build.status !== 0) process.exit(build.status ?? 1);

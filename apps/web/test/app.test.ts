@@ -5,7 +5,7 @@
 import { spawn } from 'node:child_process';
 import Stripe from 'stripe';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startFakeStripe, type FakeStripe } from '../../../packages/stripe/test/support/fake-stripe.ts';
+import { startFakeStripe, type FakeStripe } from '@creditkit/testing';
 import { DEMO_USERS } from '../lib/demo-users.ts';
 import { freePort, REPO_DIR, startApp, stopProcess, waitForHealth, type RunningApp } from './support/app.ts';
 

@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import pg from 'pg';
 import { chromium, type Browser, type Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { postgresAvailable, postgresRequired, testDatabaseName } from '@creditkit/db';
+import { postgresAvailable, postgresRequired, testDatabaseName } from '@creditkit/testing';
 import { DEMO_USERS } from '../lib/demo-users.ts';
 import { SCREENSHOT_DIR, startApp, type RunningApp } from './support/app.ts';
 

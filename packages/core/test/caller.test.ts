@@ -17,8 +17,8 @@ import { createServer } from 'node:net';
 import { createClient } from '@supabase/supabase-js';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createTestDatabase, type TestDatabase } from '@creditkit/db';
-import { describeIfPostgres } from '@creditkit/db/vitest';
+import { createTestDatabase, noWebSocket, pgliteTemplate, type TestDatabase } from '@creditkit/testing';
+import { describeIfPostgres } from '@creditkit/testing/vitest';
 import { createEmbeddedCreditkit, type EmbeddedCreditkit } from '../src/embedded.ts';
 import {
   BalanceLimitError,
@@ -54,7 +54,6 @@ import {
   type SqlArgs,
   type Transport,
 } from '../src/server.ts';
-import { noWebSocket } from './support/postgrest.ts';
 import { CLIENT_METHODS, SERVER_METHODS, counting } from './support/transports.ts';
 
 async function rejectionOf(promise: Promise<unknown>): Promise<CreditkitError> {
@@ -364,7 +363,7 @@ const times = (n: number, raw: RawError): RawError[] => Array.from({ length: n }
 describe('retries (injected failures over PGlite)', () => {
   let kit: EmbeddedCreditkit;
   beforeAll(async () => {
-    kit = await createEmbeddedCreditkit();
+    kit = await createEmbeddedCreditkit({ loadDataDir: await pgliteTemplate() });
   });
   afterAll(() => kit?.close());
 
@@ -534,7 +533,7 @@ async function expectUtc(ck: CreditkitServer): Promise<void> {
 
 describe('SQL transport on PGlite: literals and instants', () => {
   it('instants are UTC even when the session TimeZone is not', async () => {
-    const kit = await createEmbeddedCreditkit();
+    const kit = await createEmbeddedCreditkit({ loadDataDir: await pgliteTemplate() });
     try {
       await kit.db.exec(`set timezone = 'America/New_York'`);
       expect((await kit.db.query<{ t: string }>(`select '2030-01-01T00:00:00Z'::timestamptz::text as t`)).rows[0]?.t).toBe('2029-12-31 19:00:00-05');
@@ -545,7 +544,7 @@ describe('SQL transport on PGlite: literals and instants', () => {
   });
 
   it('text and JSON arrive verbatim with standard_conforming_strings on and off', async () => {
-    const kit = await createEmbeddedCreditkit();
+    const kit = await createEmbeddedCreditkit({ loadDataDir: await pgliteTemplate() });
     try {
       expect(AWKWARD).toContain('\\');
       await expectVerbatim(kit.creditkit);
@@ -628,7 +627,7 @@ describe('unreachable databases are UnavailableError, attempted once', () => {
   });
 
   it('a closed PGlite', async () => {
-    const kit = await createEmbeddedCreditkit();
+    const kit = await createEmbeddedCreditkit({ loadDataDir: await pgliteTemplate() });
     await kit.close();
     const error = await rejectionOf(kit.creditkit.balance({ accountId: ACCOUNT }));
     expect([error.constructor, error.code]).toEqual([UnavailableError, 'unavailable']);

@@ -13,7 +13,8 @@ import { randomUUID } from 'node:crypto';
 import { PostgrestError } from '@supabase/supabase-js';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { BOOKED_ACCOUNTS, BOOKED_GRANTS, describeIfPostgres } from '@creditkit/db/vitest';
+import { BOOKED_ACCOUNTS, BOOKED_GRANTS } from '@creditkit/testing';
+import { describeIfPostgres } from '@creditkit/testing/vitest';
 import {
   BalanceLimitError,
   CreditkitError,

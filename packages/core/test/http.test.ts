@@ -6,6 +6,7 @@ import { randomUUID } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { pgliteTemplate } from '@creditkit/testing';
 import { createEmbeddedCreditkit, type EmbeddedCreditkit } from '../src/embedded.ts';
 import {
   CreditkitError,
@@ -29,7 +30,7 @@ const UNIT = 'http.unit';
 const UNPRICED = 'http.unpriced';
 
 beforeAll(async () => {
-  kit = await createEmbeddedCreditkit();
+  kit = await createEmbeddedCreditkit({ loadDataDir: await pgliteTemplate() });
   creditkit = kit.creditkit;
   await creditkit.setPrice({ event: PING, creditsPerUnit: 3 });
   await creditkit.setPrice({ event: RENDER, creditsPerUnit: 2 });

@@ -1,13 +1,13 @@
-// The PostgREST stand-in (support/postgrest.ts) driven by the real supabase-js client, over a
+// The PostgREST stand-in (@creditkit/testing's postgrest.ts) driven by the real supabase-js client, over a
 // throwaway creditkit database: result shapes, argument passing, auth and roles, and errors with
 // PostgREST's codes and statuses. Test-only functions (pgrst_test_*) are added to the database
 // for what the creditkit API cannot show (void, sets of scalars, request settings, any SQLSTATE).
 import { createHmac, randomUUID } from 'node:crypto';
 import { createClient, type SupabaseClient } from '@supabase/supabase-js';
 import { afterAll, beforeAll, expect, it } from 'vitest';
-import { createTestDatabase, type TestDatabase } from '@creditkit/db';
-import { describeIfPostgres } from '@creditkit/db/vitest';
-import { noWebSocket, startPostgrestServer, type PostgrestServer } from './support/postgrest.ts';
+import { createTestDatabase, type TestDatabase } from '@creditkit/testing';
+import { describeIfPostgres } from '@creditkit/testing/vitest';
+import { noWebSocket, startPostgrestServer, type PostgrestServer } from '@creditkit/testing';
 
 const FIXTURES = `
   create table public.pgrst_test_log (note text not null);

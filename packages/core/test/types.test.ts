@@ -11,8 +11,8 @@ import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { format } from 'prettier';
 import { expect, it } from 'vitest';
-import { createTestDatabase } from '@creditkit/db';
-import { describeIfPostgres } from '@creditkit/db/vitest';
+import { createTestDatabase } from '@creditkit/testing';
+import { describeIfPostgres } from '@creditkit/testing/vitest';
 import { TYPES_FILE, generateTypes } from '../../../scripts/gen-types.ts';
 
 const SUPABASE_BIN = fileURLToPath(new URL('../../../node_modules/.bin/supabase', import.meta.url));

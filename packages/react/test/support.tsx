@@ -1,13 +1,14 @@
 // Shared by the suites: one embedded creditkit (PGlite with every migration) per test file, fresh
 // users so tests do not see each other's credits, and a render() inside <CreditkitProvider> with
 // the real browser client acting as that user (creditkit.asUser: role authenticated, the user's
-// JWT claims). Nothing of the SDK is mocked; the transport wrappers below only count or delay
-// calls on their way to the database, or (tampered) alter what it answered, to test a guard.
+// JWT claims). Nothing of the SDK is mocked; the transport wrappers only count or delay calls
+// on their way to the database, or (tampered) alter what it answered, to test a guard.
 import { type ReactNode } from 'react';
 import { QueryClient } from '@tanstack/react-query';
 import { render, type RenderResult } from '@testing-library/react';
 import { CreditkitClient, type Transport } from '@creditkit/core';
 import { createEmbeddedCreditkit, type EmbeddedCreditkit } from '@creditkit/core/embedded';
+import { pgliteTemplate } from '@creditkit/testing';
 import { CreditkitProvider, type CheckoutTarget, type CreditkitReadClient } from '../src/index.ts';
 
 export interface Kit extends EmbeddedCreditkit {
@@ -18,7 +19,7 @@ export interface Kit extends EmbeddedCreditkit {
 let users = 0;
 
 export async function startKit(): Promise<Kit> {
-  const kit = await createEmbeddedCreditkit();
+  const kit = await createEmbeddedCreditkit({ loadDataDir: await pgliteTemplate() });
   const signUp = async () => {
     const email = `user${++users}-${Math.random().toString(36).slice(2)}@example.com`;
     return (await kit.db.query<{ id: string }>('insert into auth.users (email) values ($1) returning id', [email])).rows[0]!.id;
@@ -71,39 +72,8 @@ export function clientOver(kit: Kit, userId: string, wrap: (transport: Transport
   return new CreditkitClient(wrap(kit.creditkit.asUser(userId).transport));
 }
 
-/** Counts the functions called through it. */
-export function counting(inner: Transport): Transport & { calls: string[] } {
-  const calls: string[] = [];
-  return { kind: `counting(${inner.kind})`, calls, rpc: (fn, args) => (calls.push(fn), inner.rpc(fn, args)) };
-}
-
-/**
- * Holds calls until release(): the components stay in their loading state meanwhile. Closed from
- * the start unless told otherwise; close() holds the calls after it again. Counts the calls.
- */
-export function gated(inner: Transport, closed = true): Transport & { calls: string[]; close(): void; release(): void } {
-  let gate: Promise<void> | null = null;
-  let open = () => {};
-  const close = () => void (gate = new Promise<void>((resolve) => (open = resolve)));
-  if (closed) close();
-  const calls: string[] = [];
-  return {
-    kind: `gated(${inner.kind})`,
-    calls,
-    close,
-    release: () => ((gate = null), open()),
-    rpc: async (fn, args) => {
-      calls.push(fn);
-      if (gate) await gate;
-      return inner.rpc(fn, args);
-    },
-  };
-}
-
-/** Passes the database's answer through `alter` (to prove a guard against impossible data). */
-export function tampered(inner: Transport, alter: (fn: string, rows: unknown[]) => unknown[]): Transport {
-  return { kind: `tampered(${inner.kind})`, rpc: async (fn, args) => alter(fn, await inner.rpc(fn, args)) };
-}
+// The transport wrappers (counting, gated, tampered) are @creditkit/testing's.
+export { counting, gated, tampered } from '@creditkit/testing';
 
 /** A promise with its resolve/reject exposed. */
 export function deferred<T>(): { promise: Promise<T>; resolve(value: T): void; reject(error: unknown): void } {

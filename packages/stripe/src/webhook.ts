@@ -1,14 +1,15 @@
 // The Stripe webhook for Node (or any runtime with Request/Response): the very handler the
-// Supabase Edge Function runs (supabase/functions/stripe-webhook/handler.ts), wired to a creditkit
-// server client instead of supabase-js. Signature checked on the raw body with the async
-// SubtleCrypto verifier, then creditkit_stripe_apply in one transaction; 2xx only after commit.
+// Supabase Edge Function runs (handler.ts; the function imports its copy in
+// supabase/functions/_shared/), wired to a creditkit server client instead of supabase-js.
+// Signature checked on the raw body with the async SubtleCrypto verifier, then
+// creditkit_stripe_apply in one transaction; 2xx only after commit.
 import Stripe from 'stripe';
 import type { Json } from '@creditkit/core';
 import type { CreditkitServer } from '@creditkit/core/server';
-import { createWebhookHandler, type ApplyResult } from '../../../supabase/functions/stripe-webhook/handler.ts';
+import { createWebhookHandler, type ApplyResult } from './handler.ts';
 
 export { createWebhookHandler };
-export type { ApplyResult, StripeWebhooks, WebhookOptions } from '../../../supabase/functions/stripe-webhook/handler.ts';
+export type { ApplyResult, StripeWebhooks, WebhookOptions } from './handler.ts';
 
 export interface StripeWebhookParams {
   stripe: Stripe;

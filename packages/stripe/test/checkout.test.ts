@@ -1,5 +1,5 @@
 // createCheckoutSession and createPortalSession with the real Stripe SDK pointed at a local
-// stand-in for Stripe's API (support/fake-stripe.ts), and the real creditkit SDK on embedded
+// stand-in for Stripe's API (@creditkit/testing's fake-stripe.ts), and the real creditkit SDK on embedded
 // PGlite: what is sent to Stripe (mode, price, customer, metadata), one Stripe customer per
 // account however many checkouts (and however concurrent), and typed errors before any Stripe call.
 import { randomUUID } from 'node:crypto';
@@ -13,7 +13,7 @@ import {
   NoStripeCustomerError,
   NoStripePriceError,
 } from '../src/index.ts';
-import { startFakeStripe, type FakeStripe } from './support/fake-stripe.ts';
+import { pgliteTemplate, startFakeStripe, type FakeStripe } from '@creditkit/testing';
 
 let kit: EmbeddedCreditkit;
 let creditkit: CreditkitServer;
@@ -22,7 +22,7 @@ let api: FakeStripe;
 const URLS = { successUrl: 'https://app.example/billing/done?session={CHECKOUT_SESSION_ID}', cancelUrl: 'https://app.example/billing' };
 
 beforeAll(async () => {
-  kit = await createEmbeddedCreditkit();
+  kit = await createEmbeddedCreditkit({ loadDataDir: await pgliteTemplate() });
   creditkit = kit.creditkit;
   await creditkit.upsertPack({ id: 'starter', name: 'Starter', credits: 100, priceAmount: 500, stripePriceId: 'price_starter' });
   await creditkit.upsertPack({ id: 'bulk', name: 'Bulk', credits: 1000, priceAmount: 4000, stripePriceId: 'price_bulk' });

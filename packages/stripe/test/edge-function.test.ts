@@ -1,5 +1,5 @@
 // The Edge Function itself (supabase/functions/stripe-webhook/index.ts) under real Deno, talking
-// to real Postgres through the PostgREST stand-in (packages/core/test/support/postgrest.ts) with
+// to real Postgres through the PostgREST stand-in (@creditkit/testing's postgrest.ts) with
 // supabase-js and the service-role key — the path a deployed function takes. Deno comes from the
 // `deno` npm package (root devDependency); its first run fetches stripe and supabase-js from the
 // npm registry into Deno's cache, hence the long hook timeout.
@@ -13,9 +13,8 @@ import { createRequire } from 'node:module';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, expect, it } from 'vitest';
-import { createTestDatabase, type TestDatabase } from '@creditkit/db';
-import { describeIfPostgres } from '@creditkit/db/vitest';
-import { startPostgrestServer, type PostgrestServer } from '../../core/test/support/postgrest.ts';
+import { createTestDatabase, startPostgrestServer, type PostgrestServer, type TestDatabase } from '@creditkit/testing';
+import { describeIfPostgres } from '@creditkit/testing/vitest';
 import { event, packCheckout, sign, type StripeEventFixture } from './support/events.ts';
 
 const ROOT = fileURLToPath(new URL('../../../', import.meta.url));
@@ -138,7 +137,7 @@ describeIfPostgres('Stripe webhook Edge Function under Deno', () => {
   const starter = (accountId: string, extra: Partial<Parameters<typeof packCheckout>[0]> = {}) =>
     packCheckout({ accountId, packId: 'starter', priceId: 'price_starter', amountTotal: 500, ...extra });
 
-  it('index.ts and handler.ts type-check under Deno against the real stripe and supabase-js types', () => {
+  it('index.ts and the shared handler type-check under Deno against the real stripe and supabase-js types', () => {
     const check = spawnSync(denoBinary(), ['check', '--frozen', '--config', 'deno.json', 'index.ts'], {
       cwd: FUNCTION_DIR,
       env: { ...process.env, NO_COLOR: '1', DENO_NO_UPDATE_CHECK: '1' },

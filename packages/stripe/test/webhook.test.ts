@@ -1,5 +1,5 @@
 // The Stripe webhook in Node: createStripeWebhook runs the Edge Function's own handler
-// (supabase/functions/stripe-webhook/handler.ts) with the SubtleCrypto verifier, applying events
+// (src/handler.ts, copied into supabase/functions/_shared/) with the SubtleCrypto verifier, applying events
 // through the real creditkit SDK on embedded PGlite. Signed fixtures are applied; a bad signature
 // (wrong secret, one byte changed, stale, missing) or a signed body that is not an event is a 400
 // that writes nothing; duplicates, sequential or concurrent, have one effect; a failure to apply
@@ -20,7 +20,7 @@ import {
   subscriptionCheckout,
   type StripeEventFixture,
 } from './support/events.ts';
-import { startFakeStripe } from './support/fake-stripe.ts';
+import { pgliteTemplate, startFakeStripe } from '@creditkit/testing';
 
 const SECRET = 'whsec_test_creditkit_node';
 const stripe = new Stripe('sk_test_creditkit');
@@ -31,7 +31,7 @@ let webhook: (request: Request) => Promise<Response>;
 const applyErrors: { error: unknown; eventId: string }[] = [];
 
 beforeAll(async () => {
-  kit = await createEmbeddedCreditkit();
+  kit = await createEmbeddedCreditkit({ loadDataDir: await pgliteTemplate() });
   creditkit = kit.creditkit;
   await creditkit.upsertPack({ id: 'starter', name: 'Starter', credits: 100, priceAmount: 500, stripePriceId: 'price_starter' });
   await creditkit.upsertPlan({ id: 'pro', name: 'Pro', allowance: 1000, period: 'month', priceAmount: 2000, stripePriceId: 'price_pro' });
@@ -254,7 +254,7 @@ describe('duplicates have one effect', () => {
 
 describe('a failure to apply is a 500, and Stripe\'s retry applies it once', () => {
   it('the database is closed: 500, and the retry against a working database is applied', async () => {
-    const broken = await createEmbeddedCreditkit();
+    const broken = await createEmbeddedCreditkit({ loadDataDir: await pgliteTemplate() });
     await broken.close();
     const errors: string[] = [];
     const brokenWebhook = createStripeWebhook({ stripe, creditkit: broken.creditkit, secret: SECRET, onError: (_, id) => errors.push(id) });

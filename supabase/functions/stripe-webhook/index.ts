@@ -1,10 +1,10 @@
 // Supabase Edge Function: the Stripe webhook. Deploy with `supabase functions deploy stripe-webhook`
 // (verify_jwt is off for it in supabase/config.toml: Stripe signs its requests, it has no JWT).
 // Secrets: STRIPE_SECRET_KEY, STRIPE_WEBHOOK_SECRET; SUPABASE_URL and SUPABASE_SERVICE_ROLE_KEY
-// are provided by Supabase.
+// are provided by Supabase. The handler is @creditkit/stripe's, copied into _shared/ (see there).
 import Stripe from 'stripe';
 import { createClient } from '@supabase/supabase-js';
-import { createWebhookHandler } from './handler.ts';
+import { createWebhookHandler } from '../_shared/stripe-webhook-handler.ts';
 
 function env(name: string): string {
   const value = Deno.env.get(name);

@@ -7,7 +7,7 @@
 import pg from 'pg';
 import Stripe from 'stripe';
 import { createCreditkit, type CreditkitServer } from '@creditkit/core/server';
-import { pgConnection, setupDatabase } from '@creditkit/db';
+import { pgConnection, setupDatabase } from 'creditkit';
 import { seedDemo } from './seed.ts';
 
 /** The webhook secret of the simulated checkout when STRIPE_WEBHOOK_SECRET is not set. */

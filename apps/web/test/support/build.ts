@@ -1,9 +1,13 @@
 // Vitest global setup for the web project: one production build of the app for every suite
-// (`next build` into .next-test, so a running `pnpm demo` is not disturbed).
+// (`next build` into .next-test, so a running `pnpm demo` is not disturbed). The app uses the
+// creditkit packages' built output, so they are built first (cached: instant when up to date).
 import { spawnSync } from 'node:child_process';
-import { APP_DIR, NEXT_BIN, TEST_DIST_DIR } from './app.ts';
+import { join } from 'node:path';
+import { APP_DIR, NEXT_BIN, REPO_DIR, TEST_DIST_DIR } from './app.ts';
 
 export default function setup(): void {
+  const packages = spawnSync(process.execPath, [join(REPO_DIR, 'scripts/build.mjs')], { encoding: 'utf8' });
+  if (packages.status !== 0) throw new Error(`building the packages failed:\n${packages.stdout}\n${packages.stderr}`);
   const started = performance.now();
   const build = spawnSync(process.execPath, [NEXT_BIN, 'build'], {
     cwd: APP_DIR,

@@ -7,11 +7,10 @@
 //
 // Also here: METHOD_FUNCTIONS, which SQL function each SDK method calls (checked by
 // caller.test.ts against what the methods really send, and by contract.test.ts against the
-// catalogue), and small transport wrappers (counting, failing) the tests share.
+// catalogue). The transport wrappers (counting, …) are @creditkit/testing's.
 import { createClient } from '@supabase/supabase-js';
 import pg from 'pg';
-import { it } from 'vitest';
-import { createTestDatabase, type TestDatabase } from '@creditkit/db';
+import { counting, createTestDatabase, noWebSocket, pgliteTemplate, startPostgrestServer, type PostgrestServer, type TestDatabase } from '@creditkit/testing';
 import { createEmbeddedCreditkit } from '../../src/embedded.ts';
 import {
   CreditkitServer,
@@ -21,7 +20,6 @@ import {
   type CreditkitClient,
   type Transport,
 } from '../../src/server.ts';
-import { noWebSocket, startPostgrestServer, type PostgrestServer } from './postgrest.ts';
 
 export type TransportName = 'pglite' | 'pg' | 'supabase';
 
@@ -56,7 +54,7 @@ const NO_SESSION = { persistSession: false, autoRefreshToken: false } as const;
 const NO_REALTIME = { transport: noWebSocket };
 
 async function pgliteHarness(): Promise<Harness> {
-  const { db, creditkit, close } = await createEmbeddedCreditkit();
+  const { db, creditkit, close } = await createEmbeddedCreditkit({ loadDataDir: await pgliteTemplate() });
   const query = async <T>(sql: string, params?: unknown[]) => (await db.query<T>(sql, params)).rows;
   return {
     name: 'pglite',
@@ -209,32 +207,6 @@ export type ClientMethod = keyof typeof CLIENT_METHODS;
 
 // ── Transport wrappers ──────────────────────────────────────────────────────────────────
 
+export { counting };
 /** A transport that counts the calls it passes on (and remembers which functions). */
-export interface CountingTransport extends Transport {
-  readonly calls: string[];
-}
-
-export function counting(inner: Transport): CountingTransport {
-  const calls: string[] = [];
-  return {
-    kind: `counting(${inner.kind})`,
-    calls,
-    rpc(fn, args) {
-      calls.push(fn);
-      return inner.rpc(fn, args);
-    },
-  };
-}
-
-// ── Known bugs ──────────────────────────────────────────────────────────────────────────
-
-/**
- * A test for an SDK bug found and reported but not fixed yet (the convention of
- * packages/db/test/support.ts): it states the correct behaviour and is expected to fail. When
- * the fix lands it starts to pass, vitest reports that as a failure, and the marker must come
- * off. CREDITKIT_KNOWN_BUGS=show runs them as plain tests, to see how they fail.
- */
-export function knownBug(title: string, fn: () => Promise<void>, timeout?: number): void {
-  if (process.env.CREDITKIT_KNOWN_BUGS === 'show') it(`KNOWN BUG (reported): ${title}`, fn, timeout);
-  else it.fails(`KNOWN BUG (reported): ${title}`, fn, timeout);
-}
+export type CountingTransport = ReturnType<typeof counting>;

@@ -1,0 +1,85 @@
+// The one place that turns an empty database into a creditkit database: Supabase bootstrap,
+// the chosen default-privilege mode, then the migrations, each in its own transaction and
+// recorded in supabase_migrations.schema_migrations like the Supabase CLI does. PGlite, the
+// test databases, the pgTAP runner and the demo all go through it, so they cannot drift.
+import type { SetupConnection } from './connections.ts';
+import { readSqlFile } from './files.ts';
+import { migrations as shippedMigrations, type Migration } from './migrations.ts';
+
+/** 'supabase': Supabase's grant-everything-in-public defaults; 'revoked': the hardened ones. */
+export type PrivilegeMode = 'supabase' | 'revoked';
+
+export interface SetupOptions {
+  /** Default privileges to install before the migrations (default 'supabase'). */
+  defaultPrivileges?: PrivilegeMode;
+  /** Apply the migrations (default true); false installs only the bootstrap. */
+  migrate?: boolean;
+  /** Migrations to apply instead of the ones this package ships (default: migrations()). */
+  migrations?: Migration[];
+}
+
+/**
+ * The parts of a Supabase project the kit relies on, for plain Postgres (15+) and PGlite: the API
+ * roles (anon, authenticated, service_role, authenticator), the `auth` schema with `auth.users`
+ * and `auth.uid()`/`auth.jwt()`/`auth.role()`. Idempotent. Not for a Supabase project, which has them.
+ */
+export function bootstrapSql(): string {
+  return readSqlFile('supabase-bootstrap.sql');
+}
+
+/** The default-privilege statements for `mode`; run once on a fresh database, before the migrations. */
+export function defaultPrivilegesSql(mode: PrivilegeMode): string {
+  return readSqlFile(mode === 'supabase' ? 'supabase-default-privileges.sql' : 'revoked-default-privileges.sql');
+}
+
+const HISTORY = `
+  create schema if not exists supabase_migrations;
+  create table if not exists supabase_migrations.schema_migrations (
+    version text not null primary key,
+    statements text[],
+    name text
+  );`;
+
+/**
+ * Brings the database up to date. On a fresh database (no migration history yet) it also
+ * installs the default privileges: re-running their `grant all on all tables` later would
+ * undo the revokes the migrations made.
+ * Returns the migrations applied by this call.
+ */
+export async function setupDatabase(conn: SetupConnection, opts: SetupOptions = {}): Promise<Migration[]> {
+  const mode = opts.defaultPrivileges ?? 'supabase';
+  // read before touching the database: a package without its SQL must fail before it changes anything
+  const wanted = opts.migrate === false ? [] : (opts.migrations ?? shippedMigrations());
+  const [state] = await conn.query<{ fresh: boolean }>(
+    `select to_regclass('supabase_migrations.schema_migrations') is null as fresh`,
+  );
+  await conn.exec(bootstrapSql());
+  if (state?.fresh) await conn.exec(defaultPrivilegesSql(mode));
+  await conn.exec(HISTORY);
+  if (opts.migrate === false) return [];
+
+  const done = new Set(
+    (await conn.query<{ version: string }>('select version from supabase_migrations.schema_migrations')).map(
+      (r) => r.version,
+    ),
+  );
+  const applied: Migration[] = [];
+  for (const m of wanted) {
+    if (done.has(m.version)) continue;
+    try {
+      await conn.transaction(async (tx) => {
+        await tx.exec(m.sql);
+        await tx.query(
+          'insert into supabase_migrations.schema_migrations (version, name, statements) values ($1, $2, $3)',
+          [m.version, m.name.replace(/^\d+_/, '').replace(/\.sql$/, ''), [m.sql]],
+        );
+      });
+    } catch (err) {
+      // keep the error object (and its SQLSTATE `code`), only say which file failed
+      if (err instanceof Error) err.message = `migration ${m.name} failed: ${err.message}`;
+      throw err;
+    }
+    applied.push(m);
+  }
+  return applied;
+}

@@ -1,0 +1,14 @@
+// Vitest project for creditkit's SQL (the behaviour of every public.creditkit_* function, on
+// PGlite and on real Postgres); the root vitest.config.ts runs it with every other package.
+import { defineProject } from 'vitest/config';
+
+export default defineProject({
+  test: {
+    name: 'sql',
+    include: ['**/*.test.ts'],
+    exclude: ['node_modules/**'],
+    // PGlite boots a WASM Postgres and every suite builds a fresh database: allow for it
+    testTimeout: 30_000,
+    hookTimeout: 120_000,
+  },
+});

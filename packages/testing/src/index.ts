@@ -1,0 +1,38 @@
+// @creditkit/testing: the one home of what the suites share (private, never published). Test
+// databases on PGlite or Postgres, copied from one migrated template; role switches as PostgREST
+// makes them; the books as the superuser reads them; transport wrappers; the PostgREST and Stripe
+// stand-ins. The vitest helpers (per-backend suites, knownBug) are '@creditkit/testing/vitest',
+// so scripts can use this entry without loading vitest.
+export {
+  createTestDatabase,
+  templateDatabaseName,
+  testDatabaseName,
+  postgresAvailable,
+  postgresRequired,
+  checkPostgres,
+  type TestDatabase,
+  type TestDatabaseOptions,
+  type Backend,
+  type Row,
+} from './databases.ts';
+export { pgliteTemplate } from './pglite.ts';
+export {
+  SET_REQUEST,
+  beginAs,
+  claimsFor,
+  inRole,
+  newGauge,
+  pooledRunner,
+  requestSettings,
+  runAs,
+  warmPool,
+  type ApiRole,
+  type Gauge,
+  type Runner,
+  type Session,
+} from './roles.ts';
+export { BOOKED_ACCOUNTS, BOOKED_GRANTS, GRANTS } from './books.ts';
+export { counting, gated, tampered, type TransportLike } from './transports.ts';
+export { noWebSocket, startPostgrestServer, type PostgrestServer, type PostgrestServerOptions } from './postgrest.ts';
+export { startFakeStripe, type FakeStripe } from './fake-stripe.ts';
+export type { PrivilegeMode } from 'creditkit';
