@@ -1,7 +1,7 @@
 // `pnpm bench`: creditkit's hot path against baselines on the Postgres server in DATABASE_URL.
 //
 // Creates throwaway creditkit_bench_* databases, installs the kit the way every test database gets
-// it (@creditkit/db setupDatabase), adds the bench schema (scripts/bench/sql/schema.sql), then runs
+// it (creditkit's setupDatabase), adds the bench schema (scripts/bench/sql/schema.sql), then runs
 // pgbench custom scripts per scenario: the baselines (R, R+L, R+L+K, N, and M and M+T, Makerkit's
 // guide), then the kit, on freshly reset state, interleaved per repetition. It prints medians, min–max and ratios, and in a full run of
 // every scenario writes docs/benchmarks.md. The method is PERFORMANCE.md's.

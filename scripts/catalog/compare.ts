@@ -13,7 +13,7 @@ import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import pg from 'pg';
-import { bootstrapSql, defaultPrivilegesSql } from '@creditkit/db';
+import { bootstrapSql, defaultPrivilegesSql } from 'creditkit';
 
 const root = fileURLToPath(new URL('../..', import.meta.url));
 const snapshotSql = readFileSync(join(root, 'scripts/catalog/snapshot.sql'), 'utf8');

@@ -565,7 +565,7 @@ describeEachBackend('stripe', (backend) => {
       const pi = stripeId('pi');
       const link = stripeEvent('invoice_payment.paid', {
         id: stripeId('inpay'), object: 'invoice_payment', amount_paid: 1900, amount_requested: 1900, currency: 'usd',
-        invoice: inv.data.object.id, payment: { type: 'payment_intent', payment_intent: pi }, status: 'paid',
+        invoice: inv.data.object.id as string, payment: { type: 'payment_intent', payment_intent: pi }, status: 'paid',
       }, { created: T + 3 });
       const refund = stripeEvent('charge.refunded', { id: stripeId('ch'), object: 'charge', amount: 1900, amount_refunded: 1900, refunded: true, payment_intent: pi, currency: 'usd' }, { created: T + DAY_S });
       await apply(refund, atUnix(T + DAY_S));

@@ -1,12 +1,12 @@
 // The bench's throwaway databases: created from template0 as creditkit_bench_<random>, the kit
-// installed by @creditkit/db's setupDatabase (Supabase bootstrap, default privileges, then every
+// installed by creditkit's setupDatabase (Supabase bootstrap, default privileges, then every
 // migration in its own transaction: exactly what the test databases get), then the bench schema
 // (sql/schema.sql). Dropped at the end, also after a failure or Ctrl-C.
 import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import pg from 'pg';
-import { pgConnection, setupDatabase } from '@creditkit/db';
+import { pgConnection, setupDatabase } from 'creditkit';
 import { SQL_DIR } from './pgbench.ts';
 import type { Dataset } from './scenarios.ts';
 
