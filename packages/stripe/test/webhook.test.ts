@@ -206,6 +206,12 @@ describe('signed bodies that are not events: 400 invalid_payload, nothing writte
     ['no created', '{"id": "evt_test_no_created", "type": "checkout.session.completed", "data": {"object": {}}}'],
     ['no data.object', '{"id": "evt_test_no_object", "type": "checkout.session.completed", "created": 1767225600}'],
     ['data.object not an object', '{"id": "evt_test_bad_object", "type": "checkout.session.completed", "created": 1767225600, "data": {"object": "cs_1"}}'],
+    // what creditkit_stripe_apply would refuse (CK014) on every retry, so never a 500
+    ['an id that is not evt_…', '{"id": "event-1", "type": "checkout.session.completed", "created": 1767225600, "data": {"object": {}}}'],
+    ['an id with a space', '{"id": "evt_a b", "type": "checkout.session.completed", "created": 1767225600, "data": {"object": {}}}'],
+    ['an empty type', '{"id": "evt_test_no_type", "type": "", "created": 1767225600, "data": {"object": {}}}'],
+    ['created with a fraction', '{"id": "evt_test_fraction", "type": "checkout.session.completed", "created": 1767225600.5, "data": {"object": {}}}'],
+    ['livemode a string', '{"id": "evt_test_livemode", "type": "checkout.session.completed", "created": 1767225600, "livemode": "no", "data": {"object": {}}}'],
   ])('%s', async (_, payload) => {
     const before = await footprint();
     const res = await post(payload, sign(payload, SECRET));

@@ -53,10 +53,22 @@ const json = (status: number, body: unknown) =>
 const isObject = (value: unknown): value is Record<string, unknown> =>
   typeof value === 'object' && value !== null && !Array.isArray(value);
 
-/** The shape creditkit_stripe_apply needs: a string id and type, a numeric created, data.object. */
+/**
+ * The shape creditkit_stripe_apply reads, exactly as it checks it (creditkit.stripe_is_event): an
+ * id evt_… of letters, digits and _, a type of 1 to 255 characters, created in whole unix
+ * seconds, data.object an object, and livemode, if any, a boolean. Anything else would be refused
+ * by the database on every retry, so it is refused here with a 400.
+ */
 const isEvent = (value: unknown): value is { id: string; type: string } =>
-  isObject(value) && typeof value.id === 'string' && typeof value.type === 'string' &&
-  typeof value.created === 'number' && isObject(value.data) && isObject(value.data.object);
+  isObject(value) && typeof value.id === 'string' && /^evt_[A-Za-z0-9_]{1,251}$/.test(value.id) &&
+  typeof value.type === 'string' && value.type.length >= 1 && value.type.length <= 255 &&
+  typeof value.created === 'number' && Number.isInteger(value.created) && value.created >= 0 && value.created < 1e11 &&
+  isObject(value.data) && isObject(value.data.object) &&
+  (value.livemode === undefined || typeof value.livemode === 'boolean');
+
+/** The database refused the event as unreadable (CK014): retrying cannot help either. */
+const isInvalidEvent = (error: unknown): boolean =>
+  isObject(error) && (error.code === 'CK014' || error.sqlstate === 'CK014' || error.code === 'invalid_event');
 
 export function createWebhookHandler(options: WebhookOptions): (request: Request) => Promise<Response> {
   if (!options.secret) throw new Error('stripe-webhook: STRIPE_WEBHOOK_SECRET is not set');
@@ -81,7 +93,7 @@ export function createWebhookHandler(options: WebhookOptions): (request: Request
     if (!isEvent(event)) {
       return json(400, {
         error: 'invalid_payload',
-        message: 'The body is not a Stripe event (a string id and type, a numeric created and a data.object).',
+        message: 'The body is not a Stripe event (an id evt_…, a type, created in unix seconds and a data.object).',
       });
     }
 
@@ -89,6 +101,9 @@ export function createWebhookHandler(options: WebhookOptions): (request: Request
     try {
       result = await options.apply(event);
     } catch (error) {
+      if (isInvalidEvent(error)) {
+        return json(400, { error: 'invalid_payload', message: 'The database does not read this as a Stripe event (CK014).' });
+      }
       (options.onError ?? ((e, id) => console.error(`stripe-webhook: could not apply ${id}`, e)))(error, event.id);
       // Nothing was committed; Stripe retries with backoff for up to three days.
       return json(500, { error: 'not_applied', event: event.id });
