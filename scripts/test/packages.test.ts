@@ -16,6 +16,9 @@ const root = fileURLToPath(new URL('../../', import.meta.url));
 const work = mkdtempSync(join(tmpdir(), 'creditkit-packages-'));
 const MIGRATIONS = readdirSync(join(root, 'supabase/migrations')).filter((f) => f.endsWith('.sql')).sort();
 const PUBLISHABLE = ['@creditkit/core', '@creditkit/react', '@creditkit/stripe', 'creditkit'];
+/** The kit's version: the creditkit package's, which every package and the SQL share. */
+const VERSION: string = JSON.parse(readFileSync(join(root, 'packages/creditkit/package.json'), 'utf8')).version;
+const UPGRADES = readdirSync(join(root, 'supabase/upgrades')).filter((f) => f.endsWith('.sql')).sort();
 
 interface Packed {
   name: string;
@@ -81,21 +84,35 @@ describe('packed tarballs', () => {
 
   it.each(PUBLISHABLE)('%s: built JavaScript and .d.ts only, no tests, no TypeScript sources', (name) => {
     const { files } = packed.find((p) => p.name === name)!;
-    const allowed = /^(package\.json|README\.md|dist\/.+\.(js|d\.ts)|migrations\/[^/]+\.sql|sql\/[^/]+\.sql)$/;
+    // templates/: the Edge Function `creditkit init --with-stripe` copies into an app (Deno runs it, not Node)
+    const allowed = /^(package\.json|README\.md|CHANGELOG\.md|dist\/.+\.(js|d\.ts)|(migrations|upgrades|sql)\/[^/]+\.sql|templates\/stripe-webhook\/index\.ts)$/;
     expect(files.filter((f) => !allowed.test(f))).toEqual([]);
-    expect(files.filter((f) => /(^|\/)tests?\/|\.test\.|(?<!\.d)\.tsx?$/.test(f))).toEqual([]);
+    expect(files.filter((f) => !f.startsWith('templates/') && /(^|\/)tests?\/|\.test\.|(?<!\.d)\.tsx?$/.test(f))).toEqual([]);
     expect(files.some((f) => f.startsWith('dist/'))).toBe(true);
   });
 
-  it('creditkit carries every migration of supabase/migrations and the Supabase bootstrap', () => {
+  it('creditkit carries every migration of supabase/migrations, every upgrade script, the changelog and the Supabase bootstrap', () => {
     const { files } = packed.find((p) => p.name === 'creditkit')!;
     expect(files.filter((f) => f.startsWith('migrations/')).map((f) => f.slice('migrations/'.length)).sort()).toEqual(MIGRATIONS);
+    expect(UPGRADES.length).toBeGreaterThan(0);
+    expect(files.filter((f) => f.startsWith('upgrades/')).map((f) => f.slice('upgrades/'.length)).sort()).toEqual(UPGRADES);
+    expect(files).toContain('CHANGELOG.md');
+    expect(files).toContain('templates/stripe-webhook/index.ts');
+    expect(packed.find((p) => p.name === 'creditkit')!.manifest.bin).toEqual({ creditkit: './dist/cli.js' });
     expect(files).toEqual(expect.arrayContaining(['sql/supabase-bootstrap.sql', 'sql/supabase-default-privileges.sql', 'sql/revoked-default-privileges.sql']));
   });
 
-  it.each(PUBLISHABLE)('%s: version 0.1.0, public, a files list, and every export has types and JavaScript in the tarball', (name) => {
+  it('every package has the version of the SQL: creditkit.version() in the migrations, the newest upgrade, the changelog', () => {
+    expect(VERSION).toMatch(/^\d+\.\d+\.\d+$/);
+    const setup = readFileSync(join(root, 'supabase/migrations', MIGRATIONS.find((f) => f.endsWith('_creditkit_setup.sql'))!), 'utf8');
+    expect(setup).toMatch(new RegExp(`function creditkit\\.version\\(\\)[^$]*\\$\\$ select '${VERSION.replace(/\./g, '\\.')}' \\$\\$`));
+    expect(UPGRADES.at(-1)).toMatch(new RegExp(`--${VERSION.replace(/\./g, '\\.')}\\.sql$`));
+    expect(readFileSync(join(root, 'CHANGELOG.md'), 'utf8')).toContain(`## ${VERSION}`);
+  });
+
+  it.each(PUBLISHABLE)('%s: the kit\'s version, public, a files list, and every export has types and JavaScript in the tarball', (name) => {
     const p = packed.find((q) => q.name === name)!;
-    expect(p.manifest).toMatchObject({ name, version: '0.1.0', type: 'module' });
+    expect(p.manifest).toMatchObject({ name, version: VERSION, type: 'module' });
     expect(p.manifest.private).toBeUndefined();
     expect(Array.isArray(p.manifest.files)).toBe(true);
     expect(JSON.stringify(p.manifest)).not.toContain('workspace:');
@@ -107,9 +124,10 @@ describe('packed tarballs', () => {
     }
   });
 
-  it.each(PUBLISHABLE)('%s: peer dependencies are ranges, and the only runtime dependencies are none', (name) => {
+  it.each(PUBLISHABLE)('%s: peer dependencies are ranges; no runtime dependencies but the CLI\'s driver', (name) => {
     const { manifest } = packed.find((p) => p.name === name)!;
-    expect(manifest.dependencies ?? {}).toEqual({});
+    // the creditkit CLI talks to the database (status, doctor) through node-postgres
+    expect(Object.keys(manifest.dependencies ?? {})).toEqual(name === 'creditkit' ? ['pg'] : []);
     for (const [peer, range] of Object.entries((manifest.peerDependencies ?? {}) as Record<string, string>)) {
       expect(range, peer).not.toMatch(/^\d+\.\d+\.\d+$/);
     }
@@ -125,7 +143,7 @@ describe('packed tarballs', () => {
   it.each(PUBLISHABLE)('%s: npm publish --dry-run accepts the tarball', async (name) => {
     const r = await run('npm', ['publish', tarball(name), '--dry-run', '--loglevel=notice'], work);
     expect(r.status, r.stderr).toBe(0);
-    expect(`${r.stdout}${r.stderr}`).toContain(`+ ${name}@0.1.0`); // what it would have published
+    expect(`${r.stdout}${r.stderr}`).toContain(`+ ${name}@${VERSION}`); // what it would have published
   });
 });
 

@@ -14,6 +14,19 @@ revoke all on schema creditkit from public;
 grant usage on schema creditkit to authenticated, service_role;
 
 -- ---------------------------------------------------------------------------------------------
+-- The installed version: creditkit status and doctor read it, and every upgrade script replaces it.
+-- ---------------------------------------------------------------------------------------------
+create or replace function creditkit.version()
+returns text
+language sql
+immutable
+set search_path = ''
+as $$ select '0.1.1' $$;
+comment on function creditkit.version() is 'The creditkit version installed in this database.';
+revoke all on function creditkit.version() from public, anon, authenticated, service_role;
+grant execute on function creditkit.version() to service_role;
+
+-- ---------------------------------------------------------------------------------------------
 -- Error catalogue. SQLSTATE class CK is ours; codes are stable and mirrored by the TypeScript SDK.
 -- Tests assert codes, never message text.
 -- ---------------------------------------------------------------------------------------------

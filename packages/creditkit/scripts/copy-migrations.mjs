@@ -1,16 +1,29 @@
-// Build step: copies the repository's supabase/migrations/*.sql into this package's migrations/
-// (git-ignored), so the published package carries the SQL it installs and reads nothing outside
-// its own folder at run time. Files no longer in supabase/migrations are removed from the copy.
-import { copyFileSync, mkdirSync, readdirSync, rmSync } from 'node:fs';
+// Build step: copies the repository's SQL into this package, so the published package carries the
+// SQL it installs and reads nothing outside its own folder at run time: supabase/migrations/*.sql
+// (the current state) into migrations/, supabase/upgrades/*.sql (from one version to the next)
+// into upgrades/, the repository's CHANGELOG.md, and the Stripe webhook Edge Function's index.ts
+// into templates/ (what `creditkit init --with-stripe` writes). All are git-ignored here. Files no longer in the source are removed from the copy.
+import { copyFileSync, existsSync, mkdirSync, readdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-const from = fileURLToPath(new URL('../../../supabase/migrations/', import.meta.url));
-const to = fileURLToPath(new URL('../migrations/', import.meta.url));
+function copy(source, target, required) {
+  const from = fileURLToPath(new URL(`../../../supabase/${source}/`, import.meta.url));
+  const to = fileURLToPath(new URL(`../${target}/`, import.meta.url));
+  const names = existsSync(from) ? readdirSync(from).filter((name) => name.endsWith('.sql')) : [];
+  if (required && names.length === 0) throw new Error(`copy-migrations: no *.sql in ${from}`);
+  mkdirSync(to, { recursive: true });
+  for (const name of readdirSync(to)) if (!names.includes(name)) rmSync(join(to, name));
+  for (const name of names) copyFileSync(join(from, name), join(to, name));
+  return names.length;
+}
 
-const names = readdirSync(from).filter((name) => name.endsWith('.sql'));
-if (names.length === 0) throw new Error(`copy-migrations: no *.sql in ${from}`);
-mkdirSync(to, { recursive: true });
-for (const name of readdirSync(to)) if (!names.includes(name)) rmSync(join(to, name));
-for (const name of names) copyFileSync(join(from, name), join(to, name));
-console.log(`creditkit: copied ${names.length} migrations into migrations/`);
+const m = copy('migrations', 'migrations', true);
+const fromRepo = (path) => fileURLToPath(new URL(`../../../${path}`, import.meta.url));
+const intoPackage = (path) => fileURLToPath(new URL(`../${path}`, import.meta.url));
+copyFileSync(fromRepo('CHANGELOG.md'), intoPackage('CHANGELOG.md'));
+// the Edge Function `creditkit init --with-stripe` writes into an app, verbatim
+mkdirSync(intoPackage('templates/stripe-webhook'), { recursive: true });
+copyFileSync(fromRepo('supabase/functions/stripe-webhook/index.ts'), intoPackage('templates/stripe-webhook/index.ts'));
+const u = copy('upgrades', 'upgrades', false);
+console.log(`creditkit: copied ${m} migrations into migrations/ and ${u} upgrade scripts into upgrades/`);

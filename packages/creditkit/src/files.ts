@@ -14,6 +14,17 @@ const packageDir = join(dirname(fileURLToPath(import.meta.url)), '..');
 /** The folder holding the kit's migrations, `<timestamp>_creditkit_<area>.sql`. */
 export const migrationsDir: string = join(packageDir, 'migrations');
 
+/** The folder holding the upgrade scripts, `creditkit--<from>--<to>.sql` (copied from supabase/upgrades). */
+export const upgradesDir: string = join(packageDir, 'upgrades');
+
+/** The files `creditkit init` copies into an app as they are (the Stripe webhook Edge Function). */
+export const templatesDir: string = join(packageDir, 'templates');
+
+/** The version of this package, which is the version of the SQL it installs (creditkit.version()). */
+export const version: string = (
+  JSON.parse(readFileSync(/*turbopackIgnore: true*/ join(packageDir, 'package.json'), 'utf8')) as { version: string }
+).version;
+
 const sqlDir = join(packageDir, 'sql');
 
 export function readSqlFile(name: string): string {

@@ -3,7 +3,8 @@
 // that lets them run on plain Postgres or PGlite, and setupDatabase, which applies both the way
 // `supabase db push` would. Reads only files inside this package; loads no database driver.
 export { migrations, type Migration } from './migrations.ts';
-export { migrationsDir } from './files.ts';
+export { migrationsDir, upgradesDir, version } from './files.ts';
+export { compareVersions, upgradePath, upgrades, type Upgrade } from './upgrades.ts';
 export {
   setupDatabase,
   bootstrapSql,

@@ -4,7 +4,9 @@
 // test databases, the pgTAP runner and the demo all go through it, so they cannot drift.
 import type { SetupConnection } from './connections.ts';
 import { readSqlFile } from './files.ts';
+import { version } from './files.ts';
 import { migrations as shippedMigrations, type Migration } from './migrations.ts';
+import { upgradePath } from './upgrades.ts';
 
 /** 'supabase': Supabase's grant-everything-in-public defaults; 'revoked': the hardened ones. */
 export type PrivilegeMode = 'supabase' | 'revoked';
@@ -16,6 +18,11 @@ export interface SetupOptions {
   migrate?: boolean;
   /** Migrations to apply instead of the ones this package ships (default: migrations()). */
   migrations?: Migration[];
+  /**
+   * Upgrade an install of an older version (a persisted PGlite, a database set up before) with
+   * the scripts up to this package's version (default true, when the migrations are this package's).
+   */
+  upgrade?: boolean;
 }
 
 /**
@@ -79,6 +86,29 @@ export async function setupDatabase(conn: SetupConnection, opts: SetupOptions = 
       if (err instanceof Error) err.message = `migration ${m.name} failed: ${err.message}`;
       throw err;
     }
+    applied.push(m);
+  }
+  if (opts.upgrade ?? opts.migrations === undefined) applied.push(...(await upgrade(conn)));
+  return applied;
+}
+
+/**
+ * Applies the upgrade scripts from the version installed (creditkit.version()) to this package's,
+ * each in its own transaction, recorded in the migration history. Returns them, as migrations.
+ */
+async function upgrade(conn: SetupConnection): Promise<Migration[]> {
+  const [known] = await conn.query<{ known: boolean }>(`select to_regprocedure('creditkit.version()') is not null as known`);
+  if (!known?.known) return [];
+  const [installed] = await conn.query<{ version: string }>('select creditkit.version() as version');
+  if (!installed) return [];
+  const applied: Migration[] = [];
+  for (const u of upgradePath(installed.version, version)) {
+    const m: Migration = { name: u.name, version: `creditkit-${u.to}`, sql: u.sql };
+    await conn.transaction(async (tx) => {
+      await tx.exec(u.sql);
+      await tx.query('insert into supabase_migrations.schema_migrations (version, name, statements) values ($1, $2, $3)', [
+        m.version, `creditkit_upgrade_${u.from}_to_${u.to}`, [u.sql]]);
+    });
     applied.push(m);
   }
   return applied;

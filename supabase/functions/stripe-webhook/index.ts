@@ -1,10 +1,13 @@
-// Supabase Edge Function: the Stripe webhook. Deploy with `supabase functions deploy stripe-webhook`
-// (verify_jwt is off for it in supabase/config.toml: Stripe signs its requests, it has no JWT).
-// Secrets: STRIPE_SECRET_KEY, STRIPE_WEBHOOK_SECRET; SUPABASE_URL and SUPABASE_SERVICE_ROLE_KEY
-// are provided by Supabase. The handler is @creditkit/stripe's, copied into _shared/ (see there).
+// Supabase Edge Function: creditkit's Stripe webhook. Deploy with `supabase functions deploy
+// stripe-webhook`; supabase/config.toml turns verify_jwt off for it (Stripe signs its requests,
+// they carry no JWT). Secrets: STRIPE_SECRET_KEY and STRIPE_WEBHOOK_SECRET (`supabase secrets
+// set`); Supabase provides SUPABASE_URL and SUPABASE_SERVICE_ROLE_KEY. The handler is
+// @creditkit/stripe's: deno.json maps it to the npm package at a pinned version (in the creditkit
+// repository, to the generated copy in ../_shared). `npx creditkit init --with-stripe` writes
+// this file into an app unchanged.
 import Stripe from 'stripe';
 import { createClient } from '@supabase/supabase-js';
-import { createWebhookHandler } from '../_shared/stripe-webhook-handler.ts';
+import { createWebhookHandler } from '@creditkit/stripe/handler';
 
 function env(name: string): string {
   const value = Deno.env.get(name);

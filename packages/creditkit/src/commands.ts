@@ -1,0 +1,283 @@
+// The creditkit CLI's commands (the executable is cli.ts): init, upgrade, status, doctor. main()
+// returns the exit code and throws CliError for the documented failures, so tests drive it
+// in-process. See `creditkit --help` and the README's "Install into your Supabase project".
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { parseArgs } from 'node:util';
+import { withoutJwtVerification } from './config-toml.ts';
+import { installedVersion, runDoctor, type Queryable } from './doctor.ts';
+import {
+  CliError,
+  EXIT,
+  SupabaseProject,
+  compareVersions,
+  installFiles,
+  kitVersion,
+  stripeFunctionFiles,
+  upgradeFiles,
+} from './project.ts';
+import { upgradePath } from './upgrades.ts';
+
+const HELP = `creditkit ${kitVersion}: the credit ledger for Supabase apps
+
+Usage: npx creditkit <command> [options]     (run in your app's root, the folder holding supabase/)
+
+  init [--with-stripe]    write the kit's SQL into supabase/migrations/, timestamped after your newest
+                          migration, so \`supabase db push\` applies it; --with-stripe also writes the
+                          Stripe webhook Edge Function and turns off its JWT check in supabase/config.toml
+  upgrade                 write the upgrade migrations from the version in supabase/migrations/ to ${kitVersion}
+  status --db-url URL     the version a database has, this CLI's, and what an upgrade would apply
+  doctor --db-url URL     check a database's privileges, RLS and policies; one line per problem
+
+Options:
+  --dir PATH              the app's root (default: the current folder)
+  --db-url URL            a Postgres URL with catalog access (default: $DATABASE_URL)
+  -v, --version           print the version
+  -h, --help              print this
+
+Exit codes: 0 ok, 1 problems found (doctor) or nothing could be done, 2 usage or no supabase/ folder,
+3 database unreachable, 4 creditkit not installed (in the database, or in supabase/migrations for upgrade).
+`;
+
+type Out = (line?: string) => void;
+
+export async function main(argv: string[], out: Out = (l = '') => process.stdout.write(`${l}\n`)): Promise<number> {
+  let parsed;
+  try {
+    parsed = parseArgs({
+      args: argv,
+      allowPositionals: true,
+      options: {
+        'with-stripe': { type: 'boolean' },
+        dir: { type: 'string' },
+        'db-url': { type: 'string' },
+        version: { type: 'boolean', short: 'v' },
+        help: { type: 'boolean', short: 'h' },
+      },
+    });
+  } catch (err) {
+    throw new CliError(`${(err as Error).message}\nRun \`npx creditkit --help\` for the commands.`, EXIT.usage);
+  }
+  const { values, positionals } = parsed;
+  if (values.version) {
+    out(kitVersion);
+    return EXIT.ok;
+  }
+  const [command, ...extra] = positionals;
+  if (values.help || command === undefined || command === 'help') {
+    out(HELP.trimEnd());
+    return command === undefined && !values.help ? EXIT.usage : EXIT.ok;
+  }
+  if (extra.length > 0) throw new CliError(`unexpected argument: ${extra[0]}`, EXIT.usage);
+  const dir = resolve(values.dir ?? '.');
+  const onlyFor = (option: string, commands: string[]) => {
+    if (values[option as keyof typeof values] !== undefined && !commands.includes(command)) {
+      throw new CliError(`--${option} is not an option of \`creditkit ${command}\``, EXIT.usage);
+    }
+  };
+  onlyFor('with-stripe', ['init']);
+  onlyFor('db-url', ['status', 'doctor']);
+  switch (command) {
+    case 'init':
+      return init(new SupabaseProject(dir), Boolean(values['with-stripe']), out);
+    case 'upgrade':
+      return upgrade(new SupabaseProject(dir), out);
+    case 'status':
+      return status(dbUrl(values['db-url']), dir, out);
+    case 'doctor':
+      return doctor(dbUrl(values['db-url']), dir, out);
+    default:
+      throw new CliError(`unknown command: ${command}\nRun \`npx creditkit --help\` for the commands.`, EXIT.usage);
+  }
+}
+
+function dbUrl(option: string | undefined): string {
+  const url = option ?? process.env.DATABASE_URL;
+  if (!url) throw new CliError('--db-url is required (or set DATABASE_URL): the Postgres URL `supabase db push --db-url` takes', EXIT.usage);
+  return url;
+}
+
+// ── init ──────────────────────────────────────────────────────────────────────────────────────
+
+function init(project: SupabaseProject, withStripe: boolean, out: Out): number {
+  const lines: string[] = [];
+  const installed = project.installedVersion();
+  if (installed) {
+    lines.push(`creditkit ${installed.version} is already in supabase/migrations/ (${installed.file}); no migrations written.`);
+    if (compareVersions(installed.version, kitVersion) < 0) lines.push(`To bring it to ${kitVersion}: npx creditkit upgrade`);
+  } else {
+    refuseUnversionedCopy(project);
+    const written = project.writeMigrations(installFiles());
+    lines.push(`Wrote creditkit ${kitVersion} into supabase/migrations/ (${written.length} migrations):`);
+    for (const name of written) lines.push(`  ${name}`);
+  }
+  if (withStripe) lines.push(...writeStripeFunction(project));
+  const changed = !installed || lines.some((l) => l.startsWith('  wrote') || l.startsWith('  updated'));
+  for (const line of lines) out(line);
+  if (!changed) {
+    out('Nothing changed.');
+    return EXIT.ok;
+  }
+  out();
+  out('Next:');
+  out('  supabase db push                       (or: supabase db push --db-url <postgres url>)');
+  if (withStripe) out('  supabase secrets set STRIPE_SECRET_KEY=… STRIPE_WEBHOOK_SECRET=…  &&  supabase functions deploy stripe-webhook');
+  out('  npx creditkit doctor --db-url <postgres url>');
+  return EXIT.ok;
+}
+
+/** Kit files that define no version predate 0.1.0: neither init nor upgrade can know what they hold. */
+function refuseUnversionedCopy(project: SupabaseProject): void {
+  const files = project.kitFiles();
+  if (files.length > 0) {
+    throw new CliError(
+      `supabase/migrations/ has creditkit files (${files[0]}…) but none defines creditkit.version(): a copy from before 0.1.0, ` +
+        'which no upgrade script starts from. Install into a new database with `npx creditkit init` instead.',
+      EXIT.problems,
+    );
+  }
+}
+
+function writeStripeFunction(project: SupabaseProject): string[] {
+  const lines: string[] = [];
+  const fnDir = join(project.supabaseDir, 'functions', 'stripe-webhook');
+  mkdirSync(fnDir, { recursive: true });
+  for (const file of stripeFunctionFiles()) {
+    const path = join(fnDir, file.name);
+    const rel = project.relative(path);
+    if (!existsSync(path)) {
+      writeFileSync(path, file.text);
+      lines.push(`  wrote ${rel}`);
+    } else if (readFileSync(path, 'utf8') === file.text) {
+      lines.push(`${rel} is already the kit's.`);
+    } else {
+      lines.push(`${rel} exists and differs from the kit's ${kitVersion} version: left as it is.`);
+    }
+  }
+  const configPath = join(project.supabaseDir, 'config.toml');
+  const current = existsSync(configPath) ? readFileSync(configPath, 'utf8') : '';
+  const { toml, change } = withoutJwtVerification(current, 'stripe-webhook');
+  if (change === 'none') {
+    lines.push('supabase/config.toml already has verify_jwt = false for stripe-webhook.');
+  } else {
+    writeFileSync(configPath, toml);
+    lines.push(`  ${change === 'added' ? 'wrote' : 'updated'} supabase/config.toml: [functions.stripe-webhook] verify_jwt = false`);
+  }
+  return lines;
+}
+
+// ── upgrade ───────────────────────────────────────────────────────────────────────────────────
+
+function upgrade(project: SupabaseProject, out: Out): number {
+  const installed = project.installedVersion();
+  if (!installed) {
+    refuseUnversionedCopy(project);
+    throw new CliError('creditkit is not in supabase/migrations/: install it with `npx creditkit init`', EXIT.notInstalled);
+  }
+  const cmp = compareVersions(installed.version, kitVersion);
+  if (cmp === 0) {
+    out(`creditkit ${kitVersion} is current in supabase/migrations/; nothing to write.`);
+    return EXIT.ok;
+  }
+  if (cmp > 0) {
+    throw new CliError(
+      `supabase/migrations/ has creditkit ${installed.version}, newer than this CLI (${kitVersion}): run \`npx creditkit@${installed.version} …\``,
+      EXIT.problems,
+    );
+  }
+  const files = upgradeFiles(installed.version);
+  const written = project.writeMigrations(files);
+  out(`Wrote the upgrade from creditkit ${installed.version} to ${kitVersion} into supabase/migrations/:`);
+  files.forEach((f, i) => out(`  ${written[i]}  (${summary(f.upgrade.sql)})`));
+  out();
+  out('Next: supabase db push; the CHANGELOG says what changed (node_modules/creditkit/CHANGELOG.md).');
+  return EXIT.ok;
+}
+
+/** An upgrade script's first line, `-- creditkit <from> -> <to>: <what it changes>`, without the versions. */
+function summary(sql: string): string {
+  return (sql.split('\n')[0] ?? '').replace(/^--\s*(creditkit [\d.]+ -> [\d.]+:\s*)?/, '').trim();
+}
+
+// ── status and doctor ─────────────────────────────────────────────────────────────────────────
+
+/** The URL with its password hidden, for printing. */
+function redact(url: string): string {
+  try {
+    const u = new URL(url);
+    if (u.password) u.password = '***';
+    return u.toString();
+  } catch {
+    return '(the given URL)';
+  }
+}
+
+async function connect<T>(url: string, use: (db: Queryable) => Promise<T>): Promise<T> {
+  const { default: pg } = await import('pg');
+  const client = new pg.Client({ connectionString: url, connectionTimeoutMillis: 10_000 });
+  try {
+    await client.connect();
+  } catch (err) {
+    throw new CliError(`cannot reach the database at ${redact(url)}: ${(err as Error).message}`, EXIT.unreachable);
+  }
+  client.on('error', () => {}); // a dropped connection surfaces as the failing query's error
+  try {
+    return await use({
+      async query<R>(sql: string, params?: unknown[]) {
+        return (await client.query(sql, params)).rows as R[];
+      },
+    });
+  } finally {
+    await client.end().catch(() => {});
+  }
+}
+
+function notInstalled(url: string): CliError {
+  return new CliError(
+    `creditkit is not installed in the database at ${redact(url)}: \`npx creditkit init\`, then \`supabase db push\``,
+    EXIT.notInstalled,
+  );
+}
+
+async function status(url: string, dir: string, out: Out): Promise<number> {
+  const installed = await connect(url, installedVersion);
+  if (installed === null) throw notInstalled(url);
+  out(`database     creditkit ${installed}   ${redact(url)}`);
+  let written = installed; // the version supabase/migrations/ holds, when it is newer than the database's
+  if (existsSync(join(dir, 'supabase'))) {
+    const inFolder = new SupabaseProject(dir).installedVersion();
+    const pending = inFolder && compareVersions(inFolder.version, installed) > 0;
+    if (pending) written = inFolder.version;
+    out(`migrations   ${inFolder ? `creditkit ${inFolder.version}` : 'no creditkit'}   supabase/migrations/${pending ? '   (not pushed yet)' : ''}`);
+  }
+  out(`cli          creditkit ${kitVersion}`);
+  const cmp = compareVersions(installed, kitVersion);
+  if (cmp === 0) {
+    out('upgrade      none: the database is current');
+  } else if (cmp > 0) {
+    out(`upgrade      none: the database is newer than this CLI (npx creditkit@${installed})`);
+  } else {
+    const path = upgradePath(installed, kitVersion);
+    const how = compareVersions(written, kitVersion) === 0 ? 'in supabase/migrations/ already: supabase db push' : 'npx creditkit upgrade, then supabase db push';
+    out(`upgrade      ${path.length} script${path.length === 1 ? '' : 's'} (${how}):`);
+    for (const u of path) out(`  ${u.name}: ${summary(u.sql)}`);
+  }
+  return EXIT.ok;
+}
+
+async function doctor(url: string, dir: string, out: Out): Promise<number> {
+  const configPath = join(dir, 'supabase', 'config.toml');
+  const configToml = existsSync(configPath) ? readFileSync(configPath, 'utf8') : null;
+  const report = await connect(url, (db) => runDoctor(db, { configToml, cliVersion: kitVersion }));
+  if (report.installed === null) throw notInstalled(url);
+  out(`creditkit ${report.installed} at ${redact(url)} (doctor ${kitVersion})`);
+  let problems = 0;
+  for (const check of report.checks) {
+    if (check.problems.length === 0) out(`ok    ${check.name}`);
+    for (const p of check.problems) out(`FAIL  ${p}`);
+    problems += check.problems.length;
+  }
+  for (const note of report.notes) out(`note  ${note}`);
+  out(problems === 0 ? 'No problems found.' : `${problems} problem${problems === 1 ? '' : 's'} found.`);
+  return problems === 0 ? EXIT.ok : EXIT.problems;
+}

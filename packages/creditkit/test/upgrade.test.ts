@@ -1,0 +1,234 @@
+// Versioned upgrades: a database installed at the previous release (the frozen copy of its
+// migrations in test/releases/<version>/), with data in every domain — grants with and without
+// expiry, consumes, a metered event, an open and a settled hold, a subscription from Stripe
+// Checkout with its invoice, a pack bought through Stripe, a parked dead letter — is upgraded with
+// the scripts this package ships. Afterwards its catalog is a fresh install's (every table, column,
+// index, constraint, policy, privilege, function body and setting: scripts/catalog/snapshot.sql),
+// its books are what they were and balance, the old calls still work, and the upgrade's own change
+// is in force. On PGlite, the same path an embedded database persisted at the old version takes.
+import { readFileSync, readdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import pg from 'pg';
+import { PGlite } from '@electric-sql/pglite';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import {
+  migrations,
+  pgConnection,
+  pgliteConnection,
+  setupDatabase,
+  upgradePath,
+  upgrades,
+  version,
+  type SetupConnection,
+} from 'creditkit';
+import { claimsFor, createTestDatabase, requestSettings, SET_REQUEST, type Row, type TestDatabase } from '@creditkit/testing';
+import { describeIfPostgres } from '@creditkit/testing/vitest';
+import { at, creditkit, DAY, HOUR, ledgerProblems, newAccountId, outcome, snapshotBooks, type Creditkit } from './support.ts';
+import {
+  checkoutCompleted, createCatalogue, invoicePaid, otherEvent, packPurchase, PACK, PLANS, subscriptionCheckoutCompleted,
+  subscriptionFixture, unix,
+} from './stripe-fixtures.ts';
+
+const RELEASES = fileURLToPath(new URL('./releases/', import.meta.url));
+const SNAPSHOT_SQL = readFileSync(fileURLToPath(new URL('../../../scripts/catalog/snapshot.sql', import.meta.url)), 'utf8');
+/** Every release this repository keeps a frozen copy of, oldest first. */
+const OLD_RELEASES = readdirSync(RELEASES).sort();
+const PREVIOUS = OLD_RELEASES.at(-1)!;
+
+interface CatalogRow {
+  kind: string;
+  name: string;
+  detail: unknown;
+}
+
+/** The kit's catalog; seeded catalogue rows only where the test wrote none (error codes). */
+async function catalog(conn: Pick<SetupConnection, 'query'>): Promise<Map<string, string>> {
+  const rows = await conn.query<CatalogRow>(SNAPSHOT_SQL);
+  return new Map(
+    rows.filter((r) => r.kind !== 'row' || r.name.startsWith('error_codes.')).map((r) => [`${r.kind} ${r.name}`, JSON.stringify(r.detail)]),
+  );
+}
+
+/** The keys whose descriptions differ between two catalogs (empty: the same kit). */
+function differences(a: Map<string, string>, b: Map<string, string>): string[] {
+  return [...new Set([...a.keys(), ...b.keys()])].filter((k) => a.get(k) !== b.get(k)).sort();
+}
+
+/** A SetupConnection's statements run as the service role would through PostgREST. */
+function asService(conn: SetupConnection) {
+  return async <T = Row>(sql: string, params?: unknown[]): Promise<T[]> => {
+    let rows: T[] = [];
+    await conn.transaction(async (tx) => {
+      await tx.query(SET_REQUEST, requestSettings('service_role', claimsFor.service));
+      rows = await tx.query<T>(sql, params);
+    });
+    return rows;
+  };
+}
+
+describe('the upgrade scripts this package ships', () => {
+  it('form one chain from every frozen release to this version, the newest ending at it', () => {
+    expect(OLD_RELEASES.length).toBeGreaterThan(0);
+    for (const release of OLD_RELEASES) {
+      const path = upgradePath(release, version);
+      expect(path.length, release).toBeGreaterThan(0);
+      expect(path.at(-1)!.to).toBe(version);
+    }
+    expect(upgrades().at(-1)!.to).toBe(version);
+    expect(upgradePath(version, version)).toEqual([]);
+    expect(() => upgradePath('99.0.0', version)).toThrow(/newer than this package/);
+  });
+
+  it('each script states what it changes on its first line and sets creditkit.version() to its target', () => {
+    for (const u of upgrades()) {
+      expect(u.sql.split('\n')[0]).toMatch(new RegExp(`^-- creditkit ${u.from.replace(/\./g, '\\.')} -> ${u.to.replace(/\./g, '\\.')}: \\S`));
+      expect(u.sql).toMatch(new RegExp(`function creditkit\\.version\\(\\)[^$]*\\$\\$ select '${u.to.replace(/\./g, '\\.')}' \\$\\$`));
+    }
+  });
+});
+
+/** Data in every domain, written through the API of the old version. Returns the accounts. */
+async function writeData(ck: Creditkit): Promise<{ ada: string; grace: string; linus: string; holdOpen: number; keyed: number }> {
+  const [ada, grace, linus] = [newAccountId(), newAccountId(), newAccountId()];
+  const now = at(0);
+  await createCatalogue(ck);
+  await ck.setPrice({ p_event: 'image', p_credits_per_unit: 3, p_dimensions: {}, p_effective_from: at(-DAY) });
+  await ck.grant({ p_account_id: ada, p_amount: 100, p_category: 'purchase', p_idempotency_key: 'buy-1', p_now: now });
+  await ck.grant({ p_account_id: ada, p_amount: 40, p_category: 'promotional', p_expires_at: at(2 * DAY), p_now: now });
+  const keyed = await ck.consume({ p_account_id: ada, p_amount: 7, p_event: 'chat', p_idempotency_key: 'req-1', p_now: at(HOUR) });
+  await ck.meter({ p_account_id: ada, p_event: 'image', p_quantity: 2, p_idempotency_key: 'img-1', p_now: at(HOUR) });
+  const open = await ck.reserve({ p_account_id: ada, p_amount: 30, p_ttl: '1 day', p_now: at(2 * HOUR) });
+  const settled = await ck.reserve({ p_account_id: ada, p_amount: 20, p_ttl: '1 day', p_now: at(2 * HOUR) });
+  await ck.settleHold({ p_hold_id: settled.hold_id, p_actual: 12, p_now: at(3 * HOUR) });
+  // Stripe: grace subscribes through Checkout (and its first invoice is paid), linus buys a pack
+  const s = subscriptionFixture({ account: grace, planId: PLANS.pro.id, priceId: PLANS.pro.price, start: unix(0) });
+  const apply = (event: unknown, sec: number) => ck.call('creditkit_stripe_apply', { p_event: event, p_now: at((sec - unix(0) + 5) * 1_000_000) });
+  await apply(subscriptionCheckoutCompleted(s, { created: unix(0) + 2 }), unix(0) + 2);
+  await apply(invoicePaid(s, { created: unix(0) + 3, billingReason: 'subscription_create', periodStart: unix(0), periodEnd: unix(30 * 86400) }), unix(0) + 3);
+  const p = packPurchase({ account: linus, packId: PACK.id, priceId: PACK.price, amount: PACK.amount });
+  await apply(checkoutCompleted(p, { created: unix(0) + 10 }), unix(0) + 10);
+  await apply(otherEvent('customer.created', { created: unix(0) + 11 }), unix(0) + 11);
+  await ck.consume({ p_account_id: linus, p_amount: 5, p_event: 'chat', p_now: at(HOUR) });
+  return { ada, grace, linus, holdOpen: Number(open.hold_id), keyed: Number(keyed.transaction_id) };
+}
+
+/** The installed version, as the CLI and the app read it. */
+async function installedVersion(conn: Pick<SetupConnection, 'query'>): Promise<string> {
+  const [row] = await conn.query<{ version: string }>('select creditkit.version() as version');
+  return row!.version;
+}
+
+/** The old release's migrations, as an app that installed it has them. */
+const oldMigrations = () => migrations(join(RELEASES, PREVIOUS));
+
+describeIfPostgres(`an install of ${PREVIOUS} upgraded to ${version}`, () => {
+  let db: TestDatabase;
+  let fresh: TestDatabase;
+  let client: pg.Client;
+  let conn: SetupConnection;
+  let ck: Creditkit;
+  let accounts: Awaited<ReturnType<typeof writeData>>;
+  let booksBefore: Row;
+  let infinityBefore: string;
+  let applied: string[];
+
+  beforeAll(async () => {
+    [db, fresh] = await Promise.all([
+      createTestDatabase({ backend: 'postgres', migrate: false }),
+      createTestDatabase({ backend: 'postgres' }),
+    ]);
+    client = new pg.Client({ connectionString: db.url });
+    await client.connect();
+    conn = pgConnection(client);
+    await setupDatabase(conn, { migrations: oldMigrations(), upgrade: false });
+    ck = creditkit(asService(conn));
+    accounts = await writeData(ck);
+    booksBefore = await snapshotBooks(db);
+    // what the old version made of an infinite p_now (it accepted it, and booked every expiry), rolled back
+    await conn.exec('begin');
+    try {
+      await conn.query(SET_REQUEST, requestSettings('service_role', claimsFor.service));
+      infinityBefore = await outcome(conn.query(`select * from creditkit_consume($1, 1, 'chat', p_now => 'infinity')`, [accounts.ada]));
+    } finally {
+      await conn.exec('rollback');
+    }
+    // the upgrade: the shipped migrations are recorded already, so only the upgrade scripts run
+    applied = (await setupDatabase(conn)).map((m) => m.name);
+  }, 120_000);
+  afterAll(async () => {
+    await client?.end();
+    await Promise.all([db?.drop(), fresh?.drop()]);
+  });
+
+  it('was at the old version, and the upgrade applied exactly the scripts from it', async () => {
+    expect(applied).toEqual(upgradePath(PREVIOUS, version).map((u) => u.name));
+    expect(await installedVersion(conn)).toBe(version);
+    const history = await db.query<{ version: string }>(
+      `select version from supabase_migrations.schema_migrations where version like 'creditkit-%' order by version`,
+    );
+    expect(history.map((h) => h.version)).toEqual(upgradePath(PREVIOUS, version).map((u) => `creditkit-${u.to}`));
+  });
+
+  it('has the catalog of a fresh install: the same objects, definitions, privileges and settings', async () => {
+    const [upgraded, installed] = await Promise.all([catalog(db), catalog(fresh)]);
+    expect(upgraded.size).toBeGreaterThan(300);
+    expect(differences(upgraded, installed)).toEqual([]);
+  });
+
+  it('kept the books exactly, and they balance', async () => {
+    expect(await snapshotBooks(db)).toEqual(booksBefore);
+    expect(await ledgerProblems(db)).toEqual([]);
+  });
+
+  it('answers the old calls: a replayed key, the open hold, the Stripe inbox, a signed-in user', async () => {
+    const replay = await ck.consume({ p_account_id: accounts.ada, p_amount: 7, p_event: 'chat', p_idempotency_key: 'req-1', p_now: at(4 * HOUR) });
+    expect(Number(replay.transaction_id)).toBe(accounts.keyed); // the first answer, not a second charge
+    const settled = await ck.settleHold({ p_hold_id: accounts.holdOpen, p_actual: 25, p_now: at(5 * HOUR) });
+    expect(Number(settled.charged)).toBe(25);
+    const [dead] = await ck.call('creditkit_stripe_events', { p_status: 'ignored' });
+    expect(dead).toBeDefined();
+    const [mine] = await db.asUser(accounts.grace, 'select * from creditkit_my_balance()');
+    expect(Number(mine!.balance)).toBe(PLANS.pro.allowance);
+    expect(await ledgerProblems(db)).toEqual([]);
+  });
+
+  it("has the upgrade's change in force: an infinite p_now is CK006 now", async () => {
+    expect(infinityBefore).not.toBe('CK006');
+    expect(await outcome(ck.consume({ p_account_id: accounts.ada, p_amount: 1, p_event: 'chat', p_now: 'infinity' }))).toBe('CK006');
+    expect(await outcome(ck.consume({ p_account_id: accounts.ada, p_amount: 1, p_event: 'chat', p_metadata: { hold_id: 1 } }))).toBe('CK006');
+  });
+
+  it('is left alone by a second setup: nothing to apply', async () => {
+    expect(await setupDatabase(conn)).toEqual([]);
+  });
+});
+
+describe(`an embedded (PGlite) database persisted at ${PREVIOUS}, opened by this package [pglite]`, () => {
+  let db: PGlite;
+  afterAll(() => db?.close());
+
+  it('is upgraded by setupDatabase, keeps its books, and has a fresh install\'s catalog', async () => {
+    db = new PGlite();
+    const conn = pgliteConnection(db);
+    await setupDatabase(conn, { migrations: oldMigrations(), upgrade: false });
+    expect(await installedVersion(conn)).toBe(PREVIOUS);
+    const ck = creditkit(asService(conn));
+    const { ada } = await writeData(ck);
+    const before = await ck.balance({ p_account_id: ada, p_now: at(4 * HOUR) });
+
+    const applied = await setupDatabase(conn);
+    expect(applied.map((m) => m.name)).toEqual(upgradePath(PREVIOUS, version).map((u) => u.name));
+    expect(await installedVersion(conn)).toBe(version);
+    expect(await ck.balance({ p_account_id: ada, p_now: at(4 * HOUR) })).toEqual(before);
+    expect(await ledgerProblems({ query: (sql, params) => conn.query(sql, params) })).toEqual([]);
+
+    const other = new PGlite();
+    try {
+      await setupDatabase(pgliteConnection(other));
+      expect(differences(await catalog(conn), await catalog(pgliteConnection(other)))).toEqual([]);
+    } finally {
+      await other.close();
+    }
+  }, 120_000);
+});
