@@ -5,7 +5,8 @@
 //
 //   node scripts/test.mjs [vitest filters...]
 //   env: DATABASE_URL (superuser URL; enables the real-Postgres suites), CREDITKIT_REQUIRE_PG=1
-//        (CI: also requires the demo app's browser suite, apps/web/test/browser.test.ts, to pass)
+//        (CI: also requires the demo app's browser suite, apps/web/test/browser.test.ts, and the
+//        outside-app suite, scripts/test/outside-app.test.ts, to pass)
 //
 // Every database the run creates is named creditkit_test_<run>_…, with <run> this run's id
 // (CREDITKIT_TEST_RUN). The test databases are copies of the run's migrated templates
@@ -31,6 +32,7 @@ const requirePg = process.env.CREDITKIT_REQUIRE_PG === '1';
 const hasPg = Boolean(process.env.DATABASE_URL);
 const POSTGRES_TAG = '[postgres]';
 const BROWSER_SUITE = 'apps/web/test/browser.test.ts';
+const OUTSIDE_APP_SUITE = 'scripts/test/outside-app.test.ts';
 
 const totals = { passed: 0, failed: 0, skipped: 0 };
 const problems = [];
@@ -81,6 +83,7 @@ try {
   if (vitest.error) problem(`could not start vitest: ${vitest.error.message}`);
   let postgresPassed = 0;
   let browserPassed = 0;
+  let outsideAppPassed = 0;
   if (existsSync(vitestJson)) {
     const report = JSON.parse(readFileSync(vitestJson, 'utf8'));
     totals.passed += report.numPassedTests;
@@ -92,6 +95,7 @@ try {
       for (const t of file.assertionResults) {
         if (t.status === 'passed' && t.fullName.includes(POSTGRES_TAG)) postgresPassed++;
         if (t.status === 'passed' && file.name.endsWith(BROWSER_SUITE)) browserPassed++;
+        if (t.status === 'passed' && file.name.endsWith(OUTSIDE_APP_SUITE)) outsideAppPassed++;
       }
     }
     if (vitest.status !== 0 && failed === 0) failed = 1;
@@ -136,6 +140,9 @@ try {
     if (postgresPassed === 0) problem(`CREDITKIT_REQUIRE_PG=1 but no vitest test titled "${POSTGRES_TAG}" passed`);
     if (browserPassed === 0 && process.argv.length <= 2) {
       problem(`CREDITKIT_REQUIRE_PG=1 but no test of the browser suite (${BROWSER_SUITE}, needs /usr/bin/chromium) passed`);
+    }
+    if (outsideAppPassed === 0 && process.argv.length <= 2) {
+      problem(`CREDITKIT_REQUIRE_PG=1 but no test of the outside-app suite (${OUTSIDE_APP_SUITE}, needs the npm registry) passed`);
     }
     if (pgtapFiles === 0) problem('CREDITKIT_REQUIRE_PG=1 but there are no supabase/tests/*.test.sql files');
     else if (pgtapPassed === 0) problem('CREDITKIT_REQUIRE_PG=1 but no pgTAP test passed');

@@ -175,8 +175,10 @@ function upgrade(project: SupabaseProject, out: Out): number {
     throw new CliError('creditkit is not in supabase/migrations/: install it with `npx creditkit init`', EXIT.notInstalled);
   }
   const cmp = compareVersions(installed.version, kitVersion);
+  const pin = repinStripeFunction(project);
   if (cmp === 0) {
-    out(`creditkit ${kitVersion} is current in supabase/migrations/; nothing to write.`);
+    out(`creditkit ${kitVersion} is current in supabase/migrations/; ${pin ? 'no migrations to write.' : 'nothing to write.'}`);
+    if (pin) out(pin);
     return EXIT.ok;
   }
   if (cmp > 0) {
@@ -189,9 +191,24 @@ function upgrade(project: SupabaseProject, out: Out): number {
   const written = project.writeMigrations(files);
   out(`Wrote the upgrade from creditkit ${installed.version} to ${kitVersion} into supabase/migrations/:`);
   files.forEach((f, i) => out(`  ${written[i]}  (${summary(f.upgrade.sql)})`));
+  if (pin) out(pin);
   out();
   out('Next: supabase db push; the CHANGELOG says what changed (node_modules/creditkit/CHANGELOG.md).');
   return EXIT.ok;
+}
+
+/**
+ * The Stripe webhook's deno.json pins @creditkit/stripe to the version init wrote it for: moves an
+ * older pin to this version, and says so. Anything else in the function is the app's.
+ */
+function repinStripeFunction(project: SupabaseProject): string | null {
+  const path = join(project.supabaseDir, 'functions', 'stripe-webhook', 'deno.json');
+  if (!existsSync(path)) return null;
+  const text = readFileSync(path, 'utf8');
+  const pinned = /"npm:@creditkit\/stripe@(\d+\.\d+\.\d+)\/handler"/.exec(text);
+  if (!pinned?.[1] || compareVersions(pinned[1], kitVersion) >= 0) return null;
+  writeFileSync(path, text.replace(pinned[0], `"npm:@creditkit/stripe@${kitVersion}/handler"`));
+  return `  updated ${project.relative(path)}: @creditkit/stripe ${pinned[1]} -> ${kitVersion} (then: supabase functions deploy stripe-webhook)`;
 }
 
 /** An upgrade script's first line, `-- creditkit <from> -> <to>: <what it changes>`, without the versions. */

@@ -187,6 +187,20 @@ describe('creditkit upgrade', () => {
     expect((await creditkit(dir, 'init')).stdout).toContain(`creditkit ${version} is already in supabase/migrations/`);
   });
 
+  it("moves the Stripe function's @creditkit/stripe pin to this version, and touches nothing else of it", async () => {
+    const dir = appAtPrevious();
+    const fn = join(dir, 'supabase/functions/stripe-webhook');
+    mkdirSync(fn, { recursive: true });
+    const deno = (v: string) => `{\n  "imports": {\n    "@creditkit/stripe/handler": "npm:@creditkit/stripe@${v}/handler",\n    "stripe": "npm:stripe@23.1.0"\n  }\n}\n`;
+    writeFileSync(join(fn, 'deno.json'), deno(PREVIOUS));
+    writeFileSync(join(fn, 'index.ts'), '// the app edited this\n');
+    const r = await creditkit(dir, 'upgrade');
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout).toContain(`@creditkit/stripe ${PREVIOUS} -> ${version}`);
+    expect(readFileSync(join(fn, 'deno.json'), 'utf8')).toBe(deno(version));
+    expect(readFileSync(join(fn, 'index.ts'), 'utf8')).toBe('// the app edited this\n');
+  });
+
   it('init in an app at the previous release writes nothing and points to upgrade', async () => {
     const dir = appAtPrevious();
     const before = tree(dir);

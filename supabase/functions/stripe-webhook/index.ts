@@ -9,6 +9,13 @@ import Stripe from 'stripe';
 import { createClient } from '@supabase/supabase-js';
 import { createWebhookHandler } from '@creditkit/stripe/handler';
 
+// The two Deno APIs this file uses, typed here: an app's Node toolchain may type-check this folder
+// too (`next build` with create-next-app's tsconfig includes every .ts), and Node has no `Deno`.
+declare const Deno: {
+  env: { get(name: string): string | undefined };
+  serve(handler: (request: Request) => Response | Promise<Response>): unknown;
+};
+
 function env(name: string): string {
   const value = Deno.env.get(name);
   if (!value) throw new Error(`stripe-webhook: ${name} is not set`);

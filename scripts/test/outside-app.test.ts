@@ -1,0 +1,405 @@
+// An app outside this repository adopting creditkit the way the README tells it to, end to end,
+// from the packed tarballs (what `npm publish` would upload): its own package.json with the four
+// tarballs and the current releases of everything else from the npm registry; an app migration
+// dated today that is already pushed; `npx creditkit init --with-stripe`; `supabase db push`
+// without --include-all; a plain-node ESM script (no TypeScript loader) that imports every entry
+// point of every package and runs grant -> consume -> blocked (402 from the route helper) over
+// node-postgres; `next build` of a Next.js app with create-next-app's tsconfig, <CreditsDisplay/> on
+// a page and a route handler on @creditkit/core/http; the Edge Function init wrote, under Deno,
+// applying a signed Stripe event; `creditkit doctor` passing, then failing after a bad grant; and
+// `creditkit upgrade` in an app installed at the previous release. CI runs it (scripts/test.mjs
+// requires it to pass under CREDITKIT_REQUIRE_PG=1): a step that cannot run fails the suite.
+import { execFile, execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { createHmac } from 'node:crypto';
+import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { afterAll, beforeAll, expect, it } from 'vitest';
+import { createTestDatabase, startPostgrestServer, type PostgrestServer, type TestDatabase } from '@creditkit/testing';
+import { describeIfPostgres } from '@creditkit/testing/vitest';
+
+const root = fileURLToPath(new URL('../../', import.meta.url));
+const SUPABASE = join(root, 'node_modules/.bin/supabase');
+const VERSION: string = JSON.parse(readFileSync(join(root, 'packages/creditkit/package.json'), 'utf8')).version;
+const RELEASES = join(root, 'packages/creditkit/test/releases');
+const PREVIOUS = readdirSync(RELEASES).sort().at(-1)!;
+const TODAY = new Date().toISOString().slice(0, 10).replace(/-/g, '');
+
+interface Run {
+  status: number;
+  stdout: string;
+  stderr: string;
+}
+
+/** Runs a command without blocking the worker; never rejects. */
+function run(cmd: string, args: string[], cwd: string, env: Record<string, string> = {}, timeout = 600_000): Promise<Run> {
+  return new Promise((resolve) => {
+    execFile(
+      cmd,
+      args,
+      { cwd, encoding: 'utf8', timeout, maxBuffer: 64 * 1024 * 1024, env: { ...process.env, NO_COLOR: '1', ...env } },
+      (error, stdout, stderr) => resolve({ status: error ? (typeof error.code === 'number' ? error.code : 1) : 0, stdout, stderr }),
+    );
+  });
+}
+
+/** `supabase db push` against a database URL, as a user without a linked project runs it. */
+const push = (cwd: string, url: string) =>
+  // --yes: the CLI asks before applying, and cannot ask when its output is not a terminal
+  run(SUPABASE, ['db', 'push', '--db-url', url, '--yes'], cwd, { SUPABASE_TELEMETRY_DISABLED: '1' });
+
+const write = (path: string, text: string) => {
+  mkdirSync(join(path, '..'), { recursive: true });
+  writeFileSync(path, text);
+};
+
+// create-next-app's tsconfig.json, as it generates it
+const NEXT_TSCONFIG = {
+  compilerOptions: {
+    target: 'ES2017',
+    lib: ['dom', 'dom.iterable', 'esnext'],
+    allowJs: true,
+    skipLibCheck: true,
+    strict: true,
+    noEmit: true,
+    esModuleInterop: true,
+    module: 'esnext',
+    moduleResolution: 'bundler',
+    resolveJsonModule: true,
+    isolatedModules: true,
+    jsx: 'preserve',
+    incremental: true,
+    plugins: [{ name: 'next' }],
+    paths: { '@/*': ['./*'] },
+  },
+  include: ['next-env.d.ts', '**/*.ts', '**/*.tsx', '.next/types/**/*.ts'],
+  exclude: ['node_modules'],
+};
+
+// The plain-node program: every entry point of every kit package, then the story over node-postgres.
+const MAIN_MJS = `
+import { readFileSync } from 'node:fs';
+import pg from 'pg';
+import { createCreditkit } from '@creditkit/core/server';
+import { withCredits } from '@creditkit/core/http';
+
+const entries = [];
+for (const name of ['@creditkit/core', '@creditkit/react', '@creditkit/stripe', 'creditkit']) {
+  const manifest = JSON.parse(readFileSync(new URL(\`./node_modules/\${name}/package.json\`, import.meta.url), 'utf8'));
+  for (const subpath of Object.keys(manifest.exports)) {
+    if (subpath === './package.json') continue;
+    const specifier = subpath === '.' ? name : \`\${name}/\${subpath.slice(2)}\`;
+    const module = await import(specifier);
+    entries.push([specifier, Object.keys(module).length]);
+  }
+}
+
+const pool = new pg.Pool({ connectionString: process.env.DATABASE_URL });
+const creditkit = createCreditkit({ pg: pool });
+const ada = process.env.ACCOUNT;
+await creditkit.setPrice({ event: 'chat', creditsPerUnit: 2 });
+const granted = await creditkit.grant({ accountId: ada, amount: 5, idempotencyKey: 'welcome' });
+const consumed = await creditkit.consume({ accountId: ada, amount: 2, event: 'chat' });
+const route = withCredits(creditkit, { account: () => ada, event: 'chat' }, (_request, credits) =>
+  Response.json({ balance: credits.metered.balance }),
+);
+const call = async () => {
+  const response = await route(new Request('http://app.local/api/chat', { method: 'POST' }));
+  return [response.status, await response.json()];
+};
+const first = await call();
+const second = await call();
+const balance = await creditkit.balance({ accountId: ada });
+await pool.end();
+console.log(JSON.stringify({ entries, granted, consumed, first, second, balance: balance.balance }));
+`;
+
+const LAYOUT_TSX = `import type { ReactNode } from 'react';
+import { Providers } from './providers';
+
+export const metadata = { title: 'An app with creditkit' };
+
+export default function RootLayout({ children }: { children: ReactNode }) {
+  return (
+    <html lang="en">
+      <body>
+        <Providers>{children}</Providers>
+      </body>
+    </html>
+  );
+}
+`;
+
+const PROVIDERS_TSX = `'use client';
+import { useMemo, type ReactNode } from 'react';
+import { createClient } from '@supabase/supabase-js';
+import { createCreditkitClient } from '@creditkit/core';
+import { CreditkitProvider } from '@creditkit/react';
+
+export function Providers({ children }: { children: ReactNode }) {
+  const client = useMemo(
+    () => createCreditkitClient({ supabase: createClient(process.env.NEXT_PUBLIC_SUPABASE_URL!, process.env.NEXT_PUBLIC_SUPABASE_ANON_KEY!) }),
+    [],
+  );
+  return (
+    // a signed-in user's id in a real app; the build prerenders the balance in its loading state
+    <CreditkitProvider client={client} accountId="00000000-0000-4000-8000-00000000a11c">
+      {children}
+    </CreditkitProvider>
+  );
+}
+`;
+
+const PAGE_TSX = `import { CreditsDisplay } from '@creditkit/react';
+
+export default function Home() {
+  return (
+    <main>
+      <h1>Images</h1>
+      <CreditsDisplay price={{ amount: 2, unit: 'image' }} />
+    </main>
+  );
+}
+`;
+
+const ROUTE_TS = `import pg from 'pg';
+import { createCreditkit } from '@creditkit/core/server';
+import { withCredits } from '@creditkit/core/http';
+
+const creditkit = createCreditkit({ pg: new pg.Pool({ connectionString: process.env.DATABASE_URL }) });
+
+export const POST = withCredits(
+  creditkit,
+  { account: (request) => request.headers.get('x-user-id'), event: 'image_gen' },
+  async (_request, credits) => Response.json({ image: 'https://example.com/cat.png', balance: credits.metered!.balance }),
+);
+`;
+
+/** A Stripe-Signature header for `payload` (what the stripe SDK's generateTestHeaderString makes). */
+function sign(payload: string, secret: string): string {
+  const t = Math.floor(Date.now() / 1000);
+  return `t=${t},v1=${createHmac('sha256', secret).update(`${t}.${payload}`).digest('hex')}`;
+}
+
+describeIfPostgres('an app outside the monorepo, installed from the tarballs', () => {
+  const work = mkdtempSync(join(tmpdir(), 'creditkit-outside-app-'));
+  const app = join(work, 'app');
+  const oldApp = join(work, 'old-app');
+  let db: TestDatabase;
+  let oldDb: TestDatabase;
+  let tarballs: Record<string, string>;
+  const npx = (cwd: string, ...args: string[]) => run('npx', ['--no-install', ...args], cwd);
+
+  beforeAll(async () => {
+    const packs = join(work, 'packs');
+    const packed = await run(process.execPath, [join(root, 'scripts/pack.mjs'), '--out', packs], root);
+    if (packed.status !== 0) throw new Error(`scripts/pack.mjs failed:\n${packed.stdout}\n${packed.stderr}`);
+    tarballs = Object.fromEntries(
+      readdirSync(packs).map((file) => {
+        const manifest = JSON.parse(execFileSync('tar', ['-xzOf', join(packs, file), 'package/package.json'], { encoding: 'utf8' }));
+        return [manifest.name as string, join(packs, file)];
+      }),
+    );
+    [db, oldDb] = await Promise.all([
+      // a database with what a Supabase project has (roles, auth schema, default privileges) and no kit
+      createTestDatabase({ backend: 'postgres', migrate: false }),
+      createTestDatabase({ backend: 'postgres', migrate: false }),
+    ]);
+
+    // the app: its package.json, the kit from the tarballs, everything else at its current release
+    write(join(app, 'package.json'), JSON.stringify({ name: 'outside-app', private: true, type: 'module', scripts: { build: 'next build' } }, null, 2));
+    const install = await run(
+      'npm',
+      [
+        'install', '--no-audit', '--no-fund', '--prefer-offline', '--loglevel=error',
+        ...Object.values(tarballs),
+        'pg', '@supabase/supabase-js', '@electric-sql/pglite', 'stripe', 'next', 'react', 'react-dom', '@tanstack/react-query',
+        'typescript', '@types/react', '@types/react-dom', '@types/node', '@types/pg',
+      ],
+      app,
+    );
+    if (install.status !== 0) throw new Error(`npm install failed:\n${install.stdout}\n${install.stderr}`);
+    // its Supabase folder, with a migration of its own from today, already pushed
+    write(join(app, 'supabase/config.toml'), 'project_id = "outside-app"\n\n[api]\nenabled = true\nschemas = ["public", "graphql_public"]\n');
+    write(join(app, `supabase/migrations/${TODAY}090000_notes.sql`), 'create table public.notes (id bigint generated always as identity primary key, body text);\n');
+    const first = await push(app, db.url!);
+    if (first.status !== 0) throw new Error(`the app's own push failed:\n${first.stdout}\n${first.stderr}`);
+  }, 900_000);
+
+  afterAll(async () => {
+    await Promise.allSettled([db?.drop(), oldDb?.drop()]);
+    rmSync(work, { recursive: true, force: true });
+  });
+
+  it('npx creditkit init --with-stripe writes the kit after the app\'s newest migration, and the function', async () => {
+    const r = await npx(app, 'creditkit', 'init', '--with-stripe');
+    expect(r.status, r.stdout + r.stderr).toBe(0);
+    const names = readdirSync(join(app, 'supabase/migrations')).sort();
+    expect(names[0]).toBe(`${TODAY}090000_notes.sql`);
+    expect(names.slice(1).length).toBeGreaterThan(5);
+    expect(names.slice(1).every((n) => /^\d{14}_creditkit_\w+\.sql$/.test(n) && n > names[0]!)).toBe(true);
+    expect(existsSync(join(app, 'supabase/functions/stripe-webhook/index.ts'))).toBe(true);
+    expect(readFileSync(join(app, 'supabase/config.toml'), 'utf8')).toContain('[functions.stripe-webhook]\nverify_jwt = false');
+  });
+
+  it('supabase db push applies it with no extra flag', async () => {
+    const r = await push(app, db.url!);
+    expect(r.status, r.stdout + r.stderr).toBe(0);
+    expect(r.stdout + r.stderr).toMatch(/Applying migration \d+_creditkit_setup\.sql/);
+    expect(r.stdout + r.stderr).not.toContain('--include-all');
+    const [row] = await db.query<{ version: string }>('select creditkit.version() as version');
+    expect(row!.version).toBe(VERSION);
+    // a second push finds nothing to do
+    const again = await push(app, db.url!);
+    expect(again.status).toBe(0);
+    expect(again.stdout + again.stderr).toMatch(/up to date/i);
+  });
+
+  it('plain node imports every entry point of every package and runs grant -> consume -> blocked (402) over node-postgres', async () => {
+    write(join(app, 'main.mjs'), MAIN_MJS);
+    const account = await db.createUser('ada@example.com');
+    const r = await run(process.execPath, ['main.mjs'], app, { DATABASE_URL: db.url!, ACCOUNT: account });
+    expect(r.status, r.stderr).toBe(0);
+    const out = JSON.parse(r.stdout);
+    expect(out.entries.map(([specifier]: [string]) => specifier)).toEqual([
+      '@creditkit/core', '@creditkit/core/server', '@creditkit/core/http', '@creditkit/core/embedded',
+      '@creditkit/react', '@creditkit/react/keys', '@creditkit/stripe', '@creditkit/stripe/handler', 'creditkit',
+    ]);
+    expect(out.entries.every(([, exports]: [string, number]) => exports > 0)).toBe(true);
+    expect(out.granted).toMatchObject({ balance: 5 });
+    expect(out.consumed).toMatchObject({ allowed: true, balance: 3 });
+    expect(out.first).toEqual([200, { balance: 1 }]);
+    expect(out.second[0]).toBe(402);
+    expect(out.second[1]).toMatchObject({ error: 'insufficient_credits', balance: 1, required: 2 });
+    expect(out.balance).toBe(1);
+  });
+
+  it('next build passes with create-next-app\'s tsconfig, <CreditsDisplay/> on a page and a route handler on @creditkit/core/http', async () => {
+    write(join(app, 'tsconfig.json'), `${JSON.stringify(NEXT_TSCONFIG, null, 2)}\n`);
+    write(join(app, 'next.config.mjs'), 'export default {};\n');
+    write(join(app, 'app/layout.tsx'), LAYOUT_TSX);
+    write(join(app, 'app/providers.tsx'), PROVIDERS_TSX);
+    write(join(app, 'app/page.tsx'), PAGE_TSX);
+    write(join(app, 'app/api/images/route.ts'), ROUTE_TS);
+    const r = await run(join(app, 'node_modules/.bin/next'), ['build'], app, {
+      NEXT_TELEMETRY_DISABLED: '1',
+      NEXT_PUBLIC_SUPABASE_URL: 'http://127.0.0.1:54321',
+      NEXT_PUBLIC_SUPABASE_ANON_KEY: 'anon-key-for-the-build',
+    });
+    expect(r.status, r.stdout + r.stderr).toBe(0);
+    expect(r.stdout).toContain('/api/images');
+    // the prerendered page has the component's markup in it
+    const html = readFileSync(join(app, '.next/server/app/index.html'), 'utf8');
+    expect(html).toContain('<h1>Images</h1>');
+    expect(html).toMatch(/<div[^>]*role="group"[^>]*data-state="loading"/);
+  });
+
+  it('the Edge Function init wrote runs under Deno and applies a signed Stripe event exactly once', async () => {
+    await db.asService(`select creditkit_upsert_pack('starter', 'Starter', 100, 500, 'usd', 'price_starter')`);
+    const account = await db.createUser('grace@example.com');
+    let postgrest: PostgrestServer | undefined;
+    let deno: ChildProcess | undefined;
+    try {
+      postgrest = await startPostgrestServer({ connectionString: db.url! });
+      // the app's function as written; only @creditkit/stripe comes from the tarball instead of the registry
+      const fn = join(work, 'function');
+      cpSync(join(app, 'supabase/functions/stripe-webhook'), fn, { recursive: true });
+      const config = JSON.parse(readFileSync(join(fn, 'deno.json'), 'utf8'));
+      expect(config.imports['@creditkit/stripe/handler']).toBe(`npm:@creditkit/stripe@${VERSION}/handler`);
+      config.imports['@creditkit/stripe/handler'] = join(app, 'node_modules/@creditkit/stripe/dist/handler.js');
+      writeFileSync(join(fn, 'deno.json'), JSON.stringify(config));
+      const secret = 'whsec_outside_app';
+      const denoBin = (createRequire(join(root, 'package.json'))('deno/install_api.cjs') as { runInstall(): string }).runInstall();
+      deno = spawn(denoBin, ['run', '--config', 'deno.json', '--allow-net', '--allow-env', '--allow-read', 'index.ts'], {
+        cwd: fn,
+        env: {
+          ...process.env, NO_COLOR: '1', DENO_NO_UPDATE_CHECK: '1', DENO_SERVE_ADDRESS: 'tcp:127.0.0.1:0',
+          STRIPE_SECRET_KEY: 'sk_test_outside', STRIPE_WEBHOOK_SECRET: secret,
+          SUPABASE_URL: postgrest.url, SUPABASE_SERVICE_ROLE_KEY: postgrest.serviceRoleKey,
+        },
+        stdio: ['ignore', 'pipe', 'pipe'],
+      });
+      const url = await new Promise<string>((resolve, reject) => {
+        let log = '';
+        const onData = (chunk: Buffer) => {
+          log += chunk.toString();
+          const m = /Listening on (http:\/\/127\.0\.0\.1:\d+)\//.exec(log);
+          if (m) resolve(m[1]!);
+        };
+        deno!.stdout!.on('data', onData);
+        deno!.stderr!.on('data', onData);
+        deno!.once('exit', (code) => reject(new Error(`deno exited (${code}):\n${log}`)));
+      });
+      const event = {
+        id: 'evt_1OutsideAppCheckout00001', object: 'event', api_version: '2026-01-28.clover', created: Math.floor(Date.now() / 1000),
+        livemode: false, pending_webhooks: 1, request: { id: null, idempotency_key: null }, type: 'checkout.session.completed',
+        data: {
+          object: {
+            id: 'cs_test_outsideapp1', object: 'checkout.session', mode: 'payment', payment_status: 'paid', status: 'complete',
+            amount_total: 500, currency: 'usd', customer: 'cus_outsideapp1', payment_intent: 'pi_outsideapp1',
+            client_reference_id: account, metadata: { account_id: account, pack_id: 'starter' },
+          },
+        },
+      };
+      const payload = JSON.stringify(event);
+      const deliver = (signature: string) =>
+        fetch(url, { method: 'POST', headers: { 'content-type': 'application/json', 'stripe-signature': signature }, body: payload });
+      expect((await deliver(sign(payload, 'whsec_someone_else'))).status).toBe(400);
+      const first = await deliver(sign(payload, secret));
+      expect(first.status).toBe(200);
+      expect(await first.json()).toMatchObject({ status: 'applied', duplicate: false });
+      const again = await deliver(sign(payload, secret));
+      expect(await again.json()).toMatchObject({ status: 'applied', duplicate: true });
+      const [row] = await db.query<{ balance: number }>('select balance from creditkit.accounts where id = $1', [account]);
+      expect(row!.balance).toBe(100);
+    } finally {
+      deno?.kill('SIGTERM');
+      await postgrest?.close();
+    }
+  });
+
+  it('creditkit doctor passes on the database, and fails after a bad grant', async () => {
+    const ok = await npx(app, 'creditkit', 'doctor', '--db-url', db.url!);
+    expect(ok.status, ok.stdout + ok.stderr).toBe(0);
+    expect(ok.stdout).toContain('No problems found.');
+    await db.exec(
+      'grant execute on function public.creditkit_grant(uuid, bigint, text, timestamptz, integer, text, jsonb, bigint, timestamptz) to anon',
+    );
+    const bad = await npx(app, 'creditkit', 'doctor', '--db-url', db.url!);
+    expect(bad.status).toBe(1);
+    expect(bad.stdout).toMatch(/^FAIL {2}anon can execute public\.creditkit_grant\(/m);
+    expect(bad.stdout).toContain('1 problem found.');
+  });
+
+  it(`creditkit upgrade in an app installed at ${PREVIOUS}: one new migration, pushed with no extra flag`, async () => {
+    // the app as it stood at the previous release: its own migration, then the kit's files of then
+    write(join(oldApp, 'package.json'), JSON.stringify({ name: 'old-app', private: true, type: 'module' }));
+    write(join(oldApp, 'supabase/migrations/20261101000000_notes.sql'), 'create table public.notes (id int);\n');
+    cpSync(join(RELEASES, PREVIOUS), join(oldApp, 'supabase/migrations'), { recursive: true });
+    const pushed = await push(oldApp, oldDb.url!);
+    expect(pushed.status, pushed.stdout + pushed.stderr).toBe(0);
+    // it upgrades its creditkit package (here: the tarball)
+    const install = await run('npm', ['install', '--no-audit', '--no-fund', '--prefer-offline', '--loglevel=error', tarballs.creditkit!], oldApp);
+    expect(install.status, install.stderr).toBe(0);
+
+    const before = await npx(oldApp, 'creditkit', 'status', '--db-url', oldDb.url!);
+    expect(before.stdout).toMatch(new RegExp(`^database +creditkit ${PREVIOUS.replace(/\./g, '\\.')} `, 'm'));
+    const beforeFiles = readdirSync(join(oldApp, 'supabase/migrations'));
+    const r = await npx(oldApp, 'creditkit', 'upgrade');
+    expect(r.status, r.stdout + r.stderr).toBe(0);
+    const added = readdirSync(join(oldApp, 'supabase/migrations')).filter((f) => !beforeFiles.includes(f));
+    expect(added).toHaveLength(1);
+    expect(added[0]).toMatch(/^\d{14}_creditkit_upgrade_[\d_]+_to_[\d_]+\.sql$/);
+
+    const upgraded = await push(oldApp, oldDb.url!);
+    expect(upgraded.status, upgraded.stdout + upgraded.stderr).toBe(0);
+    const after = await npx(oldApp, 'creditkit', 'status', '--db-url', oldDb.url!);
+    expect(after.stdout).toMatch(new RegExp(`^database +creditkit ${VERSION.replace(/\./g, '\\.')} `, 'm'));
+    expect(after.stdout).toMatch(/^upgrade +none: the database is current$/m);
+    const doctor = await npx(oldApp, 'creditkit', 'doctor', '--db-url', oldDb.url!);
+    expect(doctor.status, doctor.stdout).toBe(0);
+    expect((await npx(oldApp, 'creditkit', 'upgrade')).stdout).toContain('nothing to write');
+  });
+});
