@@ -6,14 +6,18 @@
 //   node scripts/test.mjs [vitest filters...]
 //   env: DATABASE_URL (superuser URL; enables the real-Postgres suites), CREDITKIT_REQUIRE_PG=1
 //        (CI: also requires the demo app's browser suite, apps/web/test/browser.test.ts, and the
-//        outside-app suite, scripts/test/outside-app.test.ts, to pass)
+//        outside-app suite, scripts/test/outside-app.test.ts, to pass, and the Citus suite, titled
+//        "[citus]", unless CREDITKIT_REQUIRE_CITUS=0), CREDITKIT_REQUIRE_CITUS=1 (requires the
+//        Citus suite on its own), CREDITKIT_CITUS_PORT (the local Citus coordinator, default 5441;
+//        @creditkit/testing's citus.ts starts it)
 //
 // Every database the run creates is named creditkit_test_<run>_…, with <run> this run's id
 // (CREDITKIT_TEST_RUN). The test databases are copies of the run's migrated templates
 // (creditkit_test_<run>_template_<mode>, made by the first suite that needs one), which the run
-// drops at its end. It also drops any test database still there: a suite whose setup failed or
-// timed out may never get to drop its own. A run that passes everything else but leaves one
-// behind fails, since that is a suite that does not clean up.
+// drops at its end. It also drops any test database still there, on the DATABASE_URL server and on
+// the three nodes of the local Citus cluster: a suite whose setup failed or timed out may never get
+// to drop its own. A run that passes everything else but leaves one behind fails, since that is a
+// suite that does not clean up.
 import { randomBytes } from 'node:crypto';
 import { spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
@@ -33,6 +37,11 @@ const hasPg = Boolean(process.env.DATABASE_URL);
 const POSTGRES_TAG = '[postgres]';
 const BROWSER_SUITE = 'apps/web/test/browser.test.ts';
 const OUTSIDE_APP_SUITE = 'scripts/test/outside-app.test.ts';
+// @creditkit/testing's citusRequired() says the same
+const requireCitus =
+  process.env.CREDITKIT_REQUIRE_CITUS === '1' || (requirePg && process.env.CREDITKIT_REQUIRE_CITUS !== '0');
+const CITUS_TAG = '[citus]';
+const citusPort = Number(process.env.CREDITKIT_CITUS_PORT || 5441);
 
 const totals = { passed: 0, failed: 0, skipped: 0 };
 const problems = [];
@@ -84,6 +93,7 @@ try {
   let postgresPassed = 0;
   let browserPassed = 0;
   let outsideAppPassed = 0;
+  let citusPassed = 0;
   if (existsSync(vitestJson)) {
     const report = JSON.parse(readFileSync(vitestJson, 'utf8'));
     totals.passed += report.numPassedTests;
@@ -96,6 +106,7 @@ try {
         if (t.status === 'passed' && t.fullName.includes(POSTGRES_TAG)) postgresPassed++;
         if (t.status === 'passed' && file.name.endsWith(BROWSER_SUITE)) browserPassed++;
         if (t.status === 'passed' && file.name.endsWith(OUTSIDE_APP_SUITE)) outsideAppPassed++;
+        if (t.status === 'passed' && t.fullName.includes(CITUS_TAG)) citusPassed++;
       }
     }
     if (vitest.status !== 0 && failed === 0) failed = 1;
@@ -147,23 +158,36 @@ try {
     if (pgtapFiles === 0) problem('CREDITKIT_REQUIRE_PG=1 but there are no supabase/tests/*.test.sql files');
     else if (pgtapPassed === 0) problem('CREDITKIT_REQUIRE_PG=1 but no pgTAP test passed');
   }
-  if (hasPg) dropLeftovers();
+  if (requireCitus && citusPassed === 0 && process.argv.length <= 2) {
+    problem(
+      `the Citus suite is required (CREDITKIT_REQUIRE_PG=1 or CREDITKIT_REQUIRE_CITUS=1) but no vitest test titled "${CITUS_TAG}" passed\n` +
+        `       (packages/creditkit/test/citus.test.ts: it runs cluster.sh start ${citusPort} from CREDITKIT_CITUS_DIR, default ../shared/citus; CREDITKIT_REQUIRE_CITUS=0 opts out)`,
+    );
+  }
+  if (hasPg) dropLeftovers(['-d', process.env.DATABASE_URL], 'the DATABASE_URL server');
+  for (const port of [citusPort, citusPort + 1, citusPort + 2]) {
+    const where = ['-h', '127.0.0.1', '-p', String(port), '-U', 'postgres', '-d', 'postgres'];
+    // only where a Citus node answers (a run without the cluster has nothing to clean there)
+    if (spawnSync('psql', ['-X', '-At', ...where, '-c', 'select 1'], { stdio: 'ignore' }).status === 0) {
+      dropLeftovers(where, `Citus node :${port}`);
+    }
+  }
 } finally {
   rmSync(work, { recursive: true, force: true });
 }
 finish();
 
-/** Drops this run's test databases that are still there (see the header). */
-function dropLeftovers() {
+/** Drops this run's test databases that are still there (see the header) on one server. */
+function dropLeftovers(where, label) {
   const psql = (sql) =>
-    spawnSync('psql', ['-X', '-At', '-v', 'ON_ERROR_STOP=1', '-d', process.env.DATABASE_URL, '-c', sql], {
+    spawnSync('psql', ['-X', '-At', '-v', 'ON_ERROR_STOP=1', ...where, '-c', sql], {
       cwd: root,
       env,
       encoding: 'utf8',
     });
   const list = psql(`select datname from pg_database where datname like 'creditkit\\_test\\_${runId}\\_%' order by 1`);
   if (list.status !== 0) {
-    console.error(`\nWARNING: could not list this run's test databases: ${(list.stderr || String(list.error)).trim()}`);
+    console.error(`\nWARNING: could not list this run's test databases on ${label}: ${(list.stderr || String(list.error)).trim()}`);
     return;
   }
   // the templates are the run's own, meant to last until now (a half-built one is a leftover)
@@ -172,7 +196,7 @@ function dropLeftovers() {
   for (const name of all) psql(`drop database if exists ${name} with (force)`);
   const names = all.filter((name) => !template.test(name));
   if (names.length === 0) return;
-  const message = `${names.length} test database(s) of this run were left behind and are now dropped: ${names.join(', ')}`;
+  const message = `${names.length} test database(s) of this run were left behind on ${label} and are now dropped: ${names.join(', ')}`;
   if (totals.failed === 0) problem(`${message}\n       (a suite that creates a database must drop it, also when it fails)`);
   else console.warn(`\nNOTE: ${message}`);
 }

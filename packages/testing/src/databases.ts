@@ -136,7 +136,7 @@ const types: pg.CustomTypesConfig = {
 
 // Always the extended protocol, as PGlite's query() uses: one statement per call on both
 // backends (node-postgres would otherwise accept several when there are no parameters).
-function statement(sql: string, params?: unknown[]): pg.QueryConfig {
+export function statement(sql: string, params?: unknown[]): pg.QueryConfig {
   return { text: sql, values: params ?? [], queryMode: 'extended' } as pg.QueryConfig;
 }
 
@@ -146,7 +146,8 @@ function databaseUrl(serverUrl: string, database: string): string {
   return url.toString();
 }
 
-async function withClient<T>(url: string, fn: (client: pg.Client) => Promise<T>): Promise<T> {
+/** One superuser connection to `url` for the length of `fn`. */
+export async function withClient<T>(url: string, fn: (client: pg.Client) => Promise<T>): Promise<T> {
   const client = new pg.Client({ connectionString: url, types });
   await client.connect();
   try {
@@ -223,6 +224,28 @@ async function postgresTestDatabase(mode: PrivilegeMode, migrate: boolean): Prom
   // template0 otherwise: it never has connections (template1 may), so concurrent creates cannot collide
   await withClient(serverUrl, (c) => c.query(`create database ${name} template ${template ?? 'template0'}`));
 
+  const dropDatabase = () =>
+    withClient(serverUrl, async (c) => {
+      await c.query('select pg_terminate_backend(pid) from pg_stat_activity where datname = $1 and pid <> pg_backend_pid()', [name]);
+      await c.query(`drop database if exists ${name} with (force)`);
+    });
+
+  try {
+    // a copy of the template has every migration already; this checks that, and would apply one it lacked
+    await withClient(url, (c) => setupDatabase(pgConnection(c), { defaultPrivileges: mode, migrate }));
+  } catch (err) {
+    await dropDatabase();
+    throw err;
+  }
+  return postgresDatabase(url, mode, dropDatabase);
+}
+
+/**
+ * The TestDatabase of an installed database at `url` on a Postgres server (the postgres backend,
+ * and citus.ts's coordinator): superuser pools, role switches as PostgREST makes them, and a
+ * drop() that closes every pool, then runs `dropDatabase`.
+ */
+export function postgresDatabase(url: string, mode: PrivilegeMode, dropDatabase: () => Promise<void>): TestDatabase {
   const pools: pg.Pool[] = [];
   const newPool = (config: Omit<pg.PoolConfig, 'connectionString'> = {}): pg.Pool => {
     const pool = new pg.Pool({ types, ...config, connectionString: url });
@@ -236,20 +259,8 @@ async function postgresTestDatabase(mode: PrivilegeMode, migrate: boolean): Prom
     if (dropped) return;
     dropped = true;
     await Promise.allSettled(pools.map((p) => p.end()));
-    await withClient(serverUrl, async (c) => {
-      await c.query('select pg_terminate_backend(pid) from pg_stat_activity where datname = $1 and pid <> pg_backend_pid()', [name]);
-      await c.query(`drop database if exists ${name} with (force)`);
-    });
+    await dropDatabase();
   };
-
-  try {
-    // a copy of the template has every migration already; this checks that, and would apply one it lacked
-    await withClient(url, (c) => setupDatabase(pgConnection(c), { defaultPrivileges: mode, migrate }));
-  } catch (err) {
-    await drop();
-    throw err;
-  }
-
   const main = newPool({ max: 4 });
   return withConveniences({
     backend: 'postgres',

@@ -1,8 +1,8 @@
 // @creditkit/testing: the one home of what the suites share (private, never published). Test
-// databases on PGlite or Postgres, copied from one migrated template; role switches as PostgREST
-// makes them; the books as the superuser reads them; transport wrappers; the PostgREST and Stripe
-// stand-ins. The vitest helpers (per-backend suites, knownBug) are '@creditkit/testing/vitest',
-// so scripts can use this entry without loading vitest.
+// databases on PGlite or Postgres, copied from one migrated template, and on a local Citus cluster
+// (citus.ts); role switches as PostgREST makes them; the books as the superuser reads them;
+// transport wrappers; the PostgREST and Stripe stand-ins. The vitest helpers (per-backend suites,
+// knownBug) are '@creditkit/testing/vitest', so scripts can use this entry without loading vitest.
 export {
   createTestDatabase,
   templateDatabaseName,
@@ -16,6 +16,26 @@ export {
   type Row,
 } from './databases.ts';
 export { pgliteTemplate } from './pglite.ts';
+export {
+  checkCitus,
+  citusAvailable,
+  citusDir,
+  citusPlacements,
+  citusPort,
+  citusRequired,
+  createCitusDatabase,
+  describePlacement,
+  distributeKit,
+  startCitusCluster,
+  type CitusCluster,
+  type CitusDatabase,
+  type CitusDatabaseOptions,
+  type CitusPlacement,
+  type DistributeOptions,
+  type DistributeScript,
+  type PlacementOptions,
+  type TablePlacement,
+} from './citus.ts';
 export {
   SET_REQUEST,
   beginAs,

@@ -1,10 +1,14 @@
-// Vitest helpers: suites per backend, and known bugs. Kept out of index.ts so that scripts (the
-// pgTAP runner, the type generator) never load vitest. Real-Postgres suite titles carry
-// "[postgres]": scripts/test.mjs counts those to prove CI really ran them.
+// Vitest helpers: suites per backend and on Citus, and known bugs. Kept out of index.ts so that
+// scripts (the pgTAP runner, the type generator) never load vitest. Real-Postgres suite titles
+// carry "[postgres]", Citus suite titles "[citus]": scripts/test.mjs counts those to prove CI
+// really ran them.
 import { describe, it } from 'vitest';
+import { checkCitus } from './citus.ts';
 import { checkPostgres, type Backend } from './databases.ts';
 
 export const POSTGRES_TAG = '[postgres]';
+/** Title tag of the suites on a local Citus cluster (citus.ts); scripts/test.mjs counts those too. */
+export const CITUS_TAG = '[citus]';
 
 /**
  * describe() on real Postgres. Skipped when DATABASE_URL is unset — unless
@@ -13,6 +17,18 @@ export const POSTGRES_TAG = '[postgres]';
 export function describeIfPostgres(name: string, fn: () => void): void {
   const title = name.includes(POSTGRES_TAG) ? name : `${name} ${POSTGRES_TAG}`;
   if (checkPostgres()) describe(title, fn);
+  else describe.skip(title, fn);
+}
+
+/**
+ * describe() on the local Citus cluster ("[citus]"). Skipped on a machine without the shared Citus
+ * build (CREDITKIT_CITUS_DIR with its cluster.sh) — unless the Citus suites are required
+ * (CREDITKIT_REQUIRE_CITUS=1, or CREDITKIT_REQUIRE_PG=1 unless CREDITKIT_REQUIRE_CITUS=0), where
+ * it throws. A cluster that does not start is a failure, never a skip.
+ */
+export function describeIfCitus(name: string, fn: () => void): void {
+  const title = name.includes(CITUS_TAG) ? name : `${name} ${CITUS_TAG}`;
+  if (checkCitus()) describe(title, fn);
   else describe.skip(title, fn);
 }
 

@@ -1,0 +1,167 @@
+-- creditkit on Citus: place every kit table on the cluster, scaled out by account.
+--
+--   psql -X -v ON_ERROR_STOP=1 -d "$COORDINATOR_URL" -f scripts/citus/distribute.sql
+--
+-- Run it on the coordinator of a database that has the citus extension and its workers registered,
+-- after supabase/migrations are installed there (through the coordinator, as on any Postgres). It
+-- is plain SQL (no psql commands), one transaction: every table is placed or none is. It is
+-- idempotent: a table already placed as below is left as it is, so running it again places only
+-- what is not placed yet (nothing, the second time). A table placed otherwise (say distributed by
+-- another column) is an error, not something this script moves.
+--
+-- The layout, by the classes of supabase/tests/distribution.test.sql (which checks on plain Postgres
+-- that the keys allow it):
+--   per-account   hash-distributed by the account and colocated with creditkit.accounts, so an
+--                 account's rows, and every statement of a call about one account, are on one node:
+--                 accounts (by id); grants, ledger, ledger_keys, holds, subscriptions (by account_id)
+--   catalogue     reference tables (a copy on every node): error_codes, settings, plans, prices, packs
+--   Stripe state  reference tables too (keyed by Stripe's ids; a refund may arrive before the account
+--                 is known): stripe_customers, stripe_events, stripe_payments, stripe_invoices
+-- A kit table this list does not name is an error: a new table must be classed here first.
+--
+-- Shards per distributed table: citus.shard_count of the session (Citus's default, 32); set it
+-- before running this to choose another (the tests use 4).
+--
+-- What Citus needs around the placement (docs/citus.md, R1 and R4):
+--   * the foreign keys to the tables that become reference tables (subscriptions.plan_id -> plans,
+--     stripe_invoices.plan_id -> plans, stripe_payments.pack_id -> packs) are dropped before and
+--     added back after, as they were. When a table becomes a reference table, Citus turns every plain
+--     table that references it, and that table's whole foreign-key graph (subscriptions -> accounts
+--     -> grants, ledger, holds ...), into Citus-managed local tables: those cannot reference a
+--     distributed accounts ("cannot create foreign key constraint since foreign keys from reference
+--     tables and local tables to distributed tables are not supported"), nor be distributed later
+--     ("cannot complete operation on a table with identity column"), nor, in the same transaction, be
+--     made reference tables ("relation "stripe_payments_102013" is a shard relation"). The other way
+--     round, a table that references a plain table cannot be placed ("referenced table "plans" must be
+--     a distributed table or a reference table"). Once both sides are placed the keys are accepted.
+--   * citus.enable_unsafe_triggers: Citus refuses to distribute a table that has triggers (the
+--     ledger's append-only guards and grant check, the grants' delete guard, the subscriptions'
+--     renewal guard) without it. Needed for the DDL only; the triggers then fire on every shard.
+--   * citus.multi_shard_modify_mode = sequential: several placements in one transaction; Citus
+--     refuses to create a reference table after a parallel operation on a distributed table.
+--   * the kit's functions that name a table's row type were created on the coordinator only (their
+--     table was not distributed yet); they are propagated to the workers at the end, as is every
+--     other kit function Citus does not know yet (no delegation: calls still run on the coordinator).
+begin;
+
+set local citus.enable_unsafe_triggers = on;
+set local citus.multi_shard_modify_mode = 'sequential';
+
+create temporary table creditkit_layout (
+  ord int primary key,
+  tbl regclass not null unique,
+  kind text not null check (kind in ('distributed', 'reference')),
+  account_column name
+) on commit drop;
+
+-- In placing order: the reference tables first (catalogues before the Stripe state that references
+-- them), then accounts (the colocation group), then the per-account tables, each after the tables it
+-- references.
+insert into creditkit_layout values
+  (1, 'creditkit.error_codes', 'reference', null),
+  (2, 'creditkit.settings', 'reference', null),
+  (3, 'creditkit.plans', 'reference', null),
+  (4, 'creditkit.prices', 'reference', null),
+  (5, 'creditkit.packs', 'reference', null),
+  (6, 'creditkit.stripe_customers', 'reference', null),
+  (7, 'creditkit.stripe_events', 'reference', null),
+  (8, 'creditkit.stripe_payments', 'reference', null),
+  (9, 'creditkit.stripe_invoices', 'reference', null),
+  (10, 'creditkit.accounts', 'distributed', 'id'),
+  (11, 'creditkit.grants', 'distributed', 'account_id'),
+  (12, 'creditkit.ledger', 'distributed', 'account_id'),
+  (13, 'creditkit.ledger_keys', 'distributed', 'account_id'),
+  (14, 'creditkit.holds', 'distributed', 'account_id'),
+  (15, 'creditkit.subscriptions', 'distributed', 'account_id');
+
+do $distribute$
+declare
+  colocation constant regclass := 'creditkit.accounts';
+  t record;
+  k record;
+  unclassed text;
+  keys text[][] := '{}';  -- {table, constraint, definition} of each foreign key dropped for the placement
+begin
+  if to_regclass('pg_catalog.pg_dist_partition') is null then
+    raise exception 'creditkit distribute: the citus extension is not installed in database %', current_database();
+  end if;
+
+  -- Every kit table is classed.
+  select string_agg(c.oid::regclass::text, ', ' order by c.relname) into unclassed
+    from pg_catalog.pg_class c
+   where c.relnamespace = 'creditkit'::regnamespace and c.relkind in ('r', 'p')
+     and c.oid not in (select l.tbl from creditkit_layout l)
+     and not relation_is_a_known_shard(c.oid);  -- a shard of a reference table on the coordinator
+  if unclassed is not null then
+    raise exception 'creditkit distribute: % not in the layout (scripts/citus/distribute.sql)', unclassed
+      using hint = 'class each new table as per-account (distributed by its account) or catalogue/Stripe state (reference)';
+  end if;
+
+  -- A table already placed as the layout says stays as it is; placed otherwise is an error. So is a
+  -- Citus-managed local table (partmethod n, repmodel s): what Citus makes of a plain table that
+  -- references a reference table (create_reference_table run by hand, before this script). Citus
+  -- refuses to distribute or alter those once they have identity columns ("cannot complete operation
+  -- on a table with identity column"), and undistribute_table drops the functions that name their
+  -- row types; this script does not try.
+  for t in select l.*, p.partmethod, p.repmodel, p.colocationid,
+                  case when p.partmethod = 'h' then column_to_column_name(p.logicalrelid, p.partkey) end as partcol
+             from creditkit_layout l join pg_dist_partition p on p.logicalrelid = l.tbl
+            order by l.ord
+  loop
+    if t.partmethod = 'n' and t.repmodel = 's' then
+      raise exception 'creditkit distribute: % is a Citus-managed local table, not placed by this script', t.tbl
+        using hint = 'run this script on the kit as the migrations install it, before any create_reference_table or create_distributed_table of a kit table';
+    elsif t.kind = 'reference' and not (t.partmethod = 'n' and t.repmodel = 't') then
+      raise exception 'creditkit distribute: % is already distributed, it should be a reference table', t.tbl;
+    elsif t.kind = 'distributed' and (t.partmethod is distinct from 'h' or t.partcol is distinct from t.account_column::text) then
+      raise exception 'creditkit distribute: % is already placed, not as distributed by %', t.tbl, t.account_column;
+    elsif t.kind = 'distributed' and t.tbl <> colocation
+          and t.colocationid is distinct from (select p.colocationid from pg_dist_partition p where p.logicalrelid = colocation) then
+      raise exception 'creditkit distribute: % is distributed by % but not colocated with %', t.tbl, t.account_column, colocation;
+    end if;
+  end loop;
+
+  -- Foreign keys from a table not placed yet to a table that becomes a reference table: dropped
+  -- now, added back at the end (see the header).
+  for k in select c.conrelid::regclass as tbl, c.conname, pg_catalog.pg_get_constraintdef(c.oid) as def
+             from pg_catalog.pg_constraint c
+             join creditkit_layout src on src.tbl = c.conrelid
+             join creditkit_layout dst on dst.tbl = c.confrelid and dst.kind = 'reference'
+            where c.contype = 'f'
+              and not exists (select from pg_dist_partition p where p.logicalrelid = c.conrelid)
+            order by 1, 2
+  loop
+    keys := keys || array[[k.tbl::text, k.conname::text, k.def]];
+    execute format('alter table %s drop constraint %I', k.tbl, k.conname);
+  end loop;
+
+  for t in select l.* from creditkit_layout l order by l.ord loop
+    if exists (select from pg_dist_partition p where p.logicalrelid = t.tbl) then
+      continue;  -- already placed as the layout says (checked above)
+    elsif t.kind = 'reference' then
+      perform create_reference_table(t.tbl);
+    elsif t.tbl = colocation then
+      -- 'default' (Citus's own): colocated with the app's tables distributed by a uuid, if any
+      perform create_distributed_table(t.tbl, t.account_column, colocate_with => 'default');
+    else
+      perform create_distributed_table(t.tbl, t.account_column, colocate_with => colocation::text);
+    end if;
+  end loop;
+
+  for i in 1 .. coalesce(array_length(keys, 1), 0) loop
+    execute format('alter table %s add constraint %I %s', keys[i][1], keys[i][2], keys[i][3]);
+  end loop;
+
+  -- Kit functions Citus has not propagated (created while a table they name was local): to every
+  -- node, without a distribution argument (a call is not delegated to a worker).
+  perform create_distributed_function(p.oid::regprocedure)
+     from pg_catalog.pg_proc p
+    where (p.pronamespace = 'creditkit'::regnamespace
+           or (p.pronamespace = 'public'::regnamespace and p.proname like 'creditkit\_%'))
+      and p.prokind in ('f', 'p', 'a')
+      and not exists (select from pg_catalog.pg_dist_object o
+                       where o.classid = 'pg_catalog.pg_proc'::regclass and o.objid = p.oid);
+end
+$distribute$;
+
+commit;
