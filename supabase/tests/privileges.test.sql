@@ -95,6 +95,7 @@ select results_eq(
        ('creditkit.stripe_time(jsonb)', false, false, false),
        ('creditkit.stripe_upsert_subscription(uuid,text,text,text,text,timestamp with time zone,timestamp with time zone,smallint,text,timestamp with time zone)', false, false, false),
        ('creditkit.stripe_uuid(text)', false, false, false),
+       ('creditkit.version()', false, false, true),
        -- Trigger function: security definer, but nobody holds EXECUTE. Postgres checks EXECUTE
        -- when the trigger is created (by the table owner), not when it fires, and a trigger
        -- function cannot be called through the API at all.

@@ -11,8 +11,14 @@ it.each(SHARED_COPIES.map((c) => [c.target, c.source] as const))('%s is %s, unch
   expect(readFileSync(root(target), 'utf8')).toBe(sharedCopy(source));
 });
 
-it('the Edge Function imports the shared copy, not a file outside supabase/functions', () => {
+it('the Edge Function imports the handler by name, and in this repository deno.json maps it to the shared copy', () => {
   const entry = readFileSync(root('supabase/functions/stripe-webhook/index.ts'), 'utf8');
-  const relative = [...entry.matchAll(/from '(\.[^']*)'/g)].map((m) => m[1]);
-  expect(relative).toEqual(['../_shared/stripe-webhook-handler.ts']);
+  const imports = [...entry.matchAll(/from '([^']*)'/g)].map((m) => m[1]);
+  // no relative import: `creditkit init --with-stripe` writes this file into apps unchanged
+  expect(imports.filter((i) => i!.startsWith('.'))).toEqual([]);
+  const { imports: map } = JSON.parse(readFileSync(root('supabase/functions/stripe-webhook/deno.json'), 'utf8')) as {
+    imports: Record<string, string>;
+  };
+  expect(Object.keys(map).sort()).toEqual([...imports].sort());
+  expect(map['@creditkit/stripe/handler']).toBe('../_shared/stripe-webhook-handler.ts');
 });
