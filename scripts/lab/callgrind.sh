@@ -29,7 +29,7 @@ as_pg "$bin/initdb -D $work/data -U postgres --no-sync" >/dev/null 2>&1
 as_pg "$bin/pg_ctl -D $work/data -o '-p $port -k $work -c fsync=off' -w start" >/dev/null
 psql_lab() { psql -X -q -v ON_ERROR_STOP=1 -h "$work" -p "$port" -U postgres -d lab "$@"; }
 createdb -h "$work" -p "$port" -U postgres lab
-boot=$here/packages/db/sql
+boot=$here/packages/creditkit/sql
 psql_lab -f "$boot/supabase-bootstrap.sql" -f "$boot/supabase-default-privileges.sql" >/dev/null
 for f in "$here"/supabase/migrations/*.sql; do psql_lab -1 -f "$f" >/dev/null; done
 psql_lab -v n="$n" -f "$setup" >/dev/null
