@@ -21,7 +21,7 @@ returns text
 language sql
 immutable
 set search_path = ''
-as $$ select '0.1.1' $$;
+as $$ select '0.1.2' $$;
 comment on function creditkit.version() is 'The creditkit version installed in this database.';
 revoke all on function creditkit.version() from public, anon, authenticated, service_role;
 grant execute on function creditkit.version() to service_role;

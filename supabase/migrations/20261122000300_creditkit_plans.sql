@@ -279,6 +279,7 @@ volatile
 security definer
 set search_path = ''
 set lock_timeout = '3s'
+set enable_seqscan = off
 as $$
 declare
   v_plan creditkit.plans;
@@ -366,6 +367,7 @@ volatile
 security definer
 set search_path = ''
 set lock_timeout = '3s'
+set enable_seqscan = off
 as $$
 declare
   v_plan creditkit.plans;
@@ -461,6 +463,7 @@ language plpgsql
 stable
 security invoker
 set search_path = ''
+set enable_seqscan = off
 as $$
 begin
   if p_account_id is null or p_feature is null or p_feature !~ '[^[:space:]]' or length(p_feature) > 200 then
@@ -499,6 +502,7 @@ language sql
 stable
 security invoker
 set search_path = ''
+set enable_seqscan = off
 as $$
   select p.id, p.name, p.allowance, p.period, p.renewal, p.rollover_cap, p.features,
          p.price_amount, p.currency, p.stripe_price_id, p.is_default
@@ -530,6 +534,7 @@ language plpgsql
 stable
 security invoker
 set search_path = ''
+set enable_seqscan = off
 as $$
 declare
   v_plan creditkit.plans;
@@ -562,6 +567,7 @@ language plpgsql
 stable
 security invoker
 set search_path = ''
+set enable_seqscan = off
 as $$
 begin
   if p_feature is null or p_feature !~ '[^[:space:]]' or length(p_feature) > 200 then

@@ -474,6 +474,7 @@ volatile
 security definer
 set search_path = ''
 set lock_timeout = '3s'
+set enable_seqscan = off
 as $$
 declare
   v_metadata jsonb;
@@ -678,6 +679,7 @@ volatile
 security definer
 set search_path = ''
 set lock_timeout = '3s'
+set enable_seqscan = off
 as $$
 declare
   v_metadata jsonb;
@@ -788,6 +790,7 @@ volatile
 security definer
 set search_path = ''
 set lock_timeout = '3s'
+set enable_seqscan = off
 as $$
 declare
   v_allowed boolean;
@@ -823,6 +826,7 @@ volatile
 security definer
 set search_path = ''
 set lock_timeout = '3s'
+set enable_seqscan = off
 as $$
 declare
   v_metadata jsonb;
@@ -890,6 +894,7 @@ volatile
 security definer
 set search_path = ''
 set lock_timeout = '3s'
+set enable_seqscan = off
 as $$
 declare
   v_due_at timestamptz;
@@ -927,6 +932,7 @@ language plpgsql
 stable
 security invoker
 set search_path = ''
+set enable_seqscan = off
 as $$
 begin
   if p_account_id is null then
@@ -954,6 +960,7 @@ volatile
 security definer
 set search_path = ''
 set lock_timeout = '3s'
+set enable_seqscan = off
 as $$
 declare
   v_account_id uuid;
@@ -997,6 +1004,7 @@ language plpgsql
 stable
 security invoker
 set search_path = ''
+set enable_seqscan = off
 as $$
 begin
   account_id := creditkit.caller_account(p_account_id);
@@ -1019,6 +1027,7 @@ language sql
 stable
 security invoker
 set search_path = ''
+set enable_seqscan = off
 as $$
   select * from creditkit.history_page(creditkit.caller_account(p_account_id), p_limit, p_before_id);
 $$;

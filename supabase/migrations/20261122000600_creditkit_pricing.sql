@@ -201,6 +201,7 @@ volatile
 security definer
 set search_path = ''
 set lock_timeout = '3s'
+set enable_seqscan = off
 as $$
 declare
   v_id bigint;
@@ -240,6 +241,7 @@ volatile
 security definer
 set search_path = ''
 set lock_timeout = '3s'
+set enable_seqscan = off
 as $$
 declare
   v_meter record;
@@ -275,6 +277,7 @@ language plpgsql
 stable
 security invoker
 set search_path = ''
+set enable_seqscan = off
 as $$
 begin
   perform creditkit.check_amount(p_quantity);

@@ -15,6 +15,7 @@ language plpgsql
 stable
 security invoker
 set search_path = ''
+set enable_seqscan = off
 as $$
 declare
   v_uid uuid := (select auth.uid());
@@ -45,6 +46,7 @@ volatile
 security definer
 set search_path = ''
 set lock_timeout = '3s'
+set enable_seqscan = off
 as $$
 declare
   v_uid uuid := (select auth.uid());

@@ -193,6 +193,7 @@ volatile
 security definer
 set search_path = ''
 set lock_timeout = '3s'
+set enable_seqscan = off
 as $$
 declare
   v_pack creditkit.packs;
@@ -250,6 +251,7 @@ language sql
 stable
 security invoker
 set search_path = ''
+set enable_seqscan = off
 as $$
   select k.id, k.name, k.credits, k.price_amount, k.currency, k.stripe_price_id, k.expires_after
     from creditkit.packs k
@@ -268,6 +270,7 @@ language plpgsql
 stable
 security invoker
 set search_path = ''
+set enable_seqscan = off
 as $$
 begin
   if p_account_id is null then
@@ -288,6 +291,7 @@ volatile
 security definer
 set search_path = ''
 set lock_timeout = '3s'
+set enable_seqscan = off
 as $$
 declare
   v_linked uuid;

@@ -1032,6 +1032,7 @@ volatile
 security definer
 set search_path = ''
 set lock_timeout = '3s'
+set enable_seqscan = off
 as $$
 declare
   v_row creditkit.stripe_events;
@@ -1090,6 +1091,7 @@ volatile
 security definer
 set search_path = ''
 set lock_timeout = '3s'
+set enable_seqscan = off
 as $$
 declare
   v_row creditkit.stripe_events;
@@ -1131,6 +1133,7 @@ language plpgsql
 stable
 security invoker
 set search_path = ''
+set enable_seqscan = off
 as $$
 begin
   if p_status is not null and p_status not in ('applied', 'ignored', 'dead') then

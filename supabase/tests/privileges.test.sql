@@ -9,7 +9,7 @@
 -- The file must pass under Supabase's grant-everything defaults and under revoked defaults
 -- (CREDITKIT_PRIVILEGE_MODE), so it asserts the result, never which default produced it.
 begin;
-select plan(57);
+select plan(59);
 
 select tests.create_supabase_user('alice');
 
@@ -288,6 +288,18 @@ select is_empty(
 select is(
   (select array_agg(distinct c) from ck_functions, unnest(proconfig) c where c like 'lock\_timeout=%'),
   array['lock_timeout=3s'], 'the default lock timeout is 3 seconds');
+-- Keyed lookups stay probes: every function of the API plans with enable_seqscan = off, so that a
+-- generic plan cached while a table was empty cannot stay a scan of it (the operator's analytics
+-- aggregate whole tables and keep the planner's choice).
+select is_empty(
+  $$ select signature from ck_functions
+      where (signature like 'public.creditkit\_%' or signature = 'creditkit.charge_on_insert()')
+        and signature !~ '^public\.creditkit_(account_margin|usage_series|top_events|credits_outstanding|accounts_per_plan|mrr)\('
+        and not coalesce('enable_seqscan=off' = any(proconfig), false) $$,
+  'every API function plans with enable_seqscan = off');
+select ok(
+  (select count(*) >= 30 from ck_functions where 'enable_seqscan=off' = any(proconfig)),
+  'the enable_seqscan check found the API functions (it is not vacuous)');
 select throws_ok($$ select creditkit.set_lock_timeout('0') $$, 'CK006', null, 'set_lock_timeout refuses 0');
 select throws_ok($$ select creditkit.set_lock_timeout(null) $$, 'CK006', null, 'set_lock_timeout refuses NULL');
 select throws_ok($$ select creditkit.set_lock_timeout('2 minutes') $$, 'CK006', null, 'set_lock_timeout refuses more than a minute');

@@ -7,7 +7,7 @@
 // scans returned from the ledger and its key store: a probe returns a row or two, a filtered
 // history thousands.
 import { afterAll, beforeAll, expect, it } from 'vitest';
-import { createTestDatabase, type TestDatabase } from '@creditkit/testing';
+import { createTestDatabase, type Row, type TestDatabase } from '@creditkit/testing';
 import { describeEachBackend } from '@creditkit/testing/vitest';
 import { at, creditkit, newAccountId, type Creditkit } from './support.ts';
 
@@ -81,5 +81,89 @@ describeEachBackend('keyed lookups under stale statistics', (backend) => {
     // the opposite case, so that the check can fail: a query that does filter the history reads it
     const scan = await traced(`select count(*) from creditkit.ledger where account_id = '${hot}' and event = 'chat'`);
     expect(Number(scan.rows_read)).toBeGreaterThan(HISTORY);
+  });
+});
+
+// The other state: plans a long-lived connection cached while the tables were still empty. A
+// plpgsql function keeps the generic plan it chose after its first few calls for as long as the
+// connection lives; chosen against an empty, analyzed table, that plan is a sequential scan, which
+// the table's later growth does not undo (nothing invalidates it until the next ANALYZE). Every
+// lookup the kit makes by key or by account must still be a probe on such a connection.
+describeEachBackend('keyed lookups on a connection whose plans were cached while the tables were empty', (backend) => {
+  let db: TestDatabase;
+  let session: (sql: string) => Promise<Row[]>;
+  let close: () => Promise<void> = async () => {};
+  const hot = newAccountId();
+  const dry = newAccountId();
+  const OTHERS = 3000;
+  beforeAll(async () => {
+    db = await createTestDatabase({ backend });
+    await db.exec(TRACE_SQL);
+    if (backend === 'postgres') {
+      const client = await db.pool({ max: 1 }).connect();
+      session = async (sql) => (await client.query(sql)).rows as Row[];
+      close = async () => client.release();
+    } else {
+      session = (sql) => db.query(sql);
+    }
+    await session(`select creditkit_set_price('chat', 1, '{}', '${at(0)}')`);
+    await session(`select creditkit_grant('${hot}', 10000000, p_now => '${at(0)}')`);
+    await session(`select creditkit_grant('${dry}', 1, p_now => '${at(0)}')`);
+    await session(`select creditkit_consume('${dry}', 1, p_now => '${at(0)}')`);
+    // statistics while the key store and the holds are empty
+    await session('analyze');
+    // the same connection makes each kind of call ten times, so that its plans are cached
+    for (let i = 1; i <= 10; i++) {
+      await session(`select creditkit_meter('${hot}', 'chat', 1, '{}', 'warm-meter-${i}', null, null, '${at(1)}')`);
+      await session(`select creditkit_meter('${hot}', 'chat', 1, '{}', 'warm-meter-${i}', null, null, '${at(1)}')`);
+      await session(`select creditkit_consume('${dry}', 1, 'chat', 'warm-dry-${i}', null, null, '${at(1)}')`);
+      await session(`select creditkit_consume('${hot}', 1, 'chat', 'warm-${i}', null, null, '${at(1)}')`);
+      await session(`select creditkit_consume('${hot}', 1, 'chat', 'warm-${i}', null, null, '${at(1)}')`);
+      await session(`select creditkit_grant('${hot}', 1, 'purchase', null, null, 'warm-grant-${i}', null, null, '${at(1)}')`);
+      await session(`select creditkit_grant('${hot}', 1, 'purchase', null, null, 'warm-grant-${i}', null, null, '${at(1)}')`);
+      const [hold] = await session(`select hold_id from creditkit_reserve('${hot}', 2, interval '1 hour', null, 'warm-hold-${i}', null, '${at(1)}')`);
+      await session(`select creditkit_reserve('${hot}', 2, interval '1 hour', null, 'warm-hold-${i}', null, '${at(1)}')`);
+      await session(`select creditkit_settle(${hold!.hold_id}, 1, p_now => '${at(1)}')`);
+      const [other] = await session(`select hold_id from creditkit_reserve('${hot}', 2, interval '1 hour', p_now => '${at(1)}')`);
+      await session(`select creditkit_release(${other!.hold_id}, '${at(1)}')`);
+      await session(`select count(*) from creditkit_history('${hot}', 5)`);
+      await session(`select balance from creditkit_balance('${hot}', '${at(1)}')`);
+    }
+    // then the tables grow: other accounts' keys, ledger rows and holds
+    await session(`select count(*) from (select creditkit_grant(('00000000-0000-4000-8000-' || lpad(to_hex(i), 12, '0'))::uuid, 10,
+                     p_now => '${at(1)}') from generate_series(1, ${OTHERS}) i) x`);
+    await session(`select count(*) from (select creditkit_consume(('00000000-0000-4000-8000-' || lpad(to_hex(i), 12, '0'))::uuid, 1,
+                     'chat', 'grow-' || i, null, null, '${at(1)}') from generate_series(1, ${OTHERS}) i) x`);
+    await session(`select count(*) from (select creditkit_reserve(('00000000-0000-4000-8000-' || lpad(to_hex(i), 12, '0'))::uuid, 1,
+                     interval '1 hour', null, 'grow-hold-' || i, null, '${at(1)}') from generate_series(1, ${OTHERS}) i) x`);
+  }, 300_000);
+  afterAll(async () => {
+    await close();
+    await db?.drop();
+  });
+
+  it('each call still reads a handful of rows', async () => {
+    const traced = async (sql: string) => {
+      const [row] = await session(`select * from public.test_rows_read($$${sql}$$)`);
+      return Number(row!.rows_read);
+    };
+    const [hold] = await session(`select hold_id from creditkit_reserve('${hot}', 2, interval '1 hour', null, 'hold-a', null, '${at(2)}')`);
+    const [other] = await session(`select hold_id from creditkit_reserve('${hot}', 2, interval '1 hour', p_now => '${at(2)}')`);
+    const calls: Record<string, string> = {
+      'meter, new key': `select * from creditkit_meter('${hot}', 'chat', 1, '{}', 'fresh-meter', null, null, '${at(2)}')`,
+      'meter, replayed key': `select * from creditkit_meter('${hot}', 'chat', 1, '{}', 'fresh-meter', null, null, '${at(2)}')`,
+      'consume refused, new key': `select * from creditkit_consume('${dry}', 1, 'chat', 'fresh-dry', null, null, '${at(2)}')`,
+      'consume, replayed key': `select * from creditkit_consume('${hot}', 1, 'chat', 'warm-3', null, null, '${at(2)}')`,
+      'grant, replayed key': `select * from creditkit_grant('${hot}', 1, 'purchase', null, null, 'warm-grant-3', null, null, '${at(2)}')`,
+      'reserve, retried key': `select * from creditkit_reserve('${hot}', 2, interval '1 hour', null, 'hold-a', null, '${at(2)}')`,
+      settle: `select * from creditkit_settle(${hold!.hold_id}, 1, p_now => '${at(2)}')`,
+      release: `select * from creditkit_release(${other!.hold_id}, '${at(2)}')`,
+      history: `select count(*) from creditkit_history('${hot}', 5)`,
+    };
+    const read: Record<string, number> = {};
+    for (const [name, sql] of Object.entries(calls)) read[name] = await traced(sql);
+    for (const [name, n] of Object.entries(read)) expect(n, `${name}: rows read ${JSON.stringify(read)}`).toBeLessThan(20);
+    // so that the check can fail: the key store now holds thousands of keys a scan would read
+    expect(await traced(`select count(*) from creditkit.ledger_keys where idempotency_key like 'grow-%'`)).toBeGreaterThan(OTHERS);
   });
 });

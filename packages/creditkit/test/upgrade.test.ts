@@ -13,6 +13,7 @@ import pg from 'pg';
 import { PGlite } from '@electric-sql/pglite';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
+  compareVersions,
   migrations,
   pgConnection,
   pgliteConnection,
@@ -119,10 +120,47 @@ async function installedVersion(conn: Pick<SetupConnection, 'query'>): Promise<s
   return row!.version;
 }
 
-/** The old release's migrations, as an app that installed it has them. */
-const oldMigrations = () => migrations(join(RELEASES, PREVIOUS));
+/** An old release's migrations, as an app that installed it has them. */
+const oldMigrations = (release = PREVIOUS) => migrations(join(RELEASES, release));
 
-describeIfPostgres(`an install of ${PREVIOUS} upgraded to ${version}`, () => {
+/**
+ * What each upgrade changes, as something a database answers: the answer before it (on the old
+ * release) and after it (on this version) must differ as stated.
+ */
+const CHANGES: { to: string; what: string; probe: (conn: SetupConnection, ada: string) => Promise<string>; before: string; after: string }[] = [
+  {
+    to: '0.1.1',
+    what: 'an infinite p_now is CK006',
+    // rolled back: the old version accepted it, and booked every expiry
+    probe: async (conn, ada) => {
+      await conn.exec('begin');
+      try {
+        await conn.query(SET_REQUEST, requestSettings('service_role', claimsFor.service));
+        return await outcome(conn.query(`select * from creditkit_consume($1, 1, 'chat', p_now => 'infinity')`, [ada]));
+      } finally {
+        await conn.exec('rollback');
+      }
+    },
+    before: 'ok',
+    after: 'CK006',
+  },
+  {
+    to: '0.1.2',
+    what: 'the API functions plan with enable_seqscan = off',
+    probe: async (conn) => {
+      const [row] = await conn.query<{ off: boolean }>(
+        `select coalesce('enable_seqscan=off' = any(proconfig), false) as off from pg_proc
+          where oid = 'public.creditkit_meter(uuid,text,bigint,jsonb,text,bigint,jsonb,timestamptz)'::regprocedure`,
+      );
+      return row!.off ? 'off' : 'default';
+    },
+    before: 'default',
+    after: 'off',
+  },
+];
+
+for (const from of OLD_RELEASES) describeIfPostgres(`an install of ${from} upgraded to ${version}`, () => {
+  const changes = CHANGES.filter((c) => compareVersions(c.to, from) > 0);
   let db: TestDatabase;
   let fresh: TestDatabase;
   let client: pg.Client;
@@ -130,7 +168,7 @@ describeIfPostgres(`an install of ${PREVIOUS} upgraded to ${version}`, () => {
   let ck: Creditkit;
   let accounts: Awaited<ReturnType<typeof writeData>>;
   let booksBefore: Row;
-  let infinityBefore: string;
+  const answersBefore: string[] = [];
   let applied: string[];
 
   beforeAll(async () => {
@@ -141,18 +179,11 @@ describeIfPostgres(`an install of ${PREVIOUS} upgraded to ${version}`, () => {
     client = new pg.Client({ connectionString: db.url });
     await client.connect();
     conn = pgConnection(client);
-    await setupDatabase(conn, { migrations: oldMigrations(), upgrade: false });
+    await setupDatabase(conn, { migrations: oldMigrations(from), upgrade: false });
     ck = creditkit(asService(conn));
     accounts = await writeData(ck);
     booksBefore = await snapshotBooks(db);
-    // what the old version made of an infinite p_now (it accepted it, and booked every expiry), rolled back
-    await conn.exec('begin');
-    try {
-      await conn.query(SET_REQUEST, requestSettings('service_role', claimsFor.service));
-      infinityBefore = await outcome(conn.query(`select * from creditkit_consume($1, 1, 'chat', p_now => 'infinity')`, [accounts.ada]));
-    } finally {
-      await conn.exec('rollback');
-    }
+    for (const change of changes) answersBefore.push(await change.probe(conn, accounts.ada));
     // the upgrade: the shipped migrations are recorded already, so only the upgrade scripts run
     applied = (await setupDatabase(conn)).map((m) => m.name);
   }, 120_000);
@@ -162,12 +193,12 @@ describeIfPostgres(`an install of ${PREVIOUS} upgraded to ${version}`, () => {
   });
 
   it('was at the old version, and the upgrade applied exactly the scripts from it', async () => {
-    expect(applied).toEqual(upgradePath(PREVIOUS, version).map((u) => u.name));
+    expect(applied).toEqual(upgradePath(from, version).map((u) => u.name));
     expect(await installedVersion(conn)).toBe(version);
     const history = await db.query<{ version: string }>(
       `select version from supabase_migrations.schema_migrations where version like 'creditkit-%' order by version`,
     );
-    expect(history.map((h) => h.version)).toEqual(upgradePath(PREVIOUS, version).map((u) => `creditkit-${u.to}`));
+    expect(history.map((h) => h.version)).toEqual(upgradePath(from, version).map((u) => `creditkit-${u.to}`));
   });
 
   it('has the catalog of a fresh install: the same objects, definitions, privileges and settings', async () => {
@@ -193,10 +224,15 @@ describeIfPostgres(`an install of ${PREVIOUS} upgraded to ${version}`, () => {
     expect(await ledgerProblems(db)).toEqual([]);
   });
 
-  it("has the upgrade's change in force: an infinite p_now is CK006 now", async () => {
-    expect(infinityBefore).not.toBe('CK006');
-    expect(await outcome(ck.consume({ p_account_id: accounts.ada, p_amount: 1, p_event: 'chat', p_now: 'infinity' }))).toBe('CK006');
-    expect(await outcome(ck.consume({ p_account_id: accounts.ada, p_amount: 1, p_event: 'chat', p_metadata: { hold_id: 1 } }))).toBe('CK006');
+  it("has each upgrade's change in force, and did not before", async () => {
+    expect(changes.map((c) => c.to)).toEqual(upgradePath(from, version).map((u) => u.to));
+    for (const [i, change] of changes.entries()) {
+      expect(answersBefore[i], `${change.to}: ${change.what}, before`).toBe(change.before);
+      expect(await change.probe(conn, accounts.ada), `${change.to}: ${change.what}, after`).toBe(change.after);
+    }
+    if (changes.some((c) => c.to === '0.1.1')) {
+      expect(await outcome(ck.consume({ p_account_id: accounts.ada, p_amount: 1, p_event: 'chat', p_metadata: { hold_id: 1 } }))).toBe('CK006');
+    }
   });
 
   it('is left alone by a second setup: nothing to apply', async () => {
