@@ -416,6 +416,16 @@ describeEachBackend('units', (backend) => {
           const [x, y] = [await settle(ck.check({ p_account_id: both, p_unit: unit, p_amount: 1, p_now: end })),
                           await settle(ck.check({ p_account_id: alone[unit], p_unit: unit, p_amount: 1, p_now: end }))];
           expect(gist(x)).toEqual(gist(y));
+          // the buckets as they stand, drawn (a lock draws what the fast path left undrawn)
+          const buckets = async (account: string) => {
+            const b = await settle(ck.balance({ p_account_id: account, p_now: end, p_unit: unit }));
+            return b.ok ? b.value.buckets.map(({ grant_id: _id, ...rest }) => rest) : b.code;
+          };
+          expect(await buckets(both), `${unit} buckets`).toEqual(await buckets(alone[unit]));
+          const remaining = (account: string) => db.query(
+            `select category, amount::bigint as amount, remaining::bigint as remaining, expires_at from creditkit.grants
+              where account_id = $1 and unit = $2 order by id`, [account, unit]);
+          expect(await remaining(both), `${unit} grants`).toEqual(await remaining(alone[unit]));
         }
         expect(await ledgerProblems(db, [both, alone.credits, alone.messages])).toEqual([]);
       }),
