@@ -13,8 +13,10 @@
 -- that the keys allow it):
 --   per-account   hash-distributed by the account and colocated with creditkit.accounts, so an
 --                 account's rows, and every statement of a call about one account, are on one node:
---                 accounts (by id); grants, ledger, ledger_keys, holds, subscriptions (by account_id)
---   catalogue     reference tables (a copy on every node): error_codes, settings, plans, prices, packs
+--                 accounts (by id); grants, ledger, ledger_keys, holds, subscriptions, allowances (by
+--                 account_id)
+--   catalogue     reference tables (a copy on every node): error_codes, settings, units, plans,
+--                 plan_limits, prices, packs
 --   Stripe state  reference tables too (keyed by Stripe's ids; a refund may arrive before the account
 --                 is known): stripe_customers, stripe_events, stripe_payments, stripe_invoices
 -- A kit table this list does not name is an error: a new table must be classed here first.
@@ -23,10 +25,11 @@
 -- before running this to choose another (the tests use 4).
 --
 -- What Citus needs around the placement (docs/citus.md, R1 and R4):
---   * the foreign keys to the tables that become reference tables (subscriptions.plan_id -> plans,
---     stripe_invoices.plan_id -> plans, stripe_payments.pack_id -> packs) are dropped before and
---     added back after, as they were. When a table becomes a reference table, Citus turns every plain
---     table that references it, and that table's whole foreign-key graph (subscriptions -> accounts
+--   * the foreign keys to the tables that become reference tables (accounts.unit -> units,
+--     subscriptions.plan_id -> plans, stripe_invoices.plan_id -> plans, stripe_payments.pack_id ->
+--     packs) are dropped before and added back after, as they were. When a table becomes a
+--     reference table, Citus turns every plain table that references it, and that table's whole
+--     foreign-key graph (subscriptions -> accounts
 --     -> grants, ledger, holds ...), into Citus-managed local tables: those cannot reference a
 --     distributed accounts ("cannot create foreign key constraint since foreign keys from reference
 --     tables and local tables to distributed tables are not supported"), nor be distributed later
@@ -60,19 +63,22 @@ create temporary table creditkit_layout (
 insert into creditkit_layout values
   (1, 'creditkit.error_codes', 'reference', null),
   (2, 'creditkit.settings', 'reference', null),
-  (3, 'creditkit.plans', 'reference', null),
-  (4, 'creditkit.prices', 'reference', null),
-  (5, 'creditkit.packs', 'reference', null),
-  (6, 'creditkit.stripe_customers', 'reference', null),
-  (7, 'creditkit.stripe_events', 'reference', null),
-  (8, 'creditkit.stripe_payments', 'reference', null),
-  (9, 'creditkit.stripe_invoices', 'reference', null),
-  (10, 'creditkit.accounts', 'distributed', 'id'),
-  (11, 'creditkit.grants', 'distributed', 'account_id'),
-  (12, 'creditkit.ledger', 'distributed', 'account_id'),
-  (13, 'creditkit.ledger_keys', 'distributed', 'account_id'),
-  (14, 'creditkit.holds', 'distributed', 'account_id'),
-  (15, 'creditkit.subscriptions', 'distributed', 'account_id');
+  (3, 'creditkit.units', 'reference', null),
+  (4, 'creditkit.plans', 'reference', null),
+  (5, 'creditkit.plan_limits', 'reference', null),
+  (6, 'creditkit.prices', 'reference', null),
+  (7, 'creditkit.packs', 'reference', null),
+  (8, 'creditkit.stripe_customers', 'reference', null),
+  (9, 'creditkit.stripe_events', 'reference', null),
+  (10, 'creditkit.stripe_payments', 'reference', null),
+  (11, 'creditkit.stripe_invoices', 'reference', null),
+  (12, 'creditkit.accounts', 'distributed', 'id'),
+  (13, 'creditkit.grants', 'distributed', 'account_id'),
+  (14, 'creditkit.ledger', 'distributed', 'account_id'),
+  (15, 'creditkit.ledger_keys', 'distributed', 'account_id'),
+  (16, 'creditkit.holds', 'distributed', 'account_id'),
+  (17, 'creditkit.subscriptions', 'distributed', 'account_id'),
+  (18, 'creditkit.allowances', 'distributed', 'account_id');
 
 do $distribute$
 declare

@@ -59,6 +59,8 @@ const PARAM_DOCS: Record<string, string> = {
   p_expires_after: 'How long the credits last after the purchase (up to 100 years); NULL: they never expire.',
   p_event_id: 'A Stripe event id (`evt_…`) in the inbox.',
   p_customer_id: 'A Stripe customer id (`cus_…`).',
+  p_unit: 'The metered unit of the balance (`credits` by default; a unit from `creditkit_units()`). An unknown unit, or a boolean one, is CK015.',
+  p_kind: '`metered` (a balance per account) or `boolean` (a plan feature flag).',
 };
 
 // Where a parameter means something else in one function.
@@ -73,6 +75,16 @@ const PARAM_DOCS_BY_FN: Record<string, Record<string, string>> = {
   creditkit_stripe_events: {
     p_status: '`applied`, `ignored` or `dead`; NULL lists all.',
     p_limit: 'Page size (1–1000).',
+  },
+  creditkit_upsert_unit: {
+    p_id: 'Unit id: lowercase letters, digits, `_`, `.` or `-` (e.g. `messages`).',
+    p_name: 'Display name.',
+  },
+  creditkit_set_plan_limit: {
+    p_unit: 'A metered unit other than `credits` (the plan\'s own `allowance` is its credits).',
+    p_allowance: 'How much of the unit each period grants (0: available but none included); NULL removes the limit.',
+    p_period: '`day`, `week`, `month` or `year`, the limit\'s own period, counted from the subscription\'s anchor (month ends clamped).',
+    p_rollover_cap: 'With `rollover`: the most carried into a period (NULL: no cap).',
   },
   creditkit_upsert_pack: {
     p_id: 'Pack id: lowercase letters, digits, `_`, `.` or `-`; Checkout names it in `metadata.pack_id`.',
@@ -163,6 +175,15 @@ const EXAMPLES: Example[] = [
     { account_id: BOB, amount: 5000, event: 'video_gen', idempotency_key: 'evt_102' },
     { account_id: ALICE, amount: 25, event: 'image_gen', idempotency_key: 'evt_103', metadata: { model: 'xl' } },
   ])}', p_now => '2028-03-01T12:05:00Z');` },
+  // units (last: a balance of another unit beside the credits above)
+  { fn: 'creditkit_upsert_unit', as: 'service_role', sql: `select creditkit_upsert_unit('messages', 'Chat messages', 'metered') ->> 'id' as metered, creditkit_upsert_unit('hd_upscale', 'HD upscale', 'boolean') ->> 'id' as flag;` },
+  { fn: 'creditkit_units', as: 'alice', sql: `select * from creditkit_units();` },
+  { fn: 'creditkit_set_plan_limit', as: 'service_role', note: 'Pro includes 100 messages a day:', sql: `select creditkit_set_plan_limit('pro', 'messages', 100, 'day') - 'created_at' as plan_limit;` },
+  { fn: 'creditkit_check', as: 'service_role', note: 'Bob is on Pro: his first touch of messages opens them with the day\'s 100.', sql: `select * from creditkit_check('${BOB}', 'messages', 1, '2028-03-01T13:00:00Z');` },
+  { fn: 'creditkit_report', as: 'service_role', sql: `select * from creditkit_report('${BOB}', 'messages', 3, 'msg_1', 'chat', p_now => '2028-03-01T13:00:01Z');` },
+  { fn: 'creditkit_report', as: 'service_role', note: 'Alice\'s plan (free) includes no messages: blocked.', sql: `select * from creditkit_report('${ALICE}', 'messages', 1, p_now => '2028-03-01T13:00:01Z');` },
+  { fn: 'creditkit_check', as: 'service_role', note: 'The next day: a fresh 100, booked by this check.', sql: `select * from creditkit_check('${BOB}', 'messages', 100, '2028-03-02T13:00:00Z');` },
+  { fn: 'creditkit_my_check', as: 'alice', sql: `select * from creditkit_my_check('credits', 50);` },
   { fn: 'creditkit_consume_batch', as: 'service_role', note: 'One invalid event fails the whole call and spends nothing:', sql: `select * from creditkit_consume_batch('${JSON.stringify([
     { account_id: ALICE, amount: 1, event: 'chat' },
     { account_id: ALICE, amount: 0, event: 'chat' },

@@ -365,7 +365,7 @@ describeIfPostgres('an app outside the monorepo, installed from the tarballs', (
     expect(ok.status, ok.stdout + ok.stderr).toBe(0);
     expect(ok.stdout).toContain('No problems found.');
     await db.exec(
-      'grant execute on function public.creditkit_grant(uuid, bigint, text, timestamptz, integer, text, jsonb, bigint, timestamptz) to anon',
+      'grant execute on function public.creditkit_grant(uuid, bigint, text, timestamptz, integer, text, jsonb, bigint, timestamptz, text) to anon',
     );
     const bad = await npx(app, 'creditkit', 'doctor', '--db-url', db.url!);
     expect(bad.status).toBe(1);

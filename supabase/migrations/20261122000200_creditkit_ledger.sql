@@ -1,13 +1,59 @@
--- creditkit ledger: accounts (the O(1) balance and the lock point), grants (buckets of credit with
--- category, expiry and priority) and the append-only ledger, with the invariants the database
--- itself enforces. No client role can write these tables; writes go through the functions.
+-- creditkit ledger: the units balances are kept in, accounts (one O(1) balance and lock point per
+-- account and metered unit), grants (buckets with category, expiry and priority) and the
+-- append-only ledger, with the invariants the database itself enforces. No client role can write
+-- these tables; writes go through the functions.
 --
--- Invariants: accounts.balance = sum(ledger.amount) = sum(grants.remaining) - accounts.undrawn for
--- every account, and >= 0; every value is an integer in [0, 2^53-1], exact in JavaScript; every
--- write to an account's grants or ledger first locks its accounts row.
+-- Invariants, per (account, unit): accounts.balance = sum(ledger.amount) = sum(grants.remaining) -
+-- accounts.undrawn, and >= 0; every value is an integer in [0, 2^53-1], exact in JavaScript; every
+-- write to the grants or ledger of an (account, unit) first locks its accounts row.
 
+-- The units (features) of the kit: a metered unit has a balance per account (credits, messages,
+-- images, ...); a boolean unit is an on/off feature, which plans switch on in their `features`.
+create table creditkit.units (
+  id text primary key
+    constraint units_id_format check (id ~ '^[a-z0-9][a-z0-9_.-]{0,62}$'),
+  name text not null
+    constraint units_name_length check (length(name) between 1 and 200),
+  kind text not null default 'metered'
+    constraint units_kind check (kind in ('metered', 'boolean')),
+  created_at timestamptz not null default now()
+);
+comment on table creditkit.units is
+  'The unit catalogue: metered units hold a balance per account, boolean units are plan feature flags. credits always exists.';
+insert into creditkit.units (id, name, kind) values ('credits', 'Credits', 'metered');
+
+alter table creditkit.units enable row level security;
+revoke all on table creditkit.units from public, anon, authenticated, service_role;
+grant select on table creditkit.units to authenticated, service_role;
+create policy "signed-in users can read the unit catalogue"
+  on creditkit.units for select to authenticated using (true);
+
+-- Raises CK015 unless p_unit names a metered unit (one that holds a balance). Not on the hot path:
+-- a call whose (account, unit) row exists needs no lookup; only a missing row leads here.
+create or replace function creditkit.check_unit(p_unit text)
+returns void
+language plpgsql
+stable
+security invoker
+set search_path = ''
+as $$
+begin
+  if p_unit is null or not exists (select from creditkit.units u where u.id = p_unit and u.kind = 'metered') then
+    raise exception using errcode = 'CK015',
+      message = format('unknown unit: %s is not a metered unit', coalesce(quote_literal(p_unit), 'NULL')),
+      detail = jsonb_build_object('unit', p_unit)::text;
+  end if;
+end;
+$$;
+comment on function creditkit.check_unit(text) is 'Raises CK015 unless the unit exists and is metered.';
+revoke all on function creditkit.check_unit(text) from public, anon, authenticated, service_role;
+grant execute on function creditkit.check_unit(text) to authenticated, service_role;
+
+-- An account is known once it has its credits row (grants, plans and Stripe open it); a row per
+-- other metered unit opens on that unit's first grant, or on its first touch when the plan in force
+-- has a limit for it.
 create table creditkit.accounts (
-  id uuid primary key,
+  id uuid not null,
   balance creditkit.credits not null default 0,
   -- The earliest time anything is due on this account (a bucket with credit left expires, a
   -- renewal, a hold expires), or NULL. Never later than the truth (it may be earlier after a
@@ -19,18 +65,21 @@ create table creditkit.accounts (
   version bigint not null default 0,
   created_at timestamptz not null default now(),
   -- Credits spent on the fast path and not yet taken from buckets (see creditkit.draw_undrawn).
-  undrawn creditkit.credits not null default 0
+  undrawn creditkit.credits not null default 0,
+  -- The metered unit this balance counts; the domain `credits` bounds the amounts of every unit.
+  unit text not null default 'credits' references creditkit.units (id),
+  constraint accounts_pkey primary key (id, unit)
 )
 -- Room on every page for the next versions of its rows, so that updates stay HOT.
 with (fillfactor = 80);
-comment on table creditkit.accounts is 'One row per credit account: the balance (O(1)) and the row every mutation locks.';
+comment on table creditkit.accounts is 'One row per account and metered unit: the balance (O(1)) and the row every mutation of that balance locks.';
 comment on column creditkit.accounts.undrawn is
   'Credits consumed on the fast path and not yet taken from buckets; drawn in spend order under the next lock.';
 create index accounts_due_at on creditkit.accounts (due_at) where due_at is not null;
 
 create table creditkit.grants (
   id bigint generated always as identity,
-  account_id uuid not null references creditkit.accounts (id),
+  account_id uuid not null,
   category text not null
     constraint grants_category check (category in ('plan', 'purchase', 'promotional', 'adjustment')),
   amount bigint not null
@@ -49,7 +98,9 @@ create table creditkit.grants (
   constraint grants_pkey primary key (account_id, id),
   -- Changes only when a bucket empties, so the indexes that must know whether a bucket has credit
   -- left depend on it instead of on `remaining`, and drawing from a bucket is a HOT update.
-  live boolean generated always as (remaining > 0) stored
+  live boolean generated always as (remaining > 0) stored,
+  unit text not null default 'credits',
+  constraint grants_account_unit_fkey foreign key (account_id, unit) references creditkit.accounts (id, unit)
 )
 with (fillfactor = 80);
 comment on table creditkit.grants is
@@ -57,7 +108,7 @@ comment on table creditkit.grants is
 comment on column creditkit.grants.live is
   'remaining > 0, stored. Indexes use it instead of remaining so that drawing from a bucket is a HOT update.';
 -- Serves the spend order for the buckets that still hold credit.
-create index grants_spendable on creditkit.grants (account_id, expires_at, priority desc, created_at, id) where live;
+create index grants_spendable on creditkit.grants (account_id, unit, expires_at, priority desc, created_at, id) where live;
 
 -- The ledger has one index besides the idempotency one: its primary key (account_id, id), which
 -- is also the history order. It has no foreign key to accounts: every row is written by a kit
@@ -79,12 +130,15 @@ create table creditkit.ledger (
   revenue_micros creditkit.micros,
   metadata jsonb not null default '{}'::jsonb,
   created_at timestamptz not null default now(),
+  -- The unit of the balance this row changes.
+  unit text not null default 'credits',
   constraint ledger_pkey primary key (account_id, id)
 );
 comment on table creditkit.ledger is
   'Append-only: one row per balance change. amount is signed; balance_after is the balance once this row applied.';
 
--- The idempotency store: one row per (account, key) a ledger row was written with. It is its own
+-- The idempotency store: one row per (account, key) a ledger row was written with, whatever its
+-- unit (a key names one operation). It is its own
 -- table, with its primary key as its only index, so that a keyed lookup is a probe of that key
 -- whatever the statistics say: an index on the ledger would compete with the ledger's primary key
 -- (account_id, id), and with statistics taken while the ledger was small the planner picks that
@@ -142,11 +196,11 @@ language plpgsql
 set search_path = ''
 as $$
 begin
-  perform from creditkit.grants g where g.account_id = new.account_id and g.id = new.grant_id for key share;
+  perform from creditkit.grants g where g.account_id = new.account_id and g.id = new.grant_id and g.unit = new.unit for key share;
   if not found then
     raise exception using
       errcode = 'foreign_key_violation',
-      message = format('insert or update on table "ledger" violates its grant reference: grant %s does not exist', new.grant_id),
+      message = format('insert or update on table "ledger" violates its grant reference: grant %s does not exist in unit %s', new.grant_id, new.unit),
       table = 'ledger', schema = 'creditkit', column = 'grant_id';
   end if;
   return null;
@@ -197,7 +251,7 @@ revoke all on table creditkit.accounts, creditkit.grants, creditkit.ledger, cred
 grant select on table creditkit.accounts, creditkit.grants, creditkit.ledger, creditkit.ledger_keys to service_role;
 grant select on table creditkit.accounts, creditkit.grants to authenticated;
 -- Not the money columns: what a request cost you is your business, not your customer's.
-grant select (id, account_id, kind, amount, balance_after, grant_id, event, idempotency_key, metadata, created_at)
+grant select (id, account_id, kind, amount, balance_after, grant_id, event, idempotency_key, metadata, created_at, unit)
   on table creditkit.ledger to authenticated;
 
 create policy "members can read their accounts"

@@ -8,7 +8,7 @@ create table creditkit.holds (
   -- A hold is found by its id alone (settle and release take only the id), so its key leads with
   -- the id; it still includes the account, so that holds can be distributed by it.
   id bigint generated always as identity,
-  account_id uuid not null references creditkit.accounts (id),
+  account_id uuid not null,
   amount bigint not null
     constraint holds_amount_range check (amount between 1 and 9007199254740991),
   status text not null default 'open'
@@ -26,13 +26,16 @@ create table creditkit.holds (
     constraint holds_charged_range check (charged between 0 and 9007199254740991),
   transaction_id bigint,
   constraint holds_resolution check ((status = 'open') = (resolved_at is null)),
+  -- The unit it reserves; settle and release take it from here.
+  unit text not null default 'credits',
   constraint holds_pkey primary key (id, account_id),
   constraint holds_transaction_id_fkey foreign key (account_id, transaction_id)
-    references creditkit.ledger (account_id, id)
+    references creditkit.ledger (account_id, id),
+  constraint holds_account_unit_fkey foreign key (account_id, unit) references creditkit.accounts (id, unit)
 );
 comment on table creditkit.holds is 'Reservations: open until settled, released or expired (exactly one of them).';
 create unique index holds_idempotency on creditkit.holds (account_id, idempotency_key) where idempotency_key is not null;
-create index holds_open on creditkit.holds (account_id, expires_at) where status = 'open';
+create index holds_open on creditkit.holds (account_id, unit, expires_at) where status = 'open';
 
 alter table creditkit.holds enable row level security;
 revoke all on table creditkit.holds from public, anon, authenticated, service_role;
@@ -41,8 +44,8 @@ create policy "members can read their accounts' holds"
   on creditkit.holds for select to authenticated
   using (creditkit.can_access_account(account_id));
 
--- Frees the credit of the account's open holds that expired by p_now. The caller holds the lock.
-create or replace function creditkit.expire_holds(p_account_id uuid, p_now timestamptz)
+-- Frees the credit of the (account, unit)'s open holds that expired by p_now. The caller holds the lock.
+create or replace function creditkit.expire_holds(p_account_id uuid, p_unit text, p_now timestamptz)
 returns void
 language sql
 volatile
@@ -51,15 +54,15 @@ as $$
   with expired as (
     update creditkit.holds h
        set status = 'expired', resolved_at = p_now
-     where h.account_id = p_account_id and h.status = 'open' and h.expires_at <= p_now
+     where h.account_id = p_account_id and h.unit = p_unit and h.status = 'open' and h.expires_at <= p_now
     returning h.amount
   )
   update creditkit.accounts a
      set held = a.held - (select coalesce(sum(e.amount), 0) from expired e)
-   where a.id = p_account_id;
+   where a.id = p_account_id and a.unit = p_unit;
 $$;
-comment on function creditkit.expire_holds(uuid, timestamptz) is 'Marks open holds past their expiry as expired and frees their credit.';
-revoke all on function creditkit.expire_holds(uuid, timestamptz) from public, anon, authenticated, service_role;
+comment on function creditkit.expire_holds(uuid, text, timestamptz) is 'Marks open holds past their expiry as expired and frees their credit.';
+revoke all on function creditkit.expire_holds(uuid, text, timestamptz) from public, anon, authenticated, service_role;
 
 -- Locks the hold's account and returns the hold as it is under that lock. CK011 if unknown.
 create or replace function creditkit.lock_hold(p_hold_id bigint, p_now timestamptz)
@@ -70,20 +73,21 @@ set search_path = ''
 as $$
 declare
   v_account_id uuid;
+  v_unit text;
   v_hold creditkit.holds;
 begin
   perform creditkit.check_request(null, null, null, p_now);
-  select h.account_id into v_account_id from creditkit.holds h where h.id = p_hold_id;
+  select h.account_id, h.unit into v_account_id, v_unit from creditkit.holds h where h.id = p_hold_id;
   if not found then
     raise exception using errcode = 'CK011', message = format('unknown hold: %s', coalesce(p_hold_id::text, 'NULL')),
       detail = jsonb_build_object('hold_id', p_hold_id)::text;
   end if;
-  perform creditkit.lock_account(v_account_id, p_now);  -- books expiry of this hold if it is due
+  perform creditkit.lock_account(v_account_id, v_unit, p_now);  -- books expiry of this hold if it is due
   select h.* into v_hold from creditkit.holds h where h.id = p_hold_id;
   return v_hold;
 end;
 $$;
-comment on function creditkit.lock_hold(bigint, timestamptz) is 'Locks a hold''s account (booking what is due) and returns the hold.';
+comment on function creditkit.lock_hold(bigint, timestamptz) is 'Locks a hold''s (account, unit) row (booking what is due) and returns the hold.';
 revoke all on function creditkit.lock_hold(bigint, timestamptz) from public, anon, authenticated, service_role;
 
 -- ---------------------------------------------------------------------------------------------
@@ -103,6 +107,7 @@ create or replace function public.creditkit_reserve(
   p_idempotency_key text default null,
   p_metadata jsonb default null,
   p_now timestamptz default now(),
+  p_unit text default 'credits',
   out allowed boolean,
   out hold_id bigint,
   out balance bigint,
@@ -141,7 +146,7 @@ begin
   -- Fast path: check and reserve in one statement, which locks the row only if it reserves.
   update creditkit.accounts a
      set held = a.held + p_amount, due_at = least(a.due_at, p_now + p_ttl)
-   where a.id = p_account_id
+   where a.id = p_account_id and a.unit = p_unit
      and a.balance - a.held >= p_amount
      and (a.due_at is null or a.due_at > p_now)
   returning a.balance - a.held into v_spendable;
@@ -152,13 +157,13 @@ begin
       v_retry := exists (select from creditkit.holds h
                           where h.account_id = p_account_id and h.idempotency_key = p_idempotency_key);
       if v_retry then
-        update creditkit.accounts a set held = a.held - p_amount where a.id = p_account_id;
-        perform creditkit.refresh_due_at(p_account_id);
+        update creditkit.accounts a set held = a.held - p_amount where a.id = p_account_id and a.unit = p_unit;
+        perform creditkit.refresh_due_at(p_account_id, p_unit);
       end if;
     end if;
     if not v_retry then
-      insert into creditkit.holds as h (account_id, amount, expires_at, event, idempotency_key, metadata, created_at)
-      values (p_account_id, p_amount, p_now + p_ttl, p_event, p_idempotency_key, coalesce(v_metadata, '{}'::jsonb), p_now)
+      insert into creditkit.holds as h (account_id, amount, expires_at, event, idempotency_key, metadata, created_at, unit)
+      values (p_account_id, p_amount, p_now + p_ttl, p_event, p_idempotency_key, coalesce(v_metadata, '{}'::jsonb), p_now, p_unit)
       returning true, h.id, v_spendable, h.expires_at into allowed, hold_id, balance, expires_at;
       return;
     end if;
@@ -166,7 +171,7 @@ begin
     -- Refused without a lock: read the account once (as creditkit_consume does). Nothing is
     -- written, not even a row lock; the hold fields stay NULL.
     select false, greatest(a.balance - a.held, 0), a.due_at into allowed, balance, v_due_at
-      from creditkit.accounts a where a.id = p_account_id;
+      from creditkit.accounts a where a.id = p_account_id and a.unit = p_unit;
     if found and (v_due_at is null or v_due_at > p_now) and balance < p_amount then
       if p_idempotency_key is not null then
         perform from creditkit.holds h where h.account_id = p_account_id and h.idempotency_key = p_idempotency_key;
@@ -177,15 +182,30 @@ begin
     end if;
   end if;
 
-  -- Slow path (unknown account, something due, a retry, or credit that arrived meanwhile).
+  -- Slow path (unknown account or unit row, something due, a retry, or credit that arrived meanwhile).
   v_metadata := coalesce(v_metadata, '{}'::jsonb);
-  v_spendable := creditkit.lock_account(p_account_id, p_now);
+  if not creditkit.unit_open(p_account_id, p_unit, p_now) then
+    -- a known account with nothing in this unit: blocked; a key one of its holds used (in another
+    -- unit) is CK004
+    select h.* into v_prior from creditkit.holds h
+     where h.account_id = p_account_id and h.idempotency_key = p_idempotency_key;
+    if found then
+      raise exception using errcode = 'CK004',
+        message = format('idempotency conflict: key %L was already used for a different hold', p_idempotency_key),
+        detail = jsonb_build_object('hold_id', v_prior.id)::text;
+    end if;
+    allowed := false;
+    balance := 0;
+    return;
+  end if;
+  v_spendable := creditkit.lock_account(p_account_id, p_unit, p_now);
 
   if p_idempotency_key is not null then
     select h.* into v_prior from creditkit.holds h
      where h.account_id = p_account_id and h.idempotency_key = p_idempotency_key;
     if found then
-      if v_prior.amount <> p_amount or v_prior.event is distinct from p_event or v_prior.metadata <> v_metadata then
+      if v_prior.amount <> p_amount or v_prior.event is distinct from p_event or v_prior.metadata <> v_metadata
+         or v_prior.unit <> p_unit then
         raise exception using errcode = 'CK004',
           message = format('idempotency conflict: key %L was already used for a different hold', p_idempotency_key),
           detail = jsonb_build_object('hold_id', v_prior.id)::text;
@@ -211,20 +231,20 @@ begin
     return;
   end if;
   expires_at := p_now + p_ttl;
-  insert into creditkit.holds (account_id, amount, expires_at, event, idempotency_key, metadata, created_at)
-  values (p_account_id, p_amount, expires_at, p_event, p_idempotency_key, v_metadata, p_now)
+  insert into creditkit.holds (account_id, amount, expires_at, event, idempotency_key, metadata, created_at, unit)
+  values (p_account_id, p_amount, expires_at, p_event, p_idempotency_key, v_metadata, p_now, p_unit)
   returning id into hold_id;
   update creditkit.accounts a
      set held = a.held + p_amount, due_at = least(a.due_at, expires_at)
-   where a.id = p_account_id;
+   where a.id = p_account_id and a.unit = p_unit;
   allowed := true;
   balance := v_spendable - p_amount;
 end;
 $$;
-comment on function public.creditkit_reserve(uuid, bigint, interval, text, text, jsonb, timestamptz) is
-  'Server only. Reserves credit before a long call: allowed=true with a hold id and the spendable balance left, or allowed=false (blocked, nothing reserved). The hold expires after p_ttl (default 15 minutes, at most 7 days) unless settled or released. Idempotent by key while the hold is open; a retry after it was settled, released or expired raises CK012.';
-revoke all on function public.creditkit_reserve(uuid, bigint, interval, text, text, jsonb, timestamptz) from public, anon, authenticated;
-grant execute on function public.creditkit_reserve(uuid, bigint, interval, text, text, jsonb, timestamptz) to service_role;
+comment on function public.creditkit_reserve(uuid, bigint, interval, text, text, jsonb, timestamptz, text) is
+  'Server only. Reserves credit (of p_unit, default credits) before a long call: allowed=true with a hold id and the spendable balance left, or allowed=false (blocked, nothing reserved). The hold expires after p_ttl (default 15 minutes, at most 7 days) unless settled or released. Idempotent by key while the hold is open; a retry after it was settled, released or expired raises CK012.';
+revoke all on function public.creditkit_reserve(uuid, bigint, interval, text, text, jsonb, timestamptz, text) from public, anon, authenticated;
+grant execute on function public.creditkit_reserve(uuid, bigint, interval, text, text, jsonb, timestamptz, text) to service_role;
 
 -- Security definer: writes holds, accounts and the ledger; service_role only. When nothing is due
 -- and the hold is open, one UPDATE frees the reserve and spends the charge (counted in `undrawn`,
@@ -277,6 +297,7 @@ begin
   select a.balance, a.held, a.due_at into v_balance, v_held, v_due_at
     from creditkit.accounts a
    where a.id = (select h.account_id from creditkit.holds h where h.id = p_hold_id)
+     and a.unit = (select h.unit from creditkit.holds h where h.id = p_hold_id)
      for update;
   if found and (v_due_at is null or v_due_at > p_now) then
     select h.* into v_hold from creditkit.holds h where h.id = p_hold_id;
@@ -291,13 +312,14 @@ begin
       charged := v_hold.charged;
       shortfall := p_actual - v_hold.charged;
       transaction_id := v_hold.transaction_id;
-      balance := creditkit.spendable(v_hold.account_id);
+      balance := creditkit.spendable(v_hold.account_id, v_hold.unit);
       return;
     elsif v_hold.status <> 'open' then
       raise exception using errcode = 'CK012', message = format('hold %s is already %s', v_hold.id, v_hold.status),
         detail = jsonb_build_object('hold_id', v_hold.id, 'status', v_hold.status)::text;
     end if;
-    select a.balance, a.held into v_balance, v_held from creditkit.accounts a where a.id = v_hold.account_id;
+    select a.balance, a.held into v_balance, v_held from creditkit.accounts a
+     where a.id = v_hold.account_id and a.unit = v_hold.unit;
   end if;
 
   -- The charge rule: up to the reserve as far as the balance allows; above it, the whole
@@ -323,20 +345,20 @@ begin
            undrawn = a.undrawn + creditkit_settle.charged,
            held = a.held - v_hold.amount,
            version = a.version + case when creditkit_settle.charged > 0 then 1 else 0 end
-     where a.id = v_hold.account_id
+     where a.id = v_hold.account_id and a.unit = v_hold.unit
     returning a.balance, greatest(a.balance - a.held, 0) into v_balance, balance;
     if charged > 0 then
-      insert into creditkit.ledger (account_id, kind, amount, balance_after, event, cost_micros, metadata, created_at)
-      values (v_hold.account_id, 'consume', -charged, v_balance, v_hold.event, p_cost_micros, v_metadata, p_now)
+      insert into creditkit.ledger (account_id, kind, amount, balance_after, event, cost_micros, metadata, created_at, unit)
+      values (v_hold.account_id, 'consume', -charged, v_balance, v_hold.event, p_cost_micros, v_metadata, p_now, v_hold.unit)
       returning id into transaction_id;
     end if;
   else
-    update creditkit.accounts a set held = a.held - v_hold.amount where a.id = v_hold.account_id;
+    update creditkit.accounts a set held = a.held - v_hold.amount where a.id = v_hold.account_id and a.unit = v_hold.unit;
     if charged > 0 then
       -- '-infinity': credit that expired while this hold covered it is still payable to it, and
       -- in spend order (soonest expiry first) it is drawn first.
-      perform creditkit.draw_down(v_hold.account_id, charged, '-infinity');
-      v_entry := creditkit.append_entry(v_hold.account_id, 'consume', -charged, null, v_hold.event, null,
+      perform creditkit.draw_down(v_hold.account_id, v_hold.unit, charged, '-infinity');
+      v_entry := creditkit.append_entry(v_hold.account_id, v_hold.unit, 'consume', -charged, null, v_hold.event, null,
                                         v_metadata, p_now, null, p_cost_micros, null);
       transaction_id := v_entry.id;
     end if;
@@ -347,8 +369,8 @@ begin
    where h.id = v_hold.id;
   if not v_fast then
     -- expired credit this hold covered and did not charge expires now
-    perform creditkit.book_expired(v_hold.account_id, p_now);
-    balance := creditkit.spendable(v_hold.account_id);
+    perform creditkit.book_expired(v_hold.account_id, v_hold.unit, p_now);
+    balance := creditkit.spendable(v_hold.account_id, v_hold.unit);
   end if;
 end;
 $$;
@@ -378,9 +400,9 @@ begin
   v_hold := creditkit.lock_hold(p_hold_id, p_now);
   if v_hold.status = 'open' then
     update creditkit.holds h set status = 'released', resolved_at = p_now where h.id = v_hold.id;
-    update creditkit.accounts a set held = a.held - v_hold.amount where a.id = v_hold.account_id;
+    update creditkit.accounts a set held = a.held - v_hold.amount where a.id = v_hold.account_id and a.unit = v_hold.unit;
     -- expired credit this hold covered expires now
-    perform creditkit.book_expired(v_hold.account_id, p_now);
+    perform creditkit.book_expired(v_hold.account_id, v_hold.unit, p_now);
     status := 'released';
   elsif v_hold.status in ('released', 'expired') then
     status := v_hold.status;  -- already free: releasing again changes nothing
@@ -388,7 +410,7 @@ begin
     raise exception using errcode = 'CK012', message = format('hold %s is already %s', v_hold.id, v_hold.status),
       detail = jsonb_build_object('hold_id', v_hold.id, 'status', v_hold.status)::text;
   end if;
-  balance := creditkit.spendable(v_hold.account_id);
+  balance := creditkit.spendable(v_hold.account_id, v_hold.unit);
 end;
 $$;
 comment on function public.creditkit_release(bigint, timestamptz) is

@@ -160,8 +160,8 @@ begin
   if p_idempotency_key is not null then
     perform from creditkit.ledger_keys k where k.account_id = p_account_id and k.idempotency_key = p_idempotency_key;
     if found then
-      perform creditkit.lock_account(p_account_id, p_now);
-      v_prior := creditkit.find_replay(p_account_id, p_idempotency_key, 'consume', null, p_event, v_request,
+      perform creditkit.lock_account(p_account_id, 'credits', p_now);
+      v_prior := creditkit.find_replay(p_account_id, 'credits', p_idempotency_key, 'consume', null, p_event, v_request,
                                        p_cost_micros, null, array['unit_credits', 'price_id']);
       allowed := true;
       balance := v_prior.balance_after;
@@ -172,7 +172,7 @@ begin
   end if;
 
   v_price := creditkit.price_or_raise(p_event, p_dimensions, p_quantity, p_now);
-  v_debit := creditkit.debit(p_account_id, v_price.amount, p_event, p_idempotency_key, v_request,
+  v_debit := creditkit.debit(p_account_id, 'credits', v_price.amount, p_event, p_idempotency_key, v_request,
                             jsonb_build_object('unit_credits', v_price.unit_credits, 'price_id', v_price.price_id),
                             p_cost_micros, p_now);
   allowed := v_debit.allowed;

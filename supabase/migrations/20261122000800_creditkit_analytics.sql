@@ -1,12 +1,8 @@
--- creditkit analytics: server-only reads for an operator view. Money is in micros of your
--- reporting currency (ledger.cost_micros / revenue_micros) except MRR, which is in the plans'
--- currency minor unit (cents). Periods are half-open [p_from, p_to); days are UTC days.
--- All are security invoker and executable by service_role only.
+-- creditkit analytics: server-only reads (security invoker, service_role) for an operator view, of
+-- the credits unit except margin's revenue and cost, which count every unit. Money is in micros of
+-- your reporting currency except MRR (the plans' currency minor unit, cents). Periods are
+-- half-open [p_from, p_to); days are UTC days.
 
--- creditkit analytics: server-only reads for an operator view. Money is in micros of your
--- reporting currency (ledger.cost_micros / revenue_micros) except MRR, which is in the plans'
--- currency minor unit (cents). Periods are half-open [p_from, p_to); days are UTC days.
--- All are security invoker and executable by service_role only.
 create or replace function creditkit.check_period(p_from timestamptz, p_to timestamptz)
 returns void
 language plpgsql
@@ -38,8 +34,8 @@ begin
   perform creditkit.check_period(p_from, p_to);
   return query
     select l.account_id,
-           coalesce(sum(l.amount) filter (where l.kind = 'grant'), 0)::bigint,
-           coalesce(-sum(l.amount) filter (where l.kind = 'consume'), 0)::bigint,
+           coalesce(sum(l.amount) filter (where l.kind = 'grant' and l.unit = 'credits'), 0)::bigint,
+           coalesce(-sum(l.amount) filter (where l.kind = 'consume' and l.unit = 'credits'), 0)::bigint,
            coalesce(sum(l.revenue_micros), 0)::bigint,
            coalesce(sum(l.cost_micros), 0)::bigint,
            (coalesce(sum(l.revenue_micros), 0) - coalesce(sum(l.cost_micros), 0))::bigint
@@ -73,7 +69,7 @@ begin
     select (l.created_at at time zone 'UTC')::date, l.event, count(*)::bigint,
            (-sum(l.amount))::bigint, coalesce(sum(l.cost_micros), 0)::bigint
       from creditkit.ledger l
-     where l.kind = 'consume' and l.created_at >= p_from and l.created_at < p_to
+     where l.kind = 'consume' and l.unit = 'credits' and l.created_at >= p_from and l.created_at < p_to
        and (p_account_id is null or l.account_id = p_account_id)
        and (p_event is null or l.event = p_event)
      group by 1, 2
@@ -104,7 +100,7 @@ begin
     select l.event, count(*)::bigint, (-sum(l.amount))::bigint, coalesce(sum(l.cost_micros), 0)::bigint,
            count(distinct l.account_id)::bigint
       from creditkit.ledger l
-     where l.kind = 'consume' and l.created_at >= p_from and l.created_at < p_to
+     where l.kind = 'consume' and l.unit = 'credits' and l.created_at >= p_from and l.created_at < p_to
      group by l.event
      order by 3 desc, 1
      limit p_limit;
@@ -130,8 +126,8 @@ begin
       select g.account_id, g.category, g.expires_at,
              (g.remaining - least(g.remaining, greatest(a.undrawn - (sum(g.remaining) over w - g.remaining), 0)))::bigint as remaining
         from creditkit.grants g
-        join creditkit.accounts a on a.id = g.account_id
-       where g.live
+        join creditkit.accounts a on a.id = g.account_id and a.unit = g.unit
+       where g.live and g.unit = 'credits'
       window w as (partition by g.account_id order by g.expires_at, g.priority desc, g.created_at, g.id
                    rows between unbounded preceding and current row)
     )
@@ -155,7 +151,7 @@ security invoker
 set search_path = ''
 as $$
   with per_account as (  -- the plan in force, computed once per account
-    select (creditkit.effective_plan(a.id)).id as plan_id from creditkit.accounts a
+    select (creditkit.effective_plan(a.id)).id as plan_id from creditkit.accounts a where a.unit = 'credits'
   )
   select p.id, p.name, count(e.plan_id)::bigint
     from creditkit.plans p

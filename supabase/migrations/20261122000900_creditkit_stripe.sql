@@ -133,7 +133,9 @@ grant select on table creditkit.stripe_customers, creditkit.stripe_payments, cre
 create policy "signed-in users can read the pack catalogue"
   on creditkit.packs for select to authenticated using (true);
 
--- Opens the account if needed and locks it (books what is due); returns the spendable balance.
+-- Opens the account (its credits row) if needed and locks it in the lock order (the plan lock,
+-- other units, then credits), booking what is due: a subscription change re-bases every unit's
+-- allowance. Returns the spendable credits balance.
 create or replace function creditkit.stripe_lock_account(p_account_id uuid, p_now timestamptz)
 returns bigint
 language plpgsql
@@ -141,12 +143,14 @@ volatile
 set search_path = ''
 as $$
 begin
-  insert into creditkit.accounts (id, created_at) values (p_account_id, p_now) on conflict (id) do nothing;
-  return creditkit.lock_account(p_account_id, p_now);
+  perform creditkit.lock_plan(p_account_id, true);
+  insert into creditkit.accounts (id, created_at) values (p_account_id, p_now) on conflict do nothing;
+  perform creditkit.lock_units(p_account_id, p_now);
+  return creditkit.lock_account(p_account_id, 'credits', p_now);
 end;
 $$;
 comment on function creditkit.stripe_lock_account(uuid, timestamptz) is
-  'Opens an account on first use and locks it, for a Stripe effect.';
+  'Opens an account on first use and locks its rows (other units, then credits), for a Stripe effect.';
 revoke all on function creditkit.stripe_lock_account(uuid, timestamptz) from public, anon, authenticated, service_role;
 
 -- Links an account to its Stripe customer; the first link wins. For the webhook: a missing or

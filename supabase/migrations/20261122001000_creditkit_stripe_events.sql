@@ -266,13 +266,13 @@ begin
     'pack_id', v_pay.pack_id, 'stripe_invoice', v_pay.invoice));
 
   if v_pay.grant_id is null then
-    if (select a.balance from creditkit.accounts a where a.id = v_pay.account_id) > 9007199254740991 - v_pay.credits then
+    if (select a.balance from creditkit.accounts a where a.id = v_pay.account_id and a.unit = 'credits') > 9007199254740991 - v_pay.credits then
       perform creditkit.stripe_dead('balance_limit', 'the pack would take the balance above 9007199254740991');
     end if;
     select k.* into v_pack from creditkit.packs k where k.id = v_pay.pack_id;
     v_expires := p_now + v_pack.expires_after;
-    v_grant_id := creditkit.add_grant(v_pay.account_id, 'purchase', v_pay.credits, null, v_expires, v_metadata, p_now);
-    perform creditkit.append_entry(v_pay.account_id, 'grant', v_pay.credits, v_grant_id, null,
+    v_grant_id := creditkit.add_grant(v_pay.account_id, 'credits', 'purchase', v_pay.credits, null, v_expires, v_metadata, p_now);
+    perform creditkit.append_entry(v_pay.account_id, 'credits', 'grant', v_pay.credits, v_grant_id, null,
                                    'stripe:' || coalesce(v_pay.payment_intent, v_pay.checkout_session), v_metadata,
                                    p_now, v_expires, null,
                                    -- revenue in micros, for two-decimal currencies (1 cent = 10000 micros)
@@ -298,16 +298,16 @@ begin
   if v_delta > 0 then
     -- Take back what is still there, the pack's own credits first, then the rest of the balance
     -- in spend order; credits already spent are recorded as the shortfall.
-    v_take := least(v_delta, creditkit.spendable(v_pay.account_id));
+    v_take := least(v_delta, creditkit.spendable(v_pay.account_id, 'credits'));
     if v_take > 0 then
       if v_live then
         v_from_grant := least(v_take, v_grant.remaining);
         update creditkit.grants g set remaining = g.remaining - v_from_grant where g.account_id = v_grant.account_id and g.id = v_grant.id;
       end if;
       if v_take > v_from_grant then
-        perform creditkit.draw_down(v_pay.account_id, v_take - v_from_grant, p_now);
+        perform creditkit.draw_down(v_pay.account_id, 'credits', v_take - v_from_grant, p_now);
       end if;
-      perform creditkit.append_entry(v_pay.account_id, 'adjust', -v_take, null, null, null,
+      perform creditkit.append_entry(v_pay.account_id, 'credits', 'adjust', -v_take, null, null, null,
                                      v_metadata || v_reason, p_now, null);
     end if;
     update creditkit.stripe_payments p
@@ -321,7 +321,7 @@ begin
     v_forgiven := least(v_pay.shortfall, -v_delta);
     v_back := -v_delta - v_forgiven;
     if v_back > 0 then
-      if (select a.balance from creditkit.accounts a where a.id = v_pay.account_id) > 9007199254740991 - v_back then
+      if (select a.balance from creditkit.accounts a where a.id = v_pay.account_id and a.unit = 'credits') > 9007199254740991 - v_back then
         perform creditkit.stripe_dead('balance_limit', 'giving the credits back would take the balance above 9007199254740991');
       end if;
       v_reason := jsonb_build_object('reason', 'stripe_reinstated');
@@ -331,14 +331,14 @@ begin
       end if;
       if v_to_grant > 0 then
         update creditkit.grants g set remaining = g.remaining + v_to_grant where g.account_id = v_grant.account_id and g.id = v_grant.id;
-        perform creditkit.append_entry(v_pay.account_id, 'adjust', v_to_grant, v_grant.id, null, null,
+        perform creditkit.append_entry(v_pay.account_id, 'credits', 'adjust', v_to_grant, v_grant.id, null, null,
                                        v_metadata || v_reason, p_now, v_grant.expires_at);
       end if;
       -- ... and the rest as a bucket of its own.
       if v_back > v_to_grant then
-        v_grant_id := creditkit.add_grant(v_pay.account_id, 'adjustment', v_back - v_to_grant, null, null,
+        v_grant_id := creditkit.add_grant(v_pay.account_id, 'credits', 'adjustment', v_back - v_to_grant, null, null,
                                           v_metadata || v_reason, p_now);
-        perform creditkit.append_entry(v_pay.account_id, 'adjust', v_back - v_to_grant, v_grant_id, null, null,
+        perform creditkit.append_entry(v_pay.account_id, 'credits', 'adjust', v_back - v_to_grant, v_grant_id, null, null,
                                        v_metadata || v_reason, p_now, null);
       end if;
     end if;
@@ -508,7 +508,8 @@ revoke all on function creditkit.stripe_plan_for_price(text) from public, anon, 
 -- then the event id break ties the same way whatever the delivery order. The checkout (rank 0)
 -- is overridden by any event of its subscription. An event of another subscription than the
 -- account's current one replaces it only when it is newer and live: ending an old subscription
--- never ends the current one. The caller holds the account lock. Returns whether it applied.
+-- never ends the current one. The caller holds the account's locks (stripe_lock_account); when the
+-- plan in force or the anchor changes, every unit's allowance is re-based. Returns whether it applied.
 create or replace function creditkit.stripe_upsert_subscription(
   p_account_id uuid, p_subscription_id text, p_customer_id text, p_plan_id text, p_status text,
   p_anchor timestamptz, p_created timestamptz, p_rank smallint, p_event_id text, p_now timestamptz)
@@ -520,6 +521,7 @@ as $$
 declare
   v_sub creditkit.subscriptions;
   v_newer boolean;
+  v_before text := (creditkit.effective_plan(p_account_id)).id;
 begin
   perform creditkit.stripe_link_customer(p_account_id, p_customer_id, p_now);
   select s.* into v_sub from creditkit.subscriptions s where s.account_id = p_account_id;
@@ -554,7 +556,11 @@ begin
            stripe_event_at = excluded.stripe_event_at, stripe_event_rank = excluded.stripe_event_rank,
            stripe_event_id = excluded.stripe_event_id, updated_at = excluded.updated_at;
   end if;
-  perform creditkit.refresh_due_at(p_account_id);
+  perform creditkit.refresh_due_at(p_account_id, 'credits');
+  if (creditkit.effective_plan(p_account_id)).id is distinct from v_before
+     or (select s.anchor from creditkit.subscriptions s where s.account_id = p_account_id) is distinct from v_sub.anchor then
+    perform creditkit.rebase_units(p_account_id, p_now);
+  end if;
   return true;
 end;
 $$;
@@ -784,7 +790,7 @@ begin
                                          'subscription', v_sub_id, 'plan_id', v_plan.id,
                                          'period_start', v_start, 'period_end', v_end, 'allowance', v_plan.allowance);
   v_allowance := least(v_plan.allowance,
-                       9007199254740991 - (select a.balance from creditkit.accounts a where a.id = stripe_invoice_paid.account_id));
+                       9007199254740991 - (select a.balance from creditkit.accounts a where a.id = stripe_invoice_paid.account_id and a.unit = 'credits'));
 
   if v_current.invoice_id is null or v_current.period_start < v_start then
     -- The newest period: the periods before it end now; their unspent allowance expires (reset)
@@ -793,26 +799,26 @@ begin
     if v_plan.renewal = 'rollover' then
       select coalesce(sum(g.remaining), 0) into v_left
         from creditkit.grants g
-       where g.account_id = stripe_invoice_paid.account_id and g.category = 'plan' and g.remaining > 0
+       where g.account_id = stripe_invoice_paid.account_id and g.unit = 'credits' and g.category = 'plan' and g.remaining > 0
          and g.metadata ? 'stripe_invoice' and (g.expires_at is null or g.expires_at > p_now);
     end if;
     update creditkit.grants g set expires_at = p_now
-     where g.account_id = stripe_invoice_paid.account_id and g.category = 'plan' and g.remaining > 0
+     where g.account_id = stripe_invoice_paid.account_id and g.unit = 'credits' and g.category = 'plan' and g.remaining > 0
        and g.metadata ? 'stripe_invoice' and (g.expires_at is null or g.expires_at > p_now);
-    perform creditkit.book_expired(account_id, p_now);
+    perform creditkit.book_expired(account_id, 'credits', p_now);
     if v_plan.renewal = 'rollover' then
       select greatest(v_left - coalesce(sum(g.remaining), 0), 0) into v_left
         from creditkit.grants g
-       where g.account_id = stripe_invoice_paid.account_id and g.category = 'plan' and g.remaining > 0
+       where g.account_id = stripe_invoice_paid.account_id and g.unit = 'credits' and g.category = 'plan' and g.remaining > 0
          and g.metadata ? 'stripe_invoice' and g.expires_at = p_now;
       v_carry := least(v_left, coalesce(v_plan.rollover_cap, 9007199254740991));
     end if;
-    v_carry := least(v_carry, 9007199254740991 - (select a.balance from creditkit.accounts a where a.id = stripe_invoice_paid.account_id) - v_allowance);
+    v_carry := least(v_carry, 9007199254740991 - (select a.balance from creditkit.accounts a where a.id = stripe_invoice_paid.account_id and a.unit = 'credits') - v_allowance);
     v_expires := v_end + creditkit.stripe_allowance_grace();
     if v_allowance + v_carry > 0 then
-      v_grant_id := creditkit.add_grant(account_id, 'plan', v_allowance + v_carry, null, v_expires,
+      v_grant_id := creditkit.add_grant(account_id, 'credits', 'plan', v_allowance + v_carry, null, v_expires,
                                         v_grant_metadata || jsonb_build_object('rollover', v_carry), p_now);
-      perform creditkit.append_entry(account_id, 'grant', v_allowance + v_carry, v_grant_id, null,
+      perform creditkit.append_entry(account_id, 'credits', 'grant', v_allowance + v_carry, v_grant_id, null,
                                      'stripe:' || v_invoice, v_grant_metadata || jsonb_build_object('rollover', v_carry),
                                      p_now, v_expires, null, least(v_paid * 10000, 9007199254740991));
     end if;
@@ -836,17 +842,17 @@ begin
     if v_allowance > 0 then
       v_expires := case when v_carry > 0 then v_current.period_end + creditkit.stripe_allowance_grace() else p_now end;
       v_grant_metadata := v_grant_metadata || jsonb_build_object('rolled_into', v_current.invoice_id);
-      v_grant_id := creditkit.add_grant(account_id, 'plan', v_allowance, null, v_expires, v_grant_metadata, p_now);
-      perform creditkit.append_entry(account_id, 'grant', v_allowance, v_grant_id, null, 'stripe:' || v_invoice,
+      v_grant_id := creditkit.add_grant(account_id, 'credits', 'plan', v_allowance, null, v_expires, v_grant_metadata, p_now);
+      perform creditkit.append_entry(account_id, 'credits', 'grant', v_allowance, v_grant_id, null, 'stripe:' || v_invoice,
                                      v_grant_metadata, p_now, v_expires, null, least(v_paid * 10000, 9007199254740991));
       if v_allowance > v_carry then
         update creditkit.grants g set remaining = g.remaining - (v_allowance - v_carry)
          where g.account_id = stripe_invoice_paid.account_id and g.id = v_grant_id;
-        perform creditkit.append_entry(account_id, 'expire', -(v_allowance - v_carry), v_grant_id, null, null,
+        perform creditkit.append_entry(account_id, 'credits', 'expire', -(v_allowance - v_carry), v_grant_id, null, null,
                                        jsonb_build_object('expires_at', v_end + creditkit.stripe_allowance_grace(),
                                                           'reason', 'late_invoice'), p_now, null);
       end if;
-      perform creditkit.refresh_due_at(account_id);
+      perform creditkit.refresh_due_at(account_id, 'credits');
     end if;
     insert into creditkit.stripe_invoices (invoice_id, account_id, subscription_id, plan_id, billing_reason,
                                            period_start, period_end, grant_id, outcome, carried, rolled_into, applied_at)

@@ -1,5 +1,5 @@
--- creditkit batch: creditkit_consume_batch spends for up to 1000 buffered usage events in one
--- transaction, each exactly as creditkit_consume would. The usual batch (every item valid, one
+-- creditkit batch: creditkit_consume_batch spends credits for up to 1000 buffered usage events in
+-- one transaction, each exactly as creditkit_consume would. The usual batch (every item valid, one
 -- account, keys new) is one guarded UPDATE and one INSERT; anything else goes item by item.
 
 -- One batch item with the types creditkit_consume types its arguments with, as
@@ -168,7 +168,7 @@ begin
   if v_fast then
     update creditkit.accounts a
        set balance = a.balance - v_total, undrawn = a.undrawn + v_total, version = a.version + v_count
-     where a.id = v_one and a.balance - a.held >= v_total and (a.due_at is null or a.due_at > p_now)
+     where a.id = v_one and a.unit = 'credits' and a.balance - a.held >= v_total and (a.due_at is null or a.due_at > p_now)
     returning a.balance + v_total, a.held into v_stored_one, v_held;
     v_fast := found;
     if v_fast and v_keyed > 0 then
@@ -178,7 +178,7 @@ begin
       if found then
         update creditkit.accounts a
            set balance = a.balance + v_total, undrawn = a.undrawn - v_total, version = a.version - v_count
-         where a.id = v_one;
+         where a.id = v_one and a.unit = 'credits';
         v_fast := false;
       end if;
     end if;
@@ -318,7 +318,7 @@ begin
     v_keyed := cardinality(array_remove(v_keys, null));
   end if;
 
-  -- 2. Lock every account of the batch in one fixed order (CK003 for an unknown one) and take
+  -- 2. Lock every account's credits row in one fixed order, by id (CK003 for an unknown one), and take
   -- its spendable and stored balance under the lock. Like creditkit_consume's fast path, the
   -- batch never reads a bucket: while nothing is due it leaves what the account has not drawn
   -- yet (undrawn) where it is and adds to it; only an account with something due goes through
@@ -326,16 +326,16 @@ begin
   select array_agg(d.id order by d.id) into v_ids from (select distinct a.id from unnest(v_accounts) a(id)) d;
   for v_s in 1 .. cardinality(v_ids) loop
     select a.balance, a.held, a.due_at <= p_now into v_stored_one, v_held, v_due
-      from creditkit.accounts a where a.id = v_ids[v_s]
+      from creditkit.accounts a where a.id = v_ids[v_s] and a.unit = 'credits'
        for update;
     v_draw[v_s] := false;
     if not found or v_due then
-      v_spendable[v_s] := creditkit.lock_account(v_ids[v_s], p_now);  -- (raises CK003 if not found)
+      v_spendable[v_s] := creditkit.lock_account(v_ids[v_s], 'credits', p_now);  -- (raises CK003 if not found)
       -- Still due after booking: expired credit stays for open holds (book_expired). What the
       -- batch spends must not come out of it, so it is drawn now, from the credit not expired,
       -- as creditkit_consume's slow path draws, instead of being left to the next draw.
       select a.balance, a.due_at <= p_now into v_stored_one, v_due
-        from creditkit.accounts a where a.id = v_ids[v_s];
+        from creditkit.accounts a where a.id = v_ids[v_s] and a.unit = 'credits';
       v_stored[v_s] := v_stored_one;
       v_draw[v_s] := coalesce(v_due, false);
     else
@@ -351,7 +351,9 @@ begin
       from unnest(v_accounts) with ordinality u(account_id, i);
   else
     select array_agg(array_position(v_ids, x.account_id) order by x.i), array_agg(x.grp order by x.i),
-           array_agg(l.id order by x.i), array_agg(l.kind order by x.i), array_agg(l.amount order by x.i),
+           -- (a key used in another unit names another request: its kind reads consume:<unit>)
+           array_agg(l.id order by x.i), array_agg(l.kind || case when l.unit <> 'credits' then ':' || l.unit else '' end order by x.i),
+           array_agg(l.amount order by x.i),
            array_agg(l.event order by x.i), array_agg(l.metadata order by x.i), array_agg(l.cost_micros order by x.i),
            array_agg(l.balance_after order by x.i)
       into v_slot, v_group, v_prior_id, v_prior_kind, v_prior_amount, v_prior_event, v_prior_meta, v_prior_cost, v_prior_after
@@ -385,8 +387,8 @@ begin
        set balance = a.balance - t.spent, undrawn = a.undrawn + case when t.draw then 0 else t.spent end,
            version = a.version + t.n
       from unnest(v_ids, v_spent, v_rows, v_draw) t(id, spent, n, draw)
-     where a.id = t.id;
-    perform creditkit.draw_down(t.id, t.spent, p_now)
+     where a.id = t.id and a.unit = 'credits';
+    perform creditkit.draw_down(t.id, 'credits', t.spent, p_now)
        from unnest(v_ids, v_spent, v_draw) t(id, spent, draw) where t.draw and t.spent > 0;
     -- ids in input order: nextval is called once per row of generate_series, in order
     v_seq := pg_get_serial_sequence('creditkit.ledger', 'id')::regclass;
@@ -482,8 +484,8 @@ begin
        set balance = a.balance - t.spent, undrawn = a.undrawn + case when t.draw then 0 else t.spent end,
            version = a.version + t.n
       from unnest(v_ids, v_spent, v_rows, v_draw) t(id, spent, n, draw)
-     where a.id = t.id and t.n > 0;
-    perform creditkit.draw_down(t.id, t.spent, p_now)
+     where a.id = t.id and a.unit = 'credits' and t.n > 0;
+    perform creditkit.draw_down(t.id, 'credits', t.spent, p_now)
        from unnest(v_ids, v_spent, v_draw) t(id, spent, draw) where t.draw and t.spent > 0;
     insert into creditkit.ledger (id, account_id, kind, amount, balance_after, event, idempotency_key,
                                   cost_micros, metadata, created_at)

@@ -189,10 +189,10 @@ insert into ck_hold select 'd1', hold_id from creditkit_reserve(tests.get_supaba
 insert into ck_hold select 'd2', hold_id from creditkit_reserve(tests.get_supabase_uid('dave'), 5, interval '15 minutes',
   p_now => '2030-01-01 00:00:00+00');
 select is(
-  (select balance from creditkit.live_buckets(tests.get_supabase_uid('dave'), '2030-01-01 00:14:59.999999+00')),
+  (select balance from creditkit.live_buckets(tests.get_supabase_uid('dave'), 'credits', '2030-01-01 00:14:59.999999+00')),
   25::bigint, '1us before expiry both holds still count');
 select is(
-  (select balance from creditkit.live_buckets(tests.get_supabase_uid('dave'), '2030-01-01 00:15:00+00')),
+  (select balance from creditkit.live_buckets(tests.get_supabase_uid('dave'), 'credits', '2030-01-01 00:15:00+00')),
   50::bigint, 'at expires_at the held credit is spendable again before anything booked it');
 select results_eq(
   $$ select status, (select held::bigint from creditkit.accounts where id = tests.get_supabase_uid('dave'))

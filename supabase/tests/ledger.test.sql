@@ -184,7 +184,7 @@ select is(
 -- The live view (creditkit.live_buckets, behind every balance read) drops the bucket at T itself,
 -- before anything has booked it.
 select results_eq(
-  $$ select balance, next_expiry from creditkit.live_buckets(tests.get_supabase_uid('dave'), '2030-02-01 00:00:00+00') $$,
+  $$ select balance, next_expiry from creditkit.live_buckets(tests.get_supabase_uid('dave'), 'credits', '2030-02-01 00:00:00+00') $$,
   $$ values (50::bigint, null::timestamptz) $$,
   'at the expiry instant the bucket is no longer live, even before it is booked');
 select is(

@@ -9,7 +9,7 @@
 -- The file must pass under Supabase's grant-everything defaults and under revoked defaults
 -- (CREDITKIT_PRIVILEGE_MODE), so it asserts the result, never which default produced it.
 begin;
-select plan(59);
+select plan(63);
 
 select tests.create_supabase_user('alice');
 
@@ -45,30 +45,30 @@ select results_eq(
        -- internals: nobody but the owner. Writers and lock takers run inside the security definer
        -- server functions (as the owner), so no API role needs them; a client that could call
        -- lock_account, book_due or grant_period directly would write around every check.
-       ('creditkit.add_grant(uuid,text,bigint,integer,timestamp with time zone,jsonb,timestamp with time zone)', false, false, false),
-       ('creditkit.append_entry(uuid,text,bigint,bigint,text,text,jsonb,timestamp with time zone,timestamp with time zone,bigint,bigint)', false, false, false),
+       ('creditkit.add_grant(uuid,text,text,bigint,integer,timestamp with time zone,jsonb,timestamp with time zone)', false, false, false),
+       ('creditkit.append_entry(uuid,text,text,bigint,bigint,text,text,jsonb,timestamp with time zone,timestamp with time zone,bigint,bigint)', false, false, false),
        ('creditkit.apply_settings()', false, false, false),
        ('creditkit.assert_server_caller()', false, false, false),
-       ('creditkit.book_due(uuid,timestamp with time zone)', false, false, false),
-       ('creditkit.book_expired(uuid,timestamp with time zone)', false, false, false),
-       ('creditkit.debit(uuid,bigint,text,text,jsonb,jsonb,bigint,timestamp with time zone)', false, false, false),
-       ('creditkit.draw_down(uuid,bigint,timestamp with time zone)', false, false, false),
-       ('creditkit.draw_undrawn(uuid)', false, false, false),
-       ('creditkit.expire_holds(uuid,timestamp with time zone)', false, false, false),
-       ('creditkit.find_replay(uuid,text,text,bigint,text,jsonb,bigint,bigint,text[])', false, false, false),
+       ('creditkit.book_due(uuid,text,timestamp with time zone)', false, false, false),
+       ('creditkit.book_expired(uuid,text,timestamp with time zone)', false, false, false),
+       ('creditkit.debit(uuid,text,bigint,text,text,jsonb,jsonb,bigint,timestamp with time zone)', false, false, false),
+       ('creditkit.draw_down(uuid,text,bigint,timestamp with time zone)', false, false, false),
+       ('creditkit.draw_undrawn(uuid,text)', false, false, false),
+       ('creditkit.expire_holds(uuid,text,timestamp with time zone)', false, false, false),
+       ('creditkit.find_replay(uuid,text,text,text,bigint,text,jsonb,bigint,bigint,text[])', false, false, false),
        ('creditkit.grant_not_in_ledger()', false, false, false),
-       ('creditkit.grant_period(uuid,creditkit.plans,timestamp with time zone,integer,bigint,text,timestamp with time zone)', false, false, false),
+       ('creditkit.grant_period(uuid,text,creditkit.plans,timestamp with time zone,integer,bigint,text,timestamp with time zone)', false, false, false),
        ('creditkit.ledger_grant_exists()', false, false, false),
        ('creditkit.ledger_is_append_only()', false, false, false),
-       ('creditkit.lock_account(uuid,timestamp with time zone)', false, false, false),
+       ('creditkit.lock_account(uuid,text,timestamp with time zone)', false, false, false),
        ('creditkit.lock_hold(bigint,timestamp with time zone)', false, false, false),
        ('creditkit.meter(uuid,text,bigint,jsonb,text,bigint,jsonb,timestamp with time zone)', false, false, false),
-       ('creditkit.refresh_due_at(uuid)', false, false, false),
+       ('creditkit.refresh_due_at(uuid,text)', false, false, false),
        ('creditkit.reserved_metadata_keys()', false, true, true),
        ('creditkit.running_sum(bigint)', false, false, false),
        ('creditkit.set_lock_timeout(interval)', false, false, false),
-       ('creditkit.spendable(uuid)', false, false, false),
-       ('creditkit.renew_period(uuid,timestamp with time zone)', false, false, false),
+       ('creditkit.spendable(uuid,text)', false, false, false),
+       ('creditkit.renew_period(uuid,text,timestamp with time zone)', false, false, false),
        -- Stripe: every step of applying an event runs inside creditkit_stripe_apply/_replay (as
        -- the owner); a client that could call an applier directly would grant without an event
        ('creditkit.stripe_allowance_grace()', false, false, false),
@@ -96,6 +96,15 @@ select results_eq(
        ('creditkit.stripe_upsert_subscription(uuid,text,text,text,text,timestamp with time zone,timestamp with time zone,smallint,text,timestamp with time zone)', false, false, false),
        ('creditkit.stripe_uuid(text)', false, false, false),
        ('creditkit.version()', false, false, true),
+       -- units and plan limits: opened, renewed and re-based under the row locks of the server
+       -- mutations, so, like the lock point, nobody but the owner
+       ('creditkit.lock_plan(uuid,boolean)', false, false, false),
+       ('creditkit.lock_units(uuid,timestamp with time zone)', false, false, false),
+       ('creditkit.open_unit(uuid,text,timestamp with time zone,boolean)', false, false, false),
+       ('creditkit.rebase_units(uuid,timestamp with time zone)', false, false, false),
+       ('creditkit.start_allowance(uuid,text,creditkit.plans,timestamp with time zone)', false, false, false),
+       ('creditkit.unit_open(uuid,text,timestamp with time zone)', false, false, false),
+       ('creditkit.unit_terms(uuid,text)', false, false, false),
        -- Trigger function: security definer, but nobody holds EXECUTE. Postgres checks EXECUTE
        -- when the trigger is created (by the table owner), not when it fires, and a trigger
        -- function cannot be called through the API at all.
@@ -106,6 +115,7 @@ select results_eq(
        ('creditkit.check_event(text,jsonb,timestamp with time zone)', false, true, true),
        ('creditkit.check_money(bigint)', false, true, true),
        ('creditkit.check_request(text,text,jsonb,timestamp with time zone)', false, true, true),
+       ('creditkit.check_unit(text)', false, true, true),
        -- the analytics' period validator: the analytics are service_role's alone, so is it
        ('creditkit.check_period(timestamp with time zone,timestamp with time zone)', false, false, true),
        -- helpers of the security-invoker reads (and of the RLS policies); they read through RLS,
@@ -113,8 +123,9 @@ select results_eq(
        ('creditkit.caller_account(uuid)', false, true, false),
        ('creditkit.can_access_account(uuid)', false, true, true),
        ('creditkit.effective_plan(uuid)', false, true, true),
-       ('creditkit.history_page(uuid,integer,bigint)', false, true, true),
-       ('creditkit.live_buckets(uuid,timestamp with time zone)', false, true, true),
+       ('creditkit.history_page(uuid,text,integer,bigint)', false, true, true),
+       ('creditkit.limits_of(text)', false, true, true),
+       ('creditkit.live_buckets(uuid,text,timestamp with time zone)', false, true, true),
        ('creditkit.period_index(timestamp with time zone,text,timestamp with time zone)', false, true, true),
        ('creditkit.period_start(timestamp with time zone,text,integer)', false, true, true),
        ('creditkit.price_for(text,jsonb,timestamp with time zone)', false, true, true),
@@ -122,25 +133,29 @@ select results_eq(
        -- server API: service_role only (mutations, server reads, analytics)
        ('public.creditkit_account_margin(timestamp with time zone,timestamp with time zone,uuid)', false, false, true),
        ('public.creditkit_accounts_per_plan()', false, false, true),
-       ('public.creditkit_adjust(uuid,bigint,text,text,jsonb,timestamp with time zone)', false, false, true),
-       ('public.creditkit_balance(uuid,timestamp with time zone)', false, false, true),
-       ('public.creditkit_book_expired(timestamp with time zone,integer)', false, false, true),
-       ('public.creditkit_consume(uuid,bigint,text,text,jsonb,bigint,timestamp with time zone)', false, false, true),
+       ('public.creditkit_adjust(uuid,bigint,text,text,jsonb,timestamp with time zone,text)', false, false, true),
+       ('public.creditkit_balance(uuid,timestamp with time zone,text)', false, false, true),
+       ('public.creditkit_book_expired(timestamp with time zone,integer,text)', false, false, true),
+       ('public.creditkit_check(uuid,text,bigint,timestamp with time zone)', false, false, true),
+       ('public.creditkit_consume(uuid,bigint,text,text,jsonb,bigint,timestamp with time zone,text)', false, false, true),
        ('public.creditkit_consume_batch(jsonb,timestamp with time zone)', false, false, true),
-       ('public.creditkit_consume_or_raise(uuid,bigint,text,text,jsonb,bigint,timestamp with time zone)', false, false, true),
+       ('public.creditkit_consume_or_raise(uuid,bigint,text,text,jsonb,bigint,timestamp with time zone,text)', false, false, true),
        ('public.creditkit_credits_outstanding(timestamp with time zone)', false, false, true),
-       ('public.creditkit_grant(uuid,bigint,text,timestamp with time zone,integer,text,jsonb,bigint,timestamp with time zone)', false, false, true),
+       ('public.creditkit_grant(uuid,bigint,text,timestamp with time zone,integer,text,jsonb,bigint,timestamp with time zone,text)', false, false, true),
        ('public.creditkit_has_feature(uuid,text)', false, false, true),
-       ('public.creditkit_history(uuid,integer,bigint)', false, false, true),
+       ('public.creditkit_history(uuid,integer,bigint,text)', false, false, true),
        ('public.creditkit_meter(uuid,text,bigint,jsonb,text,bigint,jsonb,timestamp with time zone)', false, false, true),
        ('public.creditkit_mrr()', false, false, true),
        ('public.creditkit_release(bigint,timestamp with time zone)', false, false, true),
-       ('public.creditkit_reserve(uuid,bigint,interval,text,text,jsonb,timestamp with time zone)', false, false, true),
+       ('public.creditkit_report(uuid,text,bigint,text,text,jsonb,timestamp with time zone)', false, false, true),
+       ('public.creditkit_reserve(uuid,bigint,interval,text,text,jsonb,timestamp with time zone,text)', false, false, true),
        ('public.creditkit_set_plan(uuid,text,text,timestamp with time zone,timestamp with time zone)', false, false, true),
+       ('public.creditkit_set_plan_limit(text,text,bigint,text,text,bigint)', false, false, true),
        ('public.creditkit_set_price(text,bigint,jsonb,timestamp with time zone)', false, false, true),
        ('public.creditkit_settle(bigint,bigint,bigint,jsonb,timestamp with time zone)', false, false, true),
        ('public.creditkit_top_events(timestamp with time zone,timestamp with time zone,integer)', false, false, true),
        ('public.creditkit_upsert_plan(text,text,bigint,text,text,bigint,jsonb,bigint,text,text,boolean,boolean)', false, false, true),
+       ('public.creditkit_upsert_unit(text,text,text)', false, false, true),
        ('public.creditkit_usage_series(timestamp with time zone,timestamp with time zone,uuid,text)', false, false, true),
        -- Stripe and packs: the webhook and the operator
        ('public.creditkit_stripe_apply(jsonb,timestamp with time zone)', false, false, true),
@@ -150,15 +165,17 @@ select results_eq(
        ('public.creditkit_stripe_replay(text,timestamp with time zone)', false, false, true),
        ('public.creditkit_upsert_pack(text,text,bigint,bigint,text,text,interval,boolean)', false, false, true),
        -- caller-bound API: signed-in users only (bound to auth.uid() and the access function)
-       ('public.creditkit_has_credits(bigint,uuid)', false, true, false),
-       ('public.creditkit_my_balance(uuid)', false, true, false),
+       ('public.creditkit_has_credits(bigint,uuid,text)', false, true, false),
+       ('public.creditkit_my_balance(uuid,text)', false, true, false),
+       ('public.creditkit_my_check(text,bigint,uuid)', false, true, false),
        ('public.creditkit_my_feature(text,uuid)', false, true, false),
-       ('public.creditkit_my_history(uuid,integer,bigint)', false, true, false),
+       ('public.creditkit_my_history(uuid,integer,bigint,text)', false, true, false),
        ('public.creditkit_my_plan(uuid)', false, true, false),
        -- reads of the public price list and the plan and pack catalogues: the server and signed-in users
        ('public.creditkit_packs()', false, true, true),
        ('public.creditkit_plans()', false, true, true),
-       ('public.creditkit_quote(text,bigint,jsonb,timestamp with time zone)', false, true, true)
+       ('public.creditkit_quote(text,bigint,jsonb,timestamp with time zone)', false, true, true),
+       ('public.creditkit_units()', false, true, true)
      ) as expected(signature, anon, authenticated, service_role) order by 1 $$,
   'EXECUTE matrix: every creditkit function x anon/authenticated/service_role');
 
@@ -184,6 +201,10 @@ select results_eq(
        ('accounts'::text, 'anon'::text, false, false, false, false, false, false, false),
        ('accounts', 'authenticated',     true,  false, false, false, false, false, false),
        ('accounts', 'service_role',      true,  false, false, false, false, false, false),
+       -- a unit's allowance periods: members read their accounts' through RLS
+       ('allowances', 'anon',            false, false, false, false, false, false, false),
+       ('allowances', 'authenticated',   true,  false, false, false, false, false, false),
+       ('allowances', 'service_role',    true,  false, false, false, false, false, false),
        ('error_codes', 'anon',           false, false, false, false, false, false, false),
        ('error_codes', 'authenticated',  true,  false, false, false, false, false, false),
        ('error_codes', 'service_role',   true,  false, false, false, false, false, false),
@@ -214,6 +235,11 @@ select results_eq(
        ('plans', 'anon',                 false, false, false, false, false, false, false),
        ('plans', 'authenticated',        true,  false, false, false, false, false, false),
        ('plans', 'service_role',         true,  false, false, false, false, false, false),
+       -- the plan limits and the unit catalogue are readable like the plans (set_plan_limit and
+       -- upsert_unit write them)
+       ('plan_limits', 'anon',           false, false, false, false, false, false, false),
+       ('plan_limits', 'authenticated',  true,  false, false, false, false, false, false),
+       ('plan_limits', 'service_role',   true,  false, false, false, false, false, false),
        ('prices', 'anon',                false, false, false, false, false, false, false),
        ('prices', 'authenticated',       true,  false, false, false, false, false, false),
        ('prices', 'service_role',        true,  false, false, false, false, false, false),
@@ -232,7 +258,10 @@ select results_eq(
        ('stripe_invoices', 'service_role',   true,  false, false, false, false, false, false),
        ('stripe_payments', 'anon',           false, false, false, false, false, false, false),
        ('stripe_payments', 'authenticated',  false, false, false, false, false, false, false),
-       ('stripe_payments', 'service_role',   true,  false, false, false, false, false, false)
+       ('stripe_payments', 'service_role',   true,  false, false, false, false, false, false),
+       ('units', 'anon',                 false, false, false, false, false, false, false),
+       ('units', 'authenticated',        true,  false, false, false, false, false, false),
+       ('units', 'service_role',         true,  false, false, false, false, false, false)
      ) as expected order by 1, 2 $$,
   'table privilege matrix: every creditkit table x role x privilege');
 -- The one column-level grant: signed-in users read the ledger without its money columns
@@ -249,7 +278,8 @@ select results_eq(
             ('creditkit.ledger', 'kind', false, true), ('creditkit.ledger', 'amount', false, true),
             ('creditkit.ledger', 'balance_after', false, true), ('creditkit.ledger', 'grant_id', false, true),
             ('creditkit.ledger', 'event', false, true), ('creditkit.ledger', 'idempotency_key', false, true),
-            ('creditkit.ledger', 'metadata', false, true), ('creditkit.ledger', 'created_at', false, true) $$,
+            ('creditkit.ledger', 'metadata', false, true), ('creditkit.ledger', 'created_at', false, true),
+            ('creditkit.ledger', 'unit', false, true) $$,
   'column grants: only the ledger''s non-money columns, only to authenticated');
 select results_eq(
   $$ select has_column_privilege('authenticated', 'creditkit.ledger', 'cost_micros', 'select'),
@@ -272,9 +302,9 @@ select is_empty(
       where c.relnamespace = 'creditkit'::regnamespace and c.relkind in ('r', 'p') and not c.relrowsecurity $$,
   'RLS is enabled on every creditkit table');
 select ok(
-  (select count(*) = 15 from pg_catalog.pg_class c
+  (select count(*) = 18 from pg_catalog.pg_class c
     where c.relnamespace = 'creditkit'::regnamespace and c.relkind in ('r', 'p') and c.relrowsecurity),
-  'the fifteen creditkit tables were found (the RLS check is not vacuous)');
+  'the eighteen creditkit tables were found (the RLS check is not vacuous)');
 select is_empty(
   $$ select signature from ck_functions
       where prokind <> 'a' and not coalesce('search_path=""' = any(proconfig), false) $$,
@@ -325,25 +355,29 @@ select is_empty(
 select results_eq(
   $$ select signature from ck_functions where prosecdef order by 1 $$,
   $$ values ('creditkit.charge_on_insert()'),
-            ('public.creditkit_adjust(uuid,bigint,text,text,jsonb,timestamp with time zone)'),
-            ('public.creditkit_balance(uuid,timestamp with time zone)'),
-            ('public.creditkit_book_expired(timestamp with time zone,integer)'),
-            ('public.creditkit_consume(uuid,bigint,text,text,jsonb,bigint,timestamp with time zone)'),
+            ('public.creditkit_adjust(uuid,bigint,text,text,jsonb,timestamp with time zone,text)'),
+            ('public.creditkit_balance(uuid,timestamp with time zone,text)'),
+            ('public.creditkit_book_expired(timestamp with time zone,integer,text)'),
+            ('public.creditkit_check(uuid,text,bigint,timestamp with time zone)'),
+            ('public.creditkit_consume(uuid,bigint,text,text,jsonb,bigint,timestamp with time zone,text)'),
             ('public.creditkit_consume_batch(jsonb,timestamp with time zone)'),
-            ('public.creditkit_consume_or_raise(uuid,bigint,text,text,jsonb,bigint,timestamp with time zone)'),
-            ('public.creditkit_grant(uuid,bigint,text,timestamp with time zone,integer,text,jsonb,bigint,timestamp with time zone)'),
+            ('public.creditkit_consume_or_raise(uuid,bigint,text,text,jsonb,bigint,timestamp with time zone,text)'),
+            ('public.creditkit_grant(uuid,bigint,text,timestamp with time zone,integer,text,jsonb,bigint,timestamp with time zone,text)'),
             ('public.creditkit_meter(uuid,text,bigint,jsonb,text,bigint,jsonb,timestamp with time zone)'),
             ('public.creditkit_release(bigint,timestamp with time zone)'),
-            ('public.creditkit_reserve(uuid,bigint,interval,text,text,jsonb,timestamp with time zone)'),
+            ('public.creditkit_report(uuid,text,bigint,text,text,jsonb,timestamp with time zone)'),
+            ('public.creditkit_reserve(uuid,bigint,interval,text,text,jsonb,timestamp with time zone,text)'),
             ('public.creditkit_set_plan(uuid,text,text,timestamp with time zone,timestamp with time zone)'),
+            ('public.creditkit_set_plan_limit(text,text,bigint,text,text,bigint)'),
             ('public.creditkit_set_price(text,bigint,jsonb,timestamp with time zone)'),
             ('public.creditkit_settle(bigint,bigint,bigint,jsonb,timestamp with time zone)'),
             ('public.creditkit_stripe_apply(jsonb,timestamp with time zone)'),
             ('public.creditkit_stripe_link_customer(uuid,text)'),
             ('public.creditkit_stripe_replay(text,timestamp with time zone)'),
             ('public.creditkit_upsert_pack(text,text,bigint,bigint,text,text,interval,boolean)'),
-            ('public.creditkit_upsert_plan(text,text,bigint,text,text,bigint,jsonb,bigint,text,text,boolean,boolean)') $$,
-  'security definer is used exactly by the eighteen server mutations and the insert trigger');
+            ('public.creditkit_upsert_plan(text,text,bigint,text,text,bigint,jsonb,bigint,text,text,boolean,boolean)'),
+            ('public.creditkit_upsert_unit(text,text,text)') $$,
+  'security definer is used exactly by the twenty-two server mutations and the insert trigger');
 select is_empty(
   $$ select signature from ck_functions
       where prosecdef
@@ -370,15 +404,17 @@ select results_eq(
   $$ select p.proname::text collate "default" from pg_catalog.pg_proc p
       where p.proname like 'creditkit%' and p.pronamespace <> 'creditkit'::regnamespace order by 1 $$,
   $$ values ('creditkit_account_margin'), ('creditkit_accounts_per_plan'), ('creditkit_adjust'),
-            ('creditkit_balance'), ('creditkit_book_expired'), ('creditkit_consume'),
+            ('creditkit_balance'), ('creditkit_book_expired'), ('creditkit_check'), ('creditkit_consume'),
             ('creditkit_consume_batch'), ('creditkit_consume_or_raise'), ('creditkit_credits_outstanding'), ('creditkit_grant'),
             ('creditkit_has_credits'), ('creditkit_has_feature'), ('creditkit_history'), ('creditkit_meter'),
-            ('creditkit_mrr'), ('creditkit_my_balance'), ('creditkit_my_feature'), ('creditkit_my_history'),
+            ('creditkit_mrr'), ('creditkit_my_balance'), ('creditkit_my_check'), ('creditkit_my_feature'), ('creditkit_my_history'),
             ('creditkit_my_plan'), ('creditkit_packs'), ('creditkit_plans'), ('creditkit_quote'), ('creditkit_release'),
-            ('creditkit_reserve'), ('creditkit_set_plan'), ('creditkit_set_price'), ('creditkit_settle'),
+            ('creditkit_report'), ('creditkit_reserve'), ('creditkit_set_plan'), ('creditkit_set_plan_limit'),
+            ('creditkit_set_price'), ('creditkit_settle'),
             ('creditkit_stripe_apply'), ('creditkit_stripe_customer'), ('creditkit_stripe_events'),
             ('creditkit_stripe_link_customer'), ('creditkit_stripe_replay'), ('creditkit_top_events'),
-            ('creditkit_upsert_pack'), ('creditkit_upsert_plan'), ('creditkit_usage_series') $$,
+            ('creditkit_units'), ('creditkit_upsert_pack'), ('creditkit_upsert_plan'), ('creditkit_upsert_unit'),
+            ('creditkit_usage_series') $$,
   'the creditkit functions outside schema creditkit are exactly the public API');
 select is_empty(
   $$ select c.relname from pg_catalog.pg_class c
@@ -507,6 +543,18 @@ select throws_ok(
 select throws_ok(
   $$ select creditkit_release(1, p_now => '2030-01-02 00:00:00+00') $$,
   'CK005', null, 'with EXECUTE granted, authenticated still cannot release a hold');
+select throws_ok(
+  $$ select creditkit_check(tests.get_supabase_uid('alice'), 'credits', 1, '2030-01-02 00:00:00+00') $$,
+  'CK005', null, 'with EXECUTE granted, authenticated still cannot call the server check (it may write)');
+select throws_ok(
+  $$ select creditkit_report(tests.get_supabase_uid('alice'), 'credits', 1, p_now => '2030-01-02 00:00:00+00') $$,
+  'CK005', null, 'with EXECUTE granted, authenticated still cannot report usage');
+select throws_ok(
+  $$ select creditkit_upsert_unit('seats', 'Seats', 'metered') $$,
+  'CK005', null, 'with EXECUTE granted, authenticated still cannot add a unit');
+select throws_ok(
+  $$ select creditkit_set_plan_limit('free', 'credits', 1000000) $$,
+  'CK005', null, 'with EXECUTE granted, authenticated still cannot set a plan limit');
 -- A forged role claim does not help: the database role is checked as well as the JWT.
 select set_config('request.jwt.claims',
   json_build_object('sub', tests.get_supabase_uid('alice'), 'role', 'service_role')::text, true);

@@ -49,8 +49,8 @@ select results_eq(
 select is((select count(*) from creditkit.accounts), 1::bigint, 'RLS: she sees exactly her account row');
 select is((select count(*) from creditkit.grants), 3::bigint, 'RLS: she sees exactly her three buckets');
 select is((select count(*) from creditkit.ledger), 4::bigint, 'RLS: she sees exactly her four ledger rows');
--- CK001-CK008 from the ledger core, CK009 (plans), CK010 (pricing), CK011-CK012 (holds), CK013-CK014 (Stripe).
-select is((select count(*) from creditkit.error_codes), 14::bigint, 'signed-in users can read the error catalogue');
+-- CK001-CK008 from the ledger core, CK009 (plans), CK010 (pricing), CK011-CK012 (holds), CK013-CK014 (Stripe), CK015 (units).
+select is((select count(*) from creditkit.error_codes), 15::bigint, 'signed-in users can read the error catalogue');
 
 -- Reading is all: even on her own account she cannot mint, spend or adjust.
 select throws_ok(
@@ -86,9 +86,9 @@ select is_empty($$ select * from creditkit_my_history() $$, 'my_history for a us
 
 -- The helpers behind the reads are executable by authenticated, but run under RLS: called
 -- directly on alice's account they learn nothing.
-select is((select balance from creditkit.live_buckets(tests.get_supabase_uid('alice'), now())), 0::bigint,
+select is((select balance from creditkit.live_buckets(tests.get_supabase_uid('alice'), 'credits', now())), 0::bigint,
   'creditkit.live_buckets on alice''s account sums to 0 for bob');
-select is_empty($$ select * from creditkit.history_page(tests.get_supabase_uid('alice'), 50, null) $$,
+select is_empty($$ select * from creditkit.history_page(tests.get_supabase_uid('alice'), 'credits', 50, null) $$,
   'creditkit.history_page on alice''s account is empty for bob');
 select is(creditkit.can_access_account(tests.get_supabase_uid('alice')), false,
   'the access function says no');

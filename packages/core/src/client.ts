@@ -2,7 +2,9 @@
 // session (creditkit_my_*, has_credits, quote, plans). Row-level security decides what they see;
 // nothing here can grant, spend or read another user's money.
 import { Caller, camelKeys, type CallOptions, type Params } from './call.ts';
-import type { AccountBalance, AccountPlan, Balance, Bucket, HistoryEntry, HistoryPage, Pack, Plan, Quote } from './results.ts';
+import type {
+  AccountBalance, AccountPlan, Balance, Bucket, CheckResult, HistoryEntry, HistoryPage, Pack, Plan, Quote, Unit,
+} from './results.ts';
 import type { Transport } from './transport.ts';
 
 /** The SQL default page size of creditkit_history / creditkit_my_history. */
@@ -57,6 +59,16 @@ export class CreditkitClient {
   /** Whether the caller can spend `amount` (default 1) now. */
   async hasCredits(params: Params<'creditkit_has_credits'> = {}): Promise<boolean> {
     return this.caller.scalar('creditkit_has_credits', params);
+  }
+
+  /** Whether the caller can spend `amount` (default 1) of `unit` (default credits) now, and the balance. */
+  async check(params: Params<'creditkit_my_check'> = {}): Promise<CheckResult> {
+    return this.caller.row('creditkit_my_check', params);
+  }
+
+  /** The unit catalogue. */
+  async units(): Promise<Unit[]> {
+    return this.caller.rows('creditkit_units', {});
   }
 
   /** What an event would cost now, without spending. */

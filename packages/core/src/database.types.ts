@@ -38,11 +38,22 @@ export type Database = {
           p_metadata?: Json;
           p_now?: string;
           p_reason: string;
+          p_unit?: string;
         };
         Returns: Record<string, unknown>;
       };
-      creditkit_balance: { Args: { p_account_id: string; p_now?: string }; Returns: Record<string, unknown> };
-      creditkit_book_expired: { Args: { p_limit?: number; p_now?: string }; Returns: number };
+      creditkit_balance: {
+        Args: { p_account_id: string; p_now?: string; p_unit?: string };
+        Returns: Record<string, unknown>;
+      };
+      creditkit_book_expired: {
+        Args: { p_limit?: number; p_now?: string; p_unit?: string };
+        Returns: number;
+      };
+      creditkit_check: {
+        Args: { p_account_id: string; p_amount?: number; p_now?: string; p_unit?: string };
+        Returns: Record<string, unknown>;
+      };
       creditkit_consume: {
         Args: {
           p_account_id: string;
@@ -52,6 +63,7 @@ export type Database = {
           p_idempotency_key?: string;
           p_metadata?: Json;
           p_now?: string;
+          p_unit?: string;
         };
         Returns: Record<string, unknown>;
       };
@@ -73,6 +85,7 @@ export type Database = {
           p_idempotency_key?: string;
           p_metadata?: Json;
           p_now?: string;
+          p_unit?: string;
         };
         Returns: Record<string, unknown>;
       };
@@ -95,13 +108,17 @@ export type Database = {
           p_now?: string;
           p_priority?: number;
           p_revenue_micros?: number;
+          p_unit?: string;
         };
         Returns: Record<string, unknown>;
       };
-      creditkit_has_credits: { Args: { p_account_id?: string; p_amount?: number }; Returns: boolean };
+      creditkit_has_credits: {
+        Args: { p_account_id?: string; p_amount?: number; p_unit?: string };
+        Returns: boolean;
+      };
       creditkit_has_feature: { Args: { p_account_id: string; p_feature: string }; Returns: boolean };
       creditkit_history: {
-        Args: { p_account_id: string; p_before_id?: number; p_limit?: number };
+        Args: { p_account_id: string; p_before_id?: number; p_limit?: number; p_unit?: string };
         Returns: {
           amount: number;
           balance_after: number;
@@ -135,10 +152,17 @@ export type Database = {
           subscriptions: number;
         }[];
       };
-      creditkit_my_balance: { Args: { p_account_id?: string }; Returns: Record<string, unknown> };
+      creditkit_my_balance: {
+        Args: { p_account_id?: string; p_unit?: string };
+        Returns: Record<string, unknown>;
+      };
+      creditkit_my_check: {
+        Args: { p_account_id?: string; p_amount?: number; p_unit?: string };
+        Returns: Record<string, unknown>;
+      };
       creditkit_my_feature: { Args: { p_account_id?: string; p_feature: string }; Returns: boolean };
       creditkit_my_history: {
-        Args: { p_account_id?: string; p_before_id?: number; p_limit?: number };
+        Args: { p_account_id?: string; p_before_id?: number; p_limit?: number; p_unit?: string };
         Returns: {
           amount: number;
           balance_after: number;
@@ -172,6 +196,7 @@ export type Database = {
           features: Json;
           id: string;
           is_default: boolean;
+          limits: Json;
           name: string;
           period: string;
           price_amount: number;
@@ -185,6 +210,18 @@ export type Database = {
         Returns: Record<string, unknown>;
       };
       creditkit_release: { Args: { p_hold_id: number; p_now?: string }; Returns: Record<string, unknown> };
+      creditkit_report: {
+        Args: {
+          p_account_id: string;
+          p_amount: number;
+          p_event?: string;
+          p_idempotency_key?: string;
+          p_metadata?: Json;
+          p_now?: string;
+          p_unit: string;
+        };
+        Returns: Record<string, unknown>;
+      };
       creditkit_reserve: {
         Args: {
           p_account_id: string;
@@ -194,6 +231,7 @@ export type Database = {
           p_metadata?: Json;
           p_now?: string;
           p_ttl?: string;
+          p_unit?: string;
         };
         Returns: Record<string, unknown>;
       };
@@ -206,6 +244,17 @@ export type Database = {
           p_status?: string;
         };
         Returns: Record<string, unknown>;
+      };
+      creditkit_set_plan_limit: {
+        Args: {
+          p_allowance: number;
+          p_period?: string;
+          p_plan_id: string;
+          p_renewal?: string;
+          p_rollover_cap?: number;
+          p_unit: string;
+        };
+        Returns: Json;
       };
       creditkit_set_price: {
         Args: { p_credits_per_unit: number; p_dimensions?: Json; p_effective_from?: string; p_event: string };
@@ -256,6 +305,14 @@ export type Database = {
           event: string;
         }[];
       };
+      creditkit_units: {
+        Args: Record<PropertyKey, never>;
+        Returns: {
+          id: string;
+          kind: string;
+          name: string;
+        }[];
+      };
       creditkit_upsert_pack: {
         Args: {
           p_active?: boolean;
@@ -286,6 +343,7 @@ export type Database = {
         };
         Returns: Json;
       };
+      creditkit_upsert_unit: { Args: { p_id: string; p_kind?: string; p_name: string }; Returns: Json };
       creditkit_usage_series: {
         Args: { p_account_id?: string; p_event?: string; p_from: string; p_to: string };
         Returns: {

@@ -2,7 +2,7 @@
 // `name` column of creditkit.error_codes for the CKnnn catalogue, or one of a few client-side
 // codes below. The raw driver or PostgREST error is kept as `cause`, never thrown itself.
 
-/** Stable error codes: the SQL catalogue (CK001-CK014) plus client-side conditions. */
+/** Stable error codes: the SQL catalogue (CK001-CK015) plus client-side conditions. */
 export type ErrorCode =
   | 'invalid_amount' // CK001
   | 'insufficient_credits' // CK002
@@ -18,6 +18,7 @@ export type ErrorCode =
   | 'hold_closed' // CK012
   | 'unknown_pack' // CK013
   | 'invalid_event' // CK014
+  | 'unknown_unit' // CK015
   | 'no_stripe_price' // @creditkit/stripe: the pack or plan has no Stripe price id, so it cannot be sold
   | 'no_stripe_customer' // @creditkit/stripe: the account has no Stripe customer yet
   | 'concurrency_conflict' // 40001 / 40P01 still failing after every retry
@@ -44,6 +45,7 @@ export const SQLSTATE_CODES: Readonly<Record<string, ErrorCode>> = {
   CK012: 'hold_closed',
   CK013: 'unknown_pack',
   CK014: 'invalid_event',
+  CK015: 'unknown_unit',
 };
 
 export interface ErrorInit {
@@ -178,6 +180,14 @@ export class InvalidEventError extends CreditkitError {
   }
 }
 
+/** No unit with that id, or a boolean unit where a metered one (a balance) is needed. */
+export class UnknownUnitError extends CreditkitError {
+  override name = 'UnknownUnitError';
+  constructor(message: string, init?: ErrorInit) {
+    super('unknown_unit', message, init);
+  }
+}
+
 /** Serialization failures or deadlocks that outlasted every retry. Safe to retry later. */
 export class ConcurrencyError extends CreditkitError {
   override name = 'ConcurrencyError';
@@ -248,6 +258,7 @@ const SIMPLE: Partial<Record<ErrorCode, new (message: string, init?: ErrorInit) 
   hold_closed: HoldClosedError,
   unknown_pack: UnknownPackError,
   invalid_event: InvalidEventError,
+  unknown_unit: UnknownUnitError,
 };
 
 /** SQLSTATEs the SDK retries: the transaction was rolled back and can simply run again. */

@@ -128,6 +128,34 @@ export interface Plan {
   /** The Stripe price a subscription to this plan is sold at (null: not sold through Stripe). */
   stripePriceId: string | null;
   isDefault: boolean;
+  /** The plan's limit per metered unit other than credits, keyed by unit (snake_case keys, as stored). */
+  limits: Record<string, PlanLimit>;
+}
+
+/** A plan's allowance of one unit (creditkit_set_plan_limit), as creditkit_plans returns it. */
+export interface PlanLimit {
+  allowance: number;
+  period: 'day' | 'week' | 'month' | 'year';
+  renewal: 'reset' | 'rollover';
+  rollover_cap: number | null;
+}
+
+/** A unit of the catalogue: metered (a balance per account) or boolean (a plan feature flag). */
+export interface Unit {
+  id: string;
+  name: string;
+  kind: 'metered' | 'boolean';
+}
+
+/** The unit row as stored, returned by upsertUnit. */
+export interface UnitRecord extends Unit {
+  createdAt: Timestamp;
+}
+
+/** What creditkit_check and creditkit_my_check answer: whether `amount` can be spent now, and the balance. */
+export interface CheckResult {
+  allowed: boolean;
+  balance: number;
 }
 
 /** The plan row as stored, returned by upsertPlan. */
@@ -153,6 +181,7 @@ export interface AccountPlan {
   periodEnd: Timestamp | null;
   allowance: number | null;
   features: Record<string, Json> | null;
+  limits: Record<string, PlanLimit> | null;
 }
 
 export interface AccountMargin {

@@ -10,6 +10,7 @@ import type {
   Balance,
   BatchConsumeResult,
   ChargeResult,
+  CheckResult,
   ConsumeResult,
   CreditsOutstanding,
   GrantResult,
@@ -32,6 +33,8 @@ import type {
   StripeEvent,
   StripeReplayResult,
   TopEvent,
+  Unit,
+  UnitRecord,
   UsagePoint,
 } from './results.ts';
 import {
@@ -101,6 +104,16 @@ export class CreditkitServer {
   async consumeBatch(params: { events: BatchConsumeEvent[]; now?: string | Date }): Promise<BatchConsumeResult[]> {
     // async: a refused event rejects the promise, as a refused parameter does in every method
     return this.caller.rows('creditkit_consume_batch', { ...params, events: toBatchEvents(params.events) as Json });
+  }
+
+  /** Whether `amount` (default 1) of `unit` (default credits) can be spent now, and the balance; spends nothing. */
+  check(params: Params<'creditkit_check'>): Promise<CheckResult> {
+    return this.caller.row('creditkit_check', params);
+  }
+
+  /** Reports usage of a unit (a feature): spends `amount` of it, with consume's answers. */
+  report(params: Params<'creditkit_report'>): Promise<ConsumeResult> {
+    return this.caller.row('creditkit_report', params);
   }
 
   /** Like consume, but a shortfall throws InsufficientCreditsError (balance, required). */
@@ -174,6 +187,22 @@ export class CreditkitServer {
   /** The active plans, cheapest first. */
   plans(): Promise<Plan[]> {
     return this.caller.rows('creditkit_plans', {});
+  }
+
+  /** Creates or renames a unit (metered or boolean); returns the stored row. */
+  async upsertUnit(params: Params<'creditkit_upsert_unit'>): Promise<UnitRecord> {
+    return camelKeys(await this.caller.scalar('creditkit_upsert_unit', params));
+  }
+
+  /** The unit catalogue. */
+  units(): Promise<Unit[]> {
+    return this.caller.rows('creditkit_units', {});
+  }
+
+  /** Sets a plan's limit for a unit (a null allowance removes it); returns the stored limit or null. */
+  async setPlanLimit(params: Params<'creditkit_set_plan_limit'>): Promise<Record<string, Json> | null> {
+    const limit = await this.caller.scalar<Record<string, Json> | null, 'creditkit_set_plan_limit'>('creditkit_set_plan_limit', params);
+    return limit === null ? null : camelKeys(limit);
   }
 
   /** Puts an account on a plan (its allowance starts now) or changes its status. */

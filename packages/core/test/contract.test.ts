@@ -30,6 +30,7 @@ import {
   UnknownEventError,
   UnknownHoldError,
   UnknownPlanError,
+  UnknownUnitError,
   type CreditkitClient,
   type CreditkitServer,
   type ErrorCode,
@@ -518,9 +519,10 @@ function contract(factory: TransportFactory): void {
     });
     const plan = {
       id: 'contract_pro', name: 'Contract Pro', allowance: 500, period: 'month', renewal: 'rollover', rolloverCap: 100,
-      features: { hd: true }, priceAmount: 2900, currency: 'usd', stripePriceId: null, isDefault: false,
+      features: { hd: true }, priceAmount: 2900, currency: 'usd', stripePriceId: null, isDefault: false, limits: {},
     };
-    expect(record).toEqual({ ...plan, active: true, createdAt: expect.any(String) });
+    const { limits: _limits, ...stored } = plan; // the limits are another table's
+    expect(record).toEqual({ ...stored, active: true, createdAt: expect.any(String) });
     const columns = await h.query<{ column_name: string }>(
       `select column_name from information_schema.columns where table_schema = 'creditkit' and table_name = 'plans'`);
     expect(sortedKeys(record)).toEqual(columns.map((c) => camel(c.column_name)).sort());
@@ -572,6 +574,7 @@ function contract(factory: TransportFactory): void {
     expect(await client.plan()).toEqual({
       accountId: me, planId: 'contract_team', planName: 'Team', status: 'active',
       periodStart: expect.any(String), periodEnd: expect.any(String), allowance: 0, features: { sso: true, hd_upscale: false },
+      limits: {},
     });
     expect(await client.hasFeature({ feature: 'sso' })).toBe(true);
     expect(await client.hasFeature({ feature: 'hd_upscale' })).toBe(false);
@@ -587,6 +590,30 @@ function contract(factory: TransportFactory): void {
     await expectFailure(client.balance({ accountId: other }), NotAllowedError, 'not_allowed', 'CK005');
     await expectFailure(client.history({ accountId: other }), NotAllowedError, 'not_allowed', 'CK005');
     expect(await books()).toEqual(before);
+  });
+
+  it('units: upsertUnit, units, setPlanLimit, check and report on the server; check and units for a signed-in user', async () => {
+    expect(await ck.upsertUnit({ id: 'contract_messages', name: 'Messages', kind: 'metered' }))
+      .toEqual({ id: 'contract_messages', name: 'Messages', kind: 'metered', createdAt: expect.any(String) });
+    expect((await ck.units()).find((u) => u.id === 'contract_messages')).toEqual({ id: 'contract_messages', name: 'Messages', kind: 'metered' });
+    await ck.upsertPlan({ id: 'contract_chat', name: 'Chat', allowance: 5 });
+    expect(await ck.setPlanLimit({ planId: 'contract_chat', unit: 'contract_messages', allowance: 20, period: 'day' }))
+      .toMatchObject({ planId: 'contract_chat', unit: 'contract_messages', allowance: 20, period: 'day', renewal: 'reset', rolloverCap: null });
+    expect((await ck.plans()).find((p) => p.id === 'contract_chat')!.limits)
+      .toEqual({ contract_messages: { allowance: 20, period: 'day', renewal: 'reset', rollover_cap: null } });
+    const me = await h.createUser();
+    await ck.setPlan({ accountId: me, planId: 'contract_chat', now: at(0) });
+    expect(await ck.check({ accountId: me, unit: 'contract_messages', amount: 20, now: at(MINUTE) })).toEqual({ allowed: true, balance: 20 });
+    const first = await ck.report({ accountId: me, unit: 'contract_messages', amount: 3, idempotencyKey: 'msg-1', now: at(2 * MINUTE) });
+    expect(first).toMatchObject({ allowed: true, balance: 17 });
+    expect(await ck.report({ accountId: me, unit: 'contract_messages', amount: 3, idempotencyKey: 'msg-1', now: at(3 * MINUTE) })).toEqual(first);
+    expect(await ck.check({ accountId: me, now: at(3 * MINUTE) })).toEqual({ allowed: true, balance: 5 }); // credits by default
+    await expectFailure(ck.report({ accountId: me, unit: 'contract_nope', amount: 1, now: at(3 * MINUTE) }), UnknownUnitError, 'unknown_unit', 'CK015');
+    const client = user(me);
+    expect(await client.check({ unit: 'contract_messages', amount: 18 })).toEqual({ allowed: false, balance: 17 });
+    expect(await client.units()).toEqual(await ck.units());
+    // a NULL allowance removes the limit (the generated types cannot say that an argument without a default takes NULL)
+    expect(await ck.setPlanLimit({ planId: 'contract_chat', unit: 'contract_messages', allowance: null as unknown as number })).toBeNull();
   });
 
   it('packs: upsertPack returns the stored row, packs lists the active ones cheapest first, to signed-in users too', async () => {
@@ -764,8 +791,12 @@ function contract(factory: TransportFactory): void {
     const asMe = recorded(h.serverWithUserCredentials(me), 'server', log);
     const window = { from: at(0), to: at(DAY) };
     // every server-only method, with arguments that would succeed for the service role
-    const calls: Record<Exclude<keyof typeof SERVER_METHODS, 'plans' | 'quote' | 'packs'>, () => Promise<unknown>> = {
+    const calls: Record<Exclude<keyof typeof SERVER_METHODS, 'plans' | 'quote' | 'packs' | 'units'>, () => Promise<unknown>> = {
       consume: () => asMe.consume({ accountId: me, amount: 1 }),
+      check: () => asMe.check({ accountId: me }),
+      report: () => asMe.report({ accountId: me, unit: 'credits', amount: 1 }),
+      upsertUnit: () => asMe.upsertUnit({ id: 'contract_mine', name: 'Mine' }),
+      setPlanLimit: () => asMe.setPlanLimit({ planId: 'free', unit: 'contract_messages', allowance: 1_000_000 }),
       consumeOrRaise: () => asMe.consumeOrRaise({ accountId: me, amount: 1 }),
       consumeBatch: () => asMe.consumeBatch({ events: [{ accountId: me, amount: 1 }] }),
       meter: () => asMe.meter({ accountId: me, event: 'contract.user' }),

@@ -256,10 +256,10 @@ describeIfPostgres('PostgREST stand-in', () => {
         'Could not find the function public.creditkit_grant(p_account_id, p_amount, p_bogus) in the schema cache',
     });
     // a near miss gets the closest parameter list (Data.FuzzySet, as PostgREST uses)
-    const typo = await asUser(await db.createUser()).rpc('creditkit_has_credits', { p_amonut: 1 });
+    const typo = await asUser(await db.createUser()).rpc('creditkit_has_credits', { p_amonut: 1, p_unit: 'credits' });
     expect(typo.error).toMatchObject({
       code: 'PGRST202',
-      hint: 'Perhaps you meant to call the function public.creditkit_has_credits(p_account_id, p_amount)',
+      hint: 'Perhaps you meant to call the function public.creditkit_has_credits(p_account_id, p_amount, p_unit)',
     });
     const missing = await service.rpc('creditkit_grant', { p_account_id: randomUUID() });
     expect(missing).toMatchObject({ status: 404, error: { code: 'PGRST202' } });

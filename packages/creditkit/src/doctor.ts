@@ -28,14 +28,16 @@ export interface DoctorReport {
  * reads the public catalogue. Everything else is for the server (service_role) only.
  */
 export const CALLER_BOUND_FUNCTIONS = [
-  'public.creditkit_my_balance(uuid)',
-  'public.creditkit_my_history(uuid,integer,bigint)',
+  'public.creditkit_my_balance(uuid,text)',
+  'public.creditkit_my_check(text,bigint,uuid)',
+  'public.creditkit_my_history(uuid,integer,bigint,text)',
   'public.creditkit_my_plan(uuid)',
   'public.creditkit_my_feature(text,uuid)',
-  'public.creditkit_has_credits(bigint,uuid)',
+  'public.creditkit_has_credits(bigint,uuid,text)',
   'public.creditkit_quote(text,bigint,jsonb,timestamp with time zone)',
   'public.creditkit_plans()',
   'public.creditkit_packs()',
+  'public.creditkit_units()',
 ];
 
 /**
@@ -48,13 +50,15 @@ export const CALLER_HELPERS = [
   'creditkit.check_amount(bigint)',
   'creditkit.check_money(bigint)',
   'creditkit.check_request(text,text,jsonb,timestamp with time zone)',
+  'creditkit.check_unit(text)',
   'creditkit.check_event(text,jsonb,timestamp with time zone)',
   'creditkit.reserved_metadata_keys()',
   'creditkit.period_start(timestamp with time zone,text,integer)',
   'creditkit.period_index(timestamp with time zone,text,timestamp with time zone)',
   'creditkit.effective_plan(uuid)',
-  'creditkit.live_buckets(uuid,timestamp with time zone)',
-  'creditkit.history_page(uuid,integer,bigint)',
+  'creditkit.live_buckets(uuid,text,timestamp with time zone)',
+  'creditkit.history_page(uuid,text,integer,bigint)',
+  'creditkit.limits_of(text)',
   'creditkit.price_for(text,jsonb,timestamp with time zone)',
   'creditkit.price_or_raise(text,jsonb,bigint,timestamp with time zone)',
 ];
@@ -129,11 +133,14 @@ export async function runDoctor(db: Queryable, opts: { configToml?: string | nul
     problems: fns.filter((f) => byAnon.has(f.signature)).map((f) => `anon can execute ${f.signature}: ${revoke(f, 'anon')}`),
   });
 
-  const allowed = new Set([...CALLER_BOUND_FUNCTIONS, ...CALLER_HELPERS]);
+  // By name: the kit has one signature per function, and an install of an earlier release has
+  // these functions with the arguments of then (0.2.0 added a unit to several).
+  const nameOf = (signature: string) => signature.slice(0, signature.indexOf('('));
+  const allowed = new Set([...CALLER_BOUND_FUNCTIONS, ...CALLER_HELPERS].map(nameOf));
   checks.push({
     name: 'authenticated can execute only the caller-bound functions',
     problems: fns
-      .filter((f) => byAuthenticated.has(f.signature) && (!allowed.has(f.signature) || (f.prosecdef && f.signature.startsWith('creditkit.'))))
+      .filter((f) => byAuthenticated.has(f.signature) && (!allowed.has(nameOf(f.signature)) || (f.prosecdef && f.signature.startsWith('creditkit.'))))
       .map((f) => `authenticated can execute ${f.signature}, which is for the server only: ${revoke(f, 'authenticated')}`),
   });
 

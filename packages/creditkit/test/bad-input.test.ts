@@ -44,20 +44,22 @@ const PLAN = 'pro'; // active, allowance 50, features {hd: true}
 const RETIRED_PLAN = 'retired'; // inactive
 const PRICED = 'image'; // 3 credits per unit from EPOCH, no dimensions
 const PERIOD = { p_from: at(0), p_to: at(DAY) };
+const METERED_UNIT = 'messages'; // a metered unit besides credits
+const BOOLEAN_UNIT = 'hd'; // a feature flag: no balance
 
 const SPECS: Record<string, FunctionSpec> = {
   creditkit_grant: {
-    params: ['p_account_id', 'p_amount', 'p_category', 'p_expires_at', 'p_priority', 'p_idempotency_key', 'p_metadata', 'p_revenue_micros', 'p_now'],
+    params: ['p_account_id', 'p_amount', 'p_category', 'p_expires_at', 'p_priority', 'p_idempotency_key', 'p_metadata', 'p_revenue_micros', 'p_now', 'p_unit'],
     caller: 'service',
     valid: (fx) => ({ p_account_id: fx.account, p_amount: 10, p_category: 'promotional', p_expires_at: at(DAY), p_now: NOW }),
   },
   creditkit_consume: {
-    params: ['p_account_id', 'p_amount', 'p_event', 'p_idempotency_key', 'p_metadata', 'p_cost_micros', 'p_now'],
+    params: ['p_account_id', 'p_amount', 'p_event', 'p_idempotency_key', 'p_metadata', 'p_cost_micros', 'p_now', 'p_unit'],
     caller: 'service',
     valid: (fx) => ({ p_account_id: fx.account, p_amount: 10, p_event: 'chat', p_now: NOW }),
   },
   creditkit_consume_or_raise: {
-    params: ['p_account_id', 'p_amount', 'p_event', 'p_idempotency_key', 'p_metadata', 'p_cost_micros', 'p_now'],
+    params: ['p_account_id', 'p_amount', 'p_event', 'p_idempotency_key', 'p_metadata', 'p_cost_micros', 'p_now', 'p_unit'],
     caller: 'service',
     valid: (fx) => ({ p_account_id: fx.account, p_amount: 10, p_event: 'chat', p_now: NOW }),
   },
@@ -67,32 +69,32 @@ const SPECS: Record<string, FunctionSpec> = {
     valid: (fx) => ({ p_events: [batchItem(fx), batchItem(fx, { amount: 5, idempotency_key: 'batch-1' })], p_now: NOW }),
   },
   creditkit_adjust: {
-    params: ['p_account_id', 'p_amount', 'p_reason', 'p_idempotency_key', 'p_metadata', 'p_now'],
+    params: ['p_account_id', 'p_amount', 'p_reason', 'p_idempotency_key', 'p_metadata', 'p_now', 'p_unit'],
     caller: 'service',
     valid: (fx) => ({ p_account_id: fx.account, p_amount: -10, p_reason: 'correction', p_now: NOW }),
   },
   creditkit_balance: {
-    params: ['p_account_id', 'p_now'],
+    params: ['p_account_id', 'p_now', 'p_unit'],
     caller: 'service',
     valid: (fx) => ({ p_account_id: fx.account, p_now: NOW }),
   },
   creditkit_history: {
-    params: ['p_account_id', 'p_limit', 'p_before_id'],
+    params: ['p_account_id', 'p_limit', 'p_before_id', 'p_unit'],
     caller: 'service',
     valid: (fx) => ({ p_account_id: fx.account, p_limit: 10 }),
   },
   creditkit_book_expired: {
-    params: ['p_now', 'p_limit'],
+    params: ['p_now', 'p_limit', 'p_unit'],
     caller: 'service',
     valid: () => ({ p_now: NOW, p_limit: 10 }),
   },
   creditkit_my_balance: {
-    params: ['p_account_id'],
+    params: ['p_account_id', 'p_unit'],
     caller: 'owner',
     valid: (fx) => ({ p_account_id: fx.account }),
   },
   creditkit_my_history: {
-    params: ['p_account_id', 'p_limit', 'p_before_id'],
+    params: ['p_account_id', 'p_limit', 'p_before_id', 'p_unit'],
     caller: 'owner',
     valid: (fx) => ({ p_account_id: fx.account, p_limit: 10 }),
   },
@@ -143,7 +145,7 @@ const SPECS: Record<string, FunctionSpec> = {
   },
   // ── holds ──
   creditkit_reserve: {
-    params: ['p_account_id', 'p_amount', 'p_ttl', 'p_event', 'p_idempotency_key', 'p_metadata', 'p_now'],
+    params: ['p_account_id', 'p_amount', 'p_ttl', 'p_event', 'p_idempotency_key', 'p_metadata', 'p_now', 'p_unit'],
     caller: 'service',
     valid: (fx) => ({ p_account_id: fx.account, p_amount: 10, p_ttl: '1 hour', p_event: 'chat', p_now: NOW }),
   },
@@ -159,9 +161,36 @@ const SPECS: Record<string, FunctionSpec> = {
   },
   // ── gating ──
   creditkit_has_credits: {
-    params: ['p_amount', 'p_account_id'],
+    params: ['p_amount', 'p_account_id', 'p_unit'],
     caller: 'owner',
     valid: (fx) => ({ p_amount: 1, p_account_id: fx.account }),
+  },
+  // ── units ──
+  creditkit_upsert_unit: {
+    params: ['p_id', 'p_name', 'p_kind'],
+    caller: 'service',
+    valid: () => ({ p_id: 'bad-input-unit', p_name: 'Bad input unit', p_kind: 'metered' }),
+  },
+  creditkit_units: { params: [], caller: 'service', valid: () => ({}) },
+  creditkit_set_plan_limit: {
+    params: ['p_plan_id', 'p_unit', 'p_allowance', 'p_period', 'p_renewal', 'p_rollover_cap'],
+    caller: 'service',
+    valid: () => ({ p_plan_id: PLAN, p_unit: METERED_UNIT, p_allowance: 10, p_period: 'day', p_renewal: 'rollover', p_rollover_cap: 5 }),
+  },
+  creditkit_check: {
+    params: ['p_account_id', 'p_unit', 'p_amount', 'p_now'],
+    caller: 'service',
+    valid: (fx) => ({ p_account_id: fx.account, p_unit: 'credits', p_amount: 10, p_now: NOW }),
+  },
+  creditkit_report: {
+    params: ['p_account_id', 'p_unit', 'p_amount', 'p_idempotency_key', 'p_event', 'p_metadata', 'p_now'],
+    caller: 'service',
+    valid: (fx) => ({ p_account_id: fx.account, p_unit: 'credits', p_amount: 10, p_event: 'chat', p_now: NOW }),
+  },
+  creditkit_my_check: {
+    params: ['p_unit', 'p_amount', 'p_account_id'],
+    caller: 'owner',
+    valid: (fx) => ({ p_unit: 'credits', p_amount: 10, p_account_id: fx.account }),
   },
   // ── analytics ──
   creditkit_account_margin: {
@@ -336,6 +365,8 @@ function casesFor(fn: string, param: ParamName): Array<[string, unknown, string]
     case 'p_name':
       return each([['NULL', null], ['empty', ''], ['blank', ' \t'], ['201 characters', 'n'.repeat(201)]], 'CK006');
     case 'p_allowance':
+      if (fn === 'creditkit_set_plan_limit') return each([['-1', -1], ['2^53', ABOVE_MAX]], 'CK001'); // NULL removes the limit
+      return each([['-1', -1], ['NULL', null], ['2^53', ABOVE_MAX]], 'CK001');
     case 'p_price_amount':
       return each([['-1', -1], ['NULL', null], ['2^53', ABOVE_MAX]], 'CK001');
     case 'p_rollover_cap': // NULL: no cap
@@ -353,8 +384,17 @@ function casesFor(fn: string, param: ParamName): Array<[string, unknown, string]
     case 'p_is_default':
     case 'p_active':
       return [['NULL', null, 'CK006']];
-    case 'p_plan_id':
+    case 'p_plan_id': // a limit may be set on an inactive plan (as upsert_plan may change one)
+      if (fn === 'creditkit_set_plan_limit') return each([['NULL', null], ['unknown', 'no-such-plan']], 'CK009');
       return each([['NULL', null], ['unknown', 'no-such-plan'], ['inactive', RETIRED_PLAN]], 'CK009');
+    // ── units ──
+    case 'p_unit':
+      return [
+        ...each([['NULL', null], ['unknown', 'tokens'], ['boolean', BOOLEAN_UNIT], ['upper case', 'Credits'], ['empty', '']], 'CK015'),
+        ...(fn === 'creditkit_set_plan_limit' ? each([['credits (the plan\'s own allowance)', 'credits']], 'CK006') : []),
+      ];
+    case 'p_kind':
+      return each([['NULL', null], ['unknown', 'counted'], ['upper case', 'Metered'], ['empty', '']], 'CK006');
     case 'p_status':
       if (fn === 'creditkit_stripe_events') return each([['unknown', 'lost'], ['upper case', 'Dead'], ['empty', '']], 'CK006'); // NULL: all
       return each([['NULL', null], ['unknown', 'paused'], ['upper case', 'Active'], ['empty', '']], 'CK006');
@@ -476,6 +516,20 @@ CASES.push(
     prepare: (fx, ck) => ck.setPlan({ p_account_id: fx.account, p_plan_id: PLAN, p_now: NOW }),
     args: () => ({ p_id: PLAN, p_name: 'Pro', p_allowance: 50, p_features: { hd: true }, p_period: 'year' }),
   },
+  // units
+  { fn: 'creditkit_upsert_unit', label: 'credits made boolean', code: 'CK006', args: () => ({ p_id: 'credits', p_name: 'Credits', p_kind: 'boolean' }) },
+  {
+    fn: 'creditkit_upsert_unit', label: 'a unit an account holds made boolean', code: 'CK006',
+    prepare: (fx, ck) => ck.grant({ p_account_id: fx.account, p_amount: 1, p_now: NOW, p_unit: 'held-unit' }),
+    args: () => ({ p_id: 'held-unit', p_name: 'Held', p_kind: 'boolean' }),
+  },
+  {
+    fn: 'creditkit_report', label: 'a key used in another unit', code: 'CK004',
+    prepare: (fx, ck) => ck.consume({ p_account_id: fx.account, p_amount: 10, p_event: 'chat', p_idempotency_key: 'u-1', p_now: NOW }),
+    args: (fx) => ({ ...valid('creditkit_report', fx), p_unit: METERED_UNIT, p_idempotency_key: 'u-1' }),
+  },
+  { fn: 'creditkit_my_check', label: "someone else's account", code: 'CK005', args: (fx) => ({ p_unit: 'credits', p_account_id: fx.other }) },
+  { fn: 'creditkit_my_check', label: 'authenticated without a sub claim', code: 'CK005', caller: 'no-sub', args: () => ({ p_unit: 'credits' }) },
   // pricing
   { fn: 'creditkit_meter', label: 'quantity x price above 2^53-1', code: 'CK001', args: (fx) => ({ ...valid('creditkit_meter', fx), p_quantity: MAX_CREDITS }) },
   { fn: 'creditkit_quote', label: 'quantity x price above 2^53-1', code: 'CK001', args: () => ({ ...valid('creditkit_quote'), p_quantity: MAX_CREDITS }) },
@@ -568,6 +622,15 @@ const ACCEPTED: Case[] = [
   { fn: 'creditkit_settle', label: 'actual 2^53-1 (far above the reserve: the reserve is charged)', code: 'ok', args: (fx) => ({ ...valid('creditkit_settle', fx), p_actual: MAX_CREDITS }) },
   { fn: 'creditkit_settle', label: '1µs before the hold expires', code: 'ok', args: (fx) => ({ ...valid('creditkit_settle', fx), p_now: at(DAY - 1) }) },
   { fn: 'creditkit_release', label: 'at the hold\'s expiry (already free: a no-op)', code: 'ok', args: (fx) => ({ ...valid('creditkit_release', fx), p_now: at(DAY) }) },
+  // units
+  { fn: 'creditkit_upsert_unit', label: 'a boolean unit, a 63-character id, a 200-character name', code: 'ok', args: () => ({ p_id: 'u'.repeat(63), p_name: 'n'.repeat(200), p_kind: 'boolean' }) },
+  { fn: 'creditkit_set_plan_limit', label: 'allowance 0 (available, none included), cap 2^53-1', code: 'ok', args: () => ({ ...valid('creditkit_set_plan_limit'), p_allowance: 0, p_rollover_cap: MAX_CREDITS }) },
+  { fn: 'creditkit_set_plan_limit', label: 'NULL allowance (removes the limit)', code: 'ok', args: () => ({ ...valid('creditkit_set_plan_limit'), p_allowance: null }) },
+  { fn: 'creditkit_set_plan_limit', label: 'an inactive plan', code: 'ok', args: () => ({ ...valid('creditkit_set_plan_limit'), p_plan_id: RETIRED_PLAN }) },
+  { fn: 'creditkit_check', label: 'amount 2^53-1 (not allowed is an answer)', code: 'ok', args: (fx) => ({ ...valid('creditkit_check', fx), p_amount: MAX_CREDITS }) },
+  { fn: 'creditkit_report', label: 'a unit the account holds none of (blocked)', code: 'ok', args: (fx) => ({ ...valid('creditkit_report', fx), p_unit: METERED_UNIT }) },
+  { fn: 'creditkit_check', label: 'a unit the account holds none of (not allowed)', code: 'ok', args: (fx) => ({ ...valid('creditkit_check', fx), p_unit: METERED_UNIT }) },
+  { fn: 'creditkit_my_check', label: 'a unit the account holds none of', code: 'ok', args: (fx) => ({ ...valid('creditkit_my_check', fx), p_unit: METERED_UNIT }) },
   // gating and analytics
   { fn: 'creditkit_has_credits', label: 'amount 2^53-1', code: 'ok', args: (fx) => ({ ...valid('creditkit_has_credits', fx), p_amount: MAX_CREDITS }) },
   { fn: 'creditkit_top_events', label: 'limit 1000', code: 'ok', args: () => ({ ...PERIOD, p_limit: 1000 }) },
@@ -589,6 +652,9 @@ describeEachBackend('bad input', (backend) => {
     ck = creditkit(runAs.service(db));
     await ck.upsertPlan({ p_id: PLAN, p_name: 'Pro', p_allowance: 50, p_features: { hd: true } });
     await ck.upsertPlan({ p_id: RETIRED_PLAN, p_name: 'Retired', p_active: false });
+    await ck.upsertUnit({ p_id: METERED_UNIT, p_name: 'Messages', p_kind: 'metered' });
+    await ck.upsertUnit({ p_id: 'held-unit', p_name: 'Held', p_kind: 'metered' });
+    await ck.upsertUnit({ p_id: BOOLEAN_UNIT, p_name: 'HD', p_kind: 'boolean' });
     await ck.setPrice({ p_event: PRICED, p_credits_per_unit: 3, p_effective_from: at(0) });
     await ck.setPrice({ p_event: 'unit', p_credits_per_unit: 1, p_effective_from: at(0) });
     await ck.setPrice({ p_event: 'hd-only', p_credits_per_unit: 5, p_dimensions: { quality: 'hd' }, p_effective_from: at(0) });

@@ -50,10 +50,13 @@ const CITUS_LAYOUT: readonly CitusPlacement[] = [
   { table: 'creditkit.ledger_keys', kind: 'distributed', column: 'account_id' },
   { table: 'creditkit.holds', kind: 'distributed', column: 'account_id' },
   { table: 'creditkit.subscriptions', kind: 'distributed', column: 'account_id' },
+  { table: 'creditkit.allowances', kind: 'distributed', column: 'account_id' },
   // catalogue
   { table: 'creditkit.error_codes', kind: 'reference' },
   { table: 'creditkit.settings', kind: 'reference' },
+  { table: 'creditkit.units', kind: 'reference' },
   { table: 'creditkit.plans', kind: 'reference' },
+  { table: 'creditkit.plan_limits', kind: 'reference' },
   { table: 'creditkit.prices', kind: 'reference' },
   { table: 'creditkit.packs', kind: 'reference' },
   // Stripe state
@@ -80,15 +83,16 @@ const KEYS_AND_TRIGGERS = `
    where cl.relnamespace = 'creditkit'::regnamespace and not t.tgisinternal and not relation_is_a_known_shard(t.tgrelid)
    order by 1, 2, 3`;
 
-/** The ledger invariants of support.ts's LEDGER_PROBLEMS_SQL for one account ($1). */
+/** The ledger invariants of support.ts's LEDGER_PROBLEMS_SQL for one account ($1), in credits. */
 const BOOKS_OF_ONE_ACCOUNT = `
-  select a.balance = (select coalesce(sum(l.amount), 0) from creditkit.ledger l where l.account_id = $1) as balance_is_ledger,
-         a.balance = (select coalesce(sum(g.remaining), 0) from creditkit.grants g where g.account_id = $1) - a.undrawn
-           as balance_is_buckets,
-         a.version = (select count(*) from creditkit.ledger l where l.account_id = $1) as version_is_rows,
-         a.held = (select coalesce(sum(h.amount), 0) from creditkit.holds h where h.account_id = $1 and h.status = 'open')
-           as held_is_holds
-    from creditkit.accounts a where a.id = $1`;
+  select a.balance = (select coalesce(sum(l.amount), 0) from creditkit.ledger l where l.account_id = $1 and l.unit = a.unit)
+           as balance_is_ledger,
+         a.balance = (select coalesce(sum(g.remaining), 0) from creditkit.grants g where g.account_id = $1 and g.unit = a.unit)
+           - a.undrawn as balance_is_buckets,
+         a.version = (select count(*) from creditkit.ledger l where l.account_id = $1 and l.unit = a.unit) as version_is_rows,
+         a.held = (select coalesce(sum(h.amount), 0) from creditkit.holds h
+                    where h.account_id = $1 and h.unit = a.unit and h.status = 'open') as held_is_holds
+    from creditkit.accounts a where a.id = $1 and a.unit = 'credits'`;
 
 /** The layout as citusPlacements() reports it once applied. */
 const EXPECTED = CITUS_LAYOUT.map((p) => ({

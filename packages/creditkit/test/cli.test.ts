@@ -269,21 +269,21 @@ describeIfPostgres('creditkit status and doctor on a live database', () => {
   const breakages: Array<[string, string, RegExp, string]> = [
     [
       'anon may call creditkit_grant',
-      'grant execute on function public.creditkit_grant(uuid, bigint, text, timestamptz, integer, text, jsonb, bigint, timestamptz) to anon',
-      /^FAIL {2}anon can execute public\.creditkit_grant\(uuid,bigint,text,timestamp with time zone,integer,text,jsonb,bigint,timestamp with time zone\): revoke execute/m,
-      'revoke execute on function public.creditkit_grant(uuid, bigint, text, timestamptz, integer, text, jsonb, bigint, timestamptz) from anon',
+      'grant execute on function public.creditkit_grant(uuid, bigint, text, timestamptz, integer, text, jsonb, bigint, timestamptz, text) to anon',
+      /^FAIL {2}anon can execute public\.creditkit_grant\(uuid,bigint,text,timestamp with time zone,integer,text,jsonb,bigint,timestamp with time zone,text\): revoke execute/m,
+      'revoke execute on function public.creditkit_grant(uuid, bigint, text, timestamptz, integer, text, jsonb, bigint, timestamptz, text) from anon',
     ],
     [
       'every role may call an internal function',
-      'grant execute on function creditkit.add_grant(uuid, text, bigint, integer, timestamptz, jsonb, timestamptz) to public',
+      'grant execute on function creditkit.add_grant(uuid, text, text, bigint, integer, timestamptz, jsonb, timestamptz) to public',
       /^FAIL {2}anon can execute creditkit\.add_grant\(/m,
-      'revoke execute on function creditkit.add_grant(uuid, text, bigint, integer, timestamptz, jsonb, timestamptz) from public',
+      'revoke execute on function creditkit.add_grant(uuid, text, text, bigint, integer, timestamptz, jsonb, timestamptz) from public',
     ],
     [
       'a signed-in user may spend for any account',
-      'grant execute on function public.creditkit_consume(uuid, bigint, text, text, jsonb, bigint, timestamptz) to authenticated',
+      'grant execute on function public.creditkit_consume(uuid, bigint, text, text, jsonb, bigint, timestamptz, text) to authenticated',
       /^FAIL {2}authenticated can execute public\.creditkit_consume\(.*which is for the server only/m,
-      'revoke execute on function public.creditkit_consume(uuid, bigint, text, text, jsonb, bigint, timestamptz) from authenticated',
+      'revoke execute on function public.creditkit_consume(uuid, bigint, text, text, jsonb, bigint, timestamptz, text) from authenticated',
     ],
     [
       'a client may write the ledger',
@@ -311,9 +311,9 @@ describeIfPostgres('creditkit status and doctor on a live database', () => {
     ],
     [
       'a function without a pinned search_path',
-      'alter function creditkit.spendable(uuid) reset search_path',
-      /^FAIL {2}creditkit\.spendable\(uuid\) does not pin search_path/m,
-      `alter function creditkit.spendable(uuid) set search_path = ''`,
+      'alter function creditkit.spendable(uuid, text) reset search_path',
+      /^FAIL {2}creditkit\.spendable\(uuid,text\) does not pin search_path/m,
+      `alter function creditkit.spendable(uuid, text) set search_path = ''`,
     ],
     [
       'the append-only trigger disabled',

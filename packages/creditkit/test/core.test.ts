@@ -36,6 +36,11 @@ const SERVER_CALLS: Record<string, (account: string) => Args> = {
   creditkit_credits_outstanding: () => ({}),
   creditkit_accounts_per_plan: () => ({}),
   creditkit_mrr: () => ({}),
+  // units
+  creditkit_upsert_unit: () => ({ p_id: 'x', p_name: 'X' }),
+  creditkit_set_plan_limit: () => ({ p_plan_id: 'free', p_unit: 'credits', p_allowance: 1 }),
+  creditkit_check: (a) => ({ p_account_id: a }),
+  creditkit_report: (a) => ({ p_account_id: a, p_unit: 'credits', p_amount: 1 }),
   // packs and Stripe
   creditkit_upsert_pack: () => ({ p_id: 'x', p_name: 'X', p_credits: 1 }),
   creditkit_stripe_apply: (a) => ({
@@ -57,9 +62,10 @@ const CALLER_BOUND: Record<string, (account: string) => Args> = {
   creditkit_my_plan: (a) => ({ p_account_id: a }),
   creditkit_my_feature: (a) => ({ p_feature: 'x', p_account_id: a }),
   creditkit_has_credits: (a) => ({ p_amount: 1, p_account_id: a }),
+  creditkit_my_check: (a) => ({ p_unit: 'credits', p_account_id: a }),
 };
-// Both: reads of the price list and the plan and pack catalogues.
-const SHARED = ['creditkit_packs', 'creditkit_plans', 'creditkit_quote'];
+// Both: reads of the price list and the plan, pack and unit catalogues.
+const SHARED = ['creditkit_packs', 'creditkit_plans', 'creditkit_quote', 'creditkit_units'];
 
 describeEachBackend('core ledger', (backend) => {
   for (const mode of MODES) {

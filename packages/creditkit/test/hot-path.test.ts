@@ -208,7 +208,7 @@ describeEachBackend('consume hot path', (backend) => {
     expect(await trace(account, 1, null, at(20))).toMatchObject({ allowed: true, balance: 16, updates: 1 });
     // after the expiry, before anything was booked, a read already sees the 6 left of it as gone
     const [read] = await db.query<{ balance: number; buckets: Array<{ remaining: number }> }>(
-      `select balance, buckets from creditkit.live_buckets($1, $2)`, [account, at(200)]);
+      `select balance, buckets from creditkit.live_buckets($1, 'credits', $2)`, [account, at(200)]);
     expect([read!.balance, read!.buckets.map((b) => b.remaining)]).toEqual([10, [10]]);
     // the server read books it: 6 expire (10 less the 4 spent), not 10, and the other bucket is whole
     expect((await ck.balance({ p_account_id: account, p_now: at(200) })).balance).toBe(10);

@@ -350,6 +350,7 @@ describeEachBackend('plans and renewals', (backend) => {
       await ck.grant({ p_account_id: user, p_amount: 1 });
       expect(await me.myPlan()).toEqual({
         account_id: user, plan_id: 'free', plan_name: 'Free', status: 'active', period_start: null, period_end: null, allowance: 0, features: {},
+        limits: {},
       });
       expect(await outcome(ck.setPlan({ p_account_id: user, p_plan_id: 'no-such-plan' }))).toBe('CK009');
       const starter = await plan('default-starter', 0, { p_features: { beta: true } });

@@ -166,6 +166,14 @@ export function creditkit(run: Runner) {
     release: (args: Args) => single(call<ReleaseResult>('creditkit_release', args)),
     // gating
     hasCredits: (args: Args = {}) => scalar<boolean>(call<Row>('creditkit_has_credits', args, 'creditkit_has_credits as value')),
+    // units
+    upsertUnit: async (args: Args) => (await single(call<{ unit: Row }>('creditkit_upsert_unit', args, 'creditkit_upsert_unit as unit'))).unit,
+    units: () => call<{ id: string; name: string; kind: string }>('creditkit_units', {}),
+    setPlanLimit: async (args: Args) =>
+      (await single(call<{ limit: Row | null }>('creditkit_set_plan_limit', args, 'creditkit_set_plan_limit as limit'))).limit,
+    check: (args: Args) => single(call<{ allowed: boolean; balance: number }>('creditkit_check', args)),
+    report: (args: Args) => single(call<ConsumeResult>('creditkit_report', args)),
+    myCheck: (args: Args = {}) => single(call<{ allowed: boolean; balance: number }>('creditkit_my_check', args)),
     /** Any function by name, for tables of cases. */
     call: (fn: string, args: Args) => call<Row>(fn, args),
   };
@@ -201,40 +209,50 @@ export { GRANTS };
 type Query = Pick<TestDatabase, 'query'>;
 
 /**
- * Every way the books can disagree, one line per problem; none means consistent. Per account:
- * balance = sum(ledger.amount) = sum(grants.remaining) - undrawn >= 0 (undrawn: what the fast
- * path spent and the next lock draws from the buckets), version = number of ledger rows,
- * held = the sum of its open holds, and each row's balance_after is the running sum. Overall:
- * total balance = total ledger. $1 limits it to some accounts (NULL: all).
+ * Every way the books can disagree, one line per problem; none means consistent. Per (account,
+ * unit): balance = sum(ledger.amount) = sum(grants.remaining) - undrawn >= 0 (undrawn: what the
+ * fast path spent and the next lock draws from the buckets), version = number of ledger rows,
+ * held = the sum of its open holds, and each row's balance_after is the running sum; no ledger
+ * row in a unit the account holds no row of. Overall, per unit: total balance = total ledger.
+ * $1 limits it to some accounts (NULL: all).
  */
 export const LEDGER_PROBLEMS_SQL = `
   with acct as (
     select a.* from creditkit.accounts a where $1::uuid[] is null or a.id = any ($1::uuid[])
   ), sums as (
-    select a.id, a.balance, a.version, a.held, a.undrawn,
-           (select coalesce(sum(l.amount), 0) from creditkit.ledger l where l.account_id = a.id) as ledger_sum,
-           (select count(*) from creditkit.ledger l where l.account_id = a.id) as ledger_rows,
-           (select coalesce(sum(g.remaining), 0) from creditkit.grants g where g.account_id = a.id) as remaining_sum,
-           (select coalesce(sum(h.amount), 0) from creditkit.holds h where h.account_id = a.id and h.status = 'open') as open_held
+    select a.id, a.unit, a.balance, a.version, a.held, a.undrawn,
+           (select coalesce(sum(l.amount), 0) from creditkit.ledger l where l.account_id = a.id and l.unit = a.unit) as ledger_sum,
+           (select count(*) from creditkit.ledger l where l.account_id = a.id and l.unit = a.unit) as ledger_rows,
+           (select coalesce(sum(g.remaining), 0) from creditkit.grants g where g.account_id = a.id and g.unit = a.unit) as remaining_sum,
+           (select coalesce(sum(h.amount), 0) from creditkit.holds h
+             where h.account_id = a.id and h.unit = a.unit and h.status = 'open') as open_held
       from acct a
   ), running as (
-    select l.account_id, l.id, l.balance_after,
-           sum(l.amount) over (partition by l.account_id order by l.id) as running
-      from creditkit.ledger l join acct a on a.id = l.account_id
+    select l.account_id, l.unit, l.id, l.balance_after,
+           sum(l.amount) over (partition by l.account_id, l.unit order by l.id) as running
+      from creditkit.ledger l join acct a on a.id = l.account_id and a.unit = l.unit
   )
-  select format('account %s: balance %s, ledger sum %s, remaining sum %s, undrawn %s, version %s, ledger rows %s, held %s, open holds %s',
-                id, balance, ledger_sum, remaining_sum, undrawn, version, ledger_rows, held, open_held) as problem
+  select format('account %s in %s: balance %s, ledger sum %s, remaining sum %s, undrawn %s, version %s, ledger rows %s, held %s, open holds %s',
+                id, unit, balance, ledger_sum, remaining_sum, undrawn, version, ledger_rows, held, open_held) as problem
     from sums
    where balance <> ledger_sum or balance <> remaining_sum - undrawn or version <> ledger_rows or balance < 0
       or held <> open_held
   union all
-  select format('ledger row %s of account %s: balance_after %s, running sum %s', id, account_id, balance_after, running)
+  select format('ledger row %s of account %s in %s: balance_after %s, running sum %s', id, account_id, unit, balance_after, running)
     from running where running <> balance_after
   union all
-  select format('totals: balances %s, ledger %s', b, l)
-    from (select (select coalesce(sum(balance), 0) from acct) as b,
-                 (select coalesce(sum(l.amount), 0) from creditkit.ledger l join acct a on a.id = l.account_id) as l) t
-   where b <> l`;
+  select format('ledger row %s of account %s is in %s, where the account has no balance', l.id, l.account_id, l.unit)
+    from creditkit.ledger l
+   where ($1::uuid[] is null or l.account_id = any ($1::uuid[]))
+     and not exists (select from creditkit.accounts a where a.id = l.account_id and a.unit = l.unit)
+  union all
+  select format('totals in %s: balances %s, ledger %s', t.unit, t.b, t.l)
+    from (select u.unit,
+                 (select coalesce(sum(a.balance), 0) from acct a where a.unit = u.unit) as b,
+                 (select coalesce(sum(l.amount), 0) from creditkit.ledger l join acct a on a.id = l.account_id and a.unit = l.unit
+                   where l.unit = u.unit) as l
+            from (select distinct a.unit from acct a) u) t
+   where t.b <> t.l`;
 
 export async function ledgerProblems(db: Query, accountIds?: string[]): Promise<string[]> {
   const rows = await db.query<{ problem: string }>(LEDGER_PROBLEMS_SQL, [accountIds ?? null]);

@@ -1,11 +1,13 @@
-// Versioned upgrades: a database installed at the previous release (the frozen copy of its
+// Versioned upgrades: a database installed at each earlier release (the frozen copy of its
 // migrations in test/releases/<version>/), with data in every domain — grants with and without
 // expiry, consumes, a metered event, an open and a settled hold, a subscription from Stripe
 // Checkout with its invoice, a pack bought through Stripe, a parked dead letter — is upgraded with
-// the scripts this package ships. Afterwards its catalog is a fresh install's (every table, column,
-// index, constraint, policy, privilege, function body and setting: scripts/catalog/snapshot.sql),
-// its books are what they were and balance, the old calls still work, and the upgrade's own change
-// is in force. On PGlite, the same path an embedded database persisted at the old version takes.
+// the chain of scripts this package ships. Afterwards its catalog is a fresh install's (every
+// table, column, index, constraint, policy, privilege, function body and setting:
+// scripts/catalog/snapshot.sql), its books are what they were (every balance, bucket, hold and
+// ledger row now in the credits unit) and balance, the old calls still work, and each upgrade's
+// own change is in force. On PGlite, the same path an embedded database persisted at the old
+// version takes.
 import { readFileSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -34,8 +36,7 @@ import {
 const RELEASES = fileURLToPath(new URL('./releases/', import.meta.url));
 const SNAPSHOT_SQL = readFileSync(fileURLToPath(new URL('../../../scripts/catalog/snapshot.sql', import.meta.url)), 'utf8');
 /** Every release this repository keeps a frozen copy of, oldest first. */
-const OLD_RELEASES = readdirSync(RELEASES).sort();
-const PREVIOUS = OLD_RELEASES.at(-1)!;
+const OLD_RELEASES = readdirSync(RELEASES).sort(compareVersions);
 
 interface CatalogRow {
   kind: string;
@@ -157,7 +158,30 @@ const CHANGES: { to: string; what: string; probe: (conn: SetupConnection, ada: s
     before: 'default',
     after: 'off',
   },
+  {
+    to: '0.2.0',
+    what: 'the unit catalogue exists',
+    probe: async (conn) => {
+      const [row] = await conn.query<{ present: boolean }>(`select to_regclass('creditkit.units') is not null as present`);
+      return row!.present ? 'present' : 'absent';
+    },
+    before: 'absent',
+    after: 'present',
+  },
 ];
+
+/** The books with each row's unit left out, and the units they name: a 0.1.x install has none. */
+function withoutUnits(books: Row): { books: Row; units: string[] } {
+  const units = new Set<string>();
+  const strip = (rows: unknown) =>
+    (rows as Array<Record<string, unknown>>).map((r) => {
+      const row = { ...r };
+      if ('unit' in row) units.add(String(row.unit));
+      delete row.unit;
+      return row;
+    });
+  return { books: { ...books, accounts: strip(books.accounts), grants: strip(books.grants), holds: strip(books.holds) }, units: [...units] };
+}
 
 for (const from of OLD_RELEASES) describeIfPostgres(`an install of ${from} upgraded to ${version}`, () => {
   const changes = CHANGES.filter((c) => compareVersions(c.to, from) > 0);
@@ -182,6 +206,16 @@ for (const from of OLD_RELEASES) describeIfPostgres(`an install of ${from} upgra
     await setupDatabase(conn, { migrations: oldMigrations(from), upgrade: false });
     ck = creditkit(asService(conn));
     accounts = await writeData(ck);
+    // the app's own table, gated by a restrictive creditkit_has_credits policy (the README's pattern)
+    await conn.exec(`
+      create table public.upgrade_tasks (id bigint generated always as identity primary key,
+                                         owner uuid not null default auth.uid());
+      alter table public.upgrade_tasks enable row level security;
+      grant select, insert on public.upgrade_tasks to authenticated;
+      create policy "own tasks" on public.upgrade_tasks for all to authenticated
+        using (owner = (select auth.uid())) with check (owner = (select auth.uid()));
+      create policy "a task needs 4 credits" on public.upgrade_tasks as restrictive for insert to authenticated
+        with check ((select creditkit_has_credits(4)));`);
     booksBefore = await snapshotBooks(db);
     for (const change of changes) answersBefore.push(await change.probe(conn, accounts.ada));
     // the upgrade: the shipped migrations are recorded already, so only the upgrade scripts run
@@ -207,9 +241,24 @@ for (const from of OLD_RELEASES) describeIfPostgres(`an install of ${from} upgra
     expect(differences(upgraded, installed)).toEqual([]);
   });
 
-  it('kept the books exactly, and they balance', async () => {
-    expect(await snapshotBooks(db)).toEqual(booksBefore);
+  it('kept the books exactly, every balance, bucket, hold and ledger row now in credits, and they balance', async () => {
+    const after = withoutUnits(await snapshotBooks(db));
+    expect(after.books).toEqual(withoutUnits(booksBefore).books);
+    expect(withoutUnits(booksBefore).units).toEqual([]);
+    expect(after.units).toEqual(['credits']);
+    const [ledger] = await db.query<{ rows: number; units: string[] }>(
+      'select count(*)::int as rows, array_agg(distinct unit) as units from creditkit.ledger');
+    expect(ledger).toEqual({ rows: Number(booksBefore.ledger_rows), units: ['credits'] });
     expect(await ledgerProblems(db)).toEqual([]);
+  });
+
+  it('left no overload behind: each kit function has one signature', async () => {
+    const rows = await db.query(
+      `select n.nspname || '.' || p.proname as name, count(*)::int as n
+         from pg_proc p join pg_namespace n on n.oid = p.pronamespace
+        where n.nspname = 'creditkit' or (n.nspname = 'public' and p.proname like 'creditkit\\_%')
+        group by 1 having count(*) > 1`);
+    expect(rows).toEqual([]);
   });
 
   it('answers the old calls: a replayed key, the open hold, the Stripe inbox, a signed-in user', async () => {
@@ -235,19 +284,43 @@ for (const from of OLD_RELEASES) describeIfPostgres(`an install of ${from} upgra
     }
   });
 
+  it("has 0.2.0's units: the old balances answer in credits, another unit is its own balance, limits renew", async () => {
+    const before = await ck.balance({ p_account_id: accounts.ada, p_now: at(6 * HOUR) });
+    expect(await ck.check({ p_account_id: accounts.ada, p_unit: 'credits', p_amount: 1, p_now: at(6 * HOUR) }))
+      .toEqual({ allowed: true, balance: before.balance });
+    await ck.upsertUnit({ p_id: 'messages', p_name: 'Messages', p_kind: 'metered' });
+    expect(await outcome(ck.report({ p_account_id: accounts.ada, p_unit: 'nope', p_amount: 1, p_now: at(6 * HOUR) }))).toBe('CK015');
+    await ck.setPlanLimit({ p_plan_id: PLANS.pro.id, p_unit: 'messages', p_allowance: 30, p_period: 'day' });
+    // grace is on pro (through Stripe): her messages open with the day's 30 (this connection reads bigint as text)
+    const report = await ck.report({ p_account_id: accounts.grace, p_unit: 'messages', p_amount: 4, p_idempotency_key: 'm-1', p_now: at(6 * HOUR) });
+    expect([report.allowed, Number(report.balance)]).toEqual([true, 26]);
+    expect(await outcome(ck.consume({ p_account_id: accounts.grace, p_amount: 4, p_idempotency_key: 'm-1', p_now: at(6 * HOUR) }))).toBe('CK004');
+    expect(Number((await ck.check({ p_account_id: accounts.grace, p_unit: 'messages', p_amount: 1, p_now: at(DAY + HOUR) })).balance)).toBe(30);
+    expect((await ck.balance({ p_account_id: accounts.ada, p_now: at(6 * HOUR) })).balance).toBe(before.balance);
+    expect(await ledgerProblems(db)).toEqual([]);
+  });
+
+  it("kept the app's policy that calls creditkit_has_credits, and it still gates on credits", async () => {
+    const [policy] = await db.query<{ permissive: string; with_check: string }>(
+      `select permissive, with_check from pg_policies where tablename = 'upgrade_tasks' and policyname = 'a task needs 4 credits'`);
+    expect(policy).toMatchObject({ permissive: 'RESTRICTIVE', with_check: expect.stringContaining('creditkit_has_credits') });
+    expect(await db.asUser(accounts.grace, 'insert into public.upgrade_tasks default values returning id')).toHaveLength(1);
+    expect(await outcome(db.asUser(newAccountId(), 'insert into public.upgrade_tasks default values'))).toBe('42501');
+  });
+
   it('is left alone by a second setup: nothing to apply', async () => {
     expect(await setupDatabase(conn)).toEqual([]);
   });
 });
 
-describe(`an embedded (PGlite) database persisted at ${PREVIOUS}, opened by this package [pglite]`, () => {
+for (const PREVIOUS of OLD_RELEASES) describe(`an embedded (PGlite) database persisted at ${PREVIOUS}, opened by this package [pglite]`, () => {
   let db: PGlite;
   afterAll(() => db?.close());
 
   it('is upgraded by setupDatabase, keeps its books, and has a fresh install\'s catalog', async () => {
     db = new PGlite();
     const conn = pgliteConnection(db);
-    await setupDatabase(conn, { migrations: oldMigrations(), upgrade: false });
+    await setupDatabase(conn, { migrations: oldMigrations(PREVIOUS), upgrade: false });
     expect(await installedVersion(conn)).toBe(PREVIOUS);
     const ck = creditkit(asService(conn));
     const { ada } = await writeData(ck);

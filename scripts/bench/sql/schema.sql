@@ -23,6 +23,9 @@
 create schema bench;
 
 create table bench.accounts (like creditkit.accounts including all);
+-- The baselines keep one balance per account, keyed by its id (the kit keeps one per account and unit).
+alter table bench.accounts drop column unit;
+alter table bench.accounts add primary key (id);
 create table bench.ledger (like creditkit.ledger including all);
 -- LIKE does not copy storage parameters; give the baselines the kit's (accounts' fillfactor).
 do $$
