@@ -122,7 +122,7 @@ async function installedVersion(conn: Pick<SetupConnection, 'query'>): Promise<s
 }
 
 /** An old release's migrations, as an app that installed it has them. */
-const oldMigrations = (release = PREVIOUS) => migrations(join(RELEASES, release));
+const oldMigrations = (release: string) => migrations(join(RELEASES, release));
 
 /**
  * What each upgrade changes, as something a database answers: the answer before it (on the old
