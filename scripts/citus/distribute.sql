@@ -15,8 +15,8 @@
 --                 account's rows, and every statement of a call about one account, are on one node:
 --                 accounts (by id); grants, ledger, ledger_keys, holds, subscriptions, allowances (by
 --                 account_id)
---   catalogue     reference tables (a copy on every node): error_codes, settings, units, plans,
---                 plan_limits, prices, packs
+--   catalogue     reference tables (a copy on every node): error_codes, settings, units,
+--                 starter_grants, plans, plan_limits, prices, packs
 --   Stripe state  reference tables too (keyed by Stripe's ids; a refund may arrive before the account
 --                 is known): stripe_customers, stripe_events, stripe_payments, stripe_invoices
 -- A kit table this list does not name is an error: a new table must be classed here first.
@@ -64,21 +64,22 @@ insert into creditkit_layout values
   (1, 'creditkit.error_codes', 'reference', null),
   (2, 'creditkit.settings', 'reference', null),
   (3, 'creditkit.units', 'reference', null),
-  (4, 'creditkit.plans', 'reference', null),
-  (5, 'creditkit.plan_limits', 'reference', null),
-  (6, 'creditkit.prices', 'reference', null),
-  (7, 'creditkit.packs', 'reference', null),
-  (8, 'creditkit.stripe_customers', 'reference', null),
-  (9, 'creditkit.stripe_events', 'reference', null),
-  (10, 'creditkit.stripe_payments', 'reference', null),
-  (11, 'creditkit.stripe_invoices', 'reference', null),
-  (12, 'creditkit.accounts', 'distributed', 'id'),
-  (13, 'creditkit.grants', 'distributed', 'account_id'),
-  (14, 'creditkit.ledger', 'distributed', 'account_id'),
-  (15, 'creditkit.ledger_keys', 'distributed', 'account_id'),
-  (16, 'creditkit.holds', 'distributed', 'account_id'),
-  (17, 'creditkit.subscriptions', 'distributed', 'account_id'),
-  (18, 'creditkit.allowances', 'distributed', 'account_id');
+  (4, 'creditkit.starter_grants', 'reference', null),
+  (5, 'creditkit.plans', 'reference', null),
+  (6, 'creditkit.plan_limits', 'reference', null),
+  (7, 'creditkit.prices', 'reference', null),
+  (8, 'creditkit.packs', 'reference', null),
+  (9, 'creditkit.stripe_customers', 'reference', null),
+  (10, 'creditkit.stripe_events', 'reference', null),
+  (11, 'creditkit.stripe_payments', 'reference', null),
+  (12, 'creditkit.stripe_invoices', 'reference', null),
+  (13, 'creditkit.accounts', 'distributed', 'id'),
+  (14, 'creditkit.grants', 'distributed', 'account_id'),
+  (15, 'creditkit.ledger', 'distributed', 'account_id'),
+  (16, 'creditkit.ledger_keys', 'distributed', 'account_id'),
+  (17, 'creditkit.holds', 'distributed', 'account_id'),
+  (18, 'creditkit.subscriptions', 'distributed', 'account_id'),
+  (19, 'creditkit.allowances', 'distributed', 'account_id');
 
 do $distribute$
 declare

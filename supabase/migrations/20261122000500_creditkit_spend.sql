@@ -1246,3 +1246,141 @@ comment on function public.creditkit_my_check(text, bigint, uuid) is
   'Signed-in users. Whether p_amount of p_unit can be spent now from your account (or a team account you may read), and its spendable balance. A pure read: a renewal not booked yet counts once the server touches the account.';
 revoke all on function public.creditkit_my_check(text, bigint, uuid) from public, anon, authenticated, service_role;
 grant execute on function public.creditkit_my_check(text, bigint, uuid) to authenticated;
+
+-- ---------------------------------------------------------------------------------------------
+-- Starter grant on sign-up (opt-in): what every new user gets, per unit. Nothing happens until
+-- the installer runs `select creditkit.enable_starter_grant()` in a migration of theirs.
+-- ---------------------------------------------------------------------------------------------
+
+create table creditkit.starter_grants (
+  unit text primary key references creditkit.units (id),
+  amount bigint not null
+    constraint starter_grants_amount_range check (amount between 1 and 9007199254740991),
+  category text not null default 'promotional'
+    constraint starter_grants_category check (category in ('plan', 'purchase', 'promotional', 'adjustment')),
+  -- The starter credit expires this long after the sign-up; NULL: never.
+  expires_after interval
+    constraint starter_grants_expires_after_range check (expires_after > interval '0' and expires_after <= interval '100 years')
+);
+comment on table creditkit.starter_grants is
+  'What a new user is granted on sign-up, per unit, once the installer enabled it (creditkit.enable_starter_grant).';
+alter table creditkit.starter_grants enable row level security;
+revoke all on table creditkit.starter_grants from public, anon, authenticated, service_role;
+grant select on table creditkit.starter_grants to service_role;
+
+-- For the installer (the owner of the kit's functions), in a migration: the starter amount of a
+-- unit (a NULL amount removes it).
+create or replace function creditkit.set_starter_grant(
+  p_unit text, p_amount bigint, p_category text default 'promotional', p_expires_after interval default null)
+returns void
+language plpgsql
+volatile
+set search_path = ''
+as $$
+begin
+  perform creditkit.check_unit(p_unit);
+  if p_amount is null then
+    delete from creditkit.starter_grants s where s.unit = p_unit;
+    return;
+  end if;
+  perform creditkit.check_amount(p_amount);
+  if p_category is null or p_category not in ('plan', 'purchase', 'promotional', 'adjustment') then
+    raise exception using errcode = 'CK006',
+      message = 'invalid argument: category must be plan, purchase, promotional or adjustment';
+  end if;
+  if p_expires_after <= interval '0' or p_expires_after > interval '100 years' then
+    raise exception using errcode = 'CK006', message = 'invalid argument: expires_after must be positive and at most 100 years';
+  end if;
+  insert into creditkit.starter_grants as s (unit, amount, category, expires_after)
+  values (p_unit, p_amount, p_category, p_expires_after)
+  on conflict (unit) do update
+     set amount = excluded.amount, category = excluded.category, expires_after = excluded.expires_after;
+end;
+$$;
+comment on function creditkit.set_starter_grant(text, bigint, text, interval) is
+  'Installer only. What a new user is granted of a unit on sign-up (NULL amount: nothing); applies once creditkit.enable_starter_grant() ran.';
+revoke all on function creditkit.set_starter_grant(text, bigint, text, interval) from public, anon, authenticated, service_role;
+
+-- Grants a user's starter amounts, each once: a unit whose key starter:<unit> the account used
+-- already is left out (granted before, at whatever time and amount).
+create or replace function creditkit.grant_starter(p_user_id uuid, p_now timestamptz)
+returns void
+language plpgsql
+volatile
+set search_path = ''
+as $$
+declare
+  v_starter creditkit.starter_grants;
+begin
+  for v_starter in
+    select s.* from creditkit.starter_grants s
+     where not exists (select from creditkit.ledger_keys k
+                        where k.account_id = p_user_id and k.idempotency_key = 'starter:' || s.unit)
+     order by s.unit <> 'credits', s.unit
+  loop
+    perform public.creditkit_grant(p_user_id, v_starter.amount, v_starter.category, p_now + v_starter.expires_after,
+                                   null, 'starter:' || v_starter.unit, null, null, p_now, v_starter.unit);
+  end loop;
+end;
+$$;
+comment on function creditkit.grant_starter(uuid, timestamptz) is
+  'Grants a user the starter amounts of creditkit.starter_grants, each exactly once (key starter:<unit>).';
+revoke all on function creditkit.grant_starter(uuid, timestamptz) from public, anon, authenticated, service_role;
+
+-- Trigger on auth.users. Security definer: the sign-up runs as the auth server's role, which may
+-- not write the kit's tables. A starter grant that fails is reported as a warning and left out:
+-- it never fails the sign-up.
+create or replace function creditkit.starter_grant_on_signup()
+returns trigger
+language plpgsql
+volatile
+security definer
+set search_path = ''
+set lock_timeout = '3s'
+as $$
+begin
+  begin
+    perform creditkit.grant_starter(new.id, now());
+  exception when others then
+    raise warning 'creditkit: no starter grant for user %: % (%)', new.id, sqlerrm, sqlstate;
+  end;
+  return new;
+end;
+$$;
+comment on function creditkit.starter_grant_on_signup() is
+  'Trigger on auth.users (creditkit.enable_starter_grant): the starter grants of a new user; a failure never fails the sign-up.';
+revoke all on function creditkit.starter_grant_on_signup() from public, anon, authenticated, service_role;
+
+-- For the installer, in a migration of theirs: sign-ups get the starter grants from now on.
+-- Idempotent; creditkit.disable_starter_grant() removes the trigger.
+create or replace function creditkit.enable_starter_grant()
+returns void
+language plpgsql
+volatile
+set search_path = ''
+as $$
+begin
+  if not exists (select from pg_catalog.pg_trigger t
+                  where t.tgrelid = 'auth.users'::regclass and t.tgname = 'creditkit_starter_grant') then
+    create trigger creditkit_starter_grant after insert on auth.users
+      for each row execute function creditkit.starter_grant_on_signup();
+  end if;
+end;
+$$;
+comment on function creditkit.enable_starter_grant() is
+  'Installer only. Creates the trigger on auth.users that grants every new user the starter amounts (creditkit.set_starter_grant).';
+revoke all on function creditkit.enable_starter_grant() from public, anon, authenticated, service_role;
+
+create or replace function creditkit.disable_starter_grant()
+returns void
+language plpgsql
+volatile
+set search_path = ''
+as $$
+begin
+  drop trigger if exists creditkit_starter_grant on auth.users;
+end;
+$$;
+comment on function creditkit.disable_starter_grant() is
+  'Installer only. Removes the starter-grant trigger from auth.users; the amounts stay configured.';
+revoke all on function creditkit.disable_starter_grant() from public, anon, authenticated, service_role;

@@ -20,6 +20,7 @@ insert into ck_layout values
   ('units', 'catalogue', null),
   ('plan_limits', 'catalogue', null),
   ('settings', 'catalogue', null),
+  ('starter_grants', 'catalogue', null),
   ('plans', 'catalogue', null),
   ('prices', 'catalogue', null),
   ('packs', 'catalogue', null),

@@ -105,6 +105,12 @@ select results_eq(
        ('creditkit.start_allowance(uuid,text,creditkit.plans,timestamp with time zone)', false, false, false),
        ('creditkit.unit_open(uuid,text,timestamp with time zone)', false, false, false),
        ('creditkit.unit_terms(uuid,text)', false, false, false),
+       -- the starter grant: set up by the installer (owner), granted by the trigger on auth.users
+       ('creditkit.disable_starter_grant()', false, false, false),
+       ('creditkit.enable_starter_grant()', false, false, false),
+       ('creditkit.grant_starter(uuid,timestamp with time zone)', false, false, false),
+       ('creditkit.set_starter_grant(text,bigint,text,interval)', false, false, false),
+       ('creditkit.starter_grant_on_signup()', false, false, false),
        -- Trigger function: security definer, but nobody holds EXECUTE. Postgres checks EXECUTE
        -- when the trigger is created (by the table owner), not when it fires, and a trigger
        -- function cannot be called through the API at all.
@@ -222,6 +228,10 @@ select results_eq(
        ('settings', 'anon',              false, false, false, false, false, false, false),
        ('settings', 'authenticated',     false, false, false, false, false, false, false),
        ('settings', 'service_role',      true,  false, false, false, false, false, false),
+       -- the starter grants the installer set: the server may read them
+       ('starter_grants', 'anon',        false, false, false, false, false, false, false),
+       ('starter_grants', 'authenticated', false, false, false, false, false, false, false),
+       ('starter_grants', 'service_role', true, false, false, false, false, false, false),
        -- the ledger's idempotency store: the server reads it, the functions write it
        ('ledger_keys', 'anon',           false, false, false, false, false, false, false),
        ('ledger_keys', 'authenticated',  false, false, false, false, false, false, false),
@@ -302,9 +312,9 @@ select is_empty(
       where c.relnamespace = 'creditkit'::regnamespace and c.relkind in ('r', 'p') and not c.relrowsecurity $$,
   'RLS is enabled on every creditkit table');
 select ok(
-  (select count(*) = 18 from pg_catalog.pg_class c
+  (select count(*) = 19 from pg_catalog.pg_class c
     where c.relnamespace = 'creditkit'::regnamespace and c.relkind in ('r', 'p') and c.relrowsecurity),
-  'the eighteen creditkit tables were found (the RLS check is not vacuous)');
+  'the nineteen creditkit tables were found (the RLS check is not vacuous)');
 select is_empty(
   $$ select signature from ck_functions
       where prokind <> 'a' and not coalesce('search_path=""' = any(proconfig), false) $$,
@@ -355,6 +365,7 @@ select is_empty(
 select results_eq(
   $$ select signature from ck_functions where prosecdef order by 1 $$,
   $$ values ('creditkit.charge_on_insert()'),
+            ('creditkit.starter_grant_on_signup()'),
             ('public.creditkit_adjust(uuid,bigint,text,text,jsonb,timestamp with time zone,text)'),
             ('public.creditkit_balance(uuid,timestamp with time zone,text)'),
             ('public.creditkit_book_expired(timestamp with time zone,integer,text)'),
@@ -377,7 +388,7 @@ select results_eq(
             ('public.creditkit_upsert_pack(text,text,bigint,bigint,text,text,interval,boolean)'),
             ('public.creditkit_upsert_plan(text,text,bigint,text,text,bigint,jsonb,bigint,text,text,boolean,boolean)'),
             ('public.creditkit_upsert_unit(text,text,text)') $$,
-  'security definer is used exactly by the twenty-two server mutations and the insert trigger');
+  'security definer is used exactly by the twenty-two server mutations and the two triggers (insert charge, starter grant)');
 select is_empty(
   $$ select signature from ck_functions
       where prosecdef

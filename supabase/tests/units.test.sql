@@ -3,7 +3,7 @@
 -- argument: NULL, zero, negative, above 2^53-1, an unknown unit and a boolean unit (CK015).
 -- Then one balance per (account, unit): a spend of one unit leaves the other alone.
 begin;
-select plan(82);
+select plan(88);
 
 -- Fixtures: alice holds 100 credits and, on plan pro, messages (20 a day); hd is a boolean unit.
 select tests.create_supabase_user('alice');
@@ -134,6 +134,16 @@ select throws_ok($$ select creditkit_history(tests.get_supabase_uid('alice'), p_
   'CK015', null, 'history: boolean unit');
 select throws_ok($$ select creditkit_book_expired('2030-01-01 01:00:00+00', 10, 'tokens') $$,
   'CK015', null, 'book_expired: unknown unit');
+-- the installer's starter grant
+select tests.clear_authentication();
+select throws_ok($$ select creditkit.set_starter_grant(null, 5) $$, 'CK015', null, 'set_starter_grant: NULL unit');
+select throws_ok($$ select creditkit.set_starter_grant('hd', 5) $$, 'CK015', null, 'set_starter_grant: boolean unit');
+select throws_ok($$ select creditkit.set_starter_grant('messages', 0) $$, 'CK001', null, 'set_starter_grant: zero amount');
+select throws_ok($$ select creditkit.set_starter_grant('messages', 5, 'gift') $$, 'CK006', null, 'set_starter_grant: unknown category');
+select throws_ok($$ select creditkit.set_starter_grant('messages', 5, 'promotional', '0 seconds') $$, 'CK006', null,
+  'set_starter_grant: expiry after zero');
+select is((select count(*) from creditkit.starter_grants), 0::bigint, 'no starter grant was configured by bad input');
+select tests.authenticate_as_service_role();
 select results_eq('select * from ck_state', 'select * from ck_before', 'bad input changed nothing, in any unit');
 
 -- ---------------------------------------------------------------------------------------------

@@ -54,6 +54,7 @@ const CITUS_LAYOUT: readonly CitusPlacement[] = [
   // catalogue
   { table: 'creditkit.error_codes', kind: 'reference' },
   { table: 'creditkit.settings', kind: 'reference' },
+  { table: 'creditkit.starter_grants', kind: 'reference' },
   { table: 'creditkit.units', kind: 'reference' },
   { table: 'creditkit.plans', kind: 'reference' },
   { table: 'creditkit.plan_limits', kind: 'reference' },

@@ -323,6 +323,40 @@ describeEachBackend('units', (backend) => {
     expect(await outcome(creditkit(runAs.anon(db)).myCheck({ p_unit: 'messages' }))).toBe('42501');
   });
 
+  it('the starter grant (opt-in): each sign-up gets every unit\'s starter amount once; a failing grant never fails the sign-up', async () => {
+    await db.exec(`select creditkit.set_starter_grant('credits', 50, 'promotional', '30 days');
+                   select creditkit.set_starter_grant('messages', 10);`);
+    expect(await outcome(db.query(`select creditkit.set_starter_grant('hd', 1)`))).toBe('CK015');
+    expect(await outcome(db.query(`select creditkit.set_starter_grant('credits', 0)`))).toBe('CK001');
+    const before = await db.createUser();
+    expect(await balances(before)).toEqual({}); // configured, not enabled: nothing
+    await db.exec('select creditkit.enable_starter_grant(); select creditkit.enable_starter_grant();'); // idempotent
+    try {
+      const user = await db.createUser();
+      expect(await balances(user)).toEqual({ credits: 50, messages: 10 });
+      const [credits] = await db.query<{ category: string; expires: boolean }>(
+        `select category, expires_at is not null as expires from creditkit.grants where account_id = $1 and unit = 'credits'`, [user]);
+      expect(credits).toEqual({ category: 'promotional', expires: true });
+      await db.query('select creditkit.grant_starter($1, now())', [user]); // again: each key replays
+      expect(await balances(user)).toEqual({ credits: 50, messages: 10 });
+      // a starter grant that fails (messages made boolean behind the kit's back) never fails the sign-up
+      await db.exec(`update creditkit.units set kind = 'boolean' where id = 'messages'`);
+      let broken: string;
+      try {
+        broken = await db.createUser();
+      } finally {
+        await db.exec(`update creditkit.units set kind = 'metered' where id = 'messages'`);
+      }
+      expect(await balances(broken)).toEqual({}); // nothing of it: it failed as a whole
+      const taken = broken;
+      await expectConsistent(db, [user, taken]);
+    } finally {
+      await db.exec(`select creditkit.disable_starter_grant();
+                     select creditkit.set_starter_grant('credits', null); select creditkit.set_starter_grant('messages', null);`);
+    }
+    expect(await balances(await db.createUser())).toEqual({});
+  });
+
   // ── Property: one account holding two units answers, per unit, exactly as accounts that only
   // ever see that unit's commands ────────────────────────────────────────────────────────────
 
