@@ -190,7 +190,10 @@ describeEachBackend('consume batch', (backend) => {
 
   it('a batch does what the same consumes one by one do: the same answers and the same books, or the whole call fails and changes nothing', async () => {
     const outcomes = { applied: 0, failed: 0, replays: 0, blocked: 0 };
-    await fc.assert(
+    const covered = () => outcomes.applied > 0 && outcomes.failed > 0 && outcomes.replays > 0 && outcomes.blocked > 0;
+    // Unseeded runs explore new cases each time; a round that happens to miss a kind of outcome is
+    // followed by another (at most four), so that the coverage check below does not fail on one unlucky round.
+    for (let round = 0; round < (SEED === undefined ? 4 : 1) && !covered(); round++) await fc.assert(
       fc.asyncProperty(scenario, async ({ openings, items }) => {
         const viaBatch = await open(ck, openings);
         const viaSingles = await open(ck, openings);
