@@ -278,6 +278,43 @@ $$;
 comment on function creditkit.unit_terms(uuid, text) is
   'The plan in force for an account with its limit for a unit (allowance, period, renewal, cap) in place of the credits terms; NULL without a limit.';
 revoke all on function creditkit.unit_terms(uuid, text) from public, anon, authenticated, service_role;
+grant execute on function creditkit.unit_terms(uuid, text) to authenticated, service_role;
+
+-- What a known account's row of a unit would hold if it were opened at p_now (a read: balances
+-- of a unit the account has not touched yet read as its plan allowance, not 0). NULL when the
+-- account is unknown or its plan has no limit for the unit.
+create or replace function creditkit.unopened_allowance(
+  p_account_id uuid, p_unit text, p_now timestamptz, out balance bigint, out next_expiry timestamptz)
+returns record
+language plpgsql
+stable
+security invoker
+set search_path = ''
+as $$
+declare
+  v_terms creditkit.plans;
+  v_anchor timestamptz;
+begin
+  if not exists (select from creditkit.accounts a where a.id = p_account_id and a.unit = 'credits') then
+    return;
+  end if;
+  v_terms := creditkit.unit_terms(p_account_id, p_unit);
+  if v_terms.id is null then
+    return;
+  end if;
+  -- (as creditkit.start_allowance counts it: from the live subscription's anchor, else from now)
+  select s.anchor into v_anchor
+    from creditkit.subscriptions s
+   where s.account_id = p_account_id and s.plan_id = v_terms.id and s.status in ('active', 'trialing', 'past_due');
+  v_anchor := coalesce(v_anchor, p_now);
+  balance := v_terms.allowance;
+  next_expiry := creditkit.period_start(v_anchor, v_terms.period, creditkit.period_index(v_anchor, v_terms.period, p_now) + 1);
+end;
+$$;
+comment on function creditkit.unopened_allowance(uuid, text, timestamptz) is
+  'The balance and expiry a unit''s row would open with now under the account''s plan limit; NULL without one.';
+revoke all on function creditkit.unopened_allowance(uuid, text, timestamptz) from public, anon, authenticated, service_role;
+grant execute on function creditkit.unopened_allowance(uuid, text, timestamptz) to authenticated, service_role;
 
 -- Books a period change of an (account, unit) allowance if one is due at p_now: for credits the
 -- subscription's, for another unit its plan limit's (creditkit.allowances). The caller holds that
@@ -412,11 +449,13 @@ language plpgsql
 volatile
 set search_path = ''
 as $$
+declare
+  v_key bigint := pg_catalog.hashtextextended('creditkit.plan:' || p_account_id::text, 0);
 begin
   if p_exclusive then
-    perform pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtextextended('creditkit.plan:' || p_account_id::text, 0));
+    perform pg_catalog.pg_advisory_xact_lock(v_key);
   else
-    perform pg_catalog.pg_advisory_xact_lock_shared(pg_catalog.hashtextextended('creditkit.plan:' || p_account_id::text, 0));
+    perform pg_catalog.pg_advisory_xact_lock_shared(v_key);
   end if;
 end;
 $$;
@@ -642,9 +681,11 @@ begin
   if exists (select from creditkit.units u where u.id = p_id and u.kind <> p_kind)
      and (p_id = 'credits'
           or exists (select from creditkit.accounts a where a.unit = p_id)
-          or exists (select from creditkit.plan_limits l where l.unit = p_id)) then
+          or exists (select from creditkit.plan_limits l where l.unit = p_id)
+          or exists (select from creditkit.prices p where p.unit = p_id)
+          or exists (select from creditkit.packs k where k.unit = p_id)) then
     raise exception using errcode = 'CK006',
-      message = format('invalid argument: the kind of unit %s cannot change once accounts or plan limits use it', p_id);
+      message = format('invalid argument: the kind of unit %s cannot change once accounts, plan limits, prices or packs use it', p_id);
   end if;
   insert into creditkit.units as u (id, name, kind) values (p_id, p_name, p_kind)
   on conflict (id) do update set name = excluded.name, kind = excluded.kind
@@ -653,7 +694,7 @@ begin
 end;
 $$;
 comment on function public.creditkit_upsert_unit(text, text, text) is
-  'Server only. Creates or renames a unit: metered (a balance per account) or boolean (a plan feature flag). The kind cannot change once an account holds the unit or a plan limits it; credits is always metered. Naturally idempotent.';
+  'Server only. Creates or renames a unit: metered (a balance per account) or boolean (a plan feature flag). The kind cannot change once an account holds the unit or a plan limit, price or pack names it; credits is always metered. Naturally idempotent.';
 revoke all on function public.creditkit_upsert_unit(text, text, text) from public, anon, authenticated;
 grant execute on function public.creditkit_upsert_unit(text, text, text) to service_role;
 

@@ -184,7 +184,7 @@ begin
 
   -- Slow path (unknown account or unit row, something due, a retry, or credit that arrived meanwhile).
   v_metadata := coalesce(v_metadata, '{}'::jsonb);
-  if not creditkit.unit_open(p_account_id, p_unit, p_now) then
+  if not creditkit.unit_row_ready(p_account_id, p_unit, p_now) then
     -- a known account with nothing in this unit: blocked; a key one of its holds used (in another
     -- unit) is CK004
     select h.* into v_prior from creditkit.holds h

@@ -260,7 +260,7 @@ revoke all on function creditkit.lock_account(uuid, text, timestamptz) from publ
 -- For a spend on the slow path: whether the (account, unit) row exists, opening it when the plan in
 -- force has a limit for the unit. False for a known account that holds nothing in the unit (a spend
 -- is blocked, with balance 0); CK003 for an unknown account, CK015 for a unit that is not metered.
-create or replace function creditkit.unit_open(p_account_id uuid, p_unit text, p_now timestamptz)
+create or replace function creditkit.unit_row_ready(p_account_id uuid, p_unit text, p_now timestamptz)
 returns boolean
 language plpgsql
 volatile
@@ -283,9 +283,9 @@ begin
     detail = jsonb_build_object('account_id', p_account_id)::text;
 end;
 $$;
-comment on function creditkit.unit_open(uuid, text, timestamptz) is
+comment on function creditkit.unit_row_ready(uuid, text, timestamptz) is
   'Whether an (account, unit) row exists or was opened now for its plan limit; false for a known account with nothing in the unit; CK003/CK015 otherwise.';
-revoke all on function creditkit.unit_open(uuid, text, timestamptz) from public, anon, authenticated, service_role;
+revoke all on function creditkit.unit_row_ready(uuid, text, timestamptz) from public, anon, authenticated, service_role;
 
 -- The earlier ledger row made with this key, or NULL. Raises CK004 when the key was used for
 -- something else. Called under the account lock, so a concurrent first call has committed. The
@@ -436,10 +436,17 @@ begin
     from creditkit.holds h
    where h.account_id = p_account_id and h.unit = p_unit and h.status = 'open' and h.expires_at > p_now;
   balance := greatest(v_live - (v_held - least(v_expired, v_covered)), 0);
+  if p_unit <> 'credits' and balance = 0
+     and not exists (select from creditkit.accounts a where a.id = p_account_id and a.unit = p_unit) then
+    -- a unit the account has not touched yet: what its plan limit would open it with
+    select u.balance, u.next_expiry into balance, next_expiry
+      from creditkit.unopened_allowance(p_account_id, p_unit, p_now) u;
+    balance := coalesce(balance, 0);
+  end if;
 end;
 $$;
 comment on function creditkit.live_buckets(uuid, text, timestamptz) is
-  'Spendable balance of an (account, unit) at p_now (live buckets minus open holds), the soonest bucket expiry and the live buckets in spend order, with what the fast path left undrawn taken from them.';
+  'Spendable balance of an (account, unit) at p_now (live buckets minus open holds), the soonest bucket expiry and the live buckets in spend order, with what the fast path left undrawn taken from them. A unit not opened yet reads as its plan allowance (no buckets).';
 revoke all on function creditkit.live_buckets(uuid, text, timestamptz) from public, anon, authenticated, service_role;
 grant execute on function creditkit.live_buckets(uuid, text, timestamptz) to authenticated, service_role;
 
@@ -680,7 +687,7 @@ begin
 
   -- A retry found under the row lock of the fast path, or the slow path (which locks first).
   if not v_retry then
-    if not creditkit.unit_open(p_account_id, p_unit, p_now) then
+    if not creditkit.unit_row_ready(p_account_id, p_unit, p_now) then
       -- A known account with nothing in this unit: blocked, no ledger row. A key it used already
       -- (necessarily in another unit) is CK004.
       perform creditkit.find_replay(p_account_id, p_unit, p_idempotency_key, 'consume', -p_amount, p_event,
@@ -1301,8 +1308,9 @@ comment on function creditkit.set_starter_grant(text, bigint, text, interval) is
   'Installer only. What a new user is granted of a unit on sign-up (NULL amount: nothing); applies once creditkit.enable_starter_grant() ran.';
 revoke all on function creditkit.set_starter_grant(text, bigint, text, interval) from public, anon, authenticated, service_role;
 
--- Grants a user's starter amounts, each once: a unit whose key starter:<unit> the account used
--- already is left out (granted before, at whatever time and amount).
+-- Opens a new user's account on the default plan (unless it has a subscription) and grants its
+-- starter amounts, each once: a unit whose key starter:<unit> the account used already is left
+-- out (granted before, at whatever time and amount).
 create or replace function creditkit.grant_starter(p_user_id uuid, p_now timestamptz)
 returns void
 language plpgsql
@@ -1312,6 +1320,11 @@ as $$
 declare
   v_starter creditkit.starter_grants;
 begin
+  -- the account opens on the default plan (its credits allowance, and its unit limits' rows)
+  if not exists (select from creditkit.subscriptions s where s.account_id = p_user_id) then
+    perform public.creditkit_set_plan(p_user_id, (select p.id from creditkit.plans p where p.is_default), 'active',
+                                      null, p_now);
+  end if;
   for v_starter in
     select s.* from creditkit.starter_grants s
      where not exists (select from creditkit.ledger_keys k
@@ -1324,7 +1337,7 @@ begin
 end;
 $$;
 comment on function creditkit.grant_starter(uuid, timestamptz) is
-  'Grants a user the starter amounts of creditkit.starter_grants, each exactly once (key starter:<unit>).';
+  'Opens a user''s account on the default plan and grants the starter amounts of creditkit.starter_grants, each exactly once (key starter:<unit>).';
 revoke all on function creditkit.grant_starter(uuid, timestamptz) from public, anon, authenticated, service_role;
 
 -- Trigger on auth.users. Security definer: the sign-up runs as the auth server's role, which may

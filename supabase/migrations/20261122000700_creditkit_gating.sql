@@ -97,19 +97,20 @@ begin
       perform creditkit.check_amount(v_quantity);
     end if;
     perform creditkit.check_request(null, tg_argv[0], null, now());
-    select d.allowed, d.balance, d.amount into v_result
+    select d.allowed, d.balance, d.amount, tg_argv[3] as unit into v_result
       from creditkit.debit(v_account_id, tg_argv[3], v_quantity, tg_argv[0], null,
                            jsonb_build_object('table', tg_table_schema || '.' || tg_table_name), null, null, now()) d;
   else
-    select m.allowed, m.balance, m.amount into v_result
+    select m.allowed, m.balance, m.amount, m.unit into v_result
       from creditkit.meter(v_account_id, tg_argv[0], v_quantity, '{}'::jsonb, null, null,
                            jsonb_build_object('table', tg_table_schema || '.' || tg_table_name), now()) m;
   end if;
   if not v_result.allowed then
     raise exception using
       errcode = 'CK002',
-      message = format('insufficient credits: balance %s, required %s', v_result.balance, v_result.amount),
-      detail = jsonb_build_object('balance', v_result.balance, 'required', v_result.amount)::text;
+      message = format('insufficient credits: balance %s, required %s%s', v_result.balance, v_result.amount,
+                       case when v_result.unit <> 'credits' then ' ' || v_result.unit else '' end),
+      detail = jsonb_build_object('balance', v_result.balance, 'required', v_result.amount, 'unit', v_result.unit)::text;
   end if;
   return new;
 end;

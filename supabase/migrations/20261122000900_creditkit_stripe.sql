@@ -22,9 +22,11 @@ create table creditkit.packs (
   expires_after interval
     constraint packs_expires_after_positive check (expires_after > interval '0'),
   active boolean not null default true,
-  created_at timestamptz not null default now()
+  created_at timestamptz not null default now(),
+  -- The metered unit the pack tops up (`credits` is the amount of it).
+  unit text not null default 'credits' references creditkit.units (id)
 );
-comment on table creditkit.packs is 'One-off credit packs sold through Stripe Checkout (mode payment).';
+comment on table creditkit.packs is 'One-off packs of a metered unit (credits by default) sold through Stripe Checkout (mode payment).';
 
 create table creditkit.stripe_customers (
   account_id uuid primary key,
@@ -71,6 +73,8 @@ create table creditkit.stripe_payments (
   taken_from_grant bigint not null default 0
     constraint stripe_payments_taken_from_grant_range check (taken_from_grant between 0 and clawed_back),
   updated_at timestamptz not null default now(),
+  -- The unit `credits` is an amount of: the pack's (an invoice's allowance is credits).
+  unit text not null default 'credits',
   constraint stripe_payments_identified check (num_nonnulls(payment_intent, checkout_session, invoice) > 0)
 );
 comment on table creditkit.stripe_payments is 'Payments for packs and subscription invoices, by any of their Stripe ids: credits bought, refunded and disputed amounts, credits taken back and the shortfall (credits already spent).';
@@ -190,7 +194,8 @@ create or replace function public.creditkit_upsert_pack(
   p_currency text default 'usd',
   p_stripe_price_id text default null,
   p_expires_after interval default null,
-  p_active boolean default true)
+  p_active boolean default true,
+  p_unit text default 'credits')
 returns jsonb
 language plpgsql
 volatile
@@ -230,12 +235,13 @@ begin
   if p_active is null then
     raise exception using errcode = 'CK006', message = 'invalid argument: active must not be NULL';
   end if;
-  insert into creditkit.packs as k (id, name, credits, price_amount, currency, stripe_price_id, expires_after, active)
-  values (p_id, p_name, p_credits, p_price_amount, p_currency, p_stripe_price_id, p_expires_after, p_active)
+  perform creditkit.check_unit(p_unit);
+  insert into creditkit.packs as k (id, name, credits, price_amount, currency, stripe_price_id, expires_after, active, unit)
+  values (p_id, p_name, p_credits, p_price_amount, p_currency, p_stripe_price_id, p_expires_after, p_active, p_unit)
   on conflict (id) do update
      set name = excluded.name, credits = excluded.credits, price_amount = excluded.price_amount,
          currency = excluded.currency, stripe_price_id = excluded.stripe_price_id,
-         expires_after = excluded.expires_after, active = excluded.active
+         expires_after = excluded.expires_after, active = excluded.active, unit = excluded.unit
   returning * into v_pack;
   return to_jsonb(v_pack);
 exception when unique_violation then
@@ -243,27 +249,27 @@ exception when unique_violation then
   raise exception using errcode = 'CK006', message = format('invalid argument: Stripe price %s belongs to another pack', p_stripe_price_id);
 end;
 $$;
-comment on function public.creditkit_upsert_pack(text, text, bigint, bigint, text, text, interval, boolean) is
-  'Server only. Creates or updates a credit pack: credits, price, Stripe price id and optional expiry of the credits after purchase. A payment already recorded keeps the credits it was sold with.';
-revoke all on function public.creditkit_upsert_pack(text, text, bigint, bigint, text, text, interval, boolean) from public, anon, authenticated;
-grant execute on function public.creditkit_upsert_pack(text, text, bigint, bigint, text, text, interval, boolean) to service_role;
+comment on function public.creditkit_upsert_pack(text, text, bigint, bigint, text, text, interval, boolean, text) is
+  'Server only. Creates or updates a pack: the amount (p_credits) of p_unit (default credits) it tops up, price, Stripe price id and optional expiry after purchase. A payment already recorded keeps the amount and unit it was sold with.';
+revoke all on function public.creditkit_upsert_pack(text, text, bigint, bigint, text, text, interval, boolean, text) from public, anon, authenticated;
+grant execute on function public.creditkit_upsert_pack(text, text, bigint, bigint, text, text, interval, boolean, text) to service_role;
 
 create function public.creditkit_packs()
 returns table (id text, name text, credits bigint, price_amount bigint, currency text,
-               stripe_price_id text, expires_after interval)
+               stripe_price_id text, expires_after interval, unit text)
 language sql
 stable
 security invoker
 set search_path = ''
 set enable_seqscan = off
 as $$
-  select k.id, k.name, k.credits, k.price_amount, k.currency, k.stripe_price_id, k.expires_after
+  select k.id, k.name, k.credits, k.price_amount, k.currency, k.stripe_price_id, k.expires_after, k.unit
     from creditkit.packs k
    where k.active
    order by k.price_amount, k.id;
 $$;
 comment on function public.creditkit_packs() is
-  'Server and signed-in users. The active credit packs, cheapest first.';
+  'Server and signed-in users. The active packs (credits is the amount of unit each tops up), cheapest first.';
 revoke all on function public.creditkit_packs() from public, anon, authenticated, service_role;
 grant execute on function public.creditkit_packs() to authenticated, service_role;
 

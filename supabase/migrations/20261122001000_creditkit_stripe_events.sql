@@ -194,6 +194,7 @@ begin
            account_id = coalesce(p.account_id, v_other.account_id),
            pack_id = coalesce(p.pack_id, v_other.pack_id),
            credits = coalesce(p.credits, v_other.credits),
+           unit = case when p.credits is null then v_other.unit else p.unit end,
            amount_paid = coalesce(p.amount_paid, v_other.amount_paid),
            currency = coalesce(p.currency, v_other.currency),
            state = case when 'paid' in (p.state, v_other.state) then 'paid'
@@ -261,18 +262,23 @@ begin
     return 'recorded; waiting for the paid checkout';
   end if;
   perform creditkit.stripe_lock_account(v_pay.account_id, p_now);
+  if v_pay.unit <> 'credits' then
+    -- a pack of another unit: its row (opened now if the account holds none; the plan lock is ours)
+    perform creditkit.open_unit(v_pay.account_id, v_pay.unit, p_now, true);
+    perform creditkit.lock_account(v_pay.account_id, v_pay.unit, p_now);
+  end if;
   v_metadata := jsonb_strip_nulls(jsonb_build_object(
     'source', 'stripe', 'payment_intent', v_pay.payment_intent, 'checkout_session', v_pay.checkout_session,
     'pack_id', v_pay.pack_id, 'stripe_invoice', v_pay.invoice));
 
   if v_pay.grant_id is null then
-    if (select a.balance from creditkit.accounts a where a.id = v_pay.account_id and a.unit = 'credits') > 9007199254740991 - v_pay.credits then
+    if (select a.balance from creditkit.accounts a where a.id = v_pay.account_id and a.unit = v_pay.unit) > 9007199254740991 - v_pay.credits then
       perform creditkit.stripe_dead('balance_limit', 'the pack would take the balance above 9007199254740991');
     end if;
     select k.* into v_pack from creditkit.packs k where k.id = v_pay.pack_id;
     v_expires := p_now + v_pack.expires_after;
-    v_grant_id := creditkit.add_grant(v_pay.account_id, 'credits', 'purchase', v_pay.credits, null, v_expires, v_metadata, p_now);
-    perform creditkit.append_entry(v_pay.account_id, 'credits', 'grant', v_pay.credits, v_grant_id, null,
+    v_grant_id := creditkit.add_grant(v_pay.account_id, v_pay.unit, 'purchase', v_pay.credits, null, v_expires, v_metadata, p_now);
+    perform creditkit.append_entry(v_pay.account_id, v_pay.unit, 'grant', v_pay.credits, v_grant_id, null,
                                    'stripe:' || coalesce(v_pay.payment_intent, v_pay.checkout_session), v_metadata,
                                    p_now, v_expires, null,
                                    -- revenue in micros, for two-decimal currencies (1 cent = 10000 micros)
@@ -280,7 +286,7 @@ begin
     update creditkit.stripe_payments p set grant_id = v_grant_id, updated_at = p_now
      where p.id = p_payment_id;
     v_pay.grant_id := v_grant_id;
-    v_effect := format('granted %s credits', v_pay.credits);
+    v_effect := format('granted %s %s', v_pay.credits, v_pay.unit);
   end if;
 
   -- The pack's own bucket, and whether it can still be spent (taken from or put back into).
@@ -298,30 +304,30 @@ begin
   if v_delta > 0 then
     -- Take back what is still there, the pack's own credits first, then the rest of the balance
     -- in spend order; credits already spent are recorded as the shortfall.
-    v_take := least(v_delta, creditkit.spendable(v_pay.account_id, 'credits'));
+    v_take := least(v_delta, creditkit.spendable(v_pay.account_id, v_pay.unit));
     if v_take > 0 then
       if v_live then
         v_from_grant := least(v_take, v_grant.remaining);
         update creditkit.grants g set remaining = g.remaining - v_from_grant where g.account_id = v_grant.account_id and g.id = v_grant.id;
       end if;
       if v_take > v_from_grant then
-        perform creditkit.draw_down(v_pay.account_id, 'credits', v_take - v_from_grant, p_now);
+        perform creditkit.draw_down(v_pay.account_id, v_pay.unit, v_take - v_from_grant, p_now);
       end if;
-      perform creditkit.append_entry(v_pay.account_id, 'credits', 'adjust', -v_take, null, null, null,
+      perform creditkit.append_entry(v_pay.account_id, v_pay.unit, 'adjust', -v_take, null, null, null,
                                      v_metadata || v_reason, p_now, null);
     end if;
     update creditkit.stripe_payments p
        set clawed_back = v_target, shortfall = p.shortfall + (v_delta - v_take),
            taken_from_grant = p.taken_from_grant + v_from_grant, updated_at = p_now
      where p.id = p_payment_id;
-    v_effect := ltrim(v_effect || format('; took back %s credits', v_take) ||
+    v_effect := ltrim(v_effect || format('; took back %s %s', v_take, v_pay.unit) ||
                       case when v_delta > v_take then format(' (%s already spent)', v_delta - v_take) else '' end, '; ');
   elsif v_delta < 0 then
     -- A dispute reinstated: give back what was taken; the part that had been spent was never taken.
     v_forgiven := least(v_pay.shortfall, -v_delta);
     v_back := -v_delta - v_forgiven;
     if v_back > 0 then
-      if (select a.balance from creditkit.accounts a where a.id = v_pay.account_id and a.unit = 'credits') > 9007199254740991 - v_back then
+      if (select a.balance from creditkit.accounts a where a.id = v_pay.account_id and a.unit = v_pay.unit) > 9007199254740991 - v_back then
         perform creditkit.stripe_dead('balance_limit', 'giving the credits back would take the balance above 9007199254740991');
       end if;
       v_reason := jsonb_build_object('reason', 'stripe_reinstated');
@@ -331,14 +337,14 @@ begin
       end if;
       if v_to_grant > 0 then
         update creditkit.grants g set remaining = g.remaining + v_to_grant where g.account_id = v_grant.account_id and g.id = v_grant.id;
-        perform creditkit.append_entry(v_pay.account_id, 'credits', 'adjust', v_to_grant, v_grant.id, null, null,
+        perform creditkit.append_entry(v_pay.account_id, v_pay.unit, 'adjust', v_to_grant, v_grant.id, null, null,
                                        v_metadata || v_reason, p_now, v_grant.expires_at);
       end if;
       -- ... and the rest as a bucket of its own.
       if v_back > v_to_grant then
-        v_grant_id := creditkit.add_grant(v_pay.account_id, 'credits', 'adjustment', v_back - v_to_grant, null, null,
+        v_grant_id := creditkit.add_grant(v_pay.account_id, v_pay.unit, 'adjustment', v_back - v_to_grant, null, null,
                                           v_metadata || v_reason, p_now);
-        perform creditkit.append_entry(v_pay.account_id, 'credits', 'adjust', v_back - v_to_grant, v_grant_id, null, null,
+        perform creditkit.append_entry(v_pay.account_id, v_pay.unit, 'adjust', v_back - v_to_grant, v_grant_id, null, null,
                                        v_metadata || v_reason, p_now, null);
       end if;
     end if;
@@ -346,7 +352,7 @@ begin
        set clawed_back = v_target, shortfall = p.shortfall - v_forgiven,
            taken_from_grant = p.taken_from_grant - least(p.taken_from_grant, v_back), updated_at = p_now
      where p.id = p_payment_id;
-    v_effect := ltrim(v_effect || format('; gave back %s credits', v_back), '; ');
+    v_effect := ltrim(v_effect || format('; gave back %s %s', v_back, v_pay.unit), '; ');
   end if;
   return coalesce(nullif(v_effect, ''), 'nothing to change');
 end;
@@ -402,6 +408,7 @@ begin
   update creditkit.stripe_payments p
      set account_id = coalesce(p.account_id, stripe_pack_checkout.account_id), pack_id = coalesce(p.pack_id, v_pack.id),
          credits = coalesce(p.credits, v_pack.credits),
+         unit = case when p.credits is null then v_pack.unit else p.unit end,
          amount_paid = coalesce(p.amount_paid, (p_object ->> 'amount_total')::bigint, v_pack.price_amount),
          currency = coalesce(p.currency, p_object ->> 'currency'),
          state = case when p.state = 'paid' or v_paid then 'paid' when v_failed then 'failed' else p.state end,

@@ -3,7 +3,7 @@
 -- argument: NULL, zero, negative, above 2^53-1, an unknown unit and a boolean unit (CK015).
 -- Then one balance per (account, unit): a spend of one unit leaves the other alone.
 begin;
-select plan(88);
+select plan(104);
 
 -- Fixtures: alice holds 100 credits and, on plan pro, messages (20 a day); hd is a boolean unit.
 select tests.create_supabase_user('alice');
@@ -191,6 +191,42 @@ select results_eq(
   $$ values ('credits', 'grant', 100::bigint, 100::bigint), ('credits', 'grant', 50, 150),
             ('messages', 'grant', 20, 20), ('messages', 'consume', -5, 15) $$,
   'the ledger: each row in its unit, each balance_after the running sum of its unit');
+
+-- ---------------------------------------------------------------------------------------------
+-- Prices in a unit, with overage into credits; packs of a unit
+-- ---------------------------------------------------------------------------------------------
+select throws_ok($$ select creditkit_set_price('chat', 1, p_unit => 'tokens') $$, 'CK015', null, 'set_price: unknown unit');
+select throws_ok($$ select creditkit_set_price('chat', 1, p_unit => 'hd') $$, 'CK015', null, 'set_price: boolean unit');
+select throws_ok($$ select creditkit_set_price('chat', 1, p_unit => null) $$, 'CK015', null, 'set_price: NULL unit');
+select throws_ok($$ select creditkit_set_price('chat', 1, p_overage_credits_per_unit => 2) $$, 'CK006', null,
+  'set_price: an overage price on credits');
+select throws_ok($$ select creditkit_set_price('chat', 1, p_unit => 'messages', p_overage_credits_per_unit => 0) $$, 'CK001', null,
+  'set_price: overage 0');
+select throws_ok($$ select creditkit_set_price('chat', 1, p_unit => 'messages', p_overage_credits_per_unit => 9007199254740992) $$,
+  'CK001', null, 'set_price: overage 2^53');
+select throws_ok($$ select creditkit_upsert_pack('msgs-50', '50 messages', 50, p_unit => 'hd') $$, 'CK015', null,
+  'upsert_pack: boolean unit');
+select throws_ok($$ select creditkit_upsert_pack('msgs-50', '50 messages', 50, p_unit => null) $$, 'CK015', null,
+  'upsert_pack: NULL unit');
+select is((select count(*) from creditkit.prices where event = 'chat') + (select count(*) from creditkit.packs where id = 'msgs-50'),
+  0::bigint, 'the refused set_price and upsert_pack calls wrote nothing');
+select lives_ok($$ select creditkit_upsert_pack('msgs-50', '50 messages', 50, p_unit => 'messages') $$, 'upsert_pack: a pack of messages');
+select lives_ok($$ select creditkit_set_price('chat', 1, '{}', '2030-01-01 00:00:00+00', 'messages', 4) $$,
+  'set_price: chat costs 1 message, or 4 credits as overage');
+select results_eq(
+  $$ select amount, unit, overage_amount from creditkit_quote('chat', 2, p_now => '2030-01-01 01:00:00+00') $$,
+  $$ values (2::bigint, 'messages', 8::bigint) $$, 'quote: 2 messages, or 8 credits as overage');
+select results_eq(
+  $$ select allowed, balance, amount, unit from creditkit_meter(tests.get_supabase_uid('alice'), 'chat', 15, p_now => '2030-01-01 01:00:00+00') $$,
+  $$ values (true, 0::bigint, 15::bigint, 'messages') $$, 'meter: 15 chats paid from messages');
+select results_eq(
+  $$ select allowed, balance, amount, unit from creditkit_meter(tests.get_supabase_uid('alice'), 'chat', 2, p_idempotency_key => 'ovg-1', p_now => '2030-01-01 01:00:00+00') $$,
+  $$ values (true, 142::bigint, 8::bigint, 'credits') $$, 'meter: with no messages left, 2 chats paid from credits at the overage price');
+select results_eq(
+  $$ select allowed, balance, amount, unit from creditkit_meter(tests.get_supabase_uid('alice'), 'chat', 2, p_idempotency_key => 'ovg-1', p_now => '2030-01-01 01:00:00+00') $$,
+  $$ values (true, 142::bigint, 8::bigint, 'credits') $$, 'meter: the retry answers from credits, once');
+select is((select count(*) from creditkit.ledger where account_id = tests.get_supabase_uid('alice') and metadata ->> 'overage' = 'messages'),
+  1::bigint, 'one overage row, in credits, naming the unit it stood in for');
 
 select * from finish();
 rollback;

@@ -87,6 +87,18 @@ alter table creditkit.holds add constraint holds_account_unit_fkey
 drop index creditkit.holds_open;
 create index holds_open on creditkit.holds (account_id, unit, expires_at) where status = 'open';
 
+-- Prices name the unit an event spends and may carry an overage price in credits; packs name the
+-- unit they top up, and so do the payments that bought them. Everything there is stays credits.
+alter table creditkit.prices add column unit text not null default 'credits' references creditkit.units (id);
+alter table creditkit.prices add column overage_credits_per_unit bigint
+  constraint prices_overage_range check (overage_credits_per_unit between 1 and 9007199254740991);
+alter table creditkit.prices add constraint prices_overage_unit check (overage_credits_per_unit is null or unit <> 'credits');
+comment on table creditkit.prices is
+  'The amount of a unit (credits by default) per unit of an event, optionally per dimension set, in versions by effective_from, with an optional overage price in credits. Append-only by convention: add a version, do not edit one.';
+alter table creditkit.packs add column unit text not null default 'credits' references creditkit.units (id);
+comment on table creditkit.packs is 'One-off packs of a metered unit (credits by default) sold through Stripe Checkout (mode payment).';
+alter table creditkit.stripe_payments add column unit text not null default 'credits';
+
 -- A plan's limit for a metered unit other than credits (the credits allowance is the plan's own
 -- columns): an allowance per period of the limit's own length, reset or rolled over with a cap,
 -- counted from the subscription's anchor.
@@ -185,6 +197,13 @@ drop function public.creditkit_my_history(uuid, integer, bigint);
 drop function public.creditkit_reserve(uuid, bigint, interval, text, text, jsonb, timestamp with time zone);
 drop function public.creditkit_plans();
 drop function public.creditkit_my_plan(uuid);
+drop function creditkit.price_or_raise(text, jsonb, bigint, timestamp with time zone);
+drop function creditkit.meter(uuid, text, bigint, jsonb, text, bigint, jsonb, timestamp with time zone);
+drop function public.creditkit_meter(uuid, text, bigint, jsonb, text, bigint, jsonb, timestamp with time zone);
+drop function public.creditkit_quote(text, bigint, jsonb, timestamp with time zone);
+drop function public.creditkit_set_price(text, bigint, jsonb, timestamp with time zone);
+drop function public.creditkit_upsert_pack(text, text, bigint, bigint, text, text, interval, boolean);
+drop function public.creditkit_packs();
 
 -- ---------------------------------------------------------------------------------------------
 -- The installed version: creditkit status and doctor read it, and every upgrade script replaces it.
@@ -301,6 +320,7 @@ $$;
 comment on function creditkit.unit_terms(uuid, text) is
   'The plan in force for an account with its limit for a unit (allowance, period, renewal, cap) in place of the credits terms; NULL without a limit.';
 revoke all on function creditkit.unit_terms(uuid, text) from public, anon, authenticated, service_role;
+grant execute on function creditkit.unit_terms(uuid, text) to authenticated, service_role;
 
 -- Books a period change of an (account, unit) allowance if one is due at p_now: for credits the
 -- subscription's, for another unit its plan limit's (creditkit.allowances). The caller holds that
@@ -435,11 +455,13 @@ language plpgsql
 volatile
 set search_path = ''
 as $$
+declare
+  v_key bigint := pg_catalog.hashtextextended('creditkit.plan:' || p_account_id::text, 0);
 begin
   if p_exclusive then
-    perform pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtextextended('creditkit.plan:' || p_account_id::text, 0));
+    perform pg_catalog.pg_advisory_xact_lock(v_key);
   else
-    perform pg_catalog.pg_advisory_xact_lock_shared(pg_catalog.hashtextextended('creditkit.plan:' || p_account_id::text, 0));
+    perform pg_catalog.pg_advisory_xact_lock_shared(v_key);
   end if;
 end;
 $$;
@@ -571,9 +593,11 @@ begin
   if exists (select from creditkit.units u where u.id = p_id and u.kind <> p_kind)
      and (p_id = 'credits'
           or exists (select from creditkit.accounts a where a.unit = p_id)
-          or exists (select from creditkit.plan_limits l where l.unit = p_id)) then
+          or exists (select from creditkit.plan_limits l where l.unit = p_id)
+          or exists (select from creditkit.prices p where p.unit = p_id)
+          or exists (select from creditkit.packs k where k.unit = p_id)) then
     raise exception using errcode = 'CK006',
-      message = format('invalid argument: the kind of unit %s cannot change once accounts or plan limits use it', p_id);
+      message = format('invalid argument: the kind of unit %s cannot change once accounts, plan limits, prices or packs use it', p_id);
   end if;
   insert into creditkit.units as u (id, name, kind) values (p_id, p_name, p_kind)
   on conflict (id) do update set name = excluded.name, kind = excluded.kind
@@ -582,7 +606,7 @@ begin
 end;
 $$;
 comment on function public.creditkit_upsert_unit(text, text, text) is
-  'Server only. Creates or renames a unit: metered (a balance per account) or boolean (a plan feature flag). The kind cannot change once an account holds the unit or a plan limits it; credits is always metered. Naturally idempotent.';
+  'Server only. Creates or renames a unit: metered (a balance per account) or boolean (a plan feature flag). The kind cannot change once an account holds the unit or a plan limit, price or pack names it; credits is always metered. Naturally idempotent.';
 revoke all on function public.creditkit_upsert_unit(text, text, text) from public, anon, authenticated;
 grant execute on function public.creditkit_upsert_unit(text, text, text) to service_role;
 
@@ -1017,7 +1041,7 @@ begin
 
   -- Slow path (unknown account or unit row, something due, a retry, or credit that arrived meanwhile).
   v_metadata := coalesce(v_metadata, '{}'::jsonb);
-  if not creditkit.unit_open(p_account_id, p_unit, p_now) then
+  if not creditkit.unit_row_ready(p_account_id, p_unit, p_now) then
     -- a known account with nothing in this unit: blocked; a key one of its holds used (in another
     -- unit) is CK004
     select h.* into v_prior from creditkit.holds h
@@ -1497,7 +1521,7 @@ revoke all on function creditkit.lock_account(uuid, text, timestamptz) from publ
 -- For a spend on the slow path: whether the (account, unit) row exists, opening it when the plan in
 -- force has a limit for the unit. False for a known account that holds nothing in the unit (a spend
 -- is blocked, with balance 0); CK003 for an unknown account, CK015 for a unit that is not metered.
-create or replace function creditkit.unit_open(p_account_id uuid, p_unit text, p_now timestamptz)
+create or replace function creditkit.unit_row_ready(p_account_id uuid, p_unit text, p_now timestamptz)
 returns boolean
 language plpgsql
 volatile
@@ -1520,9 +1544,9 @@ begin
     detail = jsonb_build_object('account_id', p_account_id)::text;
 end;
 $$;
-comment on function creditkit.unit_open(uuid, text, timestamptz) is
+comment on function creditkit.unit_row_ready(uuid, text, timestamptz) is
   'Whether an (account, unit) row exists or was opened now for its plan limit; false for a known account with nothing in the unit; CK003/CK015 otherwise.';
-revoke all on function creditkit.unit_open(uuid, text, timestamptz) from public, anon, authenticated, service_role;
+revoke all on function creditkit.unit_row_ready(uuid, text, timestamptz) from public, anon, authenticated, service_role;
 
 -- The earlier ledger row made with this key, or NULL. Raises CK004 when the key was used for
 -- something else. Called under the account lock, so a concurrent first call has committed. The
@@ -1673,10 +1697,17 @@ begin
     from creditkit.holds h
    where h.account_id = p_account_id and h.unit = p_unit and h.status = 'open' and h.expires_at > p_now;
   balance := greatest(v_live - (v_held - least(v_expired, v_covered)), 0);
+  if p_unit <> 'credits' and balance = 0
+     and not exists (select from creditkit.accounts a where a.id = p_account_id and a.unit = p_unit) then
+    -- a unit the account has not touched yet: what its plan limit would open it with
+    select u.balance, u.next_expiry into balance, next_expiry
+      from creditkit.unopened_allowance(p_account_id, p_unit, p_now) u;
+    balance := coalesce(balance, 0);
+  end if;
 end;
 $$;
 comment on function creditkit.live_buckets(uuid, text, timestamptz) is
-  'Spendable balance of an (account, unit) at p_now (live buckets minus open holds), the soonest bucket expiry and the live buckets in spend order, with what the fast path left undrawn taken from them.';
+  'Spendable balance of an (account, unit) at p_now (live buckets minus open holds), the soonest bucket expiry and the live buckets in spend order, with what the fast path left undrawn taken from them. A unit not opened yet reads as its plan allowance (no buckets).';
 revoke all on function creditkit.live_buckets(uuid, text, timestamptz) from public, anon, authenticated, service_role;
 grant execute on function creditkit.live_buckets(uuid, text, timestamptz) to authenticated, service_role;
 
@@ -1888,7 +1919,7 @@ begin
 
   -- A retry found under the row lock of the fast path, or the slow path (which locks first).
   if not v_retry then
-    if not creditkit.unit_open(p_account_id, p_unit, p_now) then
+    if not creditkit.unit_row_ready(p_account_id, p_unit, p_now) then
       -- A known account with nothing in this unit: blocked, no ledger row. A key it used already
       -- (necessarily in another unit) is CK004.
       perform creditkit.find_replay(p_account_id, p_unit, p_idempotency_key, 'consume', -p_amount, p_event,
@@ -2484,8 +2515,9 @@ comment on function creditkit.set_starter_grant(text, bigint, text, interval) is
   'Installer only. What a new user is granted of a unit on sign-up (NULL amount: nothing); applies once creditkit.enable_starter_grant() ran.';
 revoke all on function creditkit.set_starter_grant(text, bigint, text, interval) from public, anon, authenticated, service_role;
 
--- Grants a user's starter amounts, each once: a unit whose key starter:<unit> the account used
--- already is left out (granted before, at whatever time and amount).
+-- Opens a new user's account on the default plan (unless it has a subscription) and grants its
+-- starter amounts, each once: a unit whose key starter:<unit> the account used already is left
+-- out (granted before, at whatever time and amount).
 create or replace function creditkit.grant_starter(p_user_id uuid, p_now timestamptz)
 returns void
 language plpgsql
@@ -2495,6 +2527,11 @@ as $$
 declare
   v_starter creditkit.starter_grants;
 begin
+  -- the account opens on the default plan (its credits allowance, and its unit limits' rows)
+  if not exists (select from creditkit.subscriptions s where s.account_id = p_user_id) then
+    perform public.creditkit_set_plan(p_user_id, (select p.id from creditkit.plans p where p.is_default), 'active',
+                                      null, p_now);
+  end if;
   for v_starter in
     select s.* from creditkit.starter_grants s
      where not exists (select from creditkit.ledger_keys k
@@ -2507,7 +2544,7 @@ begin
 end;
 $$;
 comment on function creditkit.grant_starter(uuid, timestamptz) is
-  'Grants a user the starter amounts of creditkit.starter_grants, each exactly once (key starter:<unit>).';
+  'Opens a user''s account on the default plan and grants the starter amounts of creditkit.starter_grants, each exactly once (key starter:<unit>).';
 revoke all on function creditkit.grant_starter(uuid, timestamptz) from public, anon, authenticated, service_role;
 
 -- Trigger on auth.users. Security definer: the sign-up runs as the auth server's role, which may
@@ -2570,11 +2607,14 @@ revoke all on function creditkit.disable_starter_grant() from public, anon, auth
 
 -- Prices and spends for an event through the one debit. Internal: creditkit_meter and the insert
 -- trigger call it. A retry is matched on what was asked, not on the price, which may have changed
--- (or gone) since; so a key used before is answered before anything is priced.
+-- (or gone) since; so a key used before is answered before anything is priced, from the unit that
+-- paid. A price with an overage rule whose unit cannot cover the event is paid from credits, all of
+-- it at the overage price (one ledger row, in one balance); when credits cannot pay either, the
+-- refusal is the price's unit's.
 create or replace function creditkit.meter(
   p_account_id uuid, p_event text, p_quantity bigint, p_dimensions jsonb, p_idempotency_key text,
   p_cost_micros bigint, p_metadata jsonb, p_now timestamptz,
-  out allowed boolean, out balance bigint, out transaction_id bigint, out amount bigint)
+  out allowed boolean, out balance bigint, out transaction_id bigint, out amount bigint, out unit text)
 returns record
 language plpgsql
 volatile
@@ -2585,6 +2625,7 @@ declare
   v_price record;
   v_prior creditkit.ledger;
   v_debit record;
+  v_overage record;
 begin
   if p_quantity is null or p_quantity < 1 or p_quantity > 9007199254740991
      or p_cost_micros < 0 or p_cost_micros > 9007199254740991 then
@@ -2606,11 +2647,16 @@ begin
   end if;
 
   if p_idempotency_key is not null then
-    perform from creditkit.ledger_keys k where k.account_id = p_account_id and k.idempotency_key = p_idempotency_key;
+    -- (the unit of the row the key wrote: a key names one row of the account, in any unit)
+    select l.unit into unit
+      from creditkit.ledger l
+     where l.account_id = p_account_id
+       and l.id = (select k.ledger_id from creditkit.ledger_keys k
+                    where k.account_id = p_account_id and k.idempotency_key = p_idempotency_key);
     if found then
-      perform creditkit.lock_account(p_account_id, 'credits', p_now);
-      v_prior := creditkit.find_replay(p_account_id, 'credits', p_idempotency_key, 'consume', null, p_event, v_request,
-                                       p_cost_micros, null, array['unit_credits', 'price_id']);
+      perform creditkit.lock_account(p_account_id, unit, p_now);
+      v_prior := creditkit.find_replay(p_account_id, unit, p_idempotency_key, 'consume', null, p_event, v_request,
+                                       p_cost_micros, null, array['unit_credits', 'price_id', 'overage']);
       allowed := true;
       balance := v_prior.balance_after;
       transaction_id := v_prior.id;
@@ -2620,9 +2666,21 @@ begin
   end if;
 
   v_price := creditkit.price_or_raise(p_event, p_dimensions, p_quantity, p_now);
-  v_debit := creditkit.debit(p_account_id, 'credits', v_price.amount, p_event, p_idempotency_key, v_request,
+  v_debit := creditkit.debit(p_account_id, v_price.unit, v_price.amount, p_event, p_idempotency_key, v_request,
                             jsonb_build_object('unit_credits', v_price.unit_credits, 'price_id', v_price.price_id),
                             p_cost_micros, p_now);
+  unit := v_price.unit;
+  if not v_debit.allowed and v_price.overage_amount is not null then
+    -- (the unit's row, when locked, stays locked: credits comes last in the lock order)
+    v_overage := creditkit.debit(p_account_id, 'credits', v_price.overage_amount, p_event, p_idempotency_key, v_request,
+                                 jsonb_build_object('unit_credits', v_price.overage_amount / p_quantity,
+                                                    'price_id', v_price.price_id, 'overage', v_price.unit),
+                                 p_cost_micros, p_now);
+    if v_overage.allowed then
+      v_debit := v_overage;
+      unit := 'credits';
+    end if;
+  end if;
   allowed := v_debit.allowed;
   balance := v_debit.balance;
   transaction_id := v_debit.transaction_id;
@@ -2630,7 +2688,7 @@ begin
 end;
 $$;
 comment on function creditkit.meter(uuid, text, bigint, jsonb, text, bigint, jsonb, timestamptz) is
-  'Prices an event and spends for it; the body of creditkit_meter and creditkit.charge_on_insert.';
+  'Prices an event and spends for it (in the price''s unit, or in credits by its overage rule); the body of creditkit_meter and creditkit.charge_on_insert.';
 revoke all on function creditkit.meter(uuid, text, bigint, jsonb, text, bigint, jsonb, timestamptz) from public, anon, authenticated, service_role;
 
 -- Security invoker: reads through RLS; it can only ever see the caller's own accounts, so it is
@@ -2721,19 +2779,20 @@ begin
       perform creditkit.check_amount(v_quantity);
     end if;
     perform creditkit.check_request(null, tg_argv[0], null, now());
-    select d.allowed, d.balance, d.amount into v_result
+    select d.allowed, d.balance, d.amount, tg_argv[3] as unit into v_result
       from creditkit.debit(v_account_id, tg_argv[3], v_quantity, tg_argv[0], null,
                            jsonb_build_object('table', tg_table_schema || '.' || tg_table_name), null, null, now()) d;
   else
-    select m.allowed, m.balance, m.amount into v_result
+    select m.allowed, m.balance, m.amount, m.unit into v_result
       from creditkit.meter(v_account_id, tg_argv[0], v_quantity, '{}'::jsonb, null, null,
                            jsonb_build_object('table', tg_table_schema || '.' || tg_table_name), now()) m;
   end if;
   if not v_result.allowed then
     raise exception using
       errcode = 'CK002',
-      message = format('insufficient credits: balance %s, required %s', v_result.balance, v_result.amount),
-      detail = jsonb_build_object('balance', v_result.balance, 'required', v_result.amount)::text;
+      message = format('insufficient credits: balance %s, required %s%s', v_result.balance, v_result.amount,
+                       case when v_result.unit <> 'credits' then ' ' || v_result.unit else '' end),
+      detail = jsonb_build_object('balance', v_result.balance, 'required', v_result.amount, 'unit', v_result.unit)::text;
   end if;
   return new;
 end;
@@ -2938,18 +2997,23 @@ begin
     return 'recorded; waiting for the paid checkout';
   end if;
   perform creditkit.stripe_lock_account(v_pay.account_id, p_now);
+  if v_pay.unit <> 'credits' then
+    -- a pack of another unit: its row (opened now if the account holds none; the plan lock is ours)
+    perform creditkit.open_unit(v_pay.account_id, v_pay.unit, p_now, true);
+    perform creditkit.lock_account(v_pay.account_id, v_pay.unit, p_now);
+  end if;
   v_metadata := jsonb_strip_nulls(jsonb_build_object(
     'source', 'stripe', 'payment_intent', v_pay.payment_intent, 'checkout_session', v_pay.checkout_session,
     'pack_id', v_pay.pack_id, 'stripe_invoice', v_pay.invoice));
 
   if v_pay.grant_id is null then
-    if (select a.balance from creditkit.accounts a where a.id = v_pay.account_id and a.unit = 'credits') > 9007199254740991 - v_pay.credits then
+    if (select a.balance from creditkit.accounts a where a.id = v_pay.account_id and a.unit = v_pay.unit) > 9007199254740991 - v_pay.credits then
       perform creditkit.stripe_dead('balance_limit', 'the pack would take the balance above 9007199254740991');
     end if;
     select k.* into v_pack from creditkit.packs k where k.id = v_pay.pack_id;
     v_expires := p_now + v_pack.expires_after;
-    v_grant_id := creditkit.add_grant(v_pay.account_id, 'credits', 'purchase', v_pay.credits, null, v_expires, v_metadata, p_now);
-    perform creditkit.append_entry(v_pay.account_id, 'credits', 'grant', v_pay.credits, v_grant_id, null,
+    v_grant_id := creditkit.add_grant(v_pay.account_id, v_pay.unit, 'purchase', v_pay.credits, null, v_expires, v_metadata, p_now);
+    perform creditkit.append_entry(v_pay.account_id, v_pay.unit, 'grant', v_pay.credits, v_grant_id, null,
                                    'stripe:' || coalesce(v_pay.payment_intent, v_pay.checkout_session), v_metadata,
                                    p_now, v_expires, null,
                                    -- revenue in micros, for two-decimal currencies (1 cent = 10000 micros)
@@ -2957,7 +3021,7 @@ begin
     update creditkit.stripe_payments p set grant_id = v_grant_id, updated_at = p_now
      where p.id = p_payment_id;
     v_pay.grant_id := v_grant_id;
-    v_effect := format('granted %s credits', v_pay.credits);
+    v_effect := format('granted %s %s', v_pay.credits, v_pay.unit);
   end if;
 
   -- The pack's own bucket, and whether it can still be spent (taken from or put back into).
@@ -2975,30 +3039,30 @@ begin
   if v_delta > 0 then
     -- Take back what is still there, the pack's own credits first, then the rest of the balance
     -- in spend order; credits already spent are recorded as the shortfall.
-    v_take := least(v_delta, creditkit.spendable(v_pay.account_id, 'credits'));
+    v_take := least(v_delta, creditkit.spendable(v_pay.account_id, v_pay.unit));
     if v_take > 0 then
       if v_live then
         v_from_grant := least(v_take, v_grant.remaining);
         update creditkit.grants g set remaining = g.remaining - v_from_grant where g.account_id = v_grant.account_id and g.id = v_grant.id;
       end if;
       if v_take > v_from_grant then
-        perform creditkit.draw_down(v_pay.account_id, 'credits', v_take - v_from_grant, p_now);
+        perform creditkit.draw_down(v_pay.account_id, v_pay.unit, v_take - v_from_grant, p_now);
       end if;
-      perform creditkit.append_entry(v_pay.account_id, 'credits', 'adjust', -v_take, null, null, null,
+      perform creditkit.append_entry(v_pay.account_id, v_pay.unit, 'adjust', -v_take, null, null, null,
                                      v_metadata || v_reason, p_now, null);
     end if;
     update creditkit.stripe_payments p
        set clawed_back = v_target, shortfall = p.shortfall + (v_delta - v_take),
            taken_from_grant = p.taken_from_grant + v_from_grant, updated_at = p_now
      where p.id = p_payment_id;
-    v_effect := ltrim(v_effect || format('; took back %s credits', v_take) ||
+    v_effect := ltrim(v_effect || format('; took back %s %s', v_take, v_pay.unit) ||
                       case when v_delta > v_take then format(' (%s already spent)', v_delta - v_take) else '' end, '; ');
   elsif v_delta < 0 then
     -- A dispute reinstated: give back what was taken; the part that had been spent was never taken.
     v_forgiven := least(v_pay.shortfall, -v_delta);
     v_back := -v_delta - v_forgiven;
     if v_back > 0 then
-      if (select a.balance from creditkit.accounts a where a.id = v_pay.account_id and a.unit = 'credits') > 9007199254740991 - v_back then
+      if (select a.balance from creditkit.accounts a where a.id = v_pay.account_id and a.unit = v_pay.unit) > 9007199254740991 - v_back then
         perform creditkit.stripe_dead('balance_limit', 'giving the credits back would take the balance above 9007199254740991');
       end if;
       v_reason := jsonb_build_object('reason', 'stripe_reinstated');
@@ -3008,14 +3072,14 @@ begin
       end if;
       if v_to_grant > 0 then
         update creditkit.grants g set remaining = g.remaining + v_to_grant where g.account_id = v_grant.account_id and g.id = v_grant.id;
-        perform creditkit.append_entry(v_pay.account_id, 'credits', 'adjust', v_to_grant, v_grant.id, null, null,
+        perform creditkit.append_entry(v_pay.account_id, v_pay.unit, 'adjust', v_to_grant, v_grant.id, null, null,
                                        v_metadata || v_reason, p_now, v_grant.expires_at);
       end if;
       -- ... and the rest as a bucket of its own.
       if v_back > v_to_grant then
-        v_grant_id := creditkit.add_grant(v_pay.account_id, 'credits', 'adjustment', v_back - v_to_grant, null, null,
+        v_grant_id := creditkit.add_grant(v_pay.account_id, v_pay.unit, 'adjustment', v_back - v_to_grant, null, null,
                                           v_metadata || v_reason, p_now);
-        perform creditkit.append_entry(v_pay.account_id, 'credits', 'adjust', v_back - v_to_grant, v_grant_id, null, null,
+        perform creditkit.append_entry(v_pay.account_id, v_pay.unit, 'adjust', v_back - v_to_grant, v_grant_id, null, null,
                                        v_metadata || v_reason, p_now, null);
       end if;
     end if;
@@ -3023,7 +3087,7 @@ begin
        set clawed_back = v_target, shortfall = p.shortfall - v_forgiven,
            taken_from_grant = p.taken_from_grant - least(p.taken_from_grant, v_back), updated_at = p_now
      where p.id = p_payment_id;
-    v_effect := ltrim(v_effect || format('; gave back %s credits', v_back), '; ');
+    v_effect := ltrim(v_effect || format('; gave back %s %s', v_back, v_pay.unit), '; ');
   end if;
   return coalesce(nullif(v_effect, ''), 'nothing to change');
 end;
@@ -3763,6 +3827,429 @@ comment on function public.creditkit_consume_batch(jsonb, timestamptz) is
   'Server only. Spends for 1 to 1000 usage events in one transaction: p_events is a JSON array of {account_id, amount, event?, idempotency_key?, metadata?, cost_micros?}, and each event is applied in order exactly as creditkit_consume would apply it, answering one row per event (ordinal from 1, allowed, balance, transaction_id). Any invalid event fails the whole call and changes nothing; a blocked event is allowed=false. Idempotent per event by key.';
 revoke all on function public.creditkit_consume_batch(jsonb, timestamptz) from public, anon, authenticated;
 grant execute on function public.creditkit_consume_batch(jsonb, timestamptz) to service_role;
+
+-- What a known account's row of a unit would hold if it were opened at p_now (a read: balances
+-- of a unit the account has not touched yet read as its plan allowance, not 0). NULL when the
+-- account is unknown or its plan has no limit for the unit.
+create or replace function creditkit.unopened_allowance(
+  p_account_id uuid, p_unit text, p_now timestamptz, out balance bigint, out next_expiry timestamptz)
+returns record
+language plpgsql
+stable
+security invoker
+set search_path = ''
+as $$
+declare
+  v_terms creditkit.plans;
+  v_anchor timestamptz;
+begin
+  if not exists (select from creditkit.accounts a where a.id = p_account_id and a.unit = 'credits') then
+    return;
+  end if;
+  v_terms := creditkit.unit_terms(p_account_id, p_unit);
+  if v_terms.id is null then
+    return;
+  end if;
+  -- (as creditkit.start_allowance counts it: from the live subscription's anchor, else from now)
+  select s.anchor into v_anchor
+    from creditkit.subscriptions s
+   where s.account_id = p_account_id and s.plan_id = v_terms.id and s.status in ('active', 'trialing', 'past_due');
+  v_anchor := coalesce(v_anchor, p_now);
+  balance := v_terms.allowance;
+  next_expiry := creditkit.period_start(v_anchor, v_terms.period, creditkit.period_index(v_anchor, v_terms.period, p_now) + 1);
+end;
+$$;
+comment on function creditkit.unopened_allowance(uuid, text, timestamptz) is
+  'The balance and expiry a unit''s row would open with now under the account''s plan limit; NULL without one.';
+revoke all on function creditkit.unopened_allowance(uuid, text, timestamptz) from public, anon, authenticated, service_role;
+grant execute on function creditkit.unopened_allowance(uuid, text, timestamptz) to authenticated, service_role;
+
+-- Prices p_quantity units of an event: CK010 when no price is in force, CK001 past 2^53-1. The
+-- amount is in the price's unit; overage_amount (NULL without an overage rule) in credits.
+create or replace function creditkit.price_or_raise(
+  p_event text, p_dimensions jsonb, p_quantity bigint, p_now timestamptz,
+  out price_id bigint, out unit_credits bigint, out amount bigint, out unit text, out overage_amount bigint)
+returns record
+language plpgsql
+stable
+security invoker
+set search_path = ''
+as $$
+declare
+  v_price creditkit.prices;
+begin
+  if p_dimensions = '{}'::jsonb then
+    -- without dimensions only the catch-all set '{}' can match: one probe of prices_lookup
+    select p.* into v_price
+      from creditkit.prices p
+     where p.event = p_event and p.dimensions = '{}'::jsonb and p.effective_from <= p_now
+     order by p.effective_from desc
+     limit 1;
+  else
+    v_price := creditkit.price_for(p_event, p_dimensions, p_now);
+  end if;
+  if v_price.id is null then
+    raise exception using errcode = 'CK010', message = format('unknown event: no price for %L', p_event),
+      detail = jsonb_build_object('event', p_event, 'dimensions', p_dimensions)::text;
+  end if;
+  if p_quantity::numeric * greatest(v_price.credits_per_unit, coalesce(v_price.overage_credits_per_unit, 0)) > 9007199254740991 then
+    raise exception using errcode = 'CK001', message = 'invalid amount: quantity times price is above 9007199254740991';
+  end if;
+  price_id := v_price.id;
+  unit_credits := v_price.credits_per_unit;
+  amount := p_quantity * v_price.credits_per_unit;
+  unit := v_price.unit;
+  overage_amount := p_quantity * v_price.overage_credits_per_unit;
+end;
+$$;
+comment on function creditkit.price_or_raise(text, jsonb, bigint, timestamptz) is
+  'The price in force and the total for p_quantity units (in the price''s unit; the overage in credits, if the price has a rule); CK010 if the event has no price, CK001 on overflow.';
+revoke all on function creditkit.price_or_raise(text, jsonb, bigint, timestamptz) from public, anon, authenticated, service_role;
+grant execute on function creditkit.price_or_raise(text, jsonb, bigint, timestamptz) to authenticated, service_role;
+
+-- Security definer: writes the price list, which no client role may write; service_role only.
+create or replace function public.creditkit_set_price(
+  p_event text,
+  p_credits_per_unit bigint,
+  p_dimensions jsonb default '{}',
+  p_effective_from timestamptz default now(),
+  p_unit text default 'credits',
+  p_overage_credits_per_unit bigint default null)
+returns bigint
+language plpgsql
+volatile
+security definer
+set search_path = ''
+set lock_timeout = '3s'
+set enable_seqscan = off
+as $$
+declare
+  v_id bigint;
+begin
+  perform creditkit.assert_server_caller();
+  perform creditkit.check_amount(p_credits_per_unit);
+  perform creditkit.check_event(p_event, p_dimensions, p_effective_from);
+  perform creditkit.check_unit(p_unit);
+  if p_overage_credits_per_unit is not null then
+    perform creditkit.check_amount(p_overage_credits_per_unit);
+    if p_unit = 'credits' then
+      raise exception using errcode = 'CK006',
+        message = 'invalid argument: an overage price is for a unit other than credits (it charges credits instead)';
+    end if;
+  end if;
+  insert into creditkit.prices (event, dimensions, credits_per_unit, effective_from, unit, overage_credits_per_unit)
+  values (p_event, p_dimensions, p_credits_per_unit, p_effective_from, p_unit, p_overage_credits_per_unit)
+  on conflict on constraint prices_version do update
+     set credits_per_unit = excluded.credits_per_unit, unit = excluded.unit,
+         overage_credits_per_unit = excluded.overage_credits_per_unit
+  returning id into v_id;
+  return v_id;
+end;
+$$;
+comment on function public.creditkit_set_price(text, bigint, jsonb, timestamptz, text, bigint) is
+  'Server only. Adds a price version: p_credits_per_unit of p_unit (default credits) per unit of p_event (with these dimensions; ''{}'' is the default) from p_effective_from on, optionally with an overage price in credits for when the unit''s balance cannot cover the event. Returns the price id. The same (event, dimensions, effective_from) again replaces that version.';
+revoke all on function public.creditkit_set_price(text, bigint, jsonb, timestamptz, text, bigint) from public, anon, authenticated;
+grant execute on function public.creditkit_set_price(text, bigint, jsonb, timestamptz, text, bigint) to service_role;
+
+-- Security definer: writes the ledger; service_role only.
+create or replace function public.creditkit_meter(
+  p_account_id uuid,
+  p_event text,
+  p_quantity bigint default 1,
+  p_dimensions jsonb default '{}',
+  p_idempotency_key text default null,
+  p_cost_micros bigint default null,
+  p_metadata jsonb default null,
+  p_now timestamptz default now(),
+  out allowed boolean,
+  out balance bigint,
+  out transaction_id bigint,
+  out amount bigint,
+  out unit text)
+returns record
+language plpgsql
+volatile
+security definer
+set search_path = ''
+set lock_timeout = '3s'
+set enable_seqscan = off
+as $$
+declare
+  v_meter record;
+begin
+  -- (assert_server_caller's test, inlined: this is a hot path)
+  if current_setting('role', true) in ('anon', 'authenticated') or auth.role() in ('anon', 'authenticated') then
+    perform creditkit.assert_server_caller();
+  end if;
+  v_meter := creditkit.meter(p_account_id, p_event, p_quantity, p_dimensions, p_idempotency_key, p_cost_micros,
+                             p_metadata, p_now);
+  allowed := v_meter.allowed;
+  balance := v_meter.balance;
+  transaction_id := v_meter.transaction_id;
+  amount := v_meter.amount;
+  unit := v_meter.unit;
+end;
+$$;
+comment on function public.creditkit_meter(uuid, text, bigint, jsonb, text, bigint, jsonb, timestamptz) is
+  'Server only. Prices an event (quantity x the price in force for its dimensions) and spends for it like creditkit_consume: allowed, balance, transaction id, the amount charged and the unit that paid (the price''s, or credits when its overage rule applied). CK010 for an event with no price. Optionally records what it cost you (p_cost_micros). Idempotent by key: a retry returns the first result even if the price changed since.';
+revoke all on function public.creditkit_meter(uuid, text, bigint, jsonb, text, bigint, jsonb, timestamptz) from public, anon, authenticated;
+grant execute on function public.creditkit_meter(uuid, text, bigint, jsonb, text, bigint, jsonb, timestamptz) to service_role;
+
+-- Security invoker: a read of the price list.
+create or replace function public.creditkit_quote(
+  p_event text,
+  p_quantity bigint default 1,
+  p_dimensions jsonb default '{}',
+  p_now timestamptz default now(),
+  out price_id bigint,
+  out unit_credits bigint,
+  out amount bigint,
+  out unit text,
+  out overage_amount bigint)
+returns record
+language plpgsql
+stable
+security invoker
+set search_path = ''
+set enable_seqscan = off
+as $$
+begin
+  perform creditkit.check_amount(p_quantity);
+  perform creditkit.check_event(p_event, p_dimensions, p_now);
+  select q.price_id, q.unit_credits, q.amount, q.unit, q.overage_amount
+    into price_id, unit_credits, amount, unit, overage_amount
+    from creditkit.price_or_raise(p_event, p_dimensions, p_quantity, p_now) q;
+end;
+$$;
+comment on function public.creditkit_quote(text, bigint, jsonb, timestamptz) is
+  'Server and signed-in users. What an event would cost now (price id, amount per event unit, total, in the unit it spends; and the overage in credits if its price has a rule), without spending. CK010 for an event with no price.';
+revoke all on function public.creditkit_quote(text, bigint, jsonb, timestamptz) from public, anon, authenticated, service_role;
+grant execute on function public.creditkit_quote(text, bigint, jsonb, timestamptz) to authenticated, service_role;
+
+create or replace function public.creditkit_upsert_pack(
+  p_id text,
+  p_name text,
+  p_credits bigint,
+  p_price_amount bigint default 0,
+  p_currency text default 'usd',
+  p_stripe_price_id text default null,
+  p_expires_after interval default null,
+  p_active boolean default true,
+  p_unit text default 'credits')
+returns jsonb
+language plpgsql
+volatile
+security definer
+set search_path = ''
+set lock_timeout = '3s'
+set enable_seqscan = off
+as $$
+declare
+  v_pack creditkit.packs;
+begin
+  perform creditkit.assert_server_caller();
+  if p_id is null or p_id !~ '^[a-z0-9][a-z0-9_.-]{0,62}$' then
+    raise exception using errcode = 'CK006', message = 'invalid argument: pack id must match ^[a-z0-9][a-z0-9_.-]{0,62}$';
+  end if;
+  if p_name is null or p_name !~ '[^[:space:]]' or length(p_name) > 200 then
+    raise exception using errcode = 'CK006', message = 'invalid argument: pack name must be 1 to 200 characters, not blank';
+  end if;
+  perform creditkit.check_amount(p_credits);
+  if p_price_amount is null or p_price_amount < 0 or p_price_amount > 9007199254740991 then
+    raise exception using errcode = 'CK001', message = 'invalid amount: price_amount must be an integer from 0 to 9007199254740991';
+  end if;
+  if p_currency is null or p_currency !~ '^[a-z]{3}$' then
+    raise exception using errcode = 'CK006', message = 'invalid argument: currency must be three lowercase letters';
+  end if;
+  if p_stripe_price_id is not null and p_stripe_price_id !~ '^[[:alnum:]_]{1,255}$' then
+    raise exception using errcode = 'CK006', message = 'invalid argument: stripe price id must be 1 to 255 letters, digits or _';
+  end if;
+  if p_stripe_price_id is not null
+     and exists (select 1 from creditkit.packs k where k.stripe_price_id = p_stripe_price_id and k.id <> p_id) then
+    raise exception using errcode = 'CK006', message = format('invalid argument: Stripe price %s belongs to another pack', p_stripe_price_id);
+  end if;
+  -- Bounded so that purchase time + expiry is always a valid timestamp.
+  if p_expires_after is not null and (p_expires_after <= interval '0' or p_expires_after > interval '100 years') then
+    raise exception using errcode = 'CK006', message = 'invalid argument: expires_after must be positive and at most 100 years';
+  end if;
+  if p_active is null then
+    raise exception using errcode = 'CK006', message = 'invalid argument: active must not be NULL';
+  end if;
+  perform creditkit.check_unit(p_unit);
+  insert into creditkit.packs as k (id, name, credits, price_amount, currency, stripe_price_id, expires_after, active, unit)
+  values (p_id, p_name, p_credits, p_price_amount, p_currency, p_stripe_price_id, p_expires_after, p_active, p_unit)
+  on conflict (id) do update
+     set name = excluded.name, credits = excluded.credits, price_amount = excluded.price_amount,
+         currency = excluded.currency, stripe_price_id = excluded.stripe_price_id,
+         expires_after = excluded.expires_after, active = excluded.active, unit = excluded.unit
+  returning * into v_pack;
+  return to_jsonb(v_pack);
+exception when unique_violation then
+  -- a concurrent upsert took the price id between the check and the insert
+  raise exception using errcode = 'CK006', message = format('invalid argument: Stripe price %s belongs to another pack', p_stripe_price_id);
+end;
+$$;
+comment on function public.creditkit_upsert_pack(text, text, bigint, bigint, text, text, interval, boolean, text) is
+  'Server only. Creates or updates a pack: the amount (p_credits) of p_unit (default credits) it tops up, price, Stripe price id and optional expiry after purchase. A payment already recorded keeps the amount and unit it was sold with.';
+revoke all on function public.creditkit_upsert_pack(text, text, bigint, bigint, text, text, interval, boolean, text) from public, anon, authenticated;
+grant execute on function public.creditkit_upsert_pack(text, text, bigint, bigint, text, text, interval, boolean, text) to service_role;
+
+create function public.creditkit_packs()
+returns table (id text, name text, credits bigint, price_amount bigint, currency text,
+               stripe_price_id text, expires_after interval, unit text)
+language sql
+stable
+security invoker
+set search_path = ''
+set enable_seqscan = off
+as $$
+  select k.id, k.name, k.credits, k.price_amount, k.currency, k.stripe_price_id, k.expires_after, k.unit
+    from creditkit.packs k
+   where k.active
+   order by k.price_amount, k.id;
+$$;
+comment on function public.creditkit_packs() is
+  'Server and signed-in users. The active packs (credits is the amount of unit each tops up), cheapest first.';
+revoke all on function public.creditkit_packs() from public, anon, authenticated, service_role;
+grant execute on function public.creditkit_packs() to authenticated, service_role;
+
+-- checkout.session.completed / async_payment_succeeded / async_payment_failed, mode payment.
+create or replace function creditkit.stripe_pack_checkout(p_event jsonb, p_object jsonb, p_now timestamptz, out account_id uuid, out effect text)
+returns record
+language plpgsql
+volatile
+set search_path = ''
+as $$
+declare
+  v_pack creditkit.packs;
+  v_session text := p_object ->> 'id';
+  v_pi text := creditkit.stripe_id(p_object -> 'payment_intent');
+  v_payment bigint;
+  v_paid boolean;
+  v_failed boolean := p_event ->> 'type' = 'checkout.session.async_payment_failed';
+begin
+  account_id := coalesce(creditkit.stripe_uuid(p_object -> 'metadata' ->> 'account_id'),
+                         creditkit.stripe_uuid(p_object ->> 'client_reference_id'));
+  if account_id is null then
+    perform creditkit.stripe_dead('unknown_account', 'checkout session without a creditkit account id in metadata.account_id');
+  end if;
+  select k.* into v_pack from creditkit.packs k
+   where k.id = p_object -> 'metadata' ->> 'pack_id'
+      or k.stripe_price_id = p_object -> 'metadata' ->> 'price_id'
+   order by k.id = p_object -> 'metadata' ->> 'pack_id' desc
+   limit 1;
+  if not found then
+    perform creditkit.stripe_dead('unknown_pack', format('no pack %s (price %s) in creditkit.packs',
+      coalesce(p_object -> 'metadata' ->> 'pack_id', 'NULL'), coalesce(p_object -> 'metadata' ->> 'price_id', 'NULL')));
+  end if;
+  if v_session is null then
+    perform creditkit.stripe_dead('invalid_event', 'checkout session without an id');
+  end if;
+
+  -- One payment per Checkout Session, whichever of its events (completed, async succeeded or
+  -- failed) arrives first and whether or not it already names its payment intent.
+  perform creditkit.stripe_lock_payment(array[v_session, v_pi]);
+  perform creditkit.stripe_lock_account(account_id, p_now);
+  perform creditkit.stripe_link_customer(account_id, creditkit.stripe_id(p_object -> 'customer'), p_now);
+  v_payment := creditkit.stripe_payment(v_pi, v_session, null);
+
+  v_paid := p_event ->> 'type' = 'checkout.session.async_payment_succeeded'
+            or p_object ->> 'payment_status' in ('paid', 'no_payment_required');
+  -- What the payment bought is fixed by the first checkout event seen; a refund or dispute seen
+  -- first only recorded the payment intent. Paid is final: a late "failed" or "unpaid" never undoes it.
+  update creditkit.stripe_payments p
+     set account_id = coalesce(p.account_id, stripe_pack_checkout.account_id), pack_id = coalesce(p.pack_id, v_pack.id),
+         credits = coalesce(p.credits, v_pack.credits),
+         unit = case when p.credits is null then v_pack.unit else p.unit end,
+         amount_paid = coalesce(p.amount_paid, (p_object ->> 'amount_total')::bigint, v_pack.price_amount),
+         currency = coalesce(p.currency, p_object ->> 'currency'),
+         state = case when p.state = 'paid' or v_paid then 'paid' when v_failed then 'failed' else p.state end,
+         updated_at = p_now
+   where p.id = v_payment;
+  if v_failed then
+    effect := 'async payment failed; nothing granted';
+    if (select p.state from creditkit.stripe_payments p where p.id = v_payment) = 'paid' then
+      effect := 'async payment failed after it was recorded as paid; nothing changed';
+    end if;
+    return;
+  end if;
+  effect := creditkit.stripe_settle_payment(v_payment, p_now);
+  if effect like 'recorded;%' then
+    effect := 'awaiting the asynchronous payment; nothing granted yet';
+  end if;
+end;
+$$;
+comment on function creditkit.stripe_pack_checkout(jsonb, jsonb, timestamptz) is
+  'Applies a pack checkout event: records the payment (one per Checkout Session), grants it once paid.';
+revoke all on function creditkit.stripe_pack_checkout(jsonb, jsonb, timestamptz) from public, anon, authenticated, service_role;
+
+-- The payment that any of these ids names, made one: a new row when none does; when two rows name
+-- it (each id seen first by a different event), their facts merged into the older and the newer
+-- deleted. The caller holds the ids' locks (stripe_lock_payment). Facts of a payment are only ever
+-- learnt: an id, what it bought and who paid are kept once known; refunds grow; the newest
+-- dispute decides (the reinstatement on a tie); paid is final. Returns the row's id.
+create or replace function creditkit.stripe_payment(p_payment_intent text, p_checkout_session text, p_invoice text)
+returns bigint
+language plpgsql
+volatile
+set search_path = ''
+as $$
+declare
+  v_rows bigint[];
+  v_keep bigint;
+  v_other creditkit.stripe_payments;
+begin
+  select array_agg(p.id order by p.id) into v_rows
+    from creditkit.stripe_payments p
+   where p.payment_intent = p_payment_intent or p.checkout_session = p_checkout_session or p.invoice = p_invoice;
+  if v_rows is null then
+    insert into creditkit.stripe_payments (payment_intent, checkout_session, invoice)
+    values (p_payment_intent, p_checkout_session, p_invoice)
+    returning id into v_keep;
+    return v_keep;
+  end if;
+  v_keep := v_rows[1];
+  for i in 2 .. cardinality(v_rows) loop
+    delete from creditkit.stripe_payments p where p.id = v_rows[i] returning * into v_other;
+    update creditkit.stripe_payments p
+       set payment_intent = coalesce(p.payment_intent, v_other.payment_intent),
+           checkout_session = coalesce(p.checkout_session, v_other.checkout_session),
+           invoice = coalesce(p.invoice, v_other.invoice),
+           account_id = coalesce(p.account_id, v_other.account_id),
+           pack_id = coalesce(p.pack_id, v_other.pack_id),
+           credits = coalesce(p.credits, v_other.credits),
+           unit = case when p.credits is null then v_other.unit else p.unit end,
+           amount_paid = coalesce(p.amount_paid, v_other.amount_paid),
+           currency = coalesce(p.currency, v_other.currency),
+           state = case when 'paid' in (p.state, v_other.state) then 'paid'
+                        when 'failed' in (p.state, v_other.state) then 'failed' else 'pending' end,
+           grant_id = coalesce(p.grant_id, v_other.grant_id),
+           amount_refunded = greatest(p.amount_refunded, v_other.amount_refunded),
+           disputed = case when v_other.dispute_at > p.dispute_at or p.dispute_at is null then v_other.disputed
+                           when v_other.dispute_at = p.dispute_at then p.disputed and v_other.disputed
+                           else p.disputed end,
+           dispute_at = greatest(p.dispute_at, v_other.dispute_at),
+           -- only a row that was granted (it knew the account) has taken anything back
+           clawed_back = p.clawed_back + v_other.clawed_back,
+           shortfall = p.shortfall + v_other.shortfall,
+           taken_from_grant = p.taken_from_grant + v_other.taken_from_grant
+     where p.id = v_keep;
+  end loop;
+  -- ids this event adds (the first one seen of each kind stays)
+  update creditkit.stripe_payments p
+     set payment_intent = coalesce(p.payment_intent, p_payment_intent),
+         checkout_session = coalesce(p.checkout_session, p_checkout_session),
+         invoice = coalesce(p.invoice, p_invoice)
+   where p.id = v_keep
+     and (p.payment_intent is null and p_payment_intent is not null
+          or p.checkout_session is null and p_checkout_session is not null
+          or p.invoice is null and p_invoice is not null);
+  return v_keep;
+end;
+$$;
+comment on function creditkit.stripe_payment(text, text, text) is
+  'The stripe_payments row any of these ids names (payment intent, checkout session, invoice), created or merged into one; the caller holds their locks.';
+revoke all on function creditkit.stripe_payment(text, text, text) from public, anon, authenticated, service_role;
 
 -- The app's policies set aside above, as they were.
 do $$

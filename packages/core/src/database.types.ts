@@ -186,6 +186,7 @@ export type Database = {
           name: string;
           price_amount: number;
           stripe_price_id: string;
+          unit: string;
         }[];
       };
       creditkit_plans: {
@@ -257,7 +258,14 @@ export type Database = {
         Returns: Json;
       };
       creditkit_set_price: {
-        Args: { p_credits_per_unit: number; p_dimensions?: Json; p_effective_from?: string; p_event: string };
+        Args: {
+          p_credits_per_unit: number;
+          p_dimensions?: Json;
+          p_effective_from?: string;
+          p_event: string;
+          p_overage_credits_per_unit?: number;
+          p_unit?: string;
+        };
         Returns: number;
       };
       creditkit_settle: {
@@ -323,6 +331,7 @@ export type Database = {
           p_name: string;
           p_price_amount?: number;
           p_stripe_price_id?: string;
+          p_unit?: string;
         };
         Returns: Json;
       };

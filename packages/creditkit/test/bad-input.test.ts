@@ -129,7 +129,7 @@ const SPECS: Record<string, FunctionSpec> = {
   },
   // ── pricing ──
   creditkit_set_price: {
-    params: ['p_event', 'p_credits_per_unit', 'p_dimensions', 'p_effective_from'],
+    params: ['p_event', 'p_credits_per_unit', 'p_dimensions', 'p_effective_from', 'p_unit', 'p_overage_credits_per_unit'],
     caller: 'service',
     valid: () => ({ p_event: PRICED, p_credits_per_unit: 5, p_dimensions: { quality: 'hd' }, p_effective_from: NOW }),
   },
@@ -218,7 +218,7 @@ const SPECS: Record<string, FunctionSpec> = {
   creditkit_plans: { params: [], caller: 'service', valid: () => ({}) },
   // ── packs and Stripe ──
   creditkit_upsert_pack: {
-    params: ['p_id', 'p_name', 'p_credits', 'p_price_amount', 'p_currency', 'p_stripe_price_id', 'p_expires_after', 'p_active'],
+    params: ['p_id', 'p_name', 'p_credits', 'p_price_amount', 'p_currency', 'p_stripe_price_id', 'p_expires_after', 'p_active', 'p_unit'],
     caller: 'service',
     valid: () => ({
       p_id: 'bad-input-pack', p_name: 'Bad input pack', p_credits: 100, p_price_amount: 900, p_currency: 'usd',
@@ -406,6 +406,8 @@ function casesFor(fn: string, param: ParamName): Array<[string, unknown, string]
     case 'p_credits_per_unit':
     case 'p_quantity':
       return each(POSITIVE_AMOUNTS, 'CK001');
+    case 'p_overage_credits_per_unit': // NULL: no overage rule
+      return each(POSITIVE_AMOUNTS.filter(([label]) => label !== 'NULL'), 'CK001');
     case 'p_dimensions':
       return each(BAD_DIMENSIONS, 'CK006');
     case 'p_effective_from':
@@ -533,6 +535,7 @@ CASES.push(
   // pricing
   { fn: 'creditkit_meter', label: 'quantity x price above 2^53-1', code: 'CK001', args: (fx) => ({ ...valid('creditkit_meter', fx), p_quantity: MAX_CREDITS }) },
   { fn: 'creditkit_quote', label: 'quantity x price above 2^53-1', code: 'CK001', args: () => ({ ...valid('creditkit_quote'), p_quantity: MAX_CREDITS }) },
+  { fn: 'creditkit_set_price', label: 'an overage price on credits (it would charge credits for credits)', code: 'CK006', args: () => ({ ...valid('creditkit_set_price'), p_overage_credits_per_unit: 2 }) },
   { fn: 'creditkit_meter', label: 'an event priced only for other dimensions', code: 'CK010', args: (fx) => ({ ...valid('creditkit_meter', fx), p_event: 'hd-only', p_dimensions: { quality: 'sd' } }) },
   { fn: 'creditkit_quote', label: 'an event priced only for other dimensions', code: 'CK010', args: () => ({ ...valid('creditkit_quote'), p_event: 'hd-only' }) },
   { fn: 'creditkit_meter', label: 'a price that takes effect after p_now', code: 'CK010', args: (fx) => ({ ...valid('creditkit_meter', fx), p_event: 'future' }) },

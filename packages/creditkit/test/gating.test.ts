@@ -301,17 +301,17 @@ describeEachBackend('gating and pricing', (backend) => {
       ];
       const got = [];
       for (const [dimensions] of cases) got.push(await ck.quote({ p_event: 'img', p_quantity: 3, p_dimensions: dimensions, p_now: T }));
-      expect(got).toEqual(cases.map(([, price, unit]) => ({ price_id: ids[price], unit_credits: unit, amount: 3 * unit })));
+      expect(got).toEqual(cases.map(([, price, unit]) => ({ price_id: ids[price], unit_credits: unit, amount: 3 * unit, unit: 'credits', overage_amount: null })));
       // signed-in users may quote as well; anon may not
       const user = await member(null);
-      expect(await creditkit(runAs.user(db, user)).quote({ p_event: 'img', p_dimensions: { quality: 'hd' }, p_now: T })).toEqual({ price_id: ids.hd, unit_credits: 5, amount: 5 });
+      expect(await creditkit(runAs.user(db, user)).quote({ p_event: 'img', p_dimensions: { quality: 'hd' }, p_now: T })).toEqual({ price_id: ids.hd, unit_credits: 5, amount: 5, unit: 'credits', overage_amount: null });
       expect(await outcome(creditkit(runAs.anon(db)).quote({ p_event: 'img', p_now: T }))).toBe('42501');
 
       // metering uses the same lookup and records it
       const account = newAccountId();
       await ck.grant({ p_account_id: account, p_amount: 100, p_now: at(0) });
       const charged = await ck.meter({ p_account_id: account, p_event: 'img', p_quantity: 2, p_dimensions: { quality: 'hd', size: 'xl' }, p_cost_micros: 4000, p_metadata: { model: 'flux' }, p_now: T });
-      expect(charged).toEqual({ allowed: true, balance: 82, transaction_id: expect.any(Number), amount: 18 });
+      expect(charged).toEqual({ allowed: true, balance: 82, transaction_id: expect.any(Number), amount: 18, unit: 'credits' });
       const [row] = await db.query('select kind, amount, event, cost_micros, metadata from creditkit.ledger where id = $1', [charged.transaction_id]);
       expect(row).toEqual({
         kind: 'consume', amount: -18, event: 'img', cost_micros: 4000,
@@ -325,9 +325,9 @@ describeEachBackend('gating and pricing', (backend) => {
       const v2 = await ck.setPrice({ p_event: 'ver', p_credits_per_unit: 12, p_effective_from: at(2 * DAY) });
       const quote = (now: number, dimensions: Record<string, unknown> = {}) => ck.quote({ p_event: 'ver', p_dimensions: dimensions, p_now: at(now) });
       expect(await outcome(quote(DAY - 1))).toBe('CK010');
-      expect(await quote(DAY)).toEqual({ price_id: v1, unit_credits: 10, amount: 10 });
-      expect(await quote(2 * DAY - 1)).toEqual({ price_id: v1, unit_credits: 10, amount: 10 });
-      expect(await quote(2 * DAY)).toEqual({ price_id: v2, unit_credits: 12, amount: 12 });
+      expect(await quote(DAY)).toEqual({ price_id: v1, unit_credits: 10, amount: 10, unit: 'credits', overage_amount: null });
+      expect(await quote(2 * DAY - 1)).toEqual({ price_id: v1, unit_credits: 10, amount: 10, unit: 'credits', overage_amount: null });
+      expect(await quote(2 * DAY)).toEqual({ price_id: v2, unit_credits: 12, amount: 12, unit: 'credits', overage_amount: null });
 
       const account = newAccountId();
       await ck.grant({ p_account_id: account, p_amount: 100, p_now: at(0) });
@@ -337,16 +337,16 @@ describeEachBackend('gating and pricing', (backend) => {
 
       // replacing version 1 changes quotes from then on, not the row already charged at 10
       expect(await ck.setPrice({ p_event: 'ver', p_credits_per_unit: 11, p_effective_from: at(DAY) })).toBe(v1);
-      expect(await quote(DAY)).toEqual({ price_id: v1, unit_credits: 11, amount: 11 });
+      expect(await quote(DAY)).toEqual({ price_id: v1, unit_credits: 11, amount: 11, unit: 'credits', overage_amount: null });
       const rows = await db.query<{ amount: number; unit: number }>(
         `select amount, (metadata->>'unit_credits')::bigint as unit from creditkit.ledger where account_id = $1 and kind = 'consume' order by id`, [account]);
       expect(rows).toEqual([{ amount: -10, unit: 10 }, { amount: -12, unit: 12 }]);
       // a newer dimensioned version only concerns its dimension set; the more specific still wins over a newer default
       const pro = await ck.setPrice({ p_event: 'ver', p_credits_per_unit: 6, p_dimensions: { tier: 'pro' }, p_effective_from: at(DAY + HOUR) });
       const v3 = await ck.setPrice({ p_event: 'ver', p_credits_per_unit: 15, p_effective_from: at(3 * DAY) });
-      expect(await quote(3 * DAY, { tier: 'pro' })).toEqual({ price_id: pro, unit_credits: 6, amount: 6 });
-      expect(await quote(3 * DAY)).toEqual({ price_id: v3, unit_credits: 15, amount: 15 });
-      expect(await quote(DAY + HOUR - 1, { tier: 'pro' })).toEqual({ price_id: v1, unit_credits: 11, amount: 11 });
+      expect(await quote(3 * DAY, { tier: 'pro' })).toEqual({ price_id: pro, unit_credits: 6, amount: 6, unit: 'credits', overage_amount: null });
+      expect(await quote(3 * DAY)).toEqual({ price_id: v3, unit_credits: 15, amount: 15, unit: 'credits', overage_amount: null });
+      expect(await quote(DAY + HOUR - 1, { tier: 'pro' })).toEqual({ price_id: v1, unit_credits: 11, amount: 11, unit: 'credits', overage_amount: null });
       await expectConsistent(db, [account]);
     });
 
@@ -364,11 +364,11 @@ describeEachBackend('gating and pricing', (backend) => {
       expect(await outcome(meter('later'))).toBe('CK010');
       expect(await outcome(ck.quote({ p_event: 'never-priced', p_now: T }))).toBe('CK010');
       // more than the balance: blocked, with what it would have cost
-      expect(await meter('chat', { p_quantity: 3 })).toEqual({ allowed: false, balance: 10, transaction_id: null, amount: 12 });
+      expect(await meter('chat', { p_quantity: 3 })).toEqual({ allowed: false, balance: 10, transaction_id: null, amount: 12, unit: 'credits' });
       expect(await snapshotBooks(db)).toEqual(before);
 
       const first = await meter('chat', { p_quantity: 2, p_idempotency_key: 'job-7' });
-      expect(first).toEqual({ allowed: true, balance: 2, transaction_id: expect.any(Number), amount: 8 });
+      expect(first).toEqual({ allowed: true, balance: 2, transaction_id: expect.any(Number), amount: 8, unit: 'credits' });
       await ck.setPrice({ p_event: 'chat', p_credits_per_unit: 1, p_effective_from: at(1) });
       await ck.grant({ p_account_id: account, p_amount: 5, p_now: T });
       // the retry answers what the first call did, although the price and the balance changed since

@@ -415,6 +415,39 @@ describeEachBackend('stripe', (backend) => {
       expect(await buckets(p.account)).toEqual([['purchase', 40, atUnix(T + 10 + 30 * DAY_S)]]);
       expect(await balanceAt(p.account, atUnix(T + 10 + 30 * DAY_S))).toBe(0);
     });
+
+    it('a pack of another unit (100 extra images) tops up that unit only; refunds and disputes claw back from it', async () => {
+      await ck.upsertUnit({ p_id: 'images', p_name: 'Images', p_kind: 'metered' });
+      const [stored] = await ck.call('creditkit_upsert_pack', {
+        p_id: 'images-100', p_name: '100 extra images', p_credits: 100, p_price_amount: 900, p_stripe_price_id: 'price_1QImages', p_unit: 'images',
+      });
+      expect(Object.values(stored!)).toEqual([expect.objectContaining({ id: 'images-100', credits: 100, unit: 'images' })]);
+      expect(await outcome(ck.call('creditkit_upsert_pack', { p_id: 'bad-unit', p_name: 'Bad', p_credits: 1, p_unit: 'nope' }))).toBe('CK015');
+      const p = packPurchase({ account: newAccountId(), packId: 'images-100', priceId: 'price_1QImages', amount: 900 });
+      const images = async () => (await ck.balance({ p_account_id: p.account, p_unit: 'images', p_now: atUnix(T + 3 * DAY_S) })).balance;
+      const credits = async () => (await ck.balance({ p_account_id: p.account, p_now: atUnix(T + 3 * DAY_S) })).balance;
+      const completed = checkoutCompleted(p, { created: T });
+      expect(await apply(completed)).toMatchObject({ status: 'applied', effect: 'granted 100 images' });
+      expect(await apply(redeliver(completed))).toMatchObject({ duplicate: true });
+      expect([await images(), await credits()]).toEqual([100, 0]);
+      expect(await db.query('select unit, credits from creditkit.stripe_payments where payment_intent = $1', [p.paymentIntent]))
+        .toEqual([{ unit: 'images', credits: 100 }]);
+      // spend 30 images, then refund half the price: 50 called for, 50 taken back from what is left
+      await ck.consume({ p_account_id: p.account, p_amount: 30, p_unit: 'images', p_now: atUnix(T + HOUR_S) });
+      await apply(chargeRefunded(p, { created: T + DAY_S, amountRefunded: 450 }));
+      expect([await images(), await credits()]).toEqual([20, 0]);
+      // a dispute takes the rest (20; 30 were spent), reinstated gives back what was taken
+      await apply(disputeFundsWithdrawn(p, { created: T + 2 * DAY_S }));
+      expect([await images(), await credits()]).toEqual([0, 0]);
+      expect(await payment(p.paymentIntent)).toMatchObject({ clawed_back: 100, shortfall: 30 });
+      await apply(disputeFundsReinstated(p, { created: T + 2 * DAY_S + HOUR_S }));
+      expect([await images(), await credits()]).toEqual([20, 0]);
+      const rows = await db.query<{ unit: string; kind: string; amount: number }>(
+        'select unit, kind, amount from creditkit.ledger where account_id = $1 order by id', [p.account]);
+      expect(rows.every((r) => r.unit === 'images')).toBe(true);
+      expect(rows.map((r) => [r.kind, r.amount])).toEqual([['grant', 100], ['consume', -30], ['adjust', -50], ['adjust', -20], ['adjust', 20]]);
+      await expectConsistent(db, [p.account]);
+    });
   });
 
   // ── Subscriptions ────────────────────────────────────────────────────────────────────────
@@ -894,6 +927,7 @@ describeEachBackend('stripe', (backend) => {
       expect(asUser.map((r) => r.id)).not.toContain('retired-pack');
       expect(asUser.find((r) => r.id === PACK.id)).toEqual({
         id: PACK.id, name: PACK.name, credits: 100, price_amount: 900, currency: 'usd', stripe_price_id: PACK.price, expires_after: null,
+        unit: 'credits',
       });
       const prices = asUser.map((r) => r.price_amount as number);
       expect(prices).toEqual([...prices].sort((x, y) => x - y));

@@ -259,6 +259,73 @@ describeEachBackend('units', (backend) => {
     await expectConsistent(db, [a]);
   });
 
+  it('prices in a unit: meter spends the unit the price names; with an overage rule credits pay all of it once the unit cannot', async () => {
+    await ck.setPrice({ p_event: 'chat', p_credits_per_unit: 1, p_effective_from: at(0), p_unit: 'messages', p_overage_credits_per_unit: 3 });
+    await ck.setPrice({ p_event: 'render', p_credits_per_unit: 2, p_effective_from: at(0), p_unit: 'images' });
+    expect(await ck.quote({ p_event: 'chat', p_quantity: 2, p_now: at(1) }))
+      .toMatchObject({ unit_credits: 1, amount: 2, unit: 'messages', overage_amount: 6 });
+    expect(await ck.quote({ p_event: 'render', p_now: at(1) })).toMatchObject({ amount: 2, unit: 'images', overage_amount: null });
+    const a = await openAccount(ck, 10);
+    await ck.grant({ p_account_id: a, p_amount: 2, p_now: at(1), p_unit: 'messages' });
+    const meter = (quantity: number, key: string | null = null) =>
+      ck.meter({ p_account_id: a, p_event: 'chat', p_quantity: quantity, p_idempotency_key: key, p_now: at(2) });
+    expect(await meter(1, 'm1')).toMatchObject({ allowed: true, unit: 'messages', amount: 1, balance: 1 });
+    // 2 asked, 1 message left: never half from each; credits pay both at the overage price
+    expect(await meter(2, 'm2')).toMatchObject({ allowed: true, unit: 'credits', amount: 6, balance: 4 });
+    expect(await balances(a)).toEqual({ credits: 4, messages: 1 });
+    // retries answer from the balance that paid, whatever the balances are now
+    expect(await meter(1, 'm1')).toMatchObject({ allowed: true, unit: 'messages', amount: 1, balance: 1 });
+    expect(await meter(2, 'm2')).toMatchObject({ allowed: true, unit: 'credits', amount: 6, balance: 4 });
+    expect(await outcome(meter(3, 'm2'))).toBe('CK004');
+    // neither can pay: refused in the unit the price names, nothing written
+    expect(await meter(2)).toMatchObject({ allowed: false, unit: 'messages', amount: 2, balance: 1 });
+    expect(await balances(a)).toEqual({ credits: 4, messages: 1 });
+    const rows = await db.query<{ unit: string; amount: number; overage: string | null; unit_credits: number }>(
+      `select unit, amount::bigint as amount, metadata ->> 'overage' as overage, (metadata ->> 'unit_credits')::int as unit_credits
+         from creditkit.ledger where account_id = $1 and kind = 'consume' order by id`, [a]);
+    expect(rows.map((r) => [r.unit, Number(r.amount), r.overage, r.unit_credits])).toEqual([
+      ['messages', -1, null, 1], ['credits', -6, 'messages', 3],
+    ]);
+    // without an overage rule a unit that cannot pay refuses, and credits are never touched
+    expect(await ck.meter({ p_account_id: a, p_event: 'render', p_now: at(3) })).toMatchObject({ allowed: false, unit: 'images', balance: 0 });
+    // an account that never held the unit pays overage from credits
+    const b = await openAccount(ck, 5);
+    expect(await ck.meter({ p_account_id: b, p_event: 'chat', p_now: at(3) })).toMatchObject({ allowed: true, unit: 'credits', amount: 3, balance: 2 });
+    expect(await balances(b)).toEqual({ credits: 2 });
+    await expectConsistent(db, [a, b]);
+  });
+
+  it('set_price checks its unit and overage rule: CK015 for a unit that holds no balance, CK006 for an overage on credits, CK001 out of range', async () => {
+    const before = await db.query('select count(*)::int as n from creditkit.prices');
+    expect(await outcome(ck.setPrice({ p_event: 'x', p_credits_per_unit: 1, p_unit: 'nope' }))).toBe('CK015');
+    expect(await outcome(ck.setPrice({ p_event: 'x', p_credits_per_unit: 1, p_unit: 'hd' }))).toBe('CK015');
+    expect(await outcome(ck.setPrice({ p_event: 'x', p_credits_per_unit: 1, p_unit: null }))).toBe('CK015');
+    expect(await outcome(ck.setPrice({ p_event: 'x', p_credits_per_unit: 1, p_overage_credits_per_unit: 2 }))).toBe('CK006');
+    expect(await outcome(ck.setPrice({ p_event: 'x', p_credits_per_unit: 1, p_unit: 'messages', p_overage_credits_per_unit: 0 }))).toBe('CK001');
+    expect(await db.query('select count(*)::int as n from creditkit.prices')).toEqual(before);
+    // a unit a price names keeps its kind
+    await ck.upsertUnit({ p_id: 'tokens', p_name: 'Tokens', p_kind: 'metered' });
+    await ck.setPrice({ p_event: 'tokens', p_credits_per_unit: 1, p_unit: 'tokens' });
+    expect(await outcome(ck.upsertUnit({ p_id: 'tokens', p_name: 'Tokens', p_kind: 'boolean' }))).toBe('CK006');
+  });
+
+  it('signed-in reads of a unit the account has not touched yet answer its plan allowance, not 0', async () => {
+    await ck.upsertPlan({ p_id: 'units-preview', p_name: 'Preview', p_allowance: 0 });
+    await ck.setPlanLimit({ p_plan_id: 'units-preview', p_unit: 'images', p_allowance: 7, p_period: 'week' });
+    const a = newAccountId();
+    await ck.setPlan({ p_account_id: a, p_plan_id: 'units-preview', p_now: at(0) });
+    await ck.grant({ p_account_id: a, p_amount: 1, p_now: at(0) });
+    expect(await balances(a)).toEqual({ credits: 1 }); // images not opened yet
+    const me = creditkit(runAs.user(db, a));
+    expect(await me.myCheck({ p_unit: 'images', p_amount: 7 })).toEqual({ allowed: true, balance: 7 });
+    expect(await me.myCheck({ p_unit: 'images', p_amount: 8 })).toEqual({ allowed: false, balance: 7 });
+    expect(await me.myBalance({ p_unit: 'images' })).toMatchObject({ balance: 7, buckets: [] });
+    expect(await me.myCheck({ p_unit: 'messages' })).toEqual({ allowed: false, balance: 0 }); // no limit: nothing
+    expect(await balances(a)).toEqual({ credits: 1 }); // reads wrote nothing
+    // and the server's first touch opens it with exactly that
+    expect(await ck.check({ p_account_id: a, p_unit: 'images', p_amount: 7 })).toEqual({ allowed: true, balance: 7 });
+  });
+
   it('a plan change re-bases every unit; a removed limit stops renewing; a limit added later starts at the next touch', async () => {
     await ck.upsertPlan({ p_id: 'units-a', p_name: 'A', p_allowance: 10 });
     await ck.upsertPlan({ p_id: 'units-b', p_name: 'B', p_allowance: 10 });
@@ -334,6 +401,9 @@ describeEachBackend('units', (backend) => {
     try {
       const user = await db.createUser();
       expect(await balances(user)).toEqual({ credits: 50, messages: 10 });
+      // the account opened on the default plan (its credits allowance and unit limits start now)
+      expect(await db.query('select plan_id, status from creditkit.subscriptions where account_id = $1', [user]))
+        .toEqual([{ plan_id: 'free', status: 'active' }]);
       const [credits] = await db.query<{ category: string; expires: boolean }>(
         `select category, expires_at is not null as expires from creditkit.grants where account_id = $1 and unit = 'credits'`, [user]);
       expect(credits).toEqual({ category: 'promotional', expires: true });

@@ -170,7 +170,7 @@ const CHANGES: { to: string; what: string; probe: (conn: SetupConnection, ada: s
   },
 ];
 
-/** The books with each row's unit left out, and the units they name: a 0.1.x install has none. */
+/** The books with each row's unit (and a price's empty overage rule) left out, and the units they name: a 0.1.x install has none. */
 function withoutUnits(books: Row): { books: Row; units: string[] } {
   const units = new Set<string>();
   const strip = (rows: unknown) =>
@@ -178,9 +178,14 @@ function withoutUnits(books: Row): { books: Row; units: string[] } {
       const row = { ...r };
       if ('unit' in row) units.add(String(row.unit));
       delete row.unit;
+      // (a price's overage rule is new too: none of the old prices has one)
+      if ('overage_credits_per_unit' in row && row.overage_credits_per_unit === null) delete row.overage_credits_per_unit;
       return row;
     });
-  return { books: { ...books, accounts: strip(books.accounts), grants: strip(books.grants), holds: strip(books.holds) }, units: [...units] };
+  const stripped = Object.fromEntries(
+    Object.entries(books).map(([table, rows]) => [table, Array.isArray(rows) ? strip(rows) : rows]),
+  );
+  return { books: stripped, units: [...units] };
 }
 
 for (const from of OLD_RELEASES) describeIfPostgres(`an install of ${from} upgraded to ${version}`, () => {
