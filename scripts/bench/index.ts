@@ -4,11 +4,14 @@
 // it (creditkit's setupDatabase), adds the bench schema (scripts/bench/sql/schema.sql), then runs
 // pgbench custom scripts per scenario: the baselines (R, R+L, R+L+K, N, and M and M+T, Makerkit's
 // guide), then the kit, on freshly reset state, interleaved per repetition. It prints medians, min–max and ratios, and in a full run of
-// every scenario writes docs/benchmarks.md. The method is PERFORMANCE.md's.
+// every scenario writes docs/benchmarks.md. The method is PERFORMANCE.md's. The release scenario
+// also creates a database installed at the previous release and runs the same consume there.
 //
 //   pnpm bench                         full run (3 repetitions × 10 s runs, about 20 minutes)
 //   pnpm bench --short --no-write      CI smoke: 1 s runs, 1 repetition, small datasets
 //   pnpm bench --only hot-16,reject-64 --reps 5 --duration 20
+//   pnpm bench --only release,check    this version's consume against the previous release's, check against consume
+//   pnpm bench --short --only release,check --no-write   the same as a smoke (a few seconds of runs)
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -42,6 +45,7 @@ import {
   type RunResult,
   type StorageResult,
 } from './lib/report.ts';
+import { CURRENT, PREVIOUS, previousMigrations } from './lib/releases.ts';
 import { datasets, fmtInt, fmtRows, SCENARIO_IDS, scenarios, type Scenario, type ScenarioId, type Variant } from './lib/scenarios.ts';
 import { sdkConsumeLoop, startPglite } from './lib/sdk.ts';
 
@@ -104,6 +108,13 @@ async function main(): Promise<void> {
   log(`bench database ${mainDb.name}: kit installed (setupDatabase) and bench schema added`);
   const machine = await describeMachine(mainDb.admin, pgbench, root);
 
+  let previous: BenchDb | undefined;
+  if (wanted.has('release')) {
+    previous = await createBenchDb(serverUrl!, '_prev', previousMigrations());
+    dbs.push(previous);
+    log(`previous-release database ${previous.name}: creditkit ${PREVIOUS} installed (its migrations as shipped) and bench schema added; the bench database is at ${CURRENT}`);
+  }
+
   let big: BenchDb | undefined;
   let bigLedger = 0;
   let fill: BenchReport['fill'];
@@ -123,8 +134,9 @@ async function main(): Promise<void> {
   const runs: RunResult[] = [];
   for (let rep = 1; rep <= opts.reps; rep++) {
     for (const sc of selected) {
-      for (const v of sc.variants) {
-        const db = v.db === 'big' ? big! : mainDb;
+      const variants = sc.alternate && rep % 2 === 0 ? [...sc.variants].reverse() : sc.variants;
+      for (const v of variants) {
+        const db = { main: mainDb, big, previous }[v.db]!;
         const r = await runVariant(sc, v, rep, db, v.db === 'big' ? bigLedger : undefined);
         if (v.db === 'big') bigLedger += r.debits;
         runs.push(r);
@@ -240,14 +252,18 @@ async function runVariant(sc: Scenario, v: Variant, rep: number, db: BenchDb, le
   }
 
   const counted = await debitsSince(db, before);
+  if (v.debits === 'none' && (await snapshot(db)).kitMaxId !== before.kitMaxId) {
+    throw new Error(`${sc.id} ${v.key}: spends nothing, yet the kit's ledger gained rows during the run`);
+  }
   const debits = {
+    none: 0,
     kit: counted.kit,
     'bench-ledger': counted.benchLedger,
     'bench-balance': counted.benchBalance,
     'bench-credits': counted.credits,
     'bench-transactions': counted.transactions,
   }[v.debits];
-  if (v.db === 'main' && v.debits === 'kit') {
+  if (v.db !== 'big' && (v.debits === 'kit' || v.debits === 'none')) {
     const broken = await brokenAccounts(db);
     if (broken > 0) throw new Error(`${sc.id} ${v.key}: ${broken} accounts break the kit's invariants after the run`);
   }

@@ -6,8 +6,9 @@
 // point of every package and runs grant -> consume -> blocked (402 from the route helper) over
 // node-postgres; `next build` of a Next.js app with create-next-app's tsconfig, <CreditsDisplay/> on
 // a page and a route handler on @creditkit/core/http; the Edge Function init wrote, under Deno,
-// applying a signed Stripe event; `creditkit doctor` passing, then failing after a bad grant; and
-// `creditkit upgrade` in an app installed at the previous release. CI runs it (scripts/test.mjs
+// applying a signed Stripe event; `creditkit doctor` passing, then failing after a bad grant;
+// `creditkit upgrade` in an app installed at the previous release, which then meters a unit through
+// the SDK (its credits carried over). CI runs it (scripts/test.mjs
 // requires it to pass under CREDITKIT_REQUIRE_PG=1): a step that cannot run fails the suite.
 import { execFile, execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { createHmac } from 'node:crypto';
@@ -114,6 +115,49 @@ const second = await call();
 const balance = await creditkit.balance({ accountId: ada });
 await pool.end();
 console.log(JSON.stringify({ entries, granted, consumed, first, second, balance: balance.balance }));
+`;
+
+// The app installed at the previous release, after `creditkit upgrade`: units through the SDK from
+// the tarball. ADA had credits before the upgrade; GRACE goes on a plan with a limit in a unit.
+const UNITS_MJS = `
+import pg from 'pg';
+import { createCreditkit, UnknownUnitError } from '@creditkit/core/server';
+
+const pool = new pg.Pool({ connectionString: process.env.DATABASE_URL });
+const creditkit = createCreditkit({ pg: pool });
+const ada = process.env.ADA;
+const grace = process.env.GRACE;
+const failure = (promise) =>
+  promise.then(
+    (value) => ({ resolved: value }),
+    (error) => ({ name: error.name, code: error.code, sqlstate: error.sqlstate, unknownUnit: error instanceof UnknownUnitError }),
+  );
+
+const carried = { balance: (await creditkit.balance({ accountId: ada })).balance, check: await creditkit.check({ accountId: ada }) };
+const unit = await creditkit.upsertUnit({ id: 'messages', name: 'Messages', kind: 'metered' });
+await creditkit.upsertPlan({ id: 'chat', name: 'Chat', allowance: 10 });
+const limit = await creditkit.setPlanLimit({ planId: 'chat', unit: 'messages', allowance: 20, period: 'month' });
+await creditkit.setPlan({ accountId: grace, planId: 'chat' });
+const grace20 = await creditkit.check({ accountId: grace, unit: 'messages', amount: 20 });
+const graceReport = await creditkit.report({ accountId: grace, unit: 'messages', amount: 3, idempotencyKey: 'msg-1' });
+const graceReplay = await creditkit.report({ accountId: grace, unit: 'messages', amount: 3, idempotencyKey: 'msg-1' });
+const grace18 = await creditkit.check({ accountId: grace, unit: 'messages', amount: 18 });
+const graceCredits = await creditkit.check({ accountId: grace });
+await creditkit.grant({ accountId: ada, amount: 5, unit: 'messages' });
+const adaReport = await creditkit.report({ accountId: ada, unit: 'messages', amount: 2 });
+const adaBlocked = await creditkit.report({ accountId: ada, unit: 'messages', amount: 4 });
+const unknownReport = await failure(creditkit.report({ accountId: ada, unit: 'nope', amount: 1 }));
+const unknownCheck = await failure(creditkit.check({ accountId: ada, unit: 'nope' }));
+const adaConsume = await creditkit.consume({ accountId: ada, amount: 2, event: 'chat' });
+const after = {
+  credits: (await creditkit.balance({ accountId: ada })).balance,
+  messages: (await creditkit.balance({ accountId: ada, unit: 'messages' })).balance,
+};
+await pool.end();
+console.log(JSON.stringify({
+  carried, unit, limit, grace20, graceReport, graceReplay, grace18, graceCredits, adaReport, adaBlocked, unknownReport, unknownCheck,
+  adaConsume, after,
+}));
 `;
 
 const LAYOUT_TSX = `import type { ReactNode } from 'react';
@@ -373,6 +417,9 @@ describeIfPostgres('an app outside the monorepo, installed from the tarballs', (
     expect(bad.stdout).toContain('1 problem found.');
   });
 
+  let ada: string;
+  let grace: string;
+
   it(`creditkit upgrade in an app installed at ${PREVIOUS}: one new migration, pushed with no extra flag`, async () => {
     // the app as it stood at the previous release: its own migration, then the kit's files of then
     write(join(oldApp, 'package.json'), JSON.stringify({ name: 'old-app', private: true, type: 'module' }));
@@ -380,8 +427,17 @@ describeIfPostgres('an app outside the monorepo, installed from the tarballs', (
     cpSync(join(RELEASES, PREVIOUS), join(oldApp, 'supabase/migrations'), { recursive: true });
     const pushed = await push(oldApp, oldDb.url!);
     expect(pushed.status, pushed.stdout + pushed.stderr).toBe(0);
-    // it upgrades its creditkit package (here: the tarball)
-    const install = await run('npm', ['install', '--no-audit', '--no-fund', '--prefer-offline', '--loglevel=error', tarballs.creditkit!], oldApp);
+    // its users spent credits at the old version: 50 granted, 8 consumed
+    [ada, grace] = await Promise.all([oldDb.createUser('ada@example.com'), oldDb.createUser('grace@example.com')]);
+    await oldDb.asService(`select * from creditkit_grant($1, 50, p_idempotency_key => 'welcome')`, [ada]);
+    const [spent] = await oldDb.asService<{ allowed: boolean; balance: number }>(`select * from creditkit_consume($1, 8, 'chat')`, [ada]);
+    expect(spent).toMatchObject({ allowed: true, balance: 42 });
+    // it upgrades its creditkit packages (here: the tarballs) and has node-postgres for the SDK
+    const install = await run(
+      'npm',
+      ['install', '--no-audit', '--no-fund', '--prefer-offline', '--loglevel=error', tarballs.creditkit!, tarballs['@creditkit/core']!, 'pg'],
+      oldApp,
+    );
     expect(install.status, install.stderr).toBe(0);
 
     const before = await npx(oldApp, 'creditkit', 'status', '--db-url', oldDb.url!);
@@ -401,5 +457,33 @@ describeIfPostgres('an app outside the monorepo, installed from the tarballs', (
     const doctor = await npx(oldApp, 'creditkit', 'doctor', '--db-url', oldDb.url!);
     expect(doctor.status, doctor.stdout).toBe(0);
     expect((await npx(oldApp, 'creditkit', 'upgrade')).stdout).toContain('nothing to write');
+  });
+
+  it(`after the upgrade to ${VERSION} the app meters a unit through the SDK from the tarball, and the credits of ${PREVIOUS} carried over`, async () => {
+    write(join(oldApp, 'units.mjs'), UNITS_MJS);
+    const r = await run(process.execPath, ['units.mjs'], oldApp, { DATABASE_URL: oldDb.url!, ADA: ada, GRACE: grace });
+    expect(r.status, r.stderr).toBe(0);
+    const out = JSON.parse(r.stdout);
+    // the balance spent at the old version, in credits, the default unit
+    expect(out.carried).toEqual({ balance: 42, check: { allowed: true, balance: 42 } });
+    expect(out.unit).toEqual({ id: 'messages', name: 'Messages', kind: 'metered', createdAt: expect.any(String) });
+    expect(out.limit).toMatchObject({ planId: 'chat', unit: 'messages', allowance: 20, period: 'month' });
+    // grace's plan: 20 messages a month beside 10 credits
+    expect(out.grace20).toEqual({ allowed: true, balance: 20 });
+    expect(out.graceReport).toMatchObject({ allowed: true, balance: 17 });
+    expect(out.graceReplay).toEqual(out.graceReport);
+    expect(out.grace18).toEqual({ allowed: false, balance: 17 });
+    expect(out.graceCredits).toEqual({ allowed: true, balance: 10 });
+    // ada's 5 messages granted: 2 reported, then 4 more is blocked and spends nothing
+    expect(out.adaReport).toMatchObject({ allowed: true, balance: 3 });
+    expect(out.adaBlocked).toMatchObject({ allowed: false, balance: 3 });
+    const unknown = { name: 'UnknownUnitError', code: 'unknown_unit', sqlstate: 'CK015', unknownUnit: true };
+    expect(out.unknownReport).toEqual(unknown);
+    expect(out.unknownCheck).toEqual(unknown);
+    // the old credits are still spendable, and the unit's spending left them alone
+    expect(out.adaConsume).toMatchObject({ allowed: true, balance: 40 });
+    expect(out.after).toEqual({ credits: 40, messages: 3 });
+    const doctor = await npx(oldApp, 'creditkit', 'doctor', '--db-url', oldDb.url!);
+    expect(doctor.status, doctor.stdout).toBe(0);
   });
 });

@@ -1,12 +1,20 @@
 // Smoke test of `pnpm bench --short`: the benchmark's scripts still run against the current
-// migrations and every scenario measures something. No timing assertions and none on the ratios:
-// the figures belong in docs/benchmarks.md, produced by a full run on a quiet machine.
+// migrations (and the release scenario's against the previous release's) and every scenario
+// measures something. No timing assertions and no thresholds on the ratios: the figures belong in
+// docs/benchmarks.md, produced by a full run on a quiet machine.
 import { spawn } from 'node:child_process';
+import { readdirSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { expect, it } from 'vitest';
+import { compareVersions, version } from 'creditkit';
 import { describeIfPostgres } from '@creditkit/testing/vitest';
 
 const root = fileURLToPath(new URL('../../../', import.meta.url));
+/** The release the bench's release scenario compares this version with: the newest frozen one before it. */
+const PREVIOUS = readdirSync(new URL('./releases/', import.meta.url))
+  .filter((v) => compareVersions(v, version) < 0)
+  .sort(compareVersions)
+  .at(-1)!;
 
 // Every scenario `pnpm bench` knows (scripts/bench/lib/scenarios.ts). Listed here so that a
 // scenario dropped from the bench fails this test instead of silently going unmeasured.
@@ -17,6 +25,8 @@ const SCENARIOS = [
   'batch',
   'holds',
   'mix',
+  'release',
+  'check',
   'uniform-64',
   'hot-16',
   'hot-64',
@@ -63,6 +73,37 @@ function sections(stdout: string): Map<string, { headers: string[]; rows: string
 
 const number = (cell: string | undefined) => Number((cell ?? '').replace(/,/g, ''));
 
+/** The row of the Goals table whose goal starts with `goal`: [goal, threshold, measured, result]. */
+function goalRow(stdout: string, goal: string): string[] | undefined {
+  const line = stdout.split('\n').find((l) => l.startsWith(goal));
+  return line?.trim().split(/\s{2,}/);
+}
+
+/**
+ * The side-by-side scenarios: both runs of each measured, the vs column a ratio to the other
+ * variant, the check's run spending nothing, and their goals measured (met or missed, not "not run").
+ */
+function expectSideBySide(stdout: string): void {
+  const found = sections(stdout);
+  // by position where no cell before can be empty, else by content (an empty min–max or vs collapses)
+  const cells = (id: string) =>
+    found.get(id)!.rows.map((r) => ({ variant: r[0], rate: number(r[2]), vs: r.find((c) => c.includes('×')), debits: r.at(-2) }));
+  const release = cells('release');
+  expect(release.map((r) => r.variant)).toEqual([`kit ${PREVIOUS}`, `kit ${version}`]);
+  expect(release[1]!.vs).toMatch(new RegExp(`^\\d+\\.\\d\\d×.* kit ${PREVIOUS.replace(/\./g, '\\.')}$`));
+  const check = cells('check');
+  for (const r of [...release, ...check]) expect(r.rate, `${r.variant}: events/s`).toBeGreaterThan(0);
+  expect(check.map((r) => r.variant)).toEqual(['kit', 'kit check']);
+  expect(check[1]!.vs).toMatch(/^\d+\.\d\d×.* kit$/);
+  expect(number(check[0]!.debits), 'consume debits counted').toBeGreaterThan(0);
+  expect(check[1]!.debits, 'check debits counted').toBe('0');
+  for (const goal of [`${version} plain consume ÷ ${PREVIOUS} plain consume`, 'check ÷ plain consume']) {
+    const row = goalRow(stdout, goal);
+    expect(row, goal).toBeDefined();
+    expect(row!.slice(1), goal).toEqual([expect.stringMatching(/^≥ \d/), expect.stringMatching(/^\d+\.\d\d×/), expect.stringMatching(/^(met|MISSED)$/)]);
+  }
+}
+
 describeIfPostgres('pnpm bench --short', () => {
   it('runs every scenario and prints a positive rate for each', { timeout: 240_000 }, async () => {
     const { code, stdout, stderr } = await runBench(['--short', '--no-write']);
@@ -83,6 +124,15 @@ describeIfPostgres('pnpm bench --short', () => {
         expect(number(cell), `${id} row ${i + 1}: ${rows[i]?.join(' | ')}`).toBeGreaterThan(0);
       }
     }
+    expectSideBySide(stdout);
     expect(stdout).not.toMatch(/^wrote .*benchmarks\.md/m);
+  });
+
+  it('--only release,check: this version beside the previous release, check beside consume, nothing else', { timeout: 120_000 }, async () => {
+    const { code, stdout, stderr } = await runBench(['--short', '--only', 'release,check', '--no-write']);
+    if (code !== 0) throw new Error(`pnpm bench --short --only release,check exited with ${code}:\n${stderr}\n${stdout.slice(-3000)}`);
+    expect([...sections(stdout).keys()].sort()).toEqual(['check', 'release']);
+    expect(stdout).toMatch(new RegExp(`^previous-release database creditkit_bench_\\w+: creditkit ${PREVIOUS.replace(/\./g, '\\.')} installed`, 'm'));
+    expectSideBySide(stdout);
   });
 });

@@ -1,12 +1,13 @@
 // The bench's throwaway databases: created from template0 as creditkit_bench_<random>, the kit
 // installed by creditkit's setupDatabase (Supabase bootstrap, default privileges, then every
-// migration in its own transaction: exactly what the test databases get), then the bench schema
-// (sql/schema.sql). Dropped at the end, also after a failure or Ctrl-C.
+// migration in its own transaction: exactly what the test databases get; for the release scenario
+// one is installed at the previous release instead), then the bench schema (sql/schema.sql).
+// Dropped at the end, also after a failure or Ctrl-C.
 import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import pg from 'pg';
-import { pgConnection, setupDatabase } from 'creditkit';
+import { pgConnection, setupDatabase, type Migration } from 'creditkit';
 import { SQL_DIR } from './pgbench.ts';
 import type { Dataset } from './scenarios.ts';
 
@@ -34,7 +35,8 @@ async function connect(url: string, applicationName: string): Promise<pg.Client>
 
 const created = new Set<string>();
 
-export async function createBenchDb(serverUrl: string, suffix = ''): Promise<BenchDb> {
+/** A bench database at this version, or at an older release when given its migrations (no upgrade). */
+export async function createBenchDb(serverUrl: string, suffix = '', migrations?: Migration[]): Promise<BenchDb> {
   const name = `creditkit_bench_${randomBytes(5).toString('hex')}${suffix}`;
   const server = await connect(serverUrl, 'creditkit-bench-admin');
   try {
@@ -45,7 +47,7 @@ export async function createBenchDb(serverUrl: string, suffix = ''): Promise<Ben
   created.add(name);
   const url = databaseUrl(serverUrl, name);
   const admin = await connect(url, 'creditkit-bench-admin');
-  await setupDatabase(pgConnection(admin));
+  await setupDatabase(pgConnection(admin), migrations ? { migrations, upgrade: false } : {});
   await admin.query(readFileSync(join(SQL_DIR, 'schema.sql'), 'utf8'));
   const sampler = await connect(url, 'creditkit-bench-sampler');
   return { name, url, admin, sampler };

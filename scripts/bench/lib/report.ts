@@ -2,7 +2,8 @@
 // on stdout and docs/benchmarks.md. Every number printed comes from a run's result.
 import type { Machine } from './machine.ts';
 import { mergeWaits, topWaits, type Monitored } from './monitor.ts';
-import { BASELINE_NAMES, BASELINES, fmtInt, type Baseline, type Role, type Scenario } from './scenarios.ts';
+import { CURRENT, PREVIOUS } from './releases.ts';
+import { BASELINE_NAMES, BASELINES, fmtInt, type Baseline, type Role, type Scenario, type Variant } from './scenarios.ts';
 
 export interface RunResult {
   scenario: string;
@@ -10,7 +11,7 @@ export interface RunResult {
   role: Role;
   rep: number;
   clients: number;
-  db: 'main' | 'big';
+  db: Variant['db'];
   /** Transactions (pgbench) or calls (SDK) per second. */
   tps: number;
   /** tps × debits per transaction: events per second. */
@@ -18,7 +19,7 @@ export interface RunResult {
   latencyMs: number;
   transactions: number;
   seconds: number;
-  /** Successful debits counted from the ledgers (kit, R+L, R+L+K, M+T) or the balances (R, N, M). */
+  /** Successful debits counted from the ledgers (kit, R+L, R+L+K, M+T) or the balances (R, N, M); 0 for a check. */
   debits: number;
   debitsPerS: number;
   monitored: Monitored;
@@ -150,8 +151,9 @@ export function findSummary(summaries: Summary[], scenario: string, variant: str
 }
 
 /**
- * The goals of PERFORMANCE.md (restated 2026-12-04), each with what this run measured. A goal whose
- * scenario did not run reads "not run". R and N stay in the tables as references, not as goals.
+ * The goals of PERFORMANCE.md (restated 2026-12-04) and issue 23's for units (this version's consume
+ * against the previous release's, check against consume), each with what this run measured. A goal
+ * whose scenario did not run reads "not run". R and N stay in the tables as references, not as goals.
  */
 export function buildTargets(
   summaries: Summary[],
@@ -178,6 +180,14 @@ export function buildTargets(
   add('meter ÷ plain consume (16 clients)', findSummary(summaries, 'meter', 'kit meter')?.vsKit, 'x', '>=', 0.9);
   add('reserve + settle ÷ plain consume (logical debits, 16 clients)', findSummary(summaries, 'holds', 'kit hold')?.vsKit, 'x', '>=', 0.45);
   add('rejection storm ÷ M, reject-64', vs('reject-64', 'kit', 'M'), 'x', '>=', 1.5);
+  add(
+    `${CURRENT} plain consume ÷ ${PREVIOUS} plain consume (two databases, same data, 16 clients)`,
+    findSummary(summaries, 'release', `kit ${CURRENT}`)?.vsCompare,
+    'x',
+    '>=',
+    0.95,
+  );
+  add('check ÷ plain consume (check writes nothing; same accounts, 16 clients)', findSummary(summaries, 'check', 'kit check')?.vsCompare, 'x', '>=', 3);
   add('100-event batches ÷ single consume (events/s, 16 clients)', findSummary(summaries, 'batch', 'kit ×100')?.vsKit, 'x', '>=', 20);
   add(
     `consume latency at ${fillerLabel} ledger rows ÷ empty ledger (1 client)`,
@@ -392,6 +402,9 @@ export function renderMarkdown(report: BenchReport, notes: string): string {
     `- ${report.reps} repetitions of every run, ${report.duration} s each. In each repetition every scenario runs its baselines first ` +
       '(R, R+L, R+L+K, N, M, M+T, as far as it has them), then the kit; figures are medians with min–max over the repetitions. A ratio is computed per repetition ' +
       '(the kit ÷ the baseline of the same repetition and client count), then its median and min–max are reported.',
+    `- Side by side: the release scenario runs the same consume script in the bench database (${CURRENT}) and in a second ` +
+      `database installed at ${PREVIOUS} from its migrations as shipped, both seeded and reset alike; it and the check scenario ` +
+      'run their two variants in the reverse order in every other repetition, and compare them within each repetition.',
     '- pgbench: `-M prepared -j 2 -c N -T S -n`, custom scripts in scripts/bench/sql, as the superuser, calling the functions directly.',
     '- Before every run the state is reset with separate statements: both sides truncated and seeded with the dataset ' +
       '(bench.seed), `VACUUM ANALYZE` per table, then `CHECKPOINT`.',

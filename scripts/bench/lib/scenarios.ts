@@ -1,7 +1,10 @@
 // What the bench measures. Every scenario is a list of variants run once per repetition, in this
 // order, each on freshly reset state: the baselines first (R, R+L, R+L+K, N, M, M+T), then the
 // kit. Scenarios with a `reference` (sdk, meter, batch, holds, mix) are compared with uniform-16's
-// runs of the same repetition instead of repeating those runs.
+// runs of the same repetition instead of repeating those runs. Scenarios that `alternate` (release,
+// check) compare two variants with each other and run them in the reverse order in every other
+// repetition, so that drift over the run favours neither.
+import { CURRENT, PREVIOUS } from './releases.ts';
 
 export const SCENARIO_IDS = [
   'uniform-16',
@@ -10,6 +13,8 @@ export const SCENARIO_IDS = [
   'batch',
   'holds',
   'mix',
+  'release',
+  'check',
   'uniform-64',
   'hot-16',
   'hot-64',
@@ -66,8 +71,11 @@ export interface Variant {
   role: Role;
   clients: number;
   dataset: DatasetId;
-  /** main: the bench database; big: the cost-growth database with the filler ledger. */
-  db: 'main' | 'big';
+  /**
+   * main: the bench database; big: the cost-growth database with the filler ledger; previous: a
+   * database installed at the previous release (releases.ts), seeded and reset as main is.
+   */
+  db: 'main' | 'big' | 'previous';
   /**
    * pgbench with custom scripts, or 16 async loops in the bench's Node process: through the SDK
    * (`sdk`), or the bare driver (`driver`: node-postgres calling the function with a named
@@ -78,9 +86,10 @@ export interface Variant {
   eventsPerTx: number;
   /**
    * Where successful debits are counted: the kit's ledger, the baseline ledger (R+L, R+L+K), the
-   * baselines' balances (R, N), M's credits or M+T's credit_transactions.
+   * baselines' balances (R, N), M's credits or M+T's credit_transactions; none: a call that spends
+   * nothing (check), whose run must leave the kit's ledger as it was.
    */
-  debits: 'kit' | 'bench-ledger' | 'bench-balance' | 'bench-credits' | 'bench-transactions';
+  debits: 'kit' | 'bench-ledger' | 'bench-balance' | 'bench-credits' | 'bench-transactions' | 'none';
   /** Also compare with this variant of the same scenario and repetition (cost growth: @10M vs @empty). */
   compareTo?: string;
 }
@@ -94,6 +103,8 @@ export interface Scenario {
   metric: 'rate' | 'latency';
   /** Ratios against this scenario's baselines and kit of the same repetition. */
   reference?: 'uniform-16';
+  /** Run the variants in the reverse order in even repetitions (two variants compared side by side). */
+  alternate?: boolean;
   variants: Variant[];
 }
 
@@ -132,7 +143,7 @@ function baselines(clients: number, dataset: DatasetId, roles: readonly Baseline
   }));
 }
 
-function kitConsume(clients: number, dataset: DatasetId, key = 'kit', db: 'main' | 'big' = 'main'): Variant {
+function kitConsume(clients: number, dataset: DatasetId, key = 'kit', db: Variant['db'] = 'main'): Variant {
   return { key, label: 'creditkit_consume', role: 'kit', clients, dataset, db, runner: pg({ file: 'consume.sql' }), eventsPerTx: 1, debits: 'kit' };
 }
 
@@ -298,6 +309,49 @@ function allScenarios(short: boolean, fillerRows: number): Scenario[] {
           runner: pg({ file: 'consume.sql', weight: 95 }, { file: 'grant.sql', weight: 4 }, { file: 'reset.sql', weight: 1 }),
           eventsPerTx: 1,
           debits: 'kit',
+        },
+      ],
+    },
+    {
+      id: 'release',
+      title: `${CURRENT} against ${PREVIOUS}: plain consume, 16 clients`,
+      what:
+        `The plain creditkit_consume(account, 1) (consume.sql, the same script as uniform-16's **kit**) in two databases on ` +
+        `the same server: **kit ${PREVIOUS}** in one installed at ${PREVIOUS} (its migrations as shipped, the frozen copy ` +
+        `in packages/creditkit/test/releases), **kit ${CURRENT}** in the bench database at this version, where the call ` +
+        `spends the default unit (credits). Both are seeded with the same data (${d.uniform.label}, one purchase bucket ` +
+        `each) and reset the same way before every run; the two runs alternate (${PREVIOUS} first in odd repetitions, ` +
+        `${CURRENT} first in even ones), and vs is ${CURRENT} ÷ ${PREVIOUS} of the same repetition.`,
+      metric: 'rate',
+      alternate: true,
+      variants: [
+        { ...kitConsume(16, 'uniform', `kit ${PREVIOUS}`, 'previous'), role: 'extra' },
+        { ...kitConsume(16, 'uniform', `kit ${CURRENT}`), compareTo: `kit ${PREVIOUS}` },
+      ],
+    },
+    {
+      id: 'check',
+      title: 'Check against consume, 16 clients',
+      what:
+        `creditkit_check(account, 'credits', 1) (allowed and the spendable balance, spending nothing: while nothing is due ` +
+        `on the account it writes nothing and takes no lock) against the plain creditkit_consume(account, 1), on the same ` +
+        `accounts (${d.uniform.label}), the two runs alternating as in the release scenario; vs is check ÷ consume of the ` +
+        `same repetition. After each check run the harness verifies that the kit's ledger gained no row.`,
+      metric: 'rate',
+      alternate: true,
+      variants: [
+        kitConsume(16, 'uniform'),
+        {
+          key: 'kit check',
+          label: 'creditkit_check of 1 credit (writes nothing)',
+          role: 'extra',
+          clients: 16,
+          dataset: 'uniform',
+          db: 'main',
+          runner: pg({ file: 'check.sql' }),
+          eventsPerTx: 1,
+          debits: 'none',
+          compareTo: 'kit',
         },
       ],
     },

@@ -23,9 +23,16 @@
 create schema bench;
 
 create table bench.accounts (like creditkit.accounts including all);
--- The baselines keep one balance per account, keyed by its id (the kit keeps one per account and unit).
-alter table bench.accounts drop column unit;
-alter table bench.accounts add primary key (id);
+-- The baselines keep one balance per account, keyed by its id (the kit keeps one per account and
+-- unit; the previous release the bench also installs, one per account, and its key is already id).
+alter table bench.accounts drop column if exists unit;
+do $$
+begin
+  if not exists (select from pg_constraint where conrelid = 'bench.accounts'::regclass and contype = 'p') then
+    alter table bench.accounts add primary key (id);
+  end if;
+end;
+$$;
 create table bench.ledger (like creditkit.ledger including all);
 -- LIKE does not copy storage parameters; give the baselines the kit's (accounts' fillfactor).
 do $$
