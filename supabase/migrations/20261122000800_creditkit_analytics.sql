@@ -1,5 +1,6 @@
 -- creditkit analytics: server-only reads (security invoker, service_role) for an operator view, of
--- the credits unit except margin's revenue and cost, which count every unit. Money is in micros of
+-- the credits unit except margin's revenue and cost, which count every unit, and unit_usage, which
+-- reports each unit. Money is in micros of
 -- your reporting currency except MRR (the plans' currency minor unit, cents). Periods are
 -- half-open [p_from, p_to); days are UTC days.
 
@@ -110,6 +111,49 @@ comment on function public.creditkit_top_events(timestamptz, timestamptz, intege
   'Server only. The events that spent the most credits over [p_from, p_to), with calls, cost and distinct accounts.';
 revoke all on function public.creditkit_top_events(timestamptz, timestamptz, integer) from public, anon, authenticated;
 grant execute on function public.creditkit_top_events(timestamptz, timestamptz, integer) to service_role;
+
+-- Usage and margin per unit (feature). A usage row counts for the feature it paid for: an overage
+-- row is a credits row that stood in for another unit (metadata.overage), so its call and cost
+-- count for that unit, and its credits as the unit's overage_credits, not as credits spent.
+create or replace function public.creditkit_unit_usage(
+  p_from timestamptz,
+  p_to timestamptz,
+  p_account_id uuid default null)
+returns table (unit text, calls bigint, spent bigint, overage_credits bigint, granted bigint, revenue_micros bigint,
+               cost_micros bigint, margin_micros bigint)
+language plpgsql
+stable
+security invoker
+set search_path = ''
+as $$
+begin
+  perform creditkit.check_period(p_from, p_to);
+  return query
+    with rows as (
+      select coalesce(case when l.kind = 'consume' and l.unit = 'credits' then l.metadata ->> 'overage' end, l.unit) as feature,
+             (l.kind = 'consume' and l.unit = 'credits' and l.metadata ? 'overage') as overage,
+             l.kind, l.amount, l.revenue_micros, l.cost_micros
+        from creditkit.ledger l
+       where l.created_at >= p_from and l.created_at < p_to
+         and (p_account_id is null or l.account_id = p_account_id)
+    )
+    select r.feature,
+           count(*) filter (where r.kind = 'consume')::bigint,
+           coalesce(-sum(r.amount) filter (where r.kind = 'consume' and not r.overage), 0)::bigint,
+           coalesce(-sum(r.amount) filter (where r.overage), 0)::bigint,
+           coalesce(sum(r.amount) filter (where r.kind = 'grant'), 0)::bigint,
+           coalesce(sum(r.revenue_micros), 0)::bigint,
+           coalesce(sum(r.cost_micros), 0)::bigint,
+           (coalesce(sum(r.revenue_micros), 0) - coalesce(sum(r.cost_micros), 0))::bigint
+      from rows r
+     group by r.feature
+     order by r.feature <> 'credits', r.feature;
+end;
+$$;
+comment on function public.creditkit_unit_usage(timestamptz, timestamptz, uuid) is
+  'Server only. Per unit over [p_from, p_to) (optionally for one account): usage calls, amount spent of the unit, credits spent as its overage, amount granted, revenue, cost and margin in micros. An overage call counts for the unit it stood in for. Credits first, then by unit.';
+revoke all on function public.creditkit_unit_usage(timestamptz, timestamptz, uuid) from public, anon, authenticated;
+grant execute on function public.creditkit_unit_usage(timestamptz, timestamptz, uuid) to service_role;
 
 -- Like creditkit.live_buckets, it attributes each account's `undrawn` to its buckets in spend order.
 create or replace function public.creditkit_credits_outstanding(p_now timestamptz default now())

@@ -139,6 +139,7 @@ select results_eq(
        ('creditkit.unopened_allowance(uuid,text,timestamp with time zone)', false, true, true),
        -- server API: service_role only (mutations, server reads, analytics)
        ('public.creditkit_account_margin(timestamp with time zone,timestamp with time zone,uuid)', false, false, true),
+       ('public.creditkit_unit_usage(timestamp with time zone,timestamp with time zone,uuid)', false, false, true),
        ('public.creditkit_accounts_per_plan()', false, false, true),
        ('public.creditkit_adjust(uuid,bigint,text,text,jsonb,timestamp with time zone,text)', false, false, true),
        ('public.creditkit_balance(uuid,timestamp with time zone,text)', false, false, true),
@@ -335,7 +336,7 @@ select is(
 select is_empty(
   $$ select signature from ck_functions
       where (signature like 'public.creditkit\_%' or signature = 'creditkit.charge_on_insert()')
-        and signature !~ '^public\.creditkit_(account_margin|usage_series|top_events|credits_outstanding|accounts_per_plan|mrr)\('
+        and signature !~ '^public\.creditkit_(account_margin|unit_usage|usage_series|top_events|credits_outstanding|accounts_per_plan|mrr)\('
         and not coalesce('enable_seqscan=off' = any(proconfig), false) $$,
   'every API function plans with enable_seqscan = off');
 select ok(
@@ -425,7 +426,7 @@ select results_eq(
             ('creditkit_set_price'), ('creditkit_settle'),
             ('creditkit_stripe_apply'), ('creditkit_stripe_customer'), ('creditkit_stripe_events'),
             ('creditkit_stripe_link_customer'), ('creditkit_stripe_replay'), ('creditkit_top_events'),
-            ('creditkit_units'), ('creditkit_upsert_pack'), ('creditkit_upsert_plan'), ('creditkit_upsert_unit'),
+            ('creditkit_unit_usage'), ('creditkit_units'), ('creditkit_upsert_pack'), ('creditkit_upsert_plan'), ('creditkit_upsert_unit'),
             ('creditkit_usage_series') $$,
   'the creditkit functions outside schema creditkit are exactly the public API');
 select is_empty(

@@ -313,6 +313,19 @@ export type Database = {
           event: string;
         }[];
       };
+      creditkit_unit_usage: {
+        Args: { p_account_id?: string; p_from: string; p_to: string };
+        Returns: {
+          calls: number;
+          cost_micros: number;
+          granted: number;
+          margin_micros: number;
+          overage_credits: number;
+          revenue_micros: number;
+          spent: number;
+          unit: string;
+        }[];
+      };
       creditkit_units: {
         Args: Record<PropertyKey, never>;
         Returns: {

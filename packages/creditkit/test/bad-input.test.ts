@@ -198,6 +198,11 @@ const SPECS: Record<string, FunctionSpec> = {
     caller: 'service',
     valid: (fx) => ({ ...PERIOD, p_account_id: fx.account }),
   },
+  creditkit_unit_usage: {
+    params: ['p_from', 'p_to', 'p_account_id'],
+    caller: 'service',
+    valid: (fx) => ({ ...PERIOD, p_account_id: fx.account }),
+  },
   creditkit_usage_series: {
     params: ['p_from', 'p_to', 'p_account_id', 'p_event'],
     caller: 'service',
@@ -336,7 +341,7 @@ function casesFor(fn: string, param: ParamName): Array<[string, unknown, string]
       if (fn === 'creditkit_stripe_customer' || fn === 'creditkit_stripe_link_customer') return [['NULL', null, 'CK006']];
       if (fn === 'creditkit_has_credits') return []; // NULL means "my own"; anyone else's account is simply false
       // analytics: NULL means every account, and an unknown one just has no rows
-      if (fn === 'creditkit_account_margin' || fn === 'creditkit_usage_series') return [];
+      if (fn === 'creditkit_account_margin' || fn === 'creditkit_usage_series' || fn === 'creditkit_unit_usage') return [];
       // a grant or a subscription opens an unknown account, so only NULL is bad for them
       return fn === 'creditkit_grant' || fn === 'creditkit_set_plan'
         ? [['NULL', null, 'CK006']]

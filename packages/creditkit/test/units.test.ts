@@ -295,6 +295,22 @@ describeEachBackend('units', (backend) => {
     await expectConsistent(db, [a, b]);
   });
 
+  it('unit_usage: calls, spend, overage, grants, revenue, cost and margin per unit; an overage call counts for the unit it stood in for', async () => {
+    await ck.setPrice({ p_event: 'ask', p_credits_per_unit: 1, p_effective_from: at(0), p_unit: 'messages', p_overage_credits_per_unit: 2 });
+    const a = await openAccount(ck, 10); // 10 credits at at(0)
+    await ck.grant({ p_account_id: a, p_amount: 3, p_now: at(1), p_unit: 'messages', p_revenue_micros: 500_000 });
+    for (const cost of [100, 200, 300]) await ck.meter({ p_account_id: a, p_event: 'ask', p_cost_micros: cost, p_now: at(2) });
+    expect(await ck.meter({ p_account_id: a, p_event: 'ask', p_quantity: 2, p_cost_micros: 1_000, p_now: at(3) }))
+      .toMatchObject({ unit: 'credits', amount: 4 });
+    await ck.consume({ p_account_id: a, p_amount: 1, p_cost_micros: 50, p_now: at(3) });
+    const rows = await ck.call('creditkit_unit_usage', { p_from: at(0), p_to: at(HOUR), p_account_id: a });
+    expect(rows).toEqual([
+      { unit: 'credits', calls: 1, spent: 1, overage_credits: 0, granted: 10, revenue_micros: 0, cost_micros: 50, margin_micros: -50 },
+      { unit: 'messages', calls: 4, spent: 3, overage_credits: 4, granted: 3, revenue_micros: 500_000, cost_micros: 1_600, margin_micros: 498_400 },
+    ]);
+    expect(await ck.call('creditkit_unit_usage', { p_from: at(HOUR), p_to: at(DAY), p_account_id: a })).toEqual([]);
+  });
+
   it('set_price checks its unit and overage rule: CK015 for a unit that holds no balance, CK006 for an overage on credits, CK001 out of range', async () => {
     const before = await db.query('select count(*)::int as n from creditkit.prices');
     expect(await outcome(ck.setPrice({ p_event: 'x', p_credits_per_unit: 1, p_unit: 'nope' }))).toBe('CK015');
