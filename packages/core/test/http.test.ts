@@ -761,7 +761,7 @@ describe('withCredits, a feature (unit)', () => {
     const handler = vi.fn(ok);
     for (const unit of ['nope', FLAG]) {
       const response = await withCredits(creditkit, { account: userOf, unit }, handler)(request(id));
-      expect([response.status, (await response.json()).error], unit).toEqual([404, 'unknown_unit']);
+      expect([response.status, ((await response.json()) as { error: string }).error], unit).toEqual([404, 'unknown_unit']);
     }
     expect(handler).not.toHaveBeenCalled();
     expect(await spendable(id)).toBe(10);
