@@ -4,6 +4,8 @@
 //   const usage = await meter(creditkit, { accountId: user.id, event: 'image.generate' });
 //   if (usage.blocked) return usage.response;            // 402 with a JSON body
 //
+//   export const POST = withCredits(creditkit, { account: userIdOf, unit: 'messages' }, handler);
+//
 //   export const POST = withCredits(creditkit, { account: userIdOf, reserve: 50 }, async (req, credits) => {
 //     const { text, tokens } = await callModel(await req.json());
 //     credits.charge(tokens);                             // settle the actual amount
@@ -18,22 +20,37 @@ import type { CreditkitServer } from './server.ts';
 export interface PaymentRequiredBody {
   error: 'insufficient_credits';
   message: string;
-  /** What the account can spend now. */
+  /** What the account can spend now, in `unit`. */
   balance: number;
-  /** What the request needed. */
+  /** What the request needed, in `unit`. */
   required: number;
+  /** The unit (feature) that ran out; absent when it is credits. */
+  unit?: string;
 }
 
-/** HTTP 402 Payment Required with a JSON body saying what was needed and what is left. */
-export function paymentRequired(balance: number, required: number, init: ResponseInit = {}): Response {
+/** A 402's response settings, and the unit that ran out (default credits). */
+export interface PaymentRequiredInit extends ResponseInit {
+  unit?: string | undefined;
+}
+
+/**
+ * HTTP 402 Payment Required with a JSON body saying what was needed and what is left, in the
+ * unit that ran out: "This needs 1 messages; the account has 0." (the unit's id, as the app named
+ * it; credits leave `unit` out of the body).
+ */
+export function paymentRequired(balance: number, required: number, init: PaymentRequiredInit = {}): Response {
+  const { unit = CREDITS, ...responseInit } = init;
   const body: PaymentRequiredBody = {
     error: 'insufficient_credits',
-    message: `This needs ${required} credits; the account has ${balance}.`,
+    message: `This needs ${required} ${unit}; the account has ${balance}.`,
     balance,
     required,
+    ...(unit === CREDITS ? {} : { unit }),
   };
-  return jsonResponse(body, { ...init, status: 402 });
+  return jsonResponse(body, { ...responseInit, status: 402 });
 }
+
+const CREDITS = 'credits';
 
 /** A CreditkitError as JSON with the status a client should see (the stable code in `error`). */
 export function errorResponse(error: CreditkitError): Response {
@@ -44,6 +61,7 @@ export function errorResponse(error: CreditkitError): Response {
     unknown_plan: 404,
     unknown_event: 404,
     unknown_hold: 404,
+    unknown_unit: 404,
     idempotency_conflict: 409,
     hold_closed: 409,
     concurrency_conflict: 503,
@@ -70,21 +88,41 @@ export type MeterOutcome = MeterResult &
   ({ blocked: false; response: null } | { blocked: true; /** A 402 to return as is. */ response: Response });
 
 /**
- * Charges an event for an account. `blocked` says whether the caller is out of credits; when
- * it is, `response` is the 402 to send back. An account that does not exist yet has no credits:
- * it is blocked with balance 0 rather than an error.
+ * What meter charges: an event priced by the price list (creditkit_meter), or `amount` of a unit
+ * (a feature) as reported usage (creditkit_report; `event` then only labels the ledger row).
  */
-export async function meter(creditkit: CreditkitServer, params: Params<'creditkit_meter'>): Promise<MeterOutcome> {
+export type MeterParams =
+  | (Params<'creditkit_meter'> & { unit?: undefined })
+  | (Params<'creditkit_report'> & { quantity?: never; dimensions?: never });
+
+/**
+ * Charges an account for an event or for `amount` of a unit. `blocked` says whether the account
+ * could not pay; when it could not, `response` is the 402 to send back, naming the unit. An
+ * account that does not exist yet has nothing: it is blocked with balance 0 rather than an error.
+ */
+export async function meter(creditkit: CreditkitServer, params: MeterParams): Promise<MeterOutcome> {
   let result: MeterResult;
   try {
-    result = await creditkit.meter(params);
+    result = params.unit !== undefined ? await report(creditkit, params) : await creditkit.meter(params);
   } catch (error) {
     if (!(error instanceof UnknownAccountError)) throw error;
-    const { amount } = await creditkit.quote({ event: params.event, quantity: params.quantity, dimensions: params.dimensions });
-    result = { allowed: false, balance: 0, transactionId: null, amount };
+    result = { allowed: false, balance: 0, transactionId: null, ...(await unpaid(creditkit, params)) };
   }
   if (result.allowed) return { ...result, blocked: false, response: null };
-  return { ...result, blocked: true, response: paymentRequired(result.balance, result.amount) };
+  return { ...result, blocked: true, response: paymentRequired(result.balance, result.amount, { unit: result.unit }) };
+}
+
+async function report(creditkit: CreditkitServer, params: Params<'creditkit_report'>): Promise<MeterResult> {
+  return { ...(await creditkit.report(params)), amount: params.amount, unit: params.unit };
+}
+
+/** What an account that does not exist would have been charged, and in which unit. */
+async function unpaid(creditkit: CreditkitServer, params: MeterParams): Promise<{ amount: number; unit?: string }> {
+  if (params.unit !== undefined) return { amount: params.amount, unit: params.unit };
+  const { event, quantity, dimensions } = params;
+  // TODO(0.2.0 SQL): once creditkit_quote returns `unit`, the blocked answer names it.
+  const { amount, unit } = await creditkit.quote({ event, quantity, dimensions });
+  return unit === undefined ? { amount } : { amount, unit };
 }
 
 /** What the wrapped handler gets besides the request. */
@@ -109,14 +147,21 @@ export interface WithCreditsOptions {
   account: (request: Request) => string | null | undefined | Promise<string | null | undefined>;
   /**
    * Metering mode: charge this event before the handler (priced by the price list). With
-   * `reserve`, it only names the hold, so the settled charge shows up under this event.
+   * `unit` or `reserve`, it only labels the charge, which then shows up under this event.
    */
   event?: string;
+  /**
+   * The feature (a metered unit) to spend from, e.g. 'messages': `amount` of it is charged before
+   * the handler (or, with `reserve`, held), and a 402 names it. Default: credits.
+   */
+  unit?: string;
+  /** With `unit`: how much of it the request spends (default 1). */
+  amount?: Resolvable<number>;
   /** Units of `event` (default 1). */
   quantity?: Resolvable<number>;
   /** Dimensions for the price lookup, e.g. { model: 'large' }. */
   dimensions?: Resolvable<Record<string, string | number | boolean>>;
-  /** Reserve mode: hold this many credits before the handler, settle after it. */
+  /** Reserve mode: hold this much (of `unit`, default credits) before the handler, settle after it. */
   reserve?: Resolvable<number>;
   /** How long the hold lasts if the process dies mid-request (Postgres interval, default '15 minutes'). */
   ttl?: string;
@@ -136,6 +181,8 @@ async function resolve<T>(value: Resolvable<T> | undefined, request: Request): P
 /**
  * Wraps a route handler so it only runs for an account that can pay:
  * - metering mode (`event`): charges before the handler; 402 if the account is short.
+ * - feature mode (`unit`, optionally `amount` and an `event` label): spends `amount` of the unit
+ *   before the handler; 402 naming the unit if the account is short.
  * - reserve mode (`reserve`, optionally labelled with `event`): holds credits before the
  *   handler; 402 if short. When the handler returns a response below 400 the hold is settled
  *   for `charge(actual)` (default: all of it); when it throws, or answers 400 or above without
@@ -148,8 +195,13 @@ export function withCredits<Rest extends unknown[]>(
   options: WithCreditsOptions,
   handler: (request: Request, credits: CreditsContext, ...rest: Rest) => Response | Promise<Response>,
 ): (request: Request, ...rest: Rest) => Promise<Response> {
-  if (options.event === undefined && options.reserve === undefined) {
-    throw new TypeError('withCredits: give `event` (metering), or `reserve` (hold then settle; `event` then labels it)');
+  if (options.event === undefined && options.reserve === undefined && options.unit === undefined) {
+    throw new TypeError(
+      'withCredits: give `event` (metering), `unit` (spend `amount` of a feature) or `reserve` (hold then settle; `event` then labels it)',
+    );
+  }
+  if (options.unit !== undefined && options.reserve === undefined && (options.quantity !== undefined || options.dimensions !== undefined)) {
+    throw new TypeError('withCredits: `quantity` and `dimensions` price an event; with `unit`, say how much with `amount`');
   }
   return async (request, ...rest) => {
     const accountId = await options.account(request);
@@ -173,14 +225,19 @@ export function withCredits<Rest extends unknown[]>(
 
     let reserved = 0;
     try {
-      if (options.reserve === undefined && options.event !== undefined) {
-        const outcome = await meter(creditkit, {
-          accountId,
-          event: options.event,
-          quantity: await resolve(options.quantity, request),
-          dimensions: await resolve(options.dimensions, request),
-          idempotencyKey,
-        });
+      if (options.reserve === undefined) {
+        const outcome = await meter(
+          creditkit,
+          options.unit !== undefined
+            ? { accountId, unit: options.unit, amount: (await resolve(options.amount, request)) ?? 1, event: options.event, idempotencyKey }
+            : {
+                accountId,
+                event: options.event!,
+                quantity: await resolve(options.quantity, request),
+                dimensions: await resolve(options.dimensions, request),
+                idempotencyKey,
+              },
+        );
         if (outcome.blocked) return outcome.response;
         const { blocked: _blocked, response: _response, ...metered } = outcome;
         context.metered = metered;
@@ -192,6 +249,7 @@ export function withCredits<Rest extends unknown[]>(
           ttl: options.ttl,
           event: options.event,
           idempotencyKey,
+          unit: options.unit,
         });
         if (hold instanceof Response) return hold;
         context.hold = hold;
@@ -232,9 +290,9 @@ async function reserveOrBlock(
 ): Promise<ReserveResult | Response> {
   try {
     const hold = await creditkit.reserve(params);
-    return hold.allowed ? hold : paymentRequired(hold.balance, params.amount);
+    return hold.allowed ? hold : paymentRequired(hold.balance, params.amount, { unit: params.unit });
   } catch (error) {
-    if (error instanceof UnknownAccountError) return paymentRequired(0, params.amount);
+    if (error instanceof UnknownAccountError) return paymentRequired(0, params.amount, { unit: params.unit });
     throw error;
   }
 }

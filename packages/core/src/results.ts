@@ -28,9 +28,17 @@ export interface ChargeResult {
   transactionId: number;
 }
 
-/** meter: like consume, with the price applied: `amount` is what the event cost in credits. */
+/** report: consume's answers for `amount` of a unit (a feature). */
+export type ReportResult = ConsumeResult;
+
+/** meter: like consume, with the price applied: `amount` is what the event cost, in `unit`. */
 export interface MeterResult extends ConsumeResult {
   amount: number;
+  /**
+   * The balance that paid: the price's unit, or 'credits' when an overage rule charged credits.
+   * Optional until creditkit_meter returns it (0.2.0); absent means credits.
+   */
+  unit?: string;
 }
 
 export interface GrantResult {
@@ -91,6 +99,10 @@ export interface Quote {
   priceId: number;
   unitCredits: number;
   amount: number;
+  /** The unit `amount` is counted in. Optional until creditkit_quote returns it (0.2.0); absent means credits. */
+  unit?: string;
+  /** Credits an overage rule would charge beyond the unit's balance. Optional until creditkit_quote returns it (0.2.0). */
+  overageAmount?: number;
 }
 
 export interface ReserveResult {

@@ -27,6 +27,7 @@ import type {
   PlanRecord,
   Quote,
   ReleaseResult,
+  ReportResult,
   ReserveResult,
   SettleResult,
   StripeApplyResult,
@@ -112,7 +113,7 @@ export class CreditkitServer {
   }
 
   /** Reports usage of a unit (a feature): spends `amount` of it, with consume's answers. */
-  report(params: Params<'creditkit_report'>): Promise<ConsumeResult> {
+  report(params: Params<'creditkit_report'>): Promise<ReportResult> {
     return this.caller.row('creditkit_report', params);
   }
 

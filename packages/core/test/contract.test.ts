@@ -616,6 +616,62 @@ function contract(factory: TransportFactory): void {
     expect(await ck.setPlanLimit({ planId: 'contract_chat', unit: 'contract_messages', allowance: null as unknown as number })).toBeNull();
   });
 
+  it('unit on every balance method: each grants, spends, holds, reads and pages its own unit, credits untouched', async () => {
+    const unit = 'contract_tokens';
+    await ck.upsertUnit({ id: unit, name: 'Tokens' });
+    const me = await h.createUser();
+    await ck.grant({ accountId: me, amount: 7, now: at(0) }); // credits
+    expect(await ck.grant({ accountId: me, amount: 50, unit, now: at(0) })).toMatchObject({ balance: 50 });
+    expect(await ck.consume({ accountId: me, amount: 5, unit, now: at(MINUTE) })).toMatchObject({ allowed: true, balance: 45 });
+    expect(await ck.consumeOrRaise({ accountId: me, amount: 5, unit, now: at(MINUTE) })).toMatchObject({ balance: 40 });
+    const short = await expectFailure(ck.consumeOrRaise({ accountId: me, amount: 41, unit, now: at(MINUTE) }),
+      InsufficientCreditsError, 'insufficient_credits', 'CK002');
+    expect([short.balance, short.required]).toEqual([40, 41]);
+    expect(await ck.adjust({ accountId: me, amount: -10, reason: 'contract', unit, now: at(2 * MINUTE) })).toMatchObject({ balance: 30 });
+    const hold = await ck.reserve({ accountId: me, amount: 20, unit, now: at(2 * MINUTE) });
+    expect(hold).toMatchObject({ allowed: true, balance: 10 });
+    expect(await ck.reserve({ accountId: me, amount: 11, unit, now: at(2 * MINUTE) })).toMatchObject({ allowed: false, balance: 10 });
+    expect(await ck.settle({ holdId: hold.holdId!, actual: 4, now: at(3 * MINUTE) })).toMatchObject({ charged: 4, balance: 26 });
+    expect(await ck.check({ accountId: me, unit, amount: 27, now: at(3 * MINUTE) })).toEqual({ allowed: false, balance: 26 });
+    expect(await ck.balance({ accountId: me, unit, now: at(3 * MINUTE) })).toMatchObject({ balance: 26, buckets: [{ amount: 50, remaining: 26 }] });
+    const { entries } = await ck.history({ accountId: me, unit });
+    expect(entries.map((e) => e.amount)).toEqual([-4, -10, -5, -5, 50]);
+    // the credits balance saw none of it
+    expect(await ck.balance({ accountId: me, now: at(3 * MINUTE) })).toMatchObject({ balance: 7 });
+    expect((await ck.history({ accountId: me })).entries.map((e) => e.amount)).toEqual([7]);
+
+    const client = user(me);
+    expect(await client.balance({ unit })).toMatchObject({ accountId: me, balance: 26 });
+    expect((await client.history({ unit })).entries).toEqual(entries);
+    expect([await client.hasCredits({ unit, amount: 26 }), await client.hasCredits({ unit, amount: 27 })]).toEqual([true, false]);
+    expect(await client.check({ unit, amount: 26 })).toEqual({ allowed: true, balance: 26 });
+    expect(await client.check({ amount: 8 })).toEqual({ allowed: false, balance: 7 }); // credits by default
+
+    // bookExpired books one unit's expired credit
+    await ck.grant({ accountId: me, amount: 3, unit, expiresAt: at(10 * MINUTE), now: at(4 * MINUTE) });
+    expect(await ck.bookExpired({ unit, now: at(HOUR) })).toBe(1);
+    expect((await ck.history({ accountId: me, unit, limit: 1 })).entries).toMatchObject([{ kind: 'expire', amount: -3 }]);
+    expect(await ck.balance({ accountId: me, unit, now: at(HOUR) })).toMatchObject({ balance: 26 });
+  });
+
+  it('UnknownUnitError (CK015) for a unit that does not exist or is boolean, from the server and the browser client, writing nothing', async () => {
+    await ck.upsertUnit({ id: 'contract_flag', name: 'Flag', kind: 'boolean' });
+    const me = await h.createUser();
+    await ck.grant({ accountId: me, amount: 5, now: at(0) });
+    const before = await books();
+    for (const unit of ['contract_nope', 'contract_flag']) {
+      await expectFailure(ck.grant({ accountId: me, amount: 1, unit, now: at(0) }), UnknownUnitError, 'unknown_unit', 'CK015');
+      await expectFailure(ck.consume({ accountId: me, amount: 1, unit, now: at(0) }), UnknownUnitError, 'unknown_unit', 'CK015');
+      await expectFailure(ck.reserve({ accountId: me, amount: 1, unit, now: at(0) }), UnknownUnitError, 'unknown_unit', 'CK015');
+      await expectFailure(ck.check({ accountId: me, unit, now: at(0) }), UnknownUnitError, 'unknown_unit', 'CK015');
+      await expectFailure(ck.balance({ accountId: me, unit, now: at(0) }), UnknownUnitError, 'unknown_unit', 'CK015');
+      await expectFailure(user(me).balance({ unit }), UnknownUnitError, 'unknown_unit', 'CK015');
+      await expectFailure(user(me).history({ unit }), UnknownUnitError, 'unknown_unit', 'CK015');
+      await expectFailure(user(me).check({ unit }), UnknownUnitError, 'unknown_unit', 'CK015');
+    }
+    expect(await books()).toEqual(before);
+  });
+
   it('packs: upsertPack returns the stored row, packs lists the active ones cheapest first, to signed-in users too', async () => {
     const starter = {
       id: 'contract_starter', name: 'Starter', credits: 500, priceAmount: 900, currency: 'usd',

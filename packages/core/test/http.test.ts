@@ -15,6 +15,7 @@ import {
   InvalidAmountError,
   UnknownAccountError,
   UnknownEventError,
+  UnknownUnitError,
 } from '../src/errors.ts';
 import { errorResponse, meter, paymentRequired, withCredits, type CreditsContext } from '../src/http.ts';
 import { CreditkitServer } from '../src/server.ts';
@@ -28,6 +29,9 @@ const PING = 'http.ping';
 const RENDER = 'http.render';
 const UNIT = 'http.unit';
 const UNPRICED = 'http.unpriced';
+// Units (features): 'messages' is metered (a balance of its own); 'hd' is a boolean plan flag.
+const MESSAGES = 'messages';
+const FLAG = 'hd';
 
 beforeAll(async () => {
   kit = await createEmbeddedCreditkit({ loadDataDir: await pgliteTemplate() });
@@ -36,6 +40,8 @@ beforeAll(async () => {
   await creditkit.setPrice({ event: RENDER, creditsPerUnit: 2 });
   await creditkit.setPrice({ event: RENDER, creditsPerUnit: 5, dimensions: { quality: 'hd' } });
   await creditkit.setPrice({ event: UNIT, creditsPerUnit: 1 });
+  await creditkit.upsertUnit({ id: MESSAGES, name: 'Messages' });
+  await creditkit.upsertUnit({ id: FLAG, name: 'HD', kind: 'boolean' });
 });
 
 afterAll(async () => {
@@ -49,7 +55,14 @@ async function account(credits: number): Promise<string> {
   return id;
 }
 
-const spendable = async (accountId: string) => (await creditkit.balance({ accountId })).balance;
+const spendable = async (accountId: string, unit?: string) => (await creditkit.balance({ accountId, unit })).balance;
+
+/** A fresh account with `credits` credits and `messages` messages (neither granted when 0). */
+async function accountWith(credits: number, messages: number): Promise<string> {
+  const id = await account(credits);
+  if (messages > 0) await creditkit.grant({ accountId: id, amount: messages, unit: MESSAGES });
+  return id;
+}
 const ledger = async (accountId: string) => (await creditkit.history({ accountId })).entries;
 
 interface HoldRow {
@@ -97,6 +110,17 @@ describe('paymentRequired and errorResponse', () => {
     await expectPaymentRequired(response, 4, 9);
   });
 
+  it('paymentRequired names the unit that ran out, and is the credits answer byte for byte when the unit is credits', async () => {
+    const response = paymentRequired(0, 1, { unit: MESSAGES, headers: { 'x-trace': 't2' } });
+    expect([response.status, response.headers.get('x-trace')]).toEqual([402, 't2']);
+    expect(await response.text()).toBe(
+      '{"error":"insufficient_credits","message":"This needs 1 messages; the account has 0.","balance":0,"required":1,"unit":"messages"}',
+    );
+    const credits = '{"error":"insufficient_credits","message":"This needs 9 credits; the account has 4.","balance":4,"required":9}';
+    expect(await paymentRequired(4, 9, { unit: 'credits' }).text()).toBe(credits);
+    expect(await paymentRequired(4, 9).text()).toBe(credits);
+  });
+
   it('errorResponse maps codes to statuses and keeps the stable code in `error`', async () => {
     const short = errorResponse(new InsufficientCreditsError('short', { balance: 1, required: 5 }));
     await expectPaymentRequired(short, 1, 5);
@@ -111,6 +135,7 @@ describe('paymentRequired and errorResponse', () => {
     expect(await invalid.json()).toEqual({ error: 'invalid_amount', message: 'bad amount' });
 
     expect(errorResponse(new HoldClosedError('closed')).status).toBe(409);
+    expect(errorResponse(new UnknownUnitError('no such unit')).status).toBe(404);
     expect(errorResponse(new CreditkitError('unavailable', 'down')).status).toBe(503);
     // the 503s say when to come back; no other status does
     for (const code of ['lock_timeout', 'statement_timeout', 'concurrency_conflict'] as const) {
@@ -621,12 +646,17 @@ describe('withCredits, reserve mode', () => {
 });
 
 describe('withCredits options', () => {
-  it('throws TypeError at construction when neither event nor reserve is given', () => {
+  it('throws TypeError at construction when neither event, unit nor reserve is given, or an event price with a unit', () => {
     const handler = vi.fn(ok);
     expect(() => withCredits(creditkit, { account: userOf }, handler)).toThrow(TypeError);
+    expect(() => withCredits(creditkit, { account: userOf, amount: 2 }, handler)).toThrow(TypeError);
     expect(() => withCredits(creditkit, { account: userOf, event: PING }, handler)).not.toThrow();
     expect(() => withCredits(creditkit, { account: userOf, reserve: 5 }, handler)).not.toThrow();
     expect(() => withCredits(creditkit, { account: userOf, event: PING, reserve: 5 }, handler)).not.toThrow();
+    expect(() => withCredits(creditkit, { account: userOf, unit: MESSAGES }, handler)).not.toThrow();
+    expect(() => withCredits(creditkit, { account: userOf, unit: MESSAGES, reserve: 5 }, handler)).not.toThrow();
+    expect(() => withCredits(creditkit, { account: userOf, unit: MESSAGES, quantity: 2 }, handler)).toThrow(/amount/);
+    expect(() => withCredits(creditkit, { account: userOf, unit: MESSAGES, dimensions: { q: 'hd' } }, handler)).toThrow(/amount/);
     expect(handler).not.toHaveBeenCalled();
   });
 
@@ -642,6 +672,124 @@ describe('withCredits options', () => {
     expect(await spendable(id)).toBe(75);
     const { entries } = await creditkit.history({ accountId: id, limit: 1 });
     expect(entries[0]).toMatchObject({ kind: 'consume', amount: -25, event: 'video.render' });
+  });
+});
+
+// ── Features (units) ───────────────────────────────────────────────────────────────────────
+
+describe('meter, a feature (unit)', () => {
+  it('spends `amount` of the unit, not credits, and answers like meter', async () => {
+    const id = await accountWith(10, 5);
+    const outcome = await meter(creditkit, { accountId: id, unit: MESSAGES, amount: 2, event: 'chat.send' });
+    expect(outcome).toMatchObject({ blocked: false, response: null, allowed: true, amount: 2, balance: 3, unit: MESSAGES });
+    expect([await spendable(id, MESSAGES), await spendable(id)]).toEqual([3, 10]);
+    const [last] = (await creditkit.history({ accountId: id, unit: MESSAGES })).entries;
+    expect(last).toMatchObject({ id: outcome.transactionId, kind: 'consume', amount: -2, event: 'chat.send' });
+  });
+
+  it('blocks with a 402 naming the unit when the unit is short, even with credits to spare', async () => {
+    const id = await accountWith(100, 1);
+    const outcome = await meter(creditkit, { accountId: id, unit: MESSAGES, amount: 2 });
+    expect(outcome).toMatchObject({ blocked: true, allowed: false, balance: 1, amount: 2, unit: MESSAGES, transactionId: null });
+    expect(await outcome.response!.json()).toEqual({
+      error: 'insufficient_credits',
+      message: 'This needs 2 messages; the account has 1.',
+      balance: 1,
+      required: 2,
+      unit: MESSAGES,
+    });
+    expect([await spendable(id, MESSAGES), await spendable(id)]).toEqual([1, 100]);
+  });
+
+  it('blocks an account that was never granted anything with balance 0 in the unit', async () => {
+    const outcome = await meter(creditkit, { accountId: randomUUID(), unit: MESSAGES, amount: 3 });
+    expect(outcome).toMatchObject({ blocked: true, balance: 0, amount: 3, unit: MESSAGES });
+    expect(await outcome.response!.json()).toMatchObject({ balance: 0, required: 3, unit: MESSAGES });
+  });
+
+  it('throws UnknownUnitError for an unknown unit and for a boolean one', async () => {
+    const id = await accountWith(10, 5);
+    await expect(meter(creditkit, { accountId: id, unit: 'nope', amount: 1 })).rejects.toBeInstanceOf(UnknownUnitError);
+    await expect(meter(creditkit, { accountId: id, unit: FLAG, amount: 1 })).rejects.toBeInstanceOf(UnknownUnitError);
+    expect([await spendable(id, MESSAGES), await spendable(id)]).toEqual([5, 10]);
+  });
+});
+
+describe('withCredits, a feature (unit)', () => {
+  it('spends one of the unit per request before the handler, and 402s naming it once it runs out', async () => {
+    const id = await accountWith(50, 2);
+    const handler = vi.fn(async (_req: Request, credits: CreditsContext) => {
+      expect(credits.metered).toMatchObject({ allowed: true, amount: 1, unit: MESSAGES });
+      expect(credits.hold).toBeNull();
+      return ok();
+    });
+    const route = withCredits(creditkit, { account: userOf, unit: MESSAGES }, handler);
+    expect((await route(request(id))).status).toBe(200);
+    expect((await route(request(id))).status).toBe(200);
+    const refused = await route(request(id));
+    expect(refused.status).toBe(402);
+    expect(await refused.text()).toBe(
+      '{"error":"insufficient_credits","message":"This needs 1 messages; the account has 0.","balance":0,"required":1,"unit":"messages"}',
+    );
+    expect(handler).toHaveBeenCalledTimes(2);
+    expect([await spendable(id, MESSAGES), await spendable(id)]).toEqual([0, 50]);
+  });
+
+  it('reads the amount from the request, labels the charge with `event`, and charges a key once', async () => {
+    const id = await accountWith(0, 10);
+    const route = withCredits(
+      creditkit,
+      {
+        account: userOf,
+        unit: MESSAGES,
+        amount: (req) => Number(req.headers.get('x-count')),
+        event: 'chat.batch',
+        idempotencyKey: (req) => req.headers.get('x-key'),
+      },
+      ok,
+    );
+    const init = { headers: { 'x-count': '4', 'x-key': 'batch-1' } };
+    expect((await route(request(id, '/api', init))).status).toBe(200);
+    expect((await route(request(id, '/api', init))).status).toBe(200);
+    expect(await spendable(id, MESSAGES)).toBe(6);
+    const { entries } = await creditkit.history({ accountId: id, unit: MESSAGES });
+    expect(entries.filter((e) => e.kind === 'consume')).toMatchObject([{ amount: -4, event: 'chat.batch', idempotencyKey: 'batch-1' }]);
+  });
+
+  it('answers 404 unknown_unit for a unit that is not metered, handler not run', async () => {
+    const id = await accountWith(10, 0);
+    const handler = vi.fn(ok);
+    for (const unit of ['nope', FLAG]) {
+      const response = await withCredits(creditkit, { account: userOf, unit }, handler)(request(id));
+      expect([response.status, ((await response.json()) as { error: string }).error], unit).toEqual([404, 'unknown_unit']);
+    }
+    expect(handler).not.toHaveBeenCalled();
+    expect(await spendable(id)).toBe(10);
+  });
+
+  it('reserve mode holds and settles in the unit, and a short unit 402s naming it', async () => {
+    const id = await accountWith(30, 10);
+    const during: number[] = [];
+    const route = withCredits(creditkit, { account: userOf, unit: MESSAGES, reserve: 6 }, async (_req, credits) => {
+      during.push(await spendable(id, MESSAGES));
+      credits.charge(2);
+      return ok();
+    });
+    expect((await route(request(id))).status).toBe(200);
+    expect([await spendable(id, MESSAGES), await spendable(id)]).toEqual([8, 30]);
+    expect((await route(request(id))).status).toBe(200);
+    expect((await route(request(id))).status).toBe(200);
+    expect(during).toEqual([4, 2, 0]); // the 6 held while the handler ran
+    // 4 left cannot cover a hold of 6
+    const refused = await route(request(id));
+    expect(await refused.json()).toEqual({
+      error: 'insufficient_credits',
+      message: 'This needs 6 messages; the account has 4.',
+      balance: 4,
+      required: 6,
+      unit: MESSAGES,
+    });
+    expect(await spendable(id)).toBe(30);
   });
 });
 

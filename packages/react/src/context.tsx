@@ -6,7 +6,10 @@ import { QueryClient, QueryClientContext, QueryClientProvider } from '@tanstack/
 import { CreditkitError, type CreditkitClient } from '@creditkit/core';
 
 /** What the hooks call: the browser client's read methods (a `CreditkitClient` has them all). */
-export type CreditkitReadClient = Pick<CreditkitClient, 'balance' | 'history' | 'plan' | 'plans' | 'packs' | 'hasFeature'>;
+export type CreditkitReadClient = Pick<
+  CreditkitClient,
+  'balance' | 'history' | 'plan' | 'plans' | 'packs' | 'hasFeature' | 'check' | 'units'
+>;
 
 /** What to buy: a credit pack (one-off payment) or a plan (subscription). */
 export type CheckoutTarget = { packId: string; planId?: undefined } | { planId: string; packId?: undefined };

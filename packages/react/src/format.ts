@@ -43,6 +43,21 @@ export function formatCredits(value: unknown, locale: string | string[] | undefi
   return `${formatCount(n, locale)} ${pluralize(n, 'credit', 'credits', locale)}`;
 }
 
+/**
+ * How running text names a unit: its catalogue name, lower-cased unless it starts with an acronym
+ * ("Messages" → "messages", "HD minutes" stays), or its id when the catalogue does not have it.
+ */
+export function unitNoun(units: ReadonlyArray<{ id: string; name: string }> | undefined, id: string): string {
+  const name = units?.find((unit) => unit.id === id)?.name;
+  if (!name) return id;
+  return /^\p{Lu}\p{Ll}/u.test(name) ? name[0]!.toLowerCase() + name.slice(1) : name;
+}
+
+/** "12 credits", "1 credit"; with another unit's noun, "12 messages" (the noun as it is). */
+export function formatAmount(value: unknown, noun: string | null, locale: string | string[] | undefined): string {
+  return noun === null ? formatCredits(value, locale) : `${formatCount(value, locale)} ${noun}`;
+}
+
 /** A price in the currency's smallest unit (cents; yen have none), e.g. 900 USD → "$9.00". */
 export function formatMoney(minorUnits: unknown, currency: string, locale: string | string[] | undefined): string {
   try {

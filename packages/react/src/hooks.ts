@@ -13,8 +13,9 @@ import {
   type UseQueryOptions,
   type UseQueryResult,
 } from '@tanstack/react-query';
-import type { AccountBalance, AccountPlan, HistoryPage, Pack, Plan } from '@creditkit/core';
-import { useCreditkit } from './context.tsx';
+import { useCallback } from 'react';
+import type { AccountBalance, AccountPlan, HistoryPage, Pack, Plan, Unit } from '@creditkit/core';
+import { useCreditkit, type CreditkitReadClient } from './context.tsx';
 import { creditkitKeys } from './keys.ts';
 
 /** Query options the hooks pass through (staleTime, refetchInterval, select is not offered, …). */
@@ -41,10 +42,20 @@ function useAccountQuery<T>(
   );
 }
 
-/** The spendable balance, the next expiry and the live buckets (in spend order). */
-export function useBalance(options?: CreditkitQueryOptions<AccountBalance>): UseQueryResult<AccountBalance, Error> {
+export type UseBalanceOptions = CreditkitQueryOptions<AccountBalance> & {
+  /** The metered unit (feature) to read, e.g. 'messages' (default: credits). Part of the query key. */
+  unit?: string;
+};
+
+/** The spendable balance of credits (or of `unit`), the next expiry and the live buckets (in spend order). */
+export function useBalance(options: UseBalanceOptions = {}): UseQueryResult<AccountBalance, Error> {
   const { client } = useCreditkit();
-  return useAccountQuery(creditkitKeys.balance, (accountId) => client.balance({ accountId }), options);
+  const { unit, ...query } = options;
+  return useAccountQuery(
+    (accountId) => creditkitKeys.balance(accountId, unit),
+    (accountId) => client.balance(unit === undefined ? { accountId } : { accountId, unit }),
+    query,
+  );
 }
 
 /** The account's plan and period (every field null when it has none). */
@@ -53,14 +64,71 @@ export function usePlan(options?: CreditkitQueryOptions<AccountPlan>): UseQueryR
   return useAccountQuery(creditkitKeys.plan, (accountId) => client.plan({ accountId }), options);
 }
 
-/** Whether the account's plan includes `feature`. */
-export function useFeature(feature: string, options?: CreditkitQueryOptions<boolean>): UseQueryResult<boolean, Error> {
-  const { client } = useCreditkit();
-  return useAccountQuery(
-    (accountId) => creditkitKeys.feature(accountId, feature),
-    (accountId) => client.hasFeature({ accountId, feature }),
-    options,
+/** What useFeature caches under creditkitKeys.feature(account, feature, amount). */
+export interface FeatureCheck {
+  allowed: boolean;
+  /** What is left of a metered unit; null for a plan flag. */
+  balance: number | null;
+}
+
+export interface FeatureState {
+  /**
+   * Whether the account may use the feature now: at least `amount` of a metered unit is left
+   * (creditkit_my_check), or its plan includes the flag (creditkit_my_feature). False until known.
+   */
+  allowed: boolean;
+  /** What is left of a metered unit; null for a plan flag, and until known. */
+  balance: number | null;
+  /** The first answer is on its way (false while signed out: nothing is asked). */
+  loading: boolean;
+  error: Error | null;
+  /** Asks again (useCreditsMutation does it for you after spending through your route). */
+  refresh: () => Promise<void>;
+  /** @deprecated 0.1's answer, the same as `allowed` once known and undefined before: read `allowed` and `loading`. */
+  data: boolean | undefined;
+}
+
+export type UseFeatureOptions = CreditkitQueryOptions<FeatureCheck> & {
+  /** How much of a metered unit the feature needs now (default 1). Part of the query key. */
+  amount?: number;
+};
+
+/** The unit catalogue's query: shared by useUnits and useFeature, which reads it to tell units from flags. */
+const unitsQuery = (client: CreditkitReadClient) => ({ queryKey: creditkitKeys.units(), queryFn: () => client.units() });
+
+/**
+ * Whether the account may use `feature` now. A feature is a unit of the catalogue: for a metered
+ * one (e.g. 'messages') the answer is whether `amount` of it is left, with the balance; anything
+ * else is a plan flag (e.g. 'hd_upscale'), answered by the account's plan.
+ */
+export function useFeature(feature: string, options: UseFeatureOptions = {}): FeatureState {
+  const { client, queryClient } = useCreditkit();
+  const { amount = 1, ...query } = options;
+  const result = useAccountQuery<FeatureCheck>(
+    (accountId) => creditkitKeys.feature(accountId, feature, amount),
+    async (accountId) => {
+      const units = await queryClient.ensureQueryData(unitsQuery(client));
+      if (units.some((unit) => unit.id === feature && unit.kind === 'metered')) return client.check({ accountId, unit: feature, amount });
+      return { allowed: await client.hasFeature({ accountId, feature }), balance: null };
+    },
+    query,
   );
+  const { refetch } = result;
+  const refresh = useCallback(async () => void (await refetch()), [refetch]);
+  return {
+    allowed: result.data?.allowed ?? false,
+    balance: result.data?.balance ?? null,
+    loading: result.isLoading,
+    error: result.error,
+    refresh,
+    data: result.data?.allowed,
+  };
+}
+
+/** The unit catalogue: metered units (a balance each, credits among them) and plan flags. Needs a signed-in user. */
+export function useUnits(options?: CreditkitQueryOptions<Unit[]>): UseQueryResult<Unit[], Error> {
+  const { client, accountId, queryClient } = useCreditkit();
+  return useQuery({ ...options, ...unitsQuery(client), enabled: accountId !== null && options?.enabled !== false }, queryClient);
 }
 
 /** The active plans, cheapest first (fetched signed out too: it is the public catalogue). */

@@ -12,13 +12,22 @@ export {
   usePlans,
   usePacks,
   useFeature,
+  useUnits,
   useCreditsMutation,
   DEFAULT_PAGE_SIZE,
   MAX_PAGE_SIZE,
 } from './hooks.ts';
-export type { CreditkitQueryOptions, UseHistoryOptions, HistoryData } from './hooks.ts';
+export type {
+  CreditkitQueryOptions,
+  UseBalanceOptions,
+  UseFeatureOptions,
+  FeatureState,
+  FeatureCheck,
+  UseHistoryOptions,
+  HistoryData,
+} from './hooks.ts';
 export { CreditsDisplay, type CreditsDisplayProps, type CreditsDisplaySlot, type CreditsPrice } from './components/CreditsDisplay.tsx';
-export { Paywall, type PaywallProps, type PaywallSlot } from './components/Paywall.tsx';
+export { Paywall, type PaywallProps, type PaywallSlot, type PaymentRequiredInfo } from './components/Paywall.tsx';
 export { BuyCreditsButton, type BuyCreditsButtonProps } from './components/BuyCreditsButton.tsx';
 export { ManageSubscriptionLink, type ManageSubscriptionLinkProps } from './components/ManageSubscriptionLink.tsx';
 export { UsageHistory, describeEntry, type UsageHistoryProps, type UsageHistorySlot } from './components/UsageHistory.tsx';

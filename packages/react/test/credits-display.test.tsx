@@ -11,6 +11,8 @@ import { clientOver, gated, renderAs, startKit, tampered, type Kit } from './sup
 let kit: Kit;
 beforeAll(async () => {
   kit = await startKit();
+  await kit.creditkit.upsertUnit({ id: 'messages', name: 'Messages' });
+  await kit.creditkit.upsertUnit({ id: 'hd_minutes', name: 'HD minutes' });
 });
 afterAll(() => kit.close());
 
@@ -75,6 +77,33 @@ describe('CreditsDisplay', () => {
     expect(part(display, 'value')).toHaveTextContent('127');
     expect(part(display, 'expiry')).toHaveTextContent(/^7 credits expire on Mar 1, 2099$/);
     expect(within(display).getByText('Mar 1, 2099')).toHaveAttribute('datetime', expect.stringMatching(/^2099-03-01T12:00:00/));
+  });
+
+  it('unit="messages": that unit\'s balance under its catalogue name, its expiry in its own words; credits not shown', async () => {
+    const ada = await userWith(500);
+    await kit.creditkit.grant({ accountId: ada, amount: 3, unit: 'messages', expiresAt: '2099-03-01T12:00:00Z' });
+    await kit.creditkit.grant({ accountId: ada, amount: 9, unit: 'messages' });
+    renderAs(kit, ada, <CreditsDisplay unit="messages" price={{ amount: 4, unit: 'chat' }} />);
+    const display = await screen.findByRole('group', { name: 'Messages' });
+    await waitFor(() => expect(display).toHaveAttribute('data-state', 'ready'));
+    expect(part(display, 'value')).toHaveTextContent(/^12$/);
+    expect(part(display, 'units')).toHaveTextContent(/^3 chats left$/);
+    expect(part(display, 'expiry')).toHaveTextContent(/^3 messages expire on Mar 1, 2099$/);
+  });
+
+  it('unit: an acronym name keeps its case, no expiry reads "No <unit> expire", a label prop wins', async () => {
+    const ada = await userWith(0);
+    await kit.creditkit.grant({ accountId: ada, amount: 30, unit: 'hd_minutes' });
+    renderAs(kit, ada, (
+      <>
+        <CreditsDisplay unit="hd_minutes" />
+        <CreditsDisplay unit="hd_minutes" label="Video" showExpiry={false} />
+      </>
+    ));
+    const display = await screen.findByRole('group', { name: 'HD minutes' });
+    await waitFor(() => expect(part(display, 'expiry')).toHaveTextContent(/^No HD minutes expire$/));
+    expect(part(display, 'value')).toHaveTextContent(/^30$/);
+    expect(part(screen.getByRole('group', { name: 'Video' }), 'value')).toHaveTextContent(/^30$/);
   });
 
   it('one expiring credit reads in the singular', async () => {

@@ -16,6 +16,7 @@ import {
   usePacks,
   usePlan,
   usePlans,
+  useUnits,
 } from '../src/index.ts';
 import { clientOver, counting, renderAs, startKit, testQueryClient, type Kit } from './support.tsx';
 
@@ -24,6 +25,8 @@ beforeAll(async () => {
   kit = await startKit();
   await kit.creditkit.upsertPlan({ id: 'pro', name: 'Pro', allowance: 100, features: { hd_upscale: true }, priceAmount: 1900 });
   await kit.creditkit.upsertPack({ id: 'small', name: 'Small', credits: 50, priceAmount: 500 });
+  await kit.creditkit.upsertUnit({ id: 'messages', name: 'Messages' });
+  await kit.creditkit.upsertUnit({ id: 'images', name: 'Images' });
 });
 afterAll(() => kit.close());
 
@@ -52,11 +55,14 @@ describe('hooks', () => {
   it('signed out: account queries stay idle and call nothing; the catalogue still loads', async () => {
     const someone = await kit.signUp();
     const transport = counting(kit.creditkit.asUser(someone).transport);
-    const { result } = hookAs(null, () => ({ balance: useBalance(), plan: usePlan(), feature: useFeature('hd_upscale'), history: useHistory(), plans: usePlans() }), clientOver(kit, someone, () => transport));
+    const { result } = hookAs(null, () => ({ balance: useBalance(), plan: usePlan(), feature: useFeature('hd_upscale'), messages: useFeature('messages'), units: useUnits(), history: useHistory(), plans: usePlans() }), clientOver(kit, someone, () => transport));
     await waitFor(() => expect(result.current.plans.isSuccess).toBe(true));
-    for (const q of [result.current.balance, result.current.plan, result.current.feature, result.current.history]) {
+    for (const q of [result.current.balance, result.current.plan, result.current.units, result.current.history]) {
       expect(q.fetchStatus).toBe('idle');
       expect(q.data).toBeUndefined();
+    }
+    for (const feature of [result.current.feature, result.current.messages]) {
+      expect(feature).toMatchObject({ allowed: false, balance: null, loading: false, error: null, data: undefined });
     }
     expect(transport.calls).toEqual(['creditkit_plans']);
     expect(result.current.plans.data!.map((p) => p.id)).toEqual(['free', 'pro']);
@@ -116,13 +122,63 @@ describe('hooks', () => {
       plans: usePlans(),
       packs: usePacks(),
     }));
-    await waitFor(() => expect(Object.values(result.current).every((q) => q.isSuccess)).toBe(true));
+    await waitFor(() => {
+      const { plan, hd, video, plans, packs } = result.current;
+      expect([plan, plans, packs].every((q) => q.isSuccess) && !hd.loading && !video.loading).toBe(true);
+    });
     expect(result.current.plan.data).toMatchObject({ accountId: ada, planId: 'pro', allowance: 100, features: { hd_upscale: true } });
-    expect(result.current.hd.data).toBe(true);
-    expect(result.current.video.data).toBe(false);
+    // a flag (not a metered unit): the plan answers, there is no balance
+    expect(result.current.hd).toMatchObject({ allowed: true, balance: null, loading: false, error: null, data: true });
+    expect(result.current.video).toMatchObject({ allowed: false, balance: null, data: false });
     expect(result.current.packs.data).toEqual([expect.objectContaining({ id: 'small', credits: 50, priceAmount: 500 })]);
-    expect(queryClient.getQueryData(creditkitKeys.feature(ada, 'hd_upscale'))).toBe(true);
+    expect(queryClient.getQueryData(creditkitKeys.feature(ada, 'hd_upscale', 1))).toEqual({ allowed: true, balance: null });
     expect(queryClient.getQueryData(creditkitKeys.packs())).toBe(result.current.packs.data);
+  });
+
+  it("useBalance({ unit }) reads that unit's balance, cached under creditkitKeys.balance(account, unit)", async () => {
+    const ada = await kit.signUp();
+    await kit.creditkit.grant({ accountId: ada, amount: 42 });
+    await kit.creditkit.grant({ accountId: ada, amount: 7, unit: 'messages' });
+    const { result, queryClient } = hookAs(ada, () => ({ credits: useBalance(), messages: useBalance({ unit: 'messages' }), images: useBalance({ unit: 'images' }) }));
+    await waitFor(() => expect(Object.values(result.current).every((q) => q.isSuccess)).toBe(true));
+    expect([result.current.credits.data!.balance, result.current.messages.data!.balance, result.current.images.data!.balance]).toEqual([42, 7, 0]);
+    expect(queryClient.getQueryData(creditkitKeys.balance(ada, 'messages'))).toBe(result.current.messages.data);
+    expect(queryClient.getQueryData(creditkitKeys.balance(ada))).toBe(result.current.credits.data);
+  });
+
+  it('useFeature on a metered unit: allowed and balance for `amount` (creditkit_my_check), the catalogue read once, refresh after a server report', async () => {
+    const ada = await kit.signUp();
+    await kit.creditkit.grant({ accountId: ada, amount: 3, unit: 'messages' });
+    const transport = counting(kit.creditkit.asUser(ada).transport);
+    const { result, queryClient } = hookAs(
+      ada,
+      () => ({ one: useFeature('messages'), four: useFeature('messages', { amount: 4 }), images: useFeature('images') }),
+      clientOver(kit, ada, () => transport),
+    );
+    expect(result.current.one).toMatchObject({ loading: true, allowed: false, balance: null });
+    await waitFor(() => expect(Object.values(result.current).some((f) => f.loading)).toBe(false));
+    expect(result.current.one).toMatchObject({ allowed: true, balance: 3, error: null, data: true });
+    expect(result.current.four).toMatchObject({ allowed: false, balance: 3 });
+    expect(result.current.images).toMatchObject({ allowed: false, balance: 0 });
+    expect(queryClient.getQueryData(creditkitKeys.feature(ada, 'messages', 4))).toEqual({ allowed: false, balance: 3 });
+    expect(transport.calls.filter((fn) => fn === 'creditkit_units')).toHaveLength(1); // shared by the three
+    expect(transport.calls.filter((fn) => fn === 'creditkit_my_check')).toHaveLength(3);
+    expect(transport.calls).not.toContain('creditkit_my_feature');
+
+    await kit.creditkit.report({ accountId: ada, unit: 'messages', amount: 3 });
+    await act(() => result.current.one.refresh());
+    await waitFor(() => expect(result.current.one).toMatchObject({ allowed: false, balance: 0, data: false }));
+    expect(transport.calls.filter((fn) => fn === 'creditkit_my_check')).toHaveLength(4);
+  });
+
+  it("useFeature reports an error (allowed false) for an account the user may not read", async () => {
+    const ada = await kit.signUp();
+    const grace = await kit.signUp();
+    await kit.creditkit.grant({ accountId: grace, amount: 5, unit: 'messages' });
+    const { result } = hookAs(grace, () => useFeature('messages'), kit.creditkit.asUser(ada));
+    await waitFor(() => expect(result.current.error).not.toBeNull());
+    expect(result.current).toMatchObject({ allowed: false, balance: null, loading: false });
+    expect(result.current.error).toMatchObject({ code: 'not_allowed' });
   });
 
   it('useHistory pages with nextBeforeId until the ledger ends', async () => {

@@ -17,8 +17,12 @@ describe('creditkitKeys', () => {
     expect(creditkitKeys.history(ada, 10)).toEqual(['creditkit', ada, 'history', 10]);
     expect(creditkitKeys.plan(ada)).toEqual(['creditkit', ada, 'plan']);
     expect(creditkitKeys.feature(ada, 'hd_upscale')).toEqual(['creditkit', ada, 'feature', 'hd_upscale']);
+    expect(creditkitKeys.feature(ada, 'messages', 2)).toEqual(['creditkit', ada, 'feature', 'messages', 2]);
+    expect(creditkitKeys.balance(ada, 'messages')).toEqual(['creditkit', ada, 'balance', 'messages']);
+    expect(creditkitKeys.balance(ada, 'credits')).toEqual(creditkitKeys.balance(ada));
     expect(creditkitKeys.plans()).toEqual(['creditkit', 'plans']);
     expect(creditkitKeys.packs()).toEqual(['creditkit', 'packs']);
+    expect(creditkitKeys.units()).toEqual(['creditkit', 'units']);
   });
 
   it('are stable: the same arguments hash the same, signed out is null either way', () => {
@@ -36,10 +40,15 @@ describe('creditkitKeys', () => {
       creditkitKeys.balance(ada),
       creditkitKeys.history(ada, 10),
       creditkitKeys.plan(ada),
-      creditkitKeys.feature(ada, 'hd_upscale'),
+      creditkitKeys.feature(ada, 'hd_upscale', 1),
+      creditkitKeys.balance(ada, 'messages'),
+      creditkitKeys.feature(ada, 'messages', 1),
+      creditkitKeys.feature(ada, 'messages', 3),
       creditkitKeys.balance(grace),
+      creditkitKeys.feature(grace, 'messages', 1),
       creditkitKeys.plans(),
       creditkitKeys.packs(),
+      creditkitKeys.units(),
     ];
     for (const key of keys) client.setQueryData(key, 1);
     const matching = (queryKey: readonly unknown[]) =>
@@ -47,8 +56,11 @@ describe('creditkitKeys', () => {
         .getAll()
         .filter((q) => matchQuery({ queryKey }, q))
         .map((q) => q.queryKey);
-    expect(matching(creditkitKeys.account(ada))).toEqual(keys.slice(0, 4));
+    expect(matching(creditkitKeys.account(ada))).toEqual(keys.slice(0, 7));
     expect(matching(creditkitKeys.histories(ada))).toEqual([creditkitKeys.history(ada, 10)]);
+    // a feature without an amount reaches every amount of it; the credits balance key every unit's balance
+    expect(matching(creditkitKeys.feature(ada, 'messages'))).toEqual([creditkitKeys.feature(ada, 'messages', 1), creditkitKeys.feature(ada, 'messages', 3)]);
+    expect(matching(creditkitKeys.balance(ada))).toEqual([creditkitKeys.balance(ada), creditkitKeys.balance(ada, 'messages')]);
     expect(matching(creditkitKeys.all)).toHaveLength(keys.length);
   });
 });

@@ -4,8 +4,8 @@
 import { screen, waitFor, within } from '@testing-library/react';
 import { userEvent } from '@testing-library/user-event';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { creditkitKeys, Paywall } from '../src/index.ts';
-import { clientOver, gated, renderAs, startKit, type Kit } from './support.tsx';
+import { creditkitKeys, Paywall, type PaymentRequiredInfo } from '../src/index.ts';
+import { clientOver, counting, gated, renderAs, startKit, type Kit } from './support.tsx';
 
 let kit: Kit;
 beforeAll(async () => {
@@ -14,6 +14,9 @@ beforeAll(async () => {
   await kit.creditkit.upsertPlan({ id: 'basic', name: 'Basic', allowance: 20, features: { hd_upscale: false }, priceAmount: 500 });
   await kit.creditkit.upsertPack({ id: 'small', name: 'Small', credits: 50, priceAmount: 500 });
   await kit.creditkit.upsertPack({ id: 'large', name: 'Large', credits: 500, priceAmount: 3900 });
+  await kit.creditkit.upsertUnit({ id: 'messages', name: 'Messages' });
+  await kit.creditkit.upsertPlan({ id: 'chat', name: 'Chat', allowance: 0, priceAmount: 900 });
+  await kit.creditkit.setPlanLimit({ planId: 'chat', unit: 'messages', allowance: 100 });
 });
 afterAll(() => kit.close());
 
@@ -76,6 +79,68 @@ describe('Paywall', () => {
     await queryClient.invalidateQueries({ queryKey: creditkitKeys.account(ada) });
     await waitFor(() => expect(gatedContent()).toBeNull());
     expect(screen.getByRole('region', { name: 'Upgrade to unlock this' })).toBeInTheDocument();
+  });
+
+  it('a metered feature: names the unit that ran out, lists the plans with a limit of it, then the children after a grant', async () => {
+    const ada = await kit.signUp();
+    await kit.creditkit.grant({ accountId: ada, amount: 50 }); // credits do not pay for messages
+    const { queryClient } = renderAs(kit, ada, <Paywall feature="messages">{UPSCALE}</Paywall>, {
+      checkout: async () => 'https://checkout.example/sub',
+    });
+    const prompt = await screen.findByRole('region', { name: 'Not enough messages' });
+    expect(prompt).toHaveTextContent('This needs 1 messages; you have 0.');
+    await waitFor(() => expect(within(prompt).getAllByRole('button').map((b) => b.textContent)).toEqual(['Subscribe to Chat ($9.00 a month)']));
+    expect(gatedContent()).toBeNull();
+
+    await kit.creditkit.grant({ accountId: ada, amount: 1, unit: 'messages' });
+    await queryClient.invalidateQueries({ queryKey: creditkitKeys.account(ada) });
+    await waitFor(() => expect(gatedContent()).toBeInTheDocument());
+  });
+
+  it('a metered feature with an amount: exactly enough opens, one short does not', async () => {
+    const ada = await kit.signUp();
+    await kit.creditkit.grant({ accountId: ada, amount: 4, unit: 'messages' });
+    renderAs(kit, ada, (
+      <>
+        <Paywall feature="messages" amount={4}>
+          <p>four open</p>
+        </Paywall>
+        <Paywall feature="messages" amount={5} featureLabel="chat messages">
+          <p>five open</p>
+        </Paywall>
+      </>
+    ));
+    expect(await screen.findByText('four open')).toBeInTheDocument();
+    const prompt = await screen.findByRole('region', { name: 'Not enough chat messages' });
+    expect(prompt).toHaveTextContent('This needs 5 chat messages; you have 4.');
+    expect(screen.queryByText('five open')).toBeNull();
+  });
+
+  it("paymentRequired: a route's 402 body locks at once and names what ran out (a unit, or credits with the packs)", async () => {
+    const ada = await kit.signUp();
+    await kit.creditkit.grant({ accountId: ada, amount: 1000 });
+    await kit.creditkit.grant({ accountId: ada, amount: 1000, unit: 'messages' });
+    const transport = counting(kit.creditkit.asUser(ada).transport);
+    renderAs(kit, ada, (
+      <>
+        <Paywall paymentRequired={{ error: 'insufficient_credits', unit: 'messages', balance: 0, required: 2 } as PaymentRequiredInfo}>
+          <p>unit open</p>
+        </Paywall>
+        <Paywall paymentRequired={{ balance: 2, required: 4 }} title="Top up">
+          <p>credits open</p>
+        </Paywall>
+      </>
+    ), { client: clientOver(kit, ada, () => transport) });
+    const unit = screen.getByRole('region', { name: /Not enough/ });
+    await waitFor(() => expect(unit).toHaveAccessibleName('Not enough messages'));
+    expect(unit).toHaveTextContent('This needs 2 messages; you have 0.');
+    const credits = screen.getByRole('region', { name: 'Top up' });
+    expect(credits).toHaveTextContent('This needs 4 credits; you have 2.');
+    await waitFor(() => expect(within(credits).getAllByRole('button')).toHaveLength(2)); // the packs
+    expect(screen.queryByText(/open/)).toBeNull();
+    // the 402 is the answer: neither balance was asked for
+    expect(transport.calls).not.toContain('creditkit_my_balance');
+    expect(transport.calls).not.toContain('creditkit_my_check');
   });
 
   it('feature and credits together: both must hold', async () => {

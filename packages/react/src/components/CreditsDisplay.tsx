@@ -1,12 +1,13 @@
 'use client';
-// The balance, what it buys ("12 image generations left") and when credit next expires. While
+// The balance of credits or of a metered unit (unit="messages"), what it buys ("12 image
+// generations left") and when some of it next expires. While
 // loading, the same parts are rendered empty (data-placeholder, aria-busy) so nothing moves
 // when the numbers arrive; no part ever shows NaN or a negative number.
 import { useId, type ReactNode } from 'react';
 import type { AccountBalance } from '@creditkit/core';
 import { useCreditkit } from '../context.tsx';
-import { formatCount, formatCredits, formatDate, pluralize, unitsLeft } from '../format.ts';
-import { useBalance } from '../hooks.ts';
+import { formatAmount, formatCount, formatDate, pluralize, unitNoun, unitsLeft } from '../format.ts';
+import { useBalance, useUnits } from '../hooks.ts';
 import { slots, type ClassNames } from '../slots.ts';
 
 /** What one unit of your product costs in credits, e.g. { amount: 2, unit: 'image generation' }. */
@@ -21,9 +22,11 @@ export interface CreditsPrice {
 export type CreditsDisplaySlot = 'label' | 'value' | 'units' | 'expiry' | 'error';
 
 export interface CreditsDisplayProps {
+  /** The metered unit (feature) to show, e.g. 'messages' (default: credits). */
+  unit?: string;
   /** Adds "N <units> left": floor(balance / amount). */
   price?: CreditsPrice;
-  /** Default "Credits". */
+  /** Default "Credits", or the unit's name from the catalogue (its id until that is known). */
   label?: ReactNode;
   /** Show the next expiry (default true). */
   showExpiry?: boolean;
@@ -40,9 +43,11 @@ export function expiringCredits(balance: AccountBalance): number {
   return balance.buckets.reduce((sum, b) => (b.expiresAt && Date.parse(b.expiresAt) === at ? sum + b.remaining : sum), 0);
 }
 
-export function CreditsDisplay({ price, label, showExpiry = true, className, classNames }: CreditsDisplayProps): ReactNode {
+export function CreditsDisplay({ unit, price, label, showExpiry = true, className, classNames }: CreditsDisplayProps): ReactNode {
   const { accountId, locale } = useCreditkit();
-  const balance = useBalance();
+  const ofUnit = unit !== undefined && unit !== 'credits';
+  const balance = useBalance(ofUnit ? { unit } : {});
+  const units = useUnits({ enabled: ofUnit });
   const labelId = useId();
   if (accountId === null) return null;
 
@@ -53,23 +58,24 @@ export function CreditsDisplay({ price, label, showExpiry = true, className, cla
   const placeholder = loading ? { 'data-placeholder': '' } : {};
 
   const left = price ? unitsLeft(data?.balance, price.amount) : null;
+  const noun = ofUnit ? unitNoun(units.data, unit) : null;
   let expiry: ReactNode = EMPTY;
   if (data && data.nextExpiry) {
     const credits = expiringCredits(data);
     expiry = (
       <>
-        {formatCredits(credits, locale)} {pluralize(credits, 'expires', 'expire', locale)} on{' '}
+        {formatAmount(credits, noun, locale)} {pluralize(credits, 'expires', 'expire', locale)} on{' '}
         <time dateTime={data.nextExpiry}>{formatDate(data.nextExpiry, locale)}</time>
       </>
     );
   } else if (data) {
-    expiry = 'No credits expire';
+    expiry = `No ${noun ?? 'credits'} expire`;
   }
 
   return (
     <div {...s.root()} role="group" aria-labelledby={labelId} aria-busy={loading} data-state={loading ? 'loading' : failed ? 'error' : 'ready'}>
       <span {...s.part('label')} id={labelId}>
-        {label ?? 'Credits'}
+        {label ?? (ofUnit ? (units.data?.find((u) => u.id === unit)?.name ?? unit) : 'Credits')}
       </span>{' '}
       <span {...s.part('value')} {...placeholder}>
         {data ? formatCount(data.balance, locale) : failed ? '—' : EMPTY}

@@ -1,23 +1,40 @@
 'use client';
-// Gates its children on a plan feature, on enough credits, or on both. Allowed: the children,
-// unwrapped. Still checking: a placeholder (aria-busy) that you size with CSS to the gated
-// content, so nothing jumps. Refused (or signed out): `fallback`, or a prompt listing the packs
-// that buy credits and the plans that include the feature, each with its checkout button.
+// Gates its children on a feature (a plan flag, or enough of a metered unit such as messages), on
+// enough credits, or on both; or shows what a 402 from your route said ran out. Allowed: the
+// children, unwrapped. Still checking: a placeholder (aria-busy) that you size with CSS to the
+// gated content, so nothing jumps. Refused (or signed out): `fallback`, or a prompt naming what
+// is missing and listing the packs that buy credits and the plans that include the feature or a
+// limit of the unit, each with its checkout button.
 import { useId, type ReactNode } from 'react';
 import type { Pack, Plan } from '@creditkit/core';
 import { useCreditkit } from '../context.tsx';
-import { formatCount, formatCredits, formatMoney } from '../format.ts';
-import { useBalance, useFeature, usePacks, usePlans } from '../hooks.ts';
+import { formatCount, formatCredits, formatMoney, unitNoun } from '../format.ts';
+import { useBalance, useFeature, usePacks, usePlans, useUnits } from '../hooks.ts';
 import { cx, slots, type ClassNames } from '../slots.ts';
 import { BuyCreditsButton } from './BuyCreditsButton.tsx';
 
 export type PaywallSlot = 'placeholder' | 'title' | 'message' | 'list' | 'item' | 'button' | 'error';
 
+/** What a 402 from the route helpers says (their JSON body): what ran out, what was needed and what is left. */
+export interface PaymentRequiredInfo {
+  /** The unit (feature) that ran out; absent for credits. */
+  unit?: string;
+  balance: number;
+  required: number;
+}
+
 export interface PaywallProps {
-  /** Needs the account's plan to include this feature. */
+  /**
+   * Needs this feature: for a metered unit (e.g. 'messages'), at least `amount` of it left; for
+   * anything else, the account's plan to include it as a flag.
+   */
   feature?: string;
+  /** With a metered `feature`: how much of it is needed (default 1). */
+  amount?: number;
   /** Needs at least this many spendable credits. */
   credits?: number;
+  /** A 402 your route answered (its JSON body): locked, naming the unit that ran out, without asking the database. */
+  paymentRequired?: PaymentRequiredInfo;
   /** What is gated. */
   children?: ReactNode;
   /** Replaces the buy prompt when refused. */
@@ -28,22 +45,30 @@ export interface PaywallProps {
   title?: ReactNode;
   /** aria-level of the prompt's heading (default 2). */
   headingLevel?: number;
-  /** How the prompt names the feature (default: its id). */
+  /** How the prompt names the feature (default: a unit's name from the catalogue, else its id). */
   featureLabel?: ReactNode;
   className?: string;
   classNames?: ClassNames<PaywallSlot>;
 }
 
+/** A metered unit that is short: which, how much was needed and how much is left. */
+interface UnitShortage {
+  unit: string;
+  required: number;
+  balance: number;
+}
+
 export function Paywall(props: PaywallProps): ReactNode {
-  const { feature, credits, children, fallback, placeholder, className, classNames } = props;
+  const { feature, amount = 1, credits, paymentRequired, children, fallback, placeholder, className, classNames } = props;
   const { accountId } = useCreditkit();
-  const needFeature = feature !== undefined;
-  const needCredits = credits !== undefined;
-  const featureQuery = useFeature(feature ?? '', { enabled: needFeature });
+  const blocked = paymentRequired !== undefined;
+  const needFeature = feature !== undefined && !blocked;
+  const needCredits = credits !== undefined && !blocked;
+  const featureState = useFeature(feature ?? '', { amount, enabled: needFeature });
   const balanceQuery = useBalance({ enabled: needCredits });
   const s = slots('paywall', classNames, className);
 
-  const loading = accountId !== null && ((needFeature && featureQuery.isPending) || (needCredits && balanceQuery.isPending));
+  const loading = accountId !== null && ((needFeature && featureState.loading) || (needCredits && balanceQuery.isPending));
   if (loading) {
     const root = s.root();
     return (
@@ -52,44 +77,65 @@ export function Paywall(props: PaywallProps): ReactNode {
       </div>
     );
   }
+  // A feature with a balance is a metered unit; without one (or unanswered), a plan flag.
+  const metered = featureState.balance !== null;
+  const missingFeature = needFeature && !metered && !featureState.allowed;
+  let shortOfUnit: UnitShortage | null =
+    needFeature && metered && !featureState.allowed ? { unit: feature!, required: amount, balance: featureState.balance! } : null;
   // NaN credits are never enough; a negative amount always is.
-  const missingFeature = needFeature && featureQuery.data !== true;
-  const balance = balanceQuery.data?.balance ?? 0;
-  const shortOfCredits = needCredits && !(balance >= credits);
-  if (accountId !== null && !missingFeature && !shortOfCredits) return <>{children}</>;
+  let balance = balanceQuery.data?.balance ?? 0;
+  let needed = credits;
+  let shortOfCredits = needCredits && !(balance >= credits);
+  if (paymentRequired) {
+    const { unit = 'credits', required } = paymentRequired;
+    if (unit === 'credits') [shortOfCredits, balance, needed] = [true, paymentRequired.balance, required];
+    else shortOfUnit = { unit, required, balance: paymentRequired.balance };
+  }
+  if (accountId !== null && !missingFeature && !shortOfCredits && !shortOfUnit) return <>{children}</>;
   if (fallback !== undefined) return <>{fallback}</>;
   return (
     <BuyPrompt
       {...props}
+      credits={needed}
       missingFeature={missingFeature}
       shortOfCredits={shortOfCredits}
+      shortOfUnit={shortOfUnit}
       balance={balance}
-      failed={(needFeature && featureQuery.isError) || (needCredits && balanceQuery.isError)}
+      failed={(needFeature && featureState.error !== null) || (needCredits && balanceQuery.isError)}
     />
   );
 }
 
 function BuyPrompt(
-  props: PaywallProps & { missingFeature: boolean; shortOfCredits: boolean; balance: number; failed: boolean },
+  props: PaywallProps & {
+    missingFeature: boolean;
+    shortOfCredits: boolean;
+    shortOfUnit: UnitShortage | null;
+    balance: number;
+    failed: boolean;
+  },
 ): ReactNode {
   const { feature, credits, title, headingLevel = 2, featureLabel, className, classNames } = props;
-  const { missingFeature, shortOfCredits, balance, failed } = props;
+  const { missingFeature, shortOfCredits, shortOfUnit, balance, failed } = props;
   const { accountId, locale } = useCreditkit();
   const titleId = useId();
   const packs = usePacks({ enabled: shortOfCredits });
-  const plans = usePlans({ enabled: missingFeature });
+  const plans = usePlans({ enabled: missingFeature || shortOfUnit !== null });
+  const units = useUnits({ enabled: shortOfUnit !== null && featureLabel === undefined });
   const s = slots('paywall', classNames, className);
 
   const offers: Array<{ key: string; button: ReactNode }> = [];
-  if (missingFeature) {
-    for (const plan of plans.data ?? []) {
-      if (feature !== undefined && plan.features[feature]) offers.push({ key: `plan:${plan.id}`, button: planButton(plan) });
-    }
+  for (const plan of missingFeature || shortOfUnit ? (plans.data ?? []) : []) {
+    // the plans with the flag, or with an allowance of the unit that ran out
+    const opens = (missingFeature && feature !== undefined && plan.features[feature]) || (shortOfUnit && plan.limits[shortOfUnit.unit]);
+    if (opens) offers.push({ key: `plan:${plan.id}`, button: planButton(plan) });
   }
+  // TODO(0.2.0 SQL): packs of the unit (Pack.unit, once creditkit_upsert_pack takes p_unit) for shortOfUnit
   if (shortOfCredits) {
     for (const pack of packs.data ?? []) offers.push({ key: `pack:${pack.id}`, button: packButton(pack) });
   }
-  const loadingOffers = (missingFeature && plans.isPending) || (shortOfCredits && packs.isPending);
+  const loadingOffers = ((missingFeature || shortOfUnit !== null) && plans.isPending) || (shortOfCredits && packs.isPending);
+  const noun = shortOfUnit ? (featureLabel ?? unitNoun(units.data, shortOfUnit.unit)) : null;
 
   function planButton(plan: Plan): ReactNode {
     return (
@@ -109,14 +155,20 @@ function BuyPrompt(
   let message: ReactNode;
   if (accountId === null) message = 'Sign in to continue.';
   else if (missingFeature) message = <>Your plan does not include {featureLabel ?? feature}.</>;
-  else if (credits === undefined || !Number.isFinite(credits)) message = 'You do not have enough credits.';
+  else if (shortOfUnit) {
+    message = (
+      <>
+        This needs {formatCount(Math.ceil(shortOfUnit.required), locale)} {noun}; you have {formatCount(shortOfUnit.balance, locale)}.
+      </>
+    );
+  } else if (credits === undefined || !Number.isFinite(credits)) message = 'You do not have enough credits.';
   // a fraction of a credit needs the next whole one (the balance is whole)
   else message = `This needs ${formatCredits(Math.ceil(credits), locale)}; you have ${formatCount(balance, locale)}.`;
 
   return (
     <section {...s.root()} data-state="locked" aria-labelledby={titleId}>
       <div {...s.part('title')} id={titleId} role="heading" aria-level={headingLevel}>
-        {title ?? (missingFeature ? 'Upgrade to unlock this' : 'Not enough credits')}
+        {title ?? (missingFeature ? 'Upgrade to unlock this' : shortOfUnit ? <>Not enough {noun}</> : 'Not enough credits')}
       </div>
       <p {...s.part('message')}>{message}</p>
       {failed ? (
