@@ -61,6 +61,8 @@ export const CALLER_HELPERS = [
   'creditkit.limits_of(text)',
   'creditkit.price_for(text,jsonb,timestamp with time zone)',
   'creditkit.price_or_raise(text,jsonb,bigint,timestamp with time zone)',
+  'creditkit.unit_terms(uuid,text)',
+  'creditkit.unopened_allowance(uuid,text,timestamp with time zone)',
 ];
 
 // The kit's functions: everything in the creditkit schema and public.creditkit_*, each as

@@ -31,6 +31,7 @@ const SERVER_CALLS: Record<string, (account: string) => Args> = {
   creditkit_settle: () => ({ p_hold_id: 1, p_actual: 1 }),
   creditkit_release: () => ({ p_hold_id: 1 }),
   creditkit_account_margin: () => ({ p_from: '2020-01-01T00:00:00Z', p_to: '2030-01-01T00:00:00Z' }),
+  creditkit_unit_usage: () => ({ p_from: '2020-01-01T00:00:00Z', p_to: '2030-01-01T00:00:00Z' }),
   creditkit_usage_series: () => ({ p_from: '2020-01-01T00:00:00Z', p_to: '2030-01-01T00:00:00Z' }),
   creditkit_top_events: () => ({ p_from: '2020-01-01T00:00:00Z', p_to: '2030-01-01T00:00:00Z' }),
   creditkit_credits_outstanding: () => ({}),
