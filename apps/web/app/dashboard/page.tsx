@@ -1,12 +1,14 @@
-// The operator dashboard: every customer's balance, plan, usage and top-ups; usage over time
-// and the top events; MRR and credits outstanding; revenue, cost and margin per customer. It is
-// read on the server as service_role with the analytics functions (creditkit_account_margin,
-// _usage_series, _top_events, _credits_outstanding, _accounts_per_plan, _mrr). In the demo any
-// signed-in demo user may open it; in your app, put it behind your operators' sign-in.
+// The operator dashboard: every customer's balance, plan, usage and top-ups; usage and margin
+// per unit (credits, messages); usage over time and the top events; MRR and credits outstanding;
+// revenue, cost and margin per customer. It is read on the server as service_role with the
+// analytics functions (creditkit_account_margin, _unit_usage, _usage_series, _top_events,
+// _credits_outstanding, _accounts_per_plan, _mrr). In the demo any signed-in demo user may open
+// it; in your app, put it behind your operators' sign-in.
 import { HBarChart, StackedBarChart } from '@/lib/charts.tsx';
 import { demoUserById } from '@/lib/demo-users.ts';
 import { int, micros, money } from '@/lib/format.ts';
 import { getDemo } from '@/lib/server/demo.ts';
+import { unitUsage } from '@/lib/server/unit-usage.ts';
 
 export const dynamic = 'force-dynamic';
 
@@ -25,6 +27,8 @@ export default async function Dashboard() {
   const outstanding = await creditkit.creditsOutstanding();
   const perPlan = await creditkit.accountsPerPlan();
   const mrr = await creditkit.mrr();
+  const perUnit = await unitUsage(creditkit, { from, to });
+  const unitNames = new Map((await creditkit.units()).map((u) => [u.id, u.name]));
 
   // Every account with activity in the window: its balance (a server read, which also books
   // expired credit) and its plan.
@@ -113,6 +117,42 @@ export default async function Dashboard() {
                 <td className="num">
                   {micros(c.marginMicros)} {c.marginMicros < 0 ? <span className="tag bad">unprofitable</span> : null}
                 </td>
+              </tr>
+            ))}
+          </tbody>
+        </table>
+      </section>
+
+      <section className="card" aria-labelledby="units-title">
+        <h2 id="units-title">Usage and margin per unit</h2>
+        <p className="muted">
+          Each metered feature: calls, what was spent of it, the credits spent in its place at the overage price once a customer&apos;s allowance
+          was gone, what was granted, and revenue (Stripe payments, booked to the unit they bought), cost and margin.
+        </p>
+        <table className="ck-table" data-testid="units">
+          <thead>
+            <tr>
+              <th scope="col">Unit</th>
+              <th scope="col" className="num">Calls</th>
+              <th scope="col" className="num">Spent</th>
+              <th scope="col" className="num">Overage credits</th>
+              <th scope="col" className="num">Granted</th>
+              <th scope="col" className="num">Revenue</th>
+              <th scope="col" className="num">Cost</th>
+              <th scope="col" className="num">Margin</th>
+            </tr>
+          </thead>
+          <tbody>
+            {perUnit.map((u) => (
+              <tr key={u.unit} className={u.marginMicros < 0 ? 'loss' : undefined}>
+                <th scope="row">{unitNames.get(u.unit) ?? u.unit}</th>
+                <td className="num">{int(u.calls)}</td>
+                <td className="num">{int(u.spent)}</td>
+                <td className="num">{int(u.overageCredits)}</td>
+                <td className="num">{int(u.granted)}</td>
+                <td className="num">{micros(u.revenueMicros)}</td>
+                <td className="num">{micros(u.costMicros)}</td>
+                <td className="num">{micros(u.marginMicros)}</td>
               </tr>
             ))}
           </tbody>
