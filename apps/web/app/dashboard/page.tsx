@@ -127,7 +127,8 @@ export default async function Dashboard() {
         <h2 id="units-title">Usage and margin per unit</h2>
         <p className="muted">
           Each metered feature: calls, what was spent of it, the credits spent in its place at the overage price once a customer&apos;s allowance
-          was gone, what was granted, and revenue (Stripe payments, booked to the unit they bought), cost and margin.
+          was gone, what was granted, and revenue (Stripe payments, booked to the unit they granted: Pro&apos;s price to its credits), cost and
+          margin.
         </p>
         <table className="ck-table" data-testid="units">
           <thead>
