@@ -4,6 +4,7 @@
 // analytics functions (creditkit_account_margin, _unit_usage, _usage_series, _top_events,
 // _credits_outstanding, _accounts_per_plan, _mrr). In the demo any signed-in demo user may open
 // it; in your app, put it behind your operators' sign-in.
+import type { ReactNode } from 'react';
 import { HBarChart, StackedBarChart } from '@/lib/charts.tsx';
 import { demoUserById } from '@/lib/demo-users.ts';
 import { int, micros, money } from '@/lib/format.ts';
@@ -15,6 +16,41 @@ export const dynamic = 'force-dynamic';
 const DAY = 86_400_000;
 const DAYS = 30;
 const plural = (n: number, word: string) => `${n} ${word}${n === 1 ? '' : 's'}`;
+
+const MONEY = ['Revenue', 'Cost', 'Margin'];
+
+/** A table's header row: text columns, then numeric ones (right-aligned). */
+function Head({ columns, numeric }: { columns: string[]; numeric: string[] }) {
+  return (
+    <thead>
+      <tr>
+        {columns.map((c) => (
+          <th key={c} scope="col">
+            {c}
+          </th>
+        ))}
+        {numeric.map((c) => (
+          <th key={c} scope="col" className="num">
+            {c}
+          </th>
+        ))}
+      </tr>
+    </thead>
+  );
+}
+
+/** Revenue, cost and margin cells; `children` follow the margin. */
+function MoneyCells({ of, children }: { of: { revenueMicros: number; costMicros: number; marginMicros: number }; children?: ReactNode }) {
+  return (
+    <>
+      <td className="num">{micros(of.revenueMicros)}</td>
+      <td className="num">{micros(of.costMicros)}</td>
+      <td className="num">
+        {micros(of.marginMicros)} {children}
+      </td>
+    </>
+  );
+}
 
 export default async function Dashboard() {
   const { creditkit, sql } = await getDemo();
@@ -92,18 +128,7 @@ export default async function Dashboard() {
       <section className="card" aria-labelledby="customers-title">
         <h2 id="customers-title">Customers</h2>
         <table className="ck-table" data-testid="customers">
-          <thead>
-            <tr>
-              <th scope="col">Customer</th>
-              <th scope="col">Plan</th>
-              <th scope="col" className="num">Balance</th>
-              <th scope="col" className="num">Used</th>
-              <th scope="col" className="num">Topped up</th>
-              <th scope="col" className="num">Revenue</th>
-              <th scope="col" className="num">Cost</th>
-              <th scope="col" className="num">Margin</th>
-            </tr>
-          </thead>
+          <Head columns={['Customer', 'Plan']} numeric={['Balance', 'Used', 'Topped up', ...MONEY]} />
           <tbody>
             {customers.map((c) => (
               <tr key={c.accountId} className={c.marginMicros < 0 ? 'loss' : undefined}>
@@ -112,11 +137,7 @@ export default async function Dashboard() {
                 <td className="num">{int(c.balance)}</td>
                 <td className="num">{int(c.creditsSpent)}</td>
                 <td className="num">{int(c.creditsGranted)}</td>
-                <td className="num">{micros(c.revenueMicros)}</td>
-                <td className="num">{micros(c.costMicros)}</td>
-                <td className="num">
-                  {micros(c.marginMicros)} {c.marginMicros < 0 ? <span className="tag bad">unprofitable</span> : null}
-                </td>
+                <MoneyCells of={c}>{c.marginMicros < 0 ? <span className="tag bad">unprofitable</span> : null}</MoneyCells>
               </tr>
             ))}
           </tbody>
@@ -131,18 +152,7 @@ export default async function Dashboard() {
           margin.
         </p>
         <table className="ck-table" data-testid="units">
-          <thead>
-            <tr>
-              <th scope="col">Unit</th>
-              <th scope="col" className="num">Calls</th>
-              <th scope="col" className="num">Spent</th>
-              <th scope="col" className="num">Overage credits</th>
-              <th scope="col" className="num">Granted</th>
-              <th scope="col" className="num">Revenue</th>
-              <th scope="col" className="num">Cost</th>
-              <th scope="col" className="num">Margin</th>
-            </tr>
-          </thead>
+          <Head columns={['Unit']} numeric={['Calls', 'Spent', 'Overage credits', 'Granted', ...MONEY]} />
           <tbody>
             {perUnit.map((u) => (
               <tr key={u.unit} className={u.marginMicros < 0 ? 'loss' : undefined}>
@@ -151,9 +161,7 @@ export default async function Dashboard() {
                 <td className="num">{int(u.spent)}</td>
                 <td className="num">{int(u.overageCredits)}</td>
                 <td className="num">{int(u.granted)}</td>
-                <td className="num">{micros(u.revenueMicros)}</td>
-                <td className="num">{micros(u.costMicros)}</td>
-                <td className="num">{micros(u.marginMicros)}</td>
+                <MoneyCells of={u} />
               </tr>
             ))}
           </tbody>
