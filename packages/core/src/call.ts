@@ -51,11 +51,12 @@ type NullDefault =
   | 'event'
   | 'anchor'
   | 'rollover_cap'
+  | 'overage_credits_per_unit'
   | 'stripe_price_id'
   | 'expires_after';
 
 /** Integer parameters holding credits; the rest are ids, limits, priorities or micros. */
-const CREDIT_PARAMS = new Set(['amount', 'quantity', 'actual', 'creditsPerUnit', 'allowance', 'rolloverCap', 'credits']);
+const CREDIT_PARAMS = new Set(['amount', 'quantity', 'actual', 'creditsPerUnit', 'overageCreditsPerUnit', 'allowance', 'rolloverCap', 'credits']);
 const INTEGER_PARAMS = new Set([
   ...CREDIT_PARAMS,
   'costMicros',

@@ -117,12 +117,11 @@ async function report(creditkit: CreditkitServer, params: Params<'creditkit_repo
 }
 
 /** What an account that does not exist would have been charged, and in which unit. */
-async function unpaid(creditkit: CreditkitServer, params: MeterParams): Promise<{ amount: number; unit?: string }> {
+async function unpaid(creditkit: CreditkitServer, params: MeterParams): Promise<{ amount: number; unit: string }> {
   if (params.unit !== undefined) return { amount: params.amount, unit: params.unit };
   const { event, quantity, dimensions } = params;
-  // TODO(0.2.0 SQL): once creditkit_quote returns `unit`, the blocked answer names it.
   const { amount, unit } = await creditkit.quote({ event, quantity, dimensions });
-  return unit === undefined ? { amount } : { amount, unit };
+  return { amount, unit };
 }
 
 /** What the wrapped handler gets besides the request. */

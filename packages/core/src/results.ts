@@ -35,10 +35,10 @@ export type ReportResult = ConsumeResult;
 export interface MeterResult extends ConsumeResult {
   amount: number;
   /**
-   * The balance that paid: the price's unit, or 'credits' when an overage rule charged credits.
-   * Optional until creditkit_meter returns it (0.2.0); absent means credits.
+   * The balance that paid: the price's unit, or 'credits' when an overage rule charged credits
+   * instead (then `amount` is in credits). A refusal names the price's unit.
    */
-  unit?: string;
+  unit: string;
 }
 
 export interface GrantResult {
@@ -99,10 +99,10 @@ export interface Quote {
   priceId: number;
   unitCredits: number;
   amount: number;
-  /** The unit `amount` is counted in. Optional until creditkit_quote returns it (0.2.0); absent means credits. */
-  unit?: string;
-  /** Credits an overage rule would charge beyond the unit's balance. Optional until creditkit_quote returns it (0.2.0). */
-  overageAmount?: number;
+  /** The unit `amount` (and `unitCredits`) is counted in: the metered unit the event spends. */
+  unit: string;
+  /** What the price's overage rule charges in credits instead, when the unit's balance cannot cover the event; null without a rule. */
+  overageAmount: number | null;
 }
 
 export interface ReserveResult {
@@ -205,6 +205,20 @@ export interface AccountMargin {
   marginMicros: number;
 }
 
+export interface UnitUsage {
+  unit: string;
+  /** Usage rows (consumes, reports, meters), overage calls included. */
+  calls: number;
+  /** Amount of the unit spent (for credits: not counting overage of other units). */
+  spent: number;
+  /** Credits spent as this unit's overage. */
+  overageCredits: number;
+  granted: number;
+  revenueMicros: number;
+  costMicros: number;
+  marginMicros: number;
+}
+
 export interface UsagePoint {
   /** 'YYYY-MM-DD' (UTC day). */
   day: string;
@@ -252,6 +266,8 @@ export interface Pack {
   stripePriceId: string | null;
   /** How long the credits last after purchase, as Postgres prints an interval ("30 days"), or null. */
   expiresAfter: string | null;
+  /** The metered unit the pack tops up (`credits` is the amount of it). */
+  unit: string;
 }
 
 /** The pack row as stored, returned by upsertPack. */

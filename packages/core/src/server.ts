@@ -6,6 +6,7 @@ import { Caller, camelKeys, toBatchEvents, type BatchConsumeEvent, type CallOpti
 import { CreditkitClient, historyPage, withBuckets } from './client.ts';
 import type {
   AccountMargin,
+  UnitUsage,
   AdjustResult,
   Balance,
   BatchConsumeResult,
@@ -263,6 +264,11 @@ export class CreditkitServer {
   /** Credits granted and spent, revenue, cost and margin per account over [from, to). */
   accountMargin(params: Params<'creditkit_account_margin'>): Promise<AccountMargin[]> {
     return this.caller.rows('creditkit_account_margin', params);
+  }
+
+  /** Usage and margin per unit over [from, to): an overage call counts for the unit it stood in for. */
+  unitUsage(params: Params<'creditkit_unit_usage'>): Promise<UnitUsage[]> {
+    return this.caller.rows('creditkit_unit_usage', params);
   }
 
   /** Calls, credits and cost per UTC day and event over [from, to). */

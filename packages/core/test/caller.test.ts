@@ -122,6 +122,7 @@ const SERVER_CALLS: Record<keyof typeof SERVER_METHODS, [(ck: CreditkitServer) =
   setPrice: [(ck) => ck.setPrice({ event: 'e', creditsPerUnit: 9, effectiveFrom: WINDOW.from }),
     { p_event: 'e', p_credits_per_unit: 9, p_effective_from: WINDOW.from }],
   accountMargin: [(ck) => ck.accountMargin(WINDOW), { p_from: WINDOW.from, p_to: WINDOW.to }],
+  unitUsage: [(ck) => ck.unitUsage({ ...WINDOW, accountId: ACCOUNT }), { p_from: WINDOW.from, p_to: WINDOW.to, p_account_id: ACCOUNT }],
   usageSeries: [(ck) => ck.usageSeries({ ...WINDOW, event: 'e' }), { p_from: WINDOW.from, p_to: WINDOW.to, p_event: 'e' }],
   topEvents: [(ck) => ck.topEvents({ ...WINDOW, limit: 3 }), { p_from: WINDOW.from, p_to: WINDOW.to, p_limit: 3 }],
   creditsOutstanding: [(ck) => ck.creditsOutstanding(), {}],

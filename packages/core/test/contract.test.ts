@@ -360,19 +360,19 @@ function contract(factory: TransportFactory): void {
     expect(hdPrice).not.toBe(defaultPrice);
 
     expect(await ck.quote({ event, quantity: 3, dimensions: { quality: 'hd', size: '1024' }, now: at(HOUR) })).toEqual({
-      priceId: hdPrice, unitCredits: 10, amount: 30,
+      priceId: hdPrice, unitCredits: 10, amount: 30, unit: 'credits', overageAmount: null,
     });
-    expect(await ck.quote({ event, quantity: 2, now: at(HOUR) })).toEqual({ priceId: defaultPrice, unitCredits: 4, amount: 8 });
+    expect(await ck.quote({ event, quantity: 2, now: at(HOUR) })).toEqual({ priceId: defaultPrice, unitCredits: 4, amount: 8, unit: 'credits', overageAmount: null });
 
     const account = randomUUID();
     await ck.grant({ accountId: account, amount: 100, now: at(0) });
     const metered = await ck.meter({
       accountId: account, event, quantity: 3, dimensions: { quality: 'hd' }, idempotencyKey: 'm-1', costMicros: 120_000, now: at(HOUR),
     });
-    expect(metered).toEqual({ allowed: true, balance: 70, transactionId: expect.any(Number), amount: 30 });
+    expect(metered).toEqual({ allowed: true, balance: 70, transactionId: expect.any(Number), amount: 30, unit: 'credits' });
     // more than the balance covers: blocked, and the answer says what it would have cost
     expect(await ck.meter({ accountId: account, event, quantity: 100, now: at(HOUR) })).toEqual({
-      allowed: false, balance: 70, transactionId: null, amount: 400,
+      allowed: false, balance: 70, transactionId: null, amount: 400, unit: 'credits',
     });
     const [row] = await h.query<{ amount: string; event: string; cost: string }>(
       'select amount::text, event, cost_micros::text as cost from creditkit.ledger where id = $1', [metered.transactionId]);
@@ -583,7 +583,7 @@ function contract(factory: TransportFactory): void {
     expect(await client.hasCredits({ amount: 25 })).toBe(true);
     expect(await client.hasCredits({ amount: 26 })).toBe(false);
     expect(await client.hasCredits({ amount: 1, accountId: other })).toBe(false); // not theirs to read
-    expect(await client.quote({ event: 'contract.user', quantity: 3 })).toEqual({ priceId: price, unitCredits: 7, amount: 21 });
+    expect(await client.quote({ event: 'contract.user', quantity: 3 })).toEqual({ priceId: price, unitCredits: 7, amount: 21, unit: 'credits', overageAmount: null });
     expect(await client.plans()).toEqual(await ck.plans());
 
     const before = await books();
@@ -675,7 +675,7 @@ function contract(factory: TransportFactory): void {
   it('packs: upsertPack returns the stored row, packs lists the active ones cheapest first, to signed-in users too', async () => {
     const starter = {
       id: 'contract_starter', name: 'Starter', credits: 500, priceAmount: 900, currency: 'usd',
-      stripePriceId: 'price_ContractStarter', expiresAfter: '30 days',
+      stripePriceId: 'price_ContractStarter', expiresAfter: '30 days', unit: 'credits',
     };
     const record = await ck.upsertPack(starter);
     expect(record).toEqual({ ...starter, active: true, createdAt: expect.any(String) });
@@ -683,7 +683,7 @@ function contract(factory: TransportFactory): void {
       `select column_name from information_schema.columns where table_schema = 'creditkit' and table_name = 'packs'`);
     expect(sortedKeys(record)).toEqual(columns.map((c) => camel(c.column_name)).sort());
 
-    const small = { id: 'contract_small', name: 'Small', credits: 100, priceAmount: 200, currency: 'eur', stripePriceId: null, expiresAfter: null };
+    const small = { id: 'contract_small', name: 'Small', credits: 100, priceAmount: 200, currency: 'eur', stripePriceId: null, expiresAfter: null, unit: 'credits' };
     expect(await ck.upsertPack({ id: 'contract_small', name: 'Small', credits: 100, priceAmount: 200, currency: 'eur' })).toEqual({
       ...small, active: true, createdAt: expect.any(String),
     });
@@ -756,6 +756,9 @@ function contract(factory: TransportFactory): void {
     })]);
     expect(await ck.accountMargin({ from: at(0), to: at(DAY), accountId: buyer })).toEqual([{
       accountId: buyer, creditsGranted: 500, creditsSpent: 0, revenueMicros: 9_000_000, costMicros: 0, marginMicros: 9_000_000,
+    }]);
+    expect(await ck.unitUsage({ from: at(0), to: at(DAY), accountId: buyer })).toEqual([{
+      unit: 'credits', calls: 0, spent: 0, overageCredits: 0, granted: 500, revenueMicros: 9_000_000, costMicros: 0, marginMicros: 9_000_000,
     }]);
     expect(await ck.stripeCustomer({ accountId: buyer })).toBe('cus_ContractBuyer'); // the webhook linked the buyer
 
@@ -869,6 +872,7 @@ function contract(factory: TransportFactory): void {
       hasFeature: () => asMe.hasFeature({ accountId: me, feature: 'hd' }),
       setPrice: () => asMe.setPrice({ event: 'contract.user', creditsPerUnit: 1 }),
       accountMargin: () => asMe.accountMargin(window),
+      unitUsage: () => asMe.unitUsage(window),
       usageSeries: () => asMe.usageSeries(window),
       topEvents: () => asMe.topEvents(window),
       creditsOutstanding: () => asMe.creditsOutstanding(),

@@ -17,6 +17,8 @@ beforeAll(async () => {
   await kit.creditkit.upsertUnit({ id: 'messages', name: 'Messages' });
   await kit.creditkit.upsertPlan({ id: 'chat', name: 'Chat', allowance: 0, priceAmount: 900 });
   await kit.creditkit.setPlanLimit({ planId: 'chat', unit: 'messages', allowance: 100 });
+  // a pack of messages: offered when messages run out, never as a credit pack
+  await kit.creditkit.upsertPack({ id: 'msgs', name: '200 messages', credits: 200, priceAmount: 300, unit: 'messages' });
 });
 afterAll(() => kit.close());
 
@@ -81,7 +83,7 @@ describe('Paywall', () => {
     expect(screen.getByRole('region', { name: 'Upgrade to unlock this' })).toBeInTheDocument();
   });
 
-  it('a metered feature: names the unit that ran out, lists the plans with a limit of it, then the children after a grant', async () => {
+  it('a metered feature: names the unit that ran out, lists the plans with a limit of it and its packs, then the children after a grant', async () => {
     const ada = await kit.signUp();
     await kit.creditkit.grant({ accountId: ada, amount: 50 }); // credits do not pay for messages
     const { queryClient } = renderAs(kit, ada, <Paywall feature="messages">{UPSCALE}</Paywall>, {
@@ -89,7 +91,9 @@ describe('Paywall', () => {
     });
     const prompt = await screen.findByRole('region', { name: 'Not enough messages' });
     expect(prompt).toHaveTextContent('This needs 1 messages; you have 0.');
-    await waitFor(() => expect(within(prompt).getAllByRole('button').map((b) => b.textContent)).toEqual(['Subscribe to Chat ($9.00 a month)']));
+    await waitFor(() => expect(within(prompt).getAllByRole('button').map((b) => b.textContent)).toEqual([
+      'Subscribe to Chat ($9.00 a month)', 'Buy 200 messages for $3.00',
+    ]));
     expect(gatedContent()).toBeNull();
 
     await kit.creditkit.grant({ accountId: ada, amount: 1, unit: 'messages' });

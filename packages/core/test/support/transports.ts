@@ -188,6 +188,7 @@ export const SERVER_METHODS = {
   stripeCustomer: 'creditkit_stripe_customer',
   stripeLinkCustomer: 'creditkit_stripe_link_customer',
   accountMargin: 'creditkit_account_margin',
+  unitUsage: 'creditkit_unit_usage',
   usageSeries: 'creditkit_usage_series',
   topEvents: 'creditkit_top_events',
   creditsOutstanding: 'creditkit_credits_outstanding',

@@ -119,7 +119,7 @@ function BuyPrompt(
   const { missingFeature, shortOfCredits, shortOfUnit, balance, failed } = props;
   const { accountId, locale } = useCreditkit();
   const titleId = useId();
-  const packs = usePacks({ enabled: shortOfCredits });
+  const packs = usePacks({ enabled: shortOfCredits || shortOfUnit !== null });
   const plans = usePlans({ enabled: missingFeature || shortOfUnit !== null });
   const units = useUnits({ enabled: shortOfUnit !== null && featureLabel === undefined });
   const s = slots('paywall', classNames, className);
@@ -130,11 +130,12 @@ function BuyPrompt(
     const opens = (missingFeature && feature !== undefined && plan.features[feature]) || (shortOfUnit && plan.limits[shortOfUnit.unit]);
     if (opens) offers.push({ key: `plan:${plan.id}`, button: planButton(plan) });
   }
-  // TODO(0.2.0 SQL): packs of the unit (Pack.unit, once creditkit_upsert_pack takes p_unit) for shortOfUnit
-  if (shortOfCredits) {
-    for (const pack of packs.data ?? []) offers.push({ key: `pack:${pack.id}`, button: packButton(pack) });
+  // the packs of what ran out: credit packs, or packs of the unit
+  const packUnit = shortOfUnit ? shortOfUnit.unit : shortOfCredits ? 'credits' : null;
+  for (const pack of packUnit === null ? [] : (packs.data ?? [])) {
+    if (pack.unit === packUnit) offers.push({ key: `pack:${pack.id}`, button: packButton(pack) });
   }
-  const loadingOffers = ((missingFeature || shortOfUnit !== null) && plans.isPending) || (shortOfCredits && packs.isPending);
+  const loadingOffers = ((missingFeature || shortOfUnit !== null) && plans.isPending) || (packUnit !== null && packs.isPending);
   const noun = shortOfUnit ? (featureLabel ?? unitNoun(units.data, shortOfUnit.unit)) : null;
 
   function planButton(plan: Plan): ReactNode {
@@ -147,7 +148,9 @@ function BuyPrompt(
   function packButton(pack: Pack): ReactNode {
     return (
       <BuyCreditsButton packId={pack.id} classNames={{ button: classNames?.button }}>
-        Buy {pack.name}: {formatCredits(pack.credits, locale)} for {formatMoney(pack.priceAmount, pack.currency, locale)}
+        {pack.unit === 'credits'
+          ? <>Buy {pack.name}: {formatCredits(pack.credits, locale)} for {formatMoney(pack.priceAmount, pack.currency, locale)}</>
+          : <>Buy {pack.name} for {formatMoney(pack.priceAmount, pack.currency, locale)}</>}
       </BuyCreditsButton>
     );
   }
