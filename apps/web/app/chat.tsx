@@ -45,8 +45,8 @@ export function Chat() {
   const quote = useQuery({ queryKey: ['quote', 'chat'], queryFn: () => client.quote({ event: 'chat' }) });
   const limit = plan.data?.limits?.messages;
   const overage = quote.data?.overageAmount;
-  // packs sold in credits: what pays the overage (a pack of another unit says so in `unit`)
-  const creditPacks = packs.data?.filter((p) => ((p as { unit?: string }).unit ?? 'credits') === 'credits') ?? [];
+  // packs sold in credits: what pays the overage
+  const creditPacks = packs.data?.filter((p) => p.unit === 'credits') ?? [];
   // paid plans with more messages than the account's plan
   const upgrades =
     plans.data?.filter((p) => p.stripePriceId && p.id !== plan.data?.planId && (p.limits.messages?.allowance ?? 0) > (limit?.allowance ?? 0)) ?? [];

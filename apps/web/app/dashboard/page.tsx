@@ -9,7 +9,6 @@ import { HBarChart, StackedBarChart } from '@/lib/charts.tsx';
 import { demoUserById } from '@/lib/demo-users.ts';
 import { int, micros, money } from '@/lib/format.ts';
 import { getDemo } from '@/lib/server/demo.ts';
-import { unitUsage } from '@/lib/server/unit-usage.ts';
 
 export const dynamic = 'force-dynamic';
 
@@ -63,7 +62,7 @@ export default async function Dashboard() {
   const outstanding = await creditkit.creditsOutstanding();
   const perPlan = await creditkit.accountsPerPlan();
   const mrr = await creditkit.mrr();
-  const perUnit = await unitUsage(creditkit, { from, to });
+  const perUnit = await creditkit.unitUsage({ from, to });
   const unitNames = new Map((await creditkit.units()).map((u) => [u.id, u.name]));
 
   // Every account with activity in the window: its balance (a server read, which also books

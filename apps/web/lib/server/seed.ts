@@ -74,7 +74,7 @@ async function seedCatalogue(creditkit: CreditkitServer): Promise<void> {
     const current = await creditkit
       .quote({ event: price.event, dimensions: price.dimensions })
       .catch((error: unknown) => (error instanceof UnknownEventError ? null : Promise.reject(error)));
-    if (current?.unitCredits !== price.creditsPerUnit || (current.unit ?? 'credits') !== unit || (current.overageAmount ?? null) !== overage) {
+    if (current?.unitCredits !== price.creditsPerUnit || current.unit !== unit || current.overageAmount !== overage) {
       await creditkit.setPrice({
         event: price.event,
         creditsPerUnit: price.creditsPerUnit,

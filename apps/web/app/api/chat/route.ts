@@ -29,7 +29,7 @@ export async function POST(request: Request): Promise<Response> {
     if (usage.blocked) return usage.response; // 402 {"error":"insufficient_credits","unit":"messages",…}
 
     const reply = await simulatedChat(message);
-    return Response.json({ message, reply, unit: usage.unit ?? 'credits', charged: usage.amount, balance: usage.balance });
+    return Response.json({ message, reply, unit: usage.unit, charged: usage.amount, balance: usage.balance });
   } catch (error) {
     if (error instanceof CreditkitError) return errorResponse(error);
     throw error;
