@@ -94,7 +94,7 @@ export function Studio({ firstName }: { firstName: string }) {
             </label>
             <label>
               <input type="radio" name="quality" checked={quality === 'hd'} onChange={() => setQuality('hd')} /> HD{' '}
-              {hd.data === false ? <span className="tag">Pro</span> : null}
+              {!hd.loading && !hd.allowed ? <span className="tag">Pro</span> : null}
             </label>
           </fieldset>
           <button type="submit" className="ck-button primary" disabled={generate.isPending}>
@@ -109,7 +109,7 @@ export function Studio({ firstName }: { firstName: string }) {
               <p>You have credits again: generate away.</p>
             </Paywall>
             <p className="muted small">Your last image was refused with HTTP 402 before the model was called.</p>
-            {hd.data ? null : (
+            {hd.allowed ? null : (
               <p className="upsell">
                 <span>
                   Or go Pro: {pro ? `${pro.allowance} credits a ${pro.period}` : 'a monthly allowance'} and HD.

@@ -1,8 +1,10 @@
 // The demo app in a real browser: Debian's Chromium (/usr/bin/chromium) driven by playwright-core
 // against `next start` of the production build. On embedded PGlite: sign in, spend until the
-// route answers 402 and the paywall shows, buy a pack through the simulated checkout (signed
-// events through the real webhook) and see the balance rise, subscribe to Pro and see the
-// allowance and HD unlocked, then find the new usage on the operator dashboard. On DATABASE_URL
+// route answers 402 and the paywall shows, chat until the day's 20 messages are gone and the
+// chat is refused with a 402 naming messages, buy a pack through the simulated checkout (signed
+// events through the real webhook) and see the balance rise and the next message paid in credits,
+// subscribe to Pro and see the allowances and HD unlocked, then find the new usage on the
+// operator dashboard, per customer and per unit. On DATABASE_URL
 // (a database this test creates and drops): the app installs the migrations itself, the same
 // flow's core works, and a restart on the same database seeds nothing twice.
 // Screenshots of every page go to artifacts/screenshots/.
@@ -81,6 +83,39 @@ async function generate(page: Page): Promise<number> {
   return response.status();
 }
 
+/** A metered unit's balance as a CreditsDisplay labelled `label` shows it. */
+async function shownUnit(page: Page, label: string): Promise<number> {
+  const text = (await page.getByRole('group', { name: label, exact: true }).locator('[data-creditkit="credits-display-value"]').textContent()) ?? '';
+  return /\d/.test(text) ? Number(text.replace(/\D/g, '')) : Number.NaN;
+}
+
+async function expectUnit(page: Page, label: string, value: number): Promise<void> {
+  await expect.poll(() => shownUnit(page, label), { timeout: 15_000 }).toBe(value);
+}
+
+/** Sends a chat message and waits for /api/chat's answer: its status and body. */
+async function chat(page: Page, message: string): Promise<{ status: number; body: Record<string, unknown> }> {
+  await page.getByLabel('Message', { exact: true }).fill(message);
+  const [response] = await Promise.all([
+    page.waitForResponse((r) => r.url().endsWith('/api/chat') && r.request().method() === 'POST'),
+    page.getByRole('button', { name: 'Send', exact: true }).click(),
+  ]);
+  await page.getByRole('button', { name: 'Send', exact: true }).waitFor(); // idle again
+  return { status: response.status(), body: (await response.json()) as Record<string, unknown> };
+}
+
+/** The dashboard's per-unit table: each unit's cells (calls, spent, overage credits, granted, revenue, cost, margin). */
+async function unitTable(page: Page): Promise<Record<string, string[]>> {
+  await page.goto('/dashboard');
+  const table: Record<string, string[]> = {};
+  for (const row of await page.getByTestId('units').locator('tbody tr').all()) {
+    table[(await row.getByRole('rowheader').textContent()) ?? ''] = (await row.getByRole('cell').allTextContents()).map((t) => t.trim());
+  }
+  return table;
+}
+
+const count = (cell: string | undefined) => Number((cell ?? '').replace(/[^\d.-]/g, ''));
+
 async function payOnSimulatedCheckout(page: Page, button: RegExp, screenshot: string): Promise<void> {
   await page.waitForURL('**/checkout/simulated?**');
   await page.getByText('Simulated Stripe Checkout').waitFor();
@@ -94,6 +129,7 @@ describe.skipIf(!haveChromium)('the demo app in Chromium, on embedded PGlite', (
   let app: RunningApp;
   let browser: Browser;
   let page: Page;
+  let unitsBefore: Record<string, string[]>;
 
   beforeAll(async () => {
     [app, browser] = await Promise.all([startApp(), launch()]);
@@ -117,7 +153,22 @@ describe.skipIf(!haveChromium)('the demo app in Chromium, on embedded PGlite', (
     await expectBalance(page, 10); // the seeded welcome credits
     expect(await databaseBalance(page)).toBe(10);
     await page.getByText('2 credits for standard quality').waitFor(); // creditkit_quote, as ada
+    // the messages unit, untouched yet: it reads as Free's allowance
+    await expectUnit(page, 'Messages left', 20);
+    await page.getByText('Each message uses one of your 20 messages a day; when they are gone it costs 1 credit instead.').waitFor();
     await shot(page, '02-generate');
+  });
+
+  it('shows usage and margin per unit on the operator dashboard (before Ada does anything)', async () => {
+    unitsBefore = await unitTable(page);
+    expect(Object.keys(unitsBefore)).toEqual(['Credits', 'Messages']); // credits first
+    expect(await page.getByTestId('units').getByRole('columnheader').allTextContents()).toEqual([
+      'Unit', 'Calls', 'Spent', 'Overage credits', 'Granted', 'Revenue', 'Cost', 'Margin',
+    ]);
+    // the seeded history: Linus went past his 20 messages twice, 3 messages each time paid in credits
+    expect(count(unitsBefore.Messages![2])).toBe(6);
+    await page.goto('/');
+    await balanceValue(page).waitFor();
   });
 
   it('spends 2 credits per image until the route answers 402, then shows the paywall', async () => {
@@ -161,6 +212,32 @@ describe.skipIf(!haveChromium)('the demo app in Chromium, on embedded PGlite', (
     await shot(page, '03-paywall');
   });
 
+  it('chats until the day’s 20 messages are gone; with no credits either the route answers 402 naming messages', async () => {
+    const answers = [];
+    for (let i = 0; i < 20; i++) answers.push(await chat(page, `message ${i + 1}`));
+    expect(answers.map((a) => [a.status, a.body.unit, a.body.balance])).toEqual(Array.from({ length: 20 }, (_, i) => [200, 'messages', 19 - i]));
+    await expectUnit(page, 'Messages left', 0);
+    const conversation = page.getByRole('list', { name: 'Conversation' });
+    await expect.poll(() => conversation.getByRole('listitem').count()).toBe(3); // the last three exchanges
+    expect(await conversation.getByRole('listitem').last().textContent()).toContain('You: message 20');
+    expect(await conversation.getByRole('listitem').last().textContent()).toContain('−1 message');
+
+    // no messages and no credits for the overage: 402, and the prompt says what ran out
+    const refused = await chat(page, 'one more');
+    expect(refused).toMatchObject({ status: 402, body: { error: 'insufficient_credits', unit: 'messages', required: 1, balance: 0 } });
+    const prompt = page.getByRole('region', { name: 'Out of messages' });
+    await prompt.waitFor();
+    expect(await prompt.textContent()).toContain('This needs 1 message; you have 0. After your messages each one costs 1 credit, and you have 0 credits.');
+    expect(await prompt.getByRole('button').allTextContents()).toEqual([
+      'Buy Starter pack · 50 credits · $5.00',
+      'Buy Plus pack · 250 credits · $20.00',
+      'Subscribe to Pro · 500 messages a day · $19.00/month',
+    ]);
+    expect(await conversation.getByRole('listitem').count()).toBe(3); // nothing answered
+    expect(await databaseBalance(page)).toBe(0);
+    await shot(page, '03b-chat-402');
+  });
+
   it('buys a pack through the simulated checkout, and the balance rises by its credits', async () => {
     await page.getByRole('region', { name: 'Out of credits' }).getByRole('button', { name: /^Buy Starter pack: 50 credits/ }).click();
     await payOnSimulatedCheckout(page, /Pay \$5\.00/, '04-checkout-pack');
@@ -172,10 +249,29 @@ describe.skipIf(!haveChromium)('the demo app in Chromium, on embedded PGlite', (
     await expect.poll(async () => (await newest.getByRole('cell').allTextContents()).slice(1)).toEqual(['Credits added', '50', '50']);
     expect(await history.getByRole('columnheader').allTextContents()).toEqual(['Date', 'Activity', 'Credits', 'Balance']);
     await page.getByRole('region', { name: 'Buckets' }).getByRole('cell', { name: 'purchase' }).waitFor();
+    // every metered unit has its balance on the billing page, with Free's allowance of messages
+    const balances = page.getByRole('region', { name: 'Balances' });
+    await expectUnit(page, 'Messages', 0);
+    expect(await balances.locator('[data-creditkit="credits-display-label"]').allTextContents()).toEqual(['Spendable credits', 'Messages']);
+    await balances.getByText('20 messages a day on Free, reset each day').waitFor();
     await shot(page, '05-billing-after-pack');
   });
 
-  it('subscribes to Pro: the allowance arrives with the paid invoice and HD is unlocked', async () => {
+  it('with credits again, the next message is paid in credits at the overage price, and says so', async () => {
+    await page.goto('/');
+    await expectUnit(page, 'Messages left', 0);
+    const paid = await chat(page, 'and now?');
+    expect(paid).toMatchObject({ status: 200, body: { unit: 'credits', charged: 1, balance: 49 } });
+    const last = page.getByRole('list', { name: 'Conversation' }).getByRole('listitem').last();
+    expect(await last.textContent()).toContain('−1 credit (overage: no messages left)');
+    await expectBalance(page, 49);
+    expect(await databaseBalance(page)).toBe(49);
+    await expectUnit(page, 'Messages left', 0);
+    await shot(page, '05b-chat-overage');
+  });
+
+  it('subscribes to Pro: the allowances arrive with the paid invoice and HD is unlocked', async () => {
+    await page.goto('/billing');
     await page.getByRole('region', { name: 'Plan' }).getByRole('button', { name: /Subscribe to Pro/ }).click();
     await payOnSimulatedCheckout(page, /Subscribe · \$19\.00/, '06-checkout-pro');
     await expect.poll(async () => page.getByTestId('plan-name').textContent(), { timeout: 15_000 }).toBe('Pro');
@@ -183,8 +279,11 @@ describe.skipIf(!haveChromium)('the demo app in Chromium, on embedded PGlite', (
     await plan.getByText('300 credits a month').waitFor();
     await plan.getByText('hd_upscale').waitFor();
     await plan.getByRole('button', { name: 'Manage subscription' }).waitFor();
-    await expectBalance(page, 350);
-    expect(await databaseBalance(page)).toBe(350);
+    await plan.getByText('500 messages a day, reset each day').waitFor();
+    await expectBalance(page, 349);
+    expect(await databaseBalance(page)).toBe(349);
+    // Pro's 500 messages replace what was left of Free's
+    await expectUnit(page, 'Messages', 500);
     await page.getByRole('region', { name: 'Buckets' }).getByRole('cell', { name: 'plan' }).waitFor();
     await shot(page, '07-billing-pro');
 
@@ -192,7 +291,8 @@ describe.skipIf(!haveChromium)('the demo app in Chromium, on embedded PGlite', (
     await page.getByLabel(/HD/).check();
     await page.getByText('6 credits for HD quality').waitFor();
     expect(await generate(page)).toBe(200);
-    await expectBalance(page, 344);
+    await expectBalance(page, 343);
+    await expectUnit(page, 'Messages left', 500);
     await shot(page, '08-generate-hd');
   });
 
@@ -201,14 +301,25 @@ describe.skipIf(!haveChromium)('the demo app in Chromium, on embedded PGlite', (
     await page.getByRole('heading', { name: /Operator dashboard/ }).waitFor();
     const row = page.getByTestId('customers').getByRole('row', { name: /Ada Lovelace/ });
     const cells = (await row.getByRole('cell').allTextContents()).map((t) => t.trim());
-    // plan, balance, used (5 standard + 1 HD), topped up (welcome + pack + allowance), revenue ($5 + $19)
-    expect(cells.slice(0, 5)).toEqual(['Pro', '344', '16', '360', '$24.00']);
+    // plan, balance, used (5 standard + 1 HD + 1 message's overage), topped up (welcome + pack + allowance), revenue ($5 + $19)
+    expect(cells.slice(0, 5)).toEqual(['Pro', '343', '17', '360', '$24.00']);
     const imageRow = page.getByTestId('top-events').getByRole('row', { name: /image_gen/ });
     await imageRow.waitFor();
     expect(await page.getByRole('img', { name: /Credits used per day/ }).count()).toBe(1);
     expect(await page.getByRole('img', { name: /Margin per customer/ }).count()).toBe(1);
     await page.getByRole('row', { name: /Linus Torvalds/ }).getByText('unprofitable').waitFor();
     await shot(page, '09-dashboard');
+  });
+
+  it('counts what Ada did per unit on the dashboard: images in credits, messages and their overage under messages', async () => {
+    const after = await unitTable(page);
+    const delta = (unit: string, column: number) => count(after[unit]![column]) - count(unitsBefore[unit]![column]);
+    // credits: 6 images for 16 credits, 350 granted (pack + Pro's allowance), $24.00 of payments
+    expect([delta('Credits', 0), delta('Credits', 1), delta('Credits', 2), delta('Credits', 3)]).toEqual([6, 16, 0, 350]);
+    expect(delta('Credits', 4)).toBeCloseTo(24, 2);
+    // messages: 21 calls, 20 paid in messages and 1 in credits at the overage price; Free's 20 and Pro's 500 granted
+    expect([delta('Messages', 0), delta('Messages', 1), delta('Messages', 2), delta('Messages', 3)]).toEqual([21, 20, 1, 520]);
+    expect(delta('Messages', 4)).toBe(0);
   });
 
   it('lets the browser call only the caller-bound functions, and only for its own account', async () => {

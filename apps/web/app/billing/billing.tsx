@@ -8,7 +8,9 @@ import {
   usePacks,
   usePlan,
   usePlans,
+  useUnits,
 } from '@creditkit/react';
+import { UnitAllowance, allowanceText, useUnitNoun } from '../unit-allowance.tsx';
 import { money } from '@/lib/format.ts';
 
 // The same format as @creditkit/react's dates (the provider's locale is en-US): "Dec 22, 2026".
@@ -19,6 +21,9 @@ export function Billing({ notice }: { notice: string | null }) {
   const plan = usePlan();
   const plans = usePlans();
   const packs = usePacks();
+  // every metered unit beside credits (messages), each with its own balance
+  const units = useUnits().data?.filter((u) => u.kind === 'metered' && u.id !== 'credits') ?? [];
+  const noun = useUnitNoun();
   const paidPlans = plans.data?.filter((p) => p.stripePriceId) ?? [];
   const current = plan.data;
   const subscribed = current?.status === 'active' && paidPlans.some((p) => p.id === current.planId);
@@ -31,8 +36,15 @@ export function Billing({ notice }: { notice: string | null }) {
         </p>
       ) : null}
       <section className="card" aria-labelledby="balance-title">
-        <h1 id="balance-title">Balance</h1>
+        <h1 id="balance-title">Balances</h1>
         <CreditsDisplay label="Spendable credits" />
+        {units.map((u) => (
+          <div key={u.id}>
+            {/* no expiry line: a daily allowance "expires" every day; UnitAllowance says when the next arrives */}
+            <CreditsDisplay unit={u.id} showExpiry={false} />
+            <UnitAllowance unit={u.id} />
+          </div>
+        ))}
       </section>
 
       <section className="card" aria-labelledby="plan-title">
@@ -43,10 +55,15 @@ export function Billing({ notice }: { notice: string | null }) {
               {plan.data.planName ?? 'Free'}
             </p>
             <p className="muted">
-              {plan.data.allowance ? `${plan.data.allowance} credits a ${plans.data?.find((p) => p.id === plan.data.planId)?.period ?? 'period'}` : 'No allowance'}
+              {plan.data.allowance ? `${plan.data.allowance} credits a ${plans.data?.find((p) => p.id === plan.data.planId)?.period ?? 'period'}` : 'No credits included'}
               {plan.data.periodEnd ? `, renews ${date(plan.data.periodEnd)}` : ''}
               {plan.data.status && plan.data.status !== 'active' ? ` (${plan.data.status})` : ''}
             </p>
+            {Object.entries(plan.data.limits ?? {}).map(([unit, limit]) => (
+              <p key={unit} className="muted">
+                {allowanceText(limit, noun(unit))}
+              </p>
+            ))}
             <p>
               Features:{' '}
               {Object.entries(plan.data.features ?? {}).filter(([, on]) => on).map(([f]) => <code key={f}>{f}</code>)}

@@ -1,5 +1,6 @@
-// The customer's billing page: balance, the buckets it is made of and when they expire, the
-// plan, packs to buy, and the ledger. Everything is read in the browser as the signed-in user.
+// The customer's billing page: the balance of credits and of every other metered unit (messages)
+// with the plan's allowance of it, the credit buckets and when they expire, the plan, packs to
+// buy, and the ledger. Everything is read in the browser as the signed-in user.
 import { redirect } from 'next/navigation';
 import { currentUser } from '@/lib/server/session.ts';
 import { Billing } from './billing.tsx';

@@ -1,8 +1,10 @@
-// The operator dashboard: every customer's balance, plan, usage and top-ups; usage over time
-// and the top events; MRR and credits outstanding; revenue, cost and margin per customer. It is
-// read on the server as service_role with the analytics functions (creditkit_account_margin,
-// _usage_series, _top_events, _credits_outstanding, _accounts_per_plan, _mrr). In the demo any
-// signed-in demo user may open it; in your app, put it behind your operators' sign-in.
+// The operator dashboard: every customer's balance, plan, usage and top-ups; usage and margin
+// per unit (credits, messages); usage over time and the top events; MRR and credits outstanding;
+// revenue, cost and margin per customer. It is read on the server as service_role with the
+// analytics functions (creditkit_account_margin, _unit_usage, _usage_series, _top_events,
+// _credits_outstanding, _accounts_per_plan, _mrr). In the demo any signed-in demo user may open
+// it; in your app, put it behind your operators' sign-in.
+import type { ReactNode } from 'react';
 import { HBarChart, StackedBarChart } from '@/lib/charts.tsx';
 import { demoUserById } from '@/lib/demo-users.ts';
 import { int, micros, money } from '@/lib/format.ts';
@@ -13,6 +15,41 @@ export const dynamic = 'force-dynamic';
 const DAY = 86_400_000;
 const DAYS = 30;
 const plural = (n: number, word: string) => `${n} ${word}${n === 1 ? '' : 's'}`;
+
+const MONEY = ['Revenue', 'Cost', 'Margin'];
+
+/** A table's header row: text columns, then numeric ones (right-aligned). */
+function Head({ columns, numeric }: { columns: string[]; numeric: string[] }) {
+  return (
+    <thead>
+      <tr>
+        {columns.map((c) => (
+          <th key={c} scope="col">
+            {c}
+          </th>
+        ))}
+        {numeric.map((c) => (
+          <th key={c} scope="col" className="num">
+            {c}
+          </th>
+        ))}
+      </tr>
+    </thead>
+  );
+}
+
+/** Revenue, cost and margin cells; `children` follow the margin. */
+function MoneyCells({ of, children }: { of: { revenueMicros: number; costMicros: number; marginMicros: number }; children?: ReactNode }) {
+  return (
+    <>
+      <td className="num">{micros(of.revenueMicros)}</td>
+      <td className="num">{micros(of.costMicros)}</td>
+      <td className="num">
+        {micros(of.marginMicros)} {children}
+      </td>
+    </>
+  );
+}
 
 export default async function Dashboard() {
   const { creditkit, sql } = await getDemo();
@@ -25,6 +62,8 @@ export default async function Dashboard() {
   const outstanding = await creditkit.creditsOutstanding();
   const perPlan = await creditkit.accountsPerPlan();
   const mrr = await creditkit.mrr();
+  const perUnit = await creditkit.unitUsage({ from, to });
+  const unitNames = new Map((await creditkit.units()).map((u) => [u.id, u.name]));
 
   // Every account with activity in the window: its balance (a server read, which also books
   // expired credit) and its plan.
@@ -88,18 +127,7 @@ export default async function Dashboard() {
       <section className="card" aria-labelledby="customers-title">
         <h2 id="customers-title">Customers</h2>
         <table className="ck-table" data-testid="customers">
-          <thead>
-            <tr>
-              <th scope="col">Customer</th>
-              <th scope="col">Plan</th>
-              <th scope="col" className="num">Balance</th>
-              <th scope="col" className="num">Used</th>
-              <th scope="col" className="num">Topped up</th>
-              <th scope="col" className="num">Revenue</th>
-              <th scope="col" className="num">Cost</th>
-              <th scope="col" className="num">Margin</th>
-            </tr>
-          </thead>
+          <Head columns={['Customer', 'Plan']} numeric={['Balance', 'Used', 'Topped up', ...MONEY]} />
           <tbody>
             {customers.map((c) => (
               <tr key={c.accountId} className={c.marginMicros < 0 ? 'loss' : undefined}>
@@ -108,11 +136,31 @@ export default async function Dashboard() {
                 <td className="num">{int(c.balance)}</td>
                 <td className="num">{int(c.creditsSpent)}</td>
                 <td className="num">{int(c.creditsGranted)}</td>
-                <td className="num">{micros(c.revenueMicros)}</td>
-                <td className="num">{micros(c.costMicros)}</td>
-                <td className="num">
-                  {micros(c.marginMicros)} {c.marginMicros < 0 ? <span className="tag bad">unprofitable</span> : null}
-                </td>
+                <MoneyCells of={c}>{c.marginMicros < 0 ? <span className="tag bad">unprofitable</span> : null}</MoneyCells>
+              </tr>
+            ))}
+          </tbody>
+        </table>
+      </section>
+
+      <section className="card" aria-labelledby="units-title">
+        <h2 id="units-title">Usage and margin per unit</h2>
+        <p className="muted">
+          Each metered feature: calls, what was spent of it, the credits spent in its place at the overage price once a customer&apos;s allowance
+          was gone, what was granted, and revenue (Stripe payments, booked to the unit they granted: Pro&apos;s price to its credits), cost and
+          margin.
+        </p>
+        <table className="ck-table" data-testid="units">
+          <Head columns={['Unit']} numeric={['Calls', 'Spent', 'Overage credits', 'Granted', ...MONEY]} />
+          <tbody>
+            {perUnit.map((u) => (
+              <tr key={u.unit} className={u.marginMicros < 0 ? 'loss' : undefined}>
+                <th scope="row">{unitNames.get(u.unit) ?? u.unit}</th>
+                <td className="num">{int(u.calls)}</td>
+                <td className="num">{int(u.spent)}</td>
+                <td className="num">{int(u.overageCredits)}</td>
+                <td className="num">{int(u.granted)}</td>
+                <MoneyCells of={u} />
               </tr>
             ))}
           </tbody>

@@ -1,5 +1,6 @@
-// The "model": a short wait and an SVG made from the prompt, standing in for a paid vendor call.
-// Deterministic per prompt, so the same prompt draws the same picture.
+// The "models": a short wait and an SVG made from the prompt, or a canned chat reply, standing in
+// for paid vendor calls. Deterministic per prompt, so the same prompt draws the same picture and
+// gets the same answer.
 import { createHash } from 'node:crypto';
 
 const escape = (s: string) => s.replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
@@ -22,4 +23,16 @@ export async function simulatedModel(prompt: string, quality: 'standard' | 'hd')
     `<rect width="100%" height="100%" fill="url(#g)"/>${circles}` +
     `<text x="12" y="${size - 14}" font-family="sans-serif" font-size="${size / 18}" fill="white">${escape(prompt.slice(0, 40))}</text></svg>`;
   return `data:image/svg+xml;base64,${Buffer.from(svg).toString('base64')}`;
+}
+
+const REPLIES = [
+  'Good question. In a real app a language model would answer here; this demo only meters the message.',
+  'Noted. Each message you send is one of your daily messages, or a credit once they are gone.',
+  'I am a simulated assistant: no model was called, but the message was metered before this reply.',
+  'Interesting. Try the billing page to see your messages and credits side by side.',
+];
+
+export async function simulatedChat(message: string): Promise<string> {
+  await new Promise((resolve) => setTimeout(resolve, 80));
+  return REPLIES[createHash('sha256').update(message).digest()[0]! % REPLIES.length]!;
 }

@@ -1,5 +1,6 @@
-// What the demo starts with: the catalogue (plans, packs, per-event prices with their Stripe
-// price ids) and three users with a few weeks of history, so the dashboard has something to show.
+// What the demo starts with: the catalogue (units, plans with their limits, packs, per-event
+// prices with their Stripe price ids) and three users with a few weeks of history, so the
+// dashboard has something to show.
 // Safe to run on every boot: the catalogue is upserted, and the history is written only when the
 // database has none yet (ada's account is opened last, and its existence means "seeded").
 import { UnknownAccountError, UnknownEventError } from '@creditkit/core';
@@ -10,6 +11,8 @@ import type { Demo } from './demo.ts';
 import { packPurchaseEvents, stripeId, subscriptionPurchaseEvents } from './stripe-events.ts';
 
 export const CATALOGUE = {
+  /** Metered features beside credits: chat messages, a daily allowance per plan. */
+  units: [{ id: 'messages', name: 'Messages', kind: 'metered' }],
   plans: [
     {
       id: 'pro',
@@ -23,18 +26,29 @@ export const CATALOGUE = {
       stripePriceId: 'price_demo_pro_monthly',
     },
   ],
+  /** Each plan's allowance of a unit; `free` is the default plan the migrations create. */
+  limits: [
+    { planId: 'free', unit: 'messages', allowance: 20, period: 'day' as const },
+    { planId: 'pro', unit: 'messages', allowance: 500, period: 'day' as const },
+  ],
   packs: [
     { id: 'starter', name: 'Starter pack', credits: 50, priceAmount: 500, currency: 'usd', stripePriceId: 'price_demo_starter_50' },
     { id: 'plus', name: 'Plus pack', credits: 250, priceAmount: 2000, currency: 'usd', stripePriceId: 'price_demo_plus_250', expiresAfter: '365 days' },
   ],
-  /** Credits per unit, by event and dimensions; what each costs the demo's "vendor", in micros. */
+  /**
+   * What one event costs, by event and dimensions, in its unit (credits unless named); a chat
+   * message once the day's messages are gone costs its overage in credits instead. And what each
+   * costs the demo's "vendor", in micros.
+   */
   prices: [
     { event: 'image_gen', dimensions: {}, creditsPerUnit: 2, costMicros: 20_000 },
     { event: 'image_gen', dimensions: { quality: 'hd' }, creditsPerUnit: 6, costMicros: 60_000 },
     { event: 'video_gen', dimensions: {}, creditsPerUnit: 20, costMicros: 450_000 },
-    { event: 'chat', dimensions: {}, creditsPerUnit: 1, costMicros: 2_000 },
+    { event: 'chat', dimensions: {}, creditsPerUnit: 1, unit: 'messages', overageCreditsPerUnit: 1, costMicros: 2_000 },
   ],
 } as const;
+
+type CataloguePrice = (typeof CATALOGUE.prices)[number] & { unit?: string; overageCreditsPerUnit?: number };
 
 /** What the demo's simulated model call costs the operator, in micros, for the dashboard's margin. */
 export function vendorCostMicros(event: string, quality?: string): number {
@@ -49,15 +63,26 @@ export const WELCOME_CREDITS = 10;
 const PRICES_FROM = '2020-01-01T00:00:00Z';
 
 async function seedCatalogue(creditkit: CreditkitServer): Promise<void> {
+  for (const unit of CATALOGUE.units) await creditkit.upsertUnit({ ...unit });
   for (const plan of CATALOGUE.plans) await creditkit.upsertPlan({ ...plan });
+  for (const limit of CATALOGUE.limits) await creditkit.setPlanLimit({ ...limit });
   for (const pack of CATALOGUE.packs) await creditkit.upsertPack({ ...pack });
-  for (const price of CATALOGUE.prices) {
+  for (const price of CATALOGUE.prices as readonly CataloguePrice[]) {
+    const unit = price.unit ?? 'credits';
+    const overage = price.overageCreditsPerUnit ?? null;
     // A new price version only when the current one differs: a reboot adds nothing.
     const current = await creditkit
       .quote({ event: price.event, dimensions: price.dimensions })
-      .then((q) => q.unitCredits, (error: unknown) => (error instanceof UnknownEventError ? null : Promise.reject(error)));
-    if (current !== price.creditsPerUnit) {
-      await creditkit.setPrice({ event: price.event, creditsPerUnit: price.creditsPerUnit, dimensions: price.dimensions, effectiveFrom: PRICES_FROM });
+      .catch((error: unknown) => (error instanceof UnknownEventError ? null : Promise.reject(error)));
+    if (current?.unitCredits !== price.creditsPerUnit || current.unit !== unit || current.overageAmount !== overage) {
+      await creditkit.setPrice({
+        event: price.event,
+        creditsPerUnit: price.creditsPerUnit,
+        dimensions: price.dimensions,
+        effectiveFrom: PRICES_FROM,
+        unit,
+        ...(overage === null ? {} : { overageCreditsPerUnit: overage }),
+      });
     }
   }
 }
@@ -75,6 +100,8 @@ function random(seed: number): () => number {
 
 const DAY = 86_400_000;
 const HOUR = 3_600_000;
+/** The simulated model each seeded event ran on (image_gen's is the default). */
+const MODELS: Record<string, string> = { video_gen: 'demo-video-1', chat: 'demo-chat' };
 const urls = { successUrl: 'http://localhost/billing', cancelUrl: 'http://localhost/billing' };
 
 /** Seeds the catalogue, and the users and their history unless already there; true if it wrote history. */
@@ -108,9 +135,14 @@ export async function seedDemo(demo: Pick<Demo, 'creditkit' | 'sql'>): Promise<b
       ...(quality ? { dimensions: { quality } } : {}),
       costMicros: vendorCostMicros(event, quality),
       idempotencyKey: key(`${user.key}:${n}`),
-      metadata: { model: event === 'video_gen' ? 'demo-video-1' : 'demo-xl', seeded: true },
+      metadata: { model: MODELS[event] ?? 'demo-xl', seeded: true },
       now: new Date(at),
     });
+
+  // n chat messages a minute apart from `at`, on the day d days ago
+  const chats = async (user: DemoUser, d: number, n: number, at: number) => {
+    for (let i = 0; i < n; i++) await meter(user, at + i * 60_000, 'chat', `${d}:chat:${i}`);
+  };
 
   // Grace subscribed to Pro 20 days ago through Checkout: the same events the webhook applies.
   const graceSub = subscriptionPurchaseEvents({ accountId: grace.id, customer: stripeId('cus', 14), email: grace.email }, pro, new Date(now - 20 * DAY), urls);
@@ -137,11 +169,13 @@ export async function seedDemo(demo: Pick<Demo, 'creditkit' | 'sql'>): Promise<b
       const hd = rand() < 0.3;
       await meter(grace, base + (9 + i) * HOUR, 'image_gen', `${d}:${i}`, hd ? 'hd' : undefined);
     }
-    if (rand() < 0.5) await meter(grace, base + 18 * HOUR, 'chat', `${d}:chat`);
+    // chat messages come out of the day's allowance (Pro: 500, Free: 20); Linus goes past his
+    // twice, and those messages are paid in credits at the overage price
+    await chats(grace, d, 3 + Math.floor(rand() * 10), base + 18 * HOUR);
     if (d <= 14) {
       await meter(linus, base + 20 * HOUR, 'video_gen', `${d}:video`);
       await meter(linus, base + 21 * HOUR, 'image_gen', `${d}:image`);
-      await meter(linus, base + 22 * HOUR, 'chat', `${d}:chat`);
+      await chats(linus, d, d === 9 || d === 3 ? 23 : 2 + Math.floor(rand() * 6), base + 22 * HOUR);
     }
   }
 

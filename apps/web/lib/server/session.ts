@@ -18,16 +18,21 @@ export async function signOut(): Promise<void> {
   (await cookies()).delete(SESSION_COOKIE);
 }
 
-/** What a signed-in user may call: my balance, history, plan and features, quotes, the catalogue. */
+/**
+ * What a signed-in user may call: my balance and history (of any unit), my check of a unit, my
+ * plan and features, quotes, and the catalogue (plans, packs, units).
+ */
 export const BROWSER_FUNCTIONS: ReadonlySet<string> = new Set([
   'creditkit_my_balance',
   'creditkit_my_history',
+  'creditkit_my_check',
   'creditkit_my_plan',
   'creditkit_my_feature',
   'creditkit_has_credits',
   'creditkit_quote',
   'creditkit_plans',
   'creditkit_packs',
+  'creditkit_units',
 ]);
 
 /**
