@@ -11,6 +11,7 @@
 //   pnpm bench --short --no-write      CI smoke: 1 s runs, 1 repetition, small datasets
 //   pnpm bench --only hot-16,reject-64 --reps 5 --duration 20
 //   pnpm bench --only release,check    this version's consume against the previous release's, check against consume
+//   pnpm bench --only citus            consume through a local Citus cluster against this server (CREDITKIT_CITUS_DIR)
 //   pnpm bench --short --only release,check --no-write   the same as a smoke (a few seconds of runs)
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -18,6 +19,7 @@ import { fileURLToPath } from 'node:url';
 import {
   brokenAccounts,
   createBenchDb,
+  createCitusBenchDb,
   debitsSince,
   dropBenchDbs,
   fillLedger,
@@ -46,7 +48,7 @@ import {
   type StorageResult,
 } from './lib/report.ts';
 import { CURRENT, PREVIOUS, previousMigrations } from './lib/releases.ts';
-import { datasets, fmtInt, fmtRows, SCENARIO_IDS, scenarios, type Scenario, type ScenarioId, type Variant } from './lib/scenarios.ts';
+import { datasets, fmtInt, fmtRows, OPT_IN_SCENARIOS, SCENARIO_IDS, scenarios, type Scenario, type ScenarioId, type Variant } from './lib/scenarios.ts';
 import { sdkConsumeLoop, startPglite } from './lib/sdk.ts';
 
 const root = fileURLToPath(new URL('../../', import.meta.url));
@@ -79,7 +81,7 @@ const ds = datasets(opts.short);
 const allScenarios = scenarios(opts.short, fillerRows);
 
 // --only: the scenarios asked for, plus uniform-16 when a scenario's ratios need its runs
-const wanted = new Set<ScenarioId>(opts.only ?? SCENARIO_IDS);
+const wanted = new Set<ScenarioId>(opts.only ?? SCENARIO_IDS.filter((id) => !OPT_IN_SCENARIOS.includes(id)));
 for (const s of allScenarios) if (wanted.has(s.id) && s.reference) wanted.add(s.reference);
 const selected = allScenarios.filter((s) => wanted.has(s.id));
 const fullDoc = !opts.short && opts.only === null;
@@ -115,6 +117,16 @@ async function main(): Promise<void> {
     log(`previous-release database ${previous.name}: creditkit ${PREVIOUS} installed (its migrations as shipped) and bench schema added; the bench database is at ${CURRENT}`);
   }
 
+  let citus: BenchDb | undefined;
+  if (wanted.has('citus')) {
+    citus = await createCitusBenchDb();
+    dbs.push(citus);
+    log(
+      `citus database ${citus.name}: kit installed through the coordinator (${citus.url.replace(/\/[^/]*$/, '')}), bench schema ` +
+        `added, distributed by scripts/citus/distribute.sql; the cluster stays running (cluster.sh stop to end it)`,
+    );
+  }
+
   let big: BenchDb | undefined;
   let bigLedger = 0;
   let fill: BenchReport['fill'];
@@ -136,7 +148,7 @@ async function main(): Promise<void> {
     for (const sc of selected) {
       const variants = sc.alternate && rep % 2 === 0 ? [...sc.variants].reverse() : sc.variants;
       for (const v of variants) {
-        const db = { main: mainDb, big, previous }[v.db]!;
+        const db = { main: mainDb, big, previous, citus }[v.db]!;
         const r = await runVariant(sc, v, rep, db, v.db === 'big' ? bigLedger : undefined);
         if (v.db === 'big') bigLedger += r.debits;
         runs.push(r);

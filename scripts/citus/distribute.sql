@@ -42,9 +42,22 @@
 --     renewal guard) without it. Needed for the DDL only; the triggers then fire on every shard.
 --   * citus.multi_shard_modify_mode = sequential: several placements in one transaction; Citus
 --     refuses to create a reference table after a parallel operation on a distributed table.
+--   * creditkit.open_unit runs with citus.allow_nested_distributed_execution: it is called inside a
+--     statement on the account's shard (unit_row_ready's `exists (select from accounts …) or
+--     open_unit(…)`) and reads the units reference table, which Citus refuses as a distributed query
+--     from a query on a shard (docs/citus.md F7); every table it reads or writes has a copy or the
+--     account's shard on that node, so the nested statements run locally, in the same transaction.
 --   * the kit's functions that name a table's row type were created on the coordinator only (their
 --     table was not distributed yet); they are propagated to the workers at the end, as is every
 --     other kit function Citus does not know yet (no delegation: calls still run on the coordinator).
+--
+-- Delegation: the server API functions about one account (creditkit_delegated below, each taking
+-- p_account_id first) become distributed functions keyed by it and colocated with accounts. A call
+-- outside a transaction block (a pool in autocommit, pgbench, psql) is then sent whole to the worker
+-- that holds the account's shard: one round trip, every statement local there. Inside a transaction
+-- block (PostgREST wraps each RPC in one) Citus does not delegate: the call runs on the coordinator,
+-- a round trip per statement, as before. The ledger and grant ids a worker hands out come from that
+-- node's range of the sequence (docs/citus.md, D1).
 begin;
 
 set local citus.enable_unsafe_triggers = on;
@@ -80,6 +93,16 @@ insert into creditkit_layout values
   (17, 'creditkit.holds', 'distributed', 'account_id'),
   (18, 'creditkit.subscriptions', 'distributed', 'account_id'),
   (19, 'creditkit.allowances', 'distributed', 'account_id');
+
+-- Delegated to the account's worker (public.<name>, one function of that name, p_account_id uuid
+-- first): the server-only calls that read and write one account's rows and read only reference
+-- tables otherwise. Not here: the my_* and history readers (SECURITY INVOKER: RLS and the JWT claims
+-- would have to reach the worker, docs/citus.md F9), set_plan (effective_plan, F3), anything that
+-- finds its account through a hold or a Stripe id, and batches (several accounts).
+create temporary table creditkit_delegated (name name primary key) on commit drop;
+insert into creditkit_delegated values
+  ('creditkit_consume'), ('creditkit_consume_or_raise'), ('creditkit_report'), ('creditkit_meter'),
+  ('creditkit_check'), ('creditkit_balance'), ('creditkit_grant'), ('creditkit_adjust'), ('creditkit_reserve');
 
 do $distribute$
 declare
@@ -168,6 +191,28 @@ begin
       and p.prokind in ('f', 'p', 'a')
       and not exists (select from pg_catalog.pg_dist_object o
                        where o.classid = 'pg_catalog.pg_proc'::regclass and o.objid = p.oid);
+
+  alter function creditkit.open_unit(uuid, text, timestamptz, boolean) set citus.allow_nested_distributed_execution = on;
+
+  -- The single-account API, delegated by its account (see the header); a function already
+  -- delegated so is left as it is.
+  for t in select d.name, p.oid::regprocedure as fn, p.proargnames[1] as first_name, p.proargtypes[0] as first_type,
+                  o.distribution_argument_index as arg, o.colocationid
+             from creditkit_delegated d
+             left join pg_catalog.pg_proc p on p.proname = d.name and p.pronamespace = 'public'::regnamespace
+             left join pg_catalog.pg_dist_object o on o.classid = 'pg_catalog.pg_proc'::regclass and o.objid = p.oid
+            order by d.name
+  loop
+    if t.fn is null or (select count(*) from pg_catalog.pg_proc p
+                         where p.proname = t.name and p.pronamespace = 'public'::regnamespace) <> 1 then
+      raise exception 'creditkit distribute: public.% is not one function', t.name;
+    elsif t.first_name is distinct from 'p_account_id' or t.first_type <> 'uuid'::regtype then
+      raise exception 'creditkit distribute: % does not take p_account_id uuid first', t.fn;
+    elsif t.arg is distinct from 0
+          or t.colocationid is distinct from (select p.colocationid from pg_dist_partition p where p.logicalrelid = colocation) then
+      perform create_distributed_function(t.fn, 'p_account_id', colocate_with => colocation::text);
+    end if;
+  end loop;
 end
 $distribute$;
 

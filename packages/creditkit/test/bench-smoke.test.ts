@@ -7,7 +7,7 @@ import { readdirSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { expect, it } from 'vitest';
 import { compareVersions, version } from 'creditkit';
-import { describeIfPostgres } from '@creditkit/testing/vitest';
+import { describeIfCitus, describeIfPostgres } from '@creditkit/testing/vitest';
 
 const root = fileURLToPath(new URL('../../../', import.meta.url));
 /** The release the bench's release scenario compares this version with: the newest frozen one before it. */
@@ -16,8 +16,9 @@ const PREVIOUS = readdirSync(new URL('./releases/', import.meta.url))
   .sort(compareVersions)
   .at(-1)!;
 
-// Every scenario `pnpm bench` knows (scripts/bench/lib/scenarios.ts). Listed here so that a
-// scenario dropped from the bench fails this test instead of silently going unmeasured.
+// Every scenario `pnpm bench` runs without --only (scripts/bench/lib/scenarios.ts). Listed here so
+// that a scenario dropped from the bench fails this test instead of silently going unmeasured. The
+// opt-in citus scenario has its own test below, on machines with the Citus build.
 const SCENARIOS = [
   'uniform-16',
   'meter',
@@ -134,5 +135,24 @@ describeIfPostgres('pnpm bench --short', () => {
     expect([...sections(stdout).keys()].sort()).toEqual(['check', 'release']);
     expect(stdout).toMatch(new RegExp(`^previous-release database creditkit_bench_\\w+: creditkit ${PREVIOUS.replace(/\./g, '\\.')} installed`, 'm'));
     expectSideBySide(stdout);
+  });
+
+  // Skipped without the shared Citus build, failed (not skipped) where the Citus suites are required
+  // or the cluster does not start, as in citus.test.ts.
+  describeIfCitus('pnpm bench --short --only citus', () => {
+    it('consume through the Citus coordinator beside the single node, and citus ÷ single node', { timeout: 240_000 }, async () => {
+      const { code, stdout, stderr } = await runBench(['--short', '--only', 'citus', '--no-write']);
+      if (code !== 0) throw new Error(`pnpm bench --short --only citus exited with ${code}:\n${stderr}\n${stdout.slice(-3000)}`);
+      const found = sections(stdout);
+      expect([...found.keys()]).toEqual(['citus']);
+      const rows = found.get('citus')!.rows.map((r) => ({ variant: r[0], rate: number(r[2]), vs: r.find((c) => c.includes('×')), debits: number(r.at(-2)) }));
+      expect(rows.map((r) => r.variant)).toEqual(['single node', 'citus']);
+      for (const r of rows) {
+        expect(r.rate, `${r.variant}: events/s`).toBeGreaterThan(0);
+        expect(r.debits, `${r.variant}: debits counted`).toBeGreaterThan(0);
+      }
+      expect(rows[1]!.vs).toMatch(/^\d+\.\d\d× single node$/);
+      expect(stdout).toMatch(/^citus database \w+: kit installed through the coordinator/m);
+    });
   });
 });

@@ -2,8 +2,8 @@
 // the shared Citus build beside the repo), the kit installed through the coordinator as on any
 // Postgres, then scripts/citus/distribute.sql (through distributeKit) places every table as
 // CITUS_LAYOUT says (per-account tables distributed by account id and colocated with
-// creditkit.accounts, catalogues and Stripe state as reference tables), then the API is called
-// through the coordinator.
+// creditkit.accounts, catalogues and Stripe state as reference tables) and delegates the
+// single-account API to the account's worker, then the API is called through the coordinator.
 //
 // Installing and distributing pass. Calls through the coordinator do not all work yet (docs/citus.md,
 // "Calls through the coordinator": SECURITY INVOKER functions as an API role, SQL functions with
@@ -11,6 +11,7 @@
 // hold and fails until the functions change; when it starts to pass, vitest fails it and the marker
 // comes off. CREDITKIT_KNOWN_BUGS=show runs it as a plain test, to read the error.
 import { readFileSync } from 'node:fs';
+import pg from 'pg';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { migrations } from 'creditkit';
 import {
@@ -173,6 +174,72 @@ describeIfCitus('creditkit on Citus', () => {
     }
   });
 
+  it('delegates the single-account API to the worker that holds the account: one round trip, the books kept', async () => {
+    expect(await placements(db)).toEqual(EXPECTED);
+    // what distribute.sql (run twice above) made of the functions: DELEGATED, colocated with accounts
+    const delegated = await db.query<{ fn: string }>(
+      `select p.proname::text as fn from pg_dist_object o join pg_proc p on p.oid = o.objid
+        where o.classid = 'pg_proc'::regclass and o.distribution_argument_index = 0
+          and o.colocationid = (select colocationid from pg_dist_partition where logicalrelid = $1::regclass)
+        order by 1`,
+      [COLOCATE_WITH],
+    );
+    expect(delegated.map((r) => r.fn)).toEqual([...DELEGATED].sort());
+    const groups = new Map(
+      (await db.query<{ port: number; groupid: number }>('select nodeport as port, groupid from pg_dist_node')).map((r) => [r.port, r.groupid]),
+    );
+
+    for (const [i, { account, port }] of (await accountsWithWorkers(db)).entries()) {
+      const calls = await delegatedCalls(db.url, [
+        ['creditkit_grant', 'select * from public.creditkit_grant($1, $2)', [account, 100 * (i + 1)]],
+        ['creditkit_consume', 'select * from public.creditkit_consume($1, 30)', [account]],
+        ['creditkit_consume', 'select * from public.creditkit_consume($1, 1000)', [account]],
+        ['creditkit_consume', `select * from public.creditkit_consume($1, 1, 'chat', 'k1', '{"model": "m"}')`, [account]],
+        ['creditkit_consume', `select * from public.creditkit_consume($1, 1, 'chat', 'k1', '{"model": "m"}')`, [account]],
+        ['creditkit_report', `select * from public.creditkit_report($1, 'credits', 2)`, [account]],
+        ['creditkit_check', 'select * from public.creditkit_check($1)', [account]],
+        ['creditkit_balance', 'select * from public.creditkit_balance($1)', [account]],
+        ['creditkit_reserve', 'select * from public.creditkit_reserve($1, 5)', [account]],
+        ['creditkit_adjust', `select * from public.creditkit_adjust($1, 5, 'goodwill')`, [account]],
+      ]);
+      const start = 100 * (i + 1);
+      expect(calls.map((c) => c.row)).toMatchObject([
+        { balance: start },
+        { allowed: true, balance: start - 30 },
+        { allowed: false, balance: start - 30 },
+        { allowed: true, balance: start - 31 },
+        { allowed: true, transaction_id: calls[3]!.row.transaction_id }, // the replay: the first call's row
+        { allowed: true, balance: start - 33 },
+        { allowed: true, balance: start - 33 },
+        { balance: start - 33 },
+        { allowed: true, balance: start - 38 },
+        { balance: start - 33 },
+      ]);
+      // each call: exactly one command from the coordinator, the call itself, to the account's worker
+      for (const c of calls) {
+        expect(c.remote, c.fn).toEqual([{ port, command: expect.stringMatching(new RegExp(`^SELECT .* FROM public\\.${c.fn}\\(`)) }]);
+      }
+      // the rows were written there: ids from that node's range of the sequences (docs/citus.md, D1)
+      const ids = await db.query<{ node: number }>(
+        'select distinct (id >> 48)::int as node from creditkit.ledger where account_id = $1',
+        [account],
+      );
+      expect(ids).toEqual([{ node: groups.get(port) }]);
+      const [books] = await db.query<Row>(BOOKS_OF_ONE_ACCOUNT, [account]);
+      expect(books).toMatchObject({ balance_is_ledger: true, balance_is_buckets: true, version_is_rows: true, held_is_holds: true });
+    }
+
+    // Errors come back with the kit's codes: an unknown account (open_unit's nested read of units
+    // on the worker, F7) and an amount out of range.
+    for (const [sql, code] of [
+      ['select * from public.creditkit_consume($1, 1)', 'CK003'],
+      ['select * from public.creditkit_check($1)', 'CK003'],
+      ['select * from public.creditkit_consume($1, 0)', 'CK001'],
+    ] as const) {
+      await expect(db.query(sql, [newAccountId()]), sql).rejects.toMatchObject({ code });
+    }
+  }, 120_000);
+
   // Grant, consume and balance work; history as service_role does not: creditkit_history is SECURITY
   // INVOKER, so Citus connects to the worker as service_role, which cannot log in ("08006 connection
   // to the remote node service_role@… failed … not permitted to log in", docs/citus.md F9).
@@ -207,8 +274,61 @@ describeIfCitus('creditkit on Citus', () => {
   }, 120_000);
 });
 
+/** The API functions distribute.sql delegates to the account's worker (its creditkit_delegated). */
+const DELEGATED = [
+  'creditkit_consume',
+  'creditkit_consume_or_raise',
+  'creditkit_report',
+  'creditkit_meter',
+  'creditkit_check',
+  'creditkit_balance',
+  'creditkit_grant',
+  'creditkit_adjust',
+  'creditkit_reserve',
+];
+
+interface DelegatedCall {
+  fn: string;
+  row: Row;
+  /** What the coordinator sent to other nodes for this call (citus.log_remote_commands). */
+  remote: Array<{ port: number; command: string }>;
+}
+
+/**
+ * Each call as its own statement outside a transaction block (where Citus delegates), on one
+ * coordinator connection with citus.log_remote_commands on, with the commands it sent to the workers.
+ */
+async function delegatedCalls(url: string, calls: Array<[fn: string, sql: string, params: unknown[]]>): Promise<DelegatedCall[]> {
+  // bigints as numbers, as the suites' clients read them (ids from a worker's range are < 2^53)
+  const types = { getTypeParser: (oid: number, format?: 'text' | 'binary') => (oid === 20 ? Number : pg.types.getTypeParser(oid, format)) };
+  const client = new pg.Client({ connectionString: url, types: types as pg.CustomTypesConfig });
+  await client.connect();
+  let remote: DelegatedCall['remote'] = [];
+  client.on('notice', (n) => {
+    const port = /on server \S+@[^:]+:(\d+)/.exec(n.detail ?? '')?.[1];
+    if (n.message?.startsWith('issuing ')) remote.push({ port: Number(port), command: n.message.slice('issuing '.length) });
+  });
+  try {
+    await client.query('set citus.log_remote_commands = on');
+    const out: DelegatedCall[] = [];
+    for (const [fn, sql, params] of calls) {
+      remote = [];
+      const { rows } = await client.query({ text: sql, values: params });
+      out.push({ fn, row: rows[0] as Row, remote });
+    }
+    return out;
+  } finally {
+    await client.end();
+  }
+}
+
 /** Two new account ids whose shards are on different workers (so a test crosses nodes). */
 async function accountsOnEveryWorker(db: CitusDatabase): Promise<string[]> {
+  return (await accountsWithWorkers(db)).map((a) => a.account);
+}
+
+/** Two new account ids whose shards are on different workers, with the port of each one's worker. */
+async function accountsWithWorkers(db: CitusDatabase): Promise<Array<{ account: string; port: number }>> {
   const byPort = new Map<number, string>();
   for (let i = 0; i < 64 && byPort.size < 2; i++) {
     const id = newAccountId();
@@ -220,5 +340,5 @@ async function accountsOnEveryWorker(db: CitusDatabase): Promise<string[]> {
     if (row && !byPort.has(row.port)) byPort.set(row.port, id);
   }
   if (byPort.size < 2) throw new Error('could not find accounts on two workers: is creditkit.accounts distributed?');
-  return [...byPort.values()];
+  return [...byPort].map(([port, account]) => ({ account, port }));
 }

@@ -6,8 +6,10 @@
 import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import pg from 'pg';
 import { pgConnection, setupDatabase, type Migration } from 'creditkit';
+import { createCitusDatabase, distributeKit } from '@creditkit/testing';
 import { SQL_DIR } from './pgbench.ts';
 import type { Dataset } from './scenarios.ts';
 
@@ -18,6 +20,8 @@ export interface BenchDb {
   admin: pg.Client;
   /** Spare connection for the wait-event sampler. */
   sampler: pg.Client;
+  /** A database on the local Citus cluster (createCitusBenchDb): reset its own way, dropped on every node. */
+  citus?: { drop(): Promise<void> };
 }
 
 export function databaseUrl(serverUrl: string, database: string): string {
@@ -53,9 +57,33 @@ export async function createBenchDb(serverUrl: string, suffix = '', migrations?:
   return { name, url, admin, sampler };
 }
 
+const DISTRIBUTE_SQL = fileURLToPath(new URL('../../citus/distribute.sql', import.meta.url));
+
+/**
+ * The bench database on the local Citus cluster (started by @creditkit/testing's harness if it is
+ * not running, and left running): the kit installed through the coordinator as everywhere else, the
+ * bench schema, then scripts/citus/distribute.sql with Citus's default 32 shards per table.
+ */
+export async function createCitusBenchDb(): Promise<BenchDb> {
+  const db = await createCitusDatabase();
+  let admin: pg.Client | undefined;
+  try {
+    admin = await connect(db.url, 'creditkit-bench-admin');
+    await admin.query(readFileSync(join(SQL_DIR, 'schema.sql'), 'utf8'));
+    await distributeKit(db.url, { name: 'scripts/citus/distribute.sql', sql: readFileSync(DISTRIBUTE_SQL, 'utf8') }, { shardCount: 32 });
+    const sampler = await connect(db.url, 'creditkit-bench-sampler');
+    return { name: db.name, url: db.url, admin, sampler, citus: { drop: () => db.drop() } };
+  } catch (err) {
+    await admin?.end();
+    await db.drop();
+    throw err;
+  }
+}
+
 /** Drops every database this process created (idempotent). */
 export async function dropBenchDbs(serverUrl: string, dbs: BenchDb[]): Promise<void> {
   await Promise.allSettled(dbs.flatMap((db) => [db.admin.end(), db.sampler.end()]));
+  for (const db of dbs) await db.citus?.drop(); // on every node; idempotent
   if (created.size === 0) return;
   const server = await connect(serverUrl, 'creditkit-bench-admin');
   try {
@@ -82,9 +110,40 @@ export async function vacuum(db: BenchDb, tables: string[] = [...KIT_TABLES, ...
  * no checkpoint lands inside a run).
  */
 export async function reset(db: BenchDb, ds: Dataset): Promise<void> {
-  await db.admin.query('select bench.seed($1, $2)', [ds.accounts, ds.balance]);
+  if (db.citus) await seedCitus(db, ds);
+  else await db.admin.query('select bench.seed($1, $2)', [ds.accounts, ds.balance]);
   await vacuum(db);
-  await db.admin.query('checkpoint');
+  await db.admin.query(db.citus ? `select run_command_on_all_nodes('checkpoint')` : 'checkpoint');
+}
+
+/**
+ * bench.seed's rows for the kit on Citus, in statements Citus runs: bench.seed's TRUNCATE under
+ * session_replication_role = replica would not reach the shards (Citus does not propagate in that
+ * mode), so the ledger's append-only triggers are off for the TRUNCATE instead; its chain of
+ * data-modifying CTEs deadlocks across the nodes, so each table is one INSERT … SELECT.
+ */
+async function seedCitus(db: BenchDb, ds: Dataset): Promise<void> {
+  const q = (sql: string, params?: unknown[]) => db.admin.query(sql, params);
+  await q('set citus.enable_unsafe_triggers = on');
+  await q('begin');
+  try {
+    for (const t of ['ledger', 'ledger_keys']) await q(`alter table creditkit.${t} disable trigger user`);
+    await q(`truncate ${KIT_TABLES.join(', ')}, creditkit.allowances`);
+    for (const t of ['ledger', 'ledger_keys']) await q(`alter table creditkit.${t} enable trigger user`);
+    await q('commit');
+  } catch (err) {
+    await q('rollback');
+    throw err;
+  }
+  if (ds.balance > 0) {
+    await q('insert into creditkit.accounts (id, balance, version) select bench.account_id(i), $2, 1 from generate_series(1, $1) i', [ds.accounts, ds.balance]);
+    await q(`insert into creditkit.grants (account_id, category, amount, remaining, priority)
+             select a.id, 'purchase', a.balance, a.balance, 0 from creditkit.accounts a`);
+    await q(`insert into creditkit.ledger (account_id, kind, amount, balance_after, grant_id)
+             select g.account_id, 'grant', g.amount, g.amount, g.id from creditkit.grants g`);
+  } else {
+    await q('insert into creditkit.accounts (id) select bench.account_id(i) from generate_series(1, $1) i', [ds.accounts]);
+  }
 }
 
 /** Between runs on the cost-growth database, which keeps its filler: vacuum and checkpoint only. */

@@ -17,6 +17,7 @@ export const USAGE = `usage: pnpm bench [--short] [--only <scenario,...>] [--rep
 
   --short        CI smoke: 1 s runs, 1 repetition, small datasets, ≤ 16 clients (checks the scripts still run)
   --only         run only these scenarios: ${SCENARIO_IDS.join(', ')}
+                 (citus only when named: it needs the local Citus cluster, CREDITKIT_CITUS_DIR)
   --reps N       repetitions (default 3; 1 with --short)
   --duration S   seconds per run (default 10; 1 with --short)
   --no-write     do not write docs/benchmarks.md (only a full run of every scenario writes it)

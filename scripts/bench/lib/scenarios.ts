@@ -3,7 +3,8 @@
 // kit. Scenarios with a `reference` (sdk, meter, batch, holds, mix) are compared with uniform-16's
 // runs of the same repetition instead of repeating those runs. Scenarios that `alternate` (release,
 // check) compare two variants with each other and run them in the reverse order in every other
-// repetition, so that drift over the run favours neither.
+// repetition, so that drift over the run favours neither. The citus scenario runs only when asked
+// for (--only citus): it needs the local Citus cluster (docs/scaling.md).
 import { CURRENT, PREVIOUS } from './releases.ts';
 
 export const SCENARIO_IDS = [
@@ -23,8 +24,12 @@ export const SCENARIO_IDS = [
   'cost',
   'storage',
   'pglite',
+  'citus',
 ] as const;
 export type ScenarioId = (typeof SCENARIO_IDS)[number];
+
+/** Scenarios a run without --only leaves out: citus needs a Citus cluster beside the server. */
+export const OPT_IN_SCENARIOS: readonly ScenarioId[] = ['citus'];
 
 export type DatasetId = 'uniform' | 'hot' | 'zipf' | 'reject';
 export interface Dataset {
@@ -73,9 +78,11 @@ export interface Variant {
   dataset: DatasetId;
   /**
    * main: the bench database; big: the cost-growth database with the filler ledger; previous: a
-   * database installed at the previous release (releases.ts), seeded and reset as main is.
+   * database installed at the previous release (releases.ts), seeded and reset as main is; citus:
+   * the same kit on the coordinator of the local Citus cluster, distributed by
+   * scripts/citus/distribute.sql, seeded with the same rows.
    */
-  db: 'main' | 'big' | 'previous';
+  db: 'main' | 'big' | 'previous' | 'citus';
   /**
    * pgbench with custom scripts, or 16 async loops in the bench's Node process: through the SDK
    * (`sdk`), or the bare driver (`driver`: node-postgres calling the function with a named
@@ -353,6 +360,24 @@ function allScenarios(short: boolean, fillerRows: number): Scenario[] {
           debits: 'none',
           compareTo: 'kit',
         },
+      ],
+    },
+    {
+      id: 'citus',
+      title: 'Citus (a coordinator, two workers) against a single node: plain consume, 16 clients',
+      what:
+        `The plain creditkit_consume(account, 1) (consume.sql) on ${d.uniform.label}: **single node** in the bench ` +
+        `database, **citus** through the coordinator of the local Citus cluster (a coordinator and two workers, each its ` +
+        `own PostgreSQL on this machine), where scripts/citus/distribute.sql distributed the kit by account and delegates ` +
+        `each call to the worker that holds the account (one round trip from the coordinator). Both are seeded with the same ` +
+        `rows and reset before every run; the runs alternate as in the release scenario, and vs is citus ÷ single node of ` +
+        `the same repetition. No goal: the three nodes share this machine's cores, so this measures the routing overhead ` +
+        `of a coordinator hop, not what more machines buy (docs/scaling.md).`,
+      metric: 'rate',
+      alternate: true,
+      variants: [
+        kitConsume(16, 'uniform', 'single node'),
+        { ...kitConsume(16, 'uniform', 'citus', 'citus'), role: 'extra', compareTo: 'single node' },
       ],
     },
     loadScenario('uniform-64', `Uniform load, ${many} clients`, debits(`on ${d.uniform.label}`), many, 'uniform', all, true),
