@@ -91,6 +91,18 @@ describe('CreditsDisplay', () => {
     expect(part(display, 'expiry')).toHaveTextContent(/^3 messages expire on Mar 1, 2099$/);
   });
 
+  it('unit not touched yet: its plan allowance, all of it lasting to the period\'s end (no bucket yet)', async () => {
+    await kit.creditkit.upsertPlan({ id: 'display-chat', name: 'Chat', allowance: 0 });
+    await kit.creditkit.setPlanLimit({ planId: 'display-chat', unit: 'messages', allowance: 20, period: 'month' });
+    const ada = await userWith(1);
+    await kit.creditkit.setPlan({ accountId: ada, planId: 'display-chat' });
+    renderAs(kit, ada, <CreditsDisplay unit="messages" />);
+    const display = await screen.findByRole('group', { name: 'Messages' });
+    await waitFor(() => expect(display).toHaveAttribute('data-state', 'ready'));
+    expect(part(display, 'value')).toHaveTextContent(/^20$/);
+    expect(part(display, 'expiry')).toHaveTextContent(/^20 messages expire on \w+ \d+, \d{4}$/);
+  });
+
   it('unit: an acronym name keeps its case, no expiry reads "No <unit> expire", a label prop wins', async () => {
     const ada = await userWith(0);
     await kit.creditkit.grant({ accountId: ada, amount: 30, unit: 'hd_minutes' });

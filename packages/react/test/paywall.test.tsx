@@ -17,6 +17,9 @@ beforeAll(async () => {
   await kit.creditkit.upsertUnit({ id: 'messages', name: 'Messages' });
   await kit.creditkit.upsertPlan({ id: 'chat', name: 'Chat', allowance: 0, priceAmount: 900 });
   await kit.creditkit.setPlanLimit({ planId: 'chat', unit: 'messages', allowance: 100 });
+  // a free plan with a few messages is no offer when they run out
+  await kit.creditkit.upsertPlan({ id: 'chat-free', name: 'Chat free', allowance: 0 });
+  await kit.creditkit.setPlanLimit({ planId: 'chat-free', unit: 'messages', allowance: 5 });
   // a pack of messages: offered when messages run out, never as a credit pack
   await kit.creditkit.upsertPack({ id: 'msgs', name: '200 messages', credits: 200, priceAmount: 300, unit: 'messages' });
 });

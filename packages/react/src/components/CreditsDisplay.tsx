@@ -36,9 +36,14 @@ export interface CreditsDisplayProps {
 
 const EMPTY = '\u00a0'; // keeps a loading part one line high
 
-/** Credits expiring at the balance's next expiry (the buckets that expire at that instant). */
+/**
+ * Credits expiring at the balance's next expiry (the buckets that expire at that instant). A unit
+ * the account has not touched yet has no bucket: its balance is the plan allowance it would open
+ * with, all of which lasts until the period's end.
+ */
 export function expiringCredits(balance: AccountBalance): number {
   if (!balance.nextExpiry) return 0;
+  if (balance.buckets.length === 0) return balance.balance;
   const at = Date.parse(balance.nextExpiry);
   return balance.buckets.reduce((sum, b) => (b.expiresAt && Date.parse(b.expiresAt) === at ? sum + b.remaining : sum), 0);
 }

@@ -126,8 +126,10 @@ function BuyPrompt(
 
   const offers: Array<{ key: string; button: ReactNode }> = [];
   for (const plan of missingFeature || shortOfUnit ? (plans.data ?? []) : []) {
-    // the plans with the flag, or with an allowance of the unit that ran out
-    const opens = (missingFeature && feature !== undefined && plan.features[feature]) || (shortOfUnit && plan.limits[shortOfUnit.unit]);
+    // the plans with the flag, or with an allowance of the unit that ran out (a paid plan: a free
+    // one is where an account without a subscription already is)
+    const opens = (missingFeature && feature !== undefined && plan.features[feature])
+      || (shortOfUnit && plan.limits[shortOfUnit.unit] && plan.priceAmount > 0);
     if (opens) offers.push({ key: `plan:${plan.id}`, button: planButton(plan) });
   }
   // the packs of what ran out: credit packs, or packs of the unit
