@@ -484,6 +484,27 @@ describeEachBackend('stripe', (backend) => {
         });
       }
 
+      if (shape === 'new') it('a user the starter grant put on the default plan at sign-up subscribes through Stripe: the paid plan replaces it', async () => {
+        await db.exec(`select creditkit.set_starter_grant('credits', 50, 'promotional'); select creditkit.enable_starter_grant();`);
+        let user: string;
+        try {
+          user = await db.createUser();
+        } finally {
+          await db.exec(`select creditkit.disable_starter_grant(); select creditkit.set_starter_grant('credits', null);`);
+        }
+        expect(await subscription(user)).toMatchObject({ plan_id: 'free', status: 'active', stripe_subscription_id: null });
+        const s = sub(user);
+        for (const e of [subscriptionCheckoutCompleted(s, { created: T + 5 }), subscriptionEvent('created', s, { created: T + 1, status: 'active', ...period(s, 0) }),
+          invoiceFor(s, 0)]) {
+          expect(await apply(e)).toEqual(applied(e, user));
+        }
+        expect(await subscription(user)).toEqual({
+          plan_id: 'basic', status: 'active', stripe_subscription_id: s.subscription, stripe_customer_id: s.customer, renews_at: null,
+        });
+        expect(await ledger(user)).toEqual([['grant', 50, 50], ['grant', 100, 150]]);
+        expect(await ck.hasFeature({ p_account_id: user, p_feature: 'api' })).toBe(true);
+      });
+
       it(`renewal invoices (${shape} shape) reset the allowance: the previous one expires when the next period is paid`, async () => {
         const account = newAccountId();
         const s = sub(account);
