@@ -40,7 +40,7 @@ comment on table creditkit.error_codes is 'The stable error catalogue (SQLSTATE 
 
 insert into creditkit.error_codes (code, name, description) values
   ('CK001', 'invalid_amount',       'Amount is NULL, zero, negative where a positive amount is required, or above 9007199254740991 (2^53-1).'),
-  ('CK002', 'insufficient_credits', 'The account cannot cover the amount (raising consume, negative adjustment). DETAIL is JSON {"balance":n,"required":n}.'),
+  ('CK002', 'insufficient_credits', 'The account cannot cover the amount (raising consume, negative adjustment). DETAIL is JSON {"balance":n,"required":n,"unit":"…"}.'),
   ('CK003', 'unknown_account',      'No credit account with that id.'),
   ('CK004', 'idempotency_conflict', 'The idempotency key was already used for a different operation or different parameters.'),
   ('CK005', 'not_allowed',          'The caller is not signed in, may not access that account, or may not call a server-only function.'),

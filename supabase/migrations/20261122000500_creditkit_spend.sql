@@ -873,7 +873,7 @@ begin
     raise exception using
       errcode = 'CK002',
       message = format('insufficient credits: balance %s, required %s', balance, p_amount),
-      detail = jsonb_build_object('balance', balance, 'required', p_amount)::text;
+      detail = jsonb_build_object('balance', balance, 'required', p_amount, 'unit', p_unit)::text;
   end if;
 end;
 $$;
@@ -1027,7 +1027,7 @@ begin
       raise exception using
         errcode = 'CK002',
         message = format('insufficient credits: balance %s, adjustment %s', v_balance, p_amount),
-        detail = jsonb_build_object('balance', v_balance, 'required', -p_amount)::text;
+        detail = jsonb_build_object('balance', v_balance, 'required', -p_amount, 'unit', p_unit)::text;
     end if;
     perform creditkit.draw_down(p_account_id, p_unit, -p_amount, p_now);
   end if;

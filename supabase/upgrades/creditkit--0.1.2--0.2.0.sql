@@ -6,6 +6,10 @@
 
 insert into creditkit.error_codes (code, name, description) values
   ('CK015', 'unknown_unit',         'No unit with that id, or a boolean unit where a metered one (a balance) is needed.');
+-- CK002's detail names the unit that could not cover the amount.
+update creditkit.error_codes
+   set description = 'The account cannot cover the amount (raising consume, negative adjustment). DETAIL is JSON {"balance":n,"required":n,"unit":"…"}.'
+ where code = 'CK002';
 
 -- The units (features) of the kit: a metered unit has a balance per account (credits, messages,
 -- images, ...); a boolean unit is an on/off feature, which plans switch on in their `features`.
@@ -2105,7 +2109,7 @@ begin
     raise exception using
       errcode = 'CK002',
       message = format('insufficient credits: balance %s, required %s', balance, p_amount),
-      detail = jsonb_build_object('balance', balance, 'required', p_amount)::text;
+      detail = jsonb_build_object('balance', balance, 'required', p_amount, 'unit', p_unit)::text;
   end if;
 end;
 $$;
@@ -2259,7 +2263,7 @@ begin
       raise exception using
         errcode = 'CK002',
         message = format('insufficient credits: balance %s, adjustment %s', v_balance, p_amount),
-        detail = jsonb_build_object('balance', v_balance, 'required', -p_amount)::text;
+        detail = jsonb_build_object('balance', v_balance, 'required', -p_amount, 'unit', p_unit)::text;
     end if;
     perform creditkit.draw_down(p_account_id, p_unit, -p_amount, p_now);
   end if;

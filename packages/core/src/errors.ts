@@ -90,15 +90,20 @@ export class InvalidAmountError extends CreditkitError {
   }
 }
 
-/** The account cannot cover the amount; `balance` is what it could spend, `required` what was asked. */
+/**
+ * The account cannot cover the amount; `balance` is what it could spend, `required` what was
+ * asked, both in `unit` (the balance that ran out: credits unless the call named another unit).
+ */
 export class InsufficientCreditsError extends CreditkitError {
   override name = 'InsufficientCreditsError';
   readonly balance: number;
   readonly required: number;
-  constructor(message: string, init: ErrorInit & { balance: number; required: number }) {
+  readonly unit: string;
+  constructor(message: string, init: ErrorInit & { balance: number; required: number; unit?: string }) {
     super('insufficient_credits', message, init);
     this.balance = init.balance;
     this.required = init.required;
+    this.unit = init.unit ?? 'credits';
   }
 }
 
@@ -276,11 +281,12 @@ export function toCreditkitError(raw: RawError, cause: unknown): CreditkitError 
   if (raw.network) return new UnavailableError(raw.message, init);
   const catalogued = sqlstate ? SQLSTATE_CODES[sqlstate] : undefined;
   if (catalogued === 'insufficient_credits') {
-    const d = (init.details ?? {}) as { balance?: unknown; required?: unknown };
+    const d = (init.details ?? {}) as { balance?: unknown; required?: unknown; unit?: unknown };
     return new InsufficientCreditsError(raw.message, {
       ...init,
       balance: Number(d.balance ?? 0),
       required: Number(d.required ?? 0),
+      ...(typeof d.unit === 'string' ? { unit: d.unit } : {}),
     });
   }
   if (catalogued) {

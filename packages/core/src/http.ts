@@ -54,7 +54,7 @@ const CREDITS = 'credits';
 
 /** A CreditkitError as JSON with the status a client should see (the stable code in `error`). */
 export function errorResponse(error: CreditkitError): Response {
-  if (error instanceof InsufficientCreditsError) return paymentRequired(error.balance, error.required);
+  if (error instanceof InsufficientCreditsError) return paymentRequired(error.balance, error.required, { unit: error.unit });
   const status: Record<string, number> = {
     not_allowed: 403,
     unknown_account: 404,

@@ -263,8 +263,8 @@ function contract(factory: TransportFactory): void {
     const error = await expectFailure(
       ck.consumeOrRaise({ accountId: account, amount: 31, event: 'chat', now: at(HOUR) }),
       InsufficientCreditsError, 'insufficient_credits', 'CK002');
-    expect([error.balance, error.required]).toEqual([30, 31]);
-    expect(error.details).toEqual({ balance: 30, required: 31 });
+    expect([error.balance, error.required, error.unit]).toEqual([30, 31, 'credits']);
+    expect(error.details).toEqual({ balance: 30, required: 31, unit: 'credits' });
     expect(await books()).toEqual(before);
   });
 
@@ -626,7 +626,7 @@ function contract(factory: TransportFactory): void {
     expect(await ck.consumeOrRaise({ accountId: me, amount: 5, unit, now: at(MINUTE) })).toMatchObject({ balance: 40 });
     const short = await expectFailure(ck.consumeOrRaise({ accountId: me, amount: 41, unit, now: at(MINUTE) }),
       InsufficientCreditsError, 'insufficient_credits', 'CK002');
-    expect([short.balance, short.required]).toEqual([40, 41]);
+    expect([short.balance, short.required, short.unit]).toEqual([40, 41, unit]);
     expect(await ck.adjust({ accountId: me, amount: -10, reason: 'contract', unit, now: at(2 * MINUTE) })).toMatchObject({ balance: 30 });
     const hold = await ck.reserve({ accountId: me, amount: 20, unit, now: at(2 * MINUTE) });
     expect(hold).toMatchObject({ allowed: true, balance: 10 });

@@ -124,6 +124,12 @@ describe('paymentRequired and errorResponse', () => {
   it('errorResponse maps codes to statuses and keeps the stable code in `error`', async () => {
     const short = errorResponse(new InsufficientCreditsError('short', { balance: 1, required: 5 }));
     await expectPaymentRequired(short, 1, 5);
+    // a raising consume of a unit: the 402 names the unit its CK002 detail named
+    const shortOfMessages = errorResponse(new InsufficientCreditsError('short', { balance: 0, required: 2, unit: 'messages' }));
+    expect(shortOfMessages.status).toBe(402);
+    expect(await shortOfMessages.json()).toEqual({
+      error: 'insufficient_credits', message: 'This needs 2 messages; the account has 0.', balance: 0, required: 2, unit: 'messages',
+    });
 
     const unknown = errorResponse(new UnknownEventError('no price'));
     expect(unknown.status).toBe(404);
