@@ -6,7 +6,7 @@
 --
 -- Every call passes p_now. Each scenario has its own accounts.
 begin;
-select plan(69);
+select plan(74);
 
 select tests.create_supabase_user('alice');   -- mixed batch over two accounts
 select tests.create_supabase_user('bob');     -- mixed batch over two accounts
@@ -330,7 +330,7 @@ select throws_ok(
   '42501', null, 'anon cannot spend');
 
 select tests.clear_authentication();
-grant execute on function public.creditkit_consume_batch(jsonb, timestamptz) to anon, authenticated;
+grant execute on function public.creditkit_consume_batch(jsonb, timestamptz, text) to anon, authenticated;
 select tests.authenticate_as('hank');
 select throws_ok(
   $$ select * from creditkit_consume_batch(jsonb_build_array(pg_temp.item('hank', 1)), '2030-01-01 01:00:00+00') $$,
@@ -472,14 +472,36 @@ select is(
 select tests.clear_authentication();
 
 -- =============================================================================================
+-- A batch in another unit (p_unit): that unit's balance only; CK015 for one that holds no balance.
+-- =============================================================================================
+select tests.authenticate_as_service_role();
+select creditkit_upsert_unit('tokens', 'Tokens');
+select creditkit_upsert_unit('beta', 'Beta access', 'boolean');
+select creditkit_grant(tests.get_supabase_uid('lena'), 5, p_unit => 'tokens', p_now => '2030-01-01 00:00:00+00');
+select results_eq(
+  $$ select allowed, balance from creditkit_consume_batch(jsonb_build_array(pg_temp.item('lena', 2), pg_temp.item('lena', 4)),
+                                                            '2030-01-01 01:00:00+00', 'tokens') order by ordinal $$,
+  $$ values (true, 3::bigint), (false, 3::bigint) $$,
+  'a batch of tokens: 2 spent, then 4 more than the 3 left: blocked');
+select is((select balance::bigint from creditkit.accounts where id = tests.get_supabase_uid('lena') and unit = 'credits'), 5::bigint,
+  'lena''s credits untouched by the tokens batch');
+select throws_ok($$ select * from creditkit_consume_batch(jsonb_build_array(pg_temp.item('lena', 1)), '2030-01-01 01:00:00+00', 'nope') $$,
+  'CK015', null, 'batch: an unknown unit');
+select throws_ok($$ select * from creditkit_consume_batch(jsonb_build_array(pg_temp.item('lena', 1)), '2030-01-01 01:00:00+00', 'beta') $$,
+  'CK015', null, 'batch: a boolean unit');
+select throws_ok($$ select * from creditkit_consume_batch(jsonb_build_array(pg_temp.item('lena', 1)), '2030-01-01 01:00:00+00', null) $$,
+  'CK015', null, 'batch: a NULL unit');
+select tests.clear_authentication();
+
+-- =============================================================================================
 -- The books balance over everything this file did.
 -- =============================================================================================
 select is_empty(
   $$ select a.id from creditkit.accounts a
-      where a.balance <> (select coalesce(sum(l.amount), 0) from creditkit.ledger l where l.account_id = a.id)
-         or a.balance <> (select coalesce(sum(g.remaining), 0) from creditkit.grants g where g.account_id = a.id) - a.undrawn
+      where a.balance <> (select coalesce(sum(l.amount), 0) from creditkit.ledger l where l.account_id = a.id and l.unit = a.unit)
+         or a.balance <> (select coalesce(sum(g.remaining), 0) from creditkit.grants g where g.account_id = a.id and g.unit = a.unit) - a.undrawn
          or a.balance < 0 $$,
-  'every account: balance = ledger sum = sum of bucket remainders, never negative');
+  'every account and unit: balance = ledger sum = sum of bucket remainders, never negative');
 
 select * from finish();
 rollback;

@@ -208,6 +208,7 @@ drop function public.creditkit_quote(text, bigint, jsonb, timestamp with time zo
 drop function public.creditkit_set_price(text, bigint, jsonb, timestamp with time zone);
 drop function public.creditkit_upsert_pack(text, text, bigint, bigint, text, text, interval, boolean);
 drop function public.creditkit_packs();
+drop function public.creditkit_consume_batch(jsonb, timestamp with time zone);
 
 -- ---------------------------------------------------------------------------------------------
 -- The installed version: creditkit status and doctor read it, and every upgrade script replaces it.
@@ -3339,7 +3340,8 @@ comment on function creditkit.stripe_invoice_paid(jsonb, jsonb, timestamptz) is
 -- Security definer: writes the kit's tables, which no client role may write; service_role only.
 create or replace function public.creditkit_consume_batch(
   p_events jsonb,
-  p_now timestamptz default now())
+  p_now timestamptz default now(),
+  p_unit text default 'credits')
 returns table (ordinal integer, allowed boolean, balance bigint, transaction_id bigint)
 language plpgsql
 volatile
@@ -3427,6 +3429,9 @@ begin
   if p_now is null or not isfinite(p_now) then
     perform creditkit.check_request(null, null, null, p_now);  -- (raises CK006)
   end if;
+  if p_unit is distinct from 'credits' then
+    perform creditkit.check_unit(p_unit);  -- (raises CK015)
+  end if;
 
   -- Typing, in two passes over the array and without building anything per item. First one
   -- jsonpath test for the JSON types a cast would take silently (an amount written as a string,
@@ -3485,7 +3490,7 @@ begin
   if v_fast then
     update creditkit.accounts a
        set balance = a.balance - v_total, undrawn = a.undrawn + v_total, version = a.version + v_count
-     where a.id = v_one and a.unit = 'credits' and a.balance - a.held >= v_total and (a.due_at is null or a.due_at > p_now)
+     where a.id = v_one and a.unit = p_unit and a.balance - a.held >= v_total and (a.due_at is null or a.due_at > p_now)
     returning a.balance + v_total, a.held into v_stored_one, v_held;
     v_fast := found;
     if v_fast and v_keyed > 0 then
@@ -3495,7 +3500,7 @@ begin
       if found then
         update creditkit.accounts a
            set balance = a.balance + v_total, undrawn = a.undrawn - v_total, version = a.version - v_count
-         where a.id = v_one and a.unit = 'credits';
+         where a.id = v_one and a.unit = p_unit;
         v_fast := false;
       end if;
     end if;
@@ -3503,10 +3508,10 @@ begin
       return query
         with written as (
           insert into creditkit.ledger (account_id, kind, amount, balance_after, event, idempotency_key,
-                                        cost_micros, metadata, created_at)
+                                        cost_micros, metadata, created_at, unit)
           select v_one, 'consume', -r.amount,
                  v_stored_one - creditkit.running_sum(r.amount) over (order by r.ordinality rows unbounded preceding),
-                 r.event, r.idempotency_key, r.cost_micros, coalesce(r.metadata, '{}'::jsonb), p_now
+                 r.event, r.idempotency_key, r.cost_micros, coalesce(r.metadata, '{}'::jsonb), p_now, p_unit
             -- (every item names v_one: the account id is not read again)
             from rows from (jsonb_to_recordset(p_events)
                               as (amount bigint, event text, idempotency_key text, metadata jsonb, cost_micros bigint))
@@ -3635,7 +3640,8 @@ begin
     v_keyed := cardinality(array_remove(v_keys, null));
   end if;
 
-  -- 2. Lock every account's credits row in one fixed order, by id (CK003 for an unknown one), and take
+  -- 2. Lock every account's row of the unit in one fixed order, by id (CK003 for an unknown account;
+  -- a known one with nothing in the unit spends nothing, as creditkit_consume answers), and take
   -- its spendable and stored balance under the lock. Like creditkit_consume's fast path, the
   -- batch never reads a bucket: while nothing is due it leaves what the account has not drawn
   -- yet (undrawn) where it is and adds to it; only an account with something due goes through
@@ -3643,16 +3649,27 @@ begin
   select array_agg(d.id order by d.id) into v_ids from (select distinct a.id from unnest(v_accounts) a(id)) d;
   for v_s in 1 .. cardinality(v_ids) loop
     select a.balance, a.held, a.due_at <= p_now into v_stored_one, v_held, v_due
-      from creditkit.accounts a where a.id = v_ids[v_s] and a.unit = 'credits'
+      from creditkit.accounts a where a.id = v_ids[v_s] and a.unit = p_unit
        for update;
     v_draw[v_s] := false;
-    if not found or v_due then
-      v_spendable[v_s] := creditkit.lock_account(v_ids[v_s], 'credits', p_now);  -- (raises CK003 if not found)
+    v_due := coalesce(v_due, false);
+    if not found then
+      -- (another unit's row opens on its plan limit; a known account without one is blocked, with
+      -- no row to write; an unknown account is CK003)
+      v_due := p_unit = 'credits' or creditkit.unit_row_ready(v_ids[v_s], p_unit, p_now);
+      if not v_due then
+        v_spendable[v_s] := 0;
+        v_stored[v_s] := 0;
+        continue;
+      end if;
+    end if;
+    if v_due then
+      v_spendable[v_s] := creditkit.lock_account(v_ids[v_s], p_unit, p_now);  -- (raises CK003 if not found)
       -- Still due after booking: expired credit stays for open holds (book_expired). What the
       -- batch spends must not come out of it, so it is drawn now, from the credit not expired,
       -- as creditkit_consume's slow path draws, instead of being left to the next draw.
       select a.balance, a.due_at <= p_now into v_stored_one, v_due
-        from creditkit.accounts a where a.id = v_ids[v_s] and a.unit = 'credits';
+        from creditkit.accounts a where a.id = v_ids[v_s] and a.unit = p_unit;
       v_stored[v_s] := v_stored_one;
       v_draw[v_s] := coalesce(v_due, false);
     else
@@ -3669,7 +3686,7 @@ begin
   else
     select array_agg(array_position(v_ids, x.account_id) order by x.i), array_agg(x.grp order by x.i),
            -- (a key used in another unit names another request: its kind reads consume:<unit>)
-           array_agg(l.id order by x.i), array_agg(l.kind || case when l.unit <> 'credits' then ':' || l.unit else '' end order by x.i),
+           array_agg(l.id order by x.i), array_agg(l.kind || case when l.unit <> p_unit then ':' || l.unit else '' end order by x.i),
            array_agg(l.amount order by x.i),
            array_agg(l.event order by x.i), array_agg(l.metadata order by x.i), array_agg(l.cost_micros order by x.i),
            array_agg(l.balance_after order by x.i)
@@ -3704,8 +3721,8 @@ begin
        set balance = a.balance - t.spent, undrawn = a.undrawn + case when t.draw then 0 else t.spent end,
            version = a.version + t.n
       from unnest(v_ids, v_spent, v_rows, v_draw) t(id, spent, n, draw)
-     where a.id = t.id and a.unit = 'credits';
-    perform creditkit.draw_down(t.id, 'credits', t.spent, p_now)
+     where a.id = t.id and a.unit = p_unit;
+    perform creditkit.draw_down(t.id, p_unit, t.spent, p_now)
        from unnest(v_ids, v_spent, v_draw) t(id, spent, draw) where t.draw and t.spent > 0;
     -- ids in input order: nextval is called once per row of generate_series, in order
     v_seq := pg_get_serial_sequence('creditkit.ledger', 'id')::regclass;
@@ -3718,10 +3735,10 @@ begin
                with ordinality u(account_id, amount, event, key, meta, cost, slot, i)
       ), written as (
         insert into creditkit.ledger (id, account_id, kind, amount, balance_after, event, idempotency_key,
-                                      cost_micros, metadata, created_at)
+                                      cost_micros, metadata, created_at, unit)
         overriding system value
         select v_tx[x.i], x.account_id, 'consume', -x.amount, v_stored[x.slot] - x.cum, x.event, x.key, x.cost,
-               coalesce(x.meta, '{}'::jsonb), p_now
+               coalesce(x.meta, '{}'::jsonb), p_now, p_unit
           from x order by x.i
       ), keyed as (
         insert into creditkit.ledger_keys (account_id, idempotency_key, ledger_id)
@@ -3801,13 +3818,13 @@ begin
        set balance = a.balance - t.spent, undrawn = a.undrawn + case when t.draw then 0 else t.spent end,
            version = a.version + t.n
       from unnest(v_ids, v_spent, v_rows, v_draw) t(id, spent, n, draw)
-     where a.id = t.id and a.unit = 'credits' and t.n > 0;
-    perform creditkit.draw_down(t.id, 'credits', t.spent, p_now)
+     where a.id = t.id and a.unit = p_unit and t.n > 0;
+    perform creditkit.draw_down(t.id, p_unit, t.spent, p_now)
        from unnest(v_ids, v_spent, v_draw) t(id, spent, draw) where t.draw and t.spent > 0;
     insert into creditkit.ledger (id, account_id, kind, amount, balance_after, event, idempotency_key,
-                                  cost_micros, metadata, created_at)
+                                  cost_micros, metadata, created_at, unit)
     overriding system value
-    select x.tx, x.account_id, 'consume', -x.amount, x.after, x.event, x.key, x.cost, coalesce(x.meta, '{}'::jsonb), p_now
+    select x.tx, x.account_id, 'consume', -x.amount, x.after, x.event, x.key, x.cost, coalesce(x.meta, '{}'::jsonb), p_now, p_unit
       from unnest(v_tx, v_accounts, v_amounts, v_after, v_events, v_keys, v_costs, v_metadata, v_new)
            with ordinality x(tx, account_id, amount, after, event, key, cost, meta, new, i)
      where x.new
@@ -3827,10 +3844,10 @@ begin
   end loop;
 end;
 $$;
-comment on function public.creditkit_consume_batch(jsonb, timestamptz) is
-  'Server only. Spends for 1 to 1000 usage events in one transaction: p_events is a JSON array of {account_id, amount, event?, idempotency_key?, metadata?, cost_micros?}, and each event is applied in order exactly as creditkit_consume would apply it, answering one row per event (ordinal from 1, allowed, balance, transaction_id). Any invalid event fails the whole call and changes nothing; a blocked event is allowed=false. Idempotent per event by key.';
-revoke all on function public.creditkit_consume_batch(jsonb, timestamptz) from public, anon, authenticated;
-grant execute on function public.creditkit_consume_batch(jsonb, timestamptz) to service_role;
+comment on function public.creditkit_consume_batch(jsonb, timestamptz, text) is
+  'Server only. Spends p_unit (default credits) for 1 to 1000 usage events in one transaction: p_events is a JSON array of {account_id, amount, event?, idempotency_key?, metadata?, cost_micros?}, and each event is applied in order exactly as creditkit_consume would apply it in that unit, answering one row per event (ordinal from 1, allowed, balance, transaction_id). Any invalid event fails the whole call and changes nothing; a blocked event is allowed=false. Idempotent per event by key.';
+revoke all on function public.creditkit_consume_batch(jsonb, timestamptz, text) from public, anon, authenticated;
+grant execute on function public.creditkit_consume_batch(jsonb, timestamptz, text) to service_role;
 
 -- What a known account's row of a unit would hold if it were opened at p_now (a read: balances
 -- of a unit the account has not touched yet read as its plan allowance, not 0). NULL when the

@@ -120,9 +120,9 @@ export function toSqlArgs(params: object): SqlArgs {
 
 /**
  * One usage event for consumeBatch: the parameters of consume except `now` (the batch acts at one
- * instant), in camelCase like every method's parameters.
+ * instant) and `unit` (a batch spends one unit, named once), in camelCase like every method's parameters.
  */
-export type BatchConsumeEvent = Omit<Params<'creditkit_consume'>, 'now'>;
+export type BatchConsumeEvent = Omit<Params<'creditkit_consume'>, 'now' | 'unit'>;
 
 /**
  * consumeBatch's events → the JSON array creditkit_consume_batch reads: keys to snake_case,

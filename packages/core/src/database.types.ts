@@ -68,7 +68,7 @@ export type Database = {
         Returns: Record<string, unknown>;
       };
       creditkit_consume_batch: {
-        Args: { p_events: Json; p_now?: string };
+        Args: { p_events: Json; p_now?: string; p_unit?: string };
         Returns: {
           allowed: boolean;
           balance: number;

@@ -100,10 +100,10 @@ export class CreditkitServer {
 
   /**
    * Spends for up to 1000 buffered usage events in one transaction, each exactly as consume would
-   * (its own idempotencyKey, blocked answers allowed: false). One answer per event, in order. An
-   * invalid event fails the whole call and nothing is spent.
+   * (its own idempotencyKey, blocked answers allowed: false), all in `unit` (default credits). One
+   * answer per event, in order. An invalid event fails the whole call and nothing is spent.
    */
-  async consumeBatch(params: { events: BatchConsumeEvent[]; now?: string | Date }): Promise<BatchConsumeResult[]> {
+  async consumeBatch(params: { events: BatchConsumeEvent[]; now?: string | Date; unit?: string }): Promise<BatchConsumeResult[]> {
     // async: a refused event rejects the promise, as a refused parameter does in every method
     return this.caller.rows('creditkit_consume_batch', { ...params, events: toBatchEvents(params.events) as Json });
   }

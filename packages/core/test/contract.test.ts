@@ -634,8 +634,12 @@ function contract(factory: TransportFactory): void {
     expect(await ck.settle({ holdId: hold.holdId!, actual: 4, now: at(3 * MINUTE) })).toMatchObject({ charged: 4, balance: 26 });
     expect(await ck.check({ accountId: me, unit, amount: 27, now: at(3 * MINUTE) })).toEqual({ allowed: false, balance: 26 });
     expect(await ck.balance({ accountId: me, unit, now: at(3 * MINUTE) })).toMatchObject({ balance: 26, buckets: [{ amount: 50, remaining: 26 }] });
+    // a batch in the unit: one event spends 1, the next (26 asked, 25 left) is blocked
+    expect((await ck.consumeBatch({ events: [{ accountId: me, amount: 1 }, { accountId: me, amount: 26 }], unit, now: at(3 * MINUTE) }))
+      .map((r) => [r.allowed, r.balance])).toEqual([[true, 25], [false, 25]]);
+    expect(await ck.adjust({ accountId: me, amount: 1, reason: 'contract: undo the batch', unit, now: at(3 * MINUTE) })).toMatchObject({ balance: 26 });
     const { entries } = await ck.history({ accountId: me, unit });
-    expect(entries.map((e) => e.amount)).toEqual([-4, -10, -5, -5, 50]);
+    expect(entries.map((e) => e.amount)).toEqual([1, -1, -4, -10, -5, -5, 50]);
     // the credits balance saw none of it
     expect(await ck.balance({ accountId: me, now: at(3 * MINUTE) })).toMatchObject({ balance: 7 });
     expect((await ck.history({ accountId: me })).entries.map((e) => e.amount)).toEqual([7]);

@@ -64,7 +64,7 @@ const SPECS: Record<string, FunctionSpec> = {
     valid: (fx) => ({ p_account_id: fx.account, p_amount: 10, p_event: 'chat', p_now: NOW }),
   },
   creditkit_consume_batch: {
-    params: ['p_events', 'p_now'],
+    params: ['p_events', 'p_now', 'p_unit'],
     caller: 'service',
     valid: (fx) => ({ p_events: [batchItem(fx), batchItem(fx, { amount: 5, idempotency_key: 'batch-1' })], p_now: NOW }),
   },

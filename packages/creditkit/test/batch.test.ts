@@ -25,7 +25,7 @@ import { createTestDatabase, type TestDatabase } from '@creditkit/testing';
 import { describeEachBackend, describeIfPostgres } from '@creditkit/testing/vitest';
 import { CATEGORIES, type Category } from './ledger-model.ts';
 import {
-  DAY, GRANTS, HOUR, at, creditkit, expectConsistent, newAccountId, newGauge, openAccount, pooledRunner, runAs, settle, warmPool,
+  DAY, GRANTS, HOUR, at, creditkit, expectConsistent, newAccountId, newGauge, openAccount, outcome, pooledRunner, runAs, settle, warmPool,
   type BatchResult, type ConsumeResult, type Creditkit,
 } from './support.ts';
 
@@ -146,7 +146,7 @@ const batchEvent = (item: Item, ids: string[]) => ({
 async function books(db: TestDatabase, ids: string[]): Promise<unknown[]> {
   return Promise.all(ids.map(async (id) => {
     const [row] = await db.query(`
-      select (select to_jsonb(a) - 'id' - 'undrawn' from creditkit.accounts a where a.id = $1) as account,
+      select (select jsonb_agg(to_jsonb(a) - 'id' - 'undrawn' order by a.unit) from creditkit.accounts a where a.id = $1) as account,
              (select coalesce(jsonb_agg(to_jsonb(l) - 'id' - 'account_id' - 'grant_id'
                        || jsonb_build_object('bucket', (select count(*) from creditkit.grants g where g.account_id = l.account_id and g.id <= l.grant_id))
                      order by l.id), '[]') from creditkit.ledger l where l.account_id = $1) as ledger,
@@ -240,6 +240,41 @@ describeEachBackend('consume batch', (backend) => {
     expect(outcomes.replays).toBeGreaterThan(0);
     expect(outcomes.blocked).toBeGreaterThan(0);
   }, 600_000);
+
+  it('a batch in another unit spends that unit as single consumes of it would: its keys, blocked accounts without it, CK015 and CK003', async () => {
+    await ck.upsertUnit({ p_id: 'tokens', p_name: 'Tokens', p_kind: 'metered' });
+    await ck.upsertUnit({ p_id: 'flag', p_name: 'Flag', p_kind: 'boolean' });
+    const [a, b, none] = [await openAccount(ck, 100), await openAccount(ck, 100), await openAccount(ck, 100)];
+    await ck.grant({ p_account_id: a, p_amount: 10, p_unit: 'tokens', p_now: at(0) });
+    await ck.grant({ p_account_id: b, p_amount: 3, p_unit: 'tokens', p_now: at(0) });
+    await ck.consume({ p_account_id: a, p_amount: 1, p_idempotency_key: 'in-credits', p_now: at(1) });
+    const batch = (events: unknown[], unit: string | null = 'tokens') =>
+      ck.consumeBatch({ p_events: events, p_now: at(HOUR), p_unit: unit });
+    const item = (account: string, amount: number, key: string | null = null) => ({ account_id: account, amount, idempotency_key: key });
+    const rows = await batch([item(a, 4, 't-1'), item(b, 2), item(none, 1), item(b, 2), item(a, 4, 't-1'), item(a, 7)]);
+    expect(rows.map((r) => [r.allowed, Number(r.balance)])).toEqual([
+      [true, 6], [true, 1], [false, 0], [false, 1], [true, 6], [false, 6],
+    ]);
+    expect(rows[4]!.transaction_id).toBe(rows[0]!.transaction_id); // the key replays within the batch
+    const units = await db.query<{ account_id: string; unit: string; balance: number }>(
+      `select id as account_id, unit, balance::bigint as balance from creditkit.accounts where id = any($1) order by unit`, [[a, b, none]]);
+    const balanceOf = (id: string, unit: string) => Number(units.find((u) => u.account_id === id && u.unit === unit)?.balance ?? NaN);
+    expect([balanceOf(a, 'tokens'), balanceOf(b, 'tokens'), balanceOf(a, 'credits'), balanceOf(b, 'credits')]).toEqual([6, 1, 99, 100]);
+    expect(units.some((u) => u.account_id === none && u.unit === 'tokens')).toBe(false); // no row opened for it
+    const written = await db.query<{ unit: string; n: number }>(
+      `select unit, count(*)::int as n from creditkit.ledger where account_id = any($1) and kind = 'consume' group by unit order by unit`, [[a, b]]);
+    expect(written).toEqual([{ unit: 'credits', n: 1 }, { unit: 'tokens', n: 2 }]);
+    // the same key again in the next batch replays; a key the account used in credits is CK004
+    expect((await batch([item(a, 4, 't-1')]))[0]).toMatchObject({ allowed: true, transaction_id: rows[0]!.transaction_id });
+    const before = await books(db, [a, b, none]);
+    expect(await outcome(batch([item(a, 1, 'in-credits')]))).toBe('CK004');
+    expect(await outcome(batch([item(a, 1)], 'nope'))).toBe('CK015');
+    expect(await outcome(batch([item(a, 1)], 'flag'))).toBe('CK015');
+    expect(await outcome(batch([item(a, 1)], null))).toBe('CK015');
+    expect(await outcome(batch([item(a, 1), item(newAccountId(), 1)]))).toBe('CK003');
+    expect(await books(db, [a, b, none])).toEqual(before);
+    await expectConsistent(db, [a, b, none]);
+  });
 
   it('the comparison notices a difference: a batch one item short of the singles does not compare equal', async () => {
     const openings: Opening[] = range(OPENED).map(() => ({ grants: [{ amount: 10, category: 'purchase', expiresAt: null, priority: null }], hold: null }));
