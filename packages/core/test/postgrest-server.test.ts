@@ -398,7 +398,7 @@ describeIfPostgres('PostgREST stand-in', () => {
     expect(data).toBeNull();
     expect(status).toBe(400);
     expect(error?.code).toBe('CK002');
-    expect(JSON.parse(error?.details ?? 'null')).toEqual({ balance: 100, required: 250 });
+    expect(JSON.parse(error?.details ?? 'null')).toEqual({ balance: 100, required: 250, unit: 'credits' });
     expect(await balanceOf(account)).toBe(100);
   });
 
