@@ -136,6 +136,7 @@ select results_eq(
        ('creditkit.price_for(text,jsonb,timestamp with time zone)', false, true, true),
        ('creditkit.price_or_raise(text,jsonb,bigint,timestamp with time zone)', false, true, true),
        ('creditkit.unit_terms(uuid,text)', false, true, true),
+       ('creditkit.allowance_anchor(uuid,text,timestamp with time zone)', false, true, true),
        ('creditkit.unopened_allowance(uuid,text,timestamp with time zone)', false, true, true),
        -- server API: service_role only (mutations, server reads, analytics)
        ('public.creditkit_account_margin(timestamp with time zone,timestamp with time zone,uuid)', false, false, true),

@@ -432,10 +432,7 @@ declare
   v_anchor timestamptz;
   v_index integer;
 begin
-  select s.anchor into v_anchor
-    from creditkit.subscriptions s
-   where s.account_id = p_account_id and s.plan_id = p_terms.id and s.status in ('active', 'trialing', 'past_due');
-  v_anchor := coalesce(v_anchor, p_now);
+  v_anchor := creditkit.allowance_anchor(p_account_id, p_terms.id, p_now);
   v_index := creditkit.period_index(v_anchor, p_terms.period, p_now);
   insert into creditkit.allowances as al (account_id, unit, anchor, period_index, renews_at)
   values (p_account_id, p_unit, v_anchor, v_index, creditkit.period_start(v_anchor, p_terms.period, v_index + 1))
@@ -3871,11 +3868,7 @@ begin
   if v_terms.id is null then
     return;
   end if;
-  -- (as creditkit.start_allowance counts it: from the live subscription's anchor, else from now)
-  select s.anchor into v_anchor
-    from creditkit.subscriptions s
-   where s.account_id = p_account_id and s.plan_id = v_terms.id and s.status in ('active', 'trialing', 'past_due');
-  v_anchor := coalesce(v_anchor, p_now);
+  v_anchor := creditkit.allowance_anchor(p_account_id, v_terms.id, p_now);
   balance := v_terms.allowance;
   next_expiry := creditkit.period_start(v_anchor, v_terms.period, creditkit.period_index(v_anchor, v_terms.period, p_now) + 1);
 end;
@@ -4314,6 +4307,24 @@ comment on function public.creditkit_unit_usage(timestamptz, timestamptz, uuid) 
   'Server only. Per unit over [p_from, p_to) (optionally for one account): usage calls, amount spent of the unit, credits spent as its overage, amount granted, revenue, cost and margin in micros. An overage call counts for the unit it stood in for. Credits first, then by unit.';
 revoke all on function public.creditkit_unit_usage(timestamptz, timestamptz, uuid) from public, anon, authenticated;
 grant execute on function public.creditkit_unit_usage(timestamptz, timestamptz, uuid) to service_role;
+
+-- The anchor a unit's plan-limit periods count from: the live subscription's to that plan, else
+-- p_now (an account on the default plan without one counts from when its row opens).
+create or replace function creditkit.allowance_anchor(p_account_id uuid, p_plan_id text, p_now timestamptz)
+returns timestamptz
+language sql
+stable
+security invoker
+set search_path = ''
+as $$
+  select coalesce((select s.anchor from creditkit.subscriptions s
+                    where s.account_id = p_account_id and s.plan_id = p_plan_id
+                      and s.status in ('active', 'trialing', 'past_due')), p_now);
+$$;
+comment on function creditkit.allowance_anchor(uuid, text, timestamptz) is
+  'Where a unit''s plan-limit periods count from: the live subscription''s anchor on that plan, else p_now.';
+revoke all on function creditkit.allowance_anchor(uuid, text, timestamptz) from public, anon, authenticated, service_role;
+grant execute on function creditkit.allowance_anchor(uuid, text, timestamptz) to authenticated, service_role;
 
 -- The app's policies set aside above, as they were.
 do $$

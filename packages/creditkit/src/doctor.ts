@@ -62,6 +62,7 @@ export const CALLER_HELPERS = [
   'creditkit.price_for(text,jsonb,timestamp with time zone)',
   'creditkit.price_or_raise(text,jsonb,bigint,timestamp with time zone)',
   'creditkit.unit_terms(uuid,text)',
+  'creditkit.allowance_anchor(uuid,text,timestamp with time zone)',
   'creditkit.unopened_allowance(uuid,text,timestamp with time zone)',
 ];
 
