@@ -600,6 +600,10 @@ grant execute on function public.creditkit_grant(uuid, bigint, text, timestamptz
 -- The debit: every spend of a usage event goes through here (creditkit_consume, and
 -- creditkit_meter and the charge-on-insert trigger through creditkit.meter). Callers validate.
 --
+-- A debit that would take a watched row to its alert level (accounts.alert_at: a low-balance
+-- threshold or an auto top-up) takes the slow path too, whose writes fire the watch at commit
+-- (creditkit.watch_balance): the fast path never reaches one.
+--
 -- While nothing is due, one guarded UPDATE checks and debits: it locks the row only if it debits,
 -- and counts the credit in `undrawn` instead of drawing the buckets (the next lock_account draws
 -- it, in spend order). One INSERT appends the ledger row; with a key, the key's row goes first and
@@ -640,6 +644,7 @@ begin
    where a.id = p_account_id and a.unit = p_unit
      and a.balance - a.held >= p_amount
      and (a.due_at is null or a.due_at > p_now)
+     and (a.alert_at is null or a.balance - a.held - p_amount > a.alert_at)
   returning a.balance, a.balance - a.held into v_balance, v_spendable;
   if found then
     if p_idempotency_key is null then
@@ -790,6 +795,7 @@ begin
    where a.id = p_account_id and a.unit = p_unit
      and a.balance - a.held >= p_amount
      and (a.due_at is null or a.due_at > p_now)
+     and (a.alert_at is null or a.balance - a.held - p_amount > a.alert_at)
   returning a.balance, a.balance - a.held into v_balance, v_spendable;
   if found then
     if p_idempotency_key is null then

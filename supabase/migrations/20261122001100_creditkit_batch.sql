@@ -173,6 +173,7 @@ begin
     update creditkit.accounts a
        set balance = a.balance - v_total, undrawn = a.undrawn + v_total, version = a.version + v_count
      where a.id = v_one and a.unit = p_unit and a.balance - a.held >= v_total and (a.due_at is null or a.due_at > p_now)
+       and (a.alert_at is null or a.balance - a.held - v_total > a.alert_at)
     returning a.balance + v_total, a.held into v_stored_one, v_held;
     v_fast := found;
     if v_fast and v_keyed > 0 then
@@ -399,9 +400,10 @@ begin
     v_common := not exists (select from unnest(v_spent, v_spendable) t(spent, spendable) where t.spent > t.spendable);
   end if;
   if v_common then
+    -- (due_at is set as it is so that the balance watch looks at the rows: creditkit.watch_balance)
     update creditkit.accounts a
        set balance = a.balance - t.spent, undrawn = a.undrawn + case when t.draw then 0 else t.spent end,
-           version = a.version + t.n
+           version = a.version + t.n, due_at = a.due_at
       from unnest(v_ids, v_spent, v_rows, v_draw) t(id, spent, n, draw)
      where a.id = t.id and a.unit = p_unit;
     perform creditkit.draw_down(t.id, p_unit, t.spent, p_now)
@@ -496,9 +498,10 @@ begin
 
   -- 5. Write: the accounts (what they spent counted as undrawn), then the ledger rows in input order.
   if v_n > 0 then
+    -- (due_at is set as it is so that the balance watch looks at the rows: creditkit.watch_balance)
     update creditkit.accounts a
        set balance = a.balance - t.spent, undrawn = a.undrawn + case when t.draw then 0 else t.spent end,
-           version = a.version + t.n
+           version = a.version + t.n, due_at = a.due_at
       from unnest(v_ids, v_spent, v_rows, v_draw) t(id, spent, n, draw)
      where a.id = t.id and a.unit = p_unit and t.n > 0;
     perform creditkit.draw_down(t.id, p_unit, t.spent, p_now)

@@ -5,11 +5,12 @@
 -- whose Stripe idempotency key is the top-up's), and the credits land only when
 -- payment_intent.succeeded arrives through creditkit_stripe_apply, once, as a pack's would.
 --
--- Cost on the hot path: none in the debit's code. accounts.alert_at holds the level at which the
--- row has anything to do (NULL: nothing is watched), and a deferred constraint trigger whose WHEN
--- compares it with the new balance queues work only for an update that reaches it or raises the
--- balance; the work runs at commit on the row as it ends the transaction (so a debit undone in the
--- same transaction, such as a replayed key, triggers nothing).
+-- Cost on the hot path: one more condition in the debit's guarded UPDATE. accounts.alert_at holds
+-- the level at which the row has anything to do (NULL: nothing is watched); a debit that would
+-- reach it leaves the fast path, and a deferred constraint trigger on the slow paths' writes
+-- queues work only for an update that reaches the level or raises the balance. The work runs at
+-- commit on the row as it ends the transaction (so a debit undone in the same transaction, such as
+-- a replayed key, triggers nothing).
 
 -- ---------------------------------------------------------------------------------------------
 -- The customer's card on file, as the Stripe webhook reports it
@@ -445,9 +446,13 @@ comment on function creditkit.watch_balance() is
 revoke all on function creditkit.watch_balance() from public, anon, authenticated, service_role;
 
 -- Queued only when a watched row's spendable balance reaches its alert level or rises; runs at
--- commit, once per queued change, on the row as the transaction leaves it.
+-- commit, once per queued change, on the row as the transaction leaves it. It looks at updates
+-- that set due_at or held: every write under the lock point does (creditkit.append_entry, the
+-- expiry through refresh_due_at, the holds, the batch), and the debit's fast path does neither: it
+-- never reaches an alert level (its WHERE sends such a debit to the slow path), and leaving it out
+-- keeps the trigger's WHEN, which PostgreSQL prepares anew for each statement, off the hot path.
 create constraint trigger watch_balance
-  after update of balance, held on creditkit.accounts
+  after update of due_at, held on creditkit.accounts
   deferrable initially deferred
   for each row
   when (new.alert_at is not null
