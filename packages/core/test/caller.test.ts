@@ -21,6 +21,7 @@ import { createTestDatabase, noWebSocket, pgliteTemplate, type TestDatabase } fr
 import { describeIfPostgres } from '@creditkit/testing/vitest';
 import { createEmbeddedCreditkit, type EmbeddedCreditkit } from '../src/embedded.ts';
 import {
+  AutoTopupUnavailableError,
   BalanceLimitError,
   ConcurrencyError,
   LockTimeoutError,
@@ -39,10 +40,12 @@ import {
   TransportError,
   UnavailableError,
   UnknownAccountError,
+  UnknownEndpointError,
   UnknownEventError,
   UnknownHoldError,
   UnknownPackError,
   UnknownPlanError,
+  UnknownTopupOrDeliveryError,
   UnknownUnitError,
   createCreditkit,
   isRetryable,
@@ -291,6 +294,9 @@ describe('toCreditkitError: what a transport reports → a typed error', () => {
     CK013: [UnknownPackError, 'unknown_pack'],
     CK014: [InvalidEventError, 'invalid_event'],
     CK015: [UnknownUnitError, 'unknown_unit'],
+    CK016: [AutoTopupUnavailableError, 'auto_topup_unavailable'],
+    CK017: [UnknownEndpointError, 'unknown_endpoint'],
+    CK018: [UnknownTopupOrDeliveryError, 'unknown_topup_or_delivery'],
     '42501': [NotAllowedError, 'not_allowed'],
     '40001': [ConcurrencyError, 'concurrency_conflict'],
     '40P01': [ConcurrencyError, 'concurrency_conflict'],
