@@ -42,9 +42,21 @@ export type Database = {
         };
         Returns: Record<string, unknown>;
       };
+      creditkit_auto_topup: {
+        Args: { p_account_id: string; p_unit?: string };
+        Returns: unknown;
+      };
+      creditkit_auto_topup_terms: {
+        Args: Record<PropertyKey, never>;
+        Returns: unknown;
+      };
       creditkit_balance: {
         Args: { p_account_id: string; p_now?: string; p_unit?: string };
         Returns: Record<string, unknown>;
+      };
+      creditkit_balance_alert: {
+        Args: { p_account_id: string; p_unit?: string };
+        Returns: unknown;
       };
       creditkit_book_expired: {
         Args: { p_limit?: number; p_now?: string; p_unit?: string };
@@ -152,9 +164,17 @@ export type Database = {
           subscriptions: number;
         }[];
       };
+      creditkit_my_auto_topup: {
+        Args: { p_account_id?: string; p_unit?: string };
+        Returns: unknown;
+      };
       creditkit_my_balance: {
         Args: { p_account_id?: string; p_unit?: string };
         Returns: Record<string, unknown>;
+      };
+      creditkit_my_balance_alert: {
+        Args: { p_account_id?: string; p_unit?: string };
+        Returns: unknown;
       };
       creditkit_my_check: {
         Args: { p_account_id?: string; p_amount?: number; p_unit?: string };
@@ -176,6 +196,22 @@ export type Database = {
         }[];
       };
       creditkit_my_plan: { Args: { p_account_id?: string }; Returns: Record<string, unknown> };
+      creditkit_my_set_auto_topup: {
+        Args: { p_account_id?: string; p_amount?: number; p_enabled: boolean; p_pack_id?: string; p_target?: number; p_threshold: number; p_unit: string };
+        Returns: unknown;
+      };
+      creditkit_my_set_balance_alert: {
+        Args: { p_account_id?: string; p_threshold: number; p_unit: string };
+        Returns: unknown;
+      };
+      creditkit_my_topups: {
+        Args: { p_account_id?: string; p_limit?: number; p_unit?: string };
+        Returns: unknown;
+      };
+      creditkit_notifications: {
+        Args: { p_account_id?: string; p_limit?: number; p_type?: string };
+        Returns: unknown;
+      };
       creditkit_packs: {
         Args: Record<PropertyKey, never>;
         Returns: {
@@ -206,11 +242,19 @@ export type Database = {
           stripe_price_id: string;
         }[];
       };
+      creditkit_prune_notifications: {
+        Args: { p_now?: string; p_older_than?: string };
+        Returns: unknown;
+      };
       creditkit_quote: {
         Args: { p_dimensions?: Json; p_event: string; p_now?: string; p_quantity?: number };
         Returns: Record<string, unknown>;
       };
       creditkit_release: { Args: { p_hold_id: number; p_now?: string }; Returns: Record<string, unknown> };
+      creditkit_replay_delivery: {
+        Args: { p_delivery_id: number; p_now?: string };
+        Returns: unknown;
+      };
       creditkit_report: {
         Args: {
           p_account_id: string;
@@ -235,6 +279,22 @@ export type Database = {
           p_unit?: string;
         };
         Returns: Record<string, unknown>;
+      };
+      creditkit_set_account_balance_alert: {
+        Args: { p_account_id: string; p_now?: string; p_percent?: number; p_threshold: number; p_unit: string };
+        Returns: unknown;
+      };
+      creditkit_set_auto_topup: {
+        Args: { p_account_id: string; p_amount?: number; p_enabled: boolean; p_monthly_amount_cap?: number; p_monthly_count_cap?: number; p_now?: string; p_pack_id?: string; p_target?: number; p_threshold: number; p_unit: string };
+        Returns: unknown;
+      };
+      creditkit_set_auto_topup_terms: {
+        Args: { p_action_url?: string; p_cooldown?: string; p_currency: string; p_enabled?: boolean; p_max_amount: number; p_min_amount: number; p_min_threshold?: number; p_monthly_amount_cap?: number; p_monthly_count_cap?: number; p_now?: string; p_unit: string; p_unit_price: number };
+        Returns: unknown;
+      };
+      creditkit_set_balance_alert: {
+        Args: { p_hysteresis?: number; p_now?: string; p_percent?: number; p_threshold: number; p_unit: string };
+        Returns: unknown;
       };
       creditkit_set_plan: {
         Args: {
@@ -313,6 +373,10 @@ export type Database = {
           event: string;
         }[];
       };
+      creditkit_topups: {
+        Args: { p_account_id?: string; p_limit?: number; p_status?: string };
+        Returns: unknown;
+      };
       creditkit_unit_usage: {
         Args: { p_account_id?: string; p_from: string; p_to: string };
         Returns: {
@@ -366,6 +430,10 @@ export type Database = {
         Returns: Json;
       };
       creditkit_upsert_unit: { Args: { p_id: string; p_kind?: string; p_name: string }; Returns: Json };
+      creditkit_upsert_webhook_endpoint: {
+        Args: { p_description?: string; p_enabled?: boolean; p_event_types?: string[]; p_id: string; p_secret?: string; p_url: string };
+        Returns: unknown;
+      };
       creditkit_usage_series: {
         Args: { p_account_id?: string; p_event?: string; p_from: string; p_to: string };
         Returns: {
@@ -375,6 +443,26 @@ export type Database = {
           day: string;
           event: string;
         }[];
+      };
+      creditkit_webhook_endpoints: {
+        Args: Record<PropertyKey, never>;
+        Returns: unknown;
+      };
+      creditkit_worker_claim_deliveries: {
+        Args: { p_lease?: string; p_limit?: number; p_now?: string };
+        Returns: unknown;
+      };
+      creditkit_worker_claim_topups: {
+        Args: { p_lease?: string; p_limit?: number; p_now?: string };
+        Returns: unknown;
+      };
+      creditkit_worker_delivery_result: {
+        Args: { p_attempt: number; p_delivery_id: number; p_error?: string; p_now?: string; p_status_code: number };
+        Returns: unknown;
+      };
+      creditkit_worker_topup_result: {
+        Args: { p_attempt: number; p_code?: string; p_message?: string; p_now?: string; p_outcome: string; p_payment_intent?: string; p_topup_id: number };
+        Returns: unknown;
       };
     };
     Enums: {

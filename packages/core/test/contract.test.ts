@@ -854,7 +854,7 @@ function contract(factory: TransportFactory): void {
     const asMe = recorded(h.serverWithUserCredentials(me), 'server', log);
     const window = { from: at(0), to: at(DAY) };
     // every server-only method, with arguments that would succeed for the service role
-    const calls: Record<Exclude<keyof typeof SERVER_METHODS, 'plans' | 'quote' | 'packs' | 'units'>, () => Promise<unknown>> = {
+    const calls: Record<Exclude<keyof typeof SERVER_METHODS, 'plans' | 'quote' | 'packs' | 'units' | 'autoTopupTerms'>, () => Promise<unknown>> = {
       consume: () => asMe.consume({ accountId: me, amount: 1 }),
       check: () => asMe.check({ accountId: me }),
       report: () => asMe.report({ accountId: me, unit: 'credits', amount: 1 }),
@@ -890,6 +890,22 @@ function contract(factory: TransportFactory): void {
       stripeEvents: () => asMe.stripeEvents(),
       stripeCustomer: () => asMe.stripeCustomer({ accountId: me }),
       stripeLinkCustomer: () => asMe.stripeLinkCustomer({ accountId: me, customerId: 'cus_ContractMine' }),
+      setAutoTopupTerms: () => asMe.setAutoTopupTerms({ unit: 'credits', currency: 'usd', unitPrice: 0, minAmount: 1, maxAmount: 1_000_000 }),
+      setBalanceAlert: () => asMe.setBalanceAlert({ unit: 'credits', threshold: null }),
+      setAccountBalanceAlert: () => asMe.setAccountBalanceAlert({ accountId: me, unit: 'credits', threshold: null }),
+      balanceAlert: () => asMe.balanceAlert({ accountId: me }),
+      setAutoTopup: () => asMe.setAutoTopup({ accountId: me, unit: 'credits', enabled: false, threshold: 1 }),
+      autoTopup: () => asMe.autoTopup({ accountId: me }),
+      topups: () => asMe.topups(),
+      upsertWebhookEndpoint: () => asMe.upsertWebhookEndpoint({ id: 'contract-mine', url: 'https://attacker.example/hook' }),
+      webhookEndpoints: () => asMe.webhookEndpoints(),
+      notifications: () => asMe.notifications(),
+      replayDelivery: () => asMe.replayDelivery({ deliveryId: 1 }),
+      pruneNotifications: () => asMe.pruneNotifications(),
+      claimTopups: () => asMe.claimTopups(),
+      recordTopupResult: () => asMe.recordTopupResult({ topupId: 1, attempt: 1, outcome: 'succeeded' }),
+      claimDeliveries: () => asMe.claimDeliveries(),
+      recordDeliveryResult: () => asMe.recordDeliveryResult({ deliveryId: 1, attempt: 1, statusCode: 200 }),
     };
     const before = await books();
     for (const [method, call] of Object.entries(calls)) {
