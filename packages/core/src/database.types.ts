@@ -197,7 +197,7 @@ export type Database = {
       };
       creditkit_my_plan: { Args: { p_account_id?: string }; Returns: Record<string, unknown> };
       creditkit_my_set_auto_topup: {
-        Args: { p_account_id?: string; p_amount?: number; p_enabled: boolean; p_pack_id?: string; p_target?: number; p_threshold: number; p_unit: string };
+        Args: { p_account_id?: string; p_amount?: number; p_enabled: boolean; p_pack_id?: string; p_target?: number; p_threshold?: number; p_unit: string };
         Returns: unknown;
       };
       creditkit_my_set_balance_alert: {
@@ -285,15 +285,15 @@ export type Database = {
         Returns: unknown;
       };
       creditkit_set_auto_topup: {
-        Args: { p_account_id: string; p_amount?: number; p_enabled: boolean; p_monthly_amount_cap?: number; p_monthly_count_cap?: number; p_now?: string; p_pack_id?: string; p_target?: number; p_threshold: number; p_unit: string };
+        Args: { p_account_id: string; p_amount?: number; p_enabled: boolean; p_monthly_amount_cap?: number; p_monthly_count_cap?: number; p_now?: string; p_pack_id?: string; p_target?: number; p_threshold?: number; p_unit: string };
         Returns: unknown;
       };
       creditkit_set_auto_topup_terms: {
-        Args: { p_action_url?: string; p_cooldown?: string; p_currency: string; p_enabled?: boolean; p_max_amount: number; p_min_amount: number; p_min_threshold?: number; p_monthly_amount_cap?: number; p_monthly_count_cap?: number; p_now?: string; p_unit: string; p_unit_price: number };
+        Args: { p_action_url?: string; p_cooldown?: string; p_currency: string; p_enabled?: boolean; p_max_amount: number; p_min_amount: number; p_min_threshold?: number; p_monthly_amount_cap?: number; p_monthly_count_cap?: number; p_unit: string; p_unit_price: number };
         Returns: unknown;
       };
       creditkit_set_balance_alert: {
-        Args: { p_hysteresis?: number; p_now?: string; p_percent?: number; p_threshold: number; p_unit: string };
+        Args: { p_hysteresis?: number; p_percent?: number; p_threshold: number; p_unit: string };
         Returns: unknown;
       };
       creditkit_set_plan: {

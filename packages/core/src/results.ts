@@ -329,6 +329,18 @@ export interface AutoTopupTerms {
   /** Where a customer completes a payment that needs them; `{topup_id}` and `{payment_intent}` are filled in. */
   actionUrl: string | null;
   enabled: boolean;
+  updatedAt: Timestamp;
+}
+
+/** A unit's default low-balance threshold as stored (setBalanceAlert). */
+export interface UnitBalanceAlert {
+  unit: string;
+  /** Absolute, or `percent` of the account's plan allowance of the unit: exactly one is set. */
+  threshold: number | null;
+  percent: number | null;
+  /** How far above the threshold the balance must come back for balance.recovered (null: 10% of it, at least 1). */
+  hysteresis: number | null;
+  updatedAt: Timestamp;
 }
 
 /** An account's low-balance alert for a unit and where the balance stands against it. */
@@ -364,6 +376,7 @@ export interface LastTopup {
   /** Where the customer completes a payment that needs them (status action_required). */
   actionUrl: string | null;
   createdAt: Timestamp;
+  completedAt: Timestamp | null;
 }
 
 /** An account's auto top-up settings for a unit, and how they stand. */

@@ -20,6 +20,7 @@ import type {
   Topup,
   TopupOutcome,
   TopupResultStatus,
+  UnitBalanceAlert,
   WebhookEndpoint,
   WebhookEndpointRecord,
   BatchConsumeResult,
@@ -284,9 +285,16 @@ export class CreditkitServer {
     return this.caller.rows('creditkit_auto_topup_terms', {});
   }
 
-  /** A unit's default low-balance threshold: absolute, or a percentage of the plan allowance. Null for both removes it. */
-  setBalanceAlert(params: AlertParams<'creditkit_set_balance_alert'>): Promise<unknown> {
-    return this.caller.row('creditkit_set_balance_alert', params as Params<'creditkit_set_balance_alert'>);
+  /**
+   * A unit's default low-balance threshold: absolute, or a percentage of the plan allowance.
+   * Returns the stored row, or null when null for both removed it.
+   */
+  async setBalanceAlert(params: AlertParams<'creditkit_set_balance_alert'>): Promise<UnitBalanceAlert | null> {
+    const [stored] = await this.caller.rows<UnitBalanceAlert, 'creditkit_set_balance_alert'>(
+      'creditkit_set_balance_alert',
+      params as Params<'creditkit_set_balance_alert'>,
+    );
+    return stored ?? null;
   }
 
   /** An account's own low-balance threshold for a unit (null: back to the unit's default). */

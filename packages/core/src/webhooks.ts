@@ -188,5 +188,8 @@ export type CreditkitNotification =
       'topup.failed',
       TopupData & { failure_code: string | null; failure_message: string | null; failures: number; auto_topup_status: string }
     >
-  | Notification<'topup.action_required', TopupData & { action_url: string | null }>
-  | Notification<'plan.changed', { account_id: string; plan_id: string; previous_plan_id: string | null; status: string }>;
+  | Notification<'topup.action_required', TopupData & { action_url: string | null; failure_code: string | null }>
+  | Notification<
+      'plan.changed',
+      { account_id: string; plan_id: string; previous_plan_id: string | null; status: string; previous_status: string | null }
+    >;

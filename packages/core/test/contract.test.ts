@@ -16,6 +16,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { BOOKED_ACCOUNTS, BOOKED_GRANTS } from '@creditkit/testing';
 import { describeIfPostgres } from '@creditkit/testing/vitest';
 import {
+  AutoTopupUnavailableError,
   BalanceLimitError,
   CreditkitError,
   HoldClosedError,
@@ -854,6 +855,110 @@ function contract(factory: TransportFactory): void {
     expect(await books()).toEqual(unchanged);
   });
 
+  it('auto top-up and balance alerts: terms, thresholds, a card on file, a crossing queues a top-up, the worker\'s claim and results', async () => {
+    const W = 50 * DAY; // instants no other test uses
+    const unit = 'contract_topup'; // a unit of its own: its alerts and terms touch no other test
+    await ck.upsertUnit({ id: unit, name: 'Top-up units' });
+    const terms = {
+      unit, currency: 'usd', unitPrice: 2, minAmount: 100, maxAmount: 10_000, minThreshold: 0, monthlyAmountCap: 50_000,
+      monthlyCountCap: null, cooldown: '00:10:00', actionUrl: 'https://app.example.test/pay/{topup_id}?pi={payment_intent}', enabled: true,
+    };
+    expect(await ck.setAutoTopupTerms({ ...terms, cooldown: '10 minutes', monthlyCountCap: null })).toEqual({ ...terms, updatedAt: expect.any(String) });
+    expect((await ck.autoTopupTerms()).find((t) => t.unit === unit)).toEqual({ ...terms, updatedAt: expect.any(String) });
+
+    // the unit's default threshold, removed again; null and null is the removal
+    expect(await ck.setBalanceAlert({ unit, threshold: 50, hysteresis: 5 })).toEqual({ unit, threshold: 50, percent: null, hysteresis: 5, updatedAt: expect.any(String) });
+    expect(await ck.setBalanceAlert({ unit, threshold: null, percent: 10 })).toMatchObject({ unit, threshold: null, percent: 10 });
+    expect(await ck.setBalanceAlert({ unit, threshold: null })).toBeNull();
+
+    const account = await h.createUser();
+    const me = user(account);
+    await ck.grant({ accountId: account, amount: 1_000, unit, now: at(W) });
+    expect(await ck.balanceAlert({ accountId: account, unit })).toEqual({ accountId: account, unit, threshold: null, source: null, state: 'ok', spendable: 1_000 });
+    expect(await ck.setAccountBalanceAlert({ accountId: account, unit, threshold: 300, now: at(W) }))
+      .toEqual({ accountId: account, unit, threshold: 300, source: 'account', state: 'ok', spendable: 1_000 });
+    const alert = { accountId: account, unit, threshold: 200, source: 'account', state: 'ok', spendable: 1_000 };
+    expect(await me.setBalanceAlert({ unit, threshold: 200 })).toEqual(alert);
+    expect(await me.balanceAlert({ unit })).toEqual(alert);
+
+    // no card on file yet: auto top-up cannot be switched on
+    await expectFailure(me.setAutoTopup({ unit, enabled: true, threshold: 100, amount: 500 }), AutoTopupUnavailableError, 'auto_topup_unavailable', 'CK016');
+    const off = await me.autoTopup({ unit });
+    expect(off).toMatchObject({ accountId: account, unit, enabled: false, status: 'off', paymentMethod: null, lastTopup: null, monthAmount: 0, monthCount: 0 });
+
+    // a card saved for off-session use, as Stripe reports it
+    await ck.stripeLinkCustomer({ accountId: account, customerId: 'cus_ContractTopup' });
+    const card = { id: 'pm_ContractCard', object: 'payment_method', type: 'card', customer: 'cus_ContractTopup',
+      card: { brand: 'visa', last4: '4242', exp_month: 12, exp_year: 2034 } };
+    expect(await ck.stripeApply({ event: stripeEvent('evt_ContractCardSaved', 'setup_intent.succeeded', W, {
+      id: 'seti_ContractCard', object: 'setup_intent', customer: 'cus_ContractTopup', payment_method: card, status: 'succeeded', usage: 'off_session',
+    }), now: at(W) })).toMatchObject({ status: 'applied', accountId: account });
+
+    const on = await me.setAutoTopup({ unit, enabled: true, threshold: 100, amount: 500 });
+    expect(on).toEqual({
+      accountId: account, unit, enabled: true, status: 'active', statusReason: null, threshold: 100, amount: 500, target: null, packId: null,
+      failures: 0, monthlyAmountCap: 50_000, monthlyCountCap: null, monthAmount: 0, monthCount: 0, currency: 'usd',
+      paymentMethod: { id: 'pm_ContractCard', type: 'card', brand: 'visa', last4: '4242', expMonth: 12, expYear: 2034 }, lastTopup: null,
+    });
+    expect(await ck.autoTopup({ accountId: account, unit })).toEqual(on);
+    expect(await ck.setAutoTopup({ accountId: account, unit, enabled: true, threshold: 100, amount: 500, monthlyAmountCap: 20_000, now: at(W) }))
+      .toEqual({ ...on, monthlyAmountCap: 20_000 });
+
+    // spending to 80, below both thresholds: balance.low, and one top-up of 500 at 2 cents each
+    await ck.consume({ accountId: account, amount: 920, unit, now: at(W + HOUR) });
+    const [pending, ...none] = await ck.topups({ accountId: account });
+    expect(none).toEqual([]);
+    expect(pending).toEqual({
+      id: expect.any(Number), accountId: account, unit, status: 'pending', amount: 500, chargeAmount: 1_000, currency: 'usd', attempt: 0,
+      paymentIntent: null, failureCode: null, failureMessage: null, actionUrl: null,
+      createdAt: expect.any(String), updatedAt: expect.any(String), completedAt: null,
+    });
+    expect(await me.topups({ unit })).toEqual([pending]);
+    expect(await me.balanceAlert({ unit })).toMatchObject({ state: 'low', spendable: 80 });
+    expect((await ck.notifications({ accountId: account, type: 'balance.low' })).map((e) => e.payload))
+      .toEqual([{ account_id: account, unit, balance: 80, held: 0, spendable: 80, threshold: 200 }]);
+
+    // the worker claims it and Stripe asks the customer to authenticate
+    const [claimed, ...others] = await ck.claimTopups({ now: at(W + HOUR) });
+    expect(others).toEqual([]);
+    expect(claimed).toEqual({
+      topupId: pending!.id, attempt: 1, idempotencyKey: `creditkit-topup-${pending!.id}-1`, accountId: account, unit, amount: 500,
+      chargeAmount: 1_000, currency: 'usd', customerId: 'cus_ContractTopup', paymentMethod: 'pm_ContractCard',
+      metadata: { creditkit_topup_id: String(pending!.id), creditkit_account_id: account, creditkit_unit: unit, creditkit_amount: '500' },
+    });
+    expect(await ck.claimTopups({ now: at(W + HOUR) })).toEqual([]); // leased
+    expect(await ck.recordTopupResult({ topupId: claimed!.topupId, attempt: 1, outcome: 'requires_action', paymentIntent: 'pi_ContractAuth',
+      code: 'authentication_required', message: 'This payment requires authentication', now: at(W + HOUR) }))
+      .toEqual({ status: 'action_required', autoTopupStatus: 'action_required' });
+    // a late answer for the same attempt changes nothing
+    expect(await ck.recordTopupResult({ topupId: claimed!.topupId, attempt: 0, outcome: 'succeeded', paymentIntent: 'pi_Other', now: at(W + HOUR) }))
+      .toEqual({ status: 'action_required', autoTopupStatus: 'action_required' });
+    const waiting = await me.autoTopup({ unit });
+    expect(waiting).toMatchObject({ status: 'action_required', statusReason: 'authentication_required' });
+    expect(waiting.lastTopup).toEqual({
+      id: pending!.id, status: 'action_required', amount: 500, chargeAmount: 1_000, currency: 'usd', failureCode: 'authentication_required',
+      actionUrl: `https://app.example.test/pay/${pending!.id}?pi=pi_ContractAuth`, createdAt: expect.any(String), completedAt: null,
+    });
+
+    // the customer pays; the webhook lands the credits once
+    expect(await ck.stripeApply({ event: stripeEvent('evt_ContractTopupPaid', 'payment_intent.succeeded', W + 2 * HOUR, {
+      id: 'pi_ContractAuth', object: 'payment_intent', amount: 1_000, amount_received: 1_000, currency: 'usd', customer: 'cus_ContractTopup',
+      payment_method: 'pm_ContractCard', status: 'succeeded', metadata: claimed!.metadata,
+    }), now: at(W + 2 * HOUR) })).toMatchObject({ status: 'applied', accountId: account });
+    expect((await ck.balance({ accountId: account, unit, now: at(W + 2 * HOUR) })).balance).toBe(580);
+    expect(await ck.topups({ accountId: account, status: 'succeeded', limit: 5 })).toMatchObject([{ id: pending!.id, status: 'succeeded', paymentIntent: 'pi_ContractAuth' }]);
+    expect(await me.autoTopup({ unit })).toMatchObject({ status: 'active', monthCount: 1, monthAmount: 1_000 });
+    const types = (await ck.notifications({ accountId: account })).map((e) => e.type).sort();
+    expect(types).toEqual(expect.arrayContaining(['balance.low', 'topup.action_required', 'topup.succeeded']));
+
+    await expectFailure(ck.recordTopupResult({ topupId: 2 ** 40, attempt: 1, outcome: 'succeeded', now: at(W) }), UnknownTopupOrDeliveryError, 'unknown_topup_or_delivery', 'CK018');
+    await expectFailure(ck.recordTopupResult({ topupId: claimed!.topupId, attempt: 1, outcome: 'maybe' as never, now: at(W) }), InvalidArgumentError, 'invalid_argument', 'CK006');
+    await expectFailure(ck.setAutoTopup({ accountId: account, unit, enabled: true, threshold: 100, amount: 500, target: 900 }), InvalidArgumentError, 'invalid_argument', 'CK006');
+    await expectFailure(ck.topups({ status: 'lost' }), InvalidArgumentError, 'invalid_argument', 'CK006');
+    // switched off: nothing more is queued
+    expect(await ck.setAutoTopup({ accountId: account, unit, enabled: false, now: at(W + 3 * HOUR) })).toMatchObject({ enabled: false, status: 'off' });
+  });
+
   it('notifications: endpoints, the outbox, a delivery claimed, failed, retried, delivered, replayed and gone', async () => {
     const W = 40 * DAY; // instants no other test uses
     const url = 'https://ops.example.test/creditkit';
@@ -1261,7 +1366,8 @@ for (const factory of TRANSPORTS) {
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 const INSTANT = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?([+-]\d{2}:\d{2}|Z)$/;
-const ID_KEYS = new Set(['id', 'transactionId', 'grantId', 'holdId', 'priceId', 'nextBeforeId', 'transaction_id', 'hold_id', 'grant_id']);
+const ID_KEYS = new Set(['id', 'transactionId', 'grantId', 'holdId', 'priceId', 'nextBeforeId', 'transaction_id', 'hold_id', 'grant_id',
+  'topupId', 'deliveryId']);
 
 /** Ids, uuids and instants replaced by placeholders; everything else kept. */
 function normalize(value: unknown, key?: string): unknown {
