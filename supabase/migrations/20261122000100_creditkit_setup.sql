@@ -21,7 +21,7 @@ returns text
 language sql
 immutable
 set search_path = ''
-as $$ select '0.2.0' $$;
+as $$ select '0.3.0' $$;
 comment on function creditkit.version() is 'The creditkit version installed in this database.';
 revoke all on function creditkit.version() from public, anon, authenticated, service_role;
 grant execute on function creditkit.version() to service_role;
@@ -53,7 +53,10 @@ insert into creditkit.error_codes (code, name, description) values
   ('CK012', 'hold_closed',          'The hold was already resolved differently (settled, released or expired). DETAIL is JSON {"status": ...}.'),
   ('CK013', 'unknown_pack',         'No active credit pack with that id.'),
   ('CK014', 'invalid_event',        'Not a Stripe event the kit can read (id, type, created and data.object are required).'),
-  ('CK015', 'unknown_unit',         'No unit with that id, or a boolean unit where a metered one (a balance) is needed.');
+  ('CK015', 'unknown_unit',         'No unit with that id, or a boolean unit where a metered one (a balance) is needed.'),
+  ('CK016', 'auto_topup_unavailable', 'Auto top-up is not offered for the unit, or the account has no card on file that settles at once.'),
+  ('CK017', 'unknown_endpoint',     'No notification endpoint with that id.'),
+  ('CK018', 'unknown_topup_or_delivery', 'No top-up or notification delivery with that id.');
 
 alter table creditkit.error_codes enable row level security;
 revoke all on table creditkit.error_codes from public, anon, authenticated, service_role;

@@ -68,6 +68,9 @@ create table creditkit.accounts (
   undrawn creditkit.credits not null default 0,
   -- The metered unit this balance counts; the domain `credits` bounds the amounts of every unit.
   unit text not null default 'credits' references creditkit.units (id),
+  -- The spendable balance at or below which this row has something to do (a low-balance alert or
+  -- an auto top-up; creditkit.watch keeps it), or NULL when nothing is watched.
+  alert_at bigint,
   constraint accounts_pkey primary key (id, unit)
 )
 -- Room on every page for the next versions of its rows, so that updates stay HOT.

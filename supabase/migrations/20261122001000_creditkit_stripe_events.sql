@@ -955,6 +955,8 @@ begin
         end if;
       elsif v_object ->> 'mode' = 'payment' then
         select * into r from creditkit.stripe_pack_checkout(p_event, v_object, p_now);
+      elsif v_object ->> 'mode' = 'setup' and v_type = 'checkout.session.completed' then
+        select * into r from creditkit.stripe_card_event(p_event, v_object, p_now);
       else
         status := 'ignored';
         effect := format('checkout mode %s is not used by creditkit', coalesce(v_object ->> 'mode', 'NULL'));
@@ -968,6 +970,13 @@ begin
       select * into r from creditkit.stripe_reversal(p_event, v_object, p_now);
     elsif v_type = 'invoice_payment.paid' then
       select * into r from creditkit.stripe_invoice_payment(p_event, v_object, p_now);
+    elsif v_type in ('payment_intent.succeeded', 'payment_intent.payment_failed')
+          and v_object #>> '{metadata,creditkit_topup_id}' is not null then
+      select * into r from creditkit.stripe_topup_payment(p_event, v_object, p_now);
+    elsif v_type in ('payment_intent.succeeded', 'setup_intent.succeeded', 'customer.updated') then
+      select * into r from creditkit.stripe_card_event(p_event, v_object, p_now);
+    elsif v_type in ('payment_method.attached', 'payment_method.detached') then
+      select * into r from creditkit.stripe_payment_method_event(p_event, v_object, p_now);
     else
       status := 'ignored';
       effect := 'event type not used by creditkit';

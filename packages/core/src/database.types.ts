@@ -44,11 +44,35 @@ export type Database = {
       };
       creditkit_auto_topup: {
         Args: { p_account_id: string; p_unit?: string };
-        Returns: unknown;
+        Returns: {
+          account_id: string;
+          amount: number;
+          currency: string;
+          enabled: boolean;
+          failures: number;
+          last_topup: Json;
+          month_amount: number;
+          month_count: number;
+          monthly_amount_cap: number;
+          monthly_count_cap: number;
+          pack_id: string;
+          payment_method: Json;
+          status: string;
+          status_reason: string;
+          target: number;
+          threshold: number;
+          unit: string;
+        }[];
       };
       creditkit_auto_topup_terms: {
         Args: Record<PropertyKey, never>;
-        Returns: unknown;
+        Returns: unknown[];
+        SetofOptions: {
+          from: "*";
+          to: "auto_topup_terms";
+          isOneToOne: false;
+          isSetofReturn: true;
+        };
       };
       creditkit_balance: {
         Args: { p_account_id: string; p_now?: string; p_unit?: string };
@@ -56,7 +80,14 @@ export type Database = {
       };
       creditkit_balance_alert: {
         Args: { p_account_id: string; p_unit?: string };
-        Returns: unknown;
+        Returns: {
+          account_id: string;
+          source: string;
+          spendable: number;
+          state: string;
+          threshold: number;
+          unit: string;
+        }[];
       };
       creditkit_book_expired: {
         Args: { p_limit?: number; p_now?: string; p_unit?: string };
@@ -109,6 +140,7 @@ export type Database = {
           credits: number;
         }[];
       };
+      creditkit_delete_webhook_endpoint: { Args: { p_id: string }; Returns: number };
       creditkit_grant: {
         Args: {
           p_account_id: string;
@@ -166,7 +198,25 @@ export type Database = {
       };
       creditkit_my_auto_topup: {
         Args: { p_account_id?: string; p_unit?: string };
-        Returns: unknown;
+        Returns: {
+          account_id: string;
+          amount: number;
+          currency: string;
+          enabled: boolean;
+          failures: number;
+          last_topup: Json;
+          month_amount: number;
+          month_count: number;
+          monthly_amount_cap: number;
+          monthly_count_cap: number;
+          pack_id: string;
+          payment_method: Json;
+          status: string;
+          status_reason: string;
+          target: number;
+          threshold: number;
+          unit: string;
+        }[];
       };
       creditkit_my_balance: {
         Args: { p_account_id?: string; p_unit?: string };
@@ -174,7 +224,14 @@ export type Database = {
       };
       creditkit_my_balance_alert: {
         Args: { p_account_id?: string; p_unit?: string };
-        Returns: unknown;
+        Returns: {
+          account_id: string;
+          source: string;
+          spendable: number;
+          state: string;
+          threshold: number;
+          unit: string;
+        }[];
       };
       creditkit_my_check: {
         Args: { p_account_id?: string; p_amount?: number; p_unit?: string };
@@ -197,20 +254,77 @@ export type Database = {
       };
       creditkit_my_plan: { Args: { p_account_id?: string }; Returns: Record<string, unknown> };
       creditkit_my_set_auto_topup: {
-        Args: { p_account_id?: string; p_amount?: number; p_enabled: boolean; p_pack_id?: string; p_target?: number; p_threshold?: number; p_unit: string };
-        Returns: unknown;
+        Args: {
+          p_account_id?: string;
+          p_amount?: number;
+          p_enabled: boolean;
+          p_pack_id?: string;
+          p_target?: number;
+          p_threshold?: number;
+          p_unit: string;
+        };
+        Returns: {
+          account_id: string;
+          amount: number;
+          currency: string;
+          enabled: boolean;
+          failures: number;
+          last_topup: Json;
+          month_amount: number;
+          month_count: number;
+          monthly_amount_cap: number;
+          monthly_count_cap: number;
+          pack_id: string;
+          payment_method: Json;
+          status: string;
+          status_reason: string;
+          target: number;
+          threshold: number;
+          unit: string;
+        }[];
       };
       creditkit_my_set_balance_alert: {
         Args: { p_account_id?: string; p_threshold: number; p_unit: string };
-        Returns: unknown;
+        Returns: {
+          account_id: string;
+          source: string;
+          spendable: number;
+          state: string;
+          threshold: number;
+          unit: string;
+        }[];
       };
       creditkit_my_topups: {
         Args: { p_account_id?: string; p_limit?: number; p_unit?: string };
-        Returns: unknown;
+        Returns: {
+          account_id: string;
+          action_url: string;
+          amount: number;
+          attempt: number;
+          charge_amount: number;
+          completed_at: string;
+          created_at: string;
+          currency: string;
+          failure_code: string;
+          failure_message: string;
+          id: number;
+          payment_intent: string;
+          status: string;
+          unit: string;
+          updated_at: string;
+        }[];
       };
       creditkit_notifications: {
         Args: { p_account_id?: string; p_limit?: number; p_type?: string };
-        Returns: unknown;
+        Returns: {
+          account_id: string;
+          created_at: string;
+          deliveries: Json;
+          id: string;
+          payload: Json;
+          type: string;
+          unit: string;
+        }[];
       };
       creditkit_packs: {
         Args: Record<PropertyKey, never>;
@@ -242,10 +356,7 @@ export type Database = {
           stripe_price_id: string;
         }[];
       };
-      creditkit_prune_notifications: {
-        Args: { p_now?: string; p_older_than?: string };
-        Returns: unknown;
-      };
+      creditkit_prune_notifications: { Args: { p_now?: string; p_older_than?: string }; Returns: number };
       creditkit_quote: {
         Args: { p_dimensions?: Json; p_event: string; p_now?: string; p_quantity?: number };
         Returns: Record<string, unknown>;
@@ -253,7 +364,7 @@ export type Database = {
       creditkit_release: { Args: { p_hold_id: number; p_now?: string }; Returns: Record<string, unknown> };
       creditkit_replay_delivery: {
         Args: { p_delivery_id: number; p_now?: string };
-        Returns: unknown;
+        Returns: Record<string, unknown>;
       };
       creditkit_report: {
         Args: {
@@ -281,20 +392,86 @@ export type Database = {
         Returns: Record<string, unknown>;
       };
       creditkit_set_account_balance_alert: {
-        Args: { p_account_id: string; p_now?: string; p_percent?: number; p_threshold: number; p_unit: string };
-        Returns: unknown;
+        Args: {
+          p_account_id: string;
+          p_now?: string;
+          p_percent?: number;
+          p_threshold: number;
+          p_unit: string;
+        };
+        Returns: {
+          account_id: string;
+          source: string;
+          spendable: number;
+          state: string;
+          threshold: number;
+          unit: string;
+        }[];
       };
       creditkit_set_auto_topup: {
-        Args: { p_account_id: string; p_amount?: number; p_enabled: boolean; p_monthly_amount_cap?: number; p_monthly_count_cap?: number; p_now?: string; p_pack_id?: string; p_target?: number; p_threshold?: number; p_unit: string };
-        Returns: unknown;
+        Args: {
+          p_account_id: string;
+          p_amount?: number;
+          p_enabled: boolean;
+          p_monthly_amount_cap?: number;
+          p_monthly_count_cap?: number;
+          p_now?: string;
+          p_pack_id?: string;
+          p_target?: number;
+          p_threshold?: number;
+          p_unit: string;
+        };
+        Returns: {
+          account_id: string;
+          amount: number;
+          currency: string;
+          enabled: boolean;
+          failures: number;
+          last_topup: Json;
+          month_amount: number;
+          month_count: number;
+          monthly_amount_cap: number;
+          monthly_count_cap: number;
+          pack_id: string;
+          payment_method: Json;
+          status: string;
+          status_reason: string;
+          target: number;
+          threshold: number;
+          unit: string;
+        }[];
       };
       creditkit_set_auto_topup_terms: {
-        Args: { p_action_url?: string; p_cooldown?: string; p_currency: string; p_enabled?: boolean; p_max_amount: number; p_min_amount: number; p_min_threshold?: number; p_monthly_amount_cap?: number; p_monthly_count_cap?: number; p_unit: string; p_unit_price: number };
-        Returns: unknown;
+        Args: {
+          p_action_url?: string;
+          p_cooldown?: string;
+          p_currency: string;
+          p_enabled?: boolean;
+          p_max_amount: number;
+          p_min_amount: number;
+          p_min_threshold?: number;
+          p_monthly_amount_cap?: number;
+          p_monthly_count_cap?: number;
+          p_unit: string;
+          p_unit_price: number;
+        };
+        Returns: unknown[];
+        SetofOptions: {
+          from: "*";
+          to: "auto_topup_terms";
+          isOneToOne: false;
+          isSetofReturn: true;
+        };
       };
       creditkit_set_balance_alert: {
         Args: { p_hysteresis?: number; p_percent?: number; p_threshold: number; p_unit: string };
-        Returns: unknown;
+        Returns: unknown[];
+        SetofOptions: {
+          from: "*";
+          to: "balance_alerts";
+          isOneToOne: false;
+          isSetofReturn: true;
+        };
       };
       creditkit_set_plan: {
         Args: {
@@ -375,7 +552,23 @@ export type Database = {
       };
       creditkit_topups: {
         Args: { p_account_id?: string; p_limit?: number; p_status?: string };
-        Returns: unknown;
+        Returns: {
+          account_id: string;
+          action_url: string;
+          amount: number;
+          attempt: number;
+          charge_amount: number;
+          completed_at: string;
+          created_at: string;
+          currency: string;
+          failure_code: string;
+          failure_message: string;
+          id: number;
+          payment_intent: string;
+          status: string;
+          unit: string;
+          updated_at: string;
+        }[];
       };
       creditkit_unit_usage: {
         Args: { p_account_id?: string; p_from: string; p_to: string };
@@ -431,8 +624,15 @@ export type Database = {
       };
       creditkit_upsert_unit: { Args: { p_id: string; p_kind?: string; p_name: string }; Returns: Json };
       creditkit_upsert_webhook_endpoint: {
-        Args: { p_description?: string; p_enabled?: boolean; p_event_types?: string[]; p_id: string; p_secret?: string; p_url: string };
-        Returns: unknown;
+        Args: {
+          p_description?: string;
+          p_enabled?: boolean;
+          p_event_types?: string[];
+          p_id: string;
+          p_secret?: string;
+          p_url: string;
+        };
+        Returns: Record<string, unknown>;
       };
       creditkit_usage_series: {
         Args: { p_account_id?: string; p_event?: string; p_from: string; p_to: string };
@@ -446,23 +646,69 @@ export type Database = {
       };
       creditkit_webhook_endpoints: {
         Args: Record<PropertyKey, never>;
-        Returns: unknown;
+        Returns: {
+          created_at: string;
+          dead: number;
+          delivered: number;
+          description: string;
+          disabled_reason: string;
+          enabled: boolean;
+          event_types: string[];
+          id: string;
+          pending: number;
+          url: string;
+        }[];
       };
       creditkit_worker_claim_deliveries: {
         Args: { p_lease?: string; p_limit?: number; p_now?: string };
-        Returns: unknown;
+        Returns: {
+          attempt: number;
+          body: string;
+          delivery_id: number;
+          endpoint_id: string;
+          event_id: string;
+          secret: string;
+          timestamp: number;
+          url: string;
+        }[];
       };
       creditkit_worker_claim_topups: {
         Args: { p_lease?: string; p_limit?: number; p_now?: string };
-        Returns: unknown;
+        Returns: {
+          account_id: string;
+          amount: number;
+          attempt: number;
+          charge_amount: number;
+          currency: string;
+          customer_id: string;
+          idempotency_key: string;
+          metadata: Json;
+          payment_method: string;
+          topup_id: number;
+          unit: string;
+        }[];
       };
       creditkit_worker_delivery_result: {
-        Args: { p_attempt: number; p_delivery_id: number; p_error?: string; p_now?: string; p_status_code: number };
-        Returns: unknown;
+        Args: {
+          p_attempt: number;
+          p_delivery_id: number;
+          p_error?: string;
+          p_now?: string;
+          p_status_code: number;
+        };
+        Returns: Record<string, unknown>;
       };
       creditkit_worker_topup_result: {
-        Args: { p_attempt: number; p_code?: string; p_message?: string; p_now?: string; p_outcome: string; p_payment_intent?: string; p_topup_id: number };
-        Returns: unknown;
+        Args: {
+          p_attempt: number;
+          p_code?: string;
+          p_message?: string;
+          p_now?: string;
+          p_outcome: string;
+          p_payment_intent?: string;
+          p_topup_id: number;
+        };
+        Returns: Record<string, unknown>;
       };
     };
     Enums: {
