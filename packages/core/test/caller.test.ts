@@ -58,6 +58,7 @@ import {
   type SqlArgs,
   type Transport,
 } from '../src/server.ts';
+import { ARRAY_PARAMETERS } from '../src/sql-transport.ts';
 import { CLIENT_METHODS, SERVER_METHODS, counting } from './support/transports.ts';
 
 async function rejectionOf(promise: Promise<unknown>): Promise<CreditkitError> {
@@ -588,6 +589,26 @@ describe('SQL transport on PGlite: literals and instants', () => {
       await kit.db.exec(`set timezone = 'America/New_York'`);
       expect((await kit.db.query<{ t: string }>(`select '2030-01-01T00:00:00Z'::timestamptz::text as t`)).rows[0]?.t).toBe('2029-12-31 19:00:00-05');
       await expectUtc(kit.creditkit);
+    } finally {
+      await kit.close();
+    }
+  });
+
+  it('a text[] parameter takes a JavaScript array (as PostgREST would), and ARRAY_PARAMETERS names every one', async () => {
+    const kit = await createEmbeddedCreditkit({ loadDataDir: await pgliteTemplate() });
+    try {
+      const arrays = await kit.db.query<{ name: string }>(
+        `select distinct u.name
+           from pg_catalog.pg_proc p
+          cross join lateral unnest(p.proargnames, coalesce(p.proallargtypes, p.proargtypes::oid[]),
+                                    coalesce(p.proargmodes, array_fill('i'::"char", array[p.pronargs]))) as u(name, type, mode)
+           join pg_catalog.pg_type t on t.oid = u.type
+          where p.pronamespace = 'public'::regnamespace and p.proname like 'creditkit\\_%'
+            and u.mode in ('i', 'b') and t.typcategory = 'A'
+          order by 1`);
+      expect(arrays.rows.map((r) => r.name)).toEqual([...ARRAY_PARAMETERS].sort());
+      const stored = await kit.creditkit.upsertWebhookEndpoint({ id: 'arrays', url: 'https://example.test/h', eventTypes: ['plan.changed', 'balance.low'] });
+      expect(stored.eventTypes).toEqual(['plan.changed', 'balance.low']);
     } finally {
       await kit.close();
     }
