@@ -418,7 +418,7 @@ export interface Topup {
   /** In the smallest currency unit (cents). */
   chargeAmount: number;
   currency: string;
-  /** Charge attempts so far; a retry after a network error keeps the attempt (and the idempotency key). */
+  /** Claims so far; a result names the attempt it answers, and one for an attempt no longer current is ignored. */
   attempt: number;
   paymentIntent: string | null;
   failureCode: string | null;
@@ -433,7 +433,7 @@ export interface Topup {
 export interface ClaimedTopup {
   topupId: number;
   attempt: number;
-  /** 'creditkit-topup-<id>-<attempt>': send it as Stripe's Idempotency-Key. */
+  /** 'creditkit-topup-<id>': send it as Stripe's Idempotency-Key, so no top-up is ever charged twice. */
   idempotencyKey: string;
   accountId: string;
   unit: string;

@@ -329,6 +329,11 @@ export class CreditkitServer {
     return this.caller.row('creditkit_upsert_webhook_endpoint', params);
   }
 
+  /** Deletes a webhook endpoint and its deliveries (the events stay); returns how many deliveries went. */
+  deleteWebhookEndpoint(params: Params<'creditkit_delete_webhook_endpoint'>): Promise<number> {
+    return this.caller.scalar('creditkit_delete_webhook_endpoint', params);
+  }
+
   /** The webhook endpoints (no secrets) and their deliveries pending, delivered and dead. */
   webhookEndpoints(): Promise<WebhookEndpoint[]> {
     return this.caller.rows('creditkit_webhook_endpoints', {});

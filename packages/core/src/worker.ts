@@ -127,7 +127,7 @@ interface StripeErrorLike {
 
 const text = (value: unknown): string | null => (typeof value === 'string' && value !== '' ? value : null);
 
-/** One off-session charge of the saved card, with the attempt's idempotency key. */
+/** One off-session charge of the saved card, with the top-up's idempotency key. */
 export async function chargeTopup(stripe: WorkerStripe, topup: ClaimedTopup): Promise<ChargeResult> {
   let intent: { id: string; status: string };
   try {

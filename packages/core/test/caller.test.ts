@@ -154,6 +154,7 @@ const SERVER_CALLS: Record<keyof typeof SERVER_METHODS, [(ck: CreditkitServer) =
   topups: [(ck) => ck.topups({ status: 'failed', limit: 5 }), { p_status: 'failed', p_limit: 5 }],
   upsertWebhookEndpoint: [(ck) => ck.upsertWebhookEndpoint({ id: 'ops', url: 'https://example.test/hooks', eventTypes: ['balance.low'] }),
     { p_id: 'ops', p_url: 'https://example.test/hooks', p_event_types: ['balance.low'] }],
+  deleteWebhookEndpoint: [(ck) => ck.deleteWebhookEndpoint({ id: 'ops' }), { p_id: 'ops' }],
   webhookEndpoints: [(ck) => ck.webhookEndpoints(), {}],
   notifications: [(ck) => ck.notifications({ accountId: ACCOUNT, type: 'balance.low' }), { p_account_id: ACCOUNT, p_type: 'balance.low' }],
   replayDelivery: [(ck) => ck.replayDelivery({ deliveryId: 7 }), { p_delivery_id: 7 }],

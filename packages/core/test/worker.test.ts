@@ -27,7 +27,7 @@ import { TRANSPORTS, type Harness, type TransportFactory } from './support/trans
 const TOPUP: ClaimedTopup = {
   topupId: 41,
   attempt: 2,
-  idempotencyKey: 'creditkit-topup-41-2',
+  idempotencyKey: 'creditkit-topup-41',
   accountId: '00000000-0000-4000-8000-00000000a11c',
   unit: 'credits',
   amount: 1_000,
@@ -64,7 +64,7 @@ describe('runWorker top-ups: what Stripe answers becomes the recorded outcome', 
     expect(await chargeTopup(stripe, TOPUP)).toEqual({ outcome: 'succeeded', paymentIntent: 'pi_1' });
     expect(stripe.calls).toEqual([[
       { amount: 500, currency: 'usd', customer: 'cus_WorkerTest', payment_method: 'pm_WorkerTest', off_session: true, confirm: true, metadata: TOPUP.metadata },
-      { idempotencyKey: 'creditkit-topup-41-2' },
+      { idempotencyKey: 'creditkit-topup-41' },
     ]]);
   });
 

@@ -67,6 +67,7 @@ const SERVER_CALLS: Record<string, (account: string) => Args> = {
   creditkit_worker_topup_result: () => ({ p_topup_id: 1, p_attempt: 1, p_outcome: 'retry' }),
   // notifications
   creditkit_upsert_webhook_endpoint: () => ({ p_id: 'x', p_url: 'https://example.test/hook' }),
+  creditkit_delete_webhook_endpoint: () => ({ p_id: 'x' }),
   creditkit_webhook_endpoints: () => ({}),
   creditkit_notifications: (a) => ({ p_account_id: a }),
   creditkit_replay_delivery: () => ({ p_delivery_id: 1 }),

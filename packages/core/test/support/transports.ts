@@ -196,6 +196,7 @@ export const SERVER_METHODS = {
   autoTopup: 'creditkit_auto_topup',
   topups: 'creditkit_topups',
   upsertWebhookEndpoint: 'creditkit_upsert_webhook_endpoint',
+  deleteWebhookEndpoint: 'creditkit_delete_webhook_endpoint',
   webhookEndpoints: 'creditkit_webhook_endpoints',
   notifications: 'creditkit_notifications',
   replayDelivery: 'creditkit_replay_delivery',
