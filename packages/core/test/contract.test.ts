@@ -953,6 +953,7 @@ function contract(factory: TransportFactory): void {
     expect(types).toEqual(expect.arrayContaining(['balance.low', 'topup.action_required', 'topup.succeeded']));
 
     await expectFailure(ck.recordTopupResult({ topupId: 2 ** 40, attempt: 1, outcome: 'succeeded', now: at(W) }), UnknownTopupOrDeliveryError, 'unknown_topup_or_delivery', 'CK018');
+    await expectFailure(ck.recordTopupResult({ topupId: claimed!.topupId, attempt: 1, outcome: 'maybe' as never, now: at(W) }), InvalidArgumentError, 'invalid_argument', 'CK006');
     await expectFailure(ck.setAutoTopup({ accountId: account, unit, enabled: true, threshold: 100, amount: 500, target: 900 }), InvalidArgumentError, 'invalid_argument', 'CK006');
     // switched off: nothing more is queued
     expect(await ck.setAutoTopup({ accountId: account, unit, enabled: false, now: at(W + 3 * HOUR) })).toMatchObject({ enabled: false, status: 'off' });
