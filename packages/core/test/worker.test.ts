@@ -3,8 +3,9 @@
 //    stripeErrorOutcome), with a small in-test WorkerStripe: the charge is one off-session
 //    PaymentIntent with the claim's idempotency key and metadata; PaymentIntent statuses and
 //    thrown Stripe errors map to succeeded / processing / requires_action / declined / retry.
-//    The end-to-end top-up suites (the fake Stripe, the webhook that lands the credits) are the
-//    SQL package's.
+//    Over the real SQL, one run charges every due top-up, records each outcome and delivers the
+//    events those write; a retried one goes again with the same key. (The end-to-end top-up
+//    suites, with the fake Stripe and the webhook that lands the credits, are the SQL package's.)
 //  - Deliveries, end to end on every transport against the real SQL: a local HTTP receiver
 //    (127.0.0.1, a random port) records each request and checks its signature with
 //    verifyWebhook; a receiver that fails twice gets the event on the third run, once the
@@ -355,9 +356,73 @@ function deliveries(factory: TransportFactory) {
     expect(new Set(receiver.received.map((r) => r.headers['webhook-id'])).size).toBe(30);
   });
 
+  it('charges the due top-ups through the Stripe client, records each outcome, and sends the events they write in the same run', async () => {
+    const unit = 'worker_topup';
+    await ck.upsertUnit({ id: unit, name: 'Worker top-ups' });
+    await ck.setAutoTopupTerms({ unit, currency: 'usd', unitPrice: 3, minAmount: 10, maxAmount: 1_000, cooldown: '1 day' });
+    const secret = await endpoint('worker-topups', ['topup.failed', 'topup.action_required']);
+    /** An account with a card on file and auto top-up of 100 below 50, spent down to 40: one top-up due. */
+    const holder = async (customer: string): Promise<string> => {
+      const account = randomUUID();
+      await ck.grant({ accountId: account, amount: 100, unit, now: at(0) });
+      await ck.stripeLinkCustomer({ accountId: account, customerId: customer });
+      await ck.stripeApply({ now: at(0), event: {
+        id: `evt_${customer}`, object: 'event', type: 'setup_intent.succeeded', created: T0 / 1000, livemode: false,
+        data: { object: { id: `seti_${customer}`, object: 'setup_intent', customer, payment_method: `pm_${customer}`, status: 'succeeded', usage: 'off_session' } },
+      } });
+      await ck.setAutoTopup({ accountId: account, unit, enabled: true, threshold: 50, amount: 100, now: at(0) });
+      await ck.consume({ accountId: account, amount: 60, unit, now: at(0) });
+      return account;
+    };
+    const paid = await holder('cus_WorkerPaid');
+    const declined = await holder('cus_WorkerDeclined');
+    const authenticate = await holder('cus_WorkerAuth');
+    const unreachable = await holder('cus_WorkerUnreachable');
+
+    const keys: Record<string, string[]> = {};
+    let stripeDown = true;
+    const stripe: WorkerStripe = {
+      paymentIntents: {
+        async create(params, options) {
+          const customer = params.customer as string;
+          (keys[customer] ??= []).push(options!.idempotencyKey!);
+          expect(params).toMatchObject({ amount: 300, currency: 'usd', payment_method: `pm_${customer}`, off_session: true, confirm: true });
+          if (customer === 'cus_WorkerPaid') return { id: 'pi_WorkerPaid', status: 'succeeded' };
+          if (customer === 'cus_WorkerDeclined') throw stripeError('StripeCardError', 'card_error', { code: 'card_declined', decline_code: 'insufficient_funds' });
+          if (customer === 'cus_WorkerAuth') throw stripeError('StripeCardError', 'card_error', { code: 'authentication_required', payment_intent: { id: 'pi_WorkerAuth' } });
+          if (stripeDown) throw stripeError('StripeConnectionError', 'api_connection_error');
+          return { id: 'pi_WorkerLater', status: 'processing' };
+        },
+      },
+    };
+
+    const first = await runWorker({ creditkit: ck, stripe, now: at(MINUTE) });
+    expect(first.topups).toEqual({ claimed: 4, charged: 1, declined: 1, actionRequired: 1, retried: 1 });
+    expect(first.deliveries).toEqual({ claimed: 2, delivered: 2, failed: 0, dead: 0, disabled: 0 });
+    const topup = async (account: string) => (await ck.topups({ accountId: account }))[0];
+    expect(await topup(paid)).toMatchObject({ status: 'processing', paymentIntent: 'pi_WorkerPaid' }); // credits land with the webhook
+    // still below its threshold: the next top-up is queued at once, and charged after the cooldown
+    expect(await ck.topups({ accountId: declined })).toMatchObject([{ status: 'pending' }, { status: 'failed', failureCode: 'insufficient_funds' }]);
+    expect(await topup(authenticate)).toMatchObject({ status: 'action_required', paymentIntent: 'pi_WorkerAuth' });
+    expect(await topup(unreachable)).toMatchObject({ status: 'pending' });
+
+    // the events the results wrote went out in this run, signed
+    const payloads = await verified('/worker-topups', secret, () => at(MINUTE));
+    expect(payloads.map((p) => [p.type, p.data.account_id]).sort()).toEqual([['topup.action_required', authenticate], ['topup.failed', declined]]);
+
+    // Stripe is back: the retried top-up goes with the same idempotency key, after the 30 second pause
+    stripeDown = false;
+    expect((await runWorker({ creditkit: ck, stripe, now: at(MINUTE + 10 * SECOND) })).topups.claimed).toBe(0);
+    expect((await runWorker({ creditkit: ck, stripe, now: at(2 * MINUTE) })).topups).toMatchObject({ claimed: 1, charged: 1 });
+    expect(keys.cus_WorkerUnreachable).toHaveLength(2);
+    expect(new Set(keys.cus_WorkerUnreachable).size).toBe(1);
+    expect(Object.values(keys).flat().filter((k) => k !== keys.cus_WorkerUnreachable![0])).toHaveLength(3);
+    expect(await topup(unreachable)).toMatchObject({ status: 'processing', paymentIntent: 'pi_WorkerLater' });
+  });
+
   it('with a Stripe client and no top-up due, Stripe is not called', async () => {
     const stripe = stripeAnswering({ id: 'pi_none', status: 'succeeded' });
-    const report = await runWorker({ creditkit: ck, stripe, now: at(0) });
+    const report = await runWorker({ creditkit: ck, stripe, now: at(HOUR) });
     expect(report.topups).toEqual({ claimed: 0, charged: 0, declined: 0, actionRequired: 0, retried: 0 });
     expect(stripe.calls).toEqual([]); // no account here has auto top-up
   });
