@@ -6,7 +6,7 @@ import type { SetupConnection } from './connections.ts';
 import { readSqlFile } from './files.ts';
 import { version } from './files.ts';
 import { migrations as shippedMigrations, type Migration } from './migrations.ts';
-import { upgradePath } from './upgrades.ts';
+import { compareVersions, upgradePath } from './upgrades.ts';
 
 /** 'supabase': Supabase's grant-everything-in-public defaults; 'revoked': the hardened ones. */
 export type PrivilegeMode = 'supabase' | 'revoked';
@@ -71,6 +71,20 @@ export async function setupDatabase(conn: SetupConnection, opts: SetupOptions = 
     ),
   );
   const applied: Migration[] = [];
+  const upgrading = opts.upgrade ?? opts.migrations === undefined;
+  const older = upgrading ? await olderInstall(conn) : null;
+  if (older) {
+    // An install of an earlier version: the upgrade scripts bring it to this one, including what the
+    // migrations added since (a new domain file); those are then recorded as applied, never run on
+    // top of the old schema.
+    applied.push(...(await upgrade(conn)));
+    for (const m of wanted) {
+      if (done.has(m.version)) continue;
+      await conn.query('insert into supabase_migrations.schema_migrations (version, name, statements) values ($1, $2, $3)', [
+        m.version, m.name.replace(/^\d+_/, '').replace(/\.sql$/, ''), [`-- installed by the upgrade to creditkit ${version}`]]);
+    }
+    return applied;
+  }
   for (const m of wanted) {
     if (done.has(m.version)) continue;
     try {
@@ -88,8 +102,16 @@ export async function setupDatabase(conn: SetupConnection, opts: SetupOptions = 
     }
     applied.push(m);
   }
-  if (opts.upgrade ?? opts.migrations === undefined) applied.push(...(await upgrade(conn)));
+  if (upgrading) applied.push(...(await upgrade(conn)));
   return applied;
+}
+
+/** The version of an install older than this package's, or null (none, or current). */
+async function olderInstall(conn: SetupConnection): Promise<string | null> {
+  const [known] = await conn.query<{ known: boolean }>(`select to_regprocedure('creditkit.version()') is not null as known`);
+  if (!known?.known) return null;
+  const [installed] = await conn.query<{ version: string }>('select creditkit.version() as version');
+  return installed && compareVersions(installed.version, version) < 0 ? installed.version : null;
 }
 
 /**

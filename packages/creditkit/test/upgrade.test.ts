@@ -115,6 +115,14 @@ async function writeData(ck: Creditkit): Promise<{ ada: string; grace: string; l
   return { ada, grace, linus, holdOpen: Number(open.hold_id), keyed: Number(keyed.transaction_id) };
 }
 
+/** Data of a release with units (0.2.0 on): a second unit with a grant, a spend and a plan limit. */
+async function writeUnitData(ck: Creditkit, account: string): Promise<void> {
+  await ck.upsertUnit({ p_id: 'messages', p_name: 'Messages', p_kind: 'metered' });
+  await ck.setPlanLimit({ p_plan_id: PLANS.basic.id, p_unit: 'messages', p_allowance: 50, p_period: 'day' });
+  await ck.grant({ p_account_id: account, p_amount: 30, p_unit: 'messages', p_now: at(HOUR) });
+  await ck.consume({ p_account_id: account, p_amount: 5, p_unit: 'messages', p_idempotency_key: 'msg-1', p_now: at(2 * HOUR) });
+}
+
 /** The installed version, as the CLI and the app read it. */
 async function installedVersion(conn: Pick<SetupConnection, 'query'>): Promise<string> {
   const [row] = await conn.query<{ version: string }>('select creditkit.version() as version');
@@ -168,9 +176,31 @@ const CHANGES: { to: string; what: string; probe: (conn: SetupConnection, ada: s
     before: 'absent',
     after: 'present',
   },
+  {
+    to: '0.3.0',
+    what: 'a debit that crosses a threshold writes balance.low',
+    // rolled back: the probe leaves the account as it was
+    probe: async (conn, ada) => {
+      await conn.exec('begin');
+      try {
+        if (!(await conn.query<{ present: boolean }>(`select to_regclass('creditkit.notifications') is not null as present`))[0]!.present) {
+          return 'no alerts';
+        }
+        await conn.query(`select * from creditkit_set_account_balance_alert($1, 'credits', 1000000)`, [ada]);
+        await conn.exec('set constraints all immediate');
+        const [row] = await conn.query<{ n: number }>(
+          `select count(*)::int as n from creditkit.notifications where account_id = $1 and type = 'balance.low'`, [ada]);
+        return row!.n === 1 ? 'balance.low' : `${row!.n} events`;
+      } finally {
+        await conn.exec('rollback');
+      }
+    },
+    before: 'no alerts',
+    after: 'balance.low',
+  },
 ];
 
-/** The books with each row's unit (and a price's empty overage rule) left out, and the units they name: a 0.1.x install has none. */
+/** The books with each row's unit (and a price's empty overage rule, an account's empty alert level) left out, and the units they name: a 0.1.x install has none. */
 function withoutUnits(books: Row): { books: Row; units: string[] } {
   const units = new Set<string>();
   const strip = (rows: unknown) =>
@@ -180,6 +210,8 @@ function withoutUnits(books: Row): { books: Row; units: string[] } {
       delete row.unit;
       // (a price's overage rule is new too: none of the old prices has one)
       if ('overage_credits_per_unit' in row && row.overage_credits_per_unit === null) delete row.overage_credits_per_unit;
+      // (nor is an account's alert level: nothing is watched after an upgrade)
+      if ('alert_at' in row && row.alert_at === null) delete row.alert_at;
       return row;
     });
   const stripped = Object.fromEntries(
@@ -211,6 +243,7 @@ for (const from of OLD_RELEASES) describeIfPostgres(`an install of ${from} upgra
     await setupDatabase(conn, { migrations: oldMigrations(from), upgrade: false });
     ck = creditkit(asService(conn));
     accounts = await writeData(ck);
+    if (compareVersions(from, '0.2.0') >= 0) await writeUnitData(ck, accounts.ada);
     // the app's own table, gated by a restrictive creditkit_has_credits policy (the README's pattern)
     await conn.exec(`
       create table public.upgrade_tasks (id bigint generated always as identity primary key,
@@ -249,11 +282,13 @@ for (const from of OLD_RELEASES) describeIfPostgres(`an install of ${from} upgra
   it('kept the books exactly, every balance, bucket, hold and ledger row now in credits, and they balance', async () => {
     const after = withoutUnits(await snapshotBooks(db));
     expect(after.books).toEqual(withoutUnits(booksBefore).books);
-    expect(withoutUnits(booksBefore).units).toEqual([]);
-    expect(after.units).toEqual(['credits']);
+    // a 0.1.x install had no units: its rows are all credits now; a later one keeps its units
+    const units = compareVersions(from, '0.2.0') >= 0 ? ['credits', 'messages'] : ['credits'];
+    expect(withoutUnits(booksBefore).units.sort()).toEqual(compareVersions(from, '0.2.0') >= 0 ? units : []);
+    expect(after.units.sort()).toEqual(units);
     const [ledger] = await db.query<{ rows: number; units: string[] }>(
-      'select count(*)::int as rows, array_agg(distinct unit) as units from creditkit.ledger');
-    expect(ledger).toEqual({ rows: Number(booksBefore.ledger_rows), units: ['credits'] });
+      'select count(*)::int as rows, array_agg(distinct unit order by unit) as units from creditkit.ledger');
+    expect(ledger).toEqual({ rows: Number(booksBefore.ledger_rows), units });
     expect(await ledgerProblems(db)).toEqual([]);
   });
 
