@@ -23,7 +23,7 @@ export {
   type WebhookHeaders,
   type WebhookVerificationCode,
 } from './webhooks.ts';
-export { runWorker, type RunWorkerOptions, type WorkerReport, type WorkerStripe } from './worker.ts';
+export { runWorker, type RunWorkerOptions, type TopupPaymentIntentParams, type WorkerReport, type WorkerStripe } from './worker.ts';
 export type * from './results.ts';
 export type { Database } from './database.types.ts';
 

@@ -40,8 +40,11 @@ function base64Encode(bytes: Uint8Array): string {
   return btoa(binary);
 }
 
-/** The key bytes of 'whsec_<base64>' or of a bare base64 secret; anything else is refused. */
-function secretKey(secret: string): Uint8Array {
+/**
+ * The key bytes of 'whsec_<base64>' or of a bare base64 secret; anything else is refused. Typed
+ * over a plain ArrayBuffer: newer DOM typings (Deno's) accept no other as a BufferSource.
+ */
+function secretKey(secret: string): Uint8Array<ArrayBuffer> {
   const encoded = typeof secret === 'string' && secret.startsWith(PREFIX) ? secret.slice(PREFIX.length) : secret;
   if (typeof encoded !== 'string' || encoded === '' || !BASE64.test(encoded)) {
     // the secret itself is never echoed: it may be a real one with a typo
@@ -52,7 +55,7 @@ function secretKey(secret: string): Uint8Array {
   return Uint8Array.from(atob(encoded), (c) => c.charCodeAt(0));
 }
 
-async function hmac(key: Uint8Array, content: string): Promise<string> {
+async function hmac(key: Uint8Array<ArrayBuffer>, content: string): Promise<string> {
   const cryptoKey = await crypto.subtle.importKey('raw', key, { name: 'HMAC', hash: 'SHA-256' }, false, ['sign']);
   return base64Encode(new Uint8Array(await crypto.subtle.sign('HMAC', cryptoKey, encoder.encode(content))));
 }

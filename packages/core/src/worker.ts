@@ -11,10 +11,25 @@ import type { ClaimedDelivery, ClaimedTopup, TopupOutcome } from './results.ts';
 import type { CreditkitServer } from './server.ts';
 import { signWebhook } from './webhooks.ts';
 
-/** The part of a Stripe client the worker uses (`new Stripe(key)` fits). */
+/** What the worker sends to create a top-up's PaymentIntent. */
+export interface TopupPaymentIntentParams {
+  amount: number;
+  currency: string;
+  customer: string;
+  payment_method: string;
+  off_session: boolean;
+  confirm: boolean;
+  metadata: Record<string, string>;
+}
+
+/**
+ * The part of a Stripe client the worker uses: `new Stripe(key)` fits, as does a stand-in whose
+ * create takes any object. (The parameters are spelled out rather than Record<string, unknown>,
+ * which Stripe's PaymentIntentCreateParams, an interface, is not assignable to.)
+ */
 export interface WorkerStripe {
   paymentIntents: {
-    create(params: Record<string, unknown>, options?: { idempotencyKey?: string }): Promise<{ id: string; status: string }>;
+    create(params: TopupPaymentIntentParams, options?: { idempotencyKey?: string }): Promise<{ id: string; status: string }>;
   };
 }
 
