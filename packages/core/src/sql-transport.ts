@@ -41,16 +41,31 @@ export function sqlLiteral(value: string): string {
   return value.includes('\\') ? `E${quoted.replace(/\\/g, '\\\\')}` : quoted;
 }
 
+/**
+ * The parameters declared as a Postgres array (text[]) rather than jsonb. A JavaScript array is
+ * JSON for a jsonb parameter ('["a"]') but an array literal for these ('{"a"}'), and the text
+ * alone cannot tell Postgres which is meant. PostgREST converts a JSON array itself. A test
+ * checks this list against the catalogue.
+ */
+export const ARRAY_PARAMETERS: ReadonlySet<string> = new Set(['p_event_types']);
+
+/** A Postgres array literal of text elements: each quoted, NULL for null. */
+function arrayLiteral(values: unknown[]): string {
+  const element = (v: unknown) => (v === null || v === undefined ? 'NULL' : `"${String(v).replace(/[\\"]/g, (c) => `\\${c}`)}"`);
+  return `{${values.map(element).join(',')}}`;
+}
+
 /** A value as the text Postgres reads as the parameter's declared type (null for SQL NULL). */
-function parameter(value: unknown): string | null {
+function parameter(value: unknown, name: string): string | null {
   if (value === null || value === undefined) return null;
   if (typeof value === 'string') return value;
   if (typeof value === 'number' || typeof value === 'bigint' || typeof value === 'boolean') return String(value);
+  if (Array.isArray(value) && ARRAY_PARAMETERS.has(name)) return arrayLiteral(value);
   return JSON.stringify(value); // jsonb
 }
 
-function literal(value: unknown): string {
-  const text = parameter(value);
+function literal(value: unknown, name: string): string {
+  const text = parameter(value, name);
   return text === null ? 'null' : sqlLiteral(text);
 }
 
@@ -62,14 +77,14 @@ const ROLES = new Set<string>(['service_role', 'authenticated', 'anon']);
  * `arg` (a literal, or a parameter placeholder). Refuses a name that is not an identifier and a
  * role that is not a Data API role, before anything is sent.
  */
-function namedArgs(fn: string, args: SqlArgs, identity: Identity, arg: (value: unknown) => string): string {
+function namedArgs(fn: string, args: SqlArgs, identity: Identity, arg: (value: unknown, name: string) => string): string {
   if (!IDENT.test(fn)) throw new TypeError(`not a function name: ${fn}`);
   if (!ROLES.has(identity.role)) throw new TypeError(`not a Data API role: ${identity.role}`);
   const named: string[] = [];
   for (const [name, value] of Object.entries(args)) {
     if (value === undefined) continue;
     if (!IDENT.test(name)) throw new TypeError(`not a parameter name: ${name}`);
-    named.push(`${name} => ${arg(value)}`);
+    named.push(`${name} => ${arg(value, name)}`);
   }
   return named.join(', ');
 }
@@ -84,7 +99,7 @@ export function callSql(fn: string, args: SqlArgs, identity: Identity): string {
   return (
     // UTC, so instants read the same on every server (PostgREST on Supabase runs in UTC too).
     `select set_config('role', '${identity.role}', true), set_config('timezone', 'UTC', true), ` +
-    `set_config('request.jwt.claims', ${literal(identity.claims)}, true);\n` + callText(fn, named)
+    `set_config('request.jwt.claims', ${literal(identity.claims, 'request.jwt.claims')}, true);\n` + callText(fn, named)
   );
 }
 
@@ -154,7 +169,7 @@ const IDENTITY_SQL =
 /** The two statements of one call with parameters in place of literals (exported for tests). */
 export function callStatements(fn: string, args: SqlArgs, identity: Identity): [Statement, Statement] {
   const values: Array<string | null> = [];
-  const named = namedArgs(fn, args, identity, (value) => `$${values.push(parameter(value))}`);
+  const named = namedArgs(fn, args, identity, (value, name) => `$${values.push(parameter(value, name))}`);
   return [
     { text: IDENTITY_SQL, values: [identity.role, JSON.stringify(identity.claims)] },
     { text: callText(fn, named), values },

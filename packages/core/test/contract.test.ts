@@ -16,6 +16,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { BOOKED_ACCOUNTS, BOOKED_GRANTS } from '@creditkit/testing';
 import { describeIfPostgres } from '@creditkit/testing/vitest';
 import {
+  AutoTopupUnavailableError,
   BalanceLimitError,
   CreditkitError,
   HoldClosedError,
@@ -30,7 +31,11 @@ import {
   UnknownEventError,
   UnknownHoldError,
   UnknownPlanError,
+  UnknownEndpointError,
+  UnknownTopupOrDeliveryError,
   UnknownUnitError,
+  signWebhook,
+  verifyWebhook,
   type CreditkitClient,
   type CreditkitServer,
   type ErrorCode,
@@ -60,6 +65,9 @@ const DAY = 24 * HOUR;
 const at = (ms: number): string => new Date(T0 + ms).toISOString();
 /** The same instant as Postgres writes a timestamptz in JSON (UTC session). */
 const pgTime = (iso: string): string => new Date(iso).toISOString().replace(/\.000Z$/, 'Z').replace(/Z$/, '+00:00');
+
+/** A fixed endpoint secret (generated ones differ per database, and the transports' records are compared). */
+const CONTRACT_SECRET = 'whsec_Y3JlZGl0a2l0IGNvbnRyYWN0IHNlY3JldDozMmJ5dGU=';
 
 /** The SDK passes bigint through at runtime; the generated parameter types only say number. */
 const big = (n: bigint): number => n as unknown as number;
@@ -848,13 +856,202 @@ function contract(factory: TransportFactory): void {
     expect(await books()).toEqual(unchanged);
   });
 
+  it('auto top-up and balance alerts: terms, thresholds, a card on file, a crossing queues a top-up, the worker\'s claim and results', async () => {
+    const W = 50 * DAY; // instants no other test uses
+    const unit = 'contract_topup'; // a unit of its own: its alerts and terms touch no other test
+    await ck.upsertUnit({ id: unit, name: 'Top-up units' });
+    const terms = {
+      unit, currency: 'usd', unitPrice: 2, minAmount: 100, maxAmount: 10_000, minThreshold: 0, monthlyAmountCap: 50_000,
+      monthlyCountCap: null, cooldown: '00:10:00', actionUrl: 'https://app.example.test/pay/{topup_id}?pi={payment_intent}', enabled: true,
+    };
+    expect(await ck.setAutoTopupTerms({ ...terms, cooldown: '10 minutes', monthlyCountCap: null })).toEqual({ ...terms, updatedAt: expect.any(String) });
+    expect((await ck.autoTopupTerms()).find((t) => t.unit === unit)).toEqual({ ...terms, updatedAt: expect.any(String) });
+
+    // the unit's default threshold, removed again; null and null is the removal
+    expect(await ck.setBalanceAlert({ unit, threshold: 50, hysteresis: 5 })).toEqual({ unit, threshold: 50, percent: null, hysteresis: 5, updatedAt: expect.any(String) });
+    expect(await ck.setBalanceAlert({ unit, threshold: null, percent: 10 })).toMatchObject({ unit, threshold: null, percent: 10 });
+    expect(await ck.setBalanceAlert({ unit, threshold: null })).toBeNull();
+
+    const account = await h.createUser();
+    const me = user(account);
+    await ck.grant({ accountId: account, amount: 1_000, unit, now: at(W) });
+    expect(await ck.balanceAlert({ accountId: account, unit })).toEqual({ accountId: account, unit, threshold: null, source: null, state: 'ok', spendable: 1_000 });
+    expect(await ck.setAccountBalanceAlert({ accountId: account, unit, threshold: 300, now: at(W) }))
+      .toEqual({ accountId: account, unit, threshold: 300, source: 'account', state: 'ok', spendable: 1_000 });
+    const alert = { accountId: account, unit, threshold: 200, source: 'account', state: 'ok', spendable: 1_000 };
+    expect(await me.setBalanceAlert({ unit, threshold: 200 })).toEqual(alert);
+    expect(await me.balanceAlert({ unit })).toEqual(alert);
+
+    // no card on file yet: auto top-up cannot be switched on
+    await expectFailure(me.setAutoTopup({ unit, enabled: true, threshold: 100, amount: 500 }), AutoTopupUnavailableError, 'auto_topup_unavailable', 'CK016');
+    const off = await me.autoTopup({ unit });
+    expect(off).toMatchObject({ accountId: account, unit, enabled: false, status: 'off', paymentMethod: null, lastTopup: null, monthAmount: 0, monthCount: 0 });
+
+    // a card saved for off-session use, as Stripe reports it
+    await ck.stripeLinkCustomer({ accountId: account, customerId: 'cus_ContractTopup' });
+    const card = { id: 'pm_ContractCard', object: 'payment_method', type: 'card', customer: 'cus_ContractTopup',
+      card: { brand: 'visa', last4: '4242', exp_month: 12, exp_year: 2034 } };
+    expect(await ck.stripeApply({ event: stripeEvent('evt_ContractCardSaved', 'setup_intent.succeeded', W, {
+      id: 'seti_ContractCard', object: 'setup_intent', customer: 'cus_ContractTopup', payment_method: card, status: 'succeeded', usage: 'off_session',
+    }), now: at(W) })).toMatchObject({ status: 'applied', accountId: account });
+
+    const on = await me.setAutoTopup({ unit, enabled: true, threshold: 100, amount: 500 });
+    expect(on).toEqual({
+      accountId: account, unit, enabled: true, status: 'active', statusReason: null, threshold: 100, amount: 500, target: null, packId: null,
+      failures: 0, monthlyAmountCap: 50_000, monthlyCountCap: null, monthAmount: 0, monthCount: 0, currency: 'usd',
+      paymentMethod: { id: 'pm_ContractCard', type: 'card', brand: 'visa', last4: '4242', expMonth: 12, expYear: 2034 }, lastTopup: null,
+    });
+    expect(await ck.autoTopup({ accountId: account, unit })).toEqual(on);
+    expect(await ck.setAutoTopup({ accountId: account, unit, enabled: true, threshold: 100, amount: 500, monthlyAmountCap: 20_000, now: at(W) }))
+      .toEqual({ ...on, monthlyAmountCap: 20_000 });
+
+    // spending to 80, below both thresholds: balance.low, and one top-up of 500 at 2 cents each
+    await ck.consume({ accountId: account, amount: 920, unit, now: at(W + HOUR) });
+    const [pending, ...none] = await ck.topups({ accountId: account });
+    expect(none).toEqual([]);
+    expect(pending).toEqual({
+      id: expect.any(Number), accountId: account, unit, status: 'pending', amount: 500, chargeAmount: 1_000, currency: 'usd', attempt: 0,
+      paymentIntent: null, failureCode: null, failureMessage: null, actionUrl: null,
+      createdAt: expect.any(String), updatedAt: expect.any(String), completedAt: null,
+    });
+    expect(await me.topups({ unit })).toEqual([pending]);
+    expect(await me.balanceAlert({ unit })).toMatchObject({ state: 'low', spendable: 80 });
+    expect((await ck.notifications({ accountId: account, type: 'balance.low' })).map((e) => e.payload))
+      .toEqual([{ account_id: account, unit, balance: 80, held: 0, spendable: 80, threshold: 200 }]);
+
+    // the worker claims it and Stripe asks the customer to authenticate
+    const [claimed, ...others] = await ck.claimTopups({ now: at(W + HOUR) });
+    expect(others).toEqual([]);
+    expect(claimed).toEqual({
+      topupId: pending!.id, attempt: 1, idempotencyKey: `creditkit-topup-${pending!.id}`, accountId: account, unit, amount: 500,
+      chargeAmount: 1_000, currency: 'usd', customerId: 'cus_ContractTopup', paymentMethod: 'pm_ContractCard',
+      metadata: { creditkit_topup_id: String(pending!.id), creditkit_account_id: account, creditkit_unit: unit, creditkit_amount: '500' },
+    });
+    expect(await ck.claimTopups({ now: at(W + HOUR) })).toEqual([]); // leased
+    expect(await ck.recordTopupResult({ topupId: claimed!.topupId, attempt: 1, outcome: 'requires_action', paymentIntent: 'pi_ContractAuth',
+      code: 'authentication_required', message: 'This payment requires authentication', now: at(W + HOUR) }))
+      .toEqual({ status: 'action_required', autoTopupStatus: 'action_required' });
+    // a late answer for the same attempt changes nothing
+    expect(await ck.recordTopupResult({ topupId: claimed!.topupId, attempt: 0, outcome: 'succeeded', paymentIntent: 'pi_Other', now: at(W + HOUR) }))
+      .toEqual({ status: 'action_required', autoTopupStatus: 'action_required' });
+    const waiting = await me.autoTopup({ unit });
+    expect(waiting).toMatchObject({ status: 'action_required', statusReason: 'authentication_required' });
+    expect(waiting.lastTopup).toEqual({
+      id: pending!.id, status: 'action_required', amount: 500, chargeAmount: 1_000, currency: 'usd', failureCode: 'authentication_required',
+      actionUrl: `https://app.example.test/pay/${pending!.id}?pi=pi_ContractAuth`, createdAt: expect.any(String), completedAt: null,
+    });
+
+    // the customer pays; the webhook lands the credits once
+    expect(await ck.stripeApply({ event: stripeEvent('evt_ContractTopupPaid', 'payment_intent.succeeded', W + 2 * HOUR, {
+      id: 'pi_ContractAuth', object: 'payment_intent', amount: 1_000, amount_received: 1_000, currency: 'usd', customer: 'cus_ContractTopup',
+      payment_method: 'pm_ContractCard', status: 'succeeded', metadata: claimed!.metadata,
+    }), now: at(W + 2 * HOUR) })).toMatchObject({ status: 'applied', accountId: account });
+    expect((await ck.balance({ accountId: account, unit, now: at(W + 2 * HOUR) })).balance).toBe(580);
+    expect(await ck.topups({ accountId: account, status: 'succeeded', limit: 5 })).toMatchObject([{ id: pending!.id, status: 'succeeded', paymentIntent: 'pi_ContractAuth' }]);
+    expect(await me.autoTopup({ unit })).toMatchObject({ status: 'active', monthCount: 1, monthAmount: 1_000 });
+    // one type at a time: events written in one transaction share their instant, and their order is not defined
+    for (const type of ['topup.action_required', 'topup.succeeded', 'balance.recovered']) {
+      expect(await ck.notifications({ accountId: account, type }), type).toHaveLength(1);
+    }
+
+    await expectFailure(ck.recordTopupResult({ topupId: 2 ** 40, attempt: 1, outcome: 'succeeded', now: at(W) }), UnknownTopupOrDeliveryError, 'unknown_topup_or_delivery', 'CK018');
+    await expectFailure(ck.recordTopupResult({ topupId: claimed!.topupId, attempt: 1, outcome: 'maybe' as never, now: at(W) }), InvalidArgumentError, 'invalid_argument', 'CK006');
+    await expectFailure(ck.setAutoTopup({ accountId: account, unit, enabled: true, threshold: 100, amount: 500, target: 900 }), InvalidArgumentError, 'invalid_argument', 'CK006');
+    // switched off: nothing more is queued
+    expect(await ck.setAutoTopup({ accountId: account, unit, enabled: false, now: at(W + 3 * HOUR) })).toMatchObject({ enabled: false, status: 'off' });
+  });
+
+  it('notifications: endpoints, the outbox, a delivery claimed, failed, retried, delivered, replayed and gone', async () => {
+    const W = 40 * DAY; // instants no other test uses
+    const url = 'https://ops.example.test/creditkit';
+    const stored = await ck.upsertWebhookEndpoint({ id: 'contract-ops', url, eventTypes: ['plan.changed'], secret: CONTRACT_SECRET, description: 'ops' });
+    expect(stored).toEqual({ id: 'contract-ops', url, eventTypes: ['plan.changed'], enabled: true, secret: CONTRACT_SECRET, disabledReason: null });
+    const endpoint = async () => (await ck.webhookEndpoints()).find((e) => e.id === 'contract-ops');
+    expect(await endpoint()).toEqual({
+      id: 'contract-ops', url, eventTypes: ['plan.changed'], enabled: true, disabledReason: null, description: 'ops',
+      createdAt: expect.any(String), pending: 0, delivered: 0, dead: 0,
+    });
+
+    // a plan change is an event, with one delivery to the endpoint that wants plan.changed
+    const account = randomUUID();
+    await ck.setPlan({ accountId: account, planId: 'free', now: at(W) });
+    const [event, ...more] = await ck.notifications({ accountId: account, type: 'plan.changed' });
+    expect(more).toEqual([]);
+    expect(event).toEqual({
+      id: expect.stringMatching(/^ntf_[0-9a-f]{32}$/), type: 'plan.changed', accountId: account, unit: null,
+      payload: { account_id: account, plan_id: 'free', previous_plan_id: null, status: 'active', previous_status: null },
+      createdAt: expect.any(String),
+      deliveries: [{ id: expect.any(Number), endpointId: 'contract-ops', status: 'pending', attempts: 0, lastStatus: null, lastError: null, nextAttemptAt: null, deliveredAt: null }],
+    });
+    const deliveryId = event!.deliveries[0]!.id;
+    expect(await endpoint()).toMatchObject({ pending: 1 });
+
+    // the worker's claim: the exact body, signed with the endpoint's secret at the claim's instant
+    const [claimed, ...others] = await ck.claimDeliveries({ now: at(W) });
+    expect(others).toEqual([]);
+    expect(claimed).toEqual({
+      deliveryId, attempt: 1, eventId: event!.id, endpointId: 'contract-ops', url, secret: CONTRACT_SECRET,
+      body: expect.any(String), timestamp: unix(W),
+    });
+    expect(JSON.parse(claimed!.body)).toEqual({ id: event!.id, type: 'plan.changed', timestamp: expect.any(String), data: event!.payload });
+    const headers = await signWebhook({ id: claimed!.eventId, timestamp: claimed!.timestamp, body: claimed!.body, secret: claimed!.secret });
+    expect(await verifyWebhook(claimed!.body, headers, CONTRACT_SECRET, { now: new Date(T0 + W) })).toEqual(JSON.parse(claimed!.body));
+    expect(await ck.claimDeliveries({ now: at(W) })).toEqual([]); // leased
+
+    // 500: retried 5 seconds later; a late answer to that attempt changes nothing
+    expect(await ck.recordDeliveryResult({ deliveryId, attempt: 1, statusCode: 500, now: at(W) })).toEqual({ status: 'pending', nextAttemptAt: pgTime(at(W + 5_000)) });
+    expect(await ck.claimDeliveries({ now: at(W + 4_000) })).toEqual([]);
+    expect((await ck.claimDeliveries({ now: at(W + 5_000) })).map((d) => [d.deliveryId, d.attempt])).toEqual([[deliveryId, 2]]);
+    expect(await ck.recordDeliveryResult({ deliveryId, attempt: 1, statusCode: 200, now: at(W + 5_000) }))
+      .toEqual({ status: 'delivering', nextAttemptAt: pgTime(at(W + 5_000)) });
+    expect(await ck.recordDeliveryResult({ deliveryId, attempt: 2, statusCode: null, error: 'no answer within 10000 ms', now: at(W + 6_000) }))
+      .toEqual({ status: 'pending', nextAttemptAt: pgTime(at(W + 6_000 + 5 * MINUTE)) });
+    const [retried] = await ck.claimDeliveries({ now: at(W + HOUR) });
+    expect(retried).toMatchObject({ deliveryId, attempt: 3, body: claimed!.body, timestamp: unix(W + HOUR) });
+    expect(await ck.recordDeliveryResult({ deliveryId, attempt: 3, statusCode: 204, now: at(W + HOUR) })).toEqual({ status: 'delivered', nextAttemptAt: null });
+    expect((await ck.notifications({ accountId: account }))[0]!.deliveries).toEqual([
+      { id: deliveryId, endpointId: 'contract-ops', status: 'delivered', attempts: 3, lastStatus: 204, lastError: null, nextAttemptAt: null, deliveredAt: pgTime(at(W + HOUR)) },
+    ]);
+    expect(await endpoint()).toMatchObject({ pending: 0, delivered: 1, dead: 0 });
+
+    // replayed: from the first attempt again; this time the receiver answers 410 and the endpoint is disabled
+    expect(await ck.replayDelivery({ deliveryId, now: at(W + 2 * HOUR) })).toEqual({ status: 'pending', nextAttemptAt: pgTime(at(W + 2 * HOUR)) });
+    const [replayed] = await ck.claimDeliveries({ limit: 1, lease: '30 seconds', now: at(W + 2 * HOUR) });
+    expect(replayed).toMatchObject({ deliveryId, attempt: 1 });
+    expect(await ck.recordDeliveryResult({ deliveryId, attempt: 1, statusCode: 410, now: at(W + 2 * HOUR) })).toEqual({ status: 'canceled', nextAttemptAt: null });
+    expect(await endpoint()).toMatchObject({ enabled: false, disabledReason: 'gone' });
+
+    await expectFailure(ck.replayDelivery({ deliveryId: 2 ** 40, now: at(W) }), UnknownTopupOrDeliveryError, 'unknown_topup_or_delivery', 'CK018');
+    await expectFailure(ck.recordDeliveryResult({ deliveryId: 2 ** 40, attempt: 1, statusCode: 200, now: at(W) }),
+      UnknownTopupOrDeliveryError, 'unknown_topup_or_delivery', 'CK018');
+    await expectFailure(ck.recordDeliveryResult({ deliveryId, attempt: 1, statusCode: 99, now: at(W) }), InvalidArgumentError, 'invalid_argument', 'CK006');
+    await expectFailure(ck.upsertWebhookEndpoint({ id: 'contract-bad', url: 'ftp://nope' }), InvalidArgumentError, 'invalid_argument', 'CK006');
+    await expectFailure(ck.upsertWebhookEndpoint({ id: 'contract-bad', url, secret: 'whsec_short' }), InvalidArgumentError, 'invalid_argument', 'CK006');
+    await expectFailure(ck.notifications({ limit: 0 }), InvalidArgumentError, 'invalid_argument', 'CK006');
+    await expectFailure(ck.pruneNotifications({ olderThan: '1 minute' }), InvalidArgumentError, 'invalid_argument', 'CK006');
+    await expectFailure(ck.deleteWebhookEndpoint({ id: 'contract-never' }), UnknownEndpointError, 'unknown_endpoint', 'CK017');
+
+    // events whose deliveries are all final are pruned once old enough (an event is as old as the
+    // transaction that wrote it: the clock's time, whatever p_now the call that caused it named)
+    expect(await ck.pruneNotifications({ now: new Date() })).toBe(0);
+    expect(await ck.pruneNotifications({ olderThan: '1 hour', now: new Date(Date.now() + 2 * HOUR) })).toBeGreaterThanOrEqual(1);
+    expect(await ck.notifications({ accountId: account })).toEqual([]);
+
+    // a deleted endpoint takes its deliveries with it
+    await ck.upsertWebhookEndpoint({ id: 'contract-ops', url, eventTypes: ['plan.changed'] });
+    await ck.setPlan({ accountId: account, planId: 'contract_pro', now: at(W + 3 * HOUR) });
+    expect(await ck.deleteWebhookEndpoint({ id: 'contract-ops' })).toBe(1);
+    expect((await ck.webhookEndpoints()).map((e) => e.id)).not.toContain('contract-ops');
+    expect((await ck.notifications({ accountId: account })).map((e) => [e.type, e.deliveries])).toEqual([['plan.changed', []]]);
+  });
+
   it('a signed-in user cannot call the server functions: NotAllowedError (42501) and nothing changes', async () => {
     const me = await h.createUser();
     await ck.grant({ accountId: me, amount: 10 });
     const asMe = recorded(h.serverWithUserCredentials(me), 'server', log);
     const window = { from: at(0), to: at(DAY) };
     // every server-only method, with arguments that would succeed for the service role
-    const calls: Record<Exclude<keyof typeof SERVER_METHODS, 'plans' | 'quote' | 'packs' | 'units'>, () => Promise<unknown>> = {
+    const calls: Record<Exclude<keyof typeof SERVER_METHODS, 'plans' | 'quote' | 'packs' | 'units' | 'autoTopupTerms'>, () => Promise<unknown>> = {
       consume: () => asMe.consume({ accountId: me, amount: 1 }),
       check: () => asMe.check({ accountId: me }),
       report: () => asMe.report({ accountId: me, unit: 'credits', amount: 1 }),
@@ -890,6 +1087,23 @@ function contract(factory: TransportFactory): void {
       stripeEvents: () => asMe.stripeEvents(),
       stripeCustomer: () => asMe.stripeCustomer({ accountId: me }),
       stripeLinkCustomer: () => asMe.stripeLinkCustomer({ accountId: me, customerId: 'cus_ContractMine' }),
+      setAutoTopupTerms: () => asMe.setAutoTopupTerms({ unit: 'credits', currency: 'usd', unitPrice: 0, minAmount: 1, maxAmount: 1_000_000 }),
+      setBalanceAlert: () => asMe.setBalanceAlert({ unit: 'credits', threshold: null }),
+      setAccountBalanceAlert: () => asMe.setAccountBalanceAlert({ accountId: me, unit: 'credits', threshold: null }),
+      balanceAlert: () => asMe.balanceAlert({ accountId: me }),
+      setAutoTopup: () => asMe.setAutoTopup({ accountId: me, unit: 'credits', enabled: false, threshold: 1 }),
+      autoTopup: () => asMe.autoTopup({ accountId: me }),
+      topups: () => asMe.topups(),
+      upsertWebhookEndpoint: () => asMe.upsertWebhookEndpoint({ id: 'contract-mine', url: 'https://attacker.example/hook' }),
+      deleteWebhookEndpoint: () => asMe.deleteWebhookEndpoint({ id: 'contract-ops' }),
+      webhookEndpoints: () => asMe.webhookEndpoints(),
+      notifications: () => asMe.notifications(),
+      replayDelivery: () => asMe.replayDelivery({ deliveryId: 1 }),
+      pruneNotifications: () => asMe.pruneNotifications(),
+      claimTopups: () => asMe.claimTopups(),
+      recordTopupResult: () => asMe.recordTopupResult({ topupId: 1, attempt: 1, outcome: 'succeeded' }),
+      claimDeliveries: () => asMe.claimDeliveries(),
+      recordDeliveryResult: () => asMe.recordDeliveryResult({ deliveryId: 1, attempt: 1, statusCode: 200 }),
     };
     const before = await books();
     for (const [method, call] of Object.entries(calls)) {
@@ -1165,7 +1379,8 @@ for (const factory of TRANSPORTS) {
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 const INSTANT = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?([+-]\d{2}:\d{2}|Z)$/;
-const ID_KEYS = new Set(['id', 'transactionId', 'grantId', 'holdId', 'priceId', 'nextBeforeId', 'transaction_id', 'hold_id', 'grant_id']);
+const ID_KEYS = new Set(['id', 'transactionId', 'grantId', 'holdId', 'priceId', 'nextBeforeId', 'transaction_id', 'hold_id', 'grant_id',
+  'topupId', 'deliveryId']);
 
 /** Ids, uuids and instants replaced by placeholders; everything else kept. */
 function normalize(value: unknown, key?: string): unknown {
@@ -1176,6 +1391,13 @@ function normalize(value: unknown, key?: string): unknown {
   if (key !== undefined && ID_KEYS.has(key) && typeof value === 'number') return '<id>';
   if (typeof value === 'string' && UUID.test(value)) return '<uuid>';
   if (typeof value === 'string' && INSTANT.test(value)) return '<instant>';
+  // a notification's id, and the body a delivery sends (JSON holding the id, uuids and an instant)
+  if (typeof value === 'string') {
+    return value
+      .replace(/ntf_[0-9a-f]{32}/g, '<ntf>')
+      .replace(new RegExp(UUID.source.slice(1, -1), 'g'), '<uuid>')
+      .replace(new RegExp(INSTANT.source.slice(1, -1), 'g'), '<instant>');
+  }
   return value;
 }
 
