@@ -11,6 +11,7 @@
 //   pnpm bench --short --no-write      CI smoke: 1 s runs, 1 repetition, small datasets
 //   pnpm bench --only hot-16,reject-64 --reps 5 --duration 20
 //   pnpm bench --only release,check    this version's consume against the previous release's, check against consume
+//   pnpm bench --only autotopup        consume with auto top-up configured (not crossing) against without
 //   pnpm bench --only citus            consume through a local Citus cluster against this server (CREDITKIT_CITUS_DIR)
 //   pnpm bench --short --only release,check --no-write   the same as a smoke (a few seconds of runs)
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
@@ -217,6 +218,7 @@ async function runVariant(sc: Scenario, v: Variant, rep: number, db: BenchDb, le
   const dataset = ds[v.dataset];
   if (v.db === 'big') await settle(db);
   else await reset(db, dataset);
+  if (v.watchedAt !== undefined) await db.admin.query('select bench.watch_all($1)', [v.watchedAt]);
   let before = await snapshot(db);
   const ledgerAtStart = sc.id === 'cost' ? (ledgerBefore ?? (await ledgerRows(db))) : undefined;
 

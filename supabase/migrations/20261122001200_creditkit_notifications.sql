@@ -278,7 +278,7 @@ comment on function public.creditkit_webhook_endpoints() is
 revoke all on function public.creditkit_webhook_endpoints() from public, anon, authenticated;
 grant execute on function public.creditkit_webhook_endpoints() to service_role;
 
--- Security invoker: service_role reads the outbox (RLS lets nobody else).
+-- Security definer: reads the outbox and its deliveries; service_role only.
 create or replace function public.creditkit_notifications(
   p_account_id uuid default null,
   p_type text default null,
@@ -286,7 +286,7 @@ create or replace function public.creditkit_notifications(
 returns table (id text, type text, account_id uuid, unit text, payload jsonb, created_at timestamptz, deliveries jsonb)
 language plpgsql
 stable
-security invoker
+security definer
 set search_path = ''
 set enable_seqscan = off
 as $$

@@ -304,7 +304,7 @@ comment on function public.creditkit_webhook_endpoints() is
 revoke all on function public.creditkit_webhook_endpoints() from public, anon, authenticated;
 grant execute on function public.creditkit_webhook_endpoints() to service_role;
 
--- Security invoker: service_role reads the outbox (RLS lets nobody else).
+-- Security definer: reads the outbox and its deliveries; service_role only.
 create or replace function public.creditkit_notifications(
   p_account_id uuid default null,
   p_type text default null,
@@ -312,7 +312,7 @@ create or replace function public.creditkit_notifications(
 returns table (id text, type text, account_id uuid, unit text, payload jsonb, created_at timestamptz, deliveries jsonb)
 language plpgsql
 stable
-security invoker
+security definer
 set search_path = ''
 set enable_seqscan = off
 as $$
@@ -1049,11 +1049,14 @@ begin
          failure_code = left(p_code, 100), failure_message = left(p_message, 1000),
          claimed_until = null, completed_at = now(), updated_at = now()
    where p.id = p_topup_id;
+  -- p_reason: NULL for a decline (counted); 'stripe_unavailable' (Stripe kept failing: not the
+  -- card's fault, nothing changes); any other stops auto top-up until the card changes
   update creditkit.auto_topups t
      set failures = t.failures + case when p_reason is null then 1 else 0 end,
-         status = case when p_reason is not null or t.failures + 1 >= 3 then 'disabled' else t.status end,
-         status_reason = case when p_reason is not null then p_reason
-                              when t.failures + 1 >= 3 then 'failures' else t.status_reason end,
+         status = case when p_reason <> 'stripe_unavailable' or p_reason is null and t.failures + 1 >= 3 then 'disabled'
+                       else t.status end,
+         status_reason = case when p_reason <> 'stripe_unavailable' then p_reason
+                              when p_reason is null and t.failures + 1 >= 3 then 'failures' else t.status_reason end,
          armed = true, updated_at = now()
    where t.account_id = v_topup.account_id and t.unit = v_topup.unit
   returning t.* into v_auto;
@@ -2096,6 +2099,12 @@ begin
          set status = 'processing', payment_intent = coalesce(p_payment_intent, p.payment_intent), claimed_until = null,
              updated_at = now()
        where p.id = p_topup_id;
+    elsif p_outcome = 'retry' and v_topup.attempt >= 5 then
+      -- five tries without an answer (Stripe keeps a 500 under its key and answers it again):
+      -- this charge is given up, not counted against the card; the next top-up, with its own
+      -- key, follows after the cooldown
+      perform creditkit.topup_failed(p_topup_id, false, coalesce(p_code, 'stripe_unavailable'), p_message, p_payment_intent,
+                                     'stripe_unavailable');
     elsif p_outcome = 'retry' then
       -- no answer from Stripe: the same charge (same key) after a short wait
       update creditkit.topups p
@@ -2115,7 +2124,7 @@ begin
 end;
 $$;
 comment on function public.creditkit_worker_topup_result(bigint, integer, text, text, text, text, timestamptz) is
-  'Server only (the worker). Records how a top-up''s charge went: succeeded or processing (the webhook grants), requires_action (auto top-up pauses; the customer gets a link), declined (counted; the third disables auto top-up), retry (no answer: the same charge later). An answer to a stale attempt changes nothing.';
+  'Server only (the worker). Records how a top-up''s charge went: succeeded or processing (the webhook grants), requires_action (auto top-up pauses; the customer gets a link), declined (counted; the third disables auto top-up), retry (no answer: the same charge, same key, 30 seconds later; after the fifth try it fails as stripe_unavailable, not counted, and a new top-up follows). An answer to a stale attempt changes nothing.';
 revoke all on function public.creditkit_worker_topup_result(bigint, integer, text, text, text, text, timestamptz) from public, anon, authenticated;
 grant execute on function public.creditkit_worker_topup_result(bigint, integer, text, text, text, text, timestamptz) to service_role;
 

@@ -1,8 +1,8 @@
 // Build step: copies the repository's SQL into this package, so the published package carries the
 // SQL it installs and reads nothing outside its own folder at run time: supabase/migrations/*.sql
 // (the current state) into migrations/, supabase/upgrades/*.sql (from one version to the next)
-// into upgrades/, the repository's CHANGELOG.md, and the Stripe webhook Edge Function's index.ts
-// into templates/ (what `creditkit init --with-stripe` writes). All are git-ignored here. Files no longer in the source are removed from the copy.
+// into upgrades/, the repository's CHANGELOG.md, and the index.ts of the Stripe webhook and worker
+// Edge Functions into templates/ (what `creditkit init --with-stripe` writes). All are git-ignored here. Files no longer in the source are removed from the copy.
 import { copyFileSync, existsSync, mkdirSync, readdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -22,8 +22,10 @@ const m = copy('migrations', 'migrations', true);
 const fromRepo = (path) => fileURLToPath(new URL(`../../../${path}`, import.meta.url));
 const intoPackage = (path) => fileURLToPath(new URL(`../${path}`, import.meta.url));
 copyFileSync(fromRepo('CHANGELOG.md'), intoPackage('CHANGELOG.md'));
-// the Edge Function `creditkit init --with-stripe` writes into an app, verbatim
-mkdirSync(intoPackage('templates/stripe-webhook'), { recursive: true });
-copyFileSync(fromRepo('supabase/functions/stripe-webhook/index.ts'), intoPackage('templates/stripe-webhook/index.ts'));
+// the Edge Functions `creditkit init --with-stripe` writes into an app, verbatim
+for (const fn of ['stripe-webhook', 'creditkit-worker']) {
+  mkdirSync(intoPackage(`templates/${fn}`), { recursive: true });
+  copyFileSync(fromRepo(`supabase/functions/${fn}/index.ts`), intoPackage(`templates/${fn}/index.ts`));
+}
 const u = copy('upgrades', 'upgrades', false);
 console.log(`creditkit: copied ${m} migrations into migrations/ and ${u} upgrade scripts into upgrades/`);

@@ -15,6 +15,7 @@ import {
   kitVersion,
   stripeFunctionFiles,
   upgradeFiles,
+  workerFunctionFiles,
 } from './project.ts';
 import { upgradePath } from './upgrades.ts';
 
@@ -24,7 +25,9 @@ Usage: npx creditkit <command> [options]     (run in your app's root, the folder
 
   init [--with-stripe]    write the kit's SQL into supabase/migrations/, timestamped after your newest
                           migration, so \`supabase db push\` applies it; --with-stripe also writes the
-                          Stripe webhook Edge Function and turns off its JWT check in supabase/config.toml
+                          Edge Functions stripe-webhook (Stripe's events) and creditkit-worker (charges
+                          auto top-ups, delivers notifications; Supabase Cron calls it) and turns off
+                          their JWT check in supabase/config.toml
   upgrade                 write the upgrade migrations from the version in supabase/migrations/ to ${kitVersion}
   status --db-url URL     the version a database has, this CLI's, and what an upgrade would apply
   doctor --db-url URL     check a database's privileges, RLS and policies; one line per problem
@@ -111,7 +114,7 @@ function init(project: SupabaseProject, withStripe: boolean, out: Out): number {
     lines.push(`Wrote creditkit ${kitVersion} into supabase/migrations/ (${written.length} migrations):`);
     for (const name of written) lines.push(`  ${name}`);
   }
-  if (withStripe) lines.push(...writeStripeFunction(project));
+  if (withStripe) lines.push(...writeStripeFunctions(project));
   const changed = !installed || lines.some((l) => l.startsWith('  wrote') || l.startsWith('  updated'));
   for (const line of lines) out(line);
   if (!changed) {
@@ -121,7 +124,11 @@ function init(project: SupabaseProject, withStripe: boolean, out: Out): number {
   out();
   out('Next:');
   out('  supabase db push                       (or: supabase db push --db-url <postgres url>)');
-  if (withStripe) out('  supabase secrets set STRIPE_SECRET_KEY=… STRIPE_WEBHOOK_SECRET=…  &&  supabase functions deploy stripe-webhook');
+  if (withStripe) {
+    out('  supabase secrets set STRIPE_SECRET_KEY=… STRIPE_WEBHOOK_SECRET=… CREDITKIT_WORKER_SECRET=…');
+    out('  supabase functions deploy stripe-webhook  &&  supabase functions deploy creditkit-worker');
+    out('  schedule the worker with Supabase Cron (docs/stripe.md, "Scheduling the worker")');
+  }
   out('  npx creditkit doctor --db-url <postgres url>');
   return EXIT.ok;
 }
@@ -138,30 +145,42 @@ function refuseUnversionedCopy(project: SupabaseProject): void {
   }
 }
 
-function writeStripeFunction(project: SupabaseProject): string[] {
+/** The Edge Functions --with-stripe writes, and why each needs verify_jwt off. */
+const STRIPE_FUNCTIONS = [
+  { name: 'stripe-webhook', files: stripeFunctionFiles, why: 'Stripe signs its webhook requests; they carry no Supabase JWT' },
+  {
+    name: 'creditkit-worker',
+    files: workerFunctionFiles,
+    why: 'Supabase Cron calls the worker with its own secret (CREDITKIT_WORKER_SECRET), not a Supabase JWT',
+  },
+] as const;
+
+function writeStripeFunctions(project: SupabaseProject): string[] {
   const lines: string[] = [];
-  const fnDir = join(project.supabaseDir, 'functions', 'stripe-webhook');
-  mkdirSync(fnDir, { recursive: true });
-  for (const file of stripeFunctionFiles()) {
-    const path = join(fnDir, file.name);
-    const rel = project.relative(path);
-    if (!existsSync(path)) {
-      writeFileSync(path, file.text);
-      lines.push(`  wrote ${rel}`);
-    } else if (readFileSync(path, 'utf8') === file.text) {
-      lines.push(`${rel} is already the kit's.`);
-    } else {
-      lines.push(`${rel} exists and differs from the kit's ${kitVersion} version: left as it is.`);
-    }
-  }
   const configPath = join(project.supabaseDir, 'config.toml');
-  const current = existsSync(configPath) ? readFileSync(configPath, 'utf8') : '';
-  const { toml, change } = withoutJwtVerification(current, 'stripe-webhook');
-  if (change === 'none') {
-    lines.push('supabase/config.toml already has verify_jwt = false for stripe-webhook.');
-  } else {
-    writeFileSync(configPath, toml);
-    lines.push(`  ${change === 'added' ? 'wrote' : 'updated'} supabase/config.toml: [functions.stripe-webhook] verify_jwt = false`);
+  for (const fn of STRIPE_FUNCTIONS) {
+    const fnDir = join(project.supabaseDir, 'functions', fn.name);
+    mkdirSync(fnDir, { recursive: true });
+    for (const file of fn.files()) {
+      const path = join(fnDir, file.name);
+      const rel = project.relative(path);
+      if (!existsSync(path)) {
+        writeFileSync(path, file.text);
+        lines.push(`  wrote ${rel}`);
+      } else if (readFileSync(path, 'utf8') === file.text) {
+        lines.push(`${rel} is already the kit's.`);
+      } else {
+        lines.push(`${rel} exists and differs from the kit's ${kitVersion} version: left as it is.`);
+      }
+    }
+    const current = existsSync(configPath) ? readFileSync(configPath, 'utf8') : '';
+    const { toml, change } = withoutJwtVerification(current, fn.name, fn.why);
+    if (change === 'none') {
+      lines.push(`supabase/config.toml already has verify_jwt = false for ${fn.name}.`);
+    } else {
+      writeFileSync(configPath, toml);
+      lines.push(`  ${change === 'added' ? 'wrote' : 'updated'} supabase/config.toml: [functions.${fn.name}] verify_jwt = false`);
+    }
   }
   return lines;
 }
@@ -175,10 +194,10 @@ function upgrade(project: SupabaseProject, out: Out): number {
     throw new CliError('creditkit is not in supabase/migrations/: install it with `npx creditkit init`', EXIT.notInstalled);
   }
   const cmp = compareVersions(installed.version, kitVersion);
-  const pin = repinStripeFunction(project);
+  const pins = repinFunctions(project);
   if (cmp === 0) {
-    out(`creditkit ${kitVersion} is current in supabase/migrations/; ${pin ? 'no migrations to write.' : 'nothing to write.'}`);
-    if (pin) out(pin);
+    out(`creditkit ${kitVersion} is current in supabase/migrations/; ${pins.length > 0 ? 'no migrations to write.' : 'nothing to write.'}`);
+    for (const pin of pins) out(pin);
     return EXIT.ok;
   }
   if (cmp > 0) {
@@ -191,24 +210,33 @@ function upgrade(project: SupabaseProject, out: Out): number {
   const written = project.writeMigrations(files);
   out(`Wrote the upgrade from creditkit ${installed.version} to ${kitVersion} into supabase/migrations/:`);
   files.forEach((f, i) => out(`  ${written[i]}  (${summary(f.upgrade.sql)})`));
-  if (pin) out(pin);
+  for (const pin of pins) out(pin);
   out();
   out('Next: supabase db push; the CHANGELOG says what changed (node_modules/creditkit/CHANGELOG.md).');
   return EXIT.ok;
 }
 
 /**
- * The Stripe webhook's deno.json pins @creditkit/stripe to the version init wrote it for: moves an
- * older pin to this version, and says so. Anything else in the function is the app's.
+ * The kit's Edge Functions pin a kit package in their deno.json to the version init wrote them for
+ * (stripe-webhook: @creditkit/stripe, creditkit-worker: @creditkit/core): moves an older pin to
+ * this version, and says so. Anything else in the functions is the app's.
  */
-function repinStripeFunction(project: SupabaseProject): string | null {
-  const path = join(project.supabaseDir, 'functions', 'stripe-webhook', 'deno.json');
-  if (!existsSync(path)) return null;
-  const text = readFileSync(path, 'utf8');
-  const pinned = /"npm:@creditkit\/stripe@(\d+\.\d+\.\d+)\/handler"/.exec(text);
-  if (!pinned?.[1] || compareVersions(pinned[1], kitVersion) >= 0) return null;
-  writeFileSync(path, text.replace(pinned[0], `"npm:@creditkit/stripe@${kitVersion}/handler"`));
-  return `  updated ${project.relative(path)}: @creditkit/stripe ${pinned[1]} -> ${kitVersion} (then: supabase functions deploy stripe-webhook)`;
+function repinFunctions(project: SupabaseProject): string[] {
+  const pinned = [
+    { fn: 'stripe-webhook', pkg: '@creditkit/stripe', entry: 'handler' },
+    { fn: 'creditkit-worker', pkg: '@creditkit/core', entry: 'server' },
+  ];
+  const lines: string[] = [];
+  for (const { fn, pkg, entry } of pinned) {
+    const path = join(project.supabaseDir, 'functions', fn, 'deno.json');
+    if (!existsSync(path)) continue;
+    const text = readFileSync(path, 'utf8');
+    const pin = new RegExp(`"npm:${pkg.replace('/', '\\/')}@(\\d+\\.\\d+\\.\\d+)/${entry}"`).exec(text);
+    if (!pin?.[1] || compareVersions(pin[1], kitVersion) >= 0) continue;
+    writeFileSync(path, text.replace(pin[0], `"npm:${pkg}@${kitVersion}/${entry}"`));
+    lines.push(`  updated ${project.relative(path)}: ${pkg} ${pin[1]} -> ${kitVersion} (then: supabase functions deploy ${fn})`);
+  }
+  return lines;
 }
 
 /** An upgrade script's first line, `-- creditkit <from> -> <to>: <what it changes>`, without the versions. */

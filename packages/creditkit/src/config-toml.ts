@@ -1,7 +1,8 @@
 // The two things the CLI reads or writes in supabase/config.toml, by line: the `[api]` section's
 // `schemas` (doctor: the creditkit schema must not be exposed through the Data API) and the
-// `[functions.stripe-webhook]` section's `verify_jwt` (init --with-stripe: Stripe's requests carry
-// no JWT). Everything else in the file is left byte for byte as it was.
+// `verify_jwt` of the `[functions.stripe-webhook]` and `[functions.creditkit-worker]` sections
+// (init --with-stripe: Stripe's requests and the worker's cron calls carry no Supabase JWT).
+// Everything else in the file is left byte for byte as it was.
 
 interface Section {
   name: string;
@@ -40,13 +41,17 @@ export function apiSchemas(toml: string): string[] | null {
  * `toml` with `[functions.<name>]` setting `verify_jwt = false`, and what changed: 'added' (a new
  * section at the end), 'set' (the section was there with another value or none), 'none'.
  */
-export function withoutJwtVerification(toml: string, fn: string): { toml: string; change: 'added' | 'set' | 'none' } {
+export function withoutJwtVerification(
+  toml: string,
+  fn: string,
+  why = 'Stripe signs its webhook requests; they carry no Supabase JWT',
+): { toml: string; change: 'added' | 'set' | 'none' } {
   const lines = toml.split('\n');
   const section = sections(lines).find((s) => s.name === `functions.${fn}`);
   if (!section) {
     const base = toml === '' ? '' : toml.endsWith('\n') ? `${toml}\n` : `${toml}\n\n`;
     const block =
-      `# Stripe signs its webhook requests; they carry no Supabase JWT (written by creditkit init).\n` +
+      `# ${why} (written by creditkit init).\n` +
       `[functions.${fn}]\nverify_jwt = false\n`;
     return { toml: base + block, change: 'added' };
   }

@@ -165,4 +165,22 @@ export function stripeFunctionFiles(): Array<{ name: string; text: string }> {
   ];
 }
 
+/**
+ * The worker Edge Function's files: index.ts as the kit ships it, deno.json pinning
+ * @creditkit/core (which has runWorker) to this version.
+ */
+export function workerFunctionFiles(): Array<{ name: string; text: string }> {
+  const denoJson = {
+    imports: {
+      '@creditkit/core/server': `npm:@creditkit/core@${kitVersion}/server`,
+      stripe: 'npm:stripe@^23.1.0',
+      '@supabase/supabase-js': 'npm:@supabase/supabase-js@^2',
+    },
+  };
+  return [
+    { name: 'index.ts', text: readFileIn(join(templatesDir, 'creditkit-worker'), 'index.ts') },
+    { name: 'deno.json', text: `${JSON.stringify(denoJson, null, 2)}\n` },
+  ];
+}
+
 export { compareVersions, kitVersion };

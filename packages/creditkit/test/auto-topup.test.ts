@@ -188,6 +188,24 @@ describeEachBackend('auto top-up and balance alerts', (backend) => {
       .toMatchObject({ status: 'processing' });                  // no longer charging: ignored
   });
 
+  it('no answer from Stripe: the same charge (same key) is tried again; after five tries it gives way to a new top-up, not counted', async () => {
+    const { account } = await kit.customerWithCard({ balance: 100 });
+    await enable(account);
+    await ck.consume({ p_account_id: account, p_amount: 1, p_now: at(HOUR) });
+    const keys = new Set<string>();
+    for (let n = 1; n <= 5; n++) {
+      const [c] = await kit.claim(HOUR + n * MINUTE);
+      expect(c, `try ${n}`).toMatchObject({ attempt: n });
+      keys.add(c!.idempotency_key);
+      expect((await kit.result(c!.topup_id, c!.attempt, 'retry', null, HOUR + n * MINUTE, 'api_error')).status).toBe(n < 5 ? 'pending' : 'failed');
+    }
+    expect(keys.size).toBe(1);
+    expect(await kit.auto(account)).toMatchObject({ status: 'active', failures: 0 });
+    expect((await kit.topups(account)).map((t) => [t.status, t.failure_code])).toEqual([['failed', 'api_error'], ['pending', null]]);
+    const [next] = await kit.claim(HOUR + 10 * MINUTE);
+    expect(keys.has(next!.idempotency_key)).toBe(false);
+  });
+
   it('a decline counts; the third in a row turns auto top-up off until the card changes', async () => {
     const { account, customer } = await kit.customerWithCard({ balance: 100 });
     await enable(account);

@@ -93,7 +93,7 @@ describe('creditkit init', () => {
     expect(tree(dir)).toEqual(written);
   });
 
-  it('--with-stripe writes the Edge Function (pinned to this version) and turns off its JWT check, keeping the rest of config.toml', async () => {
+  it('--with-stripe writes the Edge Functions (pinned to this version) and turns off their JWT check, keeping the rest of config.toml', async () => {
     const config = [
       'project_id = "my-app"',
       '',
@@ -114,7 +114,21 @@ describe('creditkit init', () => {
     expect(readFileSync(join(fn, 'index.ts'), 'utf8')).toBe(readFileSync(join(ROOT, 'supabase/functions/stripe-webhook/index.ts'), 'utf8'));
     const deno = JSON.parse(readFileSync(join(fn, 'deno.json'), 'utf8'));
     expect(deno.imports['@creditkit/stripe/handler']).toBe(`npm:@creditkit/stripe@${version}/handler`);
-    expect(readFileSync(join(dir, 'supabase/config.toml'), 'utf8')).toBe(config.replace('verify_jwt = true # the default', 'verify_jwt = false # the default'));
+    const worker = join(dir, 'supabase/functions/creditkit-worker');
+    expect(readFileSync(join(worker, 'index.ts'), 'utf8')).toBe(readFileSync(join(ROOT, 'supabase/functions/creditkit-worker/index.ts'), 'utf8'));
+    const workerDeno = JSON.parse(readFileSync(join(worker, 'deno.json'), 'utf8'));
+    expect(workerDeno.imports).toEqual({
+      '@creditkit/core/server': `npm:@creditkit/core@${version}/server`,
+      stripe: 'npm:stripe@^23.1.0',
+      '@supabase/supabase-js': 'npm:@supabase/supabase-js@^2',
+    });
+    expect(readFileSync(join(dir, 'supabase/config.toml'), 'utf8')).toBe(
+      config.replace('verify_jwt = true # the default', 'verify_jwt = false # the default') +
+        '\n# Supabase Cron calls the worker with its own secret (CREDITKIT_WORKER_SECRET), not a Supabase JWT (written by creditkit init).\n' +
+        '[functions.creditkit-worker]\nverify_jwt = false\n',
+    );
+    expect(r.stdout).toContain('CREDITKIT_WORKER_SECRET');
+    expect(r.stdout).toContain('supabase functions deploy creditkit-worker');
     const written = tree(dir);
     const again = await creditkit(dir, 'init', '--with-stripe');
     expect(again.stdout).toContain('Nothing changed.');
@@ -129,7 +143,11 @@ describe('creditkit init', () => {
     expect(r.code).toBe(0);
     expect(readFileSync(join(dir, 'supabase/functions/stripe-webhook/index.ts'), 'utf8')).toBe('// mine\n');
     expect(r.stdout).toContain('index.ts exists and differs');
-    expect(readFileSync(join(dir, 'supabase/config.toml'), 'utf8')).toMatch(/^project_id = "x"\n\n#[^\n]*\n\[functions\.stripe-webhook\]\nverify_jwt = false\n$/);
+    expect(readFileSync(join(dir, 'supabase/config.toml'), 'utf8')).toMatch(
+      /^project_id = "x"\n\n#[^\n]*\n\[functions\.stripe-webhook\]\nverify_jwt = false\n\n#[^\n]*\n\[functions\.creditkit-worker\]\nverify_jwt = false\n$/,
+    );
+    // the worker, not edited, was written
+    expect(readFileSync(join(dir, 'supabase/functions/creditkit-worker/index.ts'), 'utf8')).toContain('runWorker');
   });
 
   it('refuses a folder without supabase/ (exit 2), unknown commands and options (exit 2), and a copy from before versions (exit 1)', async () => {
@@ -199,6 +217,18 @@ describe('creditkit upgrade', () => {
     expect(r.stdout).toContain(`@creditkit/stripe ${PREVIOUS} -> ${version}`);
     expect(readFileSync(join(fn, 'deno.json'), 'utf8')).toBe(deno(version));
     expect(readFileSync(join(fn, 'index.ts'), 'utf8')).toBe('// the app edited this\n');
+  });
+
+  it("moves the worker function's @creditkit/core pin to this version too, and touches nothing else of it", async () => {
+    const dir = appAtPrevious();
+    const fn = join(dir, 'supabase/functions/creditkit-worker');
+    mkdirSync(fn, { recursive: true });
+    const deno = (v: string) => `{\n  "imports": {\n    "@creditkit/core/server": "npm:@creditkit/core@${v}/server",\n    "stripe": "npm:stripe@23.1.0"\n  }\n}\n`;
+    writeFileSync(join(fn, 'deno.json'), deno(PREVIOUS));
+    const r = await creditkit(dir, 'upgrade');
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout).toContain(`@creditkit/core ${PREVIOUS} -> ${version} (then: supabase functions deploy creditkit-worker)`);
+    expect(readFileSync(join(fn, 'deno.json'), 'utf8')).toBe(deno(version));
   });
 
   it('init in an app at the previous release writes nothing and points to upgrade', async () => {

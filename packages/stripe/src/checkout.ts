@@ -1,5 +1,6 @@
-// Checkout and the customer portal. A pack is sold as a one-off payment, a plan as a
-// subscription; both carry the creditkit account and the pack or plan in their metadata, which is
+// Checkout and the customer portal. A pack is sold as a one-off payment (optionally saving the
+// card for auto top-up), a plan as a subscription, and a card is saved on its own with Checkout
+// in setup mode; all carry the creditkit account and the pack or plan in their metadata, which is
 // what the webhook (creditkit_stripe_apply) reads to grant the credits. Each account has exactly
 // one Stripe customer, created on its first checkout and stored in creditkit.stripe_customers.
 import type Stripe from 'stripe';
@@ -38,8 +39,18 @@ interface CheckoutCommon {
 
 export type CheckoutParams = CheckoutCommon &
   (
-    | { /** A credit pack: a one-off payment (mode `payment`). */ packId: string; planId?: undefined }
-    | { /** A plan: a subscription (mode `subscription`). */ planId: string; packId?: undefined }
+    | {
+        /** A credit pack: a one-off payment (mode `payment`). */
+        packId: string;
+        planId?: undefined;
+        /**
+         * Also save the card for later off-session charges (auto top-up): the PaymentIntent gets
+         * `setup_future_usage: 'off_session'`, Checkout shows the buyer that the card is kept,
+         * and Stripe attaches it to the account's customer.
+         */
+        saveCard?: boolean;
+      }
+    | { /** A plan: a subscription (mode `subscription`). */ planId: string; packId?: undefined; saveCard?: undefined }
   );
 
 export interface CheckoutSession {
@@ -100,6 +111,9 @@ async function priceFor(params: CheckoutParams): Promise<{ kind: 'pack' | 'plan'
  */
 export async function createCheckoutSession(params: CheckoutParams): Promise<CheckoutSession> {
   const { stripe, accountId } = params;
+  if (params.saveCard !== undefined && params.packId === undefined) {
+    throw new InvalidArgumentError('saveCard is for packs: a subscription keeps its card already');
+  }
   const item = await priceFor(params);
   const customer = await ensureStripeCustomer(params);
 
@@ -117,7 +131,10 @@ export async function createCheckoutSession(params: CheckoutParams): Promise<Che
           mode: 'payment',
           metadata: { account_id: accountId, pack_id: item.id, price_id: item.price },
           // on the payment intent too, so refunds and disputes can be traced in the dashboard
-          payment_intent_data: { metadata: { account_id: accountId, pack_id: item.id } },
+          payment_intent_data: {
+            metadata: { account_id: accountId, pack_id: item.id },
+            ...(params.saveCard ? { setup_future_usage: 'off_session' as const } : {}),
+          },
         }
       : {
           ...common,
@@ -156,4 +173,62 @@ export async function createPortalSession(params: PortalParams): Promise<{ url: 
   }
   const session = await stripe.billingPortal.sessions.create({ customer, return_url: params.returnUrl });
   return { url: session.url };
+}
+
+export interface SetupSessionParams {
+  stripe: Stripe;
+  creditkit: Pick<CreditkitServer, 'stripeCustomer' | 'stripeLinkCustomer'>;
+  /** The creditkit account whose customer keeps the card. */
+  accountId: string;
+  /** Where Stripe sends the customer after saving; may contain `{CHECKOUT_SESSION_ID}`. */
+  successUrl: string;
+  cancelUrl: string;
+  /** Used only when the account's Stripe customer is created here (see createCheckoutSession). */
+  customerEmail?: string;
+  /**
+   * The payment method types Checkout offers (`allowed_payment_method_types`). Default
+   * `['card']`: auto top-up charges off session and needs the money at once, which a debit that
+   * settles days later (SEPA, ACH) does not give (creditkit refuses those with CK016).
+   */
+  paymentMethodTypes?: Stripe.Checkout.SessionCreateParams.AllowedPaymentMethodType[];
+  /** The currency the methods are for (Stripe needs it in setup mode when no types are given). */
+  currency?: string;
+  /** Idempotency key for creating the session (see createCheckoutSession). */
+  idempotencyKey?: string;
+}
+
+export interface SetupSession extends CheckoutSession {
+  /** The SetupIntent the session confirms (seti_...), when Stripe made it with the session. */
+  setupIntent: string | null;
+}
+
+/**
+ * A Stripe Checkout session in mode `setup`: the customer saves a card, nothing is charged. The
+ * card is attached to the account's one Stripe customer (created and linked here if it has none),
+ * for off-session charges later; the session and its SetupIntent carry the account in metadata.
+ * The webhook (creditkit_stripe_apply) records the saved method from the events that follow
+ * (payment_method.attached, setup_intent.succeeded, checkout.session.completed).
+ */
+export async function createSetupSession(params: SetupSessionParams): Promise<SetupSession> {
+  const { stripe, accountId } = params;
+  const customer = await ensureStripeCustomer(params);
+  const types = params.paymentMethodTypes ?? (params.currency === undefined ? ['card' as const] : undefined);
+  const body: Stripe.Checkout.SessionCreateParams = {
+    mode: 'setup',
+    customer,
+    client_reference_id: accountId,
+    ...(types ? { allowed_payment_method_types: types } : {}),
+    ...(params.currency === undefined ? {} : { currency: params.currency }),
+    success_url: params.successUrl,
+    cancel_url: params.cancelUrl,
+    metadata: { account_id: accountId },
+    setup_intent_data: { metadata: { account_id: accountId } },
+  };
+  const session = await stripe.checkout.sessions.create(
+    body,
+    params.idempotencyKey ? { idempotencyKey: params.idempotencyKey } : undefined,
+  );
+  if (!session.url) throw new CreditkitError('internal', `Stripe returned checkout session ${session.id} without a url`);
+  const setupIntent = typeof session.setup_intent === 'string' ? session.setup_intent : (session.setup_intent?.id ?? null);
+  return { id: session.id, url: session.url, setupIntent };
 }

@@ -2,6 +2,7 @@
 // stand-in for Stripe's API (@creditkit/testing's fake-stripe.ts), and the real creditkit SDK on embedded
 // PGlite: what is sent to Stripe (mode, price, customer, metadata), one Stripe customer per
 // account however many checkouts (and however concurrent), and typed errors before any Stripe call.
+// Saving a card for auto top-up: createSetupSession (Checkout in mode setup) and saveCard on a pack.
 import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { CreditkitError, InvalidArgumentError, UnknownPackError, UnknownPlanError } from '@creditkit/core';
@@ -10,6 +11,7 @@ import type { CreditkitServer } from '@creditkit/core/server';
 import {
   createCheckoutSession,
   createPortalSession,
+  createSetupSession,
   NoStripeCustomerError,
   NoStripePriceError,
 } from '../src/index.ts';
@@ -203,6 +205,86 @@ describe('createCheckoutSession: errors before any Stripe call', () => {
     expect(error.details).toEqual({ packId: 'unpriced' });
     const planError = (await attempt({ planId: 'team' }).catch((e: unknown) => e)) as CreditkitError;
     expect(planError.details).toEqual({ planId: 'team' });
+  });
+});
+
+describe('saving a card for auto top-up', () => {
+  it('createSetupSession: creates and links the customer, then a setup session for cards with the account in metadata', async () => {
+    const accountId = randomUUID();
+    const session = await createSetupSession({ stripe: api.stripe, creditkit, accountId, ...URLS, customerEmail: 'ada@example.test' });
+    expect(session.id).toMatch(/^cs_test_/);
+    expect(session.url).toBe(`https://checkout.stripe.com/c/pay/${session.id}`);
+    expect(session.setupIntent).toMatch(/^seti_/);
+    expect(api.requests.map((r) => `${r.method} ${r.path}`)).toEqual(['POST /v1/customers', 'POST /v1/checkout/sessions']);
+    const customer = await storedCustomer(accountId);
+    expect(customer).toMatch(/^cus_/);
+    expect(api.requests[0]!.idempotencyKey).toBe(`creditkit-customer-${accountId}`);
+    expect(api.requests[1]!.body).toEqual({
+      mode: 'setup',
+      customer,
+      client_reference_id: accountId,
+      allowed_payment_method_types: ['card'],
+      success_url: URLS.successUrl,
+      cancel_url: URLS.cancelUrl,
+      metadata: { account_id: accountId },
+      setup_intent_data: { metadata: { account_id: accountId } },
+    });
+
+    // the customer saves a card: the events carry the account's customer and the account
+    const [attached, setup, completed] = api.completeSetup(session.id, 'pm_card_visa');
+    expect(attached!.type).toBe('payment_method.attached');
+    expect(attached!.data.object).toMatchObject({ object: 'payment_method', customer, card: { last4: '4242' } });
+    expect(setup!.data.object).toMatchObject({ customer, payment_method: 'pm_card_visa', metadata: { account_id: accountId } });
+    expect(completed!.data.object).toMatchObject({ mode: 'setup', customer, metadata: { account_id: accountId }, setup_intent: session.setupIntent });
+  });
+
+  it('createSetupSession reuses the stored customer (one per account, whatever was bought before)', async () => {
+    const accountId = randomUUID();
+    await createCheckoutSession({ stripe: api.stripe, creditkit, accountId, packId: 'starter', ...URLS });
+    const customer = await storedCustomer(accountId);
+    api.reset();
+    await createSetupSession({ stripe: api.stripe, creditkit, accountId, ...URLS });
+    expect(api.posts('/v1/customers')).toHaveLength(0);
+    expect(api.posts('/v1/checkout/sessions')[0]!.body.customer).toBe(customer);
+  });
+
+  it('createSetupSession: other payment method types, a currency instead, an idempotency key', async () => {
+    const accountId = randomUUID();
+    await createSetupSession({ stripe: api.stripe, creditkit, accountId, ...URLS, paymentMethodTypes: ['card', 'link'] });
+    await createSetupSession({ stripe: api.stripe, creditkit, accountId, ...URLS, currency: 'eur', idempotencyKey: `setup-${accountId}` });
+    const [typed, currency] = api.posts('/v1/checkout/sessions');
+    expect(typed!.body.allowed_payment_method_types).toEqual(['card', 'link']);
+    expect(currency!.body).toMatchObject({ currency: 'eur' });
+    expect(currency!.body).not.toHaveProperty('allowed_payment_method_types');
+    expect(currency!.idempotencyKey).toBe(`setup-${accountId}`);
+  });
+
+  it('createSetupSession: an account id that is not a uuid is refused before Stripe is called', async () => {
+    const error = await createSetupSession({ stripe: api.stripe, creditkit, accountId: 'ada', ...URLS }).catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(InvalidArgumentError);
+    expect(api.requests).toEqual([]);
+  });
+
+  it('saveCard on a pack: the payment intent is set up for off-session use, the rest as before', async () => {
+    const accountId = randomUUID();
+    await createCheckoutSession({ stripe: api.stripe, creditkit, accountId, packId: 'starter', ...URLS, saveCard: true });
+    const [sessionReq] = api.posts('/v1/checkout/sessions');
+    expect(sessionReq!.body).toMatchObject({
+      mode: 'payment',
+      metadata: { account_id: accountId, pack_id: 'starter', price_id: 'price_starter' },
+      payment_intent_data: { metadata: { account_id: accountId, pack_id: 'starter' }, setup_future_usage: 'off_session' },
+    });
+    api.reset();
+    await createCheckoutSession({ stripe: api.stripe, creditkit, accountId, packId: 'starter', ...URLS, saveCard: false });
+    expect(api.posts('/v1/checkout/sessions')[0]!.body.payment_intent_data).toEqual({ metadata: { account_id: accountId, pack_id: 'starter' } });
+  });
+
+  it('saveCard on a plan is an InvalidArgumentError (a subscription keeps its card) and Stripe is not called', async () => {
+    const error = await createCheckoutSession({
+      stripe: api.stripe, creditkit, accountId: randomUUID(), planId: 'pro', ...URLS, saveCard: true,
+    } as unknown as Parameters<typeof createCheckoutSession>[0]).catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(InvalidArgumentError);
+    expect(api.requests).toEqual([]);
   });
 });
 

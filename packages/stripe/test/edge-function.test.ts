@@ -2,76 +2,17 @@
 // to real Postgres through the PostgREST stand-in (@creditkit/testing's postgrest.ts) with
 // supabase-js and the service-role key — the path a deployed function takes. Deno comes from the
 // `deno` npm package (root devDependency); its first run fetches stripe and supabase-js from the
-// npm registry into Deno's cache, hence the long hook timeout.
-//
-// Deno.serve's address comes from DENO_SERVE_ADDRESS (tcp:127.0.0.1:0, a free port), so index.ts
-// needs no test-only code; the port is read from Deno's "Listening on" line.
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+// npm registry into Deno's cache, hence the long hook timeout (support/deno.ts starts it).
 import { randomUUID } from 'node:crypto';
-import { createServer } from 'node:net';
-import { createRequire } from 'node:module';
-import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { createTestDatabase, startPostgrestServer, type PostgrestServer, type TestDatabase } from '@creditkit/testing';
 import { describeIfPostgres } from '@creditkit/testing/vitest';
+import { closedPort, denoCheck, startFunction as startDeno, type EdgeFunction } from './support/deno.ts';
 import { event, packCheckout, sign, type StripeEventFixture } from './support/events.ts';
 
-const ROOT = fileURLToPath(new URL('../../../', import.meta.url));
-const FUNCTION_DIR = join(ROOT, 'supabase/functions/stripe-webhook');
 const SECRET = 'whsec_test_creditkit_edge';
 
-/** The Deno binary of the `deno` npm package (its platform package, e.g. @deno/linux-x64-glibc). */
-function denoBinary(): string {
-  const require = createRequire(join(ROOT, 'package.json'));
-  return (require('deno/install_api.cjs') as { runInstall(): string }).runInstall();
-}
-
-interface EdgeFunction {
-  url: string;
-  /** Everything Deno printed, for failure messages. */
-  output(): string;
-  stop(): Promise<void>;
-}
-
-/** Starts `deno run index.ts` with the function's secrets; resolves once Deno.serve listens. */
-function startFunction(env: Record<string, string>): Promise<EdgeFunction> {
-  const child: ChildProcess = spawn(
-    denoBinary(),
-    ['run', '--frozen', '--config', 'deno.json', '--allow-net', '--allow-env', '--allow-read', 'index.ts'],
-    {
-      cwd: FUNCTION_DIR,
-      env: { ...process.env, NO_COLOR: '1', DENO_NO_UPDATE_CHECK: '1', DENO_SERVE_ADDRESS: 'tcp:127.0.0.1:0', ...env },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    },
-  );
-  let log = '';
-  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
-  const stop = async () => {
-    if (child.exitCode === null && child.signalCode === null) child.kill('SIGTERM');
-    await exited;
-  };
-  return new Promise((resolve, reject) => {
-    const onData = (chunk: Buffer) => {
-      log += chunk.toString('utf8');
-      const listening = /Listening on (http:\/\/127\.0\.0\.1:\d+)\//.exec(log);
-      if (listening) resolve({ url: `${listening[1]}/functions/v1/stripe-webhook`, output: () => log, stop });
-    };
-    child.stdout!.on('data', onData);
-    child.stderr!.on('data', onData);
-    child.once('error', reject);
-    child.once('exit', (code, signal) => reject(new Error(`deno exited (${code ?? signal}) before listening:\n${log}`)));
-  });
-}
-
-/** A port nothing listens on. */
-async function closedPort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const { port } = server.address() as { port: number };
-  await new Promise<void>((resolve) => server.close(() => resolve()));
-  return port;
-}
+const startFunction = (env: Record<string, string>) => startDeno('stripe-webhook', env);
 
 async function post(fn: EdgeFunction, body: string, signature: string | null) {
   const res = await fetch(fn.url, {
@@ -138,11 +79,7 @@ describeIfPostgres('Stripe webhook Edge Function under Deno', () => {
     packCheckout({ accountId, packId: 'starter', priceId: 'price_starter', amountTotal: 500, ...extra });
 
   it('index.ts and the shared handler type-check under Deno against the real stripe and supabase-js types', () => {
-    const check = spawnSync(denoBinary(), ['check', '--frozen', '--config', 'deno.json', 'index.ts'], {
-      cwd: FUNCTION_DIR,
-      env: { ...process.env, NO_COLOR: '1', DENO_NO_UPDATE_CHECK: '1' },
-      encoding: 'utf8',
-    });
+    const check = denoCheck('stripe-webhook');
     expect(check.status, check.stderr).toBe(0);
   });
 

@@ -22,3 +22,15 @@ it('the Edge Function imports the handler by name, and in this repository deno.j
   expect(Object.keys(map).sort()).toEqual([...imports].sort());
   expect(map['@creditkit/stripe/handler']).toBe('../_shared/stripe-webhook-handler.ts');
 });
+
+it('the worker Edge Function imports the SDK by name too, and in this repository deno.json maps it to the package source', () => {
+  const entry = readFileSync(root('supabase/functions/creditkit-worker/index.ts'), 'utf8');
+  const imports = [...entry.matchAll(/from '([^']*)'/g)].map((m) => m[1]);
+  // no relative import: `creditkit init --with-stripe` writes this file into apps unchanged
+  expect(imports.filter((i) => i!.startsWith('.'))).toEqual([]);
+  const { imports: map } = JSON.parse(readFileSync(root('supabase/functions/creditkit-worker/deno.json'), 'utf8')) as {
+    imports: Record<string, string>;
+  };
+  expect(Object.keys(map).sort()).toEqual([...imports].sort());
+  expect(map['@creditkit/core/server']).toBe('../../../packages/core/src/server.ts');
+});

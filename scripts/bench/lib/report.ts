@@ -151,8 +151,9 @@ export function findSummary(summaries: Summary[], scenario: string, variant: str
 }
 
 /**
- * The goals of PERFORMANCE.md (restated 2026-12-04) and issue 23's for units (this version's consume
- * against the previous release's, check against consume), each with what this run measured. A goal
+ * The goals of PERFORMANCE.md (restated 2026-12-04), issue 23's for units (this version's consume
+ * against the previous release's, check against consume) and issue 24's for auto top-up (consume
+ * with it configured against without), each with what this run measured. A goal
  * whose scenario did not run reads "not run". R and N stay in the tables as references, not as goals.
  */
 export function buildTargets(
@@ -188,6 +189,7 @@ export function buildTargets(
     0.95,
   );
   add('check ÷ plain consume (check writes nothing; same accounts, 16 clients)', findSummary(summaries, 'check', 'kit check')?.vsCompare, 'x', '>=', 3);
+  add('consume with auto top-up configured (not crossing) ÷ without (16 clients)', findSummary(summaries, 'autotopup', 'kit watched')?.vsCompare, 'x', '>=', 0.95);
   add('100-event batches ÷ single consume (events/s, 16 clients)', findSummary(summaries, 'batch', 'kit ×100')?.vsKit, 'x', '>=', 20);
   add(
     `consume latency at ${fillerLabel} ledger rows ÷ empty ledger (1 client)`,

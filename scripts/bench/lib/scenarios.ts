@@ -16,6 +16,7 @@ export const SCENARIO_IDS = [
   'mix',
   'release',
   'check',
+  'autotopup',
   'uniform-64',
   'hot-16',
   'hot-64',
@@ -99,6 +100,11 @@ export interface Variant {
   debits: 'kit' | 'bench-ledger' | 'bench-balance' | 'bench-credits' | 'bench-transactions' | 'none';
   /** Also compare with this variant of the same scenario and repetition (cost growth: @10M vs @empty). */
   compareTo?: string;
+  /**
+   * After the reset, every account gets auto top-up configured with this threshold (bench.watch_all):
+   * its row is watched (alert_at set) and a debit that stays above the threshold crosses nothing.
+   */
+  watchedAt?: number;
 }
 
 export interface Scenario {
@@ -360,6 +366,22 @@ function allScenarios(short: boolean, fillerRows: number): Scenario[] {
           debits: 'none',
           compareTo: 'kit',
         },
+      ],
+    },
+    {
+      id: 'autotopup',
+      title: 'Consume with auto top-up configured (not crossing) against without, 16 clients',
+      what:
+        `The plain creditkit_consume(account, 1) (consume.sql) on ${d.uniform.label}: **kit** as seeded, nothing watched; ` +
+        `**kit watched** after bench.watch_all(1) gave every account auto top-up (threshold 1, so that no run reaches it) and ` +
+        `set its alert level, as creditkit_set_auto_topup would. The debit's code is the same; the difference is the ` +
+        `constraint trigger's WHEN, evaluated on every update of the balance, which queues nothing here. The runs alternate ` +
+        `as in the release scenario, and vs is watched ÷ unwatched of the same repetition.`,
+      metric: 'rate',
+      alternate: true,
+      variants: [
+        kitConsume(16, 'uniform'),
+        { ...kitConsume(16, 'uniform', 'kit watched'), role: 'extra', compareTo: 'kit', watchedAt: 1 },
       ],
     },
     {
