@@ -20,7 +20,7 @@ describeIfPostgres('bounded lock waits', () => {
     // the installer's setting, lowered so that the suite does not wait 3 s per call
     await db.query(`select creditkit.set_lock_timeout('300 milliseconds')`);
     ck = creditkit((sql, params) => db.asService(sql, params));
-    pool = db.pool({ max: 3 });
+    pool = db.pool({ max: 4 });
     await ck.setPrice({ p_event: 'lock-gen', p_credits_per_unit: 1, p_effective_from: at(0) });
   });
   afterAll(() => db?.drop());
@@ -145,6 +145,50 @@ describeIfPostgres('bounded lock waits', () => {
     // with 55P03 (and rolls back the top-ups it had claimed before it): nobody's top-up is
     // charged until that account is free. This is the behaviour the worker needs:
     expect(claim).toEqual([free]);
+  });
+
+  // it.fails: reported. The claim locks a top-up, then its account; turning auto top-up off (like
+  // the watch and a card change) locks the account, then its open top-ups. When both meet on one
+  // account they wait for each other: Postgres ends one with 40P01 (deadlock_detected).
+  it.fails('turning auto top-up off while the worker claims its top-up: both answer, no deadlock', async () => {
+    let clock = 100;
+    const apply = (type: string, object: JsonObject) =>
+      ck.call('creditkit_stripe_apply', { p_event: stripeEvent(type, object, { created: unix(++clock * SECOND) }), p_now: at(1) });
+    await ck.call('creditkit_set_auto_topup_terms', {
+      p_unit: 'credits', p_currency: 'usd', p_unit_price: 1, p_min_amount: 100, p_max_amount: 10_000, p_cooldown: '0 seconds',
+    });
+    await db.query(`update creditkit.topups set status = 'canceled' where status in ('pending', 'charging')`);
+    const account = await openAccount(ck, 200);
+    const [customer, pm] = [stripeId('cus'), stripeId('pm')];
+    await ck.call('creditkit_stripe_link_customer', { p_account_id: account, p_customer_id: customer });
+    await apply('payment_method.attached', { id: pm, object: 'payment_method', type: 'card', customer, card: { brand: 'visa', last4: '4242' } });
+    await apply('setup_intent.succeeded', { id: stripeId('seti'), object: 'setup_intent', status: 'succeeded', usage: 'off_session', customer, payment_method: pm });
+    await ck.call('creditkit_set_auto_topup', { p_account_id: account, p_unit: 'credits', p_enabled: true, p_threshold: 100, p_amount: 500, p_now: at(1) });
+    await ck.consume({ p_account_id: account, p_amount: 150, p_now: at(2) }); // a pending top-up
+    // the kit's own bound, so that the deadlock detector (deadlock_timeout, 1 s) speaks first
+    await db.query(`select creditkit.set_lock_timeout('3 seconds')`);
+    const [holder, customerSide, worker] = [await pool.connect(), await pool.connect(), await pool.connect()];
+    const service = `select set_config('role', 'service_role', false), set_config('request.jwt.claims', '{"role":"service_role"}', false)`;
+    const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+    try {
+      await customerSide.query(service);
+      await worker.query(service);
+      await holder.query('begin');
+      await holder.query('select 1 from creditkit.accounts where id = $1 for update', [account]);
+      // turning it off queues first for the account; the claim takes the top-up, then queues too
+      const off = customerSide.query(`select status from creditkit_set_auto_topup($1, 'credits', false, p_now => $2)`, [account, at(3)])
+        .then(() => 'answered', (e: { code?: string }) => e.code ?? 'error');
+      await sleep(200);
+      const claim = worker.query(`select topup_id from creditkit_worker_claim_topups(10, interval '1 minute', $1)`, [at(3)])
+        .then(() => 'answered', (e: { code?: string }) => e.code ?? 'error');
+      await sleep(200);
+      await holder.query('rollback');
+      expect({ off: await off, claim: await claim }).toEqual({ off: 'answered', claim: 'answered' });
+    } finally {
+      await db.query(`select creditkit.set_lock_timeout('300 milliseconds')`);
+      for (const c of [customerSide, worker]) await c.query('reset role');
+      for (const c of [holder, customerSide, worker]) c.release();
+    }
   });
 
   it('an insert that the charge-on-insert trigger charges gives up with 55P03 too', async () => {
