@@ -61,6 +61,36 @@ const PARAM_DOCS: Record<string, string> = {
   p_customer_id: 'A Stripe customer id (`cus_…`).',
   p_unit: 'The metered unit of the balance (`credits` by default; a unit from `creditkit_units()`). An unknown unit, or a boolean one, is CK015.',
   p_kind: '`metered` (a balance per account) or `boolean` (a plan feature flag).',
+  p_threshold: 'A spendable balance of the unit (0 to 2^53−1): at or below it the account is low (or tops up).',
+  p_percent: 'Instead of an absolute threshold: a percentage (0 < p ≤ 100) of the allowance of the plan in force for the unit.',
+  p_hysteresis: 'How far above the threshold the balance must come back before `balance.recovered` (default 10% of the threshold, at least 1).',
+  p_enabled: 'On or off.',
+  p_target: 'Top up to this spendable balance (above the threshold) instead of by a fixed amount.',
+  p_pack_id: 'Top up by buying this pack (an active, priced pack of the unit).',
+  p_monthly_amount_cap: 'At most this much charged per calendar month (UTC), in the currency\'s minor unit (cents); NULL: no cap of its own.',
+  p_monthly_count_cap: 'At most this many charges per calendar month (UTC); NULL: no cap of its own.',
+  p_unit_price: 'The price of 1 of the unit, in the currency\'s minor unit (cents; fractions allowed, a charge rounds up to a cent).',
+  p_min_amount: 'The smallest top-up, in the unit.',
+  p_max_amount: 'The largest top-up, in the unit.',
+  p_min_threshold: 'The lowest threshold a customer may choose.',
+  p_cooldown: 'At least this long between two charges of one account and unit.',
+  p_action_url: 'The link a customer follows to pay a top-up their bank wants authenticated; `{topup_id}` and `{payment_intent}` are filled in.',
+  p_lease: 'How long the claimed rows are the caller\'s; a claim whose answer never came is handed out again after it.',
+  p_topup_id: 'A top-up id from `creditkit_worker_claim_topups`.',
+  p_attempt: 'The attempt the claim answered (a stale one changes nothing).',
+  p_outcome: '`succeeded`, `processing`, `requires_action`, `declined` or `retry` (no answer from Stripe).',
+  p_payment_intent: 'The PaymentIntent id (`pi_…`), when Stripe gave one.',
+  p_code: 'Stripe\'s error or decline code (`card_declined`, `authentication_required`, …).',
+  p_message: 'Stripe\'s message, for the operator.',
+  p_delivery_id: 'A delivery id from `creditkit_worker_claim_deliveries` or `creditkit_notifications`.',
+  p_status_code: 'The HTTP status the endpoint answered; NULL when none came (timeout, connection error).',
+  p_error: 'What went wrong, for the operator (at most 1000 characters kept).',
+  p_url: 'The endpoint\'s http(s) URL.',
+  p_event_types: 'Event types to send (`balance.low`, `balance.depleted`, `balance.recovered`, `topup.succeeded`, `topup.failed`, `topup.action_required`, `plan.changed`); NULL: all.',
+  p_secret: 'The signing secret, `whsec_` and the base64 of 24 to 64 bytes; NULL generates one on create and keeps it on update.',
+  p_description: 'A note for the operator (up to 500 characters).',
+  p_type: 'An event type; NULL: all.',
+  p_older_than: 'Keep events younger than this (default 30 days, at least 1 hour).',
 };
 
 // Where a parameter means something else in one function.
@@ -85,6 +115,27 @@ const PARAM_DOCS_BY_FN: Record<string, Record<string, string>> = {
     p_allowance: 'How much of the unit each period grants (0: available but none included); NULL removes the limit.',
     p_period: '`day`, `week`, `month` or `year`, the limit\'s own period, counted from the subscription\'s anchor (month ends clamped).',
     p_rollover_cap: 'With `rollover`: the most carried into a period (NULL: no cap).',
+  },
+  creditkit_upsert_webhook_endpoint: {
+    p_id: 'Endpoint id: lowercase letters, digits, `_`, `.` or `-`.',
+    p_enabled: 'Deliver to it; re-enabling an endpoint a 410 disabled resumes its waiting deliveries.',
+  },
+  creditkit_delete_webhook_endpoint: {
+    p_id: 'An endpoint id.',
+  },
+  creditkit_topups: {
+    p_status: '`pending`, `charging`, `processing`, `succeeded`, `failed`, `action_required` or `canceled`; NULL: all.',
+  },
+  creditkit_worker_claim_topups: {
+    p_limit: 'How many to claim (1–1000).',
+  },
+  creditkit_worker_claim_deliveries: {
+    p_limit: 'How many to claim (1–1000).',
+  },
+  creditkit_set_auto_topup_terms: {
+    p_monthly_amount_cap: 'Default cap per account and calendar month (UTC), in cents; NULL: none.',
+    p_monthly_count_cap: 'Default cap on charges per account and calendar month; NULL: none.',
+    p_enabled: 'Whether customers may turn auto top-up on for the unit (off: pending top-ups are canceled when claimed).',
   },
   creditkit_upsert_pack: {
     p_id: 'Pack id: lowercase letters, digits, `_`, `.` or `-`; Checkout names it in `metadata.pack_id`.',
@@ -188,6 +239,16 @@ const EXAMPLES: Example[] = [
     { account_id: ALICE, amount: 1, event: 'chat' },
     { account_id: ALICE, amount: 0, event: 'chat' },
   ])}', p_now => '2028-03-01T12:10:00Z');` },
+  // balance alerts, auto top-up and notifications (last: Alice's card and a top-up)
+  { fn: 'creditkit_upsert_webhook_endpoint', as: 'service_role', note: 'A secret is generated when none is given; this one is fixed so the example is the same every time.', sql: `select id, url, event_types, enabled from creditkit_upsert_webhook_endpoint('alerts', 'https://example.com/api/creditkit-events', '{balance.low,topup.succeeded,topup.failed}', 'whsec_${'A'.repeat(43)}=');` },
+  { fn: 'creditkit_set_account_balance_alert', as: 'service_role', note: 'Alice is below her new threshold: low at once.', sql: `select * from creditkit_set_account_balance_alert('${ALICE}', 'credits', 1000, p_now => '2028-03-03T00:00:00Z');` },
+  { fn: 'creditkit_my_balance_alert', as: 'alice', sql: `select threshold, source, state, spendable from creditkit_my_balance_alert();` },
+  { fn: 'creditkit_set_auto_topup_terms', as: 'service_role', note: '1 cent a credit, 100 to 5,000 at a time, at most $100 a month, an hour apart:', sql: `select unit, currency, unit_price, min_amount, max_amount, monthly_amount_cap, cooldown from creditkit_set_auto_topup_terms('credits', 'usd', 1, 100, 5000, p_monthly_amount_cap => 10000, p_cooldown => '1 hour', p_action_url => 'https://example.com/billing?topup={topup_id}');` },
+  { fn: 'creditkit_stripe_apply', as: 'service_role', note: 'Alice saved a card (Checkout in setup mode): the webhook records it.', sql: `select status, effect from creditkit_stripe_apply('${stripeEvent('evt_1QCardSaved', 'setup_intent.succeeded', 1772582400, { id: 'seti_1QxAlice', object: 'setup_intent', status: 'succeeded', usage: 'off_session', customer: 'cus_QxAlice', payment_method: 'pm_1QxVisa' })}', p_now => '2028-03-03T00:00:01Z');` },
+  { fn: 'creditkit_my_set_auto_topup', as: 'alice', note: 'Alice (587 credits) is already below 600: the first top-up starts now.', sql: `select enabled, status, threshold, amount, currency, payment_method ->> 'id' as card, last_topup ->> 'status' as last_topup from creditkit_my_set_auto_topup('credits', true, 600, 500);` },
+  { fn: 'creditkit_worker_claim_topups', as: 'service_role', sql: `select topup_id, attempt, idempotency_key, amount, charge_amount, currency, customer_id, payment_method from creditkit_worker_claim_topups(p_now => '2028-03-03T00:01:00Z');` },
+  { fn: 'creditkit_worker_topup_result', as: 'service_role', note: 'Stripe charged it; the credits land from payment_intent.succeeded.', sql: `select * from creditkit_worker_topup_result(1, 1, 'succeeded', 'pi_3QxTopup', p_now => '2028-03-03T00:01:02Z');` },
+  { fn: 'creditkit_my_topups', as: 'alice', sql: `select id, status, amount, charge_amount, currency, payment_intent from creditkit_my_topups();` },
 ];
 
 /** A minimal Stripe event as JSON text for the examples (the envelope Stripe sends, a trimmed object). */
