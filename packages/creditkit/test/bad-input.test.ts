@@ -954,7 +954,8 @@ const ACCEPTED: Case[] = [
   { fn: 'creditkit_my_set_balance_alert', label: 'NULL (back to the default)', code: 'ok', args: (fx) => ({ ...valid('creditkit_my_set_balance_alert', fx), p_threshold: null }) },
   { fn: 'creditkit_balance_alert', label: 'an account that does not exist (no threshold, ok)', code: 'ok', args: () => ({ p_account_id: newAccountId() }) },
   // auto top-up
-  { fn: 'creditkit_set_auto_topup_terms', label: 'unit price 1000000 and 0.0001, min = max = 2^53-1, cooldown 0', code: 'ok', args: () => ({ ...valid('creditkit_set_auto_topup_terms'), p_unit_price: 1_000_000, p_min_amount: MAX_CREDITS, p_max_amount: MAX_CREDITS, p_cooldown: '0 seconds' }) },
+  // the largest top-up whose charge (amount x unit price, in cents) stays within 2^53-1
+  { fn: 'creditkit_set_auto_topup_terms', label: 'unit price 1000000, min = max = 9007199254 (a charge of 2^53-1 at most), cooldown 0', code: 'ok', args: () => ({ ...valid('creditkit_set_auto_topup_terms'), p_unit_price: 1_000_000, p_min_amount: 9_007_199_254, p_max_amount: 9_007_199_254, p_cooldown: '0 seconds' }) },
   { fn: 'creditkit_set_auto_topup_terms', label: 'unit price 0.0001, no caps, no link, a 2000-character link', code: 'ok', args: () => ({ ...valid('creditkit_set_auto_topup_terms'), p_unit_price: 0.0001, p_monthly_amount_cap: null, p_monthly_count_cap: null, p_action_url: `https://${'a'.repeat(1992)}` }) },
   { fn: 'creditkit_set_auto_topup', label: 'off, with nothing else', code: 'ok', needs: [], args: (fx) => ({ p_account_id: fx.account, p_unit: 'credits', p_enabled: false, p_now: NOW }) },
   { fn: 'creditkit_set_auto_topup', label: 'amount at the terms\' bounds (100), threshold at min_threshold (10)', code: 'ok', args: (fx) => ({ ...valid('creditkit_set_auto_topup', fx), p_amount: 100, p_threshold: 10 }) },
@@ -1117,6 +1118,16 @@ describeEachBackend('bad input', (backend) => {
       const { sql, params } = rpc(c.fn, c.args(fx));
       expect(await outcome(runnerFor(c, fx)(sql, params))).toBe('ok');
     });
+  });
+
+  // it.fails: reported. The terms accept a top-up whose charge cannot be written (amount x unit
+  // price above 2^53-1 cents): the crossing's top-up then violates topups_charge_amount_range
+  // inside the balance watch, at the COMMIT of the customer's debit (23514), and the debit fails.
+  it.fails('auto top-up terms whose largest charge passes 2^53-1 cents are refused (CK001), not left to fail debits at commit', async () => {
+    const before = await booksDigest(db);
+    expect(await outcome(ck.call('creditkit_set_auto_topup_terms', { ...valid('creditkit_set_auto_topup_terms'), p_unit_price: 1_000_000, p_max_amount: MAX_CREDITS })))
+      .toBe('CK001');
+    expect(await booksDigest(db)).toEqual(before);
   });
 
   describe('answers, not errors', () => {
