@@ -9,7 +9,7 @@
 -- The file must pass under Supabase's grant-everything defaults and under revoked defaults
 -- (CREDITKIT_PRIVILEGE_MODE), so it asserts the result, never which default produced it.
 begin;
-select plan(63);
+select plan(73);
 
 select tests.create_supabase_user('alice');
 
@@ -21,7 +21,8 @@ create temporary view ck_functions as
            collate "default" as signature,  -- name columns carry collation "C"; compare as text
          p.prosecdef,
          p.proconfig,
-         p.prokind
+         p.prokind,
+         p.provolatile
     from pg_catalog.pg_proc p
     join pg_catalog.pg_namespace n on n.oid = p.pronamespace
    where n.nspname = 'creditkit'
@@ -115,6 +116,35 @@ select results_eq(
        -- function cannot be called through the API at all.
        ('creditkit.charge_on_insert()', false, false, false),
        ('creditkit.stripe_managed_no_lazy_renewal()', false, false, false),
+       -- balance alerts and auto top-up (0.3.0): the watch and its triggers, the settings and
+       -- reads behind the API, the card on file from Stripe's events, a top-up's outcomes. All
+       -- run inside the security definer API (or the deferred trigger, as the owner); a client
+       -- that could call notify or topup_failed directly would forge events or disable others'
+       -- auto top-ups, and card_on_file hands out customers' cards.
+       ('creditkit.auto_topup_of(uuid,text,timestamp with time zone)', false, false, false),
+       ('creditkit.balance_alert_of(uuid,text)', false, false, false),
+       ('creditkit.card_changed(text)', false, false, false),
+       ('creditkit.card_on_file(uuid)', false, false, false),
+       ('creditkit.lock_for_setting(uuid,text,timestamp with time zone)', false, false, false),
+       ('creditkit.low_level(uuid,text)', false, false, false),
+       ('creditkit.set_account_alert(uuid,text,bigint,numeric,timestamp with time zone)', false, false, false),
+       ('creditkit.set_auto_topup(uuid,text,boolean,bigint,bigint,bigint,text,bigint,integer,timestamp with time zone)', false, false, false),
+       ('creditkit.settles_later(text)', false, false, false),
+       ('creditkit.stripe_card_event(jsonb,jsonb,timestamp with time zone)', false, false, false),
+       ('creditkit.stripe_payment_method_event(jsonb,jsonb,timestamp with time zone)', false, false, false),
+       ('creditkit.stripe_set_default_method(text,text,jsonb)', false, false, false),
+       ('creditkit.stripe_topup_payment(jsonb,jsonb,timestamp with time zone)', false, false, false),
+       ('creditkit.topup_failed(bigint,boolean,text,text,text,text)', false, false, false),
+       ('creditkit.topup_quote(creditkit.auto_topups,bigint)', false, false, false),
+       ('creditkit.topups_page(uuid,text,text,integer)', false, false, false),
+       ('creditkit.watch(uuid,text,boolean)', false, false, false),
+       ('creditkit.watch_balance()', false, false, false),
+       ('creditkit.watch_new_row()', false, false, false),
+       -- notifications: the outbox writer, the body every delivery sends, the retry schedule
+       ('creditkit.delivery_delays()', false, false, false),
+       ('creditkit.notification_body(creditkit.notifications)', false, false, false),
+       ('creditkit.notify(text,uuid,text,jsonb)', false, false, false),
+       ('creditkit.notify_plan_change()', false, false, false),
        -- pure validators (read nothing), called by the security-invoker reads
        ('creditkit.check_amount(bigint)', false, true, true),
        ('creditkit.check_event(text,jsonb,timestamp with time zone)', false, true, true),
@@ -173,6 +203,26 @@ select results_eq(
        ('public.creditkit_stripe_link_customer(uuid,text)', false, false, true),
        ('public.creditkit_stripe_replay(text,timestamp with time zone)', false, false, true),
        ('public.creditkit_upsert_pack(text,text,bigint,bigint,text,text,interval,boolean,text)', false, false, true),
+       -- balance alerts and auto top-up: the operator's terms and thresholds, an account's settings and reads
+       ('public.creditkit_auto_topup(uuid,text)', false, false, true),
+       ('public.creditkit_balance_alert(uuid,text)', false, false, true),
+       ('public.creditkit_set_account_balance_alert(uuid,text,bigint,numeric,timestamp with time zone)', false, false, true),
+       ('public.creditkit_set_auto_topup(uuid,text,boolean,bigint,bigint,bigint,text,bigint,integer,timestamp with time zone)', false, false, true),
+       ('public.creditkit_set_auto_topup_terms(text,text,numeric,bigint,bigint,bigint,bigint,integer,interval,text,boolean)', false, false, true),
+       ('public.creditkit_set_balance_alert(text,bigint,numeric,bigint)', false, false, true),
+       ('public.creditkit_topups(uuid,text,integer)', false, false, true),
+       -- the worker: charges (cards on file) and deliveries (signing secrets)
+       ('public.creditkit_worker_claim_deliveries(integer,interval,timestamp with time zone)', false, false, true),
+       ('public.creditkit_worker_claim_topups(integer,interval,timestamp with time zone)', false, false, true),
+       ('public.creditkit_worker_delivery_result(bigint,integer,integer,text,timestamp with time zone)', false, false, true),
+       ('public.creditkit_worker_topup_result(bigint,integer,text,text,text,text,timestamp with time zone)', false, false, true),
+       -- notifications: endpoints, the outbox, replay and pruning
+       ('public.creditkit_delete_webhook_endpoint(text)', false, false, true),
+       ('public.creditkit_notifications(uuid,text,integer)', false, false, true),
+       ('public.creditkit_prune_notifications(interval,timestamp with time zone)', false, false, true),
+       ('public.creditkit_replay_delivery(bigint,timestamp with time zone)', false, false, true),
+       ('public.creditkit_upsert_webhook_endpoint(text,text,text[],text,boolean,text)', false, false, true),
+       ('public.creditkit_webhook_endpoints()', false, false, true),
        -- caller-bound API: signed-in users only (bound to auth.uid() and the access function)
        ('public.creditkit_has_credits(bigint,uuid,text)', false, true, false),
        ('public.creditkit_my_balance(uuid,text)', false, true, false),
@@ -180,7 +230,13 @@ select results_eq(
        ('public.creditkit_my_feature(text,uuid)', false, true, false),
        ('public.creditkit_my_history(uuid,integer,bigint,text)', false, true, false),
        ('public.creditkit_my_plan(uuid)', false, true, false),
+       ('public.creditkit_my_auto_topup(text,uuid)', false, true, false),
+       ('public.creditkit_my_balance_alert(text,uuid)', false, true, false),
+       ('public.creditkit_my_set_auto_topup(text,boolean,bigint,bigint,bigint,text,uuid)', false, true, false),
+       ('public.creditkit_my_set_balance_alert(text,bigint,uuid)', false, true, false),
+       ('public.creditkit_my_topups(text,integer,uuid)', false, true, false),
        -- reads of the public price list and the plan and pack catalogues: the server and signed-in users
+       ('public.creditkit_auto_topup_terms()', false, true, true),
        ('public.creditkit_packs()', false, true, true),
        ('public.creditkit_plans()', false, true, true),
        ('public.creditkit_quote(text,bigint,jsonb,timestamp with time zone)', false, true, true),
@@ -207,13 +263,30 @@ select results_eq(
       order by 1, 2 $$,
   $$ select * from (values
        --                          select insert update delete truncate references trigger
-       ('accounts'::text, 'anon'::text, false, false, false, false, false, false, false),
+       -- balance alerts and auto top-up (0.3.0): the server reads them; only the functions write
+       ('account_alerts'::text, 'anon'::text, false, false, false, false, false, false, false),
+       ('account_alerts', 'authenticated', false, false, false, false, false, false, false),
+       ('account_alerts', 'service_role',  true,  false, false, false, false, false, false),
+       ('accounts', 'anon',              false, false, false, false, false, false, false),
        ('accounts', 'authenticated',     true,  false, false, false, false, false, false),
        ('accounts', 'service_role',      true,  false, false, false, false, false, false),
        -- a unit's allowance periods: members read their accounts' through RLS
        ('allowances', 'anon',            false, false, false, false, false, false, false),
        ('allowances', 'authenticated',   true,  false, false, false, false, false, false),
        ('allowances', 'service_role',    true,  false, false, false, false, false, false),
+       ('auto_topup_terms', 'anon',          false, false, false, false, false, false, false),
+       ('auto_topup_terms', 'authenticated', false, false, false, false, false, false, false),  -- creditkit_auto_topup_terms()
+       ('auto_topup_terms', 'service_role',  true,  false, false, false, false, false, false),
+       ('auto_topups', 'anon',           false, false, false, false, false, false, false),
+       ('auto_topups', 'authenticated',  false, false, false, false, false, false, false),      -- creditkit_my_auto_topup()
+       ('auto_topups', 'service_role',   true,  false, false, false, false, false, false),
+       ('balance_alerts', 'anon',        false, false, false, false, false, false, false),
+       ('balance_alerts', 'authenticated', false, false, false, false, false, false, false),
+       ('balance_alerts', 'service_role', true, false, false, false, false, false, false),
+       -- the outbox and its deliveries: the server reads them (creditkit_notifications)
+       ('deliveries', 'anon',            false, false, false, false, false, false, false),
+       ('deliveries', 'authenticated',   false, false, false, false, false, false, false),
+       ('deliveries', 'service_role',    true,  false, false, false, false, false, false),
        ('error_codes', 'anon',           false, false, false, false, false, false, false),
        ('error_codes', 'authenticated',  true,  false, false, false, false, false, false),
        ('error_codes', 'service_role',   true,  false, false, false, false, false, false),
@@ -239,6 +312,9 @@ select results_eq(
        ('ledger_keys', 'anon',           false, false, false, false, false, false, false),
        ('ledger_keys', 'authenticated',  false, false, false, false, false, false, false),
        ('ledger_keys', 'service_role',   true,  false, false, false, false, false, false),
+       ('notifications', 'anon',         false, false, false, false, false, false, false),
+       ('notifications', 'authenticated', false, false, false, false, false, false, false),
+       ('notifications', 'service_role', true,  false, false, false, false, false, false),
        -- the pack catalogue is readable like the plans (upsert_pack writes it)
        ('packs', 'anon',                 false, false, false, false, false, false, false),
        ('packs', 'authenticated',        true,  false, false, false, false, false, false),
@@ -263,6 +339,10 @@ select results_eq(
        ('stripe_customers', 'anon',          false, false, false, false, false, false, false),
        ('stripe_customers', 'authenticated', false, false, false, false, false, false, false),
        ('stripe_customers', 'service_role',  true,  false, false, false, false, false, false),
+       -- the card on file, from Stripe's events (creditkit_auto_topup shows it to its customer)
+       ('stripe_default_methods', 'anon',          false, false, false, false, false, false, false),
+       ('stripe_default_methods', 'authenticated', false, false, false, false, false, false, false),
+       ('stripe_default_methods', 'service_role',  true,  false, false, false, false, false, false),
        ('stripe_events', 'anon',             false, false, false, false, false, false, false),
        ('stripe_events', 'authenticated',    false, false, false, false, false, false, false),
        ('stripe_events', 'service_role',     true,  false, false, false, false, false, false),
@@ -272,9 +352,20 @@ select results_eq(
        ('stripe_payments', 'anon',           false, false, false, false, false, false, false),
        ('stripe_payments', 'authenticated',  false, false, false, false, false, false, false),
        ('stripe_payments', 'service_role',   true,  false, false, false, false, false, false),
+       ('stripe_payment_methods', 'anon',          false, false, false, false, false, false, false),
+       ('stripe_payment_methods', 'authenticated', false, false, false, false, false, false, false),
+       ('stripe_payment_methods', 'service_role',  true,  false, false, false, false, false, false),
+       ('topups', 'anon',                false, false, false, false, false, false, false),
+       ('topups', 'authenticated',       false, false, false, false, false, false, false),      -- creditkit_my_topups()
+       ('topups', 'service_role',        true,  false, false, false, false, false, false),
        ('units', 'anon',                 false, false, false, false, false, false, false),
        ('units', 'authenticated',        true,  false, false, false, false, false, false),
-       ('units', 'service_role',         true,  false, false, false, false, false, false)
+       ('units', 'service_role',         true,  false, false, false, false, false, false),
+       -- the endpoints hold the signing secrets: nobody reads them but the functions
+       -- (creditkit_webhook_endpoints leaves the secret out; the worker's claim hands it out)
+       ('webhook_endpoints', 'anon',          false, false, false, false, false, false, false),
+       ('webhook_endpoints', 'authenticated', false, false, false, false, false, false, false),
+       ('webhook_endpoints', 'service_role',  false, false, false, false, false, false, false)
      ) as expected order by 1, 2 $$,
   'table privilege matrix: every creditkit table x role x privilege');
 -- The one column-level grant: signed-in users read the ledger without its money columns
@@ -315,31 +406,53 @@ select is_empty(
       where c.relnamespace = 'creditkit'::regnamespace and c.relkind in ('r', 'p') and not c.relrowsecurity $$,
   'RLS is enabled on every creditkit table');
 select ok(
-  (select count(*) = 19 from pg_catalog.pg_class c
+  (select count(*) = 29 from pg_catalog.pg_class c
     where c.relnamespace = 'creditkit'::regnamespace and c.relkind in ('r', 'p') and c.relrowsecurity),
-  'the nineteen creditkit tables were found (the RLS check is not vacuous)');
+  'the twenty-nine creditkit tables were found (the RLS check is not vacuous)');
 select is_empty(
   $$ select signature from ck_functions
       where prokind <> 'a' and not coalesce('search_path=""' = any(proconfig), false) $$,
   'every creditkit function pins search_path to '''' (splinter 0011)');
--- Invariant 9: every function that writes (the security definer ones, which write the tables no
--- client role may write) waits a bounded time for a row lock; reads never take one, so they have none.
+-- Invariant 9: every function that writes (the volatile security definer ones, which write the
+-- tables no client role may write) waits a bounded time for a row lock; reads never take one, so
+-- they have none (since 0.3.0 some reads are security definer too: stable, without lock_timeout).
 select is_empty(
   $$ select signature from ck_functions
-      where prosecdef and not exists (select from unnest(proconfig) c where c like 'lock\_timeout=%') $$,
-  'every security definer creditkit function bounds its lock waits (lock_timeout)');
+      where prosecdef and provolatile = 'v' and signature <> 'creditkit.watch_balance()'
+        and not exists (select from unnest(proconfig) c where c like 'lock\_timeout=%') $$,
+  'every security definer creditkit function that writes bounds its lock waits (lock_timeout)');
+-- The balance watch runs at commit (a deferred constraint trigger), outside the API function's
+-- SET lock_timeout, takes row locks (auto_topups FOR UPDATE, account_alerts) and writes top-ups
+-- and events: it should bound its waits like every writer. Reported; TODO until the SQL sets it.
+select todo('creditkit.watch_balance() sets no lock_timeout (reported)', 1);
+select ok(
+  (select exists (select from unnest(proconfig) c where c like 'lock\_timeout=%') from ck_functions
+    where signature = 'creditkit.watch_balance()'),
+  'the balance watch (deferred trigger, writes at commit) bounds its lock waits (lock_timeout)');
+select ok(
+  (select count(*) >= 30 from ck_functions where prosecdef and provolatile = 'v'
+      and exists (select from unnest(proconfig) c where c like 'lock\_timeout=%')),
+  'the lock_timeout check found the writing functions (it is not vacuous)');
 select is(
   (select array_agg(distinct c) from ck_functions, unnest(proconfig) c where c like 'lock\_timeout=%'),
   array['lock_timeout=3s'], 'the default lock timeout is 3 seconds');
 -- Keyed lookups stay probes: every function of the API plans with enable_seqscan = off, so that a
 -- generic plan cached while a table was empty cannot stay a scan of it (the operator's analytics
--- aggregate whole tables and keep the planner's choice).
+-- aggregate whole tables and keep the planner's choice, and so do the two bulk operations of
+-- 0.3.0: a unit's new default threshold applies to every account of the unit, and pruning
+-- deletes the old part of the outbox).
 select is_empty(
   $$ select signature from ck_functions
       where (signature like 'public.creditkit\_%' or signature = 'creditkit.charge_on_insert()')
-        and signature !~ '^public\.creditkit_(account_margin|unit_usage|usage_series|top_events|credits_outstanding|accounts_per_plan|mrr)\('
+        and signature !~ '^public\.creditkit_(account_margin|unit_usage|usage_series|top_events|credits_outstanding|accounts_per_plan|mrr|set_balance_alert|prune_notifications)\('
+        and signature <> 'public.creditkit_auto_topup_terms()'
         and not coalesce('enable_seqscan=off' = any(proconfig), false) $$,
   'every API function plans with enable_seqscan = off');
+-- The other catalogue reads (creditkit_plans, _packs, _units) set it; this one does not. Reported.
+select todo('creditkit_auto_topup_terms() sets no enable_seqscan = off (reported)', 1);
+select ok(
+  (select coalesce('enable_seqscan=off' = any(proconfig), false) from ck_functions where signature = 'public.creditkit_auto_topup_terms()'),
+  'creditkit_auto_topup_terms plans with enable_seqscan = off like the other catalogue reads');
 select ok(
   (select count(*) >= 30 from ck_functions where 'enable_seqscan=off' = any(proconfig)),
   'the enable_seqscan check found the API functions (it is not vacuous)');
@@ -364,11 +477,38 @@ select is_empty(
 -- Definer rights are needed exactly where something writes the kit's tables, which no API role
 -- may write: the server mutations (service_role only, and each also calls assert_server_caller)
 -- and the insert trigger, which spends for the signed-in user inside their own transaction.
--- Every read, caller-bound or server-side, is security invoker.
+-- Until 0.3.0 every read, caller-bound or server-side, was security invoker. 0.3.0's functions are
+-- all security definer, reads included (the server's call assert_server_caller, the caller-bound
+-- ones creditkit.caller_account before anything else), and so is the balance watch, which runs at
+-- commit as whoever committed.
 select results_eq(
   $$ select signature from ck_functions where prosecdef order by 1 $$,
-  $$ values ('creditkit.charge_on_insert()'),
+  $$ select s from (values ('creditkit.charge_on_insert()'),
             ('creditkit.starter_grant_on_signup()'),
+            ('creditkit.watch_balance()'),
+            ('public.creditkit_auto_topup(uuid,text)'),
+            ('public.creditkit_auto_topup_terms()'),
+            ('public.creditkit_balance_alert(uuid,text)'),
+            ('public.creditkit_delete_webhook_endpoint(text)'),
+            ('public.creditkit_my_auto_topup(text,uuid)'),
+            ('public.creditkit_my_balance_alert(text,uuid)'),
+            ('public.creditkit_my_set_auto_topup(text,boolean,bigint,bigint,bigint,text,uuid)'),
+            ('public.creditkit_my_set_balance_alert(text,bigint,uuid)'),
+            ('public.creditkit_my_topups(text,integer,uuid)'),
+            ('public.creditkit_notifications(uuid,text,integer)'),
+            ('public.creditkit_prune_notifications(interval,timestamp with time zone)'),
+            ('public.creditkit_replay_delivery(bigint,timestamp with time zone)'),
+            ('public.creditkit_set_account_balance_alert(uuid,text,bigint,numeric,timestamp with time zone)'),
+            ('public.creditkit_set_auto_topup(uuid,text,boolean,bigint,bigint,bigint,text,bigint,integer,timestamp with time zone)'),
+            ('public.creditkit_set_auto_topup_terms(text,text,numeric,bigint,bigint,bigint,bigint,integer,interval,text,boolean)'),
+            ('public.creditkit_set_balance_alert(text,bigint,numeric,bigint)'),
+            ('public.creditkit_topups(uuid,text,integer)'),
+            ('public.creditkit_upsert_webhook_endpoint(text,text,text[],text,boolean,text)'),
+            ('public.creditkit_webhook_endpoints()'),
+            ('public.creditkit_worker_claim_deliveries(integer,interval,timestamp with time zone)'),
+            ('public.creditkit_worker_claim_topups(integer,interval,timestamp with time zone)'),
+            ('public.creditkit_worker_delivery_result(bigint,integer,integer,text,timestamp with time zone)'),
+            ('public.creditkit_worker_topup_result(bigint,integer,text,text,text,text,timestamp with time zone)'),
             ('public.creditkit_adjust(uuid,bigint,text,text,jsonb,timestamp with time zone,text)'),
             ('public.creditkit_balance(uuid,timestamp with time zone,text)'),
             ('public.creditkit_book_expired(timestamp with time zone,integer,text)'),
@@ -390,13 +530,24 @@ select results_eq(
             ('public.creditkit_stripe_replay(text,timestamp with time zone)'),
             ('public.creditkit_upsert_pack(text,text,bigint,bigint,text,text,interval,boolean,text)'),
             ('public.creditkit_upsert_plan(text,text,bigint,text,text,bigint,jsonb,bigint,text,text,boolean,boolean)'),
-            ('public.creditkit_upsert_unit(text,text,text)') $$,
-  'security definer is used exactly by the twenty-two server mutations and the two triggers (insert charge, starter grant)');
+            ('public.creditkit_upsert_unit(text,text,text)')) as v(s) order by 1 $$,
+  'security definer is used exactly by the twenty-two server mutations, 0.3.0''s twenty-three functions and the three triggers (insert charge, starter grant, balance watch)');
+-- The six caller-bound or catalogue functions of 0.3.0 are security definer and executable by
+-- authenticated: Supabase's advisor flags each (splinter 0029, authenticated_security_definer_
+-- function_executable). They bind the caller first (creditkit.caller_account) or read only the
+-- public terms; named here so that no other definer function slips out. Reported as a doubt.
 select is_empty(
   $$ select signature from ck_functions
       where prosecdef
-        and (has_function_privilege('anon', oid, 'execute') or has_function_privilege('authenticated', oid, 'execute')) $$,
-  'no security definer function is executable by anon or authenticated (splinter 0028/0029)');
+        and (has_function_privilege('anon', oid, 'execute') or has_function_privilege('authenticated', oid, 'execute'))
+        and signature not in ('public.creditkit_my_auto_topup(text,uuid)', 'public.creditkit_my_balance_alert(text,uuid)',
+                              'public.creditkit_my_set_auto_topup(text,boolean,bigint,bigint,bigint,text,uuid)',
+                              'public.creditkit_my_set_balance_alert(text,bigint,uuid)', 'public.creditkit_my_topups(text,integer,uuid)',
+                              'public.creditkit_auto_topup_terms()') $$,
+  'no other security definer function is executable by anon or authenticated (splinter 0028/0029)');
+select is_empty(
+  $$ select signature from ck_functions where prosecdef and has_function_privilege('anon', oid, 'execute') $$,
+  'no security definer function is executable by anon (splinter 0028)');
 select is_empty(
   $$ select signature from ck_functions where obj_description(oid, 'pg_proc') is null $$,
   'every creditkit function has a comment (the SQL API docs are generated from them)');
@@ -418,17 +569,25 @@ select results_eq(
   $$ select p.proname::text collate "default" from pg_catalog.pg_proc p
       where p.proname like 'creditkit%' and p.pronamespace <> 'creditkit'::regnamespace order by 1 $$,
   $$ values ('creditkit_account_margin'), ('creditkit_accounts_per_plan'), ('creditkit_adjust'),
-            ('creditkit_balance'), ('creditkit_book_expired'), ('creditkit_check'), ('creditkit_consume'),
-            ('creditkit_consume_batch'), ('creditkit_consume_or_raise'), ('creditkit_credits_outstanding'), ('creditkit_grant'),
+            ('creditkit_auto_topup'), ('creditkit_auto_topup_terms'),
+            ('creditkit_balance'), ('creditkit_balance_alert'), ('creditkit_book_expired'), ('creditkit_check'), ('creditkit_consume'),
+            ('creditkit_consume_batch'), ('creditkit_consume_or_raise'), ('creditkit_credits_outstanding'),
+            ('creditkit_delete_webhook_endpoint'), ('creditkit_grant'),
             ('creditkit_has_credits'), ('creditkit_has_feature'), ('creditkit_history'), ('creditkit_meter'),
-            ('creditkit_mrr'), ('creditkit_my_balance'), ('creditkit_my_check'), ('creditkit_my_feature'), ('creditkit_my_history'),
-            ('creditkit_my_plan'), ('creditkit_packs'), ('creditkit_plans'), ('creditkit_quote'), ('creditkit_release'),
-            ('creditkit_report'), ('creditkit_reserve'), ('creditkit_set_plan'), ('creditkit_set_plan_limit'),
+            ('creditkit_mrr'), ('creditkit_my_auto_topup'), ('creditkit_my_balance'), ('creditkit_my_balance_alert'), ('creditkit_my_check'),
+            ('creditkit_my_feature'), ('creditkit_my_history'),
+            ('creditkit_my_plan'), ('creditkit_my_set_auto_topup'), ('creditkit_my_set_balance_alert'), ('creditkit_my_topups'),
+            ('creditkit_notifications'), ('creditkit_packs'), ('creditkit_plans'), ('creditkit_prune_notifications'),
+            ('creditkit_quote'), ('creditkit_release'), ('creditkit_replay_delivery'),
+            ('creditkit_report'), ('creditkit_reserve'), ('creditkit_set_account_balance_alert'), ('creditkit_set_auto_topup'),
+            ('creditkit_set_auto_topup_terms'), ('creditkit_set_balance_alert'), ('creditkit_set_plan'), ('creditkit_set_plan_limit'),
             ('creditkit_set_price'), ('creditkit_settle'),
             ('creditkit_stripe_apply'), ('creditkit_stripe_customer'), ('creditkit_stripe_events'),
-            ('creditkit_stripe_link_customer'), ('creditkit_stripe_replay'), ('creditkit_top_events'),
+            ('creditkit_stripe_link_customer'), ('creditkit_stripe_replay'), ('creditkit_top_events'), ('creditkit_topups'),
             ('creditkit_unit_usage'), ('creditkit_units'), ('creditkit_upsert_pack'), ('creditkit_upsert_plan'), ('creditkit_upsert_unit'),
-            ('creditkit_usage_series') $$,
+            ('creditkit_upsert_webhook_endpoint'), ('creditkit_usage_series'), ('creditkit_webhook_endpoints'),
+            ('creditkit_worker_claim_deliveries'), ('creditkit_worker_claim_topups'), ('creditkit_worker_delivery_result'),
+            ('creditkit_worker_topup_result') $$,
   'the creditkit functions outside schema creditkit are exactly the public API');
 select is_empty(
   $$ select c.relname from pg_catalog.pg_class c
@@ -569,6 +728,25 @@ select throws_ok(
 select throws_ok(
   $$ select creditkit_set_plan_limit('free', 'credits', 1000000) $$,
   'CK005', null, 'with EXECUTE granted, authenticated still cannot set a plan limit');
+-- 0.3.0: the worker's claims hand out cards on file and signing secrets; the settings and the outbox
+select throws_ok(
+  $$ select * from creditkit_worker_claim_topups(p_now => '2030-01-02 00:00:00+00') $$,
+  'CK005', null, 'with EXECUTE granted, authenticated still cannot claim top-ups (customers and cards)');
+select throws_ok(
+  $$ select * from creditkit_worker_claim_deliveries(p_now => '2030-01-02 00:00:00+00') $$,
+  'CK005', null, 'with EXECUTE granted, authenticated still cannot claim deliveries (signing secrets)');
+select throws_ok(
+  $$ select * from creditkit_upsert_webhook_endpoint('mine', 'https://attacker.example.com/') $$,
+  'CK005', null, 'with EXECUTE granted, authenticated still cannot add an endpoint (every event to its URL)');
+select throws_ok(
+  $$ select * from creditkit_set_auto_topup_terms('credits', 'usd', 0.0001, 1, 9007199254740991) $$,
+  'CK005', null, 'with EXECUTE granted, authenticated still cannot set the auto top-up terms (its price)');
+select throws_ok(
+  $$ select * from creditkit_set_auto_topup(tests.get_supabase_uid('alice'), 'credits', false, p_now => '2030-01-02 00:00:00+00') $$,
+  'CK005', null, 'with EXECUTE granted, authenticated still cannot call the server''s auto top-up setter');
+select throws_ok(
+  $$ select * from creditkit_notifications() $$,
+  'CK005', null, 'with EXECUTE granted, authenticated still cannot read the outbox (every account''s events)');
 -- A forged role claim does not help: the database role is checked as well as the JWT.
 select set_config('request.jwt.claims',
   json_build_object('sub', tests.get_supabase_uid('alice'), 'role', 'service_role')::text, true);

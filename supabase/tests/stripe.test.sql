@@ -42,7 +42,7 @@ insert into ck_event values
          'price', jsonb_build_object('id', 'price_1QTapPro', 'object', 'price'),
          'period', jsonb_build_object('start', 1893456000, 'end', 1896048000)))))))),
   ('ignored', jsonb_build_object(
-     'id', 'evt_1QTapIgnored', 'object', 'event', 'created', 1893456000, 'livemode', false, 'type', 'payment_intent.succeeded',
+     'id', 'evt_1QTapIgnored', 'object', 'event', 'created', 1893456000, 'livemode', false, 'type', 'payment_intent.created',
      'data', jsonb_build_object('object', jsonb_build_object('id', 'pi_3QTapPack', 'object', 'payment_intent')))),
   ('dead', jsonb_build_object(
      'id', 'evt_1QTapDead', 'object', 'event', 'created', 1893456000, 'livemode', false, 'type', 'checkout.session.completed',

@@ -49,8 +49,9 @@ select results_eq(
 select is((select count(*) from creditkit.accounts), 1::bigint, 'RLS: she sees exactly her account row');
 select is((select count(*) from creditkit.grants), 3::bigint, 'RLS: she sees exactly her three buckets');
 select is((select count(*) from creditkit.ledger), 4::bigint, 'RLS: she sees exactly her four ledger rows');
--- CK001-CK008 from the ledger core, CK009 (plans), CK010 (pricing), CK011-CK012 (holds), CK013-CK014 (Stripe), CK015 (units).
-select is((select count(*) from creditkit.error_codes), 15::bigint, 'signed-in users can read the error catalogue');
+-- CK001-CK008 from the ledger core, CK009 (plans), CK010 (pricing), CK011-CK012 (holds), CK013-CK014 (Stripe), CK015 (units),
+-- CK016-CK018 (auto top-up and notifications).
+select is((select count(*) from creditkit.error_codes), 18::bigint, 'signed-in users can read the error catalogue');
 
 -- Reading is all: even on her own account she cannot mint, spend or adjust.
 select throws_ok(

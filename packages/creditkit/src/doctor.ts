@@ -38,6 +38,14 @@ export const CALLER_BOUND_FUNCTIONS = [
   'public.creditkit_plans()',
   'public.creditkit_packs()',
   'public.creditkit_units()',
+  // balance alerts and auto top-up (0.3.0): security definer, bound to the caller by
+  // creditkit.caller_account before they read or write; the terms are the operator's public offer
+  'public.creditkit_my_balance_alert(text,uuid)',
+  'public.creditkit_my_set_balance_alert(text,bigint,uuid)',
+  'public.creditkit_my_auto_topup(text,uuid)',
+  'public.creditkit_my_set_auto_topup(text,boolean,bigint,bigint,bigint,text,uuid)',
+  'public.creditkit_my_topups(text,integer,uuid)',
+  'public.creditkit_auto_topup_terms()',
 ];
 
 /**

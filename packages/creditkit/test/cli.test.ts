@@ -316,6 +316,24 @@ describeIfPostgres('creditkit status and doctor on a live database', () => {
       'revoke execute on function public.creditkit_consume(uuid, bigint, text, text, jsonb, bigint, timestamptz, text) from authenticated',
     ],
     [
+      'a signed-in user may claim top-ups to charge (the worker\'s call, with the cards on file)',
+      'grant execute on function public.creditkit_worker_claim_topups(integer, interval, timestamptz) to authenticated',
+      /^FAIL {2}authenticated can execute public\.creditkit_worker_claim_topups\(integer,interval,timestamp with time zone\), which is for the server only/m,
+      'revoke execute on function public.creditkit_worker_claim_topups(integer, interval, timestamptz) from authenticated',
+    ],
+    [
+      'a signed-in user may read the webhook endpoints\' signing secrets',
+      'grant execute on function public.creditkit_worker_claim_deliveries(integer, interval, timestamptz) to authenticated',
+      /^FAIL {2}authenticated can execute public\.creditkit_worker_claim_deliveries\(integer,interval,timestamp with time zone\), which is for the server only/m,
+      'revoke execute on function public.creditkit_worker_claim_deliveries(integer, interval, timestamptz) from authenticated',
+    ],
+    [
+      'anon may read the auto top-up terms',
+      'grant execute on function public.creditkit_auto_topup_terms() to anon',
+      /^FAIL {2}anon can execute public\.creditkit_auto_topup_terms\(\): revoke execute/m,
+      'revoke execute on function public.creditkit_auto_topup_terms() from anon',
+    ],
+    [
       'a client may write the ledger',
       'grant insert, update on creditkit.ledger to authenticated',
       /^FAIL {2}authenticated has INSERT on creditkit\.ledger: revoke insert/m,

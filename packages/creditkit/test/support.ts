@@ -295,7 +295,9 @@ export async function snapshotBooks(db: Query): Promise<Row> {
 /**
  * The same coverage as snapshotBooks (whole rows of every table, the ledger's size) as one md5 per
  * table: about three times cheaper on a database that has seen hundreds of cases, and a mismatch
- * still says which tables changed.
+ * still says which tables changed. It also covers 0.3.0's tables (the card on file, alerts, auto
+ * top-ups and top-ups, endpoints, notifications and deliveries), so that a refused call is seen
+ * to leave those alone too.
  */
 export async function booksDigest(db: Query): Promise<Row> {
   const digest = (table: string, order: string) =>
@@ -313,7 +315,17 @@ export async function booksDigest(db: Query): Promise<Row> {
            ${digest('creditkit.stripe_customers', 't.account_id')},
            ${digest('creditkit.stripe_events', 't.id')},
            ${digest('creditkit.stripe_payments', 't.payment_intent')},
-           ${digest('creditkit.stripe_invoices', 't.invoice_id')}`);
+           ${digest('creditkit.stripe_invoices', 't.invoice_id')},
+           ${digest('creditkit.stripe_payment_methods', 't.id')},
+           ${digest('creditkit.stripe_default_methods', 't.customer_id')},
+           ${digest('creditkit.auto_topup_terms', 't.unit')},
+           ${digest('creditkit.balance_alerts', 't.unit')},
+           ${digest('creditkit.account_alerts', 't.account_id, t.unit')},
+           ${digest('creditkit.auto_topups', 't.account_id, t.unit')},
+           ${digest('creditkit.topups', 't.id')},
+           ${digest('creditkit.webhook_endpoints', 't.id')},
+           ${digest('creditkit.notifications', 't.id')},
+           ${digest('creditkit.deliveries', 't.id')}`);
   if (!row) throw new Error('digest query returned no row');
   return row;
 }
