@@ -53,10 +53,41 @@ type NullDefault =
   | 'rollover_cap'
   | 'overage_credits_per_unit'
   | 'stripe_price_id'
-  | 'expires_after';
+  | 'expires_after'
+  | 'status'
+  | 'type'
+  | 'percent'
+  | 'hysteresis'
+  | 'target'
+  | 'pack_id'
+  | 'monthly_amount_cap'
+  | 'monthly_count_cap'
+  | 'action_url'
+  | 'event_types'
+  | 'secret'
+  | 'description'
+  | 'payment_intent'
+  | 'code'
+  | 'message'
+  | 'error';
 
-/** Integer parameters holding credits; the rest are ids, limits, priorities or micros. */
-const CREDIT_PARAMS = new Set(['amount', 'quantity', 'actual', 'creditsPerUnit', 'overageCreditsPerUnit', 'allowance', 'rolloverCap', 'credits']);
+/** Integer parameters holding credits (or another unit); the rest are ids, limits, counts, cents or micros. */
+const CREDIT_PARAMS = new Set([
+  'amount',
+  'quantity',
+  'actual',
+  'creditsPerUnit',
+  'overageCreditsPerUnit',
+  'allowance',
+  'rolloverCap',
+  'credits',
+  'threshold',
+  'target',
+  'minAmount',
+  'maxAmount',
+  'minThreshold',
+  'hysteresis',
+]);
 const INTEGER_PARAMS = new Set([
   ...CREDIT_PARAMS,
   'costMicros',
@@ -66,6 +97,12 @@ const INTEGER_PARAMS = new Set([
   'limit',
   'beforeId',
   'holdId',
+  'monthlyAmountCap',
+  'monthlyCountCap',
+  'topupId',
+  'deliveryId',
+  'attempt',
+  'statusCode',
 ]);
 
 /** A name conversion remembered per name: every call converts the same few keys. */

@@ -3,7 +3,8 @@
 // nothing here can grant, spend or read another user's money.
 import { Caller, camelKeys, type CallOptions, type Params } from './call.ts';
 import type {
-  AccountBalance, AccountPlan, Balance, Bucket, CheckResult, HistoryEntry, HistoryPage, Pack, Plan, Quote, Unit,
+  AccountBalance, AccountPlan, AutoTopup, AutoTopupTerms, Balance, BalanceAlert, Bucket, CheckResult, HistoryEntry, HistoryPage,
+  Pack, Plan, Quote, Topup, Unit,
 } from './results.ts';
 import type { Transport } from './transport.ts';
 
@@ -15,6 +16,22 @@ export function withBuckets<T extends Balance>(row: T): T {
   const buckets = Array.isArray(row.buckets) ? row.buckets.map((b) => camelKeys<Bucket>(b)) : [];
   return { ...row, buckets };
 }
+
+/** The card and the last top-up arrive as jsonb with snake_case keys; give them the SDK's casing. */
+export function withAutoTopupParts(row: AutoTopup): AutoTopup {
+  return {
+    ...row,
+    paymentMethod: row.paymentMethod === null ? null : camelKeys(row.paymentMethod),
+    lastTopup: row.lastTopup === null ? null : camelKeys(row.lastTopup),
+  };
+}
+
+/**
+ * The parameters of a function that sets an alert threshold: `threshold` (and `percent`) null
+ * removes the alert, which the generated types cannot say of a parameter without a default.
+ */
+export type AlertParams<F extends 'creditkit_set_balance_alert' | 'creditkit_set_account_balance_alert' | 'creditkit_my_set_balance_alert'> =
+  Omit<Params<F>, 'threshold'> & { threshold: number | null };
 
 /** A page of history; a full page means there may be more before its last entry. */
 export function historyPage(entries: HistoryEntry[], limit: number | null | undefined): HistoryPage {
@@ -84,5 +101,41 @@ export class CreditkitClient {
   /** The active credit packs, cheapest first. */
   async packs(): Promise<Pack[]> {
     return this.caller.rows('creditkit_packs', {});
+  }
+
+  // ── Auto top-up and balance alerts ──
+
+  /** The units that can top up automatically, and on what terms (price, limits). */
+  async autoTopupTerms(): Promise<AutoTopupTerms[]> {
+    return this.caller.rows('creditkit_auto_topup_terms', {});
+  }
+
+  /** The caller's auto top-up for a unit (default credits): settings, status, card and last top-up. */
+  async autoTopup(params: Params<'creditkit_my_auto_topup'> = {}): Promise<AutoTopup> {
+    return withAutoTopupParts(await this.caller.row<AutoTopup, 'creditkit_my_auto_topup'>('creditkit_my_auto_topup', params));
+  }
+
+  /**
+   * Switches the caller's auto top-up for a unit on (with a threshold and exactly one of amount,
+   * target or packId) or off. AutoTopupUnavailableError when the unit has no terms or the account
+   * no card on file.
+   */
+  async setAutoTopup(params: Params<'creditkit_my_set_auto_topup'>): Promise<AutoTopup> {
+    return withAutoTopupParts(await this.caller.row<AutoTopup, 'creditkit_my_set_auto_topup'>('creditkit_my_set_auto_topup', params));
+  }
+
+  /** The caller's top-ups, newest first. */
+  async topups(params: Params<'creditkit_my_topups'> = {}): Promise<Topup[]> {
+    return this.caller.rows('creditkit_my_topups', params);
+  }
+
+  /** The caller's low-balance alert for a unit (default credits) and where the balance stands against it. */
+  async balanceAlert(params: Params<'creditkit_my_balance_alert'> = {}): Promise<BalanceAlert> {
+    return this.caller.row('creditkit_my_balance_alert', params);
+  }
+
+  /** Sets the caller's own low-balance threshold for a unit (null: back to the unit's default). */
+  async setBalanceAlert(params: AlertParams<'creditkit_my_set_balance_alert'>): Promise<BalanceAlert> {
+    return this.caller.row('creditkit_my_set_balance_alert', params as Params<'creditkit_my_set_balance_alert'>);
   }
 }

@@ -2,7 +2,7 @@
 // `name` column of creditkit.error_codes for the CKnnn catalogue, or one of a few client-side
 // codes below. The raw driver or PostgREST error is kept as `cause`, never thrown itself.
 
-/** Stable error codes: the SQL catalogue (CK001-CK015) plus client-side conditions. */
+/** Stable error codes: the SQL catalogue (CK001-CK018) plus client-side conditions. */
 export type ErrorCode =
   | 'invalid_amount' // CK001
   | 'insufficient_credits' // CK002
@@ -19,6 +19,9 @@ export type ErrorCode =
   | 'unknown_pack' // CK013
   | 'invalid_event' // CK014
   | 'unknown_unit' // CK015
+  | 'auto_topup_unavailable' // CK016
+  | 'unknown_endpoint' // CK017
+  | 'unknown_topup_or_delivery' // CK018
   | 'no_stripe_price' // @creditkit/stripe: the pack or plan has no Stripe price id, so it cannot be sold
   | 'no_stripe_customer' // @creditkit/stripe: the account has no Stripe customer yet
   | 'concurrency_conflict' // 40001 / 40P01 still failing after every retry
@@ -46,6 +49,9 @@ export const SQLSTATE_CODES: Readonly<Record<string, ErrorCode>> = {
   CK013: 'unknown_pack',
   CK014: 'invalid_event',
   CK015: 'unknown_unit',
+  CK016: 'auto_topup_unavailable',
+  CK017: 'unknown_endpoint',
+  CK018: 'unknown_topup_or_delivery',
 };
 
 export interface ErrorInit {
@@ -193,6 +199,34 @@ export class UnknownUnitError extends CreditkitError {
   }
 }
 
+/**
+ * Auto top-up cannot be switched on for this account and unit: the unit has no top-up terms or
+ * they are disabled, or the account has no card on file (or only a payment method that settles
+ * days later, which cannot top up a balance now).
+ */
+export class AutoTopupUnavailableError extends CreditkitError {
+  override name = 'AutoTopupUnavailableError';
+  constructor(message: string, init?: ErrorInit) {
+    super('auto_topup_unavailable', message, init);
+  }
+}
+
+/** No webhook endpoint with that id. */
+export class UnknownEndpointError extends CreditkitError {
+  override name = 'UnknownEndpointError';
+  constructor(message: string, init?: ErrorInit) {
+    super('unknown_endpoint', message, init);
+  }
+}
+
+/** No top-up or notification delivery with that id (a worker's result, or a replay, named one that is gone). */
+export class UnknownTopupOrDeliveryError extends CreditkitError {
+  override name = 'UnknownTopupOrDeliveryError';
+  constructor(message: string, init?: ErrorInit) {
+    super('unknown_topup_or_delivery', message, init);
+  }
+}
+
 /** Serialization failures or deadlocks that outlasted every retry. Safe to retry later. */
 export class ConcurrencyError extends CreditkitError {
   override name = 'ConcurrencyError';
@@ -264,6 +298,9 @@ const SIMPLE: Partial<Record<ErrorCode, new (message: string, init?: ErrorInit) 
   unknown_pack: UnknownPackError,
   invalid_event: InvalidEventError,
   unknown_unit: UnknownUnitError,
+  auto_topup_unavailable: AutoTopupUnavailableError,
+  unknown_endpoint: UnknownEndpointError,
+  unknown_topup_or_delivery: UnknownTopupOrDeliveryError,
 };
 
 /** SQLSTATEs the SDK retries: the transaction was rolled back and can simply run again. */

@@ -62,8 +62,12 @@ export function errorResponse(error: CreditkitError): Response {
     unknown_event: 404,
     unknown_hold: 404,
     unknown_unit: 404,
+    unknown_endpoint: 404,
+    unknown_topup_or_delivery: 404,
     idempotency_conflict: 409,
     hold_closed: 409,
+    // the request is fine, the account is not ready for it (no card, no terms for the unit)
+    auto_topup_unavailable: 409,
     concurrency_conflict: 503,
     lock_timeout: 503,
     statement_timeout: 503,

@@ -11,6 +11,19 @@ export { supabaseTransport, TransportError } from './transport.ts';
 export type { Transport, SupabaseLike, SqlArgs } from './transport.ts';
 export { toBatchEvents, toSqlArgs, type BatchConsumeEvent, type CallOptions, type FunctionName, type Params } from './call.ts';
 export * from './errors.ts';
+export {
+  generateWebhookSecret,
+  signWebhook,
+  verifyWebhook,
+  WebhookVerificationError,
+  type BalanceAlertData,
+  type CreditkitNotification,
+  type TopupData,
+  type VerifyWebhookOptions,
+  type WebhookHeaders,
+  type WebhookVerificationCode,
+} from './webhooks.ts';
+export { runWorker, type RunWorkerOptions, type WorkerReport, type WorkerStripe } from './worker.ts';
 export type * from './results.ts';
 export type { Database } from './database.types.ts';
 

@@ -307,3 +307,216 @@ export interface StripeEvent {
   deliveries: number;
   receivedAt: Timestamp;
 }
+
+// ── Auto top-up and notifications (0.3.0) ───────────────────────────────────────────────────
+
+/** What the operator sells a unit for when an account tops up automatically (setAutoTopupTerms). */
+export interface AutoTopupTerms {
+  unit: string;
+  currency: string;
+  /** Smallest currency units (cents) per 1 of the unit; may be fractional (0.5 = 2 for a cent). */
+  unitPrice: number;
+  /** The smallest and largest amount of the unit one top-up may buy. */
+  minAmount: number;
+  maxAmount: number;
+  /** The lowest threshold an account may set. */
+  minThreshold: number;
+  /** Per account and calendar month (UTC), in cents; null: no cap. */
+  monthlyAmountCap: number | null;
+  monthlyCountCap: number | null;
+  /** The least time between two top-ups of one account, as Postgres prints an interval ("01:00:00"). */
+  cooldown: string;
+  /** Where a customer completes a payment that needs them; `{topup_id}` and `{payment_intent}` are filled in. */
+  actionUrl: string | null;
+  enabled: boolean;
+}
+
+/** An account's low-balance alert for a unit and where the balance stands against it. */
+export interface BalanceAlert {
+  accountId: string;
+  unit: string;
+  /** The threshold in effect, or null when there is none. */
+  threshold: number | null;
+  /** Where it comes from: the account's own, the unit's default, or null (none). */
+  source: 'account' | 'unit' | null;
+  state: 'ok' | 'low' | 'depleted';
+  spendable: number;
+}
+
+/** The card an automatic top-up charges (from Stripe, as the webhook stored it). */
+export interface PaymentMethodSummary {
+  id: string;
+  type: string;
+  brand: string | null;
+  last4: string | null;
+  expMonth: number | null;
+  expYear: number | null;
+}
+
+/** The latest top-up of an account's unit, as autoTopup summarises it. */
+export interface LastTopup {
+  id: number;
+  status: TopupStatus;
+  amount: number;
+  chargeAmount: number;
+  currency: string;
+  failureCode: string | null;
+  /** Where the customer completes a payment that needs them (status action_required). */
+  actionUrl: string | null;
+  createdAt: Timestamp;
+}
+
+/** An account's auto top-up settings for a unit, and how they stand. */
+export interface AutoTopup {
+  accountId: string;
+  unit: string;
+  enabled: boolean;
+  /** off (not enabled); active; action_required (a payment waits for the customer); disabled (by creditkit, see statusReason). */
+  status: 'off' | 'active' | 'action_required' | 'disabled';
+  /** Why it is not active, e.g. 'failures', 'no_payment_method', 'payment_method_delayed', 'authentication_required'. */
+  statusReason: string | null;
+  /** A top-up starts when the spendable balance falls below this. */
+  threshold: number | null;
+  /** How much one top-up buys: a fixed amount, up to a target balance, or a pack; one of the three. */
+  amount: number | null;
+  target: number | null;
+  packId: string | null;
+  /** Failed top-ups in a row. */
+  failures: number;
+  monthlyAmountCap: number | null;
+  monthlyCountCap: number | null;
+  /** Charged and counted so far this calendar month (UTC). */
+  monthAmount: number;
+  monthCount: number;
+  currency: string | null;
+  paymentMethod: PaymentMethodSummary | null;
+  lastTopup: LastTopup | null;
+}
+
+export type TopupStatus = 'pending' | 'charging' | 'processing' | 'succeeded' | 'failed' | 'action_required' | 'canceled';
+
+/** One automatic top-up. */
+export interface Topup {
+  id: number;
+  accountId: string;
+  unit: string;
+  status: TopupStatus;
+  amount: number;
+  /** In the smallest currency unit (cents). */
+  chargeAmount: number;
+  currency: string;
+  /** Charge attempts so far; a retry after a network error keeps the attempt (and the idempotency key). */
+  attempt: number;
+  paymentIntent: string | null;
+  failureCode: string | null;
+  failureMessage: string | null;
+  actionUrl: string | null;
+  createdAt: Timestamp;
+  updatedAt: Timestamp;
+  completedAt: Timestamp | null;
+}
+
+/** A top-up the worker has leased to charge (claimTopups). */
+export interface ClaimedTopup {
+  topupId: number;
+  attempt: number;
+  /** 'creditkit-topup-<id>-<attempt>': send it as Stripe's Idempotency-Key. */
+  idempotencyKey: string;
+  accountId: string;
+  unit: string;
+  amount: number;
+  chargeAmount: number;
+  currency: string;
+  customerId: string;
+  paymentMethod: string;
+  /** The PaymentIntent's metadata, as is: the webhook finds the top-up by it. */
+  metadata: Record<string, string>;
+}
+
+/** What a charge attempt came to, as recordTopupResult takes it. */
+export type TopupOutcome = 'succeeded' | 'processing' | 'requires_action' | 'declined' | 'retry';
+
+export interface TopupResultStatus {
+  /** The top-up's status now (as it stands, when the attempt was no longer the current one). */
+  status: TopupStatus;
+  autoTopupStatus: AutoTopup['status'];
+}
+
+/** A notification delivery the worker has leased to send (claimDeliveries). */
+export interface ClaimedDelivery {
+  deliveryId: number;
+  attempt: number;
+  /** The notification's id: the webhook-id header. */
+  eventId: string;
+  endpointId: string;
+  url: string;
+  secret: string;
+  /** The exact bytes to POST (JSON). */
+  body: string;
+  /** Unix seconds for webhook-timestamp. */
+  timestamp: number;
+}
+
+/** pending (waiting for its next attempt), delivering (a worker holds it), delivered, dead (the last attempt failed), canceled (the endpoint answered 410). */
+export type DeliveryStatus = 'pending' | 'delivering' | 'delivered' | 'dead' | 'canceled';
+
+/** Where a delivery stands after a result or a replay. */
+export interface DeliveryResult {
+  /** delivered, pending (retried at nextAttemptAt), dead, canceled; or as it stands, for an attempt no longer current. */
+  status: DeliveryStatus;
+  /** When the worker will try again (status pending), else null. */
+  nextAttemptAt: Timestamp | null;
+}
+
+/** The endpoint as stored, with its secret (upsertWebhookEndpoint is the only place it is shown). */
+export interface WebhookEndpointRecord {
+  id: string;
+  url: string;
+  /** The event types it receives; null: all. */
+  eventTypes: string[] | null;
+  enabled: boolean;
+  secret: string;
+  /** Why creditkit disabled it (e.g. the receiver answered 410 Gone), or null. */
+  disabledReason: string | null;
+}
+
+export interface WebhookEndpoint {
+  id: string;
+  url: string;
+  eventTypes: string[] | null;
+  enabled: boolean;
+  disabledReason: string | null;
+  description: string | null;
+  createdAt: Timestamp;
+  /** Deliveries to it by status. */
+  pending: number;
+  delivered: number;
+  dead: number;
+}
+
+/** One delivery of a notification to one endpoint. */
+export interface NotificationDelivery {
+  id: number;
+  endpointId: string;
+  status: DeliveryStatus;
+  attempts: number;
+  /** The HTTP status of the last attempt, or null (none yet, or no response). */
+  lastStatus: number | null;
+  /** What went wrong when there was no response (a timeout, a refused connection). */
+  lastError: string | null;
+  nextAttemptAt: Timestamp | null;
+  deliveredAt: Timestamp | null;
+}
+
+/** A notification event and its deliveries (the operator's view of the outbox). */
+export interface NotificationEvent {
+  /** 'ntf_<32 hex>'. */
+  id: string;
+  type: string;
+  accountId: string | null;
+  unit: string | null;
+  /** The event's `data` as sent (snake_case keys, as on the wire). */
+  payload: Record<string, Json>;
+  createdAt: Timestamp;
+  deliveries: NotificationDelivery[];
+}

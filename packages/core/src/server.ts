@@ -3,12 +3,25 @@
 // Every method is one call to one public.creditkit_* function; the parameter names are the SQL
 // ones in camelCase, and the docs of the SQL function (docs/sql-api.md) apply as written.
 import { Caller, camelKeys, toBatchEvents, type BatchConsumeEvent, type CallOptions, type Params } from './call.ts';
-import { CreditkitClient, historyPage, withBuckets } from './client.ts';
+import { CreditkitClient, historyPage, withAutoTopupParts, withBuckets, type AlertParams } from './client.ts';
 import type {
   AccountMargin,
   UnitUsage,
   AdjustResult,
+  AutoTopup,
+  AutoTopupTerms,
   Balance,
+  BalanceAlert,
+  ClaimedDelivery,
+  ClaimedTopup,
+  DeliveryResult,
+  NotificationDelivery,
+  NotificationEvent,
+  Topup,
+  TopupOutcome,
+  TopupResultStatus,
+  WebhookEndpoint,
+  WebhookEndpointRecord,
   BatchConsumeResult,
   ChargeResult,
   CheckResult,
@@ -257,6 +270,103 @@ export class CreditkitServer {
   /** Stores an account's Stripe customer unless it has one; returns the stored id (first wins). */
   stripeLinkCustomer(params: Params<'creditkit_stripe_link_customer'>): Promise<string> {
     return this.caller.scalar('creditkit_stripe_link_customer', params);
+  }
+
+  // ── Auto top-up and balance alerts ────────────────────────────────────────────────────
+
+  /** Offers auto top-up of a unit: its price, the amounts one top-up may buy, caps and cooldown. Returns the stored terms. */
+  setAutoTopupTerms(params: Params<'creditkit_set_auto_topup_terms'>): Promise<AutoTopupTerms> {
+    return this.caller.row('creditkit_set_auto_topup_terms', params);
+  }
+
+  /** The auto top-up terms of every unit that has them. */
+  autoTopupTerms(): Promise<AutoTopupTerms[]> {
+    return this.caller.rows('creditkit_auto_topup_terms', {});
+  }
+
+  /** A unit's default low-balance threshold: absolute, or a percentage of the plan allowance. Null for both removes it. */
+  setBalanceAlert(params: AlertParams<'creditkit_set_balance_alert'>): Promise<unknown> {
+    return this.caller.row('creditkit_set_balance_alert', params as Params<'creditkit_set_balance_alert'>);
+  }
+
+  /** An account's own low-balance threshold for a unit (null: back to the unit's default). */
+  setAccountBalanceAlert(params: AlertParams<'creditkit_set_account_balance_alert'>): Promise<BalanceAlert> {
+    return this.caller.row('creditkit_set_account_balance_alert', params as Params<'creditkit_set_account_balance_alert'>);
+  }
+
+  /** An account's low-balance alert for a unit and where the balance stands against it. */
+  balanceAlert(params: Params<'creditkit_balance_alert'>): Promise<BalanceAlert> {
+    return this.caller.row('creditkit_balance_alert', params);
+  }
+
+  /** Switches an account's auto top-up for a unit on (threshold and one of amount, target or packId) or off. */
+  async setAutoTopup(params: Params<'creditkit_set_auto_topup'>): Promise<AutoTopup> {
+    return withAutoTopupParts(await this.caller.row<AutoTopup, 'creditkit_set_auto_topup'>('creditkit_set_auto_topup', params));
+  }
+
+  /** An account's auto top-up for a unit: settings, status, card and last top-up. */
+  async autoTopup(params: Params<'creditkit_auto_topup'>): Promise<AutoTopup> {
+    return withAutoTopupParts(await this.caller.row<AutoTopup, 'creditkit_auto_topup'>('creditkit_auto_topup', params));
+  }
+
+  /** Top-ups, newest first, of one account or all, optionally of one status. */
+  topups(params: Params<'creditkit_topups'> = {}): Promise<Topup[]> {
+    return this.caller.rows('creditkit_topups', params);
+  }
+
+  // ── Notifications ───────────────────────────────────────────────────────────────────────
+
+  /** Creates or updates a webhook endpoint; the answer is the only place its secret is shown. */
+  upsertWebhookEndpoint(params: Params<'creditkit_upsert_webhook_endpoint'>): Promise<WebhookEndpointRecord> {
+    return this.caller.row('creditkit_upsert_webhook_endpoint', params);
+  }
+
+  /** The webhook endpoints (no secrets) and their deliveries pending, delivered and dead. */
+  webhookEndpoints(): Promise<WebhookEndpoint[]> {
+    return this.caller.rows('creditkit_webhook_endpoints', {});
+  }
+
+  /** Notification events, newest first, each with its deliveries. */
+  async notifications(params: Params<'creditkit_notifications'> = {}): Promise<NotificationEvent[]> {
+    const events = await this.caller.rows<NotificationEvent, 'creditkit_notifications'>('creditkit_notifications', params);
+    return events.map((event) => ({
+      ...event,
+      deliveries: Array.isArray(event.deliveries) ? event.deliveries.map((d) => camelKeys<NotificationDelivery>(d)) : [],
+    }));
+  }
+
+  /** Sends a delivery again from its first attempt (dead, canceled, delivered or waiting). */
+  replayDelivery(params: Params<'creditkit_replay_delivery'>): Promise<DeliveryResult> {
+    return this.caller.row('creditkit_replay_delivery', params);
+  }
+
+  /** Deletes events older than `olderThan` (default 30 days) whose deliveries are all final; returns how many. */
+  pruneNotifications(params: Params<'creditkit_prune_notifications'> = {}): Promise<number> {
+    return this.caller.scalar('creditkit_prune_notifications', params);
+  }
+
+  // ── The worker (runWorker calls these; a worker of your own can too) ─────────────────────
+
+  /** Leases due top-ups to charge; a lease that ran out is claimed again with the same attempt and key. */
+  claimTopups(params: Params<'creditkit_worker_claim_topups'> = {}): Promise<ClaimedTopup[]> {
+    return this.caller.rows('creditkit_worker_claim_topups', params);
+  }
+
+  /** Records what a charge attempt came to; a result for an attempt no longer current changes nothing. */
+  recordTopupResult(params: Omit<Params<'creditkit_worker_topup_result'>, 'outcome'> & { outcome: TopupOutcome }): Promise<TopupResultStatus> {
+    return this.caller.row('creditkit_worker_topup_result', params);
+  }
+
+  /** Leases due notification deliveries: each with its URL, secret, exact body and timestamp to sign. */
+  claimDeliveries(params: Params<'creditkit_worker_claim_deliveries'> = {}): Promise<ClaimedDelivery[]> {
+    return this.caller.rows('creditkit_worker_claim_deliveries', params);
+  }
+
+  /** Records the answer to a delivery attempt (statusCode null: no response, say why in `error`). */
+  recordDeliveryResult(
+    params: Omit<Params<'creditkit_worker_delivery_result'>, 'statusCode'> & { statusCode: number | null },
+  ): Promise<DeliveryResult> {
+    return this.caller.row('creditkit_worker_delivery_result', params as Params<'creditkit_worker_delivery_result'>);
   }
 
   // ── Analytics ───────────────────────────────────────────────────────────────────────────

@@ -21,6 +21,7 @@ import { createTestDatabase, noWebSocket, pgliteTemplate, type TestDatabase } fr
 import { describeIfPostgres } from '@creditkit/testing/vitest';
 import { createEmbeddedCreditkit, type EmbeddedCreditkit } from '../src/embedded.ts';
 import {
+  AutoTopupUnavailableError,
   BalanceLimitError,
   ConcurrencyError,
   LockTimeoutError,
@@ -39,10 +40,12 @@ import {
   TransportError,
   UnavailableError,
   UnknownAccountError,
+  UnknownEndpointError,
   UnknownEventError,
   UnknownHoldError,
   UnknownPackError,
   UnknownPlanError,
+  UnknownTopupOrDeliveryError,
   UnknownUnitError,
   createCreditkit,
   isRetryable,
@@ -137,6 +140,29 @@ const SERVER_CALLS: Record<keyof typeof SERVER_METHODS, [(ck: CreditkitServer) =
   stripeEvents: [(ck) => ck.stripeEvents({ status: 'dead', limit: 10 }), { p_status: 'dead', p_limit: 10 }],
   stripeCustomer: [(ck) => ck.stripeCustomer({ accountId: ACCOUNT }), { p_account_id: ACCOUNT }],
   stripeLinkCustomer: [(ck) => ck.stripeLinkCustomer({ accountId: ACCOUNT, customerId: 'cus_1' }), { p_account_id: ACCOUNT, p_customer_id: 'cus_1' }],
+  setAutoTopupTerms: [(ck) => ck.setAutoTopupTerms({ unit: 'credits', currency: 'usd', unitPrice: 0.5, minAmount: 100, maxAmount: 10_000, cooldown: '10 minutes' }),
+    { p_unit: 'credits', p_currency: 'usd', p_unit_price: 0.5, p_min_amount: 100, p_max_amount: 10_000, p_cooldown: '10 minutes' }],
+  autoTopupTerms: [(ck) => ck.autoTopupTerms(), {}],
+  setBalanceAlert: [(ck) => ck.setBalanceAlert({ unit: 'credits', threshold: null, percent: 10 }), { p_unit: 'credits', p_threshold: null, p_percent: 10 }],
+  setAccountBalanceAlert: [(ck) => ck.setAccountBalanceAlert({ accountId: ACCOUNT, unit: 'credits', threshold: 50n as unknown as number }),
+    { p_account_id: ACCOUNT, p_unit: 'credits', p_threshold: 50 }],
+  balanceAlert: [(ck) => ck.balanceAlert({ accountId: ACCOUNT }), { p_account_id: ACCOUNT }],
+  setAutoTopup: [(ck) => ck.setAutoTopup({ accountId: ACCOUNT, unit: 'credits', enabled: true, threshold: 100, target: 1_000, monthlyAmountCap: 5_000 }),
+    { p_account_id: ACCOUNT, p_unit: 'credits', p_enabled: true, p_threshold: 100, p_target: 1_000, p_monthly_amount_cap: 5_000 }],
+  autoTopup: [(ck) => ck.autoTopup({ accountId: ACCOUNT, unit: 'messages' }), { p_account_id: ACCOUNT, p_unit: 'messages' }],
+  topups: [(ck) => ck.topups({ status: 'failed', limit: 5 }), { p_status: 'failed', p_limit: 5 }],
+  upsertWebhookEndpoint: [(ck) => ck.upsertWebhookEndpoint({ id: 'ops', url: 'https://example.test/hooks', eventTypes: ['balance.low'] }),
+    { p_id: 'ops', p_url: 'https://example.test/hooks', p_event_types: ['balance.low'] }],
+  webhookEndpoints: [(ck) => ck.webhookEndpoints(), {}],
+  notifications: [(ck) => ck.notifications({ accountId: ACCOUNT, type: 'balance.low' }), { p_account_id: ACCOUNT, p_type: 'balance.low' }],
+  replayDelivery: [(ck) => ck.replayDelivery({ deliveryId: 7 }), { p_delivery_id: 7 }],
+  pruneNotifications: [(ck) => ck.pruneNotifications({ olderThan: '7 days' }), { p_older_than: '7 days' }],
+  claimTopups: [(ck) => ck.claimTopups({ limit: 3, now: new Date(WINDOW.from) }), { p_limit: 3, p_now: '2030-01-01T00:00:00.000Z' }],
+  recordTopupResult: [(ck) => ck.recordTopupResult({ topupId: 8, attempt: 1, outcome: 'declined', code: 'card_declined' }),
+    { p_topup_id: 8, p_attempt: 1, p_outcome: 'declined', p_code: 'card_declined' }],
+  claimDeliveries: [(ck) => ck.claimDeliveries({ lease: '30 seconds' }), { p_lease: '30 seconds' }],
+  recordDeliveryResult: [(ck) => ck.recordDeliveryResult({ deliveryId: 9, attempt: 2, statusCode: null, error: 'timed out' }),
+    { p_delivery_id: 9, p_attempt: 2, p_status_code: null, p_error: 'timed out' }],
 };
 const CLIENT_CALLS: Record<keyof typeof CLIENT_METHODS, [(c: CreditkitClient) => Promise<unknown>, SqlArgs]> = {
   balance: [(c) => c.balance(), {}],
@@ -149,6 +175,13 @@ const CLIENT_CALLS: Record<keyof typeof CLIENT_METHODS, [(c: CreditkitClient) =>
   quote: [(c) => c.quote({ event: 'e' }), { p_event: 'e' }],
   plans: [(c) => c.plans(), {}],
   packs: [(c) => c.packs(), {}],
+  autoTopupTerms: [(c) => c.autoTopupTerms(), {}],
+  autoTopup: [(c) => c.autoTopup(), {}],
+  setAutoTopup: [(c) => c.setAutoTopup({ unit: 'credits', enabled: true, threshold: 50, packId: 'starter' }),
+    { p_unit: 'credits', p_enabled: true, p_threshold: 50, p_pack_id: 'starter' }],
+  topups: [(c) => c.topups({ unit: 'credits', limit: 5 }), { p_unit: 'credits', p_limit: 5 }],
+  balanceAlert: [(c) => c.balanceAlert({ unit: 'messages' }), { p_unit: 'messages' }],
+  setBalanceAlert: [(c) => c.setBalanceAlert({ unit: 'credits', threshold: 25, accountId: ACCOUNT }), { p_unit: 'credits', p_threshold: 25, p_account_id: ACCOUNT }],
 };
 
 /** The public methods a class's instances have (getters like `transport` excluded). */
@@ -214,8 +247,10 @@ describe('toSqlArgs: conversion and validation', () => {
   });
 
   const BAD: unknown[] = [2 ** 53, -(2 ** 53), 1.5, NaN, Infinity, -Infinity, '9007199254740992', '5', 2n ** 53n, -(2n ** 53n), true, {}];
-  const CREDIT = ['amount', 'quantity', 'actual', 'creditsPerUnit', 'allowance', 'rolloverCap', 'credits'];
-  const OTHER = ['costMicros', 'revenueMicros', 'priceAmount', 'priority', 'limit', 'beforeId', 'holdId'];
+  const CREDIT = ['amount', 'quantity', 'actual', 'creditsPerUnit', 'allowance', 'rolloverCap', 'credits',
+    'threshold', 'target', 'minAmount', 'maxAmount', 'minThreshold', 'hysteresis'];
+  const OTHER = ['costMicros', 'revenueMicros', 'priceAmount', 'priority', 'limit', 'beforeId', 'holdId',
+    'monthlyAmountCap', 'monthlyCountCap', 'topupId', 'deliveryId', 'attempt', 'statusCode'];
 
   it('credit amounts that are not exact integers are InvalidAmountError, naming the parameter', () => {
     for (const name of CREDIT) {
@@ -291,6 +326,9 @@ describe('toCreditkitError: what a transport reports → a typed error', () => {
     CK013: [UnknownPackError, 'unknown_pack'],
     CK014: [InvalidEventError, 'invalid_event'],
     CK015: [UnknownUnitError, 'unknown_unit'],
+    CK016: [AutoTopupUnavailableError, 'auto_topup_unavailable'],
+    CK017: [UnknownEndpointError, 'unknown_endpoint'],
+    CK018: [UnknownTopupOrDeliveryError, 'unknown_topup_or_delivery'],
     '42501': [NotAllowedError, 'not_allowed'],
     '40001': [ConcurrencyError, 'concurrency_conflict'],
     '40P01': [ConcurrencyError, 'concurrency_conflict'],

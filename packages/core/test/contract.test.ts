@@ -30,7 +30,10 @@ import {
   UnknownEventError,
   UnknownHoldError,
   UnknownPlanError,
+  UnknownTopupOrDeliveryError,
   UnknownUnitError,
+  signWebhook,
+  verifyWebhook,
   type CreditkitClient,
   type CreditkitServer,
   type ErrorCode,
@@ -60,6 +63,9 @@ const DAY = 24 * HOUR;
 const at = (ms: number): string => new Date(T0 + ms).toISOString();
 /** The same instant as Postgres writes a timestamptz in JSON (UTC session). */
 const pgTime = (iso: string): string => new Date(iso).toISOString().replace(/\.000Z$/, 'Z').replace(/Z$/, '+00:00');
+
+/** A fixed endpoint secret (generated ones differ per database, and the transports' records are compared). */
+const CONTRACT_SECRET = 'whsec_Y3JlZGl0a2l0IGNvbnRyYWN0IHNlY3JldDozMmJ5dGU=';
 
 /** The SDK passes bigint through at runtime; the generated parameter types only say number. */
 const big = (n: bigint): number => n as unknown as number;
@@ -848,13 +854,87 @@ function contract(factory: TransportFactory): void {
     expect(await books()).toEqual(unchanged);
   });
 
+  it('notifications: endpoints, the outbox, a delivery claimed, failed, retried, delivered, replayed and gone', async () => {
+    const W = 40 * DAY; // instants no other test uses
+    const url = 'https://ops.example.test/creditkit';
+    const stored = await ck.upsertWebhookEndpoint({ id: 'contract-ops', url, eventTypes: ['plan.changed'], secret: CONTRACT_SECRET, description: 'ops' });
+    expect(stored).toEqual({ id: 'contract-ops', url, eventTypes: ['plan.changed'], enabled: true, secret: CONTRACT_SECRET, disabledReason: null });
+    const endpoint = async () => (await ck.webhookEndpoints()).find((e) => e.id === 'contract-ops');
+    expect(await endpoint()).toEqual({
+      id: 'contract-ops', url, eventTypes: ['plan.changed'], enabled: true, disabledReason: null, description: 'ops',
+      createdAt: expect.any(String), pending: 0, delivered: 0, dead: 0,
+    });
+
+    // a plan change is an event, with one delivery to the endpoint that wants plan.changed
+    const account = randomUUID();
+    await ck.setPlan({ accountId: account, planId: 'free', now: at(W) });
+    const [event, ...more] = await ck.notifications({ accountId: account, type: 'plan.changed' });
+    expect(more).toEqual([]);
+    expect(event).toEqual({
+      id: expect.stringMatching(/^ntf_[0-9a-f]{32}$/), type: 'plan.changed', accountId: account, unit: null,
+      payload: { account_id: account, plan_id: 'free', previous_plan_id: null, status: 'active', previous_status: null },
+      createdAt: expect.any(String),
+      deliveries: [{ id: expect.any(Number), endpointId: 'contract-ops', status: 'pending', attempts: 0, lastStatus: null, lastError: null, nextAttemptAt: null, deliveredAt: null }],
+    });
+    const deliveryId = event!.deliveries[0]!.id;
+    expect(await endpoint()).toMatchObject({ pending: 1 });
+
+    // the worker's claim: the exact body, signed with the endpoint's secret at the claim's instant
+    const [claimed, ...others] = await ck.claimDeliveries({ now: at(W) });
+    expect(others).toEqual([]);
+    expect(claimed).toEqual({
+      deliveryId, attempt: 1, eventId: event!.id, endpointId: 'contract-ops', url, secret: CONTRACT_SECRET,
+      body: expect.any(String), timestamp: unix(W),
+    });
+    expect(JSON.parse(claimed!.body)).toEqual({ id: event!.id, type: 'plan.changed', timestamp: expect.any(String), data: event!.payload });
+    const headers = await signWebhook({ id: claimed!.eventId, timestamp: claimed!.timestamp, body: claimed!.body, secret: claimed!.secret });
+    expect(await verifyWebhook(claimed!.body, headers, CONTRACT_SECRET, { now: new Date(T0 + W) })).toEqual(JSON.parse(claimed!.body));
+    expect(await ck.claimDeliveries({ now: at(W) })).toEqual([]); // leased
+
+    // 500: retried 5 seconds later; a late answer to that attempt changes nothing
+    expect(await ck.recordDeliveryResult({ deliveryId, attempt: 1, statusCode: 500, now: at(W) })).toEqual({ status: 'pending', nextAttemptAt: pgTime(at(W + 5_000)) });
+    expect(await ck.claimDeliveries({ now: at(W + 4_000) })).toEqual([]);
+    expect((await ck.claimDeliveries({ now: at(W + 5_000) })).map((d) => [d.deliveryId, d.attempt])).toEqual([[deliveryId, 2]]);
+    expect(await ck.recordDeliveryResult({ deliveryId, attempt: 1, statusCode: 200, now: at(W + 5_000) })).toEqual({ status: 'delivering', nextAttemptAt: null });
+    expect(await ck.recordDeliveryResult({ deliveryId, attempt: 2, statusCode: null, error: 'no answer within 10000 ms', now: at(W + 6_000) }))
+      .toEqual({ status: 'pending', nextAttemptAt: pgTime(at(W + 6_000 + 5 * MINUTE)) });
+    const [retried] = await ck.claimDeliveries({ now: at(W + HOUR) });
+    expect(retried).toMatchObject({ deliveryId, attempt: 3, body: claimed!.body, timestamp: unix(W + HOUR) });
+    expect(await ck.recordDeliveryResult({ deliveryId, attempt: 3, statusCode: 204, now: at(W + HOUR) })).toEqual({ status: 'delivered', nextAttemptAt: null });
+    expect((await ck.notifications({ accountId: account }))[0]!.deliveries).toEqual([
+      { id: deliveryId, endpointId: 'contract-ops', status: 'delivered', attempts: 3, lastStatus: 204, lastError: null, nextAttemptAt: null, deliveredAt: pgTime(at(W + HOUR)) },
+    ]);
+    expect(await endpoint()).toMatchObject({ pending: 0, delivered: 1, dead: 0 });
+
+    // replayed: from the first attempt again; this time the receiver answers 410 and the endpoint is disabled
+    expect(await ck.replayDelivery({ deliveryId, now: at(W + 2 * HOUR) })).toEqual({ status: 'pending', nextAttemptAt: pgTime(at(W + 2 * HOUR)) });
+    const [replayed] = await ck.claimDeliveries({ limit: 1, lease: '30 seconds', now: at(W + 2 * HOUR) });
+    expect(replayed).toMatchObject({ deliveryId, attempt: 1 });
+    expect(await ck.recordDeliveryResult({ deliveryId, attempt: 1, statusCode: 410, now: at(W + 2 * HOUR) })).toEqual({ status: 'canceled', nextAttemptAt: null });
+    expect(await endpoint()).toMatchObject({ enabled: false, disabledReason: 'gone' });
+
+    await expectFailure(ck.replayDelivery({ deliveryId: 2 ** 40, now: at(W) }), UnknownTopupOrDeliveryError, 'unknown_topup_or_delivery', 'CK018');
+    await expectFailure(ck.recordDeliveryResult({ deliveryId: 2 ** 40, attempt: 1, statusCode: 200, now: at(W) }),
+      UnknownTopupOrDeliveryError, 'unknown_topup_or_delivery', 'CK018');
+    await expectFailure(ck.recordDeliveryResult({ deliveryId, attempt: 1, statusCode: 99, now: at(W) }), InvalidArgumentError, 'invalid_argument', 'CK006');
+    await expectFailure(ck.upsertWebhookEndpoint({ id: 'contract-bad', url: 'ftp://nope' }), InvalidArgumentError, 'invalid_argument', 'CK006');
+    await expectFailure(ck.upsertWebhookEndpoint({ id: 'contract-bad', url, secret: 'whsec_short' }), InvalidArgumentError, 'invalid_argument', 'CK006');
+    await expectFailure(ck.notifications({ limit: 0 }), InvalidArgumentError, 'invalid_argument', 'CK006');
+    await expectFailure(ck.pruneNotifications({ olderThan: '1 minute' }), InvalidArgumentError, 'invalid_argument', 'CK006');
+
+    // events whose deliveries are all final are pruned once old enough
+    expect(await ck.pruneNotifications({ now: at(W + 2 * HOUR) })).toBe(0);
+    expect(await ck.pruneNotifications({ olderThan: '1 hour', now: new Date(Date.now() + 400 * DAY) })).toBeGreaterThanOrEqual(1);
+    expect(await ck.notifications({ accountId: account })).toEqual([]);
+  });
+
   it('a signed-in user cannot call the server functions: NotAllowedError (42501) and nothing changes', async () => {
     const me = await h.createUser();
     await ck.grant({ accountId: me, amount: 10 });
     const asMe = recorded(h.serverWithUserCredentials(me), 'server', log);
     const window = { from: at(0), to: at(DAY) };
     // every server-only method, with arguments that would succeed for the service role
-    const calls: Record<Exclude<keyof typeof SERVER_METHODS, 'plans' | 'quote' | 'packs' | 'units'>, () => Promise<unknown>> = {
+    const calls: Record<Exclude<keyof typeof SERVER_METHODS, 'plans' | 'quote' | 'packs' | 'units' | 'autoTopupTerms'>, () => Promise<unknown>> = {
       consume: () => asMe.consume({ accountId: me, amount: 1 }),
       check: () => asMe.check({ accountId: me }),
       report: () => asMe.report({ accountId: me, unit: 'credits', amount: 1 }),
@@ -890,6 +970,22 @@ function contract(factory: TransportFactory): void {
       stripeEvents: () => asMe.stripeEvents(),
       stripeCustomer: () => asMe.stripeCustomer({ accountId: me }),
       stripeLinkCustomer: () => asMe.stripeLinkCustomer({ accountId: me, customerId: 'cus_ContractMine' }),
+      setAutoTopupTerms: () => asMe.setAutoTopupTerms({ unit: 'credits', currency: 'usd', unitPrice: 0, minAmount: 1, maxAmount: 1_000_000 }),
+      setBalanceAlert: () => asMe.setBalanceAlert({ unit: 'credits', threshold: null }),
+      setAccountBalanceAlert: () => asMe.setAccountBalanceAlert({ accountId: me, unit: 'credits', threshold: null }),
+      balanceAlert: () => asMe.balanceAlert({ accountId: me }),
+      setAutoTopup: () => asMe.setAutoTopup({ accountId: me, unit: 'credits', enabled: false, threshold: 1 }),
+      autoTopup: () => asMe.autoTopup({ accountId: me }),
+      topups: () => asMe.topups(),
+      upsertWebhookEndpoint: () => asMe.upsertWebhookEndpoint({ id: 'contract-mine', url: 'https://attacker.example/hook' }),
+      webhookEndpoints: () => asMe.webhookEndpoints(),
+      notifications: () => asMe.notifications(),
+      replayDelivery: () => asMe.replayDelivery({ deliveryId: 1 }),
+      pruneNotifications: () => asMe.pruneNotifications(),
+      claimTopups: () => asMe.claimTopups(),
+      recordTopupResult: () => asMe.recordTopupResult({ topupId: 1, attempt: 1, outcome: 'succeeded' }),
+      claimDeliveries: () => asMe.claimDeliveries(),
+      recordDeliveryResult: () => asMe.recordDeliveryResult({ deliveryId: 1, attempt: 1, statusCode: 200 }),
     };
     const before = await books();
     for (const [method, call] of Object.entries(calls)) {
@@ -1176,6 +1272,13 @@ function normalize(value: unknown, key?: string): unknown {
   if (key !== undefined && ID_KEYS.has(key) && typeof value === 'number') return '<id>';
   if (typeof value === 'string' && UUID.test(value)) return '<uuid>';
   if (typeof value === 'string' && INSTANT.test(value)) return '<instant>';
+  // a notification's id, and the body a delivery sends (JSON holding the id, uuids and an instant)
+  if (typeof value === 'string') {
+    return value
+      .replace(/ntf_[0-9a-f]{32}/g, '<ntf>')
+      .replace(new RegExp(UUID.source.slice(1, -1), 'g'), '<uuid>')
+      .replace(new RegExp(INSTANT.source.slice(1, -1), 'g'), '<instant>');
+  }
   return value;
 }
 

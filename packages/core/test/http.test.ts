@@ -9,12 +9,15 @@ import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { pgliteTemplate } from '@creditkit/testing';
 import { createEmbeddedCreditkit, type EmbeddedCreditkit } from '../src/embedded.ts';
 import {
+  AutoTopupUnavailableError,
   CreditkitError,
   HoldClosedError,
   InsufficientCreditsError,
   InvalidAmountError,
   UnknownAccountError,
+  UnknownEndpointError,
   UnknownEventError,
+  UnknownTopupOrDeliveryError,
   UnknownUnitError,
 } from '../src/errors.ts';
 import { errorResponse, meter, paymentRequired, withCredits, type CreditsContext } from '../src/http.ts';
@@ -142,6 +145,9 @@ describe('paymentRequired and errorResponse', () => {
 
     expect(errorResponse(new HoldClosedError('closed')).status).toBe(409);
     expect(errorResponse(new UnknownUnitError('no such unit')).status).toBe(404);
+    expect(errorResponse(new UnknownEndpointError('no such endpoint')).status).toBe(404);
+    expect(errorResponse(new UnknownTopupOrDeliveryError('no such delivery')).status).toBe(404);
+    expect(errorResponse(new AutoTopupUnavailableError('no card on file')).status).toBe(409);
     expect(errorResponse(new CreditkitError('unavailable', 'down')).status).toBe(503);
     // the 503s say when to come back; no other status does
     for (const code of ['lock_timeout', 'statement_timeout', 'concurrency_conflict'] as const) {

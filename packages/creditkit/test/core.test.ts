@@ -55,6 +55,24 @@ const SERVER_CALLS: Record<string, (account: string) => Args> = {
   creditkit_stripe_events: () => ({}),
   creditkit_stripe_customer: (a) => ({ p_account_id: a }),
   creditkit_stripe_link_customer: (a) => ({ p_account_id: a, p_customer_id: 'cus_1QprivilegeCheck' }),
+  // auto top-up and balance alerts
+  creditkit_set_auto_topup_terms: () => ({ p_unit: 'credits', p_currency: 'usd', p_unit_price: 1, p_min_amount: 1, p_max_amount: 1000 }),
+  creditkit_set_balance_alert: () => ({ p_unit: 'credits', p_threshold: 10 }),
+  creditkit_set_account_balance_alert: (a) => ({ p_account_id: a, p_unit: 'credits', p_threshold: 10 }),
+  creditkit_balance_alert: (a) => ({ p_account_id: a }),
+  creditkit_set_auto_topup: (a) => ({ p_account_id: a, p_unit: 'credits', p_enabled: false, p_threshold: 10 }),
+  creditkit_auto_topup: (a) => ({ p_account_id: a }),
+  creditkit_topups: (a) => ({ p_account_id: a }),
+  creditkit_worker_claim_topups: () => ({}),
+  creditkit_worker_topup_result: () => ({ p_topup_id: 1, p_attempt: 1, p_outcome: 'retry' }),
+  // notifications
+  creditkit_upsert_webhook_endpoint: () => ({ p_id: 'x', p_url: 'https://example.test/hook' }),
+  creditkit_webhook_endpoints: () => ({}),
+  creditkit_notifications: (a) => ({ p_account_id: a }),
+  creditkit_replay_delivery: () => ({ p_delivery_id: 1 }),
+  creditkit_prune_notifications: () => ({}),
+  creditkit_worker_claim_deliveries: () => ({}),
+  creditkit_worker_delivery_result: () => ({ p_delivery_id: 1, p_attempt: 1, p_status_code: 200 }),
 };
 // Signed-in users only (the service role has no user to be).
 const CALLER_BOUND: Record<string, (account: string) => Args> = {
@@ -64,9 +82,14 @@ const CALLER_BOUND: Record<string, (account: string) => Args> = {
   creditkit_my_feature: (a) => ({ p_feature: 'x', p_account_id: a }),
   creditkit_has_credits: (a) => ({ p_amount: 1, p_account_id: a }),
   creditkit_my_check: (a) => ({ p_unit: 'credits', p_account_id: a }),
+  creditkit_my_auto_topup: (a) => ({ p_account_id: a }),
+  creditkit_my_set_auto_topup: (a) => ({ p_unit: 'credits', p_enabled: false, p_threshold: 10, p_account_id: a }),
+  creditkit_my_topups: (a) => ({ p_account_id: a }),
+  creditkit_my_balance_alert: (a) => ({ p_account_id: a }),
+  creditkit_my_set_balance_alert: (a) => ({ p_unit: 'credits', p_threshold: 10, p_account_id: a }),
 };
-// Both: reads of the price list and the plan, pack and unit catalogues.
-const SHARED = ['creditkit_packs', 'creditkit_plans', 'creditkit_quote', 'creditkit_units'];
+// Both: reads of the price list and the plan, pack, unit and auto top-up catalogues.
+const SHARED = ['creditkit_auto_topup_terms', 'creditkit_packs', 'creditkit_plans', 'creditkit_quote', 'creditkit_units'];
 
 describeEachBackend('core ledger', (backend) => {
   for (const mode of MODES) {
