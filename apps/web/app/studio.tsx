@@ -179,7 +179,7 @@ function AutoTopupLine() {
     <p className="small" data-testid="studio-auto-topup">
       {a.status === 'active' ? (
         <>
-          Auto top-up on: +{a.amount ?? a.target ?? 'a pack of'} credits below {a.threshold}.
+          Auto top-up on: +{a.amount ?? a.target ?? 'a pack of'} credits at or below {a.threshold}.
         </>
       ) : (
         <>

@@ -15,7 +15,7 @@ const when = (iso: string | null) =>
   iso ? new Date(iso).toLocaleString('en-US', { month: 'short', day: 'numeric', hour: 'numeric', minute: '2-digit' }) : '—';
 
 const STATUS: Record<AutoTopup['status'], { label: string; tone: string }> = {
-  off: { label: 'Off', tone: 'plain' },
+  off: { label: 'Off', tone: 'neutral' },
   active: { label: 'Active', tone: 'good' },
   action_required: { label: 'Action required', tone: 'warn' },
   disabled: { label: 'Stopped', tone: 'bad' },
@@ -49,7 +49,7 @@ const FAILURES: Record<string, string> = {
 const failureText = (code: string | null) => (code ? (FAILURES[code] ?? code.replaceAll('_', ' ')) : '');
 
 function StatusTag({ status }: { status: Topup['status'] }) {
-  const tone = status === 'succeeded' ? 'good' : status === 'failed' ? 'bad' : status === 'action_required' ? 'warn' : 'plain';
+  const tone = status === 'succeeded' ? 'good' : status === 'failed' ? 'bad' : status === 'action_required' ? 'warn' : 'neutral';
   return <span className={`tag ${tone}`}>{TOPUP_STATUS[status]}</span>;
 }
 
@@ -172,7 +172,7 @@ export function AutoTopupSection({ simulated }: { simulated: boolean }) {
             {a?.status === 'active' && a.threshold !== null ? (
               <span className="muted">
                 {' '}
-                below {a.threshold} credits, {a.packId ? `the ${packs.data?.find((p) => p.id === a.packId)?.name ?? a.packId}` : `+${a.amount ?? a.target} credits`}
+                at or below {a.threshold} credits, {a.packId ? `the ${packs.data?.find((p) => p.id === a.packId)?.name ?? a.packId}` : `+${a.amount ?? a.target} credits`}
               </span>
             ) : null}
             {a?.statusReason ? <span className="reason">{REASONS[a.statusReason] ?? a.statusReason.replaceAll('_', ' ')}</span> : null}
@@ -224,6 +224,7 @@ export function AutoTopupSection({ simulated }: { simulated: boolean }) {
                 {last.amount} credits for {money(last.chargeAmount, last.currency)} <StatusTag status={last.status} />
                 {last.failureCode ? <span className="ck-error"> {failureText(last.failureCode)}</span> : null}
                 <span className="muted"> · {when(last.createdAt)}</span>
+                {last.status === 'pending' && a && a.failures > 0 ? <span className="muted">· tried again after the cooldown</span> : null}
                 {last.status === 'action_required' && confirmUrl(simulated, last) ? (
                   <>
                     {' '}
@@ -332,7 +333,7 @@ export function AutoTopupSection({ simulated }: { simulated: boolean }) {
                   ) : p.failureCode ? (
                     <span className="ck-error">{failureText(p.failureCode)}</span>
                   ) : topupInFlight(p.status) ? (
-                    <span className="muted">on its way</span>
+                    <span className="muted">{p.status === 'pending' && p.attempt === 0 && a && a.failures > 0 ? 'retry, after the cooldown' : 'on its way'}</span>
                   ) : p.paymentIntent ? (
                     <code>{p.paymentIntent}</code>
                   ) : null}

@@ -31,7 +31,7 @@ function describe(type: string, data: Record<string, unknown>): string {
   if (type === 'topup.succeeded') return `+${n('amount')} for ${money(Number(data.charge_amount), String(data.currency))}, balance ${n('balance')}`;
   if (type === 'topup.failed') return `${n('amount')} credits: ${String(data.failure_code ?? 'failed')}`;
   if (type === 'topup.action_required') return `${n('amount')} credits: needs the customer`;
-  if (type === 'plan.changed') return `${String(data.previous_plan_id ?? '—')} → ${String(data.plan_id)}`;
+  if (type === 'plan.changed') return `${String(data.previous_plan_id ?? 'no plan')} → ${String(data.plan_id)}`;
   return '';
 }
 
@@ -290,7 +290,7 @@ export default async function Dashboard() {
                   <td className="num">{int(t.amount)}</td>
                   <td className="num">{money(t.chargeAmount, t.currency)}</td>
                   <td>
-                    <span className={`tag ${t.status === 'succeeded' ? 'good' : t.status === 'failed' ? 'bad' : t.status === 'action_required' ? 'warn' : 'plain'}`}>
+                    <span className={`tag ${t.status === 'succeeded' ? 'good' : t.status === 'failed' ? 'bad' : t.status === 'action_required' ? 'warn' : 'neutral'}`}>
                       {t.status.replace('_', ' ')}
                     </span>
                   </td>
@@ -303,81 +303,79 @@ export default async function Dashboard() {
         )}
       </section>
 
-      <div className="two">
-        <section className="card" aria-labelledby="deliveries-title">
-          <h2 id="deliveries-title">Notification deliveries</h2>
-          <p className="muted">
-            The outbox: each event to each endpoint, signed per Standard Webhooks and retried on failure (5 s, 5 min, 30 min, … dead after 8).
-          </p>
-          {deliveries.length === 0 ? (
-            <p className="muted">No notifications yet.</p>
-          ) : (
-            <table className="ck-table" data-testid="deliveries">
-              <thead>
-                <tr>
-                  <th scope="col">Event</th>
-                  <th scope="col">Customer</th>
-                  <th scope="col">Endpoint</th>
-                  <th scope="col">Status</th>
-                  <th scope="col" className="num">Attempts</th>
-                  <th scope="col" className="num">HTTP</th>
+      <section className="card" aria-labelledby="deliveries-title">
+        <h2 id="deliveries-title">Notification deliveries</h2>
+        <p className="muted">
+          The outbox: each event to each endpoint, signed per Standard Webhooks and retried on failure (5 s, 5 min, 30 min, … dead after 8).
+        </p>
+        {deliveries.length === 0 ? (
+          <p className="muted">No notifications yet.</p>
+        ) : (
+          <table className="ck-table" data-testid="deliveries">
+            <thead>
+              <tr>
+                <th scope="col">Event</th>
+                <th scope="col">Customer</th>
+                <th scope="col">Endpoint</th>
+                <th scope="col">Status</th>
+                <th scope="col" className="num">Attempts</th>
+                <th scope="col" className="num">HTTP</th>
+              </tr>
+            </thead>
+            <tbody>
+              {deliveries.map((d) => (
+                <tr key={d.id}>
+                  <th scope="row">
+                    <code>{d.event.type}</code>
+                  </th>
+                  <td>{nameOf(d.event.accountId)}</td>
+                  <td>{d.endpointId}</td>
+                  <td>
+                    <span className={`tag ${d.status === 'delivered' ? 'good' : d.status === 'dead' ? 'bad' : 'neutral'}`}>{d.status}</span>
+                  </td>
+                  <td className="num">{d.attempts}</td>
+                  <td className="num">{d.lastStatus ?? '—'}</td>
                 </tr>
-              </thead>
-              <tbody>
-                {deliveries.map((d) => (
-                  <tr key={d.id}>
-                    <th scope="row">
-                      <code>{d.event.type}</code>
-                    </th>
-                    <td>{nameOf(d.event.accountId)}</td>
-                    <td>{d.endpointId}</td>
-                    <td>
-                      <span className={`tag ${d.status === 'delivered' ? 'good' : d.status === 'dead' ? 'bad' : 'plain'}`}>{d.status}</span>
-                    </td>
-                    <td className="num">{d.attempts}</td>
-                    <td className="num">{d.lastStatus ?? '—'}</td>
-                  </tr>
-                ))}
-              </tbody>
-            </table>
-          )}
-        </section>
+              ))}
+            </tbody>
+          </table>
+        )}
+      </section>
 
-        <section className="card" aria-labelledby="received-title">
-          <h2 id="received-title">Notifications received by the demo receiver</h2>
-          <p className="muted">
-            <code>POST /api/demo/notifications</code> checks each delivery with <code>verifyWebhook</code> and the endpoint&apos;s secret; a bad
-            signature gets a 401 and is not kept{receiver.refused ? ` (${plural(receiver.refused, 'refused delivery')})` : ''}. The last{' '}
-            {receiver.received.length} kept in memory, newest first.
-          </p>
-          {receiver.received.length === 0 ? (
-            <p className="muted">Nothing received yet.</p>
-          ) : (
-            <table className="ck-table" data-testid="received">
-              <thead>
-                <tr>
-                  <th scope="col">Event</th>
-                  <th scope="col">Customer</th>
-                  <th scope="col">Details</th>
-                  <th scope="col">Received</th>
+      <section className="card" aria-labelledby="received-title">
+        <h2 id="received-title">Notifications received by the demo receiver</h2>
+        <p className="muted">
+          <code>POST /api/demo/notifications</code> checks each delivery with <code>verifyWebhook</code> and the endpoint&apos;s secret; a bad
+          signature gets a 401 and is not kept{receiver.refused ? ` (${plural(receiver.refused, 'refused delivery')})` : ''}. The last{' '}
+          {receiver.received.length} kept in memory, newest first.
+        </p>
+        {receiver.received.length === 0 ? (
+          <p className="muted">Nothing received yet.</p>
+        ) : (
+          <table className="ck-table" data-testid="received">
+            <thead>
+              <tr>
+                <th scope="col">Event</th>
+                <th scope="col">Customer</th>
+                <th scope="col">Details</th>
+                <th scope="col">Received</th>
+              </tr>
+            </thead>
+            <tbody>
+              {receiver.received.map((r) => (
+                <tr key={r.id}>
+                  <th scope="row">
+                    <code>{r.type}</code> <span className="tag good">verified</span>
+                  </th>
+                  <td>{nameOf(r.accountId)}</td>
+                  <td className="small">{describe(r.type, r.data)}</td>
+                  <td>{time(r.receivedAt)}</td>
                 </tr>
-              </thead>
-              <tbody>
-                {receiver.received.map((r) => (
-                  <tr key={r.id}>
-                    <th scope="row">
-                      <code>{r.type}</code> <span className="tag good">verified</span>
-                    </th>
-                    <td>{nameOf(r.accountId)}</td>
-                    <td className="small">{describe(r.type, r.data)}</td>
-                    <td>{time(r.receivedAt)}</td>
-                  </tr>
-                ))}
-              </tbody>
-            </table>
-          )}
-        </section>
-      </div>
+              ))}
+            </tbody>
+          </table>
+        )}
+      </section>
 
       <section className="card" aria-labelledby="margin-title">
         <h2 id="margin-title">Revenue, cost and margin per customer</h2>
