@@ -17,6 +17,7 @@ import {
   usePlans,
 } from '@creditkit/react';
 import { money } from '@/lib/format.ts';
+import { useAutoTopup, useBalanceAlert } from '@/lib/client/auto-topup.ts';
 import { useBrowserCreditkit } from './providers.tsx';
 
 type Quality = 'standard' | 'hd';
@@ -39,6 +40,7 @@ export function Studio({ firstName }: { firstName: string }) {
   const [needsPro, setNeedsPro] = useState(false);
   const hd = useFeature('hd_upscale');
   const pro = usePlans().data?.find((p) => p.id === 'pro');
+  const lowAlert = useBalanceAlert();
   const quote = useQuery({
     queryKey: ['quote', 'image_gen', quality],
     queryFn: () => client.quote({ event: 'image_gen', ...(quality === 'hd' ? { dimensions: { quality: 'hd' } } : {}) }),
@@ -151,16 +153,45 @@ export function Studio({ firstName }: { firstName: string }) {
           label="Balance"
           price={{ amount: quote.data?.amount ?? 2, unit: `${quality === 'hd' ? 'HD' : 'standard'} image` }}
         />
-        <LowBalanceBanner threshold={6}>
+        {/* the customer's low-balance threshold (their own or the app's default), as balance.low uses it */}
+        <LowBalanceBanner threshold={lowAlert.data?.threshold ?? Number.NaN}>
           {(balance) =>
             balance === 0
               ? 'You are out of credits: buy a pack or subscribe to Pro.'
               : 'Running low: buy a pack or subscribe to Pro.'}
         </LowBalanceBanner>
+        <AutoTopupLine />
         <p className="muted">
-          <a href="/billing">Billing</a>: buckets, history, packs and plans.
+          <a href="/billing">Billing</a>: buckets, history, packs, plans and auto top-up.
         </p>
       </aside>
     </div>
+  );
+}
+
+/** One line on auto top-up under the balance; its hook refetches the balance when a top-up lands. */
+function AutoTopupLine() {
+  const auto = useAutoTopup();
+  const a = auto.data;
+  if (!a || a.status === 'off') return null;
+  const last = a.lastTopup;
+  return (
+    <p className="small" data-testid="studio-auto-topup">
+      {a.status === 'active' ? (
+        <>
+          Auto top-up on: +{a.amount ?? a.target ?? 'a pack of'} credits at or below {a.threshold}.
+        </>
+      ) : (
+        <>
+          Auto top-up <strong>{a.status === 'action_required' ? 'needs you' : 'stopped'}</strong>: see <a href="/billing">billing</a>.
+        </>
+      )}
+      {last ? (
+        <span className="muted">
+          {' '}
+          Last: {last.amount} credits, {last.status.replace('_', ' ')}.
+        </span>
+      ) : null}
+    </p>
   );
 }

@@ -333,6 +333,98 @@ describe.skipIf(!haveChromium)('the demo app in Chromium, on embedded PGlite', (
     const anonymous = await fetch(`${app.url}/api/creditkit/rpc`, { method: 'POST', body: JSON.stringify({ fn: 'creditkit_my_balance', args: {} }) });
     expect(anonymous.status).toBe(401);
   });
+  it('Grace, with the card she saved, turns auto top-up on; spending below the threshold tops her up, and the receiver verifies the notifications', async () => {
+    const context = await browser.newContext({ baseURL: app.url, viewport: { width: 1200, height: 900 } });
+    const grace = await context.newPage();
+    try {
+      await signIn(grace, 'Grace');
+      const before = await databaseBalance(grace);
+      await grace.goto('/billing');
+      const section = grace.getByRole('region', { name: 'Auto top-up' });
+      await section.getByTestId('card-on-file').getByText(/Visa •••• 4242/).waitFor();
+      await section.getByTestId('auto-topup-status').getByText('Off').waitFor();
+      // her own low-balance warning and auto top-up, both just under her balance
+      const warning = grace.getByRole('form', { name: 'Low-balance warning' });
+      await warning.getByLabel('Warning threshold').fill(String(before - 1));
+      await warning.getByRole('button', { name: 'Save' }).click();
+      await warning.getByRole('status').filter({ hasText: `You are warned at ${before - 1} credits or fewer.` }).waitFor();
+      const settings = grace.getByRole('form', { name: 'Auto top-up settings' });
+      await settings.getByLabel('Top up automatically').check();
+      await settings.getByRole('spinbutton', { name: /When my balance falls to/ }).fill(String(before - 1));
+      await settings.getByLabel('Credits per top-up').fill('100');
+      await settings.getByRole('button', { name: 'Save auto top-up' }).click();
+      await settings.getByRole('status').filter({ hasText: 'Auto top-up is on.' }).waitFor();
+      await section.getByTestId('auto-topup-status').getByText('Active').waitFor();
+      await shot(grace, '10-billing-auto-topup-on');
+
+      // one image (2 credits) takes her below the threshold: the top-up lands by itself
+      await grace.goto('/');
+      await balanceValue(grace).waitFor();
+      expect(await generate(grace)).toBe(200);
+      await expectBalance(grace, before - 2 + 100);
+      expect(await databaseBalance(grace)).toBe(before - 2 + 100);
+      await grace.getByTestId('studio-auto-topup').getByText(/Last: 100 credits, succeeded/).waitFor();
+      await shot(grace, '11-studio-topped-up');
+
+      await grace.goto('/billing');
+      const mine = grace.getByTestId('my-topups');
+      await expect.poll(async () => (await mine.locator('tbody tr').first().getByRole('cell').allTextContents()).slice(1, 4)).toEqual(['100', '$1.00', 'succeeded']);
+      await section.getByTestId('auto-topup-month').getByText('1 top-up of 10 · $1.00 of $100.00').waitFor();
+      await section.getByTestId('last-topup').getByText('succeeded').waitFor();
+      await shot(grace, '12-billing-topup-succeeded');
+
+      // the operator: the top-up, the deliveries, and what the receiver verified
+      await expect
+        .poll(
+          async () => {
+            await grace.goto('/dashboard');
+            return grace.getByTestId('received').getByRole('row', { name: /Grace Hopper/ }).allTextContents();
+          },
+          { timeout: 20_000 },
+        )
+        .toEqual(expect.arrayContaining([expect.stringMatching(/balance\.low.*verified/), expect.stringMatching(/topup\.succeeded.*verified/)]));
+      const topupRow = grace.getByTestId('topups').getByRole('row', { name: /Grace Hopper/ }).first();
+      expect((await topupRow.getByRole('cell').allTextContents()).slice(0, 3)).toEqual(['100', '$1.00', 'succeeded']);
+      const delivered = grace.getByTestId('deliveries').getByRole('row', { name: /topup\.succeeded/ }).first();
+      expect((await delivered.getByRole('cell').allTextContents()).slice(0, 5)).toEqual(['Grace Hopper', 'demo-receiver', 'delivered', '1', '200']);
+      await grace.getByRole('heading', { name: 'Notifications received by the demo receiver' }).scrollIntoViewIfNeeded();
+      await shot(grace, '13-dashboard-topups-notifications');
+    } finally {
+      await context.close();
+    }
+  });
+
+  it('Linus saves the declining test card: his top-up fails, and billing says so', async () => {
+    const context = await browser.newContext({ baseURL: app.url, viewport: { width: 1200, height: 900 } });
+    const linus = await context.newPage();
+    try {
+      await signIn(linus, 'Linus');
+      const before = await databaseBalance(linus);
+      await linus.goto('/billing');
+      const section = linus.getByRole('region', { name: 'Auto top-up' });
+      await section.getByRole('button', { name: 'Save a card' }).click();
+      await linus.waitForURL('**/checkout/simulated?setup=card');
+      await linus.getByLabel(/4000 0000 0000 0002/).check();
+      await shot(linus, '14-checkout-save-card');
+      await linus.getByRole('button', { name: 'Save card' }).click();
+      await linus.waitForURL('**/billing?card=saved');
+      await section.getByTestId('card-on-file').getByText(/Visa •••• 0002/).waitFor();
+      // switched on while already below the threshold: the top-up is charged at once, and declined
+      const settings = linus.getByRole('form', { name: 'Auto top-up settings' });
+      await settings.getByLabel('Top up automatically').check();
+      await settings.getByRole('spinbutton', { name: /When my balance falls to/ }).fill(String(before + 10));
+      await settings.getByLabel('Credits per top-up').fill('100');
+      await settings.getByRole('button', { name: 'Save auto top-up' }).click();
+      await settings.getByRole('status').filter({ hasText: 'Auto top-up is on.' }).waitFor();
+      await section.getByTestId('auto-topup-failures').getByText('1 failed payment in a row').waitFor({ timeout: 15_000 });
+      const failedRow = linus.getByTestId('my-topups').getByRole('row').filter({ hasText: 'failed' }).first();
+      expect((await failedRow.getByRole('cell').allTextContents()).slice(1)).toEqual(['100', '$1.00', 'failed', 'card declined']);
+      expect(await databaseBalance(linus)).toBe(before);
+      await shot(linus, '15-billing-topup-declined');
+    } finally {
+      await context.close();
+    }
+  });
 });
 
 describe.skipIf(!haveChromium || !postgresAvailable())('[postgres] the demo app on DATABASE_URL', () => {

@@ -11,12 +11,13 @@ import {
   useUnits,
 } from '@creditkit/react';
 import { UnitAllowance, allowanceText, useUnitNoun } from '../unit-allowance.tsx';
+import { AutoTopupSection, BalanceAlertSection } from './auto-topup.tsx';
 import { money } from '@/lib/format.ts';
 
 // The same format as @creditkit/react's dates (the provider's locale is en-US): "Dec 22, 2026".
 const date = (iso: string | null) => (iso ? new Date(iso).toLocaleDateString('en-US', { dateStyle: 'medium' }) : 'never');
 
-export function Billing({ notice }: { notice: string | null }) {
+export function Billing({ notice, simulated, topupToConfirm }: { notice: string | null; simulated: boolean; topupToConfirm: string | null }) {
   const balance = useBalance();
   const plan = usePlan();
   const plans = usePlans();
@@ -106,6 +107,15 @@ export function Billing({ notice }: { notice: string | null }) {
           ))}
         </ul>
       </section>
+
+      {topupToConfirm ? (
+        <p className="notice warn span3" role="status">
+          Your bank asks you to confirm automatic top-up #{topupToConfirm}.{' '}
+          {simulated ? <a href={`/checkout/simulated?topup=${encodeURIComponent(topupToConfirm)}`}>Confirm the payment</a> : 'Confirm it from the link in the email.'}
+        </p>
+      ) : null}
+      <AutoTopupSection simulated={simulated} />
+      <BalanceAlertSection />
 
       <section className="card span3" aria-labelledby="buckets-title">
         <h2 id="buckets-title">Buckets</h2>

@@ -3,12 +3,16 @@
 // revenue, cost and margin per customer. It is read on the server as service_role with the
 // analytics functions (creditkit_account_margin, _unit_usage, _usage_series, _top_events,
 // _credits_outstanding, _accounts_per_plan, _mrr). In the demo any signed-in demo user may open
-// it; in your app, put it behind your operators' sign-in.
+// it; in your app, put it behind your operators' sign-in. Below: automatic top-ups
+// (creditkit_topups), the notification outbox's deliveries (creditkit_notifications), and what
+// the demo's own receiver got and verified (kept in the server's memory).
 import type { ReactNode } from 'react';
 import { HBarChart, StackedBarChart } from '@/lib/charts.tsx';
 import { demoUserById } from '@/lib/demo-users.ts';
 import { int, micros, money } from '@/lib/format.ts';
 import { getDemo } from '@/lib/server/demo.ts';
+import { recentNotifications } from '@/lib/server/outbox.ts';
+import { receivedNotifications } from '@/lib/server/receiver.ts';
 
 export const dynamic = 'force-dynamic';
 
@@ -17,6 +21,19 @@ const DAYS = 30;
 const plural = (n: number, word: string) => `${n} ${word}${n === 1 ? '' : 's'}`;
 
 const MONEY = ['Revenue', 'Cost', 'Margin'];
+
+const time = (iso: string) => new Date(iso).toLocaleString('en-US', { month: 'short', day: 'numeric', hour: 'numeric', minute: '2-digit', second: '2-digit' });
+
+/** A received notification's data in a few words. */
+function describe(type: string, data: Record<string, unknown>): string {
+  const n = (key: string) => (typeof data[key] === 'number' ? int(data[key] as number) : String(data[key] ?? '—'));
+  if (type.startsWith('balance.')) return `${n('spendable')} ${String(data.unit ?? 'credits')} (threshold ${n('threshold')})`;
+  if (type === 'topup.succeeded') return `+${n('amount')} for ${money(Number(data.charge_amount), String(data.currency))}, balance ${n('balance')}`;
+  if (type === 'topup.failed') return `${n('amount')} credits: ${String(data.failure_code ?? 'failed')}`;
+  if (type === 'topup.action_required') return `${n('amount')} credits: needs the customer`;
+  if (type === 'plan.changed') return `${String(data.previous_plan_id ?? 'no plan')} → ${String(data.plan_id)}`;
+  return '';
+}
 
 /** A table's header row: text columns, then numeric ones (right-aligned). */
 function Head({ columns, numeric }: { columns: string[]; numeric: string[] }) {
@@ -52,7 +69,8 @@ function MoneyCells({ of, children }: { of: { revenueMicros: number; costMicros:
 }
 
 export default async function Dashboard() {
-  const { creditkit, sql } = await getDemo();
+  const demo = await getDemo();
+  const { creditkit, sql } = demo;
   const now = Date.now();
   const from = new Date(now - DAYS * DAY);
   const to = new Date(now + 60_000);
@@ -64,6 +82,10 @@ export default async function Dashboard() {
   const mrr = await creditkit.mrr();
   const perUnit = await creditkit.unitUsage({ from, to });
   const unitNames = new Map((await creditkit.units()).map((u) => [u.id, u.name]));
+  const topups = await creditkit.topups({ limit: 20 });
+  const notifications = await recentNotifications(demo, 30);
+  const deliveries = notifications.flatMap((n) => n.deliveries.map((d) => ({ ...d, event: n })));
+  const receiver = receivedNotifications();
 
   // Every account with activity in the window: its balance (a server read, which also books
   // expired credit) and its plan.
@@ -78,6 +100,7 @@ export default async function Dashboard() {
     }),
   );
   customers.sort((a, b) => a.name.localeCompare(b.name));
+  const nameOf = (id: string | null) => (id ? (demoUserById(id)?.name ?? emails.get(id) ?? id.slice(0, 8)) : '—');
 
   const days = Array.from({ length: DAYS + 1 }, (_, i) => new Date(now - (DAYS - i) * DAY).toISOString().slice(0, 10));
   const events = [...new Set(series.map((p) => p.event ?? '(none)'))].sort();
@@ -239,6 +262,120 @@ export default async function Dashboard() {
           </table>
         </section>
       </div>
+
+      <section className="card" aria-labelledby="topups-title">
+        <h2 id="topups-title">Top-ups</h2>
+        <p className="muted">
+          Automatic top-ups, newest first: written when a debit takes a balance below the customer&apos;s threshold, charged off-session by the
+          worker, credited when Stripe&apos;s <code>payment_intent.succeeded</code> arrives.
+        </p>
+        {topups.length === 0 ? (
+          <p className="muted">No top-ups yet. Turn auto top-up on in Billing (Grace has a card on file) and spend below the threshold.</p>
+        ) : (
+          <table className="ck-table" data-testid="topups">
+            <thead>
+              <tr>
+                <th scope="col">Customer</th>
+                <th scope="col" className="num">Credits</th>
+                <th scope="col" className="num">Charge</th>
+                <th scope="col">Status</th>
+                <th scope="col">Failure</th>
+                <th scope="col">Created</th>
+              </tr>
+            </thead>
+            <tbody>
+              {topups.map((t) => (
+                <tr key={t.id}>
+                  <th scope="row">{nameOf(t.accountId)}</th>
+                  <td className="num">{int(t.amount)}</td>
+                  <td className="num">{money(t.chargeAmount, t.currency)}</td>
+                  <td>
+                    <span className={`tag ${t.status === 'succeeded' ? 'good' : t.status === 'failed' ? 'bad' : t.status === 'action_required' ? 'warn' : 'neutral'}`}>
+                      {t.status.replace('_', ' ')}
+                    </span>
+                  </td>
+                  <td>{t.failureCode ? <span title={t.failureMessage ?? undefined}>{t.failureCode}</span> : <span className="muted">—</span>}</td>
+                  <td>{time(t.createdAt)}</td>
+                </tr>
+              ))}
+            </tbody>
+          </table>
+        )}
+      </section>
+
+      <section className="card" aria-labelledby="deliveries-title">
+        <h2 id="deliveries-title">Notification deliveries</h2>
+        <p className="muted">
+          The outbox: each event to each endpoint, signed per Standard Webhooks and retried on failure (5 s, 5 min, 30 min, … dead after 8).
+        </p>
+        {deliveries.length === 0 ? (
+          <p className="muted">No notifications yet.</p>
+        ) : (
+          <table className="ck-table" data-testid="deliveries">
+            <thead>
+              <tr>
+                <th scope="col">Event</th>
+                <th scope="col">Customer</th>
+                <th scope="col">Endpoint</th>
+                <th scope="col">Status</th>
+                <th scope="col" className="num">Attempts</th>
+                <th scope="col" className="num">HTTP</th>
+              </tr>
+            </thead>
+            <tbody>
+              {deliveries.map((d) => (
+                <tr key={d.id}>
+                  <th scope="row">
+                    <code>{d.event.type}</code>
+                  </th>
+                  <td>{nameOf(d.event.accountId)}</td>
+                  <td>{d.endpointId}</td>
+                  <td>
+                    <span className={`tag ${d.status === 'delivered' ? 'good' : d.status === 'dead' ? 'bad' : 'neutral'}`}>{d.status}</span>
+                  </td>
+                  <td className="num">{d.attempts}</td>
+                  <td className="num">{d.lastStatus ?? '—'}</td>
+                </tr>
+              ))}
+            </tbody>
+          </table>
+        )}
+      </section>
+
+      <section className="card" aria-labelledby="received-title">
+        <h2 id="received-title">Notifications received by the demo receiver</h2>
+        <p className="muted">
+          <code>POST /api/demo/notifications</code> checks each delivery with <code>verifyWebhook</code> and the endpoint&apos;s secret; a bad
+          signature gets a 401 and is not kept{receiver.refused ? ` (${plural(receiver.refused, 'refused delivery')})` : ''}. The last{' '}
+          {receiver.received.length} kept in memory, newest first.
+        </p>
+        {receiver.received.length === 0 ? (
+          <p className="muted">Nothing received yet.</p>
+        ) : (
+          <table className="ck-table" data-testid="received">
+            <thead>
+              <tr>
+                <th scope="col">Event</th>
+                <th scope="col">Customer</th>
+                <th scope="col">Details</th>
+                <th scope="col">Received</th>
+              </tr>
+            </thead>
+            <tbody>
+              {receiver.received.map((r) => (
+                <tr key={r.id}>
+                  <th scope="row">
+                    <code>{r.type}</code> <span className="tag good">verified</span>
+                  </th>
+                  <td>{nameOf(r.accountId)}</td>
+                  <td className="small">{describe(r.type, r.data)}</td>
+                  <td>{time(r.receivedAt)}</td>
+                </tr>
+              ))}
+            </tbody>
+          </table>
+        )}
+      </section>
 
       <section className="card" aria-labelledby="margin-title">
         <h2 id="margin-title">Revenue, cost and margin per customer</h2>

@@ -6,6 +6,7 @@
 // reuse the database instead of booting a second one.
 import pg from 'pg';
 import Stripe from 'stripe';
+import { generateWebhookSecret } from '@creditkit/core';
 import { createCreditkit, type CreditkitServer } from '@creditkit/core/server';
 import { pgConnection, setupDatabase } from 'creditkit';
 import { seedDemo } from './seed.ts';
@@ -34,7 +35,17 @@ export interface Demo {
    */
   sql<T>(text: string, params?: unknown[]): Promise<T[]>;
   stripe: StripeSetup;
+  /**
+   * The demo's own notification receiver (POST /api/demo/notifications): the secret its endpoint
+   * is registered with, CREDITKIT_DEMO_RECEIVER_SECRET or a new one per process, held in memory.
+   */
+  receiver: { secret: string };
   close(): Promise<void>;
+}
+
+/** Where the app is until a request says otherwise (the worker re-registers with the origin it is reached at). */
+export function defaultOrigin(): string {
+  return process.env.CREDITKIT_DEMO_ORIGIN ?? `http://localhost:${process.env.PORT ?? 3000}`;
 }
 
 function stripeSetup(): StripeSetup {
@@ -58,7 +69,7 @@ function stripeSetup(): StripeSetup {
   return { mode: 'simulated', stripe: new Stripe('sk_test_simulated_checkout'), webhookSecret: secret ?? DEMO_WEBHOOK_SECRET };
 }
 
-async function bootPostgres(url: string): Promise<Omit<Demo, 'stripe'>> {
+async function bootPostgres(url: string): Promise<Omit<Demo, 'stripe' | 'receiver'>> {
   // Install or update the migrations under an advisory lock, so two servers starting on one
   // database at once do not both apply them.
   const client = new pg.Client({ connectionString: url });
@@ -80,7 +91,7 @@ async function bootPostgres(url: string): Promise<Omit<Demo, 'stripe'>> {
   };
 }
 
-async function bootPglite(): Promise<Omit<Demo, 'stripe'>> {
+async function bootPglite(): Promise<Omit<Demo, 'stripe' | 'receiver'>> {
   const { createEmbeddedCreditkit } = await import('@creditkit/core/embedded');
   const dataDir = process.env.CREDITKIT_DATA_DIR || undefined;
   const { db, creditkit, close } = await createEmbeddedCreditkit(dataDir ? { dataDir } : {});
@@ -96,8 +107,12 @@ async function boot(): Promise<Demo> {
   const started = performance.now();
   const url = process.env.DATABASE_URL;
   const base = url ? await bootPostgres(url) : await bootPglite();
-  const demo: Demo = { ...base, stripe: stripeSetup() };
-  const seeded = await seedDemo(demo);
+  const demo: Demo = {
+    ...base,
+    stripe: stripeSetup(),
+    receiver: { secret: process.env.CREDITKIT_DEMO_RECEIVER_SECRET || generateWebhookSecret() },
+  };
+  const seeded = await seedDemo(demo, defaultOrigin());
   console.log(
     `creditkit demo: ${demo.backend === 'pglite' ? 'embedded PGlite' : 'Postgres (DATABASE_URL)'}, ` +
       `${demo.stripe.mode === 'stripe' ? 'Stripe Checkout' : 'simulated Stripe Checkout'}, ` +

@@ -2,13 +2,16 @@
 // prices with their Stripe price ids) and three users with a few weeks of history, so the
 // dashboard has something to show.
 // Safe to run on every boot: the catalogue is upserted, and the history is written only when the
-// database has none yet (ada's account is opened last, and its existence means "seeded").
+// database has none yet (ada's account is opened last, and its existence means "seeded"). Then,
+// on every boot, auto top-up: its terms for credits, the default low-balance threshold, and the
+// notification endpoint of the demo's own receiver (after the history, so the seeded past sends
+// no notifications).
 import { UnknownAccountError, UnknownEventError } from '@creditkit/core';
 import type { Pack, Plan } from '@creditkit/core';
 import type { CreditkitServer } from '@creditkit/core/server';
 import { DEMO_USERS, type DemoUser } from '../demo-users.ts';
 import type { Demo } from './demo.ts';
-import { packPurchaseEvents, stripeId, subscriptionPurchaseEvents } from './stripe-events.ts';
+import { cardSetupEvents, packPurchaseEvents, stripeId, subscriptionPurchaseEvents } from './stripe-events.ts';
 
 export const CATALOGUE = {
   /** Metered features beside credits: chat messages, a daily allowance per plan. */
@@ -47,6 +50,48 @@ export const CATALOGUE = {
     { event: 'chat', dimensions: {}, creditsPerUnit: 1, unit: 'messages', overageCreditsPerUnit: 1, costMicros: 2_000 },
   ],
 } as const;
+
+/**
+ * Auto top-up of credits: 1 cent a credit, 100 to 5,000 credits at a time, at most $100.00 and 10
+ * top-ups a month per customer, and a cooldown short enough to try it twice in a demo. The link
+ * in a top-up that needs the customer (3-D Secure) opens the billing page on it.
+ */
+export const AUTO_TOPUP_TERMS = {
+  unit: 'credits',
+  currency: 'usd',
+  unitPrice: 1,
+  minAmount: 100,
+  maxAmount: 5000,
+  minThreshold: 0,
+  monthlyAmountCap: 10_000,
+  monthlyCountCap: 10,
+  cooldown: '30 seconds',
+  actionPath: '/billing?topup={topup_id}',
+} as const;
+
+/** The default low-balance threshold of credits (an account may set its own): three standard images. */
+export const LOW_BALANCE_THRESHOLD = 6;
+
+/** The notification endpoint of the demo's own receiver, POST /api/demo/notifications. */
+export const RECEIVER_ENDPOINT_ID = 'demo-receiver';
+export const RECEIVER_PATH = '/api/demo/notifications';
+
+/**
+ * The auto top-up terms and the receiver's endpoint for the origin the app is reached at (the
+ * top-up's action link and the endpoint's URL are absolute). Run at boot and again whenever the
+ * app is reached at another origin; the endpoint's secret is the one this process holds.
+ */
+export async function configureForOrigin(creditkit: CreditkitServer, origin: string, receiverSecret: string): Promise<void> {
+  const { actionPath, ...terms } = AUTO_TOPUP_TERMS;
+  await creditkit.setAutoTopupTerms({ ...terms, actionUrl: `${origin}${actionPath}`, enabled: true });
+  await creditkit.upsertWebhookEndpoint({
+    id: RECEIVER_ENDPOINT_ID,
+    url: `${origin}${RECEIVER_PATH}`,
+    secret: receiverSecret,
+    enabled: true,
+    description: 'The demo receiver: verifies each delivery and shows it on the dashboard',
+  });
+}
 
 type CataloguePrice = (typeof CATALOGUE.prices)[number] & { unit?: string; overageCreditsPerUnit?: number };
 
@@ -104,19 +149,28 @@ const HOUR = 3_600_000;
 const MODELS: Record<string, string> = { video_gen: 'demo-video-1', chat: 'demo-chat' };
 const urls = { successUrl: 'http://localhost/billing', cancelUrl: 'http://localhost/billing' };
 
-/** Seeds the catalogue, and the users and their history unless already there; true if it wrote history. */
-export async function seedDemo(demo: Pick<Demo, 'creditkit' | 'sql'>): Promise<boolean> {
+/**
+ * Seeds the catalogue, the users and their history unless already there, then auto top-up and
+ * notifications; true if it wrote history.
+ */
+export async function seedDemo(demo: Pick<Demo, 'creditkit' | 'sql' | 'receiver'>, origin: string): Promise<boolean> {
   const { creditkit, sql } = demo;
   await seedCatalogue(creditkit);
   for (const user of DEMO_USERS) {
     await sql('insert into auth.users (id, email) values ($1, $2) on conflict (id) do nothing', [user.id, user.email]);
   }
-  const [ada, grace, linus] = DEMO_USERS as [DemoUser, DemoUser, DemoUser];
-  const opened = await creditkit.balance({ accountId: ada.id }).then(
+  const opened = await creditkit.balance({ accountId: (DEMO_USERS[0] as DemoUser).id }).then(
     () => true,
     (error: unknown) => (error instanceof UnknownAccountError ? false : Promise.reject(error)),
   );
-  if (opened) return false;
+  if (!opened) await seedHistory(creditkit);
+  await creditkit.setBalanceAlert({ unit: 'credits', threshold: LOW_BALANCE_THRESHOLD });
+  await configureForOrigin(creditkit, origin, demo.receiver.secret);
+  return !opened;
+}
+
+async function seedHistory(creditkit: CreditkitServer): Promise<void> {
+  const [ada, grace, linus] = DEMO_USERS as [DemoUser, DemoUser, DemoUser];
 
   const now = Date.now();
   const day = new Date(now).toISOString().slice(0, 10);
@@ -147,6 +201,9 @@ export async function seedDemo(demo: Pick<Demo, 'creditkit' | 'sql'>): Promise<b
   // Grace subscribed to Pro 20 days ago through Checkout: the same events the webhook applies.
   const graceSub = subscriptionPurchaseEvents({ accountId: grace.id, customer: stripeId('cus', 14), email: grace.email }, pro, new Date(now - 20 * DAY), urls);
   await apply(graceSub.events);
+  // ... and saved a card for later (Checkout in setup mode): the card auto top-up would charge
+  const graceCard = cardSetupEvents({ accountId: grace.id, customer: graceSub.subscription.customer, email: grace.email }, 'ok', new Date(now - 20 * DAY + HOUR), urls);
+  await apply(graceCard.events);
 
   // Linus: beta credits, then a Starter pack, then a lot of video.
   await creditkit.grant({
@@ -189,5 +246,4 @@ export async function seedDemo(demo: Pick<Demo, 'creditkit' | 'sql'>): Promise<b
     metadata: { reason: 'welcome credits' },
     now: new Date(now - HOUR),
   });
-  return true;
 }

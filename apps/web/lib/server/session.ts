@@ -20,7 +20,8 @@ export async function signOut(): Promise<void> {
 
 /**
  * What a signed-in user may call: my balance and history (of any unit), my check of a unit, my
- * plan and features, quotes, and the catalogue (plans, packs, units).
+ * plan and features, quotes, and the catalogue (plans, packs, units); my auto top-up, my top-ups
+ * and my low-balance threshold, read and set, and the auto top-up terms.
  */
 export const BROWSER_FUNCTIONS: ReadonlySet<string> = new Set([
   'creditkit_my_balance',
@@ -33,6 +34,12 @@ export const BROWSER_FUNCTIONS: ReadonlySet<string> = new Set([
   'creditkit_plans',
   'creditkit_packs',
   'creditkit_units',
+  'creditkit_my_auto_topup',
+  'creditkit_my_set_auto_topup',
+  'creditkit_my_topups',
+  'creditkit_my_balance_alert',
+  'creditkit_my_set_balance_alert',
+  'creditkit_auto_topup_terms',
 ]);
 
 /**

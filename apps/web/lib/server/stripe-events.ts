@@ -276,3 +276,133 @@ export function cancellationEvents(s: Subscription, at: Date): StripeEventPayloa
   const created = unixSeconds(at);
   return [event('customer.subscription.deleted', subscriptionObject(s, 'canceled', s.start, created), created)];
 }
+
+// ── Cards saved for later and off-session PaymentIntents (auto top-up) ──────────────────────
+
+/** The test cards the simulated Stripe knows, by what an off-session charge of them does. */
+export const TEST_CARDS = {
+  ok: { number: '4242 4242 4242 4242', last4: '4242', brand: 'visa', label: 'Succeeds' },
+  decline: { number: '4000 0000 0000 0002', last4: '0002', brand: 'visa', label: 'Declined (card_declined)' },
+  authenticate: { number: '4000 0027 6000 3184', last4: '3184', brand: 'visa', label: 'Needs authentication (3-D Secure)' },
+} as const;
+
+export type TestCard = keyof typeof TEST_CARDS;
+
+export function isTestCard(value: unknown): value is TestCard {
+  return typeof value === 'string' && Object.hasOwn(TEST_CARDS, value);
+}
+
+/**
+ * The simulated payment method id names its test card (`pm_sim_decline_…`), so the simulated
+ * PaymentIntent knows what to answer after a restart too. Real ids are opaque.
+ */
+export function simulatedPaymentMethodId(card: TestCard): string {
+  return stripeId(`pm_sim_${card}`, 14);
+}
+
+export function testCardOf(paymentMethod: string): TestCard {
+  const match = /^pm_sim_(ok|decline|authenticate)_/.exec(paymentMethod);
+  return (match?.[1] as TestCard | undefined) ?? 'ok';
+}
+
+/**
+ * A card saved through Checkout in setup mode, in the order Stripe sends it: the session
+ * completes (metadata.account_id links the customer), the card is attached to the customer, the
+ * SetupIntent succeeds for off-session use (that one makes it the card auto top-up charges).
+ */
+export function cardSetupEvents(buyer: Buyer, card: TestCard, at: Date, urls: SessionUrls): { paymentMethod: string; events: StripeEventPayload[] } {
+  const created = unixSeconds(at);
+  const paymentMethod = simulatedPaymentMethodId(card);
+  const setupIntent = stripeId('seti');
+  const expYear = at.getUTCFullYear() + 4;
+  const session = {
+    id: stripeId('cs_test', 58),
+    object: 'checkout.session',
+    cancel_url: urls.cancelUrl,
+    client_reference_id: buyer.accountId,
+    created: created - 60,
+    currency: 'usd',
+    customer: buyer.customer,
+    customer_details: { email: buyer.email },
+    livemode: false,
+    metadata: { account_id: buyer.accountId },
+    mode: 'setup',
+    payment_status: 'no_payment_required',
+    setup_intent: setupIntent,
+    status: 'complete',
+    success_url: urls.successUrl,
+  };
+  const method = {
+    id: paymentMethod,
+    object: 'payment_method',
+    billing_details: { email: buyer.email },
+    card: { brand: TEST_CARDS[card].brand, country: 'US', exp_month: 12, exp_year: expYear, funding: 'credit', last4: TEST_CARDS[card].last4 },
+    created,
+    customer: buyer.customer,
+    livemode: false,
+    metadata: {},
+    type: 'card',
+  };
+  const intent = {
+    id: setupIntent,
+    object: 'setup_intent',
+    created,
+    customer: buyer.customer,
+    livemode: false,
+    metadata: { account_id: buyer.accountId },
+    payment_method: paymentMethod,
+    payment_method_types: ['card'],
+    status: 'succeeded',
+    usage: 'off_session',
+  };
+  return {
+    paymentMethod,
+    events: [
+      event('checkout.session.completed', session, created),
+      event('payment_method.attached', method, created),
+      event('setup_intent.succeeded', intent, created),
+    ],
+  };
+}
+
+export interface PaymentIntentParams {
+  id: string;
+  amount: number;
+  currency: string;
+  customer: string;
+  paymentMethod: string;
+  metadata: Record<string, string>;
+  offSession: boolean;
+}
+
+/** payment_intent.succeeded, or payment_intent.payment_failed with the card error Stripe reports. */
+export function paymentIntentEvent(
+  pi: PaymentIntentParams,
+  at: Date,
+  failure?: { code: string; declineCode?: string; message: string },
+): StripeEventPayload {
+  const created = unixSeconds(at);
+  const succeeded = !failure;
+  return event(succeeded ? 'payment_intent.succeeded' : 'payment_intent.payment_failed', {
+    id: pi.id,
+    object: 'payment_intent',
+    amount: pi.amount,
+    amount_received: succeeded ? pi.amount : 0,
+    capture_method: 'automatic',
+    confirmation_method: 'automatic',
+    created,
+    currency: pi.currency,
+    customer: pi.customer,
+    last_payment_error: failure
+      ? { type: 'card_error', code: failure.code, decline_code: failure.declineCode ?? null, message: failure.message, payment_method: { id: pi.paymentMethod } }
+      : null,
+    latest_charge: succeeded ? stripeId('ch') : null,
+    livemode: false,
+    metadata: pi.metadata,
+    off_session: pi.offSession,
+    payment_method: pi.paymentMethod,
+    payment_method_types: ['card'],
+    // an off-session charge that needs the customer fails as requires_payment_method, as a decline does
+    status: succeeded ? 'succeeded' : 'requires_payment_method',
+  }, created);
+}

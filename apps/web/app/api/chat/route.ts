@@ -8,7 +8,8 @@ import { errorResponse, meter } from '@creditkit/core/http';
 import { getDemo } from '@/lib/server/demo.ts';
 import { simulatedChat } from '@/lib/server/model.ts';
 import { vendorCostMicros } from '@/lib/server/seed.ts';
-import { currentUser } from '@/lib/server/session.ts';
+import { currentUser, originOf } from '@/lib/server/session.ts';
+import { kickWorker } from '@/lib/server/worker.ts';
 
 export const dynamic = 'force-dynamic';
 
@@ -17,7 +18,8 @@ export async function POST(request: Request): Promise<Response> {
   if (!user) return Response.json({ error: 'unauthenticated', message: 'Sign in to chat.' }, { status: 401 });
   const body = (await request.json().catch(() => ({}))) as { message?: unknown };
   const message = typeof body.message === 'string' && body.message.trim() ? body.message.trim().slice(0, 500) : 'Hello';
-  const { creditkit } = await getDemo();
+  const demo = await getDemo();
+  const { creditkit } = demo;
   try {
     const usage = await meter(creditkit, {
       accountId: user.id,
@@ -26,6 +28,8 @@ export async function POST(request: Request): Promise<Response> {
       idempotencyKey: request.headers.get('idempotency-key') ?? undefined,
       metadata: { model: 'demo-chat' },
     });
+    // a debit may have crossed a threshold: a top-up to charge, a notification to deliver
+    if (!usage.blocked) kickWorker(demo, originOf(request));
     if (usage.blocked) return usage.response; // 402 {"error":"insufficient_credits","unit":"messages",…}
 
     const reply = await simulatedChat(message);

@@ -6,7 +6,8 @@ import { CreditkitError } from '@creditkit/core';
 import { errorResponse, meter } from '@creditkit/core/http';
 import { getDemo } from '@/lib/server/demo.ts';
 import { vendorCostMicros } from '@/lib/server/seed.ts';
-import { currentUser } from '@/lib/server/session.ts';
+import { currentUser, originOf } from '@/lib/server/session.ts';
+import { kickWorker } from '@/lib/server/worker.ts';
 import { simulatedModel } from '@/lib/server/model.ts';
 
 export const dynamic = 'force-dynamic';
@@ -17,7 +18,8 @@ export async function POST(request: Request): Promise<Response> {
   const body = (await request.json().catch(() => ({}))) as { prompt?: unknown; quality?: unknown };
   const prompt = typeof body.prompt === 'string' && body.prompt.trim() ? body.prompt.trim().slice(0, 200) : 'a lighthouse at dusk';
   const quality = body.quality === 'hd' ? 'hd' : 'standard';
-  const { creditkit } = await getDemo();
+  const demo = await getDemo();
+  const { creditkit } = demo;
   try {
     if (quality === 'hd' && !(await creditkit.hasFeature({ accountId: user.id, feature: 'hd_upscale' }))) {
       return Response.json({ error: 'feature_required', feature: 'hd_upscale', message: 'HD needs the Pro plan.' }, { status: 403 });
@@ -31,6 +33,8 @@ export async function POST(request: Request): Promise<Response> {
       idempotencyKey: request.headers.get('idempotency-key') ?? undefined,
       metadata: { model: 'demo-xl', quality },
     });
+    // a debit may have crossed a threshold: a top-up to charge, a notification to deliver
+    if (!usage.blocked) kickWorker(demo, originOf(request));
     if (usage.blocked) return usage.response; // 402 {"error":"insufficient_credits","balance":…,"required":…}
 
     const image = await simulatedModel(prompt, quality);

@@ -1,4 +1,7 @@
-// Stands in for Stripe Checkout (and the customer portal) when no Stripe keys are configured.
+// Stands in for Stripe Checkout (and the customer portal) when no Stripe keys are configured:
+// paying for a pack or plan, saving a card for auto top-up (setup mode, with a choice of test
+// card: one that works, one that is declined, one that needs 3-D Secure), and the 3-D Secure step
+// of a top-up that needs the customer.
 // "Pay" posts to /api/checkout/simulated, which sends Stripe-shaped, signed events through the
 // app's real webhook route; nothing here grants credits by itself.
 import { notFound, redirect } from 'next/navigation';
@@ -6,6 +9,7 @@ import { money } from '@/lib/format.ts';
 import { getDemo } from '@/lib/server/demo.ts';
 import { currentUser } from '@/lib/server/session.ts';
 import { stripeIdsOf } from '@/lib/server/stripe.ts';
+import { TEST_CARDS } from '@/lib/server/stripe-events.ts';
 
 export const dynamic = 'force-dynamic';
 
@@ -41,6 +45,95 @@ export default async function SimulatedCheckout({ searchParams }: { searchParams
           ) : (
             <p>No active subscription.</p>
           )}
+          <p>
+            <a href="/billing">← Return to billing</a>
+          </p>
+        </section>
+      </div>
+    );
+  }
+
+  if (params.setup) {
+    return (
+      <div className="checkout">
+        <p className="sim-banner">Simulated Stripe Checkout · setup mode · nothing is charged now</p>
+        <div className="checkout-grid">
+          <section aria-labelledby="order-title">
+            <p className="muted">creditkit demo</p>
+            <h1 id="order-title">Save a card for automatic top-ups</h1>
+            <p className="muted">
+              The card is saved with your Stripe customer for off-session payments. Auto top-up charges it when your balance falls below
+              your threshold.
+            </p>
+            <p className="muted small">
+              Choose a Stripe test card to see what happens when a top-up charges it.
+            </p>
+          </section>
+          <section className="card" aria-labelledby="card-title">
+            <h2 id="card-title">Card details</h2>
+            <form action="/api/checkout/simulated" method="post" className="pay">
+              <input type="hidden" name="action" value="save-card" />
+              <label>
+                Email <input type="email" value={user.email} readOnly />
+              </label>
+              <fieldset className="cards">
+                <legend>Test card</legend>
+                {Object.entries(TEST_CARDS).map(([key, card], i) => (
+                  <label key={key} className="radio">
+                    <input type="radio" name="card" value={key} defaultChecked={i === 0} />
+                    <span>
+                      <code>{card.number}</code> <span className="muted">{card.label}</span>
+                    </span>
+                  </label>
+                ))}
+              </fieldset>
+              <button type="submit" className="ck-button primary wide">
+                Save card
+              </button>
+            </form>
+            <p className="muted small">
+              Saving sends <code>checkout.session.completed</code> (mode setup), <code>payment_method.attached</code> and{' '}
+              <code>setup_intent.succeeded</code>, signed, to <code>/api/stripe/webhook</code>.
+            </p>
+            <p>
+              <a href="/billing?checkout=canceled">Cancel and go back</a>
+            </p>
+          </section>
+        </div>
+      </div>
+    );
+  }
+
+  if (params.topup) {
+    const topup = (await demo.creditkit.topups({ accountId: user.id, limit: 50 })).find((t) => String(t.id) === params.topup);
+    if (!topup) notFound();
+    return (
+      <div className="checkout">
+        <p className="sim-banner">Simulated 3-D Secure · test mode</p>
+        <section className="card narrow" aria-labelledby="auth-title">
+          <h1 id="auth-title">Confirm your payment</h1>
+          <p>
+            Automatic top-up of <strong>{topup.amount} credits</strong> for <strong>{money(topup.chargeAmount, topup.currency)}</strong>. Your bank
+            asks you to confirm it.
+          </p>
+          <p className="muted small">
+            PaymentIntent <code>{topup.paymentIntent ?? '—'}</code>
+          </p>
+          {topup.status === 'action_required' ? (
+            <form action="/api/checkout/simulated" method="post">
+              <input type="hidden" name="action" value="confirm-topup" />
+              <input type="hidden" name="topup" value={topup.id} />
+              <button type="submit" className="ck-button primary wide">
+                Confirm {money(topup.chargeAmount, topup.currency)}
+              </button>
+            </form>
+          ) : (
+            <p>This top-up is {topup.status}; there is nothing to confirm.</p>
+          )}
+          <p className="muted small">
+            Confirming sends <code>payment_intent.succeeded</code> for this PaymentIntent to <code>/api/stripe/webhook</code>: the credits land
+            from it and auto top-up resumes.
+          </p>
           <p>
             <a href="/billing">← Return to billing</a>
           </p>

@@ -1,12 +1,17 @@
-// POST /api/checkout/simulated (a form on /checkout/simulated): "pay" for a pack or plan, or
-// cancel the subscription from the simulated portal. It builds the events Stripe would send for
+// POST /api/checkout/simulated (a form on /checkout/simulated): "pay" for a pack or plan, save a
+// card (Checkout in setup mode, with the test card chosen), confirm a top-up that needed
+// authentication (the 3-D Secure step), or cancel the subscription from the simulated portal. It builds the events Stripe would send for
 // that (stripe-events.ts), signs them with the webhook secret and delivers them to the app's own
 // webhook route, then sends the browser back to /billing like Stripe's success_url would.
 import type { Pack, Plan } from '@creditkit/core';
 import { getDemo } from '@/lib/server/demo.ts';
 import { currentUser, originOf } from '@/lib/server/session.ts';
 import { deliverEvents, stripeIdsOf } from '@/lib/server/stripe.ts';
-import { cancellationEvents, packPurchaseEvents, stripeId, subscriptionPurchaseEvents, unixSeconds, type Subscription } from '@/lib/server/stripe-events.ts';
+import { confirmTopupPayment } from '@/lib/server/simulated-stripe.ts';
+import {
+  cancellationEvents, cardSetupEvents, isTestCard, packPurchaseEvents, stripeId, subscriptionPurchaseEvents, unixSeconds, type Subscription,
+} from '@/lib/server/stripe-events.ts';
+import { kickWorker } from '@/lib/server/worker.ts';
 
 export const dynamic = 'force-dynamic';
 
@@ -30,7 +35,21 @@ export async function POST(request: Request): Promise<Response> {
   let events;
   const packId = form.get('pack');
   const planId = form.get('plan');
-  if (form.get('action') === 'cancel-subscription') {
+  const action = form.get('action');
+  if (action === 'confirm-topup') {
+    const id = Number(form.get('topup'));
+    const topup = (await creditkit.topups({ accountId: user.id, limit: 50 })).find((t) => t.id === id);
+    if (!topup || topup.status !== 'action_required') return back(origin, 'topup=nothing-to-confirm');
+    const deliveries = await confirmTopupPayment(demo, origin, topup);
+    kickWorker(demo, origin); // deliver topup.succeeded
+    const failed = deliveries.find((d) => d.status !== 200 || d.body.status === 'dead');
+    return back(origin, failed ? `checkout=failed&event=${encodeURIComponent(failed.type)}` : 'topup=confirmed');
+  }
+  if (action === 'save-card') {
+    const card = form.get('card');
+    if (!isTestCard(card)) return back(origin, 'checkout=unknown');
+    events = cardSetupEvents(buyer, card, now, { successUrl: `${origin}/billing?card=saved`, cancelUrl: urls.cancelUrl }).events;
+  } else if (action === 'cancel-subscription') {
     const plan = (await creditkit.plans()).find((p) => p.id === ids.planId);
     if (!ids.subscription || !plan || ids.status === 'canceled') return back(origin, 'portal=nothing-to-cancel');
     const subscription: Subscription = {
@@ -61,5 +80,7 @@ export async function POST(request: Request): Promise<Response> {
     console.error('creditkit demo: the simulated checkout could not deliver', failed);
     return back(origin, `checkout=failed&event=${encodeURIComponent(failed.type)}`);
   }
-  return back(origin, form.get('action') === 'cancel-subscription' ? 'portal=canceled' : 'checkout=success');
+  // a new card restarts an auto top-up that was stopped for the old one: a top-up may be due
+  if (action === 'save-card') kickWorker(demo, origin);
+  return back(origin, action === 'cancel-subscription' ? 'portal=canceled' : action === 'save-card' ? 'card=saved' : 'checkout=success');
 }

@@ -4,7 +4,8 @@
 // functions are passed on; the database's grants and RLS refuse the rest anyway.
 import { TransportError, type RawError } from '@creditkit/core';
 import { getDemo } from '@/lib/server/demo.ts';
-import { BROWSER_FUNCTIONS, currentUser } from '@/lib/server/session.ts';
+import { BROWSER_FUNCTIONS, currentUser, originOf } from '@/lib/server/session.ts';
+import { kickWorker } from '@/lib/server/worker.ts';
 
 export const dynamic = 'force-dynamic';
 
@@ -27,9 +28,11 @@ export async function POST(request: Request): Promise<Response> {
     // What Postgres answers a role without EXECUTE; the SDK maps it to NotAllowedError.
     return failure({ code: '42501', message: `permission denied for function ${fn}` }, 403);
   }
-  const { creditkit } = await getDemo();
+  const demo = await getDemo();
   try {
-    const data = await creditkit.asUser(user.id).transport.rpc(fn, args as Record<string, unknown>);
+    const data = await demo.creditkit.asUser(user.id).transport.rpc(fn, args as Record<string, unknown>);
+    // switched on below the threshold: the top-up is due now
+    if (fn === 'creditkit_my_set_auto_topup') kickWorker(demo, originOf(request));
     return Response.json({ data });
   } catch (error) {
     if (!(error instanceof TransportError)) throw error;
