@@ -52,6 +52,8 @@ const CITUS_LAYOUT: readonly CitusPlacement[] = [
   { table: 'creditkit.holds', kind: 'distributed', column: 'account_id' },
   { table: 'creditkit.subscriptions', kind: 'distributed', column: 'account_id' },
   { table: 'creditkit.allowances', kind: 'distributed', column: 'account_id' },
+  { table: 'creditkit.account_alerts', kind: 'distributed', column: 'account_id' },
+  { table: 'creditkit.auto_topups', kind: 'distributed', column: 'account_id' },
   // catalogue
   { table: 'creditkit.error_codes', kind: 'reference' },
   { table: 'creditkit.settings', kind: 'reference' },
@@ -61,11 +63,20 @@ const CITUS_LAYOUT: readonly CitusPlacement[] = [
   { table: 'creditkit.plan_limits', kind: 'reference' },
   { table: 'creditkit.prices', kind: 'reference' },
   { table: 'creditkit.packs', kind: 'reference' },
+  { table: 'creditkit.auto_topup_terms', kind: 'reference' },
+  { table: 'creditkit.balance_alerts', kind: 'reference' },
+  { table: 'creditkit.webhook_endpoints', kind: 'reference' },
   // Stripe state
   { table: 'creditkit.stripe_customers', kind: 'reference' },
   { table: 'creditkit.stripe_events', kind: 'reference' },
   { table: 'creditkit.stripe_payments', kind: 'reference' },
   { table: 'creditkit.stripe_invoices', kind: 'reference' },
+  { table: 'creditkit.stripe_payment_methods', kind: 'reference' },
+  { table: 'creditkit.stripe_default_methods', kind: 'reference' },
+  // the outbox and the top-ups (0.3.0): keyed by their own ids, so not by the account as they are
+  { table: 'creditkit.notifications', kind: 'reference' },
+  { table: 'creditkit.deliveries', kind: 'reference' },
+  { table: 'creditkit.topups', kind: 'reference' },
 ];
 
 const KIT_FUNCTIONS = `
