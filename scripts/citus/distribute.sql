@@ -67,6 +67,14 @@
 -- block (PostgREST wraps each RPC in one) Citus does not delegate: the call runs on the coordinator,
 -- a round trip per statement, as before. The ledger and grant ids a worker hands out come from that
 -- node's range of the sequence (docs/citus.md, D1).
+--
+-- Careful (docs/citus.md, F10): on Citus 13.2.2 a delegated call with a NULL account made outside a
+-- transaction block (`select * from creditkit_consume(null, 1)`, or a NULL bound to $1) crashes
+-- the coordinator's planner (signal 11: every backend of the coordinator restarts). Nothing in a
+-- function can catch it. To run without delegation, set creditkit.citus_delegate = off in the
+-- session before running this script: the functions are then distributed without a distribution
+-- argument (a second run with it off takes back a delegation made before), every call runs on the
+-- coordinator, and a NULL account raises CK006 as on Postgres.
 begin;
 
 set local citus.enable_unsafe_triggers = on;
@@ -126,11 +134,15 @@ insert into creditkit_delegated values
 do $distribute$
 declare
   colocation constant regclass := 'creditkit.accounts';
+  delegate constant text := coalesce(nullif(current_setting('creditkit.citus_delegate', true), ''), 'on');
   t record;
   k record;
   unclassed text;
   keys text[][] := '{}';  -- {table, constraint, definition} of each foreign key dropped for the placement
 begin
+  if delegate not in ('on', 'off') then
+    raise exception 'creditkit distribute: creditkit.citus_delegate is on or off, not %', delegate;
+  end if;
   if to_regclass('pg_catalog.pg_dist_partition') is null then
     raise exception 'creditkit distribute: the citus extension is not installed in database %', current_database();
   end if;
@@ -215,7 +227,7 @@ begin
   alter function creditkit.card_on_file(uuid) set citus.allow_nested_distributed_execution = on;
 
   -- The single-account API, delegated by its account (see the header); a function already
-  -- delegated so is left as it is.
+  -- delegated so is left as it is. With creditkit.citus_delegate = off, none is (F10).
   for t in select d.name, p.oid::regprocedure as fn, p.proargnames[1] as first_name, p.proargtypes[0] as first_type,
                   o.distribution_argument_index as arg, o.colocationid
              from creditkit_delegated d
@@ -228,6 +240,10 @@ begin
       raise exception 'creditkit distribute: public.% is not one function', t.name;
     elsif t.first_name is distinct from 'p_account_id' or t.first_type <> 'uuid'::regtype then
       raise exception 'creditkit distribute: % does not take p_account_id uuid first', t.fn;
+    elsif delegate = 'off' then
+      if t.arg is not null then
+        perform create_distributed_function(t.fn);  -- no distribution argument: not delegated
+      end if;
     elsif t.arg is distinct from 0
           or t.colocationid is distinct from (select p.colocationid from pg_dist_partition p where p.logicalrelid = colocation) then
       perform create_distributed_function(t.fn, 'p_account_id', colocate_with => colocation::text);

@@ -422,6 +422,34 @@ describeIfCitus('creditkit on Citus', () => {
     }
     await expectCopiesAlike(db, ['creditkit.topups', 'creditkit.notifications', 'creditkit.deliveries']);
   }, 180_000);
+
+  // F10 (docs/citus.md): on Citus 13.2.2 a delegated call with a NULL account outside a transaction
+  // block crashes the coordinator (a NULL uuid in the distribution argument; reproduced without the
+  // kit). No function body can catch it; the guard is not delegating. Last: it redistributes the
+  // functions without delegation, then puts the delegation back.
+  it('F10 guard: with creditkit.citus_delegate = off, a NULL account outside a transaction block answers CK006 and the coordinator stays up', async () => {
+    await distributeKit(db.url, { name: DISTRIBUTE.name, sql: `set creditkit.citus_delegate = off;\n${DISTRIBUTE.sql}` });
+    expect(await delegatedFunctions(db)).toEqual([]);
+    // a session opened before: a crash of the coordinator would end it with every other backend
+    const witness = new pg.Client({ connectionString: db.url });
+    await witness.connect();
+    try {
+      const [before] = (await witness.query('select pg_backend_pid() as pid')).rows;
+      for (const [sql, params] of [
+        ['select * from public.creditkit_consume(null, 1)', []],
+        ['select * from public.creditkit_consume($1, 1)', [null]],
+        ['select * from public.creditkit_balance(null)', []],
+      ] as const) {
+        await expect(db.query(sql, [...params]), sql).rejects.toMatchObject({ code: 'CK006' });
+      }
+      expect((await witness.query('select pg_backend_pid() as pid')).rows[0]).toEqual(before);
+      expect(await placements(db)).toEqual(EXPECTED);
+    } finally {
+      await witness.end().catch(() => {});
+    }
+    await distributeKit(db.url, DISTRIBUTE);
+    expect(await delegatedFunctions(db)).toEqual([...DELEGATED].sort());
+  }, 180_000);
 });
 
 /** The API functions distribute.sql delegates to the account's worker (its creditkit_delegated). */
@@ -491,6 +519,18 @@ async function accountsWithWorkers(db: CitusDatabase): Promise<Array<{ account: 
   }
   if (byPort.size < 2) throw new Error('could not find accounts on two workers: is creditkit.accounts distributed?');
   return [...byPort].map(([port, account]) => ({ account, port }));
+}
+
+/** The kit functions delegated by their first argument and colocated with accounts, by name. */
+async function delegatedFunctions(db: CitusDatabase): Promise<string[]> {
+  const rows = await db.query<{ fn: string }>(
+    `select p.proname::text as fn from pg_dist_object o join pg_proc p on p.oid = o.objid
+      where o.classid = 'pg_proc'::regclass and o.distribution_argument_index = 0
+        and o.colocationid = (select colocationid from pg_dist_partition where logicalrelid = $1::regclass)
+      order by 1`,
+    [COLOCATE_WITH],
+  );
+  return rows.map((r) => r.fn);
 }
 
 /**
