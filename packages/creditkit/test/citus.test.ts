@@ -423,6 +423,29 @@ describeIfCitus('creditkit on Citus', () => {
     await expectCopiesAlike(db, ['creditkit.topups', 'creditkit.notifications', 'creditkit.deliveries']);
   }, 180_000);
 
+  knownBug('0.3.0: creditkit_worker_claim_deliveries hands out a pending delivery with its body (42883 function creditkit.notification_body(creditkit.notifications_<shard>) does not exist: a whole-row argument, deparsed to the shard of the reference table)', async () => {
+    await setUpOutbox(db);
+    const [account] = await accountsOnEveryWorker(db);
+    await db.query('select * from public.creditkit_grant($1, 10)', [account]);
+    await db.query(`insert into creditkit.subscriptions (account_id, plan_id, anchor) values ($1, 'citus-pro', now())`, [account]);
+    const claims = await creditkit(runAs.service(db)).call('creditkit_worker_claim_deliveries', { p_limit: 1000 });
+    const [event] = await db.query<{ id: string }>('select id from creditkit.notifications where account_id = $1', [account]);
+    expect(claims.filter((c) => c.event_id === event?.id)).toMatchObject([{ endpoint_id: 'citus', attempt: 1 }]);
+  }, 60_000);
+
+  knownBug('0.3.0: creditkit_set_balance_alert sets the unit\'s default threshold for every account (0A000 DO UPDATE SET now(); then 0A000 could not run distributed query with FOR UPDATE/SHARE commands: its loop locks accounts of every shard, F5)', async () => {
+    const ck = creditkit(runAs.service(db));
+    try {
+      await ck.call('creditkit_set_balance_alert', { p_unit: 'credits', p_threshold: 50 });
+      const [account] = await accountsOnEveryWorker(db);
+      await ck.grant({ p_account_id: account, p_amount: 100 });
+      expect(await ck.call('creditkit_balance_alert', { p_account_id: account, p_unit: 'credits' })).toMatchObject([{ threshold: 50, source: 'unit' }]);
+    } finally {
+      // the unit's threshold would watch every new account of the tests after this one
+      await db.exec(`delete from creditkit.balance_alerts where unit = 'credits'`);
+    }
+  }, 60_000);
+
   // F10 (docs/citus.md): on Citus 13.2.2 a delegated call with a NULL account outside a transaction
   // block crashes the coordinator (a NULL uuid in the distribution argument; reproduced without the
   // kit). No function body can catch it; the guard is not delegating. Last: it redistributes the
