@@ -13,12 +13,18 @@
 -- that the keys allow it):
 --   per-account   hash-distributed by the account and colocated with creditkit.accounts, so an
 --                 account's rows, and every statement of a call about one account, are on one node:
---                 accounts (by id); grants, ledger, ledger_keys, holds, subscriptions, allowances (by
---                 account_id)
+--                 accounts (by id); grants, ledger, ledger_keys, holds, subscriptions, allowances,
+--                 account_alerts, auto_topups (by account_id)
 --   catalogue     reference tables (a copy on every node): error_codes, settings, units,
---                 starter_grants, plans, plan_limits, prices, packs
+--                 starter_grants, plans, plan_limits, prices, packs, auto_topup_terms, balance_alerts,
+--                 webhook_endpoints
 --   Stripe state  reference tables too (keyed by Stripe's ids; a refund may arrive before the account
---                 is known): stripe_customers, stripe_events, stripe_payments, stripe_invoices
+--                 is known): stripe_customers, stripe_events, stripe_payments, stripe_invoices,
+--                 stripe_payment_methods, stripe_default_methods
+--   outbox        reference tables (0.3.0; keyed by their own ids, not by the account, so they cannot
+--                 be distributed by it as they are): notifications, deliveries, topups. The triggers
+--                 that write them (watch_balance at commit, notify_plan_change) run on the account's
+--                 worker and write every copy from there (docs/citus.md, "0.3.0").
 -- A kit table this list does not name is an error: a new table must be classed here first.
 --
 -- Shards per distributed table: citus.shard_count of the session (Citus's default, 32); set it
@@ -47,6 +53,9 @@
 --     open_unit(…)`) and reads the units reference table, which Citus refuses as a distributed query
 --     from a query on a shard (docs/citus.md F7); every table it reads or writes has a copy or the
 --     account's shard on that node, so the nested statements run locally, in the same transaction.
+--   * creditkit.card_on_file runs with it too, for the same reason (0.3.0): it reads only reference
+--     tables (the Stripe customer and card), and is called inside a statement on the account's shard
+--     (auto_topup_of's select list, once that function is plpgsql: docs/citus.md, "0.3.0").
 --   * the kit's functions that name a table's row type were created on the coordinator only (their
 --     table was not distributed yet); they are propagated to the workers at the end, as is every
 --     other kit function Citus does not know yet (no delegation: calls still run on the coordinator).
@@ -58,6 +67,14 @@
 -- block (PostgREST wraps each RPC in one) Citus does not delegate: the call runs on the coordinator,
 -- a round trip per statement, as before. The ledger and grant ids a worker hands out come from that
 -- node's range of the sequence (docs/citus.md, D1).
+--
+-- Careful (docs/citus.md, F10): on Citus 13.2.2 a delegated call with a NULL account made outside a
+-- transaction block (`select * from creditkit_consume(null, 1)`, or a NULL bound to $1) crashes
+-- the coordinator's planner (signal 11: every backend of the coordinator restarts). Nothing in a
+-- function can catch it. To run without delegation, set creditkit.citus_delegate = off in the
+-- session before running this script: the functions are then distributed without a distribution
+-- argument (a second run with it off takes back a delegation made before), every call runs on the
+-- coordinator, and a NULL account raises CK006 as on Postgres.
 begin;
 
 set local citus.enable_unsafe_triggers = on;
@@ -86,13 +103,23 @@ insert into creditkit_layout values
   (10, 'creditkit.stripe_events', 'reference', null),
   (11, 'creditkit.stripe_payments', 'reference', null),
   (12, 'creditkit.stripe_invoices', 'reference', null),
-  (13, 'creditkit.accounts', 'distributed', 'id'),
-  (14, 'creditkit.grants', 'distributed', 'account_id'),
-  (15, 'creditkit.ledger', 'distributed', 'account_id'),
-  (16, 'creditkit.ledger_keys', 'distributed', 'account_id'),
-  (17, 'creditkit.holds', 'distributed', 'account_id'),
-  (18, 'creditkit.subscriptions', 'distributed', 'account_id'),
-  (19, 'creditkit.allowances', 'distributed', 'account_id');
+  (13, 'creditkit.stripe_payment_methods', 'reference', null),
+  (14, 'creditkit.stripe_default_methods', 'reference', null),
+  (15, 'creditkit.auto_topup_terms', 'reference', null),
+  (16, 'creditkit.balance_alerts', 'reference', null),
+  (17, 'creditkit.webhook_endpoints', 'reference', null),
+  (18, 'creditkit.notifications', 'reference', null),
+  (19, 'creditkit.deliveries', 'reference', null),
+  (20, 'creditkit.topups', 'reference', null),
+  (30, 'creditkit.accounts', 'distributed', 'id'),
+  (31, 'creditkit.grants', 'distributed', 'account_id'),
+  (32, 'creditkit.ledger', 'distributed', 'account_id'),
+  (33, 'creditkit.ledger_keys', 'distributed', 'account_id'),
+  (34, 'creditkit.holds', 'distributed', 'account_id'),
+  (35, 'creditkit.subscriptions', 'distributed', 'account_id'),
+  (36, 'creditkit.allowances', 'distributed', 'account_id'),
+  (37, 'creditkit.account_alerts', 'distributed', 'account_id'),
+  (38, 'creditkit.auto_topups', 'distributed', 'account_id');
 
 -- Delegated to the account's worker (public.<name>, one function of that name, p_account_id uuid
 -- first): the server-only calls that read and write one account's rows and read only reference
@@ -107,11 +134,15 @@ insert into creditkit_delegated values
 do $distribute$
 declare
   colocation constant regclass := 'creditkit.accounts';
+  delegate constant text := coalesce(nullif(current_setting('creditkit.citus_delegate', true), ''), 'on');
   t record;
   k record;
   unclassed text;
   keys text[][] := '{}';  -- {table, constraint, definition} of each foreign key dropped for the placement
 begin
+  if delegate not in ('on', 'off') then
+    raise exception 'creditkit distribute: creditkit.citus_delegate is on or off, not %', delegate;
+  end if;
   if to_regclass('pg_catalog.pg_dist_partition') is null then
     raise exception 'creditkit distribute: the citus extension is not installed in database %', current_database();
   end if;
@@ -193,9 +224,10 @@ begin
                        where o.classid = 'pg_catalog.pg_proc'::regclass and o.objid = p.oid);
 
   alter function creditkit.open_unit(uuid, text, timestamptz, boolean) set citus.allow_nested_distributed_execution = on;
+  alter function creditkit.card_on_file(uuid) set citus.allow_nested_distributed_execution = on;
 
   -- The single-account API, delegated by its account (see the header); a function already
-  -- delegated so is left as it is.
+  -- delegated so is left as it is. With creditkit.citus_delegate = off, none is (F10).
   for t in select d.name, p.oid::regprocedure as fn, p.proargnames[1] as first_name, p.proargtypes[0] as first_type,
                   o.distribution_argument_index as arg, o.colocationid
              from creditkit_delegated d
@@ -208,6 +240,10 @@ begin
       raise exception 'creditkit distribute: public.% is not one function', t.name;
     elsif t.first_name is distinct from 'p_account_id' or t.first_type <> 'uuid'::regtype then
       raise exception 'creditkit distribute: % does not take p_account_id uuid first', t.fn;
+    elsif delegate = 'off' then
+      if t.arg is not null then
+        perform create_distributed_function(t.fn);  -- no distribution argument: not delegated
+      end if;
     elsif t.arg is distinct from 0
           or t.colocationid is distinct from (select p.colocationid from pg_dist_partition p where p.logicalrelid = colocation) then
       perform create_distributed_function(t.fn, 'p_account_id', colocate_with => colocation::text);
