@@ -105,6 +105,24 @@ comment on function creditkit.can_access_account(uuid) is
 revoke all on function creditkit.can_access_account(uuid) from public, anon, authenticated, service_role;
 grant execute on function creditkit.can_access_account(uuid) to authenticated, service_role;
 
+-- Whether the caller may change the account's billing: turn auto top-up on (charges to its card)
+-- or set its low-balance threshold. Default: the account is the caller's own. A team override of
+-- can_access_account lets members read; override this one too to say who may spend (the owners,
+-- say): create or replace it in a migration of yours. Created once, like can_access_account.
+create or replace function creditkit.can_manage_billing(p_account_id uuid)
+returns boolean
+language sql
+stable
+security invoker
+set search_path = ''
+as $$
+  select p_account_id is not null and p_account_id = (select auth.uid());
+$$;
+comment on function creditkit.can_manage_billing(uuid) is
+  'True when the current caller may change the account''s billing (auto top-up, thresholds). Default: the account id is auth.uid(). Override for team accounts.';
+revoke all on function creditkit.can_manage_billing(uuid) from public, anon, authenticated, service_role;
+grant execute on function creditkit.can_manage_billing(uuid) to authenticated, service_role;
+
 -- ---------------------------------------------------------------------------------------------
 -- Server-only guard. EXECUTE on server functions is granted to service_role alone, so this never
 -- fires in a correctly installed database. It is here for the day someone runs a blanket

@@ -36,7 +36,9 @@ create table creditkit.notifications (
   account_id uuid,
   unit text,
   payload jsonb not null,
-  created_at timestamptz not null default now()
+  created_at timestamptz not null default now(),
+  -- The order events were written in (those of one transaction share created_at).
+  seq bigint generated always as identity
 );
 comment on table creditkit.notifications is 'The outbox: every notification event, written in the transaction that caused it.';
 create index notifications_account on creditkit.notifications (account_id, created_at desc);
@@ -111,21 +113,22 @@ comment on function creditkit.notify(text, uuid, text, jsonb) is
 revoke all on function creditkit.notify(text, uuid, text, jsonb) from public, anon, authenticated, service_role;
 
 -- The exact bytes every delivery of an event sends: Standard Webhooks' {id, type, timestamp, data}.
-create or replace function creditkit.notification_body(p_notification creditkit.notifications)
+-- (It takes the columns, not the row: on Citus a row argument has the shard's type.)
+create or replace function creditkit.notification_body(p_id text, p_type text, p_created_at timestamptz, p_payload jsonb)
 returns text
 language sql
-stable
+immutable
 set search_path = ''
 as $$
   select jsonb_build_object(
-           'id', p_notification.id,
-           'type', p_notification.type,
-           'timestamp', to_char(p_notification.created_at at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
-           'data', p_notification.payload)::text;
+           'id', p_id,
+           'type', p_type,
+           'timestamp', to_char(p_created_at at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
+           'data', p_payload)::text;
 $$;
-comment on function creditkit.notification_body(creditkit.notifications) is
+comment on function creditkit.notification_body(text, text, timestamptz, jsonb) is
   'The JSON body of a notification''s deliveries: {"id", "type", "timestamp", "data"}.';
-revoke all on function creditkit.notification_body(creditkit.notifications) from public, anon, authenticated, service_role;
+revoke all on function creditkit.notification_body(text, text, timestamptz, jsonb) from public, anon, authenticated, service_role;
 
 -- A plan change is an event wherever it comes from (creditkit_set_plan, Stripe's subscription
 -- events): the subscription row is the one place both write.
@@ -208,7 +211,7 @@ begin
   on conflict on constraint webhook_endpoints_pkey do update
      set url = excluded.url, secret = coalesce(p_secret, e.secret), event_types = excluded.event_types,
          enabled = excluded.enabled, disabled_reason = case when excluded.enabled then null else coalesce(e.disabled_reason, 'operator') end,
-         description = excluded.description, updated_at = now()
+         description = excluded.description, updated_at = excluded.updated_at
   returning e.* into v_row;
   id := v_row.id;
   url := v_row.url;
@@ -305,7 +308,7 @@ begin
     from creditkit.notifications n
    where (p_account_id is null or n.account_id = p_account_id)
      and (p_type is null or n.type = p_type)
-   order by n.created_at desc, n.id desc
+   order by n.created_at desc, n.seq desc
    limit p_limit;
 end;
 $$;
@@ -424,7 +427,7 @@ begin
       from due where d.id = due.id
     returning d.*
   )
-  select c.id, c.attempts, n.id, e.id, e.url, e.secret, creditkit.notification_body(n),
+  select c.id, c.attempts, n.id, e.id, e.url, e.secret, creditkit.notification_body(n.id, n.type, n.created_at, n.payload),
          extract(epoch from p_now)::bigint
     from claimed c
     join creditkit.notifications n on n.id = c.notification_id

@@ -429,12 +429,14 @@ comment on function creditkit.watch(uuid, text, boolean) is
 revoke all on function creditkit.watch(uuid, text, boolean) from public, anon, authenticated, service_role;
 
 -- Security definer: it runs at commit, after the API function that changed the balance has
--- returned, as the caller (service_role has no rights on the kit's tables).
+-- returned, as the caller (service_role has no rights on the kit's tables); and so it carries the
+-- API's lock_timeout of its own.
 create or replace function creditkit.watch_balance()
 returns trigger
 language plpgsql
 security definer
 set search_path = ''
+set lock_timeout = '3s'
 as $$
 begin
   perform creditkit.watch(new.id, new.unit, false);
@@ -736,12 +738,15 @@ begin
     perform creditkit.stripe_dead('invalid_event', 'top-up payment without a payment intent id or a numeric metadata.creditkit_topup_id');
   end if;
   perform creditkit.stripe_lock_payment(array[v_pi]);
-  select p.* into v_topup from creditkit.topups p where p.id = (p_object #>> '{metadata,creditkit_topup_id}')::bigint for update;
+  select p.* into v_topup from creditkit.topups p where p.id = (p_object #>> '{metadata,creditkit_topup_id}')::bigint;
   if not found or v_topup.account_id::text is distinct from p_object #>> '{metadata,creditkit_account_id}' then
     perform creditkit.stripe_dead('unknown_topup', format('no top-up %s of account %s',
       p_object #>> '{metadata,creditkit_topup_id}', coalesce(p_object #>> '{metadata,creditkit_account_id}', 'NULL')));
   end if;
   account_id := v_topup.account_id;
+  -- the account's rows first (every unit, in the kit's order), then the top-up's
+  perform creditkit.stripe_lock_account(v_topup.account_id, p_now);
+  select p.* into v_topup from creditkit.topups p where p.id = v_topup.id for update;
 
   if p_event ->> 'type' = 'payment_intent.payment_failed' then
     if v_topup.status in ('charging', 'processing') and (v_topup.payment_intent is null or v_topup.payment_intent = v_pi) then
@@ -832,6 +837,9 @@ begin
   if p_unit_price is null or p_unit_price <= 0 or p_unit_price > 1000000 then
     raise exception using errcode = 'CK006', message = 'invalid argument: unit_price is the price of 1 of the unit in cents, above 0 and at most 1000000';
   end if;
+  if ceil(p_max_amount * p_unit_price) > 9007199254740991 then
+    raise exception using errcode = 'CK001', message = 'invalid amount: max_amount at unit_price would cost more than 9007199254740991';
+  end if;
   if p_min_threshold is null or p_min_threshold < 0 or p_min_threshold > 9007199254740991
      or p_monthly_count_cap < 1 or p_cooldown is null or p_cooldown < interval '0' or p_enabled is null then
     raise exception using errcode = 'CK006', message = 'invalid argument: min_threshold >= 0, monthly_count_cap >= 1, cooldown >= 0 and enabled are required';
@@ -848,7 +856,7 @@ begin
      set currency = excluded.currency, unit_price = excluded.unit_price, min_amount = excluded.min_amount,
          max_amount = excluded.max_amount, min_threshold = excluded.min_threshold,
          monthly_amount_cap = excluded.monthly_amount_cap, monthly_count_cap = excluded.monthly_count_cap,
-         cooldown = excluded.cooldown, action_url = excluded.action_url, enabled = excluded.enabled, updated_at = now()
+         cooldown = excluded.cooldown, action_url = excluded.action_url, enabled = excluded.enabled, updated_at = excluded.updated_at
   returning t.*;
 end;
 $$;
@@ -864,6 +872,7 @@ language sql
 stable
 security definer
 set search_path = ''
+set enable_seqscan = off
 as $$
   select t.* from creditkit.auto_topup_terms t order by t.unit;
 $$;
@@ -906,9 +915,10 @@ begin
     insert into creditkit.balance_alerts as b (unit, threshold, percent, hysteresis)
     values (p_unit, p_threshold, p_percent, p_hysteresis)
     on conflict (unit) do update
-       set threshold = excluded.threshold, percent = excluded.percent, hysteresis = excluded.hysteresis, updated_at = now();
+       set threshold = excluded.threshold, percent = excluded.percent, hysteresis = excluded.hysteresis, updated_at = excluded.updated_at;
   end if;
-  for r in select a.id from creditkit.accounts a where a.unit = p_unit order by a.id for update loop
+  for r in select a.id from creditkit.accounts a where a.unit = p_unit order by a.id loop
+    perform from creditkit.accounts a where a.id = r.id and a.unit = p_unit for update;
     perform creditkit.watch(r.id, p_unit, true);
   end loop;
   return query select b.* from creditkit.balance_alerts b where b.unit = p_unit;
@@ -945,8 +955,30 @@ comment on function creditkit.balance_alert_of(uuid, text) is
   'An (account, unit)''s low-balance threshold in force, where it comes from, its state (ok, low, depleted) and spendable balance.';
 revoke all on function creditkit.balance_alert_of(uuid, text) from public, anon, authenticated, service_role;
 
--- Locks an (account, unit) row for a setting, opening it when the plan has a limit for the unit.
--- CK003 for an unknown account; a known one without the unit is CK015 here (nothing to watch).
+-- The account a signed-in caller asked to change the billing of (default: their own): one they may
+-- read (creditkit.caller_account) and manage (creditkit.can_manage_billing); CK005 otherwise.
+create or replace function creditkit.billing_account(p_account_id uuid)
+returns uuid
+language plpgsql
+stable
+set search_path = ''
+as $$
+declare
+  v_account_id uuid := creditkit.caller_account(p_account_id);
+begin
+  if not creditkit.can_manage_billing(v_account_id) then
+    raise exception using errcode = 'CK005', message = 'not allowed: you may not change the billing of that account';
+  end if;
+  return v_account_id;
+end;
+$$;
+comment on function creditkit.billing_account(uuid) is
+  'The account a signed-in caller may change the billing of (default: their own); CK005 unless can_manage_billing allows it.';
+revoke all on function creditkit.billing_account(uuid) from public, anon, authenticated, service_role;
+
+-- Locks an (account, unit) row for a setting, opening it for a known account that has none in the
+-- unit yet (a setting needs the row to watch). CK003 for an unknown account, CK015 for a unit that
+-- is not metered.
 create or replace function creditkit.lock_for_setting(p_account_id uuid, p_unit text, p_now timestamptz)
 returns void
 language plpgsql
@@ -986,12 +1018,14 @@ begin
   insert into creditkit.account_alerts as s (account_id, unit, threshold, percent)
   values (p_account_id, p_unit, p_threshold, p_percent)
   on conflict on constraint account_alerts_pkey do update
-     set threshold = excluded.threshold, percent = excluded.percent, updated_at = now();
-  perform creditkit.watch(p_account_id, p_unit, false);
+     set threshold = excluded.threshold, percent = excluded.percent, updated_at = excluded.updated_at;
+  -- quietly: a balance already below the new threshold reads as low, without an event (events come
+  -- from crossings; a setting flipped back and forth must not flood the endpoints)
+  perform creditkit.watch(p_account_id, p_unit, true);
 end;
 $$;
 comment on function creditkit.set_account_alert(uuid, text, bigint, numeric, timestamptz) is
-  'Sets an (account, unit)''s own low-balance threshold (both NULL: the unit''s default) and applies it at once.';
+  'Sets an (account, unit)''s own low-balance threshold (both NULL: the unit''s default) and applies it at once, quietly (no event for a balance already below it).';
 revoke all on function creditkit.set_account_alert(uuid, text, bigint, numeric, timestamptz) from public, anon, authenticated, service_role;
 
 -- Security definer: writes the kit's tables; service_role only.
@@ -1016,7 +1050,7 @@ begin
 end;
 $$;
 comment on function public.creditkit_set_account_balance_alert(uuid, text, bigint, numeric, timestamptz) is
-  'Server only. An account''s own low-balance threshold in a unit (absolute or a percentage of the plan allowance; both NULL: the unit''s default). A balance already below it is low at once (balance.low).';
+  'Server only. An account''s own low-balance threshold in a unit (absolute or a percentage of the plan allowance; both NULL: the unit''s default). A balance already below it reads as low at once, without an event; the next crossing writes one.';
 revoke all on function public.creditkit_set_account_balance_alert(uuid, text, bigint, numeric, timestamptz) from public, anon, authenticated;
 grant execute on function public.creditkit_set_account_balance_alert(uuid, text, bigint, numeric, timestamptz) to service_role;
 
@@ -1034,14 +1068,14 @@ set lock_timeout = '3s'
 set enable_seqscan = off
 as $$
 declare
-  v_account_id uuid := creditkit.caller_account(p_account_id);
+  v_account_id uuid := creditkit.billing_account(p_account_id);
 begin
   perform creditkit.set_account_alert(v_account_id, p_unit, p_threshold, null, now());
   return query select * from creditkit.balance_alert_of(v_account_id, p_unit);
 end;
 $$;
 comment on function public.creditkit_my_set_balance_alert(text, bigint, uuid) is
-  'Signed-in users. Your low-balance threshold in a unit (NULL: the default the app set), for your account or one the access function lets you manage.';
+  'Signed-in users. Your low-balance threshold in a unit (NULL: the default the app set), for your account or one creditkit.can_manage_billing lets you manage (CK005 otherwise).';
 revoke all on function public.creditkit_my_set_balance_alert(text, bigint, uuid) from public, anon, authenticated, service_role;
 grant execute on function public.creditkit_my_set_balance_alert(text, bigint, uuid) to authenticated;
 
@@ -1099,10 +1133,12 @@ returns table (account_id uuid, unit text, enabled boolean, status text, status_
                amount bigint, target bigint, pack_id text, failures integer, monthly_amount_cap bigint,
                monthly_count_cap integer, month_amount bigint, month_count integer, currency text,
                payment_method jsonb, last_topup jsonb)
-language sql
+language plpgsql
 stable
 set search_path = ''
 as $$
+begin
+  return query
   select p_account_id, p_unit, coalesce(t.enabled, false), coalesce(t.status, 'off'), t.status_reason, t.threshold,
          t.amount, t.target, t.pack_id, coalesce(t.failures, 0),
          least(t.monthly_amount_cap, terms.monthly_amount_cap), least(t.monthly_count_cap, terms.monthly_count_cap),
@@ -1123,6 +1159,7 @@ as $$
        where p.account_id = p_account_id and p.unit = p_unit
          and p.status in ('charging', 'processing', 'succeeded')
          and p.charged_at >= date_trunc('month', p_now at time zone 'UTC') at time zone 'UTC') m on true;
+end;
 $$;
 comment on function creditkit.auto_topup_of(uuid, text, timestamptz) is
   'An (account, unit)''s auto top-up: settings, status, caps and what this month used, the card on file and the last top-up.';
@@ -1203,7 +1240,7 @@ begin
      set enabled = true, status = 'active', status_reason = null, failures = 0, armed = true,
          threshold = excluded.threshold, amount = excluded.amount, target = excluded.target, pack_id = excluded.pack_id,
          monthly_amount_cap = excluded.monthly_amount_cap, monthly_count_cap = excluded.monthly_count_cap,
-         updated_at = now();
+         updated_at = excluded.updated_at;
   -- turned on again: a payment left waiting for the customer is dropped
   update creditkit.topups p set status = 'canceled', failure_code = 'auto_topup_reset', completed_at = now(), updated_at = now()
    where p.account_id = p_account_id and p.unit = p_unit and p.status = 'action_required';
@@ -1271,7 +1308,7 @@ set lock_timeout = '3s'
 set enable_seqscan = off
 as $$
 declare
-  v_account_id uuid := creditkit.caller_account(p_account_id);
+  v_account_id uuid := creditkit.billing_account(p_account_id);
   v_caps record;
 begin
   -- the customer's own caps are the ones they set before (the server sets them)
@@ -1283,7 +1320,7 @@ begin
 end;
 $$;
 comment on function public.creditkit_my_set_auto_topup(text, boolean, bigint, bigint, bigint, text, uuid) is
-  'Signed-in users. Turns auto top-up of a unit on for your account (threshold; exactly one of amount, target balance or pack) or off. Needs a card saved through Stripe (CK016).';
+  'Signed-in users. Turns auto top-up of a unit on for your account, or one creditkit.can_manage_billing lets you manage (threshold; exactly one of amount, target balance or pack), or off. Needs a card saved through Stripe (CK016).';
 revoke all on function public.creditkit_my_set_auto_topup(text, boolean, bigint, bigint, bigint, text, uuid) from public, anon, authenticated, service_role;
 grant execute on function public.creditkit_my_set_auto_topup(text, boolean, bigint, bigint, bigint, text, uuid) to authenticated;
 
@@ -1352,6 +1389,9 @@ as $$
 begin
   if p_limit is null or p_limit < 1 or p_limit > 1000 then
     raise exception using errcode = 'CK006', message = 'invalid argument: limit must be between 1 and 1000';
+  end if;
+  if p_status not in ('pending', 'charging', 'processing', 'succeeded', 'failed', 'action_required', 'canceled') then
+    raise exception using errcode = 'CK006', message = 'invalid argument: unknown top-up status';
   end if;
   return query
   select p.id, p.account_id, p.unit, p.status, p.amount, p.charge_amount, p.currency, p.attempt, p.payment_intent,
@@ -1464,7 +1504,12 @@ begin
        for update skip locked
   loop
     if v_topup.status = 'pending' then
-      perform from creditkit.accounts a where a.id = v_topup.account_id and a.unit = v_topup.unit for update;
+      -- the account's lock (the order every writer of its auto top-up keeps: the account, then its
+      -- top-ups); a busy account's top-up waits for the next claim instead of holding up the rest
+      perform from creditkit.accounts a where a.id = v_topup.account_id and a.unit = v_topup.unit for update skip locked;
+      if not found then
+        continue;
+      end if;
       select t.* into v_auto from creditkit.auto_topups t where t.account_id = v_topup.account_id and t.unit = v_topup.unit;
       select t.* into v_terms from creditkit.auto_topup_terms t where t.unit = v_topup.unit;
       if v_auto.status is distinct from 'active' or not coalesce(v_terms.enabled, false) then
@@ -1565,10 +1610,13 @@ begin
   if p_payment_intent is not null and p_payment_intent !~ '^pi_[A-Za-z0-9_]+$' then
     raise exception using errcode = 'CK006', message = 'invalid argument: a payment intent id is pi_...';
   end if;
-  select p.* into v_topup from creditkit.topups p where p.id = p_topup_id for update;
+  select p.* into v_topup from creditkit.topups p where p.id = p_topup_id;
   if not found then
     raise exception using errcode = 'CK018', message = format('unknown top-up: %s', p_topup_id);
   end if;
+  -- the account's lock first, then the top-up's (the order of every writer of both)
+  perform from creditkit.accounts a where a.id = v_topup.account_id and a.unit = v_topup.unit for update;
+  select p.* into v_topup from creditkit.topups p where p.id = p_topup_id for update;
   if v_topup.status = 'charging' and v_topup.attempt = p_attempt then
     if p_outcome in ('succeeded', 'processing') then
       -- charged: the credits land from payment_intent.succeeded

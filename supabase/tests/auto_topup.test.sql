@@ -1,6 +1,6 @@
 -- auto top-up: the essentials at the SQL. A debit that takes a watched (account, unit) to or below
 -- its threshold queues the watch, which runs at commit (a deferred constraint trigger, AFTER
--- UPDATE OF balance, held) on the row as the transaction leaves it: one crossing, one pending
+-- UPDATE OF due_at, held) on the row as the transaction leaves it: one crossing, one pending
 -- top-up; a replayed key or a rolled-back debit, nothing. The worker's claim takes due top-ups
 -- with SKIP LOCKED, so a top-up another transaction holds is left for the next claim.
 --
@@ -55,8 +55,8 @@ select results_eq(
             t.tgqual is not null, t.tgfoid = 'creditkit.watch_balance()'::regprocedure, t.tgenabled = 'O'
        from pg_catalog.pg_trigger t
       where t.tgrelid = 'creditkit.accounts'::regclass and t.tgname = 'watch_balance' $$,
-  $$ values (true, true, true, true, true, true, true, array['balance', 'held'], true, true, true) $$,
-  'watch_balance is a constraint trigger, deferrable initially deferred, after update of balance, held, for each row, with a WHEN');
+  $$ values (true, true, true, true, true, true, true, array['due_at', 'held'], true, true, true) $$,
+  'watch_balance is a constraint trigger, deferrable initially deferred, after update of due_at, held (the slow paths'' writes), for each row, with a WHEN');
 
 -- ---------------------------------------------------------------------------------------------
 -- The operator's terms and the customers' cards (as postgres: a server connection).
@@ -133,7 +133,8 @@ select results_eq($$ select * from pg_temp.topups('dave') $$, $$ values ('pendin
 -- ---------------------------------------------------------------------------------------------
 -- The worker's claim skips a top-up another transaction holds. The worker is a second session
 -- (dblink); it sees only committed rows, so this part commits two top-ups of a unit of its own,
--- with the rows the claim checks (terms, auto top-up on, a card on file), and deletes them after.
+-- with the rows the claim checks (their accounts' rows, terms, auto top-up on, a card on file), and
+-- deletes them after.
 -- ---------------------------------------------------------------------------------------------
 create extension if not exists dblink with schema extensions;
 select dblink_connect('ck_worker', format('host=%s port=%s dbname=%s user=%s',
@@ -146,11 +147,14 @@ create function pg_temp.cleanup() returns text language sql as $$
     delete from creditkit.stripe_default_methods where customer_id in ('cus_SkipA', 'cus_SkipB');
     delete from creditkit.stripe_payment_methods where id in ('pm_SkipA', 'pm_SkipB');
     delete from creditkit.stripe_customers where customer_id in ('cus_SkipA', 'cus_SkipB');
+    delete from creditkit.accounts where unit = 'skip-locked';
     delete from creditkit.units where id = 'skip-locked' $sql$)
 $$;
 select pg_temp.cleanup();
 select dblink_exec('ck_worker', $sql$
   insert into creditkit.units (id, name) values ('skip-locked', 'Skip locked');
+  insert into creditkit.accounts (id, unit)
+  values ('00000000-0000-4000-8000-00000000000a', 'skip-locked'), ('00000000-0000-4000-8000-00000000000b', 'skip-locked');
   insert into creditkit.auto_topup_terms (unit, currency, unit_price, min_amount, max_amount, cooldown)
   values ('skip-locked', 'usd', 1, 1, 1000, '0 seconds');
   insert into creditkit.stripe_customers (account_id, customer_id)

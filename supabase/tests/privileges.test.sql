@@ -50,6 +50,7 @@ select results_eq(
        ('creditkit.append_entry(uuid,text,text,bigint,bigint,text,text,jsonb,timestamp with time zone,timestamp with time zone,bigint,bigint)', false, false, false),
        ('creditkit.apply_settings()', false, false, false),
        ('creditkit.assert_server_caller()', false, false, false),
+       ('creditkit.billing_account(uuid)', false, false, false),
        ('creditkit.book_due(uuid,text,timestamp with time zone)', false, false, false),
        ('creditkit.book_expired(uuid,text,timestamp with time zone)', false, false, false),
        ('creditkit.debit(uuid,text,bigint,text,text,jsonb,jsonb,bigint,timestamp with time zone)', false, false, false),
@@ -142,7 +143,7 @@ select results_eq(
        ('creditkit.watch_new_row()', false, false, false),
        -- notifications: the outbox writer, the body every delivery sends, the retry schedule
        ('creditkit.delivery_delays()', false, false, false),
-       ('creditkit.notification_body(creditkit.notifications)', false, false, false),
+       ('creditkit.notification_body(text,text,timestamp with time zone,jsonb)', false, false, false),
        ('creditkit.notify(text,uuid,text,jsonb)', false, false, false),
        ('creditkit.notify_plan_change()', false, false, false),
        -- pure validators (read nothing), called by the security-invoker reads
@@ -157,6 +158,7 @@ select results_eq(
        -- so a signed-in caller learns nothing about accounts it may not read
        ('creditkit.caller_account(uuid)', false, true, false),
        ('creditkit.can_access_account(uuid)', false, true, true),
+       ('creditkit.can_manage_billing(uuid)', false, true, true),
        ('creditkit.effective_plan(uuid)', false, true, true),
        ('creditkit.history_page(uuid,text,integer,bigint)', false, true, true),
        ('creditkit.limits_of(text)', false, true, true),
@@ -418,13 +420,11 @@ select is_empty(
 -- they have none (since 0.3.0 some reads are security definer too: stable, without lock_timeout).
 select is_empty(
   $$ select signature from ck_functions
-      where prosecdef and provolatile = 'v' and signature <> 'creditkit.watch_balance()'
+      where prosecdef and provolatile = 'v'
         and not exists (select from unnest(proconfig) c where c like 'lock\_timeout=%') $$,
   'every security definer creditkit function that writes bounds its lock waits (lock_timeout)');
 -- The balance watch runs at commit (a deferred constraint trigger), outside the API function's
--- SET lock_timeout, takes row locks (auto_topups FOR UPDATE, account_alerts) and writes top-ups
--- and events: it should bound its waits like every writer. Reported; TODO until the SQL sets it.
-select todo('creditkit.watch_balance() sets no lock_timeout (reported)', 1);
+-- SET lock_timeout, takes row locks and writes top-ups and events: it bounds its own waits.
 select ok(
   (select exists (select from unnest(proconfig) c where c like 'lock\_timeout=%') from ck_functions
     where signature = 'creditkit.watch_balance()'),
@@ -445,11 +445,8 @@ select is_empty(
   $$ select signature from ck_functions
       where (signature like 'public.creditkit\_%' or signature = 'creditkit.charge_on_insert()')
         and signature !~ '^public\.creditkit_(account_margin|unit_usage|usage_series|top_events|credits_outstanding|accounts_per_plan|mrr|set_balance_alert|prune_notifications)\('
-        and signature <> 'public.creditkit_auto_topup_terms()'
         and not coalesce('enable_seqscan=off' = any(proconfig), false) $$,
   'every API function plans with enable_seqscan = off');
--- The other catalogue reads (creditkit_plans, _packs, _units) set it; this one does not. Reported.
-select todo('creditkit_auto_topup_terms() sets no enable_seqscan = off (reported)', 1);
 select ok(
   (select coalesce('enable_seqscan=off' = any(proconfig), false) from ck_functions where signature = 'public.creditkit_auto_topup_terms()'),
   'creditkit_auto_topup_terms plans with enable_seqscan = off like the other catalogue reads');

@@ -55,6 +55,7 @@ export const CALLER_BOUND_FUNCTIONS = [
 export const CALLER_HELPERS = [
   'creditkit.caller_account(uuid)',
   'creditkit.can_access_account(uuid)',
+  'creditkit.can_manage_billing(uuid)',
   'creditkit.check_amount(bigint)',
   'creditkit.check_money(bigint)',
   'creditkit.check_request(text,text,jsonb,timestamp with time zone)',

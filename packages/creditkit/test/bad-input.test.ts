@@ -1049,8 +1049,11 @@ describeEachBackend('bad input', (backend) => {
       fx.topup = { id: Number(row.id), attempt: row.attempt };
     }
     if (needs.includes('delivery') || needs.includes('claimed-delivery')) {
-      // a threshold above the balance: balance.low at once, delivered to HOOKS
-      await ck.call('creditkit_set_account_balance_alert', { p_account_id: account, p_unit: 'credits', p_threshold: 200, p_now: NOW });
+      // a threshold just below the balance and a consume that crosses it: balance.low, delivered to HOOKS
+      const [{ spendable }] = await db.query<{ spendable: string }>(
+        `select (balance - held)::text as spendable from creditkit.accounts where id = $1 and unit = 'credits'`, [account]);
+      await ck.call('creditkit_set_account_balance_alert', { p_account_id: account, p_unit: 'credits', p_threshold: Number(spendable) - 1, p_now: NOW });
+      await ck.consume({ p_account_id: account, p_amount: 1, p_now: NOW });
       if (needs.includes('claimed-delivery')) await ck.call('creditkit_worker_claim_deliveries', { p_limit: 1000, p_lease: '1 hour', p_now: NOW });
       const [row] = await db.query<{ id: string; attempts: number }>(
         `select d.id::text, d.attempts from creditkit.deliveries d join creditkit.notifications n on n.id = d.notification_id
@@ -1123,7 +1126,7 @@ describeEachBackend('bad input', (backend) => {
   // it.fails: reported. The terms accept a top-up whose charge cannot be written (amount x unit
   // price above 2^53-1 cents): the crossing's top-up then violates topups_charge_amount_range
   // inside the balance watch, at the COMMIT of the customer's debit (23514), and the debit fails.
-  it.fails('auto top-up terms whose largest charge passes 2^53-1 cents are refused (CK001), not left to fail debits at commit', async () => {
+  it('auto top-up terms whose largest charge passes 2^53-1 cents are refused (CK001), not left to fail debits at commit', async () => {
     const before = await booksDigest(db);
     expect(await outcome(ck.call('creditkit_set_auto_topup_terms', { ...valid('creditkit_set_auto_topup_terms'), p_unit_price: 1_000_000, p_max_amount: MAX_CREDITS })))
       .toBe('CK001');

@@ -325,7 +325,7 @@ describeIfCitus('creditkit on Citus', () => {
     expect(events.map((e) => e.type)).toEqual(['plan.changed']);
   }, 60_000);
 
-  knownBug('0.3.0: a threshold set with creditkit_set_account_balance_alert, then a consume that crosses it writes balance.low, on both workers (0A000 functions used in the DO UPDATE SET clause of INSERTs on distributed tables must be marked IMMUTABLE: set_account_alert\'s updated_at = now())', async () => {
+  it('0.3.0: a threshold set with creditkit_set_account_balance_alert, then a consume that crosses it writes balance.low, on both workers', async () => {
     await setUpOutbox(db);
     const ck = creditkit(runAs.service(db));
     for (const account of await accountsOnEveryWorker(db)) {
@@ -360,7 +360,7 @@ describeIfCitus('creditkit on Citus', () => {
     await expectCopiesAlike(db, ['creditkit.notifications', 'creditkit.deliveries']);
   }, 120_000);
 
-  knownBug('0.3.0: auto top-up configured through the API (creditkit_set_auto_topup_terms, creditkit_set_auto_topup) tops up a crossing, and creditkit_worker_claim_topups claims it (0A000 DO UPDATE SET now() in both; then F3 in auto_topup_of)', async () => {
+  it('0.3.0: auto top-up configured through the API (creditkit_set_auto_topup_terms, creditkit_set_auto_topup) tops up a crossing, and creditkit_worker_claim_topups claims it', async () => {
     const ck = creditkit(runAs.service(db));
     await ck.call('creditkit_set_auto_topup_terms', {
       p_unit: 'credits', p_currency: 'usd', p_unit_price: 1, p_min_amount: 100, p_max_amount: 10_000, p_cooldown: '0 seconds',
@@ -423,7 +423,7 @@ describeIfCitus('creditkit on Citus', () => {
     await expectCopiesAlike(db, ['creditkit.topups', 'creditkit.notifications', 'creditkit.deliveries']);
   }, 180_000);
 
-  knownBug('0.3.0: creditkit_worker_claim_deliveries hands out a pending delivery with its body (42883 function creditkit.notification_body(creditkit.notifications_<shard>) does not exist: a whole-row argument, deparsed to the shard of the reference table)', async () => {
+  it('0.3.0: creditkit_worker_claim_deliveries hands out a pending delivery with its body', async () => {
     await setUpOutbox(db);
     const [account] = await accountsOnEveryWorker(db);
     await db.query('select * from public.creditkit_grant($1, 10)', [account]);
@@ -433,7 +433,7 @@ describeIfCitus('creditkit on Citus', () => {
     expect(claims.filter((c) => c.event_id === event?.id)).toMatchObject([{ endpoint_id: 'citus', attempt: 1 }]);
   }, 60_000);
 
-  knownBug('0.3.0: creditkit_set_balance_alert sets the unit\'s default threshold for every account (0A000 DO UPDATE SET now(); then 0A000 could not run distributed query with FOR UPDATE/SHARE commands: its loop locks accounts of every shard, F5)', async () => {
+  it('0.3.0: creditkit_set_balance_alert sets the unit\'s default threshold for every account', async () => {
     const ck = creditkit(runAs.service(db));
     try {
       await ck.call('creditkit_set_balance_alert', { p_unit: 'credits', p_threshold: 50 });

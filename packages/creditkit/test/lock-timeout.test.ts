@@ -118,7 +118,7 @@ describeIfPostgres('bounded lock waits', () => {
   });
 
   // it.fails: the SQL does not do this yet (reported). Once it does, vitest says so: drop `.fails`.
-  it.fails("the worker's claim of top-ups is not held up by one locked account: it charges the others", async () => {
+  it("the worker's claim of top-ups is not held up by one locked account: it charges the others", async () => {
     let clock = 0;
     const apply = (type: string, object: JsonObject) =>
       ck.call('creditkit_stripe_apply', { p_event: stripeEvent(type, object, { created: unix(++clock * SECOND) }), p_now: at(1) });
@@ -150,7 +150,7 @@ describeIfPostgres('bounded lock waits', () => {
   // it.fails: reported. The claim locks a top-up, then its account; turning auto top-up off (like
   // the watch and a card change) locks the account, then its open top-ups. When both meet on one
   // account they wait for each other: Postgres ends one with 40P01 (deadlock_detected).
-  it.fails('turning auto top-up off while the worker claims its top-up: both answer, no deadlock', async () => {
+  it('turning auto top-up off while the worker claims its top-up: both answer, no deadlock', async () => {
     let clock = 100;
     const apply = (type: string, object: JsonObject) =>
       ck.call('creditkit_stripe_apply', { p_event: stripeEvent(type, object, { created: unix(++clock * SECOND) }), p_now: at(1) });

@@ -23,11 +23,12 @@ function outbox(db: TestDatabase, ck: Creditkit) {
       (await ck.call('creditkit_worker_delivery_result', {
         p_delivery_id: c.delivery_id, p_attempt: c.attempt, p_status_code: status, p_error: status === null ? 'timeout' : null, p_now: at(now),
       }))[0] as { status: string; next_attempt_at: string | null },
-    /** An event for a new account: a threshold above its balance makes balance.low at once. */
+    /** An event for a new account: a consume takes it from 60 to 10, below its threshold of 50. */
     lowEvent: async () => {
       const account = newAccountId();
-      await ck.grant({ p_account_id: account, p_amount: 10, p_now: at(0) });
+      await ck.grant({ p_account_id: account, p_amount: 60, p_now: at(0) });
       await ck.call('creditkit_set_account_balance_alert', { p_account_id: account, p_unit: 'credits', p_threshold: 50, p_now: at(0) });
+      await ck.consume({ p_account_id: account, p_amount: 50, p_now: at(0) });
       const [row] = await db.query<{ id: string }>(`select id from creditkit.notifications where account_id = $1`, [account]);
       return { account, event: row!.id };
     },

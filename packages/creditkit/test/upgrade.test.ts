@@ -186,7 +186,11 @@ const CHANGES: { to: string; what: string; probe: (conn: SetupConnection, ada: s
         if (!(await conn.query<{ present: boolean }>(`select to_regclass('creditkit.notifications') is not null as present`))[0]!.present) {
           return 'no alerts';
         }
-        await conn.query(`select * from creditkit_set_account_balance_alert($1, 'credits', 1000000)`, [ada]);
+        // a threshold just below the balance, then a consume that crosses it
+        await conn.query(
+          `select * from creditkit_set_account_balance_alert($1, 'credits',
+             (select greatest(a.balance - a.held, 0) - 1 from creditkit.accounts a where a.id = $1 and a.unit = 'credits'))`, [ada]);
+        await conn.query(`select * from creditkit_consume($1, 1, p_now => $2)`, [ada, at(6 * HOUR)]);
         await conn.exec('set constraints all immediate');
         const [row] = await conn.query<{ n: number }>(
           `select count(*)::int as n from creditkit.notifications where account_id = $1 and type = 'balance.low'`, [ada]);
