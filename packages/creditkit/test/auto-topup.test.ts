@@ -403,7 +403,7 @@ describeIfPostgres('auto top-up under concurrency', () => {
     await ck.call('creditkit_set_auto_topup', { p_account_id: account, p_unit: 'credits', p_enabled: true, p_threshold: 100, p_amount: 500 });
     const pool = db.pool({ max: 25 });
     await warmPool(pool, 25);
-    const run = pooledRunner(pool, 'service_role', null, newGauge());
+    const run = pooledRunner(pool, 'service_role', { role: 'service_role' }, newGauge());
     const svc = creditkit(run);
     const results = await Promise.all(Array.from({ length: 50 }, () => svc.consume({ p_account_id: account, p_amount: 2, p_now: at(HOUR) })));
     expect(results.filter((r) => r.allowed)).toHaveLength(50);

@@ -1050,8 +1050,8 @@ describeEachBackend('bad input', (backend) => {
     }
     if (needs.includes('delivery') || needs.includes('claimed-delivery')) {
       // a threshold just below the balance and a consume that crosses it: balance.low, delivered to HOOKS
-      const [{ spendable }] = await db.query<{ spendable: string }>(
-        `select (balance - held)::text as spendable from creditkit.accounts where id = $1 and unit = 'credits'`, [account]);
+      const [{ spendable }] = (await db.query<{ spendable: string }>(
+        `select (balance - held)::text as spendable from creditkit.accounts where id = $1 and unit = 'credits'`, [account])) as [{ spendable: string }];
       await ck.call('creditkit_set_account_balance_alert', { p_account_id: account, p_unit: 'credits', p_threshold: Number(spendable) - 1, p_now: NOW });
       await ck.consume({ p_account_id: account, p_amount: 1, p_now: NOW });
       if (needs.includes('claimed-delivery')) await ck.call('creditkit_worker_claim_deliveries', { p_limit: 1000, p_lease: '1 hour', p_now: NOW });

@@ -121,7 +121,7 @@ describeEachBackend('notifications', (backend) => {
     expect(endpoints[0]).not.toHaveProperty('secret');
     await box.lowEvent();   // not delivered to a disabled endpoint
     expect((await box.claim(HOUR)).map((c) => c.endpoint_id)).toEqual(['all']);
-    const [{ secret }] = (await ck.call('creditkit_upsert_webhook_endpoint', { p_id: 'gone', p_url: 'https://new.example.com/hook' })) as Array<{ secret: string }>;
+    const [{ secret }] = (await ck.call('creditkit_upsert_webhook_endpoint', { p_id: 'gone', p_url: 'https://new.example.com/hook' })) as [{ secret: string }];
     expect(secret).toBe(gone.secret);   // kept when not given
     expect(await ck.call('creditkit_delete_webhook_endpoint', { p_id: 'gone' })).toEqual([{ creditkit_delete_webhook_endpoint: 1 }]);
     expect(await outcome(ck.call('creditkit_delete_webhook_endpoint', { p_id: 'gone' }))).toBe('CK017');
@@ -174,7 +174,7 @@ describeIfPostgres('notifications under concurrency', () => {
     for (let i = 0; i < 40; i++) await box.lowEvent();
     const pool = db.pool({ max: 4 });
     await warmPool(pool, 4);
-    const svc = creditkit(pooledRunner(pool, 'service_role', null, newGauge()));
+    const svc = creditkit(pooledRunner(pool, 'service_role', { role: 'service_role' }, newGauge()));
     const claims = await Promise.all([0, 1, 2, 3].map(() => svc.call('creditkit_worker_claim_deliveries', { p_limit: 15, p_now: at(HOUR) })));
     const ids = claims.flat().map((c) => c.delivery_id);
     expect(ids).toHaveLength(40);

@@ -9,7 +9,9 @@ import { CreditkitError, type CreditkitClient } from '@creditkit/core';
 export type CreditkitReadClient = Pick<
   CreditkitClient,
   'balance' | 'history' | 'plan' | 'plans' | 'packs' | 'hasFeature' | 'check' | 'units'
->;
+> &
+  // balance alerts and auto top-up (0.3.0): the hooks that read them need them
+  Partial<Pick<CreditkitClient, 'balanceAlert' | 'autoTopup' | 'topups'>>;
 
 /** What to buy: a credit pack (one-off payment) or a plan (subscription). */
 export type CheckoutTarget = { packId: string; planId?: undefined } | { planId: string; packId?: undefined };

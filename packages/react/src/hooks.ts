@@ -14,7 +14,7 @@ import {
   type UseQueryResult,
 } from '@tanstack/react-query';
 import { useCallback } from 'react';
-import type { AccountBalance, AccountPlan, HistoryPage, Pack, Plan, Unit } from '@creditkit/core';
+import type { AccountBalance, AccountPlan, AutoTopup, BalanceAlert, HistoryPage, Pack, Plan, Topup, Unit } from '@creditkit/core';
 import { useCreditkit, type CreditkitReadClient } from './context.tsx';
 import { creditkitKeys } from './keys.ts';
 
@@ -56,6 +56,50 @@ export function useBalance(options: UseBalanceOptions = {}): UseQueryResult<Acco
     (accountId) => client.balance(unit === undefined ? { accountId } : { accountId, unit }),
     query,
   );
+}
+
+/** The client's method, or an error saying which one the provider's client lacks. */
+function needs<K extends 'balanceAlert' | 'autoTopup' | 'topups'>(client: CreditkitReadClient, method: K): NonNullable<CreditkitReadClient[K]> {
+  const fn = client[method];
+  if (!fn) throw new Error(`@creditkit/react: the provider's client has no ${method}() (pass a CreditkitClient)`);
+  return fn.bind(client) as NonNullable<CreditkitReadClient[K]>;
+}
+
+export type UseUnitOptions<T> = CreditkitQueryOptions<T> & {
+  /** The metered unit (default: credits). Part of the query key. */
+  unit?: string;
+};
+
+/**
+ * The account's low-balance threshold in force for a unit (its own, else the app's default for
+ * the unit), where it comes from, and the state: ok, low or depleted (creditkit_my_balance_alert).
+ * What a low-balance banner shows; <LowBalanceBanner> without a threshold reads it.
+ */
+export function useBalanceAlert(options: UseUnitOptions<BalanceAlert> = {}): UseQueryResult<BalanceAlert, Error> {
+  const { client } = useCreditkit();
+  const { unit, ...query } = options;
+  return useAccountQuery(
+    (accountId) => creditkitKeys.balanceAlert(accountId, unit),
+    (accountId) => needs(client, 'balanceAlert')(unit === undefined ? { accountId } : { accountId, unit }),
+    query,
+  );
+}
+
+/** The account's auto top-up of a unit: settings, status and why, this month's use, the card on file, the last top-up. */
+export function useAutoTopup(options: UseUnitOptions<AutoTopup> = {}): UseQueryResult<AutoTopup, Error> {
+  const { client } = useCreditkit();
+  const { unit, ...query } = options;
+  return useAccountQuery(
+    (accountId) => creditkitKeys.autoTopup(accountId, unit),
+    (accountId) => needs(client, 'autoTopup')(unit === undefined ? { accountId } : { accountId, unit }),
+    query,
+  );
+}
+
+/** The account's recent top-ups, newest first. */
+export function useTopups(options?: CreditkitQueryOptions<Topup[]>): UseQueryResult<Topup[], Error> {
+  const { client } = useCreditkit();
+  return useAccountQuery(creditkitKeys.topups, (accountId) => needs(client, 'topups')({ accountId }), options);
 }
 
 /** The account's plan and period (every field null when it has none). */

@@ -29,6 +29,12 @@ export const creditkitKeys = {
   /** useFeature's answer for `amount` of a feature; without an amount, the prefix of every amount's. */
   feature: (accountId: AccountKey, feature: string, amount?: number) =>
     amount === undefined ? ([...account(accountId), 'feature', feature] as const) : ([...account(accountId), 'feature', feature, amount] as const),
+  /** The account's low-balance threshold in force and its state, per unit (useBalanceAlert). */
+  balanceAlert: (accountId: AccountKey, unit: string = CREDITS) => [...account(accountId), 'balance-alert', unit] as const,
+  /** The account's auto top-up of a unit: settings, status, card on file (useAutoTopup). */
+  autoTopup: (accountId: AccountKey, unit: string = CREDITS) => [...account(accountId), 'auto-topup', unit] as const,
+  /** The account's recent top-ups (useTopups). */
+  topups: (accountId: AccountKey) => [...account(accountId), 'topups'] as const,
   /** The plan catalogue: the same for every account. */
   plans: () => [ROOT, 'plans'] as const,
   /** The credit packs on sale: the same for every account. */

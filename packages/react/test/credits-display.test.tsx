@@ -5,7 +5,7 @@ import { type ReactNode } from 'react';
 import { screen, waitFor, within } from '@testing-library/react';
 import { userEvent } from '@testing-library/user-event';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { CreditsDisplay, LowBalanceBanner, useCreditsMutation, type CreditsPrice } from '../src/index.ts';
+import { CreditsDisplay, LowBalanceBanner, useBalanceAlert, useCreditsMutation, type CreditsPrice } from '../src/index.ts';
 import { clientOver, gated, renderAs, startKit, tampered, type Kit } from './support.tsx';
 
 let kit: Kit;
@@ -238,6 +238,26 @@ describe('LowBalanceBanner', () => {
     const alert = await screen.findByRole('alert');
     expect(alert).toHaveTextContent('You are out of credits.');
     expect(screen.queryByRole('status')).toBeNull();
+  });
+
+  it("without a threshold it uses the account's own (the one balance.low uses); none set, no banner", async () => {
+    const grace = await userWith(40);
+    const linus = await userWith(40);
+    await kit.creditkit.setAccountBalanceAlert({ accountId: grace, unit: 'credits', threshold: 50 });
+    renderAs(kit, grace, <LowBalanceBanner />);
+    expect(await screen.findByRole('status')).toHaveTextContent(/^Only 40 credits left\.$/);
+    function AlertState(): ReactNode {
+      const { data } = useBalanceAlert();
+      return <span>{data ? `threshold: ${data.threshold ?? 'none'}, ${data.state}` : 'loading'}</span>;
+    }
+    renderAs(kit, linus, (
+      <>
+        <AlertState />
+        <LowBalanceBanner>linus is low</LowBalanceBanner>
+      </>
+    ));
+    expect(await screen.findByText('threshold: none, ok')).toBeInTheDocument();
+    expect(screen.queryByText('linus is low')).toBeNull();
   });
 
   it('takes a message function and an action; NaN as threshold never shows', async () => {
