@@ -160,6 +160,63 @@ console.log(JSON.stringify({
 }));
 `;
 
+// The same app, on to 0.3.0's auto top-up and notifications through the SDK from the tarball: an
+// endpoint at a receiver of its own that verifies every delivery with verifyWebhook, a card saved
+// through the webhook's events, a threshold crossed, auto top-up turned on while below it, and
+// runWorker charging through a Stripe stand-in of the app's own; the payment_intent.succeeded event
+// lands the credits.
+const AUTOTOPUP_MJS = `
+import { createServer } from 'node:http';
+import pg from 'pg';
+import { createCreditkit, runWorker, verifyWebhook } from '@creditkit/core/server';
+
+const pool = new pg.Pool({ connectionString: process.env.DATABASE_URL });
+const creditkit = createCreditkit({ pg: pool });
+const ada = process.env.ADA;
+const received = [];
+let secret;
+const receiver = createServer(async (request, response) => {
+  let body = '';
+  for await (const chunk of request) body += chunk;
+  try {
+    const event = await verifyWebhook(body, request.headers, secret);
+    received.push({ type: event.type, id: request.headers['webhook-id'], verified: true });
+    response.writeHead(204).end();
+  } catch (error) {
+    received.push({ verified: false, code: error.code });
+    response.writeHead(401).end();
+  }
+});
+await new Promise((resolve) => receiver.listen(0, '127.0.0.1', resolve));
+const endpoint = await creditkit.upsertWebhookEndpoint({ id: 'app-events', url: \`http://127.0.0.1:\${receiver.address().port}/hooks\` });
+secret = endpoint.secret;
+
+let n = 0;
+const event = (type, object) => ({ id: \`evt_app\${++n}\`, object: 'event', type, created: 1900000000 + n, livemode: false, data: { object } });
+await creditkit.setAutoTopupTerms({ unit: 'credits', currency: 'usd', unitPrice: 1, minAmount: 50, maxAmount: 1000, cooldown: '0 seconds' });
+await creditkit.stripeLinkCustomer({ accountId: ada, customerId: 'cus_AppAda' });
+await creditkit.stripeApply({ event: event('payment_method.attached', { id: 'pm_AppVisa', object: 'payment_method', type: 'card', customer: 'cus_AppAda', card: { brand: 'visa', last4: '4242', exp_month: 1, exp_year: 2035 } }) });
+await creditkit.stripeApply({ event: event('setup_intent.succeeded', { id: 'seti_App', object: 'setup_intent', status: 'succeeded', usage: 'off_session', customer: 'cus_AppAda', payment_method: 'pm_AppVisa' }) });
+
+const before = (await creditkit.balance({ accountId: ada })).balance;
+await creditkit.setAccountBalanceAlert({ accountId: ada, unit: 'credits', threshold: before - 1 });
+const crossed = await creditkit.consume({ accountId: ada, amount: 2 });
+const auto = await creditkit.setAutoTopup({ accountId: ada, unit: 'credits', enabled: true, threshold: before + 5, amount: 100 });
+
+const charges = [];
+const stripe = { paymentIntents: { async create(params, options) { charges.push({ params, key: options?.idempotencyKey }); return { id: 'pi_App' + charges.length, status: 'succeeded' }; } } };
+const charged = await runWorker({ creditkit, stripe });
+const paid = await creditkit.stripeApply({ event: event('payment_intent.succeeded', {
+  id: 'pi_App1', object: 'payment_intent', amount: charges[0].params.amount, amount_received: charges[0].params.amount,
+  currency: 'usd', customer: 'cus_AppAda', payment_method: 'pm_AppVisa', status: 'succeeded', metadata: charges[0].params.metadata }) });
+const delivered = await runWorker({ creditkit, stripe });
+const after = (await creditkit.balance({ accountId: ada })).balance;
+const topups = await creditkit.topups({ accountId: ada });
+receiver.close();
+await pool.end();
+console.log(JSON.stringify({ before, crossed, auto, charges, charged, paid, delivered, after, topups, received }));
+`;
+
 const LAYOUT_TSX = `import type { ReactNode } from 'react';
 import { Providers } from './providers';
 
@@ -485,5 +542,26 @@ describeIfPostgres('an app outside the monorepo, installed from the tarballs', (
     expect(out.after).toEqual({ credits: 40, messages: 3 });
     const doctor = await npx(oldApp, 'creditkit', 'doctor', '--db-url', oldDb.url!);
     expect(doctor.status, doctor.stdout).toBe(0);
+  });
+  it(`and then uses ${VERSION}'s auto top-up and signed notifications through the SDK from the tarball`, async () => {
+    write(join(oldApp, 'autotopup.mjs'), AUTOTOPUP_MJS);
+    const r = await run(process.execPath, ['autotopup.mjs'], oldApp, { DATABASE_URL: oldDb.url!, ADA: ada });
+    expect(r.status, r.stderr).toBe(0);
+    const out = JSON.parse(r.stdout);
+    // crossing its threshold, then auto top-up turned on while below: one charge of the saved card
+    expect(out.crossed).toMatchObject({ allowed: true, balance: out.before - 2 });
+    expect(out.auto).toMatchObject({ enabled: true, status: 'active', paymentMethod: { id: 'pm_AppVisa', brand: 'visa', last4: '4242' } });
+    expect(out.charges).toEqual([{
+      params: expect.objectContaining({ amount: 100, currency: 'usd', customer: 'cus_AppAda', payment_method: 'pm_AppVisa', off_session: true, confirm: true }),
+      key: expect.stringMatching(/^creditkit-topup-\d+$/),
+    }]);
+    expect(out.charged.topups).toMatchObject({ claimed: 1, charged: 1 });
+    expect(out.paid).toMatchObject({ status: 'applied', duplicate: false });
+    expect(out.after).toBe(out.before - 2 + 100);
+    expect(out.topups.map((t: { status: string }) => t.status)).toEqual(['succeeded']);
+    // every event reached the app's receiver, each verified with the endpoint's secret
+    expect(out.received.map((e: { type: string; verified: boolean }) => [e.type, e.verified]).sort()).toEqual([
+      ['balance.low', true], ['topup.succeeded', true],
+    ]);
   });
 });
