@@ -559,9 +559,10 @@ describeIfPostgres('an app outside the monorepo, installed from the tarballs', (
     expect(out.paid).toMatchObject({ status: 'applied', duplicate: false });
     expect(out.after).toBe(out.before - 2 + 100);
     expect(out.topups.map((t: { status: string }) => t.status)).toEqual(['succeeded']);
-    // every event reached the app's receiver, each verified with the endpoint's secret
+    // every event reached the app's receiver, each verified with the endpoint's secret: the crossing,
+    // the top-up, and the balance back clear of the threshold
     expect(out.received.map((e: { type: string; verified: boolean }) => [e.type, e.verified]).sort()).toEqual([
-      ['balance.low', true], ['topup.succeeded', true],
+      ['balance.low', true], ['balance.recovered', true], ['topup.succeeded', true],
     ]);
   });
 });

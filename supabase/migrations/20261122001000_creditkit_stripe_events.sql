@@ -973,7 +973,11 @@ begin
     elsif v_type in ('payment_intent.succeeded', 'payment_intent.payment_failed')
           and v_object #>> '{metadata,creditkit_topup_id}' is not null then
       select * into r from creditkit.stripe_topup_payment(p_event, v_object, p_now);
-    elsif v_type in ('payment_intent.succeeded', 'setup_intent.succeeded', 'customer.updated') then
+    elsif v_type = 'payment_intent.succeeded' and v_object ->> 'setup_future_usage' = 'off_session'
+          or v_type = 'setup_intent.succeeded' and coalesce(v_object ->> 'usage', 'off_session') = 'off_session'
+          or v_type = 'customer.updated' and v_object #> '{invoice_settings,default_payment_method}' is not null
+             and jsonb_typeof(v_object #> '{invoice_settings,default_payment_method}') <> 'null' then
+      -- a card saved for off-session charges (anything else of these types is ignored below)
       select * into r from creditkit.stripe_card_event(p_event, v_object, p_now);
     elsif v_type in ('payment_method.attached', 'payment_method.detached') then
       select * into r from creditkit.stripe_payment_method_event(p_event, v_object, p_now);

@@ -28,6 +28,7 @@ const SCENARIOS = [
   'mix',
   'release',
   'check',
+  'autotopup',
   'uniform-64',
   'hot-16',
   'hot-64',
