@@ -84,8 +84,9 @@ describe('packed tarballs', () => {
 
   it.each(PUBLISHABLE)('%s: built JavaScript and .d.ts only, no tests, no TypeScript sources', (name) => {
     const { files } = packed.find((p) => p.name === name)!;
-    // templates/: the Edge Functions `creditkit init --with-stripe` copies into an app (Deno runs them, not Node)
-    const allowed = /^(package\.json|README\.md|CHANGELOG\.md|dist\/.+\.(js|d\.ts)|(migrations|upgrades|sql)\/[^/]+\.sql|templates\/(stripe-webhook|creditkit-worker)\/index\.ts)$/;
+    // templates/: the Edge Functions `creditkit init --with-stripe` copies into an app (Deno runs them, not Node);
+    // citus/: the script `creditkit distribute` runs on a Citus coordinator
+    const allowed = /^(package\.json|README\.md|CHANGELOG\.md|dist\/.+\.(js|d\.ts)|(migrations|upgrades|sql|citus)\/[^/]+\.sql|templates\/(stripe-webhook|creditkit-worker)\/index\.ts)$/;
     expect(files.filter((f) => !allowed.test(f))).toEqual([]);
     expect(files.filter((f) => !f.startsWith('templates/') && /(^|\/)tests?\/|\.test\.|(?<!\.d)\.tsx?$/.test(f))).toEqual([]);
     expect(files.some((f) => f.startsWith('dist/'))).toBe(true);
@@ -99,6 +100,7 @@ describe('packed tarballs', () => {
     expect(files).toContain('CHANGELOG.md');
     expect(files).toContain('templates/stripe-webhook/index.ts');
     expect(files).toContain('templates/creditkit-worker/index.ts');
+    expect(files).toContain('citus/distribute.sql');
     expect(packed.find((p) => p.name === 'creditkit')!.manifest.bin).toEqual({ creditkit: './dist/cli.js' });
     expect(files).toEqual(expect.arrayContaining(['sql/supabase-bootstrap.sql', 'sql/supabase-default-privileges.sql', 'sql/revoked-default-privileges.sql']));
   });

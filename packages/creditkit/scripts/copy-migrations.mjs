@@ -1,7 +1,7 @@
 // Build step: copies the repository's SQL into this package, so the published package carries the
 // SQL it installs and reads nothing outside its own folder at run time: supabase/migrations/*.sql
 // (the current state) into migrations/, supabase/upgrades/*.sql (from one version to the next)
-// into upgrades/, the repository's CHANGELOG.md, and the index.ts of the Stripe webhook and worker
+// into upgrades/, the repository's CHANGELOG.md, scripts/citus/distribute.sql into citus/, and the index.ts of the Stripe webhook and worker
 // Edge Functions into templates/ (what `creditkit init --with-stripe` writes). All are git-ignored here. Files no longer in the source are removed from the copy.
 import { copyFileSync, existsSync, mkdirSync, readdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
@@ -28,4 +28,7 @@ for (const fn of ['stripe-webhook', 'creditkit-worker']) {
   copyFileSync(fromRepo(`supabase/functions/${fn}/index.ts`), intoPackage(`templates/${fn}/index.ts`));
 }
 const u = copy('upgrades', 'upgrades', false);
+// the Citus distribute script `creditkit distribute` runs
+mkdirSync(intoPackage('citus'), { recursive: true });
+copyFileSync(fromRepo('scripts/citus/distribute.sql'), intoPackage('citus/distribute.sql'));
 console.log(`creditkit: copied ${m} migrations into migrations/ and ${u} upgrade scripts into upgrades/`);

@@ -18,6 +18,7 @@ import {
   workerFunctionFiles,
 } from './project.ts';
 import { upgradePath } from './upgrades.ts';
+import { citusDir, readFileIn } from './files.ts';
 
 const HELP = `creditkit ${kitVersion}: the credit ledger for Supabase apps
 
@@ -31,6 +32,11 @@ Usage: npx creditkit <command> [options]     (run in your app's root, the folder
   upgrade                 write the upgrade migrations from the version in supabase/migrations/ to ${kitVersion}
   status --db-url URL     the version a database has, this CLI's, and what an upgrade would apply
   doctor --db-url URL     check a database's privileges, RLS and policies; one line per problem
+  distribute --db-url URL [--shard-count N] [--no-delegate]
+                          on a Citus coordinator with the kit installed: distribute the per-account
+                          tables by account (colocated), make the catalogues and Stripe state reference
+                          tables, and delegate the single-account functions to the node that owns the
+                          account (--no-delegate: don't); idempotent (docs/citus.md)
 
 Options:
   --dir PATH              the app's root (default: the current folder)
@@ -54,6 +60,8 @@ export async function main(argv: string[], out: Out = (l = '') => process.stdout
         'with-stripe': { type: 'boolean' },
         dir: { type: 'string' },
         'db-url': { type: 'string' },
+        'shard-count': { type: 'string' },
+        'no-delegate': { type: 'boolean' },
         version: { type: 'boolean', short: 'v' },
         help: { type: 'boolean', short: 'h' },
       },
@@ -79,7 +87,9 @@ export async function main(argv: string[], out: Out = (l = '') => process.stdout
     }
   };
   onlyFor('with-stripe', ['init']);
-  onlyFor('db-url', ['status', 'doctor']);
+  onlyFor('db-url', ['status', 'doctor', 'distribute']);
+  onlyFor('shard-count', ['distribute']);
+  onlyFor('no-delegate', ['distribute']);
   switch (command) {
     case 'init':
       return init(new SupabaseProject(dir), Boolean(values['with-stripe']), out);
@@ -89,6 +99,8 @@ export async function main(argv: string[], out: Out = (l = '') => process.stdout
       return status(dbUrl(values['db-url']), dir, out);
     case 'doctor':
       return doctor(dbUrl(values['db-url']), dir, out);
+    case 'distribute':
+      return distribute(dbUrl(values['db-url']), shardCount(values['shard-count']), !values['no-delegate'], out);
     default:
       throw new CliError(`unknown command: ${command}\nRun \`npx creditkit --help\` for the commands.`, EXIT.usage);
   }
@@ -275,6 +287,51 @@ async function connect<T>(url: string, use: (db: Queryable) => Promise<T>): Prom
   } finally {
     await client.end().catch(() => {});
   }
+}
+
+function shardCount(option: string | undefined): number | undefined {
+  if (option === undefined) return undefined;
+  const n = Number(option);
+  if (!Number.isInteger(n) || n < 1 || n > 7000) throw new CliError(`--shard-count is a whole number from 1 to 7000, not ${option}`, EXIT.usage);
+  return n;
+}
+
+/**
+ * Runs the package's citus/distribute.sql (scripts/citus/distribute.sql) on a Citus coordinator
+ * where the kit is installed, in one transaction, then says what is placed where. Running it again
+ * places nothing new. --no-delegate sets creditkit.citus_delegate = off for the run: no function
+ * is delegated, and a delegation made before is taken back (docs/citus.md, F10).
+ */
+async function distribute(url: string, shards: number | undefined, delegate: boolean, out: Out): Promise<number> {
+  const script = readFileIn(citusDir, 'distribute.sql');
+  return connect(url, async (db) => {
+    const [citus] = await db.query<{ version: string }>(`select extversion as version from pg_catalog.pg_extension where extname = 'citus'`);
+    if (!citus) {
+      throw new CliError(`the database at ${redact(url)} is not a Citus coordinator (no citus extension): docs/citus.md`, EXIT.problems);
+    }
+    const installed = await installedVersion(db);
+    if (installed === null) throw notInstalled(url);
+    if (shards !== undefined) await db.query(`select set_config('citus.shard_count', $1, false)`, [String(shards)]);
+    await db.query(`select set_config('creditkit.citus_delegate', $1, false)`, [delegate ? 'on' : 'off']);
+    try {
+      await db.query(script);
+    } catch (err) {
+      const e = err as { code?: string; message: string; detail?: string };
+      throw new CliError(`distribute.sql failed, nothing was placed: ${e.code ?? ''} ${e.message}${e.detail ? `\nDETAIL: ${e.detail}` : ''}`, EXIT.problems);
+    }
+    const [placed] = await db.query<{ distributed: number; reference: number; delegated: number }>(`
+      select (select count(*)::int from citus_tables t
+               where t.table_name::text like 'creditkit.%' and t.citus_table_type = 'distributed') as distributed,
+             (select count(*)::int from citus_tables t
+               where t.table_name::text like 'creditkit.%' and t.citus_table_type = 'reference') as reference,
+             (select count(*)::int from pg_catalog.pg_dist_object o join pg_catalog.pg_proc p on p.oid = o.objid
+               where o.classid = 'pg_catalog.pg_proc'::regclass and o.distribution_argument_index is not null
+                 and p.proname like 'creditkit\\_%') as delegated`);
+    out(`creditkit ${installed} on Citus ${citus.version}   ${redact(url)}`);
+    out(`  ${placed!.distributed} tables distributed by account (colocated with creditkit.accounts), ${placed!.reference} reference tables`);
+    out(`  ${placed!.delegated} functions delegated to the node that holds the account${delegate ? '' : ' (--no-delegate: none)'}`);
+    return EXIT.ok;
+  });
 }
 
 function notInstalled(url: string): CliError {

@@ -19,6 +19,8 @@ export const upgradesDir: string = join(packageDir, 'upgrades');
 
 /** The files `creditkit init` copies into an app as they are (the Stripe webhook Edge Function). */
 export const templatesDir: string = join(packageDir, 'templates');
+/** scripts/citus/distribute.sql of the repository, copied in by the build: `creditkit distribute` runs it. */
+export const citusDir: string = join(packageDir, 'citus');
 
 /** The version of this package, which is the version of the SQL it installs (creditkit.version()). */
 export const version: string = (

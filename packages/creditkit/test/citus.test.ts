@@ -14,6 +14,7 @@ import { readFileSync } from 'node:fs';
 import pg from 'pg';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { migrations } from 'creditkit';
+import { main } from '../src/commands.ts';
 import {
   citusPlacements,
   createCitusDatabase,
@@ -165,14 +166,23 @@ describeIfCitus('creditkit on Citus', () => {
     }
   }, 60_000);
 
-  it('distribute.sql places every table as CITUS_LAYOUT says, keeps every key and trigger, and is idempotent', async () => {
+  it('`creditkit distribute` (distribute.sql) places every table as CITUS_LAYOUT says, keeps every key and trigger, and is idempotent', async () => {
     const before = await db.query<Row>(KEYS_AND_TRIGGERS);
-    await distributeKit(db.url, DISTRIBUTE);
+    const cli = async () => {
+      const lines: string[] = [];
+      const code = await main(['distribute', '--db-url', db.url, '--shard-count', '4'], (l = '') => lines.push(l));
+      return { code, lines };
+    };
+    const first = await cli();
+    expect(first.code).toBe(0);
     expect(await placements(db)).toEqual(EXPECTED);
+    const distributed = CITUS_LAYOUT.filter((p) => p.kind === 'distributed').length;
+    expect(first.lines.join('\n')).toContain(`${distributed} tables distributed by account (colocated with creditkit.accounts), ${CITUS_LAYOUT.length - distributed} reference tables`);
+    expect(first.lines.join('\n')).toMatch(/ 9 functions delegated to the node that holds the account$/m);
     // the foreign keys it drops around the placement are back, as they were
     expect(await db.query<Row>(KEYS_AND_TRIGGERS)).toEqual(before);
     // a second run places nothing and changes nothing
-    await distributeKit(db.url, DISTRIBUTE);
+    expect(await cli()).toEqual(first);
     expect(await placements(db)).toEqual(EXPECTED);
     expect(await db.query<Row>(KEYS_AND_TRIGGERS)).toEqual(before);
   }, 180_000);
@@ -450,8 +460,10 @@ describeIfCitus('creditkit on Citus', () => {
   // block crashes the coordinator (a NULL uuid in the distribution argument; reproduced without the
   // kit). No function body can catch it; the guard is not delegating. Last: it redistributes the
   // functions without delegation, then puts the delegation back.
-  it('F10 guard: with creditkit.citus_delegate = off, a NULL account outside a transaction block answers CK006 and the coordinator stays up', async () => {
-    await distributeKit(db.url, { name: DISTRIBUTE.name, sql: `set creditkit.citus_delegate = off;\n${DISTRIBUTE.sql}` });
+  it('F10 guard: `creditkit distribute --no-delegate` takes the delegation back; a NULL account outside a transaction block answers CK006 and the coordinator stays up', async () => {
+    const lines: string[] = [];
+    expect(await main(['distribute', '--db-url', db.url, '--no-delegate'], (l = '') => lines.push(l))).toBe(0);
+    expect(lines.join('\n')).toMatch(/ 0 functions delegated to the node that holds the account \(--no-delegate: none\)$/m);
     expect(await delegatedFunctions(db)).toEqual([]);
     // a session opened before: a crash of the coordinator would end it with every other backend
     const witness = new pg.Client({ connectionString: db.url });

@@ -284,6 +284,16 @@ describeIfPostgres('creditkit status and doctor on a live database', () => {
     for (const u of upgradePath(PREVIOUS, version)) expect(r.stdout).toContain(u.name);
   });
 
+  it('distribute refuses a database that is not a Citus coordinator (exit 1, nothing placed), and bad options (exit 2)', async () => {
+    const r = await creditkit(dir, 'distribute', '--db-url', fresh.url!);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toContain('is not a Citus coordinator (no citus extension)');
+    expect((await creditkit(dir, 'distribute', '--db-url', fresh.url!, '--shard-count', '0')).code).toBe(2);
+    expect((await creditkit(dir, 'distribute', '--db-url', fresh.url!, '--shard-count', 'many')).code).toBe(2);
+    expect((await creditkit(dir, 'status', '--db-url', fresh.url!, '--no-delegate')).code).toBe(2);
+    // (placing the kit on a real cluster, and again: citus.test.ts)
+  });
+
   it('doctor passes on a fresh install, and on the previous release (with a note that an upgrade exists)', async () => {
     const r = await creditkit(dir, 'doctor', '--db-url', fresh.url!);
     expect(r.code, r.stdout + r.stderr).toBe(0);
