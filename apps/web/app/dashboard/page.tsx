@@ -11,7 +11,6 @@ import { HBarChart, StackedBarChart } from '@/lib/charts.tsx';
 import { demoUserById } from '@/lib/demo-users.ts';
 import { int, micros, money } from '@/lib/format.ts';
 import { getDemo } from '@/lib/server/demo.ts';
-import { recentNotifications } from '@/lib/server/outbox.ts';
 import { receivedNotifications } from '@/lib/server/receiver.ts';
 
 export const dynamic = 'force-dynamic';
@@ -83,7 +82,7 @@ export default async function Dashboard() {
   const perUnit = await creditkit.unitUsage({ from, to });
   const unitNames = new Map((await creditkit.units()).map((u) => [u.id, u.name]));
   const topups = await creditkit.topups({ limit: 20 });
-  const notifications = await recentNotifications(demo, 30);
+  const notifications = await creditkit.notifications({ limit: 30 });
   const deliveries = notifications.flatMap((n) => n.deliveries.map((d) => ({ ...d, event: n })));
   const receiver = receivedNotifications();
 
