@@ -281,6 +281,27 @@ comment on function creditkit.low_level(uuid, text) is
   'The low-balance threshold in force for an (account, unit) (its own, else the unit''s; a percentage of the plan allowance), its hysteresis, where it comes from, and whether the row is watched at all.';
 revoke all on function creditkit.low_level(uuid, text) from public, anon, authenticated, service_role;
 
+-- What an (account, unit)'s top-ups charged in the calendar month (UTC) of p_at: the money and the
+-- number of charges made or under way. The monthly caps count it; the customer sees it.
+create or replace function creditkit.month_charges(p_account_id uuid, p_unit text, p_at timestamptz,
+  out amount bigint, out n integer)
+returns record
+language plpgsql
+stable
+set search_path = ''
+as $$
+begin
+  select coalesce(sum(p.charge_amount), 0)::bigint, count(*)::integer into amount, n
+    from creditkit.topups p
+   where p.account_id = p_account_id and p.unit = p_unit
+     and p.status in ('charging', 'processing', 'succeeded')
+     and p.charged_at >= date_trunc('month', p_at at time zone 'UTC') at time zone 'UTC';
+end;
+$$;
+comment on function creditkit.month_charges(uuid, text, timestamptz) is
+  'The money (cents) and number of charges an (account, unit)''s top-ups made or are making in the calendar month (UTC) of p_at.';
+revoke all on function creditkit.month_charges(uuid, text, timestamptz) from public, anon, authenticated, service_role;
+
 -- The terms of a top-up that starts now: how much of the unit, what it costs, in which currency.
 -- NULL amount when there is nothing to buy (a target already reached, terms withdrawn).
 create or replace function creditkit.topup_quote(p_auto creditkit.auto_topups, p_spendable bigint,
@@ -358,9 +379,11 @@ begin
     return;
   end if;
 
-  insert into creditkit.account_alerts as s (account_id, unit) values (p_account_id, p_unit)
-  on conflict on constraint account_alerts_pkey do update set updated_at = s.updated_at
-  returning s.* into v_state;
+  select s.* into v_state from creditkit.account_alerts s where s.account_id = p_account_id and s.unit = p_unit;
+  if not found then
+    insert into creditkit.account_alerts (account_id, unit) values (p_account_id, p_unit)
+    returning * into v_state;
+  end if;
   v_data := jsonb_build_object('account_id', p_account_id, 'unit', p_unit, 'balance', v_acc.balance,
                                'held', v_acc.held, 'spendable', v_spendable, 'threshold', v_level.threshold);
 
@@ -689,17 +712,7 @@ begin
   if v_type = 'customer.updated' then
     v_customer := p_object ->> 'id';
     v_method := creditkit.stripe_id(p_object #> '{invoice_settings,default_payment_method}');
-  elsif v_type = 'payment_intent.succeeded' then
-    if p_object ->> 'setup_future_usage' is distinct from 'off_session' then
-      effect := 'payment not saved for later; nothing to record';
-      return;
-    end if;
-    v_method := creditkit.stripe_id(p_object -> 'payment_method');
-  else  -- setup_intent.succeeded
-    if p_object ->> 'usage' = 'on_session' then
-      effect := 'a card saved for on-session use only; not used for auto top-up';
-      return;
-    end if;
+  else  -- payment_intent.succeeded saved for off-session use, or setup_intent.succeeded
     v_method := creditkit.stripe_id(p_object -> 'payment_method');
   end if;
   if v_method is null then
@@ -881,6 +894,26 @@ comment on function public.creditkit_auto_topup_terms() is
 revoke all on function public.creditkit_auto_topup_terms() from public, anon, authenticated, service_role;
 grant execute on function public.creditkit_auto_topup_terms() to authenticated, service_role;
 
+-- A low-balance threshold's arguments: absolute (0 to 2^53-1) or a percentage (0 < p <= 100), not both.
+create or replace function creditkit.check_threshold(p_threshold bigint, p_percent numeric)
+returns void
+language plpgsql
+immutable
+set search_path = ''
+as $$
+begin
+  if p_threshold < 0 or p_threshold > 9007199254740991 then
+    raise exception using errcode = 'CK001', message = 'invalid amount: a threshold is between 0 and 9007199254740991';
+  end if;
+  if p_threshold is not null and p_percent is not null or p_percent <= 0 or p_percent > 100 then
+    raise exception using errcode = 'CK006', message = 'invalid argument: a threshold is absolute or a percentage (0 < p <= 100), not both';
+  end if;
+end;
+$$;
+comment on function creditkit.check_threshold(bigint, numeric) is
+  'Validates a low-balance threshold: absolute (0 to 2^53-1, CK001) or a percentage (0 < p <= 100), not both (CK006).';
+revoke all on function creditkit.check_threshold(bigint, numeric) from public, anon, authenticated, service_role;
+
 -- Security definer: writes the kit's tables; service_role only. A new default takes effect on
 -- every row of the unit quietly: rows already below it count as low, without an event.
 create or replace function public.creditkit_set_balance_alert(
@@ -900,12 +933,7 @@ declare
 begin
   perform creditkit.assert_server_caller();
   perform creditkit.check_unit(p_unit);
-  if p_threshold < 0 or p_threshold > 9007199254740991 then
-    raise exception using errcode = 'CK001', message = 'invalid amount: a threshold is between 0 and 9007199254740991';
-  end if;
-  if p_threshold is not null and p_percent is not null or p_percent <= 0 or p_percent > 100 then
-    raise exception using errcode = 'CK006', message = 'invalid argument: a threshold is absolute or a percentage (0 < p <= 100), not both';
-  end if;
+  perform creditkit.check_threshold(p_threshold, p_percent);
   if p_hysteresis is not null then
     perform creditkit.check_amount(p_hysteresis);
   end if;
@@ -1008,12 +1036,7 @@ set search_path = ''
 as $$
 begin
   perform creditkit.check_request(null, null, null, p_now);
-  if p_threshold < 0 or p_threshold > 9007199254740991 then
-    raise exception using errcode = 'CK001', message = 'invalid amount: a threshold is between 0 and 9007199254740991';
-  end if;
-  if p_threshold is not null and p_percent is not null or p_percent <= 0 or p_percent > 100 then
-    raise exception using errcode = 'CK006', message = 'invalid argument: a threshold is absolute or a percentage (0 < p <= 100), not both';
-  end if;
+  perform creditkit.check_threshold(p_threshold, p_percent);
   perform creditkit.lock_for_setting(p_account_id, p_unit, p_now);
   insert into creditkit.account_alerts as s (account_id, unit, threshold, percent)
   values (p_account_id, p_unit, p_threshold, p_percent)
@@ -1137,12 +1160,15 @@ language plpgsql
 stable
 set search_path = ''
 as $$
+declare
+  -- (a statement of its own: on Citus a function called from a query on a shard cannot query again)
+  v_month record := creditkit.month_charges(p_account_id, p_unit, p_now);
 begin
   return query
   select p_account_id, p_unit, coalesce(t.enabled, false), coalesce(t.status, 'off'), t.status_reason, t.threshold,
          t.amount, t.target, t.pack_id, coalesce(t.failures, 0),
          least(t.monthly_amount_cap, terms.monthly_amount_cap), least(t.monthly_count_cap, terms.monthly_count_cap),
-         coalesce(m.amount, 0), coalesce(m.n, 0), coalesce(k.currency, terms.currency),
+         v_month.amount, v_month.n, coalesce(k.currency, terms.currency),
          (select c.details from creditkit.card_on_file(p_account_id) c),
          (select jsonb_build_object('id', p.id, 'status', p.status, 'amount', p.amount, 'charge_amount', p.charge_amount,
                                     'currency', p.currency, 'failure_code', p.failure_code, 'action_url', p.action_url,
@@ -1152,13 +1178,7 @@ begin
     from (select 1) one
     left join creditkit.auto_topups t on t.account_id = p_account_id and t.unit = p_unit
     left join creditkit.auto_topup_terms terms on terms.unit = p_unit
-    left join creditkit.packs k on k.id = t.pack_id
-    left join lateral (
-      select sum(p.charge_amount)::bigint as amount, count(*)::integer as n
-        from creditkit.topups p
-       where p.account_id = p_account_id and p.unit = p_unit
-         and p.status in ('charging', 'processing', 'succeeded')
-         and p.charged_at >= date_trunc('month', p_now at time zone 'UTC') at time zone 'UTC') m on true;
+    left join creditkit.packs k on k.id = t.pack_id;
 end;
 $$;
 comment on function creditkit.auto_topup_of(uuid, text, timestamptz) is
@@ -1533,10 +1553,7 @@ begin
         update creditkit.topups p set next_attempt_at = v_last + v_terms.cooldown, updated_at = now() where p.id = v_topup.id;
         continue;
       end if;
-      select coalesce(sum(p.charge_amount), 0)::bigint as amount, count(*)::integer as n into v_used
-        from creditkit.topups p
-       where p.account_id = v_topup.account_id and p.unit = v_topup.unit
-         and p.status in ('charging', 'processing', 'succeeded') and p.charged_at >= v_month;
+      select * into v_used from creditkit.month_charges(v_topup.account_id, v_topup.unit, p_now);
       if v_used.n >= least(v_auto.monthly_count_cap, v_terms.monthly_count_cap)
          or v_used.amount + v_topup.charge_amount > least(v_auto.monthly_amount_cap, v_terms.monthly_amount_cap) then
         update creditkit.topups p

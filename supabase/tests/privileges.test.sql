@@ -52,6 +52,8 @@ select results_eq(
        ('creditkit.assert_server_caller()', false, false, false),
        ('creditkit.billing_account(uuid)', false, false, false),
        ('creditkit.book_due(uuid,text,timestamp with time zone)', false, false, false),
+       ('creditkit.month_charges(uuid,text,timestamp with time zone)', false, false, false),
+       ('creditkit.check_threshold(bigint,numeric)', false, false, false),
        ('creditkit.book_expired(uuid,text,timestamp with time zone)', false, false, false),
        ('creditkit.debit(uuid,text,bigint,text,text,jsonb,jsonb,bigint,timestamp with time zone)', false, false, false),
        ('creditkit.draw_down(uuid,text,bigint,timestamp with time zone)', false, false, false),
