@@ -14,17 +14,17 @@
 --   per-account   hash-distributed by the account and colocated with creditkit.accounts, so an
 --                 account's rows, and every statement of a call about one account, are on one node:
 --                 accounts (by id); grants, ledger, ledger_keys, holds, subscriptions, allowances,
---                 account_alerts, auto_topups (by account_id)
+--                 account_alerts, auto_topups, and the outbox (notifications, deliveries) and topups
+--                 (by account_id; 0.3.0). The triggers that write the outbox and the top-ups
+--                 (watch_balance at commit, notify_plan_change) run on the account's worker and
+--                 write there only, so a transaction that changes watched balances on two workers
+--                 commits each worker's events with its balances (docs/citus.md, "0.3.0").
 --   catalogue     reference tables (a copy on every node): error_codes, settings, units,
 --                 starter_grants, plans, plan_limits, prices, packs, auto_topup_terms, balance_alerts,
 --                 webhook_endpoints
 --   Stripe state  reference tables too (keyed by Stripe's ids; a refund may arrive before the account
 --                 is known): stripe_customers, stripe_events, stripe_payments, stripe_invoices,
 --                 stripe_payment_methods, stripe_default_methods
---   outbox        reference tables (0.3.0; keyed by their own ids, not by the account, so they cannot
---                 be distributed by it as they are): notifications, deliveries, topups. The triggers
---                 that write them (watch_balance at commit, notify_plan_change) run on the account's
---                 worker and write every copy from there (docs/citus.md, "0.3.0").
 -- A kit table this list does not name is an error: a new table must be classed here first.
 --
 -- Shards per distributed table: citus.shard_count of the session (Citus's default, 32); set it
@@ -108,9 +108,6 @@ insert into creditkit_layout values
   (15, 'creditkit.auto_topup_terms', 'reference', null),
   (16, 'creditkit.balance_alerts', 'reference', null),
   (17, 'creditkit.webhook_endpoints', 'reference', null),
-  (18, 'creditkit.notifications', 'reference', null),
-  (19, 'creditkit.deliveries', 'reference', null),
-  (20, 'creditkit.topups', 'reference', null),
   (30, 'creditkit.accounts', 'distributed', 'id'),
   (31, 'creditkit.grants', 'distributed', 'account_id'),
   (32, 'creditkit.ledger', 'distributed', 'account_id'),
@@ -119,7 +116,10 @@ insert into creditkit_layout values
   (35, 'creditkit.subscriptions', 'distributed', 'account_id'),
   (36, 'creditkit.allowances', 'distributed', 'account_id'),
   (37, 'creditkit.account_alerts', 'distributed', 'account_id'),
-  (38, 'creditkit.auto_topups', 'distributed', 'account_id');
+  (38, 'creditkit.auto_topups', 'distributed', 'account_id'),
+  (39, 'creditkit.notifications', 'distributed', 'account_id'),
+  (40, 'creditkit.deliveries', 'distributed', 'account_id'),
+  (41, 'creditkit.topups', 'distributed', 'account_id');
 
 -- Delegated to the account's worker (public.<name>, one function of that name, p_account_id uuid
 -- first): the server-only calls that read and write one account's rows and read only reference

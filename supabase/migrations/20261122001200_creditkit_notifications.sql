@@ -31,14 +31,17 @@ comment on table creditkit.webhook_endpoints is 'Endpoints that receive creditki
 -- One row per event, with a stable id (the webhook-id of every delivery of it). Kept for audit and
 -- pruned by creditkit_prune_notifications once every delivery of it is final.
 create table creditkit.notifications (
-  id text primary key default 'ntf_' || replace(gen_random_uuid()::text, '-', ''),
+  id text not null default 'ntf_' || replace(gen_random_uuid()::text, '-', ''),
   type text not null,
-  account_id uuid,
+  account_id uuid not null,
   unit text,
   payload jsonb not null,
   created_at timestamptz not null default now(),
   -- The order events were written in (those of one transaction share created_at).
-  seq bigint generated always as identity
+  seq bigint generated always as identity,
+  -- The id alone is unique (122 random bits); the key carries the account so that the outbox can
+  -- live with the account's rows (on Citus: distributed by account, written on the account's node).
+  constraint notifications_pkey primary key (id, account_id)
 );
 comment on table creditkit.notifications is 'The outbox: every notification event, written in the transaction that caused it.';
 create index notifications_account on creditkit.notifications (account_id, created_at desc);
@@ -46,8 +49,10 @@ create index notifications_created on creditkit.notifications (created_at);
 
 -- One delivery per event and endpoint subscribed to it when the event was written.
 create table creditkit.deliveries (
-  id bigint generated always as identity primary key,
-  notification_id text not null references creditkit.notifications (id) on delete cascade,
+  id bigint generated always as identity,
+  -- The event's account (keys and lookups carry it, as for every per-account table).
+  account_id uuid not null,
+  notification_id text not null,
   endpoint_id text not null references creditkit.webhook_endpoints (id) on delete cascade,
   -- pending (due at next_attempt_at, NULL: now), delivering (claimed until claimed_until),
   -- delivered, dead (the last attempt failed) or canceled (the endpoint answered 410).
@@ -60,7 +65,10 @@ create table creditkit.deliveries (
   last_error text,
   delivered_at timestamptz,
   created_at timestamptz not null default now(),
-  constraint deliveries_once unique (notification_id, endpoint_id)
+  constraint deliveries_pkey primary key (id, account_id),
+  constraint deliveries_notification foreign key (notification_id, account_id)
+    references creditkit.notifications (id, account_id) on delete cascade,
+  constraint deliveries_once unique (notification_id, account_id, endpoint_id)
 );
 comment on table creditkit.deliveries is 'Each event''s delivery to each endpoint: attempts, the last answer, and when it is due again.';
 create index deliveries_due on creditkit.deliveries (coalesce(next_attempt_at, '-infinity'::timestamptz), id)
@@ -101,8 +109,8 @@ begin
   insert into creditkit.notifications (type, account_id, unit, payload)
   values (p_type, p_account_id, p_unit, p_data)
   returning id into v_id;
-  insert into creditkit.deliveries (notification_id, endpoint_id)
-  select v_id, e.id
+  insert into creditkit.deliveries (account_id, notification_id, endpoint_id)
+  select p_account_id, v_id, e.id
     from creditkit.webhook_endpoints e
    where e.enabled and (e.event_types is null or p_type = any (e.event_types));
   return v_id;
@@ -266,13 +274,17 @@ as $$
 begin
   perform creditkit.assert_server_caller();
   return query
+  with counts as (
+    select d.endpoint_id,
+           count(*) filter (where d.status in ('pending', 'delivering')) as pending,
+           count(*) filter (where d.status = 'delivered') as delivered,
+           count(*) filter (where d.status = 'dead') as dead
+      from creditkit.deliveries d
+     group by d.endpoint_id)
   select e.id, e.url, e.event_types, e.enabled, e.disabled_reason, e.description, e.created_at,
-         count(*) filter (where d.status in ('pending', 'delivering')),
-         count(*) filter (where d.status = 'delivered'),
-         count(*) filter (where d.status = 'dead')
+         coalesce(c.pending, 0), coalesce(c.delivered, 0), coalesce(c.dead, 0)
     from creditkit.webhook_endpoints e
-    left join creditkit.deliveries d on d.endpoint_id = e.id
-   group by e.id
+    left join counts c on c.endpoint_id = e.id
    order by e.id;
 end;
 $$;
@@ -304,7 +316,7 @@ begin
                     'id', d.id, 'endpoint_id', d.endpoint_id, 'status', d.status, 'attempts', d.attempts,
                     'last_status', d.last_status, 'last_error', d.last_error, 'next_attempt_at', d.next_attempt_at,
                     'delivered_at', d.delivered_at) order by d.id)
-                     from creditkit.deliveries d where d.notification_id = n.id), '[]'::jsonb)
+                     from creditkit.deliveries d where d.notification_id = n.id and d.account_id = n.account_id), '[]'::jsonb)
     from creditkit.notifications n
    where (p_account_id is null or n.account_id = p_account_id)
      and (p_type is null or n.type = p_type)
@@ -331,18 +343,22 @@ set search_path = ''
 set lock_timeout = '3s'
 set enable_seqscan = off
 as $$
+declare
+  v_account uuid;
 begin
   perform creditkit.assert_server_caller();
   perform creditkit.check_request(null, null, null, p_now);
+  select d.account_id into v_account from creditkit.deliveries d where d.id = p_delivery_id;
+  if not found then
+    raise exception using errcode = 'CK018', message = format('unknown delivery: %s', p_delivery_id);
+  end if;
   update creditkit.deliveries d
      set status = 'pending', next_attempt_at = p_now, claimed_until = null, attempts = 0
-   where d.id = p_delivery_id and d.status in ('dead', 'canceled', 'delivered', 'pending')
+   where d.id = p_delivery_id and d.account_id = v_account and d.status in ('dead', 'canceled', 'delivered', 'pending')
   returning d.status, d.next_attempt_at into status, next_attempt_at;
   if not found then
-    select d.status, d.next_attempt_at into status, next_attempt_at from creditkit.deliveries d where d.id = p_delivery_id;
-    if not found then
-      raise exception using errcode = 'CK018', message = format('unknown delivery: %s', p_delivery_id);
-    end if;
+    select d.status, d.next_attempt_at into status, next_attempt_at
+      from creditkit.deliveries d where d.id = p_delivery_id and d.account_id = v_account;
   end if;
 end;
 $$;
@@ -374,7 +390,8 @@ begin
     delete from creditkit.notifications n
      where n.created_at < p_now - p_older_than
        and not exists (select from creditkit.deliveries d
-                        where d.notification_id = n.id and d.status in ('pending', 'delivering'))
+                        where d.notification_id = n.id and d.account_id = n.account_id
+                          and d.status in ('pending', 'delivering'))
     returning 1)
   select count(*) into v_deleted from gone;
   return v_deleted;
@@ -390,7 +407,10 @@ grant execute on function public.creditkit_prune_notifications(interval, timesta
 -- ---------------------------------------------------------------------------------------------
 
 -- Security definer: hands the worker the secrets it signs with; service_role only. Claims due
--- deliveries (and ones whose worker's lease ran out) with SKIP LOCKED, so workers never share one.
+-- deliveries (and ones whose worker's lease ran out): picks them without a lock, then locks each by
+-- its account and id with SKIP LOCKED and checks it is still due, so workers never share one (and on
+-- Citus each lock is on one shard). It picks four times the limit, so workers claiming at once pass
+-- over what the others hold and still fill their limit.
 create or replace function public.creditkit_worker_claim_deliveries(
   p_limit integer default 50,
   p_lease interval default '1 minute',
@@ -404,35 +424,44 @@ set search_path = ''
 set lock_timeout = '3s'
 set enable_seqscan = off
 as $$
+declare
+  r record;
+  v_delivery creditkit.deliveries;
+  v_claimed integer := 0;
 begin
   perform creditkit.assert_server_caller();
   perform creditkit.check_request(null, null, null, p_now);
   if p_limit is null or p_limit < 1 or p_limit > 1000 or p_lease is null or p_lease < interval '1 second' then
     raise exception using errcode = 'CK006', message = 'invalid argument: limit between 1 and 1000, lease at least 1 second';
   end if;
-  return query
-  with due as (
-    select d.id
+  for r in
+    select d.id, d.account_id
       from creditkit.deliveries d
       join creditkit.webhook_endpoints e on e.id = d.endpoint_id and e.enabled
      where (d.status = 'pending' and coalesce(d.next_attempt_at, '-infinity') <= p_now)
         or (d.status = 'delivering' and d.claimed_until <= p_now)
      order by coalesce(d.next_attempt_at, '-infinity'), d.id
-     limit p_limit
-       for update of d skip locked
-  ), claimed as (
+     limit p_limit * 4  -- room for the ones other workers hold
+  loop
+    exit when v_claimed >= p_limit;
+    perform from creditkit.deliveries d
+     where d.id = r.id and d.account_id = r.account_id
+       and ((d.status = 'pending' and coalesce(d.next_attempt_at, '-infinity') <= p_now)
+            or (d.status = 'delivering' and d.claimed_until <= p_now))
+       for update skip locked;
+    continue when not found;
     update creditkit.deliveries d
        -- a lease that ran out was an attempt whose answer never arrived: it counts
        set status = 'delivering', claimed_until = p_now + p_lease, attempts = d.attempts + 1
-      from due where d.id = due.id
-    returning d.*
-  )
-  select c.id, c.attempts, n.id, e.id, e.url, e.secret, creditkit.notification_body(n.id, n.type, n.created_at, n.payload),
-         extract(epoch from p_now)::bigint
-    from claimed c
-    join creditkit.notifications n on n.id = c.notification_id
-    join creditkit.webhook_endpoints e on e.id = c.endpoint_id
-   order by c.id;
+     where d.id = r.id and d.account_id = r.account_id
+    returning d.* into v_delivery;
+    v_claimed := v_claimed + 1;
+    return query
+    select v_delivery.id, v_delivery.attempts, n.id, e.id, e.url, e.secret,
+           creditkit.notification_body(n.id, n.type, n.created_at, n.payload), extract(epoch from p_now)::bigint
+      from creditkit.notifications n, creditkit.webhook_endpoints e
+     where n.id = v_delivery.notification_id and n.account_id = v_delivery.account_id and e.id = v_delivery.endpoint_id;
+  end loop;
 end;
 $$;
 comment on function public.creditkit_worker_claim_deliveries(integer, interval, timestamptz) is
@@ -466,10 +495,13 @@ begin
   if p_status_code is not null and (p_status_code < 100 or p_status_code > 599) then
     raise exception using errcode = 'CK006', message = 'invalid argument: an HTTP status is between 100 and 599';
   end if;
-  select d.* into v_delivery from creditkit.deliveries d where d.id = p_delivery_id for update;
+  -- its account first (a read), then the row locked by account and id
+  select d.* into v_delivery from creditkit.deliveries d where d.id = p_delivery_id;
   if not found then
     raise exception using errcode = 'CK018', message = format('unknown delivery: %s', p_delivery_id);
   end if;
+  select d.* into v_delivery from creditkit.deliveries d
+   where d.id = p_delivery_id and d.account_id = v_delivery.account_id for update;
   if v_delivery.status <> 'delivering' or v_delivery.attempts is distinct from p_attempt then
     -- an answer to an attempt that is no longer current (its lease ran out and another worker
     -- claimed it): the current attempt decides
@@ -481,7 +513,7 @@ begin
     update creditkit.deliveries d
        set status = 'delivered', delivered_at = p_now, claimed_until = null, next_attempt_at = null,
            last_status = p_status_code, last_error = null
-     where d.id = p_delivery_id;
+     where d.id = p_delivery_id and d.account_id = v_delivery.account_id;
     status := 'delivered';
   elsif p_status_code = 410 then
     -- the receiver says the endpoint is gone: stop sending to it until the operator re-enables it
@@ -489,20 +521,20 @@ begin
      where e.id = v_delivery.endpoint_id;
     update creditkit.deliveries d
        set status = 'canceled', claimed_until = null, next_attempt_at = null, last_status = 410, last_error = left(p_error, 1000)
-     where d.id = p_delivery_id;
+     where d.id = p_delivery_id and d.account_id = v_delivery.account_id;
     status := 'canceled';
   elsif v_delivery.attempts > cardinality(v_delays) then
     update creditkit.deliveries d
        set status = 'dead', claimed_until = null, next_attempt_at = null,
            last_status = p_status_code, last_error = left(p_error, 1000)
-     where d.id = p_delivery_id;
+     where d.id = p_delivery_id and d.account_id = v_delivery.account_id;
     status := 'dead';
   else
     next_attempt_at := p_now + v_delays[v_delivery.attempts];
     update creditkit.deliveries d
        set status = 'pending', claimed_until = null, next_attempt_at = creditkit_worker_delivery_result.next_attempt_at,
            last_status = p_status_code, last_error = left(p_error, 1000)
-     where d.id = p_delivery_id;
+     where d.id = p_delivery_id and d.account_id = v_delivery.account_id;
     status := 'pending';
   end if;
 end;

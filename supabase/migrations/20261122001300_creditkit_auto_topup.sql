@@ -186,7 +186,7 @@ comment on table creditkit.auto_topups is 'Auto top-up per account and unit: thr
 -- action_required (the customer must authenticate) or canceled. Its Stripe idempotency key is
 -- 'creditkit-topup-<id>', so a worker that dies between charging and recording never charges twice.
 create table creditkit.topups (
-  id bigint generated always as identity primary key,
+  id bigint generated always as identity,
   account_id uuid not null,
   unit text not null,
   status text not null default 'pending'
@@ -212,7 +212,10 @@ create table creditkit.topups (
   action_url text,
   created_at timestamptz not null default now(),
   updated_at timestamptz not null default now(),
-  completed_at timestamptz
+  completed_at timestamptz,
+  -- The id alone is unique; the key carries the account (the per-account rule: on Citus the top-ups
+  -- live with the account's rows, and the watch writes them on the account's node).
+  constraint topups_pkey primary key (id, account_id)
 );
 comment on table creditkit.topups is 'Each auto top-up: amount, charge, status (pending, charging, processing, succeeded, failed, action_required, canceled) and its PaymentIntent.';
 -- Never a second while one is open.
@@ -535,7 +538,7 @@ begin
        set status = 'action_required', payment_intent = coalesce(p_payment_intent, p.payment_intent),
            failure_code = left(p_code, 100), failure_message = left(p_message, 1000), action_url = v_link,
            claimed_until = null, updated_at = now()
-     where p.id = p_topup_id;
+     where p.id = p_topup_id and p.account_id = v_topup.account_id;
     update creditkit.auto_topups t
        set status = 'action_required', status_reason = 'authentication_required', updated_at = now()
      where t.account_id = v_topup.account_id and t.unit = v_topup.unit and t.status = 'active';
@@ -550,7 +553,7 @@ begin
      set status = 'failed', payment_intent = coalesce(p_payment_intent, p.payment_intent),
          failure_code = left(p_code, 100), failure_message = left(p_message, 1000),
          claimed_until = null, completed_at = now(), updated_at = now()
-   where p.id = p_topup_id;
+   where p.id = p_topup_id and p.account_id = v_topup.account_id;
   -- p_reason: NULL for a decline (counted); 'stripe_unavailable' (Stripe kept failing: not the
   -- card's fault, nothing changes); any other stops auto top-up until the card changes
   update creditkit.auto_topups t
@@ -759,7 +762,7 @@ begin
   account_id := v_topup.account_id;
   -- the account's rows first (every unit, in the kit's order), then the top-up's
   perform creditkit.stripe_lock_account(v_topup.account_id, p_now);
-  select p.* into v_topup from creditkit.topups p where p.id = v_topup.id for update;
+  select p.* into v_topup from creditkit.topups p where p.id = v_topup.id and p.account_id = v_topup.account_id for update;
 
   if p_event ->> 'type' = 'payment_intent.payment_failed' then
     if v_topup.status in ('charging', 'processing') and (v_topup.payment_intent is null or v_topup.payment_intent = v_pi) then
@@ -788,7 +791,7 @@ begin
     update creditkit.topups p
        set status = 'succeeded', payment_intent = v_pi, claimed_until = null, completed_at = now(), updated_at = now(),
            failure_code = null, failure_message = null
-     where p.id = v_topup.id;
+     where p.id = v_topup.id and p.account_id = v_topup.account_id;
     update creditkit.auto_topups t
        set failures = 0,
            status = case when t.status = 'action_required' then 'active' else t.status end,
@@ -1502,6 +1505,8 @@ set lock_timeout = '3s'
 set enable_seqscan = off
 as $$
 declare
+  v_pick record;
+  v_claimed integer := 0;
   v_topup creditkit.topups;
   v_auto creditkit.auto_topups;
   v_terms creditkit.auto_topup_terms;
@@ -1515,14 +1520,22 @@ begin
   if p_limit is null or p_limit < 1 or p_limit > 1000 or p_lease is null or p_lease < interval '1 second' then
     raise exception using errcode = 'CK006', message = 'invalid argument: limit between 1 and 1000, lease at least 1 second';
   end if;
-  for v_topup in
-    select p.* from creditkit.topups p
+  -- picked without a lock, then each locked by its id and account (one shard on Citus) and
+  -- checked again: one another worker holds, or that changed since, is left for the next claim
+  for v_pick in
+    select p.id, p.account_id from creditkit.topups p
      where (p.status = 'pending' and coalesce(p.next_attempt_at, '-infinity') <= p_now)
         or (p.status = 'charging' and p.claimed_until <= p_now)
      order by coalesce(p.next_attempt_at, '-infinity'), p.id
-     limit p_limit
-       for update skip locked
+     limit p_limit * 4  -- room for the ones other workers hold
   loop
+    exit when v_claimed >= p_limit;
+    select p.* into v_topup from creditkit.topups p
+     where p.id = v_pick.id and p.account_id = v_pick.account_id
+       and ((p.status = 'pending' and coalesce(p.next_attempt_at, '-infinity') <= p_now)
+            or (p.status = 'charging' and p.claimed_until <= p_now))
+       for update skip locked;
+    continue when not found;
     if v_topup.status = 'pending' then
       -- the account's lock (the order every writer of its auto top-up keeps: the account, then its
       -- top-ups); a busy account's top-up waits for the next claim instead of holding up the rest
@@ -1536,7 +1549,7 @@ begin
         update creditkit.topups p
            set status = 'canceled', failure_code = 'auto_topup_' || coalesce(v_auto.status, 'off'),
                completed_at = now(), updated_at = now()
-         where p.id = v_topup.id;
+         where p.id = v_topup.id and p.account_id = v_topup.account_id;
         continue;
       end if;
       select * into v_card from creditkit.card_on_file(v_topup.account_id);
@@ -1550,7 +1563,7 @@ begin
       select max(p.charged_at) into v_last from creditkit.topups p
        where p.account_id = v_topup.account_id and p.unit = v_topup.unit and p.id <> v_topup.id;
       if v_last + v_terms.cooldown > p_now then
-        update creditkit.topups p set next_attempt_at = v_last + v_terms.cooldown, updated_at = now() where p.id = v_topup.id;
+        update creditkit.topups p set next_attempt_at = v_last + v_terms.cooldown, updated_at = now() where p.id = v_topup.id and p.account_id = v_topup.account_id;
         continue;
       end if;
       select * into v_used from creditkit.month_charges(v_topup.account_id, v_topup.unit, p_now);
@@ -1558,7 +1571,7 @@ begin
          or v_used.amount + v_topup.charge_amount > least(v_auto.monthly_amount_cap, v_terms.monthly_amount_cap) then
         update creditkit.topups p
            set next_attempt_at = v_month + interval '1 month', failure_code = 'monthly_cap_reached', updated_at = now()
-         where p.id = v_topup.id;
+         where p.id = v_topup.id and p.account_id = v_topup.account_id;
         continue;
       end if;
       update creditkit.topups p
@@ -1567,12 +1580,12 @@ begin
              customer_id = coalesce(p.customer_id, v_card.customer_id),
              payment_method = coalesce(p.payment_method, v_card.payment_method), failure_code = null,
              updated_at = now()
-       where p.id = v_topup.id
+       where p.id = v_topup.id and p.account_id = v_topup.account_id
       returning p.* into v_topup;
     else
       -- the lease ran out: the same charge again (Stripe answers it from its idempotency key)
       update creditkit.topups p set claimed_until = p_now + p_lease, updated_at = now()
-       where p.id = v_topup.id
+       where p.id = v_topup.id and p.account_id = v_topup.account_id
       returning p.* into v_topup;
     end if;
     topup_id := v_topup.id;
@@ -1587,6 +1600,7 @@ begin
     payment_method := v_topup.payment_method;
     metadata := jsonb_build_object('creditkit_topup_id', v_topup.id::text, 'creditkit_account_id', v_topup.account_id::text,
                                    'creditkit_unit', v_topup.unit, 'creditkit_amount', v_topup.amount::text);
+    v_claimed := v_claimed + 1;
     return next;
   end loop;
 end;
@@ -1633,14 +1647,14 @@ begin
   end if;
   -- the account's lock first, then the top-up's (the order of every writer of both)
   perform from creditkit.accounts a where a.id = v_topup.account_id and a.unit = v_topup.unit for update;
-  select p.* into v_topup from creditkit.topups p where p.id = p_topup_id for update;
+  select p.* into v_topup from creditkit.topups p where p.id = p_topup_id and p.account_id = v_topup.account_id for update;
   if v_topup.status = 'charging' and v_topup.attempt = p_attempt then
     if p_outcome in ('succeeded', 'processing') then
       -- charged: the credits land from payment_intent.succeeded
       update creditkit.topups p
          set status = 'processing', payment_intent = coalesce(p_payment_intent, p.payment_intent), claimed_until = null,
              updated_at = now()
-       where p.id = p_topup_id;
+       where p.id = p_topup_id and p.account_id = v_topup.account_id;
     elsif p_outcome = 'retry' and v_topup.attempt >= 5 then
       -- five tries without an answer (Stripe keeps a 500 under its key and answers it again):
       -- this charge is given up, not counted against the card; the next top-up, with its own
@@ -1652,7 +1666,7 @@ begin
       update creditkit.topups p
          set status = 'pending', claimed_until = null, next_attempt_at = p_now + interval '30 seconds',
              failure_code = left(p_code, 100), failure_message = left(p_message, 1000), updated_at = now()
-       where p.id = p_topup_id;
+       where p.id = p_topup_id and p.account_id = v_topup.account_id;
     else
       perform creditkit.topup_failed(p_topup_id, p_outcome = 'requires_action',
                                      coalesce(p_code, case when p_outcome = 'requires_action' then 'authentication_required'
@@ -1660,7 +1674,7 @@ begin
                                      p_message, p_payment_intent);
     end if;
   end if;
-  select p.status into status from creditkit.topups p where p.id = p_topup_id;
+  select p.status into status from creditkit.topups p where p.id = p_topup_id and p.account_id = v_topup.account_id;
   select coalesce(t.status, 'off') into auto_topup_status
     from (select 1) one left join creditkit.auto_topups t on t.account_id = v_topup.account_id and t.unit = v_topup.unit;
 end;

@@ -76,14 +76,17 @@ comment on table creditkit.webhook_endpoints is 'Endpoints that receive creditki
 -- One row per event, with a stable id (the webhook-id of every delivery of it). Kept for audit and
 -- pruned by creditkit_prune_notifications once every delivery of it is final.
 create table creditkit.notifications (
-  id text primary key default 'ntf_' || replace(gen_random_uuid()::text, '-', ''),
+  id text not null default 'ntf_' || replace(gen_random_uuid()::text, '-', ''),
   type text not null,
-  account_id uuid,
+  account_id uuid not null,
   unit text,
   payload jsonb not null,
   created_at timestamptz not null default now(),
   -- The order events were written in (those of one transaction share created_at).
-  seq bigint generated always as identity
+  seq bigint generated always as identity,
+  -- The id alone is unique (122 random bits); the key carries the account so that the outbox can
+  -- live with the account's rows (on Citus: distributed by account, written on the account's node).
+  constraint notifications_pkey primary key (id, account_id)
 );
 comment on table creditkit.notifications is 'The outbox: every notification event, written in the transaction that caused it.';
 create index notifications_account on creditkit.notifications (account_id, created_at desc);
@@ -91,8 +94,10 @@ create index notifications_created on creditkit.notifications (created_at);
 
 -- One delivery per event and endpoint subscribed to it when the event was written.
 create table creditkit.deliveries (
-  id bigint generated always as identity primary key,
-  notification_id text not null references creditkit.notifications (id) on delete cascade,
+  id bigint generated always as identity,
+  -- The event's account (keys and lookups carry it, as for every per-account table).
+  account_id uuid not null,
+  notification_id text not null,
   endpoint_id text not null references creditkit.webhook_endpoints (id) on delete cascade,
   -- pending (due at next_attempt_at, NULL: now), delivering (claimed until claimed_until),
   -- delivered, dead (the last attempt failed) or canceled (the endpoint answered 410).
@@ -105,7 +110,10 @@ create table creditkit.deliveries (
   last_error text,
   delivered_at timestamptz,
   created_at timestamptz not null default now(),
-  constraint deliveries_once unique (notification_id, endpoint_id)
+  constraint deliveries_pkey primary key (id, account_id),
+  constraint deliveries_notification foreign key (notification_id, account_id)
+    references creditkit.notifications (id, account_id) on delete cascade,
+  constraint deliveries_once unique (notification_id, account_id, endpoint_id)
 );
 comment on table creditkit.deliveries is 'Each event''s delivery to each endpoint: attempts, the last answer, and when it is due again.';
 create index deliveries_due on creditkit.deliveries (coalesce(next_attempt_at, '-infinity'::timestamptz), id)
@@ -146,8 +154,8 @@ begin
   insert into creditkit.notifications (type, account_id, unit, payload)
   values (p_type, p_account_id, p_unit, p_data)
   returning id into v_id;
-  insert into creditkit.deliveries (notification_id, endpoint_id)
-  select v_id, e.id
+  insert into creditkit.deliveries (account_id, notification_id, endpoint_id)
+  select p_account_id, v_id, e.id
     from creditkit.webhook_endpoints e
    where e.enabled and (e.event_types is null or p_type = any (e.event_types));
   return v_id;
@@ -311,13 +319,17 @@ as $$
 begin
   perform creditkit.assert_server_caller();
   return query
+  with counts as (
+    select d.endpoint_id,
+           count(*) filter (where d.status in ('pending', 'delivering')) as pending,
+           count(*) filter (where d.status = 'delivered') as delivered,
+           count(*) filter (where d.status = 'dead') as dead
+      from creditkit.deliveries d
+     group by d.endpoint_id)
   select e.id, e.url, e.event_types, e.enabled, e.disabled_reason, e.description, e.created_at,
-         count(*) filter (where d.status in ('pending', 'delivering')),
-         count(*) filter (where d.status = 'delivered'),
-         count(*) filter (where d.status = 'dead')
+         coalesce(c.pending, 0), coalesce(c.delivered, 0), coalesce(c.dead, 0)
     from creditkit.webhook_endpoints e
-    left join creditkit.deliveries d on d.endpoint_id = e.id
-   group by e.id
+    left join counts c on c.endpoint_id = e.id
    order by e.id;
 end;
 $$;
@@ -349,7 +361,7 @@ begin
                     'id', d.id, 'endpoint_id', d.endpoint_id, 'status', d.status, 'attempts', d.attempts,
                     'last_status', d.last_status, 'last_error', d.last_error, 'next_attempt_at', d.next_attempt_at,
                     'delivered_at', d.delivered_at) order by d.id)
-                     from creditkit.deliveries d where d.notification_id = n.id), '[]'::jsonb)
+                     from creditkit.deliveries d where d.notification_id = n.id and d.account_id = n.account_id), '[]'::jsonb)
     from creditkit.notifications n
    where (p_account_id is null or n.account_id = p_account_id)
      and (p_type is null or n.type = p_type)
@@ -376,18 +388,22 @@ set search_path = ''
 set lock_timeout = '3s'
 set enable_seqscan = off
 as $$
+declare
+  v_account uuid;
 begin
   perform creditkit.assert_server_caller();
   perform creditkit.check_request(null, null, null, p_now);
+  select d.account_id into v_account from creditkit.deliveries d where d.id = p_delivery_id;
+  if not found then
+    raise exception using errcode = 'CK018', message = format('unknown delivery: %s', p_delivery_id);
+  end if;
   update creditkit.deliveries d
      set status = 'pending', next_attempt_at = p_now, claimed_until = null, attempts = 0
-   where d.id = p_delivery_id and d.status in ('dead', 'canceled', 'delivered', 'pending')
+   where d.id = p_delivery_id and d.account_id = v_account and d.status in ('dead', 'canceled', 'delivered', 'pending')
   returning d.status, d.next_attempt_at into status, next_attempt_at;
   if not found then
-    select d.status, d.next_attempt_at into status, next_attempt_at from creditkit.deliveries d where d.id = p_delivery_id;
-    if not found then
-      raise exception using errcode = 'CK018', message = format('unknown delivery: %s', p_delivery_id);
-    end if;
+    select d.status, d.next_attempt_at into status, next_attempt_at
+      from creditkit.deliveries d where d.id = p_delivery_id and d.account_id = v_account;
   end if;
 end;
 $$;
@@ -419,7 +435,8 @@ begin
     delete from creditkit.notifications n
      where n.created_at < p_now - p_older_than
        and not exists (select from creditkit.deliveries d
-                        where d.notification_id = n.id and d.status in ('pending', 'delivering'))
+                        where d.notification_id = n.id and d.account_id = n.account_id
+                          and d.status in ('pending', 'delivering'))
     returning 1)
   select count(*) into v_deleted from gone;
   return v_deleted;
@@ -435,7 +452,10 @@ grant execute on function public.creditkit_prune_notifications(interval, timesta
 -- ---------------------------------------------------------------------------------------------
 
 -- Security definer: hands the worker the secrets it signs with; service_role only. Claims due
--- deliveries (and ones whose worker's lease ran out) with SKIP LOCKED, so workers never share one.
+-- deliveries (and ones whose worker's lease ran out): picks them without a lock, then locks each by
+-- its account and id with SKIP LOCKED and checks it is still due, so workers never share one (and on
+-- Citus each lock is on one shard). It picks four times the limit, so workers claiming at once pass
+-- over what the others hold and still fill their limit.
 create or replace function public.creditkit_worker_claim_deliveries(
   p_limit integer default 50,
   p_lease interval default '1 minute',
@@ -449,35 +469,44 @@ set search_path = ''
 set lock_timeout = '3s'
 set enable_seqscan = off
 as $$
+declare
+  r record;
+  v_delivery creditkit.deliveries;
+  v_claimed integer := 0;
 begin
   perform creditkit.assert_server_caller();
   perform creditkit.check_request(null, null, null, p_now);
   if p_limit is null or p_limit < 1 or p_limit > 1000 or p_lease is null or p_lease < interval '1 second' then
     raise exception using errcode = 'CK006', message = 'invalid argument: limit between 1 and 1000, lease at least 1 second';
   end if;
-  return query
-  with due as (
-    select d.id
+  for r in
+    select d.id, d.account_id
       from creditkit.deliveries d
       join creditkit.webhook_endpoints e on e.id = d.endpoint_id and e.enabled
      where (d.status = 'pending' and coalesce(d.next_attempt_at, '-infinity') <= p_now)
         or (d.status = 'delivering' and d.claimed_until <= p_now)
      order by coalesce(d.next_attempt_at, '-infinity'), d.id
-     limit p_limit
-       for update of d skip locked
-  ), claimed as (
+     limit p_limit * 4  -- room for the ones other workers hold
+  loop
+    exit when v_claimed >= p_limit;
+    perform from creditkit.deliveries d
+     where d.id = r.id and d.account_id = r.account_id
+       and ((d.status = 'pending' and coalesce(d.next_attempt_at, '-infinity') <= p_now)
+            or (d.status = 'delivering' and d.claimed_until <= p_now))
+       for update skip locked;
+    continue when not found;
     update creditkit.deliveries d
        -- a lease that ran out was an attempt whose answer never arrived: it counts
        set status = 'delivering', claimed_until = p_now + p_lease, attempts = d.attempts + 1
-      from due where d.id = due.id
-    returning d.*
-  )
-  select c.id, c.attempts, n.id, e.id, e.url, e.secret, creditkit.notification_body(n.id, n.type, n.created_at, n.payload),
-         extract(epoch from p_now)::bigint
-    from claimed c
-    join creditkit.notifications n on n.id = c.notification_id
-    join creditkit.webhook_endpoints e on e.id = c.endpoint_id
-   order by c.id;
+     where d.id = r.id and d.account_id = r.account_id
+    returning d.* into v_delivery;
+    v_claimed := v_claimed + 1;
+    return query
+    select v_delivery.id, v_delivery.attempts, n.id, e.id, e.url, e.secret,
+           creditkit.notification_body(n.id, n.type, n.created_at, n.payload), extract(epoch from p_now)::bigint
+      from creditkit.notifications n, creditkit.webhook_endpoints e
+     where n.id = v_delivery.notification_id and n.account_id = v_delivery.account_id and e.id = v_delivery.endpoint_id;
+  end loop;
 end;
 $$;
 comment on function public.creditkit_worker_claim_deliveries(integer, interval, timestamptz) is
@@ -511,10 +540,13 @@ begin
   if p_status_code is not null and (p_status_code < 100 or p_status_code > 599) then
     raise exception using errcode = 'CK006', message = 'invalid argument: an HTTP status is between 100 and 599';
   end if;
-  select d.* into v_delivery from creditkit.deliveries d where d.id = p_delivery_id for update;
+  -- its account first (a read), then the row locked by account and id
+  select d.* into v_delivery from creditkit.deliveries d where d.id = p_delivery_id;
   if not found then
     raise exception using errcode = 'CK018', message = format('unknown delivery: %s', p_delivery_id);
   end if;
+  select d.* into v_delivery from creditkit.deliveries d
+   where d.id = p_delivery_id and d.account_id = v_delivery.account_id for update;
   if v_delivery.status <> 'delivering' or v_delivery.attempts is distinct from p_attempt then
     -- an answer to an attempt that is no longer current (its lease ran out and another worker
     -- claimed it): the current attempt decides
@@ -526,7 +558,7 @@ begin
     update creditkit.deliveries d
        set status = 'delivered', delivered_at = p_now, claimed_until = null, next_attempt_at = null,
            last_status = p_status_code, last_error = null
-     where d.id = p_delivery_id;
+     where d.id = p_delivery_id and d.account_id = v_delivery.account_id;
     status := 'delivered';
   elsif p_status_code = 410 then
     -- the receiver says the endpoint is gone: stop sending to it until the operator re-enables it
@@ -534,20 +566,20 @@ begin
      where e.id = v_delivery.endpoint_id;
     update creditkit.deliveries d
        set status = 'canceled', claimed_until = null, next_attempt_at = null, last_status = 410, last_error = left(p_error, 1000)
-     where d.id = p_delivery_id;
+     where d.id = p_delivery_id and d.account_id = v_delivery.account_id;
     status := 'canceled';
   elsif v_delivery.attempts > cardinality(v_delays) then
     update creditkit.deliveries d
        set status = 'dead', claimed_until = null, next_attempt_at = null,
            last_status = p_status_code, last_error = left(p_error, 1000)
-     where d.id = p_delivery_id;
+     where d.id = p_delivery_id and d.account_id = v_delivery.account_id;
     status := 'dead';
   else
     next_attempt_at := p_now + v_delays[v_delivery.attempts];
     update creditkit.deliveries d
        set status = 'pending', claimed_until = null, next_attempt_at = creditkit_worker_delivery_result.next_attempt_at,
            last_status = p_status_code, last_error = left(p_error, 1000)
-     where d.id = p_delivery_id;
+     where d.id = p_delivery_id and d.account_id = v_delivery.account_id;
     status := 'pending';
   end if;
 end;
@@ -735,7 +767,7 @@ comment on table creditkit.auto_topups is 'Auto top-up per account and unit: thr
 -- action_required (the customer must authenticate) or canceled. Its Stripe idempotency key is
 -- 'creditkit-topup-<id>', so a worker that dies between charging and recording never charges twice.
 create table creditkit.topups (
-  id bigint generated always as identity primary key,
+  id bigint generated always as identity,
   account_id uuid not null,
   unit text not null,
   status text not null default 'pending'
@@ -761,7 +793,10 @@ create table creditkit.topups (
   action_url text,
   created_at timestamptz not null default now(),
   updated_at timestamptz not null default now(),
-  completed_at timestamptz
+  completed_at timestamptz,
+  -- The id alone is unique; the key carries the account (the per-account rule: on Citus the top-ups
+  -- live with the account's rows, and the watch writes them on the account's node).
+  constraint topups_pkey primary key (id, account_id)
 );
 comment on table creditkit.topups is 'Each auto top-up: amount, charge, status (pending, charging, processing, succeeded, failed, action_required, canceled) and its PaymentIntent.';
 -- Never a second while one is open.
@@ -1084,7 +1119,7 @@ begin
        set status = 'action_required', payment_intent = coalesce(p_payment_intent, p.payment_intent),
            failure_code = left(p_code, 100), failure_message = left(p_message, 1000), action_url = v_link,
            claimed_until = null, updated_at = now()
-     where p.id = p_topup_id;
+     where p.id = p_topup_id and p.account_id = v_topup.account_id;
     update creditkit.auto_topups t
        set status = 'action_required', status_reason = 'authentication_required', updated_at = now()
      where t.account_id = v_topup.account_id and t.unit = v_topup.unit and t.status = 'active';
@@ -1099,7 +1134,7 @@ begin
      set status = 'failed', payment_intent = coalesce(p_payment_intent, p.payment_intent),
          failure_code = left(p_code, 100), failure_message = left(p_message, 1000),
          claimed_until = null, completed_at = now(), updated_at = now()
-   where p.id = p_topup_id;
+   where p.id = p_topup_id and p.account_id = v_topup.account_id;
   -- p_reason: NULL for a decline (counted); 'stripe_unavailable' (Stripe kept failing: not the
   -- card's fault, nothing changes); any other stops auto top-up until the card changes
   update creditkit.auto_topups t
@@ -1308,7 +1343,7 @@ begin
   account_id := v_topup.account_id;
   -- the account's rows first (every unit, in the kit's order), then the top-up's
   perform creditkit.stripe_lock_account(v_topup.account_id, p_now);
-  select p.* into v_topup from creditkit.topups p where p.id = v_topup.id for update;
+  select p.* into v_topup from creditkit.topups p where p.id = v_topup.id and p.account_id = v_topup.account_id for update;
 
   if p_event ->> 'type' = 'payment_intent.payment_failed' then
     if v_topup.status in ('charging', 'processing') and (v_topup.payment_intent is null or v_topup.payment_intent = v_pi) then
@@ -1337,7 +1372,7 @@ begin
     update creditkit.topups p
        set status = 'succeeded', payment_intent = v_pi, claimed_until = null, completed_at = now(), updated_at = now(),
            failure_code = null, failure_message = null
-     where p.id = v_topup.id;
+     where p.id = v_topup.id and p.account_id = v_topup.account_id;
     update creditkit.auto_topups t
        set failures = 0,
            status = case when t.status = 'action_required' then 'active' else t.status end,
@@ -2051,6 +2086,8 @@ set lock_timeout = '3s'
 set enable_seqscan = off
 as $$
 declare
+  v_pick record;
+  v_claimed integer := 0;
   v_topup creditkit.topups;
   v_auto creditkit.auto_topups;
   v_terms creditkit.auto_topup_terms;
@@ -2064,14 +2101,22 @@ begin
   if p_limit is null or p_limit < 1 or p_limit > 1000 or p_lease is null or p_lease < interval '1 second' then
     raise exception using errcode = 'CK006', message = 'invalid argument: limit between 1 and 1000, lease at least 1 second';
   end if;
-  for v_topup in
-    select p.* from creditkit.topups p
+  -- picked without a lock, then each locked by its id and account (one shard on Citus) and
+  -- checked again: one another worker holds, or that changed since, is left for the next claim
+  for v_pick in
+    select p.id, p.account_id from creditkit.topups p
      where (p.status = 'pending' and coalesce(p.next_attempt_at, '-infinity') <= p_now)
         or (p.status = 'charging' and p.claimed_until <= p_now)
      order by coalesce(p.next_attempt_at, '-infinity'), p.id
-     limit p_limit
-       for update skip locked
+     limit p_limit * 4  -- room for the ones other workers hold
   loop
+    exit when v_claimed >= p_limit;
+    select p.* into v_topup from creditkit.topups p
+     where p.id = v_pick.id and p.account_id = v_pick.account_id
+       and ((p.status = 'pending' and coalesce(p.next_attempt_at, '-infinity') <= p_now)
+            or (p.status = 'charging' and p.claimed_until <= p_now))
+       for update skip locked;
+    continue when not found;
     if v_topup.status = 'pending' then
       -- the account's lock (the order every writer of its auto top-up keeps: the account, then its
       -- top-ups); a busy account's top-up waits for the next claim instead of holding up the rest
@@ -2085,7 +2130,7 @@ begin
         update creditkit.topups p
            set status = 'canceled', failure_code = 'auto_topup_' || coalesce(v_auto.status, 'off'),
                completed_at = now(), updated_at = now()
-         where p.id = v_topup.id;
+         where p.id = v_topup.id and p.account_id = v_topup.account_id;
         continue;
       end if;
       select * into v_card from creditkit.card_on_file(v_topup.account_id);
@@ -2099,7 +2144,7 @@ begin
       select max(p.charged_at) into v_last from creditkit.topups p
        where p.account_id = v_topup.account_id and p.unit = v_topup.unit and p.id <> v_topup.id;
       if v_last + v_terms.cooldown > p_now then
-        update creditkit.topups p set next_attempt_at = v_last + v_terms.cooldown, updated_at = now() where p.id = v_topup.id;
+        update creditkit.topups p set next_attempt_at = v_last + v_terms.cooldown, updated_at = now() where p.id = v_topup.id and p.account_id = v_topup.account_id;
         continue;
       end if;
       select * into v_used from creditkit.month_charges(v_topup.account_id, v_topup.unit, p_now);
@@ -2107,7 +2152,7 @@ begin
          or v_used.amount + v_topup.charge_amount > least(v_auto.monthly_amount_cap, v_terms.monthly_amount_cap) then
         update creditkit.topups p
            set next_attempt_at = v_month + interval '1 month', failure_code = 'monthly_cap_reached', updated_at = now()
-         where p.id = v_topup.id;
+         where p.id = v_topup.id and p.account_id = v_topup.account_id;
         continue;
       end if;
       update creditkit.topups p
@@ -2116,12 +2161,12 @@ begin
              customer_id = coalesce(p.customer_id, v_card.customer_id),
              payment_method = coalesce(p.payment_method, v_card.payment_method), failure_code = null,
              updated_at = now()
-       where p.id = v_topup.id
+       where p.id = v_topup.id and p.account_id = v_topup.account_id
       returning p.* into v_topup;
     else
       -- the lease ran out: the same charge again (Stripe answers it from its idempotency key)
       update creditkit.topups p set claimed_until = p_now + p_lease, updated_at = now()
-       where p.id = v_topup.id
+       where p.id = v_topup.id and p.account_id = v_topup.account_id
       returning p.* into v_topup;
     end if;
     topup_id := v_topup.id;
@@ -2136,6 +2181,7 @@ begin
     payment_method := v_topup.payment_method;
     metadata := jsonb_build_object('creditkit_topup_id', v_topup.id::text, 'creditkit_account_id', v_topup.account_id::text,
                                    'creditkit_unit', v_topup.unit, 'creditkit_amount', v_topup.amount::text);
+    v_claimed := v_claimed + 1;
     return next;
   end loop;
 end;
@@ -2182,14 +2228,14 @@ begin
   end if;
   -- the account's lock first, then the top-up's (the order of every writer of both)
   perform from creditkit.accounts a where a.id = v_topup.account_id and a.unit = v_topup.unit for update;
-  select p.* into v_topup from creditkit.topups p where p.id = p_topup_id for update;
+  select p.* into v_topup from creditkit.topups p where p.id = p_topup_id and p.account_id = v_topup.account_id for update;
   if v_topup.status = 'charging' and v_topup.attempt = p_attempt then
     if p_outcome in ('succeeded', 'processing') then
       -- charged: the credits land from payment_intent.succeeded
       update creditkit.topups p
          set status = 'processing', payment_intent = coalesce(p_payment_intent, p.payment_intent), claimed_until = null,
              updated_at = now()
-       where p.id = p_topup_id;
+       where p.id = p_topup_id and p.account_id = v_topup.account_id;
     elsif p_outcome = 'retry' and v_topup.attempt >= 5 then
       -- five tries without an answer (Stripe keeps a 500 under its key and answers it again):
       -- this charge is given up, not counted against the card; the next top-up, with its own
@@ -2201,7 +2247,7 @@ begin
       update creditkit.topups p
          set status = 'pending', claimed_until = null, next_attempt_at = p_now + interval '30 seconds',
              failure_code = left(p_code, 100), failure_message = left(p_message, 1000), updated_at = now()
-       where p.id = p_topup_id;
+       where p.id = p_topup_id and p.account_id = v_topup.account_id;
     else
       perform creditkit.topup_failed(p_topup_id, p_outcome = 'requires_action',
                                      coalesce(p_code, case when p_outcome = 'requires_action' then 'authentication_required'
@@ -2209,7 +2255,7 @@ begin
                                      p_message, p_payment_intent);
     end if;
   end if;
-  select p.status into status from creditkit.topups p where p.id = p_topup_id;
+  select p.status into status from creditkit.topups p where p.id = p_topup_id and p.account_id = v_topup.account_id;
   select coalesce(t.status, 'off') into auto_topup_status
     from (select 1) one left join creditkit.auto_topups t on t.account_id = v_topup.account_id and t.unit = v_topup.unit;
 end;

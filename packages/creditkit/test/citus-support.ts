@@ -44,6 +44,9 @@ export const CITUS_LAYOUT: readonly CitusPlacement[] = [
   { table: 'creditkit.allowances', kind: 'distributed', column: 'account_id' },
   { table: 'creditkit.account_alerts', kind: 'distributed', column: 'account_id' },
   { table: 'creditkit.auto_topups', kind: 'distributed', column: 'account_id' },
+  { table: 'creditkit.notifications', kind: 'distributed', column: 'account_id' },
+  { table: 'creditkit.deliveries', kind: 'distributed', column: 'account_id' },
+  { table: 'creditkit.topups', kind: 'distributed', column: 'account_id' },
   // catalogue
   { table: 'creditkit.error_codes', kind: 'reference' },
   { table: 'creditkit.settings', kind: 'reference' },
@@ -63,10 +66,6 @@ export const CITUS_LAYOUT: readonly CitusPlacement[] = [
   { table: 'creditkit.stripe_invoices', kind: 'reference' },
   { table: 'creditkit.stripe_payment_methods', kind: 'reference' },
   { table: 'creditkit.stripe_default_methods', kind: 'reference' },
-  // the outbox and the top-ups (0.3.0): keyed by their own ids, so not by the account as they are
-  { table: 'creditkit.notifications', kind: 'reference' },
-  { table: 'creditkit.deliveries', kind: 'reference' },
-  { table: 'creditkit.topups', kind: 'reference' },
 ];
 
 
