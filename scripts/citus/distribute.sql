@@ -60,7 +60,8 @@
 --     table was not distributed yet); they are propagated to the workers at the end, as is every
 --     other kit function Citus does not know yet (no delegation: calls still run on the coordinator).
 --
--- Delegation: the server API functions about one account (creditkit_delegated below, each taking
+-- Delegation (opt-in: set creditkit.citus_delegate = on in the session first; `creditkit distribute
+-- --delegate`): the server API functions about one account (creditkit_delegated below, each taking
 -- p_account_id first) become distributed functions keyed by it and colocated with accounts. A call
 -- outside a transaction block (a pool in autocommit, pgbench, psql) is then sent whole to the worker
 -- that holds the account's shard: one round trip, every statement local there. Inside a transaction
@@ -68,13 +69,20 @@
 -- a round trip per statement, as before. The ledger and grant ids a worker hands out come from that
 -- node's range of the sequence (docs/citus.md, D1).
 --
+-- Why it is off unless asked for (docs/citus.md, "Delegated calls"): Citus sends a delegated call to
+-- the worker over a connection as the calling role. The Data API roles (anon, authenticated,
+-- service_role) cannot log in, so a delegated call made as one of them fails ("role "service_role"
+-- is not permitted to log in"): the SDK over node-postgres, which calls as service_role in an
+-- implicit transaction, is delegated, and every call failed. And a signed-in user's call to a server
+-- function is refused with that connection error instead of 42501. Without delegation every call
+-- runs on the coordinator, where the kit's SECURITY DEFINER functions reach the workers as their
+-- owner. Turn it on when the server calls as a role that may log in to the workers.
 -- Careful (docs/citus.md, F10): on Citus 13.2.2 a delegated call with a NULL account made outside a
 -- transaction block (`select * from creditkit_consume(null, 1)`, or a NULL bound to $1) crashes
 -- the coordinator's planner (signal 11: every backend of the coordinator restarts). Nothing in a
--- function can catch it. To run without delegation, set creditkit.citus_delegate = off in the
--- session before running this script: the functions are then distributed without a distribution
--- argument (a second run with it off takes back a delegation made before), every call runs on the
--- coordinator, and a NULL account raises CK006 as on Postgres.
+-- function can catch it. Without delegation (the default) the functions are distributed without a
+-- distribution argument (a run without it takes back a delegation made before), every call runs on
+-- the coordinator, and a NULL account raises CK006 as on Postgres.
 begin;
 
 set local citus.enable_unsafe_triggers = on;
@@ -134,7 +142,7 @@ insert into creditkit_delegated values
 do $distribute$
 declare
   colocation constant regclass := 'creditkit.accounts';
-  delegate constant text := coalesce(nullif(current_setting('creditkit.citus_delegate', true), ''), 'on');
+  delegate constant text := coalesce(nullif(current_setting('creditkit.citus_delegate', true), ''), 'off');
   t record;
   k record;
   unclassed text;
@@ -227,7 +235,7 @@ begin
   alter function creditkit.card_on_file(uuid) set citus.allow_nested_distributed_execution = on;
 
   -- The single-account API, delegated by its account (see the header); a function already
-  -- delegated so is left as it is. With creditkit.citus_delegate = off, none is (F10).
+  -- delegated so is left as it is. Unless creditkit.citus_delegate = on, none is (see the header).
   for t in select d.name, p.oid::regprocedure as fn, p.proargnames[1] as first_name, p.proargtypes[0] as first_type,
                   o.distribution_argument_index as arg, o.colocationid
              from creditkit_delegated d

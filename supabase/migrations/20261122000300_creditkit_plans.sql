@@ -688,10 +688,12 @@ begin
   if p_kind is null or p_kind not in ('metered', 'boolean') then
     raise exception using errcode = 'CK006', message = 'invalid argument: kind is metered or boolean';
   end if;
-  -- A balance, a bucket or a plan limit in the unit is read as that kind.
+  -- A balance, a bucket or a plan limit in the unit is read as that kind. (select 1: on Citus a
+  -- subquery over every shard of accounts with no column fails, "a column definition list is
+  -- required for functions returning record".)
   if exists (select from creditkit.units u where u.id = p_id and u.kind <> p_kind)
      and (p_id = 'credits'
-          or exists (select from creditkit.accounts a where a.unit = p_id)
+          or exists (select 1 from creditkit.accounts a where a.unit = p_id)
           or exists (select from creditkit.plan_limits l where l.unit = p_id)
           or exists (select from creditkit.prices p where p.unit = p_id)
           or exists (select from creditkit.packs k where k.unit = p_id)) then

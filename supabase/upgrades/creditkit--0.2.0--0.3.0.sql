@@ -3138,4 +3138,50 @@ comment on function creditkit.stripe_dispatch(jsonb, timestamptz) is
   'Applies one Stripe event by type; catches the dead ends (recorded for the operator) and lets other errors through.';
 revoke all on function creditkit.stripe_dispatch(jsonb, timestamptz) from public, anon, authenticated, service_role;
 
+-- Security definer: writes the unit catalogue, which no client role may write; service_role only.
+create or replace function public.creditkit_upsert_unit(p_id text, p_name text, p_kind text default 'metered')
+returns jsonb
+language plpgsql
+volatile
+security definer
+set search_path = ''
+set lock_timeout = '3s'
+set enable_seqscan = off
+as $$
+declare
+  v_unit creditkit.units;
+begin
+  perform creditkit.assert_server_caller();
+  if p_id is null or p_id !~ '^[a-z0-9][a-z0-9_.-]{0,62}$' then
+    raise exception using errcode = 'CK006', message = 'invalid argument: unit id must match ^[a-z0-9][a-z0-9_.-]{0,62}$';
+  end if;
+  if p_name is null or p_name !~ '[^[:space:]]' or length(p_name) > 200 then
+    raise exception using errcode = 'CK006', message = 'invalid argument: unit name must be 1 to 200 characters, not blank';
+  end if;
+  if p_kind is null or p_kind not in ('metered', 'boolean') then
+    raise exception using errcode = 'CK006', message = 'invalid argument: kind is metered or boolean';
+  end if;
+  -- A balance, a bucket or a plan limit in the unit is read as that kind. (select 1: on Citus a
+  -- subquery over every shard of accounts with no column fails, "a column definition list is
+  -- required for functions returning record".)
+  if exists (select from creditkit.units u where u.id = p_id and u.kind <> p_kind)
+     and (p_id = 'credits'
+          or exists (select 1 from creditkit.accounts a where a.unit = p_id)
+          or exists (select from creditkit.plan_limits l where l.unit = p_id)
+          or exists (select from creditkit.prices p where p.unit = p_id)
+          or exists (select from creditkit.packs k where k.unit = p_id)) then
+    raise exception using errcode = 'CK006',
+      message = format('invalid argument: the kind of unit %s cannot change once accounts, plan limits, prices or packs use it', p_id);
+  end if;
+  insert into creditkit.units as u (id, name, kind) values (p_id, p_name, p_kind)
+  on conflict (id) do update set name = excluded.name, kind = excluded.kind
+  returning u.* into v_unit;
+  return to_jsonb(v_unit);
+end;
+$$;
+comment on function public.creditkit_upsert_unit(text, text, text) is
+  'Server only. Creates or renames a unit: metered (a balance per account) or boolean (a plan feature flag). The kind cannot change once an account holds the unit or a plan limit, price or pack names it; credits is always metered. Naturally idempotent.';
+revoke all on function public.creditkit_upsert_unit(text, text, text) from public, anon, authenticated;
+grant execute on function public.creditkit_upsert_unit(text, text, text) to service_role;
+
 select creditkit.apply_settings();

@@ -14,7 +14,7 @@ import { PostgrestError } from '@supabase/supabase-js';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { BOOKED_ACCOUNTS, BOOKED_GRANTS } from '@creditkit/testing';
-import { describeIfPostgres } from '@creditkit/testing/vitest';
+import { describeIfCitus, describeIfPostgres } from '@creditkit/testing/vitest';
 import {
   AutoTopupUnavailableError,
   BalanceLimitError,
@@ -50,6 +50,8 @@ import {
   type Harness,
   type TransportFactory,
   type TransportName,
+  itOver,
+  CITUS_KNOWN_BUGS,
 } from './support/transports.ts';
 
 const MAX = Number.MAX_SAFE_INTEGER; // 2^53-1, the kit's largest amount and balance
@@ -215,6 +217,7 @@ const BUCKET_FIELDS = ['amount', 'category', 'createdAt', 'expiresAt', 'grantId'
 // ── The suite body ───────────────────────────────────────────────────────────────────────
 
 function contract(factory: TransportFactory): void {
+  const it = itOver(factory);
   let h: Harness;
   let ck: CreditkitServer;
   const log: Entry[] = [];
@@ -1372,7 +1375,7 @@ function contract(factory: TransportFactory): void {
 }
 
 for (const factory of TRANSPORTS) {
-  (factory.postgres ? describeIfPostgres : describe)(`SDK contract over ${factory.name}`, () => contract(factory));
+  (factory.citus ? describeIfCitus : factory.postgres ? describeIfPostgres : describe)(`SDK contract over ${factory.name}`, () => contract(factory));
 }
 
 // ── The same answers everywhere ──────────────────────────────────────────────────────────
@@ -1416,8 +1419,9 @@ function transcript(log: Entry[]): unknown[] {
 }
 
 describeIfPostgres('SDK contract: every transport gave the same answers', () => {
-  it('the three records match call by call (ids, uuids and instants aside)', () => {
-    const names = TRANSPORTS.map((t) => t.name);
+  it('the records match call by call (ids, uuids and instants aside)', () => {
+    // Citus joins once nothing there is a known bug (a record cut short by a failure would differ)
+    const names = TRANSPORTS.filter((t) => !t.citus || (CITUS_KNOWN_BUGS.size === 0 && records.has(t.name))).map((t) => t.name);
     for (const name of names) {
       expect(records.get(name)?.length ?? 0, `no record from ${name}: run the whole file`).toBeGreaterThan(50);
     }

@@ -17,11 +17,11 @@ import { createServer as createNetServer } from 'node:net';
 import type { AddressInfo } from 'node:net';
 import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { describeIfPostgres } from '@creditkit/testing/vitest';
+import { describeIfCitus, describeIfPostgres } from '@creditkit/testing/vitest';
 import { runWorker, verifyWebhook, type CreditkitNotification, type CreditkitServer, type WorkerStripe } from '../src/server.ts';
 import type { ClaimedTopup } from '../src/results.ts';
 import { chargeTopup, stripeErrorOutcome } from '../src/worker.ts';
-import { TRANSPORTS, type Harness, type TransportFactory } from './support/transports.ts';
+import { TRANSPORTS, itOver, type Harness, type TransportFactory } from './support/transports.ts';
 
 // ── Top-ups: Stripe's answers → outcomes ─────────────────────────────────────────────────────
 
@@ -181,6 +181,7 @@ const HOUR = 60 * MINUTE;
 const at = (ms: number) => new Date(T0 + ms);
 
 function deliveries(factory: TransportFactory) {
+  const it = itOver(factory);
   let h: Harness;
   let ck: CreditkitServer;
   let receiver: Receiver;
@@ -429,5 +430,5 @@ function deliveries(factory: TransportFactory) {
 }
 
 for (const factory of TRANSPORTS) {
-  (factory.postgres ? describeIfPostgres : describe)(`runWorker deliveries over ${factory.name}`, () => deliveries(factory));
+  (factory.citus ? describeIfCitus : factory.postgres ? describeIfPostgres : describe)(`runWorker deliveries over ${factory.name}`, () => deliveries(factory));
 }

@@ -32,11 +32,12 @@ Usage: npx creditkit <command> [options]     (run in your app's root, the folder
   upgrade                 write the upgrade migrations from the version in supabase/migrations/ to ${kitVersion}
   status --db-url URL     the version a database has, this CLI's, and what an upgrade would apply
   doctor --db-url URL     check a database's privileges, RLS and policies; one line per problem
-  distribute --db-url URL [--shard-count N] [--no-delegate]
+  distribute --db-url URL [--shard-count N] [--delegate]
                           on a Citus coordinator with the kit installed: distribute the per-account
-                          tables by account (colocated), make the catalogues and Stripe state reference
-                          tables, and delegate the single-account functions to the node that owns the
-                          account (--no-delegate: don't); idempotent (docs/citus.md)
+                          tables by account (colocated) and make the catalogues and Stripe state
+                          reference tables; --delegate also sends single-account calls to the node that
+                          owns the account (the calling role must be able to log in to the workers);
+                          idempotent (docs/citus.md)
 
 Options:
   --dir PATH              the app's root (default: the current folder)
@@ -61,7 +62,7 @@ export async function main(argv: string[], out: Out = (l = '') => process.stdout
         dir: { type: 'string' },
         'db-url': { type: 'string' },
         'shard-count': { type: 'string' },
-        'no-delegate': { type: 'boolean' },
+        delegate: { type: 'boolean' },
         version: { type: 'boolean', short: 'v' },
         help: { type: 'boolean', short: 'h' },
       },
@@ -89,7 +90,7 @@ export async function main(argv: string[], out: Out = (l = '') => process.stdout
   onlyFor('with-stripe', ['init']);
   onlyFor('db-url', ['status', 'doctor', 'distribute']);
   onlyFor('shard-count', ['distribute']);
-  onlyFor('no-delegate', ['distribute']);
+  onlyFor('delegate', ['distribute']);
   switch (command) {
     case 'init':
       return init(new SupabaseProject(dir), Boolean(values['with-stripe']), out);
@@ -100,7 +101,7 @@ export async function main(argv: string[], out: Out = (l = '') => process.stdout
     case 'doctor':
       return doctor(dbUrl(values['db-url']), dir, out);
     case 'distribute':
-      return distribute(dbUrl(values['db-url']), shardCount(values['shard-count']), !values['no-delegate'], out);
+      return distribute(dbUrl(values['db-url']), shardCount(values['shard-count']), Boolean(values.delegate), out);
     default:
       throw new CliError(`unknown command: ${command}\nRun \`npx creditkit --help\` for the commands.`, EXIT.usage);
   }
@@ -299,8 +300,9 @@ function shardCount(option: string | undefined): number | undefined {
 /**
  * Runs the package's citus/distribute.sql (scripts/citus/distribute.sql) on a Citus coordinator
  * where the kit is installed, in one transaction, then says what is placed where. Running it again
- * places nothing new. --no-delegate sets creditkit.citus_delegate = off for the run: no function
- * is delegated, and a delegation made before is taken back (docs/citus.md, F10).
+ * places nothing new. --delegate sets creditkit.citus_delegate = on for the run: the single-account
+ * functions are delegated to the account's worker; without it none is, and a delegation made before
+ * is taken back (docs/citus.md, "Delegated calls").
  */
 async function distribute(url: string, shards: number | undefined, delegate: boolean, out: Out): Promise<number> {
   const script = readFileIn(citusDir, 'distribute.sql');
@@ -329,7 +331,7 @@ async function distribute(url: string, shards: number | undefined, delegate: boo
                  and p.proname like 'creditkit\\_%') as delegated`);
     out(`creditkit ${installed} on Citus ${citus.version}   ${redact(url)}`);
     out(`  ${placed!.distributed} tables distributed by account (colocated with creditkit.accounts), ${placed!.reference} reference tables`);
-    out(`  ${placed!.delegated} functions delegated to the node that holds the account${delegate ? '' : ' (--no-delegate: none)'}`);
+    out(`  ${placed!.delegated} functions delegated to the node that holds the account${delegate ? '' : ' (without --delegate: none)'}`);
     return EXIT.ok;
   });
 }

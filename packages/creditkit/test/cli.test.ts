@@ -290,7 +290,7 @@ describeIfPostgres('creditkit status and doctor on a live database', () => {
     expect(r.stderr).toContain('is not a Citus coordinator (no citus extension)');
     expect((await creditkit(dir, 'distribute', '--db-url', fresh.url!, '--shard-count', '0')).code).toBe(2);
     expect((await creditkit(dir, 'distribute', '--db-url', fresh.url!, '--shard-count', 'many')).code).toBe(2);
-    expect((await creditkit(dir, 'status', '--db-url', fresh.url!, '--no-delegate')).code).toBe(2);
+    expect((await creditkit(dir, 'status', '--db-url', fresh.url!, '--delegate')).code).toBe(2);
     // (placing the kit on a real cluster, and again: citus.test.ts)
   });
 

@@ -262,6 +262,8 @@ export interface DistributeScript {
 export interface DistributeOptions {
   /** Shards per distributed table (default 4: tests run on small machines; Citus's default is 32). */
   shardCount?: number;
+  /** Delegate the single-account functions to the account's worker (creditkit.citus_delegate = on; default off). */
+  delegate?: boolean;
 }
 
 /**
@@ -273,6 +275,7 @@ export async function distributeKit(url: string, script: DistributeScript, opts:
   const shardCount = opts.shardCount ?? 4;
   await withClient(url, async (c) => {
     await c.query(statement(`select set_config('citus.shard_count', $1, false)`, [String(shardCount)]));
+    await c.query(statement(`select set_config('creditkit.citus_delegate', $1, false)`, [opts.delegate ? 'on' : 'off']));
     try {
       await c.query(script.sql); // simple protocol: the script's statements as they are, BEGIN to COMMIT
     } catch (err) {

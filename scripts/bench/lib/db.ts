@@ -70,7 +70,7 @@ export async function createCitusBenchDb(): Promise<BenchDb> {
   try {
     admin = await connect(db.url, 'creditkit-bench-admin');
     await admin.query(readFileSync(join(SQL_DIR, 'schema.sql'), 'utf8'));
-    await distributeKit(db.url, { name: 'scripts/citus/distribute.sql', sql: readFileSync(DISTRIBUTE_SQL, 'utf8') }, { shardCount: 32 });
+    await distributeKit(db.url, { name: 'scripts/citus/distribute.sql', sql: readFileSync(DISTRIBUTE_SQL, 'utf8') }, { shardCount: 32, delegate: true });
     const sampler = await connect(db.url, 'creditkit-bench-sampler');
     return { name: db.name, url: db.url, admin, sampler, citus: { drop: () => db.drop() } };
   } catch (err) {
