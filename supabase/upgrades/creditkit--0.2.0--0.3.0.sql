@@ -2571,6 +2571,7 @@ declare
   v_prior_meta jsonb[];
   v_prior_cost bigint[];
   v_prior_after bigint[];
+  v_prior record;          -- one of them, as read
   v_owner integer[];       -- per group: the item of this batch that used the key, 0 if none yet
   v_allowed boolean[];
   v_answer bigint[];       -- balance answered
@@ -2871,22 +2872,41 @@ begin
     select array_agg(array_position(v_ids, u.account_id) order by u.i) into v_slot
       from unnest(v_accounts) with ordinality u(account_id, i);
   else
-    select array_agg(array_position(v_ids, x.account_id) order by x.i), array_agg(x.grp order by x.i),
-           -- (a key used in another unit names another request: its kind reads consume:<unit>)
-           array_agg(l.id order by x.i), array_agg(l.kind || case when l.unit <> p_unit then ':' || l.unit else '' end order by x.i),
-           array_agg(l.amount order by x.i),
-           array_agg(l.event order by x.i), array_agg(l.metadata order by x.i), array_agg(l.cost_micros order by x.i),
-           array_agg(l.balance_after order by x.i)
-      into v_slot, v_group, v_prior_id, v_prior_kind, v_prior_amount, v_prior_event, v_prior_meta, v_prior_cost, v_prior_after
-      from (select u.account_id, u.key, u.i,
+    select array_agg(array_position(v_ids, x.account_id) order by x.i), array_agg(x.grp order by x.i)
+      into v_slot, v_group
+      from (select u.account_id, u.i,
                    case when u.key is not null
                         then first_value(u.i) over (partition by u.account_id, u.key order by u.i) end as grp
-              from unnest(v_accounts, v_keys) with ordinality u(account_id, key, i)) x
-      -- (lateral: one probe of each primary key per item, whatever the statistics say)
-      left join lateral (select l.* from creditkit.ledger l
-                          where x.key is not null and l.account_id = x.account_id
-                            and l.id = (select k.ledger_id from creditkit.ledger_keys k
-                                         where k.account_id = x.account_id and k.idempotency_key = x.key)) l on true;
+              from unnest(v_accounts, v_keys) with ordinality u(account_id, key, i)) x;
+    v_prior_id := array_fill(null::bigint, array[v_count]);
+    v_prior_kind := array_fill(null::text, array[v_count]);
+    v_prior_amount := array_fill(null::bigint, array[v_count]);
+    v_prior_event := array_fill(null::text, array[v_count]);
+    v_prior_meta := array_fill(null::jsonb, array[v_count]);
+    v_prior_cost := array_fill(null::bigint, array[v_count]);
+    v_prior_after := array_fill(null::bigint, array[v_count]);
+    -- One probe of each primary key per keyed item, by its account (on Citus, on the account's
+    -- shard: a join of the items with the ledger over every shard is refused there).
+    for v_i in 1 .. v_count loop
+      continue when v_keys[v_i] is null;
+      -- (a key used in another unit names another request: its kind reads consume:<unit>)
+      select l.id, l.kind || case when l.unit <> p_unit then ':' || l.unit else '' end as kind, l.amount, l.event,
+             l.metadata, l.cost_micros, l.balance_after
+        into v_prior
+        from creditkit.ledger l
+       where l.account_id = v_accounts[v_i]
+         and l.id = (select k.ledger_id from creditkit.ledger_keys k
+                      where k.account_id = v_accounts[v_i] and k.idempotency_key = v_keys[v_i]);
+      if found then
+        v_prior_id[v_i] := v_prior.id;
+        v_prior_kind[v_i] := v_prior.kind;
+        v_prior_amount[v_i] := v_prior.amount;
+        v_prior_event[v_i] := v_prior.event;
+        v_prior_meta[v_i] := v_prior.metadata;
+        v_prior_cost[v_i] := v_prior.cost_micros;
+        v_prior_after[v_i] := v_prior.balance_after;
+      end if;
+    end loop;
   end if;
   -- The common case, all in SQL: no key seen before or twice, and every account can pay for all
   -- its items. Then every item spends, in order, and the rest is running sums. (Tested in steps:
