@@ -257,6 +257,37 @@ begin
       perform create_distributed_function(t.fn, 'p_account_id', colocate_with => colocation::text);
     end if;
   end loop;
+
+  -- The caller-bound reads as the owner (docs/citus.md F9). A SECURITY INVOKER function reaches
+  -- the workers as the current user, which for a Data API call is the NOLOGIN authenticated role
+  -- (08006); and RLS on a worker would not see the caller's JWT claims, which Citus does not pass
+  -- on. Each of these decides access on the coordinator before it reads
+  -- (creditkit.caller_account, or auth.uid() and creditkit.can_access_account for has_credits),
+  -- then reads only that account's rows, so as the owner it answers exactly what it answers as
+  -- the caller on Postgres, where the migrations leave it invoker with RLS behind its own check.
+  -- The server reads of per-account tables are security definer in the schema already (with
+  -- assert_server_caller). A function here that no longer binds the caller is an error, not a
+  -- function this script opens. Propagated to the workers (the functions are distributed above).
+  for t in select r.fn, p.oid, p.prosecdef, p.prosrc, p.proconfig
+             from (values ('public.creditkit_my_balance(uuid,text)'),
+                          ('public.creditkit_my_history(uuid,integer,bigint,text)'),
+                          ('public.creditkit_my_check(text,bigint,uuid)'),
+                          ('public.creditkit_my_plan(uuid)'),
+                          ('public.creditkit_my_feature(text,uuid)'),
+                          ('public.creditkit_has_credits(bigint,uuid,text)')) as r(fn)
+             left join pg_catalog.pg_proc p on p.oid = to_regprocedure(r.fn)
+            order by 1
+  loop
+    if t.oid is null then
+      raise exception 'creditkit distribute: % does not exist', t.fn;
+    elsif t.prosrc !~ 'creditkit\.(caller_account|can_access_account)\(' then
+      raise exception 'creditkit distribute: % does not bind the caller (creditkit.caller_account), not made security definer', t.fn;
+    elsif not coalesce('search_path=""' = any (t.proconfig), false) then
+      raise exception 'creditkit distribute: % does not pin search_path to '''', not made security definer', t.fn;
+    elsif not t.prosecdef then
+      execute format('alter function %s security definer', t.oid::regprocedure);
+    end if;
+  end loop;
 end
 $distribute$;
 

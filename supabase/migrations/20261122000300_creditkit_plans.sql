@@ -912,16 +912,19 @@ comment on function public.creditkit_set_plan(uuid, text, text, timestamptz, tim
 revoke all on function public.creditkit_set_plan(uuid, text, text, timestamptz, timestamptz) from public, anon, authenticated;
 grant execute on function public.creditkit_set_plan(uuid, text, text, timestamptz, timestamptz) to service_role;
 
--- Security invoker: a read; service_role has SELECT on the catalogue.
+-- Security definer: a read of the account named (the server's call), refusing client roles itself
+-- (creditkit.assert_server_caller); definer so that on Citus the shards are read as the owner
+-- (docs/citus.md F9).
 create or replace function public.creditkit_has_feature(p_account_id uuid, p_feature text)
 returns boolean
 language plpgsql
 stable
-security invoker
+security definer
 set search_path = ''
 set enable_seqscan = off
 as $$
 begin
+  perform creditkit.assert_server_caller();
   if p_account_id is null or p_feature is null or p_feature !~ '[^[:space:]]' or length(p_feature) > 200 then
     raise exception using errcode = 'CK006', message = 'invalid argument: account id and feature name (1 to 200 characters) are required';
   end if;

@@ -1097,7 +1097,9 @@ comment on function public.creditkit_balance(uuid, timestamptz, text) is
 revoke all on function public.creditkit_balance(uuid, timestamptz, text) from public, anon, authenticated;
 grant execute on function public.creditkit_balance(uuid, timestamptz, text) to service_role;
 
--- Security invoker: a pure read; service_role has SELECT on the ledger.
+-- Security definer: a read of the account named (the server's call), refusing client roles itself
+-- (creditkit.assert_server_caller), so a stray grant to authenticated does not open other accounts'
+-- ledgers; definer so that on Citus the shards are read as the owner (docs/citus.md F9).
 create or replace function public.creditkit_history(
   p_account_id uuid,
   p_limit integer default 50,
@@ -1107,11 +1109,12 @@ returns table (id bigint, kind text, amount bigint, balance_after bigint, grant_
                idempotency_key text, metadata jsonb, created_at timestamptz)
 language plpgsql
 stable
-security invoker
+security definer
 set search_path = ''
 set enable_seqscan = off
 as $$
 begin
+  perform creditkit.assert_server_caller();
   if p_account_id is null then
     raise exception using errcode = 'CK006', message = 'invalid argument: account id must not be NULL';
   end if;

@@ -1,8 +1,13 @@
--- creditkit analytics: server-only reads (security invoker, service_role) for an operator view, of
+-- creditkit analytics: server-only reads (service_role) for an operator view, of
 -- the credits unit except margin's revenue and cost, which count every unit, and unit_usage, which
 -- reports each unit. Money is in micros of
 -- your reporting currency except MRR (the plans' currency minor unit, cents). Periods are
 -- half-open [p_from, p_to); days are UTC days.
+--
+-- Each read is security definer and refuses client roles itself (creditkit.assert_server_caller
+-- before anything is read), as 0.3.0's server reads do: a stray grant to authenticated does not
+-- open every account's figures, and on Citus the shards are read as the owner, not as the
+-- NOLOGIN service_role (docs/citus.md F9).
 
 create or replace function creditkit.check_period(p_from timestamptz, p_to timestamptz)
 returns void
@@ -28,10 +33,11 @@ returns table (account_id uuid, credits_granted bigint, credits_spent bigint, re
                cost_micros bigint, margin_micros bigint)
 language plpgsql
 stable
-security invoker
+security definer
 set search_path = ''
 as $$
 begin
+  perform creditkit.assert_server_caller();
   perform creditkit.check_period(p_from, p_to);
   return query
     select l.account_id,
@@ -60,10 +66,11 @@ create or replace function public.creditkit_usage_series(
 returns table (day date, event text, calls bigint, credits bigint, cost_micros bigint)
 language plpgsql
 stable
-security invoker
+security definer
 set search_path = ''
 as $$
 begin
+  perform creditkit.assert_server_caller();
   perform creditkit.check_period(p_from, p_to);
   perform creditkit.check_request(null, p_event, null, p_from);
   return query
@@ -89,10 +96,11 @@ create or replace function public.creditkit_top_events(
 returns table (event text, calls bigint, credits bigint, cost_micros bigint, accounts bigint)
 language plpgsql
 stable
-security invoker
+security definer
 set search_path = ''
 as $$
 begin
+  perform creditkit.assert_server_caller();
   perform creditkit.check_period(p_from, p_to);
   if p_limit is null or p_limit < 1 or p_limit > 1000 then
     raise exception using errcode = 'CK006', message = 'invalid argument: limit must be from 1 to 1000';
@@ -123,10 +131,11 @@ returns table (unit text, calls bigint, spent bigint, overage_credits bigint, gr
                cost_micros bigint, margin_micros bigint)
 language plpgsql
 stable
-security invoker
+security definer
 set search_path = ''
 as $$
 begin
+  perform creditkit.assert_server_caller();
   perform creditkit.check_period(p_from, p_to);
   return query
     with rows as (
@@ -160,10 +169,11 @@ create or replace function public.creditkit_credits_outstanding(p_now timestampt
 returns table (category text, credits bigint, accounts bigint)
 language plpgsql
 stable
-security invoker
+security definer
 set search_path = ''
 as $$
 begin
+  perform creditkit.assert_server_caller();
   perform creditkit.check_request(null, null, null, p_now);
   return query
     with b as (
@@ -189,19 +199,31 @@ grant execute on function public.creditkit_credits_outstanding(timestamptz) to s
 
 create or replace function public.creditkit_accounts_per_plan()
 returns table (plan_id text, plan_name text, accounts bigint)
-language sql
+language plpgsql
 stable
-security invoker
+security definer
 set search_path = ''
 as $$
-  with per_account as (  -- the plan in force, computed once per account
-    select (creditkit.effective_plan(a.id)).id as plan_id from creditkit.accounts a where a.unit = 'credits'
-  )
-  select p.id, p.name, count(e.plan_id)::bigint
-    from creditkit.plans p
-    left join per_account e on e.plan_id = p.id
-   group by p.id, p.name
-   order by 3 desc, 1;
+begin
+  perform creditkit.assert_server_caller();
+  -- The plan in force as creditkit.effective_plan decides it (a live subscription's plan, else the
+  -- default plan), as one join of the accounts and their subscriptions rather than a call per
+  -- account: on Citus a call that reads a distributed table inside a statement sent to a shard is
+  -- refused (docs/citus.md F7), and the join stays on each account's shard.
+  return query
+    with per_account as (
+      select coalesce(s.plan_id, (select d.id from creditkit.plans d where d.is_default)) as plan_id
+        from creditkit.accounts a
+        left join creditkit.subscriptions s
+          on s.account_id = a.id and s.status in ('active', 'trialing', 'past_due')
+       where a.unit = 'credits'
+    )
+    select p.id, p.name, count(e.plan_id)::bigint
+      from creditkit.plans p
+      left join per_account e on e.plan_id = p.id
+     group by p.id, p.name
+     order by 3 desc, 1;
+end;
 $$;
 comment on function public.creditkit_accounts_per_plan() is
   'Server only. Accounts per plan in force (a live subscription''s plan, else the default plan).';
@@ -210,22 +232,26 @@ grant execute on function public.creditkit_accounts_per_plan() to service_role;
 
 create or replace function public.creditkit_mrr()
 returns table (currency text, mrr bigint, subscriptions bigint)
-language sql
+language plpgsql
 stable
-security invoker
+security definer
 set search_path = ''
 as $$
+begin
+  perform creditkit.assert_server_caller();
   -- Active and past_due subscriptions pay; trials and cancellations do not. Normalised to a
   -- month: a year is 12 months, a week 52/12 of a month, a day 365/12.
-  select p.currency,
-         round(sum(p.price_amount * case p.period when 'month' then 1.0 when 'year' then 1.0 / 12
-                                                  when 'week' then 52.0 / 12 when 'day' then 365.0 / 12 end))::bigint,
-         count(*)::bigint
-    from creditkit.subscriptions s
-    join creditkit.plans p on p.id = s.plan_id
-   where s.status in ('active', 'past_due') and p.price_amount > 0
-   group by p.currency
-   order by 1;
+  return query
+    select p.currency,
+           round(sum(p.price_amount * case p.period when 'month' then 1.0 when 'year' then 1.0 / 12
+                                                    when 'week' then 52.0 / 12 when 'day' then 365.0 / 12 end))::bigint,
+           count(*)::bigint
+      from creditkit.subscriptions s
+      join creditkit.plans p on p.id = s.plan_id
+     where s.status in ('active', 'past_due') and p.price_amount > 0
+     group by p.currency
+     order by 1;
+end;
 $$;
 comment on function public.creditkit_mrr() is
   'Server only. Monthly recurring revenue by currency, in the currency''s minor unit (cents): paying subscriptions (active, past_due) times their plan price, normalised to a month.';

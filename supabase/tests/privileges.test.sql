@@ -479,7 +479,11 @@ select is_empty(
 -- Until 0.3.0 every read, caller-bound or server-side, was security invoker. 0.3.0's functions are
 -- all security definer, reads included (the server's call assert_server_caller, the caller-bound
 -- ones creditkit.caller_account before anything else), and so is the balance watch, which runs at
--- commit as whoever committed.
+-- commit as whoever committed. Since 0.3.0 the older server reads of per-account tables (history,
+-- has_feature, the analytics) are security definer too and call assert_server_caller first (on
+-- Citus an invoker read would reach the workers as the NOLOGIN service_role: docs/citus.md F9).
+-- The caller-bound reads (my_*, has_credits) stay security invoker here, RLS behind their own
+-- check; scripts/citus/distribute.sql makes them definer on a cluster only.
 select results_eq(
   $$ select signature from ck_functions where prosecdef order by 1 $$,
   $$ select s from (values ('creditkit.charge_on_insert()'),
@@ -529,8 +533,17 @@ select results_eq(
             ('public.creditkit_stripe_replay(text,timestamp with time zone)'),
             ('public.creditkit_upsert_pack(text,text,bigint,bigint,text,text,interval,boolean,text)'),
             ('public.creditkit_upsert_plan(text,text,bigint,text,text,bigint,jsonb,bigint,text,text,boolean,boolean)'),
-            ('public.creditkit_upsert_unit(text,text,text)')) as v(s) order by 1 $$,
-  'security definer is used exactly by the twenty-two server mutations, 0.3.0''s twenty-three functions and the three triggers (insert charge, starter grant, balance watch)');
+            ('public.creditkit_upsert_unit(text,text,text)'),
+            ('public.creditkit_account_margin(timestamp with time zone,timestamp with time zone,uuid)'),
+            ('public.creditkit_accounts_per_plan()'),
+            ('public.creditkit_credits_outstanding(timestamp with time zone)'),
+            ('public.creditkit_has_feature(uuid,text)'),
+            ('public.creditkit_history(uuid,integer,bigint,text)'),
+            ('public.creditkit_mrr()'),
+            ('public.creditkit_top_events(timestamp with time zone,timestamp with time zone,integer)'),
+            ('public.creditkit_unit_usage(timestamp with time zone,timestamp with time zone,uuid)'),
+            ('public.creditkit_usage_series(timestamp with time zone,timestamp with time zone,uuid,text)')) as v(s) order by 1 $$,
+  'security definer is used exactly by the twenty-two server mutations, the nine server reads of per-account tables, 0.3.0''s twenty-three functions and the three triggers (insert charge, starter grant, balance watch)');
 -- The six caller-bound or catalogue functions of 0.3.0 are security definer and executable by
 -- authenticated: Supabase's advisor flags each (splinter 0029, authenticated_security_definer_
 -- function_executable). They bind the caller first (creditkit.caller_account) or read only the

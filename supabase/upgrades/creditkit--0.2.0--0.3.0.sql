@@ -3203,5 +3203,296 @@ comment on function public.creditkit_upsert_unit(text, text, text) is
   'Server only. Creates or renames a unit: metered (a balance per account) or boolean (a plan feature flag). The kind cannot change once an account holds the unit or a plan limit, price or pack names it; credits is always metered. Naturally idempotent.';
 revoke all on function public.creditkit_upsert_unit(text, text, text) from public, anon, authenticated;
 grant execute on function public.creditkit_upsert_unit(text, text, text) to service_role;
+-- ---------------------------------------------------------------------------------------------
+-- Replaced: the server reads of per-account tables (history, has_feature, the analytics) are
+-- security definer and refuse client roles themselves (creditkit.assert_server_caller), as 0.3.0's
+-- server reads do; accounts_per_plan reads the plan in force as one join (docs/citus.md F7, F9)
+-- ---------------------------------------------------------------------------------------------
+create or replace function public.creditkit_has_feature(p_account_id uuid, p_feature text)
+returns boolean
+language plpgsql
+stable
+security definer
+set search_path = ''
+set enable_seqscan = off
+as $$
+begin
+  perform creditkit.assert_server_caller();
+  if p_account_id is null or p_feature is null or p_feature !~ '[^[:space:]]' or length(p_feature) > 200 then
+    raise exception using errcode = 'CK006', message = 'invalid argument: account id and feature name (1 to 200 characters) are required';
+  end if;
+  if not exists (select 1 from creditkit.accounts a where a.id = p_account_id) then
+    raise exception using errcode = 'CK003', message = format('unknown account: %s', p_account_id),
+      detail = jsonb_build_object('account_id', p_account_id)::text;
+  end if;
+  return coalesce(((creditkit.effective_plan(p_account_id)).features ->> p_feature)::boolean, false);
+end;
+$$;
+comment on function public.creditkit_has_feature(uuid, text) is
+  'Server only. Whether a feature flag is on in the plan in force for the account (false when absent).';
+revoke all on function public.creditkit_has_feature(uuid, text) from public, anon, authenticated;
+grant execute on function public.creditkit_has_feature(uuid, text) to service_role;
+
+create or replace function public.creditkit_history(
+  p_account_id uuid,
+  p_limit integer default 50,
+  p_before_id bigint default null,
+  p_unit text default 'credits')
+returns table (id bigint, kind text, amount bigint, balance_after bigint, grant_id bigint, event text,
+               idempotency_key text, metadata jsonb, created_at timestamptz)
+language plpgsql
+stable
+security definer
+set search_path = ''
+set enable_seqscan = off
+as $$
+begin
+  perform creditkit.assert_server_caller();
+  if p_account_id is null then
+    raise exception using errcode = 'CK006', message = 'invalid argument: account id must not be NULL';
+  end if;
+  if not exists (select 1 from creditkit.accounts a where a.id = p_account_id and a.unit = 'credits') then
+    raise exception using errcode = 'CK003', message = format('unknown account: %s', p_account_id),
+      detail = jsonb_build_object('account_id', p_account_id)::text;
+  end if;
+  if p_unit is distinct from 'credits' then
+    perform creditkit.check_unit(p_unit);
+  end if;
+  return query select * from creditkit.history_page(p_account_id, p_unit, p_limit, p_before_id);
+end;
+$$;
+comment on function public.creditkit_history(uuid, integer, bigint, text) is
+  'Server only. An account''s ledger in p_unit (default credits), newest first, p_limit rows (1..1000) with id < p_before_id: pass the last id of a page to get the next.';
+revoke all on function public.creditkit_history(uuid, integer, bigint, text) from public, anon, authenticated;
+grant execute on function public.creditkit_history(uuid, integer, bigint, text) to service_role;
+
+create or replace function public.creditkit_account_margin(
+  p_from timestamptz,
+  p_to timestamptz,
+  p_account_id uuid default null)
+returns table (account_id uuid, credits_granted bigint, credits_spent bigint, revenue_micros bigint,
+               cost_micros bigint, margin_micros bigint)
+language plpgsql
+stable
+security definer
+set search_path = ''
+as $$
+begin
+  perform creditkit.assert_server_caller();
+  perform creditkit.check_period(p_from, p_to);
+  return query
+    select l.account_id,
+           coalesce(sum(l.amount) filter (where l.kind = 'grant' and l.unit = 'credits'), 0)::bigint,
+           coalesce(-sum(l.amount) filter (where l.kind = 'consume' and l.unit = 'credits'), 0)::bigint,
+           coalesce(sum(l.revenue_micros), 0)::bigint,
+           coalesce(sum(l.cost_micros), 0)::bigint,
+           (coalesce(sum(l.revenue_micros), 0) - coalesce(sum(l.cost_micros), 0))::bigint
+      from creditkit.ledger l
+     where l.created_at >= p_from and l.created_at < p_to
+       and (p_account_id is null or l.account_id = p_account_id)
+     group by l.account_id
+     order by 6 desc, 1;
+end;
+$$;
+comment on function public.creditkit_account_margin(timestamptz, timestamptz, uuid) is
+  'Server only. Per account over [p_from, p_to): credits granted and spent, revenue (what grants recorded as paid), cost (what usage recorded as costing you) and margin = revenue - cost, in micros. Highest margin first.';
+revoke all on function public.creditkit_account_margin(timestamptz, timestamptz, uuid) from public, anon, authenticated;
+grant execute on function public.creditkit_account_margin(timestamptz, timestamptz, uuid) to service_role;
+
+create or replace function public.creditkit_usage_series(
+  p_from timestamptz,
+  p_to timestamptz,
+  p_account_id uuid default null,
+  p_event text default null)
+returns table (day date, event text, calls bigint, credits bigint, cost_micros bigint)
+language plpgsql
+stable
+security definer
+set search_path = ''
+as $$
+begin
+  perform creditkit.assert_server_caller();
+  perform creditkit.check_period(p_from, p_to);
+  perform creditkit.check_request(null, p_event, null, p_from);
+  return query
+    select (l.created_at at time zone 'UTC')::date, l.event, count(*)::bigint,
+           (-sum(l.amount))::bigint, coalesce(sum(l.cost_micros), 0)::bigint
+      from creditkit.ledger l
+     where l.kind = 'consume' and l.unit = 'credits' and l.created_at >= p_from and l.created_at < p_to
+       and (p_account_id is null or l.account_id = p_account_id)
+       and (p_event is null or l.event = p_event)
+     group by 1, 2
+     order by 1, 2;
+end;
+$$;
+comment on function public.creditkit_usage_series(timestamptz, timestamptz, uuid, text) is
+  'Server only. Spending per UTC day and event over [p_from, p_to): calls, credits, cost in micros. Optionally for one account or event.';
+revoke all on function public.creditkit_usage_series(timestamptz, timestamptz, uuid, text) from public, anon, authenticated;
+grant execute on function public.creditkit_usage_series(timestamptz, timestamptz, uuid, text) to service_role;
+
+create or replace function public.creditkit_top_events(
+  p_from timestamptz,
+  p_to timestamptz,
+  p_limit integer default 10)
+returns table (event text, calls bigint, credits bigint, cost_micros bigint, accounts bigint)
+language plpgsql
+stable
+security definer
+set search_path = ''
+as $$
+begin
+  perform creditkit.assert_server_caller();
+  perform creditkit.check_period(p_from, p_to);
+  if p_limit is null or p_limit < 1 or p_limit > 1000 then
+    raise exception using errcode = 'CK006', message = 'invalid argument: limit must be from 1 to 1000';
+  end if;
+  return query
+    select l.event, count(*)::bigint, (-sum(l.amount))::bigint, coalesce(sum(l.cost_micros), 0)::bigint,
+           count(distinct l.account_id)::bigint
+      from creditkit.ledger l
+     where l.kind = 'consume' and l.unit = 'credits' and l.created_at >= p_from and l.created_at < p_to
+     group by l.event
+     order by 3 desc, 1
+     limit p_limit;
+end;
+$$;
+comment on function public.creditkit_top_events(timestamptz, timestamptz, integer) is
+  'Server only. The events that spent the most credits over [p_from, p_to), with calls, cost and distinct accounts.';
+revoke all on function public.creditkit_top_events(timestamptz, timestamptz, integer) from public, anon, authenticated;
+grant execute on function public.creditkit_top_events(timestamptz, timestamptz, integer) to service_role;
+
+create or replace function public.creditkit_unit_usage(
+  p_from timestamptz,
+  p_to timestamptz,
+  p_account_id uuid default null)
+returns table (unit text, calls bigint, spent bigint, overage_credits bigint, granted bigint, revenue_micros bigint,
+               cost_micros bigint, margin_micros bigint)
+language plpgsql
+stable
+security definer
+set search_path = ''
+as $$
+begin
+  perform creditkit.assert_server_caller();
+  perform creditkit.check_period(p_from, p_to);
+  return query
+    with rows as (
+      select coalesce(case when l.kind = 'consume' and l.unit = 'credits' then l.metadata ->> 'overage' end, l.unit) as feature,
+             (l.kind = 'consume' and l.unit = 'credits' and l.metadata ? 'overage') as overage,
+             l.kind, l.amount, l.revenue_micros, l.cost_micros
+        from creditkit.ledger l
+       where l.created_at >= p_from and l.created_at < p_to
+         and (p_account_id is null or l.account_id = p_account_id)
+    )
+    select r.feature,
+           count(*) filter (where r.kind = 'consume')::bigint,
+           coalesce(-sum(r.amount) filter (where r.kind = 'consume' and not r.overage), 0)::bigint,
+           coalesce(-sum(r.amount) filter (where r.overage), 0)::bigint,
+           coalesce(sum(r.amount) filter (where r.kind = 'grant'), 0)::bigint,
+           coalesce(sum(r.revenue_micros), 0)::bigint,
+           coalesce(sum(r.cost_micros), 0)::bigint,
+           (coalesce(sum(r.revenue_micros), 0) - coalesce(sum(r.cost_micros), 0))::bigint
+      from rows r
+     group by r.feature
+     order by r.feature <> 'credits', r.feature;
+end;
+$$;
+comment on function public.creditkit_unit_usage(timestamptz, timestamptz, uuid) is
+  'Server only. Per unit over [p_from, p_to) (optionally for one account): usage calls, amount spent of the unit, credits spent as its overage, amount granted, revenue, cost and margin in micros. An overage call counts for the unit it stood in for. Credits first, then by unit.';
+revoke all on function public.creditkit_unit_usage(timestamptz, timestamptz, uuid) from public, anon, authenticated;
+grant execute on function public.creditkit_unit_usage(timestamptz, timestamptz, uuid) to service_role;
+
+create or replace function public.creditkit_credits_outstanding(p_now timestamptz default now())
+returns table (category text, credits bigint, accounts bigint)
+language plpgsql
+stable
+security definer
+set search_path = ''
+as $$
+begin
+  perform creditkit.assert_server_caller();
+  perform creditkit.check_request(null, null, null, p_now);
+  return query
+    with b as (
+      select g.account_id, g.category, g.expires_at,
+             (g.remaining - least(g.remaining, greatest(a.undrawn - (sum(g.remaining) over w - g.remaining), 0)))::bigint as remaining
+        from creditkit.grants g
+        join creditkit.accounts a on a.id = g.account_id and a.unit = g.unit
+       where g.live and g.unit = 'credits'
+      window w as (partition by g.account_id order by g.expires_at, g.priority desc, g.created_at, g.id
+                   rows between unbounded preceding and current row)
+    )
+    select b.category, sum(b.remaining)::bigint, count(distinct b.account_id)::bigint
+      from b
+     where b.remaining > 0 and (b.expires_at is null or b.expires_at > p_now)
+     group by b.category
+     order by 1;
+end;
+$$;
+comment on function public.creditkit_credits_outstanding(timestamptz) is
+  'Server only. The liability: credits still spendable at p_now by category (purchased credits are the ones you owe service for), and how many accounts hold them. Expired credit is excluded even if not yet booked.';
+revoke all on function public.creditkit_credits_outstanding(timestamptz) from public, anon, authenticated;
+grant execute on function public.creditkit_credits_outstanding(timestamptz) to service_role;
+
+create or replace function public.creditkit_accounts_per_plan()
+returns table (plan_id text, plan_name text, accounts bigint)
+language plpgsql
+stable
+security definer
+set search_path = ''
+as $$
+begin
+  perform creditkit.assert_server_caller();
+  -- The plan in force as creditkit.effective_plan decides it (a live subscription's plan, else the
+  -- default plan), as one join of the accounts and their subscriptions rather than a call per
+  -- account: on Citus a call that reads a distributed table inside a statement sent to a shard is
+  -- refused (docs/citus.md F7), and the join stays on each account's shard.
+  return query
+    with per_account as (
+      select coalesce(s.plan_id, (select d.id from creditkit.plans d where d.is_default)) as plan_id
+        from creditkit.accounts a
+        left join creditkit.subscriptions s
+          on s.account_id = a.id and s.status in ('active', 'trialing', 'past_due')
+       where a.unit = 'credits'
+    )
+    select p.id, p.name, count(e.plan_id)::bigint
+      from creditkit.plans p
+      left join per_account e on e.plan_id = p.id
+     group by p.id, p.name
+     order by 3 desc, 1;
+end;
+$$;
+comment on function public.creditkit_accounts_per_plan() is
+  'Server only. Accounts per plan in force (a live subscription''s plan, else the default plan).';
+revoke all on function public.creditkit_accounts_per_plan() from public, anon, authenticated;
+grant execute on function public.creditkit_accounts_per_plan() to service_role;
+
+create or replace function public.creditkit_mrr()
+returns table (currency text, mrr bigint, subscriptions bigint)
+language plpgsql
+stable
+security definer
+set search_path = ''
+as $$
+begin
+  perform creditkit.assert_server_caller();
+  -- Active and past_due subscriptions pay; trials and cancellations do not. Normalised to a
+  -- month: a year is 12 months, a week 52/12 of a month, a day 365/12.
+  return query
+    select p.currency,
+           round(sum(p.price_amount * case p.period when 'month' then 1.0 when 'year' then 1.0 / 12
+                                                    when 'week' then 52.0 / 12 when 'day' then 365.0 / 12 end))::bigint,
+           count(*)::bigint
+      from creditkit.subscriptions s
+      join creditkit.plans p on p.id = s.plan_id
+     where s.status in ('active', 'past_due') and p.price_amount > 0
+     group by p.currency
+     order by 1;
+end;
+$$;
+comment on function public.creditkit_mrr() is
+  'Server only. Monthly recurring revenue by currency, in the currency''s minor unit (cents): paying subscriptions (active, past_due) times their plan price, normalised to a month.';
+revoke all on function public.creditkit_mrr() from public, anon, authenticated;
+grant execute on function public.creditkit_mrr() to service_role;
 
 select creditkit.apply_settings();

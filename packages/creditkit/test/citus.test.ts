@@ -6,10 +6,10 @@
 // single-account API to the account's worker, then the API is called through the coordinator.
 //
 // Installing and distributing pass. Calls through the coordinator do not all work yet (docs/citus.md,
-// "Calls through the coordinator": SECURITY INVOKER functions as an API role, SQL functions with
-// parameters, FOR UPDATE across shards, ...), so the call test is a known bug: it states what must
-// hold and fails until the functions change; when it starts to pass, vitest fails it and the marker
-// comes off. CREDITKIT_KNOWN_BUGS=show runs it as a plain test, to read the error.
+// "Calls through the coordinator": SQL functions with parameters, FOR UPDATE across shards, ...), so
+// those calls are known bugs: each states what must hold and fails until the functions change; when
+// it starts to pass, vitest fails it and the marker comes off. (The reads as an API role, F9, are in
+// citus-reads.test.ts.) CREDITKIT_KNOWN_BUGS=show runs it as a plain test, to read the error.
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { migrations } from 'creditkit';
 import { main } from '../src/commands.ts';
@@ -193,10 +193,10 @@ describeIfCitus('creditkit on Citus', () => {
     }
   }, 120_000);
 
-  // Grant, consume and balance work; history as service_role does not: creditkit_history is SECURITY
-  // INVOKER, so Citus connects to the worker as service_role, which cannot log in ("08006 connection
-  // to the remote node service_role@… failed … not permitted to log in", docs/citus.md F9).
-  knownBug('grant, consume, balance and history through the coordinator keep the books', async () => {
+  // As service_role, in a transaction block (as PostgREST calls): run on the coordinator. History is
+  // security definer (since 0.3.0, docs/citus.md F9), so the shards are read as the owner, not as
+  // the NOLOGIN service_role.
+  it('grant, consume, balance and history through the coordinator keep the books', async () => {
     expect(await placements(db)).toEqual(EXPECTED);
     const ck = creditkit(runAs.service(db));
     const accounts = await accountsOnEveryWorker(db);
