@@ -194,13 +194,21 @@ stable
 security invoker
 set search_path = ''
 as $$
-  with per_account as (  -- the plan in force, computed once per account
-    select (creditkit.effective_plan(a.id)).id as plan_id from creditkit.accounts a where a.unit = 'credits'
+  -- The plan in force (creditkit.effective_plan's rule: the live subscription's plan, else the
+  -- default plan) as a join, counted per plan, not a call per account: on Citus a function that
+  -- reads a distributed table cannot run inside a statement on a shard (docs/citus.md, F7).
+  with per_plan as (
+    select coalesce(s.plan_id, d.id) as plan_id, count(*) as accounts
+      from creditkit.accounts a
+      left join creditkit.subscriptions s
+        on s.account_id = a.id and s.status in ('active', 'trialing', 'past_due')
+      left join creditkit.plans d on d.is_default
+     where a.unit = 'credits'
+     group by 1
   )
-  select p.id, p.name, count(e.plan_id)::bigint
+  select p.id, p.name, coalesce(e.accounts, 0)::bigint
     from creditkit.plans p
-    left join per_account e on e.plan_id = p.id
-   group by p.id, p.name
+    left join per_plan e on e.plan_id = p.id
    order by 3 desc, 1;
 $$;
 comment on function public.creditkit_accounts_per_plan() is
