@@ -233,6 +233,12 @@ begin
 
   alter function creditkit.open_unit(uuid, text, timestamptz, boolean) set citus.allow_nested_distributed_execution = on;
   alter function creditkit.card_on_file(uuid) set citus.allow_nested_distributed_execution = on;
+  -- creditkit_upsert_plan reads subscriptions of every shard (parallel, by default), then writes
+  -- plans, a reference table that distributed tables reference; Citus refuses that write after a
+  -- parallel read in one transaction (docs/citus.md, F6). In sequential mode the read goes over one
+  -- connection per worker, and the write is accepted.
+  alter function public.creditkit_upsert_plan(text, text, bigint, text, text, bigint, jsonb, bigint, text, text, boolean, boolean)
+    set citus.multi_shard_modify_mode = 'sequential';
 
   -- The single-account API, delegated by its account (see the header); a function already
   -- delegated so is left as it is. Unless creditkit.citus_delegate = on, none is (see the header).

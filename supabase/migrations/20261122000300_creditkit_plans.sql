@@ -193,20 +193,27 @@ revoke all on function creditkit.period_index(timestamptz, text, timestamptz) fr
 grant execute on function creditkit.period_index(timestamptz, text, timestamptz) to authenticated, service_role;
 
 -- The plan an account is on for features and analytics: its subscription's plan while the
--- subscription is live (active, trialing, past_due), otherwise the default plan.
+-- subscription is live (active, trialing, past_due), otherwise the default plan. plpgsql, not SQL:
+-- Citus cannot plan a SQL function's parameters in a query that reads a distributed table beside
+-- a reference table (docs/citus.md, F3); plpgsql hands it the value.
 create or replace function creditkit.effective_plan(p_account_id uuid)
 returns creditkit.plans
-language sql
+language plpgsql
 stable
 security invoker
 set search_path = ''
 as $$
-  select p.*
+declare
+  v_plan creditkit.plans;
+begin
+  select p.* into v_plan
     from creditkit.plans p
    where p.id = coalesce(
            (select s.plan_id from creditkit.subscriptions s
              where s.account_id = p_account_id and s.status in ('active', 'trialing', 'past_due')),
            (select d.id from creditkit.plans d where d.is_default));
+  return v_plan;
+end;
 $$;
 comment on function creditkit.effective_plan(uuid) is
   'The plan in force for an account: its live subscription''s plan, else the default plan.';

@@ -45,12 +45,14 @@ create policy "members can read their accounts' holds"
   using (creditkit.can_access_account(account_id));
 
 -- Frees the credit of the (account, unit)'s open holds that expired by p_now. The caller holds the lock.
+-- plpgsql, not SQL, for Citus (docs/citus.md, F3).
 create or replace function creditkit.expire_holds(p_account_id uuid, p_unit text, p_now timestamptz)
 returns void
-language sql
+language plpgsql
 volatile
 set search_path = ''
 as $$
+begin
   with expired as (
     update creditkit.holds h
        set status = 'expired', resolved_at = p_now
@@ -60,11 +62,14 @@ as $$
   update creditkit.accounts a
      set held = a.held - (select coalesce(sum(e.amount), 0) from expired e)
    where a.id = p_account_id and a.unit = p_unit;
+end;
 $$;
 comment on function creditkit.expire_holds(uuid, text, timestamptz) is 'Marks open holds past their expiry as expired and frees their credit.';
 revoke all on function creditkit.expire_holds(uuid, text, timestamptz) from public, anon, authenticated, service_role;
 
--- Locks the hold's account and returns the hold as it is under that lock. CK011 if unknown.
+-- Locks the hold's account and returns the hold as it is under that lock. CK011 if unknown. The
+-- hold is found by its id without a lock, then the account is locked by its id (a hold never
+-- changes account): on Citus, one shard is locked (docs/citus.md, F5).
 create or replace function creditkit.lock_hold(p_hold_id bigint, p_now timestamptz)
 returns creditkit.holds
 language plpgsql
@@ -83,7 +88,7 @@ begin
       detail = jsonb_build_object('hold_id', p_hold_id)::text;
   end if;
   perform creditkit.lock_account(v_account_id, v_unit, p_now);  -- books expiry of this hold if it is due
-  select h.* into v_hold from creditkit.holds h where h.id = p_hold_id;
+  select h.* into v_hold from creditkit.holds h where h.id = p_hold_id and h.account_id = v_account_id;
   return v_hold;
 end;
 $$;
@@ -269,6 +274,8 @@ set enable_seqscan = off
 as $$
 declare
   v_hold creditkit.holds;
+  v_account_id uuid;
+  v_unit text;
   v_metadata jsonb;
   v_balance bigint;
   v_held bigint;
@@ -291,17 +298,20 @@ begin
     v_metadata := creditkit.check_request(null, null, p_metadata, p_now);
   end if;
 
-  -- Fast path: lock the hold's account, then read the hold under that lock (a resolution that
-  -- committed while this call waited is seen). It serves an open, unexpired hold when nothing is
-  -- due on the account.
-  select a.balance, a.held, a.due_at into v_balance, v_held, v_due_at
-    from creditkit.accounts a
-   where a.id = (select h.account_id from creditkit.holds h where h.id = p_hold_id)
-     and a.unit = (select h.unit from creditkit.holds h where h.id = p_hold_id)
-     for update;
-  if found and (v_due_at is null or v_due_at > p_now) then
-    select h.* into v_hold from creditkit.holds h where h.id = p_hold_id;
-    v_fast := coalesce(v_hold.status = 'open' and v_hold.expires_at > p_now, false);
+  -- Fast path: find the hold's account (without a lock: a hold never changes account), lock that
+  -- account by its id, then read the hold under the lock (a resolution that committed while this
+  -- call waited is seen). It serves an open, unexpired hold when nothing is due on the account.
+  -- (Locking by id, not by a subquery over holds, keeps the lock on one shard on Citus: F5.)
+  select h.account_id, h.unit into v_account_id, v_unit from creditkit.holds h where h.id = p_hold_id;
+  if found then
+    select a.balance, a.held, a.due_at into v_balance, v_held, v_due_at
+      from creditkit.accounts a
+     where a.id = v_account_id and a.unit = v_unit
+       for update;
+    if found and (v_due_at is null or v_due_at > p_now) then
+      select h.* into v_hold from creditkit.holds h where h.id = p_hold_id and h.account_id = v_account_id;
+      v_fast := coalesce(v_hold.status = 'open' and v_hold.expires_at > p_now, false);
+    end if;
   end if;
 
   if not v_fast then
@@ -366,7 +376,7 @@ begin
   update creditkit.holds h
      set status = 'settled', resolved_at = p_now, settled_amount = p_actual, charged = creditkit_settle.charged,
          transaction_id = creditkit_settle.transaction_id
-   where h.id = v_hold.id;
+   where h.id = v_hold.id and h.account_id = v_hold.account_id;
   if not v_fast then
     -- expired credit this hold covered and did not charge expires now
     perform creditkit.book_expired(v_hold.account_id, v_hold.unit, p_now);
@@ -399,7 +409,8 @@ begin
   perform creditkit.assert_server_caller();
   v_hold := creditkit.lock_hold(p_hold_id, p_now);
   if v_hold.status = 'open' then
-    update creditkit.holds h set status = 'released', resolved_at = p_now where h.id = v_hold.id;
+    update creditkit.holds h set status = 'released', resolved_at = p_now
+     where h.id = v_hold.id and h.account_id = v_hold.account_id;
     update creditkit.accounts a set held = a.held - v_hold.amount where a.id = v_hold.account_id and a.unit = v_hold.unit;
     -- expired credit this hold covered expires now
     perform creditkit.book_expired(v_hold.account_id, v_hold.unit, p_now);

@@ -15,12 +15,14 @@
 -- ---------------------------------------------------------------------------------------------
 
 -- accounts.due_at is computed here and nowhere else, so no path can forget a kind of due work.
+-- plpgsql, not SQL, for Citus (docs/citus.md, F3).
 create or replace function creditkit.refresh_due_at(p_account_id uuid, p_unit text)
 returns void
-language sql
+language plpgsql
 volatile
 set search_path = ''
 as $$
+begin
   update creditkit.accounts a
      set due_at = least(
            (select min(g.expires_at) from creditkit.grants g
@@ -30,6 +32,7 @@ as $$
            (select min(h.expires_at) from creditkit.holds h
              where h.account_id = p_account_id and h.unit = p_unit and h.status = 'open'))
    where a.id = p_account_id and a.unit = p_unit;
+end;
 $$;
 comment on function creditkit.refresh_due_at(uuid, text) is
   'Sets due_at of an (account, unit) row to the earliest time anything is due on it: bucket expiry, renewal or hold expiry.';
@@ -1156,15 +1159,23 @@ begin
     raise exception using errcode = 'CK006', message = 'invalid argument: limit must be from 1 to 100000';
   end if;
   perform creditkit.check_unit(p_unit);
+  -- The candidates are picked without a lock, then each row is locked by its id, skipping one
+  -- another call holds (it books what is due itself), and only if it is still due: on Citus a
+  -- FOR UPDATE over rows of every shard is refused, one account's row is on one shard
+  -- (docs/citus.md, F5).
   for v_account_id in
     select a.id from creditkit.accounts a
      where a.due_at <= p_now and a.unit = p_unit
      order by a.due_at
      limit p_limit
-       for update skip locked
   loop
-    perform creditkit.book_due(v_account_id, p_unit, p_now);
-    v_count := v_count + 1;
+    perform from creditkit.accounts a
+     where a.id = v_account_id and a.unit = p_unit and a.due_at <= p_now
+       for update skip locked;
+    if found then
+      perform creditkit.book_due(v_account_id, p_unit, p_now);
+      v_count := v_count + 1;
+    end if;
   end loop;
   return v_count;
 end;

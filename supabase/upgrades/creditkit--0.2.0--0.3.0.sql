@@ -3495,4 +3495,343 @@ comment on function public.creditkit_mrr() is
 revoke all on function public.creditkit_mrr() from public, anon, authenticated;
 grant execute on function public.creditkit_mrr() to service_role;
 
+-- ---------------------------------------------------------------------------------------------
+-- Restated for Citus (issue 25, docs/citus.md F3, F5, F7), the same behaviour on Postgres:
+-- effective_plan, refresh_due_at and expire_holds are plpgsql instead of SQL (Citus cannot plan a
+-- SQL function's parameters); settle and lock_hold find the hold's account without a lock and
+-- lock the account by its id, and settle and release change the hold by its whole key (one
+-- shard); the sweep picks its candidates without a lock and locks each by its id (skip locked);
+-- accounts_per_plan counts the plan in force with a join instead of a call per account.
+-- ---------------------------------------------------------------------------------------------
+
+-- The plan an account is on for features and analytics: its subscription's plan while the
+-- subscription is live (active, trialing, past_due), otherwise the default plan. plpgsql, not SQL:
+-- Citus cannot plan a SQL function's parameters in a query that reads a distributed table beside
+-- a reference table (docs/citus.md, F3); plpgsql hands it the value.
+create or replace function creditkit.effective_plan(p_account_id uuid)
+returns creditkit.plans
+language plpgsql
+stable
+security invoker
+set search_path = ''
+as $$
+declare
+  v_plan creditkit.plans;
+begin
+  select p.* into v_plan
+    from creditkit.plans p
+   where p.id = coalesce(
+           (select s.plan_id from creditkit.subscriptions s
+             where s.account_id = p_account_id and s.status in ('active', 'trialing', 'past_due')),
+           (select d.id from creditkit.plans d where d.is_default));
+  return v_plan;
+end;
+$$;
+comment on function creditkit.effective_plan(uuid) is
+  'The plan in force for an account: its live subscription''s plan, else the default plan.';
+revoke all on function creditkit.effective_plan(uuid) from public, anon, authenticated, service_role;
+grant execute on function creditkit.effective_plan(uuid) to authenticated, service_role;
+
+-- Frees the credit of the (account, unit)'s open holds that expired by p_now. The caller holds the lock.
+-- plpgsql, not SQL, for Citus (docs/citus.md, F3).
+create or replace function creditkit.expire_holds(p_account_id uuid, p_unit text, p_now timestamptz)
+returns void
+language plpgsql
+volatile
+set search_path = ''
+as $$
+begin
+  with expired as (
+    update creditkit.holds h
+       set status = 'expired', resolved_at = p_now
+     where h.account_id = p_account_id and h.unit = p_unit and h.status = 'open' and h.expires_at <= p_now
+    returning h.amount
+  )
+  update creditkit.accounts a
+     set held = a.held - (select coalesce(sum(e.amount), 0) from expired e)
+   where a.id = p_account_id and a.unit = p_unit;
+end;
+$$;
+comment on function creditkit.expire_holds(uuid, text, timestamptz) is 'Marks open holds past their expiry as expired and frees their credit.';
+revoke all on function creditkit.expire_holds(uuid, text, timestamptz) from public, anon, authenticated, service_role;
+
+-- Locks the hold's account and returns the hold as it is under that lock. CK011 if unknown. The
+-- hold is found by its id without a lock, then the account is locked by its id (a hold never
+-- changes account): on Citus, one shard is locked (docs/citus.md, F5).
+create or replace function creditkit.lock_hold(p_hold_id bigint, p_now timestamptz)
+returns creditkit.holds
+language plpgsql
+volatile
+set search_path = ''
+as $$
+declare
+  v_account_id uuid;
+  v_unit text;
+  v_hold creditkit.holds;
+begin
+  perform creditkit.check_request(null, null, null, p_now);
+  select h.account_id, h.unit into v_account_id, v_unit from creditkit.holds h where h.id = p_hold_id;
+  if not found then
+    raise exception using errcode = 'CK011', message = format('unknown hold: %s', coalesce(p_hold_id::text, 'NULL')),
+      detail = jsonb_build_object('hold_id', p_hold_id)::text;
+  end if;
+  perform creditkit.lock_account(v_account_id, v_unit, p_now);  -- books expiry of this hold if it is due
+  select h.* into v_hold from creditkit.holds h where h.id = p_hold_id and h.account_id = v_account_id;
+  return v_hold;
+end;
+$$;
+comment on function creditkit.lock_hold(bigint, timestamptz) is 'Locks a hold''s (account, unit) row (booking what is due) and returns the hold.';
+revoke all on function creditkit.lock_hold(bigint, timestamptz) from public, anon, authenticated, service_role;
+
+-- Security definer: writes holds, accounts and the ledger; service_role only. When nothing is due
+-- and the hold is open, one UPDATE frees the reserve and spends the charge (counted in `undrawn`,
+-- like a consume); otherwise the slow path books what is due first. Both share the charge rule.
+create or replace function public.creditkit_settle(
+  p_hold_id bigint,
+  p_actual bigint,
+  p_cost_micros bigint default null,
+  p_metadata jsonb default null,
+  p_now timestamptz default now(),
+  out charged bigint,
+  out shortfall bigint,
+  out balance bigint,
+  out transaction_id bigint)
+returns record
+language plpgsql
+volatile
+security definer
+set search_path = ''
+set lock_timeout = '3s'
+set enable_seqscan = off
+as $$
+declare
+  v_hold creditkit.holds;
+  v_account_id uuid;
+  v_unit text;
+  v_metadata jsonb;
+  v_balance bigint;
+  v_held bigint;
+  v_due_at timestamptz;
+  v_other_held bigint;
+  v_entry creditkit.ledger;
+  v_fast boolean := false;
+begin
+  -- One test for everything a plain call does not have, then the checks in their usual order.
+  if current_setting('role', true) in ('anon', 'authenticated') or auth.role() in ('anon', 'authenticated')
+     or p_actual is null or p_actual < 0 or p_actual > 9007199254740991
+     or p_cost_micros < 0 or p_cost_micros > 9007199254740991
+     or p_metadata is not null or p_now is null or not isfinite(p_now) then
+    perform creditkit.assert_server_caller();
+    if p_actual is null or p_actual < 0 or p_actual > 9007199254740991 then
+      raise exception using errcode = 'CK001',
+        message = format('invalid amount: %s (the actual amount is an integer from 0 to 9007199254740991)', coalesce(p_actual::text, 'NULL'));
+    end if;
+    perform creditkit.check_money(p_cost_micros);
+    v_metadata := creditkit.check_request(null, null, p_metadata, p_now);
+  end if;
+
+  -- Fast path: find the hold's account (without a lock: a hold never changes account), lock that
+  -- account by its id, then read the hold under the lock (a resolution that committed while this
+  -- call waited is seen). It serves an open, unexpired hold when nothing is due on the account.
+  -- (Locking by id, not by a subquery over holds, keeps the lock on one shard on Citus: F5.)
+  select h.account_id, h.unit into v_account_id, v_unit from creditkit.holds h where h.id = p_hold_id;
+  if found then
+    select a.balance, a.held, a.due_at into v_balance, v_held, v_due_at
+      from creditkit.accounts a
+     where a.id = v_account_id and a.unit = v_unit
+       for update;
+    if found and (v_due_at is null or v_due_at > p_now) then
+      select h.* into v_hold from creditkit.holds h where h.id = p_hold_id and h.account_id = v_account_id;
+      v_fast := coalesce(v_hold.status = 'open' and v_hold.expires_at > p_now, false);
+    end if;
+  end if;
+
+  if not v_fast then
+    -- Slow path (unknown hold, something due, a hold not open or past its expiry).
+    v_hold := creditkit.lock_hold(p_hold_id, p_now);
+    if v_hold.status = 'settled' and v_hold.settled_amount = p_actual then
+      -- A retry of the same settle: the first result.
+      charged := v_hold.charged;
+      shortfall := p_actual - v_hold.charged;
+      transaction_id := v_hold.transaction_id;
+      balance := creditkit.spendable(v_hold.account_id, v_hold.unit);
+      return;
+    elsif v_hold.status <> 'open' then
+      raise exception using errcode = 'CK012', message = format('hold %s is already %s', v_hold.id, v_hold.status),
+        detail = jsonb_build_object('hold_id', v_hold.id, 'status', v_hold.status)::text;
+    end if;
+    select a.balance, a.held into v_balance, v_held from creditkit.accounts a
+     where a.id = v_hold.account_id and a.unit = v_hold.unit;
+  end if;
+
+  -- The charge rule: up to the reserve as far as the balance allows; above it, the whole
+  -- actual amount only if the credit not held by other holds covers it.
+  v_other_held := v_held - v_hold.amount;
+  charged := least(p_actual, v_hold.amount);
+  if p_actual > v_hold.amount and v_balance - v_other_held >= p_actual then
+    charged := p_actual;
+  end if;
+  charged := least(charged, v_balance);
+  shortfall := p_actual - charged;
+  if charged > 0 then
+    -- the consume row's metadata
+    v_metadata := v_hold.metadata || coalesce(v_metadata, '{}'::jsonb)
+                  || jsonb_build_object('hold_id', v_hold.id, 'reserved', v_hold.amount, 'actual', p_actual);
+  end if;
+
+  if v_fast then
+    -- One UPDATE frees the reserve and spends the charge, counted in undrawn as the consume fast
+    -- path counts it (the buckets are drawn at the next lock_account); one ledger row records it.
+    update creditkit.accounts a
+       set balance = a.balance - creditkit_settle.charged,
+           undrawn = a.undrawn + creditkit_settle.charged,
+           held = a.held - v_hold.amount,
+           version = a.version + case when creditkit_settle.charged > 0 then 1 else 0 end
+     where a.id = v_hold.account_id and a.unit = v_hold.unit
+    returning a.balance, greatest(a.balance - a.held, 0) into v_balance, balance;
+    if charged > 0 then
+      insert into creditkit.ledger (account_id, kind, amount, balance_after, event, cost_micros, metadata, created_at, unit)
+      values (v_hold.account_id, 'consume', -charged, v_balance, v_hold.event, p_cost_micros, v_metadata, p_now, v_hold.unit)
+      returning id into transaction_id;
+    end if;
+  else
+    update creditkit.accounts a set held = a.held - v_hold.amount where a.id = v_hold.account_id and a.unit = v_hold.unit;
+    if charged > 0 then
+      -- '-infinity': credit that expired while this hold covered it is still payable to it, and
+      -- in spend order (soonest expiry first) it is drawn first.
+      perform creditkit.draw_down(v_hold.account_id, v_hold.unit, charged, '-infinity');
+      v_entry := creditkit.append_entry(v_hold.account_id, v_hold.unit, 'consume', -charged, null, v_hold.event, null,
+                                        v_metadata, p_now, null, p_cost_micros, null);
+      transaction_id := v_entry.id;
+    end if;
+  end if;
+  update creditkit.holds h
+     set status = 'settled', resolved_at = p_now, settled_amount = p_actual, charged = creditkit_settle.charged,
+         transaction_id = creditkit_settle.transaction_id
+   where h.id = v_hold.id and h.account_id = v_hold.account_id;
+  if not v_fast then
+    -- expired credit this hold covered and did not charge expires now
+    perform creditkit.book_expired(v_hold.account_id, v_hold.unit, p_now);
+    balance := creditkit.spendable(v_hold.account_id, v_hold.unit);
+  end if;
+end;
+$$;
+comment on function public.creditkit_settle(bigint, bigint, bigint, jsonb, timestamptz) is
+  'Server only. Settles a hold with the actual amount: charges it (one consume row) and frees the rest of the reserve. Above the reserve, the actual amount is charged only if the unreserved balance covers it; otherwise the reserve is charged and the rest reported as shortfall. Settling again with the same amount returns the first result; a hold already released or expired raises CK012.';
+revoke all on function public.creditkit_settle(bigint, bigint, bigint, jsonb, timestamptz) from public, anon, authenticated;
+grant execute on function public.creditkit_settle(bigint, bigint, bigint, jsonb, timestamptz) to service_role;
+
+-- Security definer: writes holds and accounts; service_role only.
+create or replace function public.creditkit_release(
+  p_hold_id bigint,
+  p_now timestamptz default now(),
+  out status text,
+  out balance bigint)
+returns record
+language plpgsql
+volatile
+security definer
+set search_path = ''
+set lock_timeout = '3s'
+set enable_seqscan = off
+as $$
+declare
+  v_hold creditkit.holds;
+begin
+  perform creditkit.assert_server_caller();
+  v_hold := creditkit.lock_hold(p_hold_id, p_now);
+  if v_hold.status = 'open' then
+    update creditkit.holds h set status = 'released', resolved_at = p_now
+     where h.id = v_hold.id and h.account_id = v_hold.account_id;
+    update creditkit.accounts a set held = a.held - v_hold.amount where a.id = v_hold.account_id and a.unit = v_hold.unit;
+    -- expired credit this hold covered expires now
+    perform creditkit.book_expired(v_hold.account_id, v_hold.unit, p_now);
+    status := 'released';
+  elsif v_hold.status in ('released', 'expired') then
+    status := v_hold.status;  -- already free: releasing again changes nothing
+  else
+    raise exception using errcode = 'CK012', message = format('hold %s is already %s', v_hold.id, v_hold.status),
+      detail = jsonb_build_object('hold_id', v_hold.id, 'status', v_hold.status)::text;
+  end if;
+  balance := creditkit.spendable(v_hold.account_id, v_hold.unit);
+end;
+$$;
+comment on function public.creditkit_release(bigint, timestamptz) is
+  'Server only. Frees a hold''s credit without charging (e.g. the model call failed). Releasing a released or expired hold changes nothing; a settled one raises CK012.';
+revoke all on function public.creditkit_release(bigint, timestamptz) from public, anon, authenticated;
+grant execute on function public.creditkit_release(bigint, timestamptz) to service_role;
+
+-- accounts.due_at is computed here and nowhere else, so no path can forget a kind of due work.
+-- plpgsql, not SQL, for Citus (docs/citus.md, F3).
+create or replace function creditkit.refresh_due_at(p_account_id uuid, p_unit text)
+returns void
+language plpgsql
+volatile
+set search_path = ''
+as $$
+begin
+  update creditkit.accounts a
+     set due_at = least(
+           (select min(g.expires_at) from creditkit.grants g
+             where g.account_id = p_account_id and g.unit = p_unit and g.remaining > 0),
+           (select s.renews_at from creditkit.subscriptions s where s.account_id = p_account_id and p_unit = 'credits'),
+           (select al.renews_at from creditkit.allowances al where al.account_id = p_account_id and al.unit = p_unit),
+           (select min(h.expires_at) from creditkit.holds h
+             where h.account_id = p_account_id and h.unit = p_unit and h.status = 'open'))
+   where a.id = p_account_id and a.unit = p_unit;
+end;
+$$;
+comment on function creditkit.refresh_due_at(uuid, text) is
+  'Sets due_at of an (account, unit) row to the earliest time anything is due on it: bucket expiry, renewal or hold expiry.';
+revoke all on function creditkit.refresh_due_at(uuid, text) from public, anon, authenticated, service_role;
+
+-- Security definer: books expired credit (writes); service_role only.
+create or replace function public.creditkit_book_expired(
+  p_now timestamptz default now(),
+  p_limit integer default 1000,
+  p_unit text default 'credits')
+returns integer
+language plpgsql
+volatile
+security definer
+set search_path = ''
+set lock_timeout = '3s'
+set enable_seqscan = off
+as $$
+declare
+  v_account_id uuid;
+  v_count integer := 0;
+begin
+  perform creditkit.assert_server_caller();
+  perform creditkit.check_request(null, null, null, p_now);
+  if p_limit is null or p_limit < 1 or p_limit > 100000 then
+    raise exception using errcode = 'CK006', message = 'invalid argument: limit must be from 1 to 100000';
+  end if;
+  perform creditkit.check_unit(p_unit);
+  -- The candidates are picked without a lock, then each row is locked by its id, skipping one
+  -- another call holds (it books what is due itself), and only if it is still due: on Citus a
+  -- FOR UPDATE over rows of every shard is refused, one account's row is on one shard
+  -- (docs/citus.md, F5).
+  for v_account_id in
+    select a.id from creditkit.accounts a
+     where a.due_at <= p_now and a.unit = p_unit
+     order by a.due_at
+     limit p_limit
+  loop
+    perform from creditkit.accounts a
+     where a.id = v_account_id and a.unit = p_unit and a.due_at <= p_now
+       for update skip locked;
+    if found then
+      perform creditkit.book_due(v_account_id, p_unit, p_now);
+      v_count := v_count + 1;
+    end if;
+  end loop;
+  return v_count;
+end;
+$$;
+comment on function public.creditkit_book_expired(timestamptz, integer, text) is
+  'Server only, optional. Books what is due in p_unit (default credits: expired credit, renewals and expired holds) for up to p_limit accounts and returns how many it visited. Nothing depends on it: every touch books what is due.';
+revoke all on function public.creditkit_book_expired(timestamptz, integer, text) from public, anon, authenticated;
+grant execute on function public.creditkit_book_expired(timestamptz, integer, text) to service_role;
+
 select creditkit.apply_settings();

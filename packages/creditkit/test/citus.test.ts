@@ -257,7 +257,7 @@ describeIfCitus('creditkit on Citus', () => {
     await expectOnTheirAccountsNode(db, ['creditkit.notifications', 'creditkit.deliveries']);
   }, 120_000);
 
-  knownBug('0.3.0: creditkit_set_plan writes plan.changed (0A000 could not create distributed plan: effective_plan is LANGUAGE sql with parameters, F3)', async () => {
+  it('0.3.0: creditkit_set_plan writes plan.changed', async () => {
     await setUpOutbox(db);
     const ck = creditkit(runAs.service(db));
     const [account] = await accountsOnEveryWorker(db);
