@@ -233,12 +233,23 @@ begin
 
   alter function creditkit.open_unit(uuid, text, timestamptz, boolean) set citus.allow_nested_distributed_execution = on;
   alter function creditkit.card_on_file(uuid) set citus.allow_nested_distributed_execution = on;
-  -- creditkit_upsert_plan reads subscriptions of every shard (parallel, by default), then writes
-  -- plans, a reference table that distributed tables reference; Citus refuses that write after a
-  -- parallel read in one transaction (docs/citus.md, F6). In sequential mode the read goes over one
-  -- connection per worker, and the write is accepted.
-  alter function public.creditkit_upsert_plan(text, text, bigint, text, text, bigint, jsonb, bigint, text, text, boolean, boolean)
-    set citus.multi_shard_modify_mode = 'sequential';
+  -- The functions that read per-account tables of every shard (parallel, by default) and then
+  -- write a reference table (creditkit_upsert_plan reads subscriptions, then writes plans;
+  -- upsert_unit reads accounts, then writes units; the delivery result reads deliveries, then
+  -- disables an endpoint on a 410; ...): Citus refuses that write after a parallel read in one
+  -- transaction ("cannot modify table … because there was a parallel operation on a distributed
+  -- table", docs/citus.md, F6). In sequential mode the read goes over one connection per worker, and
+  -- the write is accepted. They are the operator's and the worker's calls, not the debit path.
+  for t in select p.oid::regprocedure as fn
+             from pg_catalog.pg_proc p
+            where p.pronamespace = 'public'::regnamespace
+              and p.proname in ('creditkit_upsert_plan', 'creditkit_upsert_unit', 'creditkit_set_plan_limit',
+                                'creditkit_set_price', 'creditkit_upsert_pack', 'creditkit_set_auto_topup_terms',
+                                'creditkit_set_balance_alert', 'creditkit_upsert_webhook_endpoint',
+                                'creditkit_delete_webhook_endpoint', 'creditkit_worker_delivery_result')
+  loop
+    execute format('alter function %s set citus.multi_shard_modify_mode = %L', t.fn, 'sequential');
+  end loop;
 
   -- The single-account API, delegated by its account (see the header); a function already
   -- delegated so is left as it is. Unless creditkit.citus_delegate = on, none is (see the header).

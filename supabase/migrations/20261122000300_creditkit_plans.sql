@@ -288,17 +288,21 @@ revoke all on function creditkit.unit_terms(uuid, text) from public, anon, authe
 grant execute on function creditkit.unit_terms(uuid, text) to authenticated, service_role;
 
 -- The anchor a unit's plan-limit periods count from: the live subscription's to that plan, else
--- p_now (an account on the default plan without one counts from when its row opens).
+-- p_now (an account on the default plan without one counts from when its row opens). plpgsql, not
+-- SQL: Citus cannot plan a SQL function's parameters in a read of a distributed table (docs/citus.md,
+-- F3).
 create or replace function creditkit.allowance_anchor(p_account_id uuid, p_plan_id text, p_now timestamptz)
 returns timestamptz
-language sql
+language plpgsql
 stable
 security invoker
 set search_path = ''
 as $$
-  select coalesce((select s.anchor from creditkit.subscriptions s
+begin
+  return coalesce((select s.anchor from creditkit.subscriptions s
                     where s.account_id = p_account_id and s.plan_id = p_plan_id
                       and s.status in ('active', 'trialing', 'past_due')), p_now);
+end;
 $$;
 comment on function creditkit.allowance_anchor(uuid, text, timestamptz) is
   'Where a unit''s plan-limit periods count from: the live subscription''s anchor on that plan, else p_now.';
@@ -695,15 +699,16 @@ begin
   if p_kind is null or p_kind not in ('metered', 'boolean') then
     raise exception using errcode = 'CK006', message = 'invalid argument: kind is metered or boolean';
   end if;
-  -- A balance, a bucket or a plan limit in the unit is read as that kind. (select 1: on Citus a
-  -- subquery over every shard of accounts with no column fails, "a column definition list is
-  -- required for functions returning record".)
-  if exists (select from creditkit.units u where u.id = p_id and u.kind <> p_kind)
+  -- A balance, a bucket or a plan limit in the unit is read as that kind. (select 1: on Citus an
+  -- expression with a subquery over every shard of accounts is planned in steps, and a subquery
+  -- without a column in it fails, "a column definition list is required for functions returning
+  -- record".)
+  if exists (select 1 from creditkit.units u where u.id = p_id and u.kind <> p_kind)
      and (p_id = 'credits'
           or exists (select 1 from creditkit.accounts a where a.unit = p_id)
-          or exists (select from creditkit.plan_limits l where l.unit = p_id)
-          or exists (select from creditkit.prices p where p.unit = p_id)
-          or exists (select from creditkit.packs k where k.unit = p_id)) then
+          or exists (select 1 from creditkit.plan_limits l where l.unit = p_id)
+          or exists (select 1 from creditkit.prices p where p.unit = p_id)
+          or exists (select 1 from creditkit.packs k where k.unit = p_id)) then
     raise exception using errcode = 'CK006',
       message = format('invalid argument: the kind of unit %s cannot change once accounts, plan limits, prices or packs use it', p_id);
   end if;
@@ -760,10 +765,15 @@ begin
     raise exception using errcode = 'CK006', message = 'invalid argument: period is day|week|month|year, renewal is reset|rollover';
   end if;
   -- Periods are counted from each allowance's anchor in the limit's period; changing the period
-  -- under running allowances would renumber them.
-  if exists (select from creditkit.plan_limits l where l.plan_id = p_plan_id and l.unit = p_unit and l.period <> p_period)
-     and exists (select from creditkit.allowances al
-                  where al.unit = p_unit and (creditkit.effective_plan(al.account_id)).id = p_plan_id) then
+  -- under running allowances would renumber them. (The plan in force by effective_plan's rule, as a
+  -- join, and select 1: on Citus a call per row that reads a distributed table is refused inside a
+  -- statement on a shard (F7), and a subquery without a column fails when Citus plans it in steps.)
+  if exists (select 1 from creditkit.plan_limits l where l.plan_id = p_plan_id and l.unit = p_unit and l.period <> p_period)
+     and exists (select 1 from creditkit.allowances al
+                   left join creditkit.subscriptions s
+                     on s.account_id = al.account_id and s.status in ('active', 'trialing', 'past_due')
+                  where al.unit = p_unit
+                    and coalesce(s.plan_id, (select d.id from creditkit.plans d where d.is_default)) = p_plan_id) then
     raise exception using errcode = 'CK006',
       message = 'invalid argument: the period of a limit that accounts are renewing cannot change; remove it (NULL allowance) first';
   end if;

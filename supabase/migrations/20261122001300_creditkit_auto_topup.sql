@@ -223,7 +223,7 @@ create unique index topups_open on creditkit.topups (account_id, unit)
   where status in ('pending', 'charging', 'processing', 'action_required');
 create index topups_due on creditkit.topups (coalesce(next_attempt_at, '-infinity'::timestamptz), id) where status = 'pending';
 create index topups_claimed on creditkit.topups (claimed_until) where status = 'charging';
-create index topups_account on creditkit.topups (account_id, unit, id desc);
+create index topups_account on creditkit.topups (account_id, unit, created_at desc, id desc);
 create index topups_payment_intent on creditkit.topups (payment_intent) where payment_intent is not null;
 
 alter table creditkit.stripe_payment_methods enable row level security;
@@ -1177,7 +1177,7 @@ begin
                                     'currency', p.currency, 'failure_code', p.failure_code, 'action_url', p.action_url,
                                     'created_at', p.created_at, 'completed_at', p.completed_at)
             from creditkit.topups p where p.account_id = p_account_id and p.unit = p_unit
-           order by p.id desc limit 1)
+           order by p.created_at desc, p.id desc limit 1)
     from (select 1) one
     left join creditkit.auto_topups t on t.account_id = p_account_id and t.unit = p_unit
     left join creditkit.auto_topup_terms terms on terms.unit = p_unit
@@ -1423,7 +1423,8 @@ begin
    where (p_account_id is null or p.account_id = p_account_id)
      and (p_unit is null or p.unit = p_unit)
      and (p_status is null or p.status = p_status)
-   order by p.id desc
+   -- newest first by when they were written: ids come from each node's range on Citus (docs/citus.md, D1)
+   order by p.created_at desc, p.id desc
    limit p_limit;
 end;
 $$;

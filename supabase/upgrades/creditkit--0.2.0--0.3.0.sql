@@ -804,7 +804,7 @@ create unique index topups_open on creditkit.topups (account_id, unit)
   where status in ('pending', 'charging', 'processing', 'action_required');
 create index topups_due on creditkit.topups (coalesce(next_attempt_at, '-infinity'::timestamptz), id) where status = 'pending';
 create index topups_claimed on creditkit.topups (claimed_until) where status = 'charging';
-create index topups_account on creditkit.topups (account_id, unit, id desc);
+create index topups_account on creditkit.topups (account_id, unit, created_at desc, id desc);
 create index topups_payment_intent on creditkit.topups (payment_intent) where payment_intent is not null;
 
 alter table creditkit.stripe_payment_methods enable row level security;
@@ -1758,7 +1758,7 @@ begin
                                     'currency', p.currency, 'failure_code', p.failure_code, 'action_url', p.action_url,
                                     'created_at', p.created_at, 'completed_at', p.completed_at)
             from creditkit.topups p where p.account_id = p_account_id and p.unit = p_unit
-           order by p.id desc limit 1)
+           order by p.created_at desc, p.id desc limit 1)
     from (select 1) one
     left join creditkit.auto_topups t on t.account_id = p_account_id and t.unit = p_unit
     left join creditkit.auto_topup_terms terms on terms.unit = p_unit
@@ -2004,7 +2004,8 @@ begin
    where (p_account_id is null or p.account_id = p_account_id)
      and (p_unit is null or p.unit = p_unit)
      and (p_status is null or p.status = p_status)
-   order by p.id desc
+   -- newest first by when they were written: ids come from each node's range on Citus (docs/citus.md, D1)
+   order by p.created_at desc, p.id desc
    limit p_limit;
 end;
 $$;
@@ -3181,15 +3182,16 @@ begin
   if p_kind is null or p_kind not in ('metered', 'boolean') then
     raise exception using errcode = 'CK006', message = 'invalid argument: kind is metered or boolean';
   end if;
-  -- A balance, a bucket or a plan limit in the unit is read as that kind. (select 1: on Citus a
-  -- subquery over every shard of accounts with no column fails, "a column definition list is
-  -- required for functions returning record".)
-  if exists (select from creditkit.units u where u.id = p_id and u.kind <> p_kind)
+  -- A balance, a bucket or a plan limit in the unit is read as that kind. (select 1: on Citus an
+  -- expression with a subquery over every shard of accounts is planned in steps, and a subquery
+  -- without a column in it fails, "a column definition list is required for functions returning
+  -- record".)
+  if exists (select 1 from creditkit.units u where u.id = p_id and u.kind <> p_kind)
      and (p_id = 'credits'
           or exists (select 1 from creditkit.accounts a where a.unit = p_id)
-          or exists (select from creditkit.plan_limits l where l.unit = p_id)
-          or exists (select from creditkit.prices p where p.unit = p_id)
-          or exists (select from creditkit.packs k where k.unit = p_id)) then
+          or exists (select 1 from creditkit.plan_limits l where l.unit = p_id)
+          or exists (select 1 from creditkit.prices p where p.unit = p_id)
+          or exists (select 1 from creditkit.packs k where k.unit = p_id)) then
     raise exception using errcode = 'CK006',
       message = format('invalid argument: the kind of unit %s cannot change once accounts, plan limits, prices or packs use it', p_id);
   end if;
@@ -3833,5 +3835,99 @@ comment on function public.creditkit_book_expired(timestamptz, integer, text) is
   'Server only, optional. Books what is due in p_unit (default credits: expired credit, renewals and expired holds) for up to p_limit accounts and returns how many it visited. Nothing depends on it: every touch books what is due.';
 revoke all on function public.creditkit_book_expired(timestamptz, integer, text) from public, anon, authenticated;
 grant execute on function public.creditkit_book_expired(timestamptz, integer, text) to service_role;
+
+-- Security definer: writes the plan limits, which no client role may write; service_role only.
+create or replace function public.creditkit_set_plan_limit(
+  p_plan_id text,
+  p_unit text,
+  p_allowance bigint,
+  p_period text default 'month',
+  p_renewal text default 'reset',
+  p_rollover_cap bigint default null)
+returns jsonb
+language plpgsql
+volatile
+security definer
+set search_path = ''
+set lock_timeout = '3s'
+set enable_seqscan = off
+as $$
+declare
+  v_limit creditkit.plan_limits;
+begin
+  perform creditkit.assert_server_caller();
+  if not exists (select from creditkit.plans p where p.id = p_plan_id) then
+    raise exception using errcode = 'CK009', message = format('unknown plan: %s', coalesce(p_plan_id, 'NULL')),
+      detail = jsonb_build_object('plan_id', p_plan_id)::text;
+  end if;
+  perform creditkit.check_unit(p_unit);
+  if p_unit = 'credits' then
+    raise exception using errcode = 'CK006',
+      message = 'invalid argument: the credits allowance is the plan''s own (creditkit_upsert_plan)';
+  end if;
+  if p_allowance is null then
+    -- No limit: accounts stop renewing it at their next period; what was granted runs to its end.
+    delete from creditkit.plan_limits l where l.plan_id = p_plan_id and l.unit = p_unit;
+    return null;
+  end if;
+  if p_allowance < 0 or p_allowance > 9007199254740991 or p_rollover_cap < 0 or p_rollover_cap > 9007199254740991 then
+    raise exception using errcode = 'CK001', message = 'invalid amount: allowance and rollover cap are integers from 0 to 9007199254740991';
+  end if;
+  if p_period is null or p_period not in ('day', 'week', 'month', 'year')
+     or p_renewal is null or p_renewal not in ('reset', 'rollover') then
+    raise exception using errcode = 'CK006', message = 'invalid argument: period is day|week|month|year, renewal is reset|rollover';
+  end if;
+  -- Periods are counted from each allowance's anchor in the limit's period; changing the period
+  -- under running allowances would renumber them. (The plan in force by effective_plan's rule, as a
+  -- join, and select 1: on Citus a call per row that reads a distributed table is refused inside a
+  -- statement on a shard (F7), and a subquery without a column fails when Citus plans it in steps.)
+  if exists (select 1 from creditkit.plan_limits l where l.plan_id = p_plan_id and l.unit = p_unit and l.period <> p_period)
+     and exists (select 1 from creditkit.allowances al
+                   left join creditkit.subscriptions s
+                     on s.account_id = al.account_id and s.status in ('active', 'trialing', 'past_due')
+                  where al.unit = p_unit
+                    and coalesce(s.plan_id, (select d.id from creditkit.plans d where d.is_default)) = p_plan_id) then
+    raise exception using errcode = 'CK006',
+      message = 'invalid argument: the period of a limit that accounts are renewing cannot change; remove it (NULL allowance) first';
+  end if;
+  insert into creditkit.plan_limits as l (plan_id, unit, allowance, period, renewal, rollover_cap)
+  values (p_plan_id, p_unit, p_allowance, p_period, p_renewal, p_rollover_cap)
+  on conflict (plan_id, unit) do update
+     set allowance = excluded.allowance, period = excluded.period, renewal = excluded.renewal,
+         rollover_cap = excluded.rollover_cap
+  returning l.* into v_limit;
+  -- Rows of the unit that run no allowance yet look for it at their next touch (renew_period).
+  update creditkit.accounts a set due_at = '-infinity'
+   where a.unit = p_unit
+     and not exists (select from creditkit.allowances al where al.account_id = a.id and al.unit = a.unit);
+  return to_jsonb(v_limit);
+end;
+$$;
+comment on function public.creditkit_set_plan_limit(text, text, bigint, text, text, bigint) is
+  'Server only. Sets a plan''s limit for a metered unit other than credits: p_allowance per period (0: the unit is available but none is included), reset or rolled over with a cap. A NULL allowance removes the limit (returns NULL). A change applies from each account''s next period, as a plan''s credits allowance does; a new limit starts on the unit''s next touch of accounts that hold none. Naturally idempotent.';
+revoke all on function public.creditkit_set_plan_limit(text, text, bigint, text, text, bigint) from public, anon, authenticated;
+grant execute on function public.creditkit_set_plan_limit(text, text, bigint, text, text, bigint) to service_role;
+
+-- The anchor a unit's plan-limit periods count from: the live subscription's to that plan, else
+-- p_now (an account on the default plan without one counts from when its row opens). plpgsql, not
+-- SQL: Citus cannot plan a SQL function's parameters in a read of a distributed table (docs/citus.md,
+-- F3).
+create or replace function creditkit.allowance_anchor(p_account_id uuid, p_plan_id text, p_now timestamptz)
+returns timestamptz
+language plpgsql
+stable
+security invoker
+set search_path = ''
+as $$
+begin
+  return coalesce((select s.anchor from creditkit.subscriptions s
+                    where s.account_id = p_account_id and s.plan_id = p_plan_id
+                      and s.status in ('active', 'trialing', 'past_due')), p_now);
+end;
+$$;
+comment on function creditkit.allowance_anchor(uuid, text, timestamptz) is
+  'Where a unit''s plan-limit periods count from: the live subscription''s anchor on that plan, else p_now.';
+revoke all on function creditkit.allowance_anchor(uuid, text, timestamptz) from public, anon, authenticated, service_role;
+grant execute on function creditkit.allowance_anchor(uuid, text, timestamptz) to authenticated, service_role;
 
 select creditkit.apply_settings();

@@ -1383,7 +1383,7 @@ for (const factory of TRANSPORTS) {
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 const INSTANT = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?([+-]\d{2}:\d{2}|Z)$/;
 const ID_KEYS = new Set(['id', 'transactionId', 'grantId', 'holdId', 'priceId', 'nextBeforeId', 'transaction_id', 'hold_id', 'grant_id',
-  'topupId', 'deliveryId']);
+  'topupId', 'deliveryId', 'topup_id', 'delivery_id']);
 
 /** Ids, uuids and instants replaced by placeholders; everything else kept. */
 function normalize(value: unknown, key?: string): unknown {
@@ -1392,6 +1392,12 @@ function normalize(value: unknown, key?: string): unknown {
     return Object.fromEntries(Object.entries(value).map(([k, v]) => [k, normalize(v, k)]));
   }
   if (key !== undefined && ID_KEYS.has(key) && typeof value === 'number') return '<id>';
+  // a top-up's id inside its Stripe idempotency key and metadata (ids differ by node on Citus)
+  if (key === 'creditkit_topup_id' && typeof value === 'string') return '<id>';
+  // ... and wherever a string names a top-up by its id (its key, its link, what a webhook did)
+  if (typeof value === 'string' && /(top-?up[- ]|\/pay\/)\d/.test(value)) {
+    return normalize(value.replace(/(top-?up[- ]|\/pay\/)\d+/g, '$1<id>'));
+  }
   if (typeof value === 'string' && UUID.test(value)) return '<uuid>';
   if (typeof value === 'string' && INSTANT.test(value)) return '<instant>';
   // a notification's id, and the body a delivery sends (JSON holding the id, uuids and an instant)

@@ -223,7 +223,7 @@ function deliveries(factory: TransportFactory) {
   /** The deliveries to an endpoint as the tables hold them (superuser SQL: evidence, not the SDK's own answers). */
   const deliveriesTo = (endpointId: string) =>
     h.query<{ id: number; notification_id: string; status: string; attempts: number; last_status: number | null; last_error: string | null }>(
-      `select id::int, notification_id, status, attempts, last_status, last_error from creditkit.deliveries where endpoint_id = $1 order by id`,
+      `select id::float8 as id, notification_id, status, attempts, last_status, last_error from creditkit.deliveries where endpoint_id = $1 order by id`,
       [endpointId]);
   const eventsOf = (accountId: string) =>
     h.query<{ id: string; type: string; payload: Record<string, unknown> }>(

@@ -11,7 +11,7 @@
 // visits every account due by its p_now, and nothing another test made is due before 2040.
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import type { CitusDatabase, Row } from '@creditkit/testing';
-import { describeIfCitus, knownBug } from '@creditkit/testing/vitest';
+import { describeIfCitus } from '@creditkit/testing/vitest';
 import { creditkit, runAs, type Creditkit } from './support.ts';
 import { accountsOnEveryWorker, BOOKS_OF_ONE_ACCOUNT, distributedDatabase } from './citus-support.ts';
 
@@ -263,10 +263,9 @@ describeIfCitus('creditkit lifecycle on Citus: plans, renewal, expiry and holds 
     await expectBooks(db, [a1!, a2!, b1!, b2!]);
   }, 60_000);
 
-  // SECURITY INVOKER reading distributed tables as service_role: "08006 connection to the remote
-  // node service_role@… failed … role "service_role" is not permitted to log in" (docs/citus.md,
-  // F9, whose fix, SECURITY DEFINER, changes the security model: the lead's call).
-  knownBug('creditkit_accounts_per_plan as service_role (F9)', async () => {
+  // As service_role: security definer since 0.3.0 (docs/citus.md, F9), so Citus reaches the
+  // workers as the owner, not as the NOLOGIN role.
+  it('creditkit_accounts_per_plan as service_role (F9)', async () => {
     const counts = await ck.call('creditkit_accounts_per_plan', {});
     expect(counts.find((r) => r.plan_id === 'life-count-a')).toMatchObject({ accounts: 2 });
   }, 60_000);
