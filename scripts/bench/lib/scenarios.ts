@@ -391,7 +391,9 @@ function allScenarios(short: boolean, fillerRows: number): Scenario[] {
         `The plain creditkit_consume(account, 1) (consume.sql) on ${d.uniform.label}: **single node** in the bench ` +
         `database, **citus** through the coordinator of the local Citus cluster (a coordinator and two workers, each its ` +
         `own PostgreSQL on this machine), where scripts/citus/distribute.sql distributed the kit by account and delegates ` +
-        `each call to the worker that holds the account (one round trip from the coordinator). Both are seeded with the same ` +
+        `each call to the worker that holds the account (one round trip from the coordinator); **citus in a transaction** is ` +
+        `the same call inside BEGIN … COMMIT (consume-tx.sql), as PostgREST makes every call, which Citus does not delegate: ` +
+        `it runs on the coordinator, a round trip to the worker per statement, as every call does without --delegate. All are seeded with the same ` +
         `rows and reset before every run; the runs alternate as in the release scenario, and vs is citus ÷ single node of ` +
         `the same repetition. No goal: the three nodes share this machine's cores, so this measures the routing overhead ` +
         `of a coordinator hop, not what more machines buy (docs/scaling.md).`,
@@ -400,6 +402,13 @@ function allScenarios(short: boolean, fillerRows: number): Scenario[] {
       variants: [
         kitConsume(16, 'uniform', 'single node'),
         { ...kitConsume(16, 'uniform', 'citus', 'citus'), role: 'extra', compareTo: 'single node' },
+        {
+          ...kitConsume(16, 'uniform', 'citus in a transaction', 'citus'),
+          label: 'creditkit_consume in a transaction block (not delegated)',
+          runner: pg({ file: 'consume-tx.sql' }),
+          role: 'extra',
+          compareTo: 'single node',
+        },
       ],
     },
     loadScenario('uniform-64', `Uniform load, ${many} clients`, debits(`on ${d.uniform.label}`), many, 'uniform', all, true),
