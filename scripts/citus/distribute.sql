@@ -131,9 +131,9 @@ insert into creditkit_layout values
 
 -- Delegated to the account's worker (public.<name>, one function of that name, p_account_id uuid
 -- first): the server-only calls that read and write one account's rows and read only reference
--- tables otherwise. Not here: the my_* and history readers (SECURITY INVOKER: RLS and the JWT claims
--- would have to reach the worker, docs/citus.md F9), set_plan (effective_plan, F3), anything that
--- finds its account through a hold or a Stripe id, and batches (several accounts).
+-- tables otherwise. Not here: the my_* readers (their account comes from the JWT claims, which a
+-- worker does not see, docs/citus.md F9) and history, set_plan (its delegation not tried), anything
+-- that finds its account through a hold or a Stripe id, and batches (several accounts).
 create temporary table creditkit_delegated (name name primary key) on commit drop;
 insert into creditkit_delegated values
   ('creditkit_consume'), ('creditkit_consume_or_raise'), ('creditkit_report'), ('creditkit_meter'),

@@ -507,9 +507,9 @@ async function delegatedFunctions(db: CitusDatabase): Promise<string[]> {
 }
 
 /**
- * What the 0.3.0 tests share, set up with plain SQL as the superuser where the API is refused on
- * Citus (docs/citus.md, "0.3.0"): an endpoint that wants every event (creditkit_upsert_webhook_endpoint:
- * now() in DO UPDATE SET), and two plans (creditkit_upsert_plan needs sequential mode, F6).
+ * What the 0.3.0 tests share: an endpoint that wants every event (plain SQL, so that it is there
+ * whichever test runs first) and two plans, through the API (creditkit_upsert_plan runs in
+ * sequential mode on Citus: distribute.sql sets it, F6).
  */
 async function setUpOutbox(db: CitusDatabase): Promise<void> {
   await db.exec(`
@@ -517,11 +517,8 @@ async function setUpOutbox(db: CitusDatabase): Promise<void> {
     values ('citus', 'https://example.com/creditkit', 'whsec_' || repeat('QUJD', 8))
     on conflict (id) do nothing`);
   await db.exec(`
-    begin;
-    set local citus.multi_shard_modify_mode = 'sequential';
     select creditkit_upsert_plan('citus-pro', 'Pro', 1000);
-    select creditkit_upsert_plan('citus-team', 'Team', 5000);
-    commit;`);
+    select creditkit_upsert_plan('citus-team', 'Team', 5000);`);
 }
 
 /** An account's own low-balance threshold, armed as set_account_alert would (its API is refused on Citus). */
