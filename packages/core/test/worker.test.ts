@@ -21,7 +21,7 @@ import { describeIfCitus, describeIfPostgres } from '@creditkit/testing/vitest';
 import { runWorker, verifyWebhook, type CreditkitNotification, type CreditkitServer, type WorkerStripe } from '../src/server.ts';
 import type { ClaimedTopup } from '../src/results.ts';
 import { chargeTopup, stripeErrorOutcome } from '../src/worker.ts';
-import { TRANSPORTS, itOver, type Harness, type TransportFactory } from './support/transports.ts';
+import { TRANSPORTS, type Harness, type TransportFactory } from './support/transports.ts';
 
 // ── Top-ups: Stripe's answers → outcomes ─────────────────────────────────────────────────────
 
@@ -181,7 +181,6 @@ const HOUR = 60 * MINUTE;
 const at = (ms: number) => new Date(T0 + ms);
 
 function deliveries(factory: TransportFactory) {
-  const it = itOver(factory);
   let h: Harness;
   let ck: CreditkitServer;
   let receiver: Receiver;

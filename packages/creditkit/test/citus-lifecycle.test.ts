@@ -13,7 +13,7 @@ import { afterAll, beforeAll, expect, it } from 'vitest';
 import type { CitusDatabase, Row } from '@creditkit/testing';
 import { describeIfCitus } from '@creditkit/testing/vitest';
 import { creditkit, runAs, type Creditkit } from './support.ts';
-import { accountsOnEveryWorker, BOOKS_OF_ONE_ACCOUNT, distributedDatabase } from './citus-support.ts';
+import { accountsOnEveryWorker, distributedDatabase, expectBooks } from './citus-support.ts';
 
 /**
  * The ledger of an account in credits, oldest first: kind and amount. (Every call here runs on the
@@ -25,13 +25,6 @@ async function ledgerOf(db: CitusDatabase, account: string): Promise<Array<[stri
     [account],
   );
   return rows.map((r) => [r.kind, r.amount]);
-}
-
-async function expectBooks(db: CitusDatabase, accounts: string[]): Promise<void> {
-  for (const account of accounts) {
-    const [books] = await db.query<Row>(BOOKS_OF_ONE_ACCOUNT, [account]);
-    expect(books, account).toEqual({ balance_is_ledger: true, balance_is_buckets: true, version_is_rows: true, held_is_holds: true });
-  }
 }
 
 const iso = (s: string) => new Date(s);

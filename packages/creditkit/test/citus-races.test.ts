@@ -11,7 +11,7 @@ import type { CitusDatabase, Row } from '@creditkit/testing';
 import { describeIfCitus } from '@creditkit/testing/vitest';
 import { at, creditkit, newGauge, pooledRunner, runAs, warmPool, type Creditkit, type Gauge } from './support.ts';
 import { chargeRefunded, checkoutCompleted, packPurchase } from './stripe-fixtures.ts';
-import { accountsWithWorkers, BOOKS_OF_ONE_ACCOUNT, distributedDatabase } from './citus-support.ts';
+import { accountsWithWorkers, distributedDatabase, expectBooks } from './citus-support.ts';
 
 const CONNECTIONS = 40;
 const range = (n: number) => Array.from({ length: n }, (_, i) => i);
@@ -30,11 +30,6 @@ describeIfCitus('races and routing on Citus', () => {
     await pool?.end();
     await db?.drop();
   }, 120_000);
-
-  const expectBooks = async (account: string) => {
-    const [books] = await db.query<Row>(BOOKS_OF_ONE_ACCOUNT, [account]);
-    expect(books).toMatchObject({ balance_is_ledger: true, balance_is_buckets: true, version_is_rows: true, held_is_holds: true });
-  };
 
   it('200 concurrent consume(1) on a balance of 100, for an account on each worker at once: exactly 100 succeed on each, never below zero', async () => {
     const gauge: Gauge = newGauge();
@@ -57,7 +52,7 @@ describeIfCitus('races and routing on Citus', () => {
         `select count(*) filter (where kind = 'consume')::int as consumes, min(balance_after)::int as lowest, sum(amount)::int as total
            from creditkit.ledger where account_id = $1`, [account]);
       expect(ledger).toEqual({ consumes: 100, lowest: 0, total: 0 });
-      await expectBooks(account);
+      await expectBooks(db, [account]);
     }
   }, 180_000);
 
@@ -105,7 +100,7 @@ describeIfCitus('races and routing on Citus', () => {
       expect(await db.query('select balance::int from creditkit.accounts where id = $1', [account])).toEqual([{ balance: 500 }]);
       expect(await apply(chargeRefunded(p, { created: now + 60, amountRefunded: 100 }))).toMatchObject([{ status: 'applied' }]);
       expect(await db.query('select balance::int from creditkit.accounts where id = $1', [account])).toEqual([{ balance: 400 }]);
-      await expectBooks(account);
+      await expectBooks(db, [account]);
     }
   }, 120_000);
 });

@@ -13,7 +13,7 @@ import { afterAll, beforeAll, expect, it } from 'vitest';
 import { createTestDatabase, type CitusDatabase, type Row, type TestDatabase } from '@creditkit/testing';
 import { describeIfCitus } from '@creditkit/testing/vitest';
 import { creditkit, newAccountId, outcome, runAs, type Args, type Creditkit } from './support.ts';
-import { accountsOnEveryWorker, BOOKS_OF_ONE_ACCOUNT, distributedDatabase } from './citus-support.ts';
+import { accountsOnEveryWorker, distributedDatabase, expectBooks } from './citus-support.ts';
 
 /** The caller-bound reads distribute.sql makes security definer on the cluster. */
 const CALLER_BOUND_READS = [
@@ -271,8 +271,7 @@ describeIfCitus('caller-bound and server reads through the coordinator (issue 25
       expect(answers.citus, fn).toEqual(answers.postgres);
     }
     for (const account of [a, b]) {
-      const [books] = await db.query<Row>(BOOKS_OF_ONE_ACCOUNT, [account]);
-      expect(books).toMatchObject({ balance_is_ledger: true, balance_is_buckets: true, version_is_rows: true, held_is_holds: true });
+      await expectBooks(db, [account]);
     }
   });
 

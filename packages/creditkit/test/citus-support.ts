@@ -4,6 +4,7 @@
 // SQL. Nothing here starts or checks anything by itself.
 import { readFileSync } from 'node:fs';
 import pg from 'pg';
+import { expect } from 'vitest';
 import {
   citusPlacements,
   createCitusDatabase,
@@ -70,7 +71,7 @@ export const CITUS_LAYOUT: readonly CitusPlacement[] = [
 
 
 /** The ledger invariants of support.ts's LEDGER_PROBLEMS_SQL for one account ($1), in credits. */
-export const BOOKS_OF_ONE_ACCOUNT = `
+const BOOKS_OF_ONE_ACCOUNT = `
   select a.balance = (select coalesce(sum(l.amount), 0) from creditkit.ledger l where l.account_id = $1 and l.unit = a.unit)
            as balance_is_ledger,
          a.balance = (select coalesce(sum(g.remaining), 0) from creditkit.grants g where g.account_id = $1 and g.unit = a.unit)
@@ -181,4 +182,12 @@ export async function distributedDatabase(): Promise<CitusDatabase> {
     throw err;
   }
   return db;
+}
+
+/** The books of each account hold (BOOKS_OF_ONE_ACCOUNT), read one account at a time (one shard each). */
+export async function expectBooks(db: CitusDatabase, accounts: readonly unknown[]): Promise<void> {
+  for (const account of accounts) {
+    const [books] = await db.query<Row>(BOOKS_OF_ONE_ACCOUNT, [account]);
+    expect(books, String(account)).toEqual({ balance_is_ledger: true, balance_is_buckets: true, version_is_rows: true, held_is_holds: true });
+  }
 }

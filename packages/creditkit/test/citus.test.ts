@@ -22,13 +22,13 @@ import {
   accountsOnEveryWorker,
   accountsWithWorkers,
   applyStripe,
-  BOOKS_OF_ONE_ACCOUNT,
   CITUS_LAYOUT,
   COLOCATE_WITH,
   customerWithCard,
   delegatedCalls,
   DISTRIBUTE,
   EXPECTED,
+  expectBooks,
   placements,
 } from './citus-support.ts';
 
@@ -178,8 +178,7 @@ describeIfCitus('creditkit on Citus', () => {
         [account],
       );
       expect(ids).toEqual([{ node: groups.get(port) }]);
-      const [books] = await db.query<Row>(BOOKS_OF_ONE_ACCOUNT, [account]);
-      expect(books).toMatchObject({ balance_is_ledger: true, balance_is_buckets: true, version_is_rows: true, held_is_holds: true });
+      await expectBooks(db, [account]);
     }
 
     // Errors come back with the kit's codes: an unknown account (open_unit's nested read of units
@@ -221,8 +220,7 @@ describeIfCitus('creditkit on Citus', () => {
     // only supported when all distributed tables are co-located and joined on their distribution
     // columns". Filtered on one account, every table below is read on that account's shard.)
     for (const account of accounts) {
-      const [books] = await db.query<Row>(BOOKS_OF_ONE_ACCOUNT, [account]);
-      expect(books).toMatchObject({ balance_is_ledger: true, balance_is_buckets: true, version_is_rows: true, held_is_holds: true });
+      await expectBooks(db, [account]);
     }
   }, 120_000);
 
@@ -296,8 +294,7 @@ describeIfCitus('creditkit on Citus', () => {
       const [low] = await db.query<{ payload: Row }>(
         `select payload from creditkit.notifications where account_id = $1 and type = 'balance.low'`, [account]);
       expect(low?.payload).toMatchObject({ account_id: account, unit: 'credits', spendable: 140, threshold: 150 });
-      const [books] = await db.query<Row>(BOOKS_OF_ONE_ACCOUNT, [account]);
-      expect(books).toMatchObject({ balance_is_ledger: true, balance_is_buckets: true, version_is_rows: true, held_is_holds: true });
+      await expectBooks(db, [account]);
     }
     await expectOnTheirAccountsNode(db, ['creditkit.notifications', 'creditkit.deliveries']);
   }, 120_000);
@@ -333,8 +330,7 @@ describeIfCitus('creditkit on Citus', () => {
       const deliveries = await db.query<{ status: string }>(
         'select status from creditkit.deliveries where account_id = $1 order by id', [account]);
       expect(deliveries).toEqual([{ status: 'pending' }, { status: 'pending' }]);
-      const [books] = await db.query<Row>(BOOKS_OF_ONE_ACCOUNT, [account]);
-      expect(books).toMatchObject({ balance_is_ledger: true, balance_is_buckets: true, version_is_rows: true, held_is_holds: true });
+      await expectBooks(db, [account]);
     }
     await expectOnTheirAccountsNode(db, ['creditkit.notifications', 'creditkit.deliveries']);
     for (const worker of [0, 1]) expect(await db.queryWorker(worker, 'select 1 as up')).toEqual([{ up: 1 }]);
@@ -402,8 +398,7 @@ describeIfCitus('creditkit on Citus', () => {
       expect(await topupsOf(db, String(claim.account_id))).toEqual([{ status: 'succeeded', amount: 500 }]);
       expect(await db.query('select balance from creditkit.accounts where id = $1', [claim.account_id])).toEqual([{ balance: 580 }]);
       expect(await eventsOf(db, String(claim.account_id))).toEqual(['topup.succeeded']);
-      const [books] = await db.query<Row>(BOOKS_OF_ONE_ACCOUNT, [claim.account_id]);
-      expect(books).toMatchObject({ balance_is_ledger: true, balance_is_buckets: true, version_is_rows: true, held_is_holds: true });
+      await expectBooks(db, [claim.account_id]);
     }
     await expectOnTheirAccountsNode(db, ['creditkit.topups', 'creditkit.notifications', 'creditkit.deliveries']);
   }, 180_000);

@@ -11,8 +11,6 @@
 import { createClient } from '@supabase/supabase-js';
 import { readFileSync } from 'node:fs';
 import pg from 'pg';
-import { it } from 'vitest';
-import { knownBug } from '@creditkit/testing/vitest';
 import { counting, createCitusDatabase, createTestDatabase, distributeKit, noWebSocket, pgliteTemplate, startPostgrestServer, type PostgrestServer, type TestDatabase } from '@creditkit/testing';
 import { createEmbeddedCreditkit } from '../../src/embedded.ts';
 import {
@@ -262,22 +260,3 @@ export type ClientMethod = keyof typeof CLIENT_METHODS;
 export { counting };
 /** A transport that counts the calls it passes on (and remembers which functions). */
 export type CountingTransport = ReturnType<typeof counting>;
-
-// ── What the Citus cluster still refuses ─────────────────────────────────────────────────
-
-/**
- * Tests of the shared suites (by title) that fail over the `citus` transport, each with why
- * (docs/citus.md). They run there as known bugs: expected to fail, and a failure of the run once
- * they pass, so the list only shrinks as the kit learns to run on Citus.
- */
-export const CITUS_KNOWN_BUGS: ReadonlyMap<string, string> = new Map<string, string>([
-]);
-
-/** `it` for a suite body run over `factory`: the titles Citus still refuses are known bugs there. */
-export function itOver(factory: TransportFactory): (title: string, fn: () => Promise<void>, timeout?: number) => void {
-  return (title, fn, timeout) => {
-    const why = factory.name === 'citus' ? CITUS_KNOWN_BUGS.get(title) : undefined;
-    if (why === undefined) it(title, fn, timeout);
-    else knownBug(`${title} (on Citus: ${why})`, fn, timeout);
-  };
-}
